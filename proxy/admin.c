@@ -1,0 +1,1 @@
+/* admin.c - to be written */

@@ -1,0 +1,66 @@
+/* config.h - repoint's configuration: an INI file read with inih into one struct per service.
+ *
+ * Every key lives in one table in config.c (type, bounds, default). Errors name the file and line:
+ * "conf/repoint.ini:12: probe_interval: expected a duration like 250ms, 1s or 2m, got 'fast'". */
+#ifndef REPOINT_CONFIG_H
+#define REPOINT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "util.h"
+
+enum protocol { PROTOCOL_POSTGRES, PROTOCOL_MYSQL, PROTOCOL_REDIS };
+enum route { ROUTE_WRITER, ROUTE_READER, ROUTE_ANY };
+enum drain_mode { DRAIN_GRACEFUL, DRAIN_IMMEDIATE };
+
+const char *protocol_name(enum protocol p);
+const char *route_name(enum route r);
+const char *drain_mode_name(enum drain_mode d);
+
+struct service_config {
+	char *name;           /* from "[service NAME]" */
+	int line;             /* line of the section header, for messages about the whole section */
+	enum protocol protocol;
+	struct hostport listen;
+	enum route route;
+	struct hostport *members;
+	int nmembers;
+	int64_t probe_interval_ms;       /* default 250ms */
+	int64_t probe_timeout_ms;        /* default 1s */
+	int64_t failover_probe_interval_ms; /* while failing over; default 50ms */
+	int down_after;                  /* consecutive failed probes before a member is down; default 3 */
+	char *probe_user;                /* default: postgres "postgres", mysql "root", redis none */
+	char *probe_password;            /* default empty */
+	char *probe_database;            /* default: postgres "postgres", others none */
+	int64_t hold_timeout_ms;         /* default 30s */
+	enum drain_mode drain;           /* default graceful */
+	int64_t drain_timeout_ms;        /* default 10s */
+	int64_t connect_timeout_ms;      /* upstream connect; default 5s */
+	int max_clients;                 /* default 10000 */
+	struct service_config *next;
+};
+
+struct config {
+	char *path;
+	bool has_admin;
+	struct hostport admin;              /* [repoint] admin; off when absent */
+	enum log_level log_level;           /* default info */
+	enum log_format log_format;         /* default text */
+	int64_t shutdown_timeout_ms;        /* grace period on SIGTERM/SIGINT; default 10s */
+	struct service_config *services;    /* in file order */
+	int nservices;
+};
+
+/* Reads and validates PATH. On success returns a config; on failure returns NULL and writes every
+ * problem found, one "file:line: message" per line, into err (truncated to errlen). */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* The same from a string (for tests); `name` stands in for the file name in messages. */
+struct config *config_load_string(const char *text, const char *name, char *err, size_t errlen);
+
+void config_free(struct config *cfg);
+
+#endif

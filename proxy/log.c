@@ -1,0 +1,63 @@
+/* log.c - leveled logging to stderr, text or JSON lines. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <jansson.h>
+
+static enum log_level min_level = LOG_INFO;
+static enum log_format format = LOG_FORMAT_TEXT;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_setup(enum log_level level, enum log_format fmt)
+{
+	min_level = level;
+	format = fmt;
+}
+
+bool log_enabled(enum log_level level)
+{
+	return level >= min_level;
+}
+
+const char *log_level_name(enum log_level level)
+{
+	return level_names[level];
+}
+
+void log_msg(enum log_level level, const char *subject, const char *fmt, ...)
+{
+	char msg[2048], ts[96];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+
+	if (level < min_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+
+	if (format == LOG_FORMAT_JSON) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[level],
+				      "subject", subject ? subject : "repoint", "msg", msg);
+		char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		if (line != NULL) {
+			fprintf(stderr, "%s\n", line);
+			free(line);
+		}
+		json_decref(o);
+	} else {
+		fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[level], subject ? subject : "repoint", msg);
+	}
+}

@@ -1,0 +1,1 @@
+/* net/session.c - to be written */

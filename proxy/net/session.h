@@ -1,0 +1,1 @@
+/* net/session.h */

@@ -1,0 +1,1 @@
+/* proto/mysql.c - to be written */

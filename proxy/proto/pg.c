@@ -1,0 +1,1 @@
+/* proto/pg.c - to be written */

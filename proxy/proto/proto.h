@@ -1,0 +1,59 @@
+/* proto.h - what each wire protocol means to repoint, behind one const table per protocol.
+ *
+ * repoint forwards bytes unchanged. To drain gracefully it must know when a session is idle (no
+ * request in flight, no transaction open), and to refuse a held client it must speak one native
+ * error. Both are pure functions over bytes, testable without sockets:
+ *
+ *   feed(st, dir, bytes)  -- called with every byte, in order, in each direction
+ *   is_idle(st)           -- true at a point where closing (or moving) the session loses nothing
+ *   refuse(...)           -- the protocol's own "no writer" error for a client that never got a server
+ *
+ * A tracker that meets something it cannot follow (TLS after SSLRequest, an unknown frame, a
+ * protocol violation) becomes "opaque": never idle again, so graceful drain falls back to
+ * drain_timeout. It never fails the session: the bytes are still forwarded unchanged.
+ */
+#ifndef REPOINT_PROTO_H
+#define REPOINT_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+enum proto_dir { PROTO_CLIENT_TO_SERVER = 0, PROTO_SERVER_TO_CLIENT = 1 };
+
+enum proto_refuse_step {
+	PROTO_REFUSE_DONE,  /* the error is in `out`: flush it, then close */
+	PROTO_REFUSE_MORE,  /* a negotiation reply is in `out`; call again when the client sends more */
+};
+
+/* Per-session tracker state: large enough for every protocol, kept inside the session. */
+struct proto_state {
+	uint64_t words[12];
+};
+
+struct proto_ops {
+	const char *name;
+	void (*init)(struct proto_state *st);
+	void (*feed)(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n);
+	bool (*is_idle)(const struct proto_state *st);
+	bool (*is_opaque)(const struct proto_state *st);
+	/* Answer a client held too long. `client_in` holds what the client sent so far (consumed bytes
+	 * are drained from it); the reply is appended to `out`. `msg` is the human text. */
+	enum proto_refuse_step (*refuse)(struct evbuffer *client_in, struct evbuffer *out, const char *msg);
+};
+
+extern const struct proto_ops proto_postgres;
+extern const struct proto_ops proto_mysql;
+extern const struct proto_ops proto_redis;
+
+/* Native error encoders, also used by the drill and tests. Append to `out`. */
+/* Postgres ErrorResponse: S/V FATAL, C sqlstate, M msg. */
+void pg_error_response(struct evbuffer *out, const char *severity, const char *sqlstate, const char *msg);
+/* MySQL ERR packet with sequence id `seq`: 0xFF, code, '#', sqlstate, msg. */
+void mysql_err_packet(struct evbuffer *out, uint8_t seq, uint16_t code, const char *sqlstate, const char *msg);
+/* RESP error: "-" prefix-word " " msg "\r\n" (CR/LF in msg replaced by spaces). */
+void resp_error(struct evbuffer *out, const char *prefix, const char *msg);
+
+#endif

@@ -1,0 +1,1 @@
+/* proto/resp.c - to be written */

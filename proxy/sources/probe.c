@@ -1,0 +1,1 @@
+/* sources/probe.c - to be written */

@@ -1,0 +1,57 @@
+/* probe.h - ask a node its role, through the engine's own client library, without blocking the loop.
+ *
+ *   Postgres  libpq (PQconnectStart/PQconnectPoll, PQsendQuery): pg_is_in_recovery() and the timeline
+ *   MySQL     libmariadb non-blocking API (mysql_real_connect_start/_cont, ...):
+ *             @@global.read_only, @@global.innodb_read_only
+ *   Redis     hiredis (redisFormatCommand + redisReader over a non-blocking socket): ROLE
+ *
+ * One probe per member keeps its connection open between checks (a crash is then seen at once as a
+ * closed connection) and reconnects after any failure. Every check is bounded by timeout_ms: a node
+ * that hangs or black-holes packets costs a timer, never a stall of the loop or of other probes.
+ */
+#ifndef REPOINT_PROBE_H
+#define REPOINT_PROBE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "topology.h"
+
+struct event_base;
+struct probe;
+
+struct probe_result {
+	bool ok;              /* the node answered with a role */
+	enum role role;       /* ROLE_WRITER or ROLE_READER when ok */
+	int64_t epoch;        /* Postgres: timeline of the WAL being written (writer) or replayed; else 0 */
+	int64_t latency_us;   /* from the start of the check to its end */
+	char detail[160];     /* on failure: why ("connect: Connection refused", "timeout after 1000 ms",
+	                         "unexpected reply to ROLE"); on success: what was seen ("read_only=1") */
+};
+
+typedef void (*probe_cb)(void *arg, const struct probe_result *r);
+
+struct probe_params {
+	enum protocol protocol;
+	const char *host;        /* IP literal or name */
+	uint16_t port;
+	const char *user;        /* may be NULL or "" */
+	const char *password;    /* may be NULL or "" */
+	const char *database;    /* may be NULL or "" */
+	int64_t timeout_ms;      /* bounds connect + query of one check */
+};
+
+/* Creates an idle probe; strings in params are copied. NULL on allocation failure. */
+struct probe *probe_new(struct event_base *base, const struct probe_params *params, probe_cb cb, void *arg);
+
+/* Starts one check. The callback runs exactly once per started check, always later from the loop,
+ * never from inside probe_run(). Returns false (and starts nothing) when a check is under way. */
+bool probe_run(struct probe *p);
+
+bool probe_busy(const struct probe *p);
+
+/* Cancels any check (no callback) and frees everything. Not to be called from inside its callback. */
+void probe_free(struct probe *p);
+
+#endif

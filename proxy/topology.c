@@ -1,0 +1,1 @@
+/* topology.c - to be written */

@@ -1,0 +1,137 @@
+/* util.c - clocks, durations, addresses. */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool parse_duration_ms(const char *s, int64_t *out)
+{
+	char *end;
+	double v, scale;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s)
+		return false;
+	if (*end == '\0' || strcmp(end, "ms") == 0)
+		scale = 1;
+	else if (strcmp(end, "s") == 0)
+		scale = 1000;
+	else if (strcmp(end, "m") == 0)
+		scale = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		scale = 3600 * 1000;
+	else
+		return false;
+	v *= scale;
+	if (!isfinite(v) || v < 0 || v > 24.0 * 3600 * 1000)
+		return false;
+	*out = (int64_t)llround(v);
+	return true;
+}
+
+bool parse_hostport(const char *s, struct hostport *out, char *err, size_t errlen)
+{
+	const char *host, *colon, *portstr;
+	size_t hostlen;
+	char *end;
+	long port;
+
+	if (s == NULL || *s == '\0') {
+		snprintf(err, errlen, "empty address");
+		return false;
+	}
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':') {
+			snprintf(err, errlen, "expected [IPv6]:PORT, got '%s'", s);
+			return false;
+		}
+		host = s + 1;
+		hostlen = (size_t)(close - host);
+		portstr = close + 2;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL) {
+			snprintf(err, errlen, "expected HOST:PORT, got '%s'", s);
+			return false;
+		}
+		if (memchr(s, ':', (size_t)(colon - s)) != NULL) {
+			snprintf(err, errlen, "IPv6 addresses need brackets: [ADDR]:PORT, got '%s'", s);
+			return false;
+		}
+		host = s;
+		hostlen = (size_t)(colon - s);
+		portstr = colon + 1;
+	}
+	if (hostlen == 0 || hostlen >= sizeof(out->host)) {
+		snprintf(err, errlen, "bad host in '%s'", s);
+		return false;
+	}
+	for (size_t i = 0; i < hostlen; i++) {
+		unsigned char c = (unsigned char)host[i];
+		if (!(isalnum(c) || c == '.' || c == '-' || c == '_' || c == ':' || c == '%')) {
+			snprintf(err, errlen, "bad character in host of '%s'", s);
+			return false;
+		}
+	}
+	errno = 0;
+	port = strtol(portstr, &end, 10);
+	if (*portstr == '\0' || *end != '\0' || errno != 0 || port < 1 || port > 65535) {
+		snprintf(err, errlen, "port must be 1-65535 in '%s'", s);
+		return false;
+	}
+	memcpy(out->host, host, hostlen);
+	out->host[hostlen] = '\0';
+	out->port = (uint16_t)port;
+	return true;
+}
+
+const char *hostport_str(const struct hostport *hp, char *buf, size_t len)
+{
+	if (strchr(hp->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%u", hp->host, hp->port);
+	else
+		snprintf(buf, len, "%s:%u", hp->host, hp->port);
+	return buf;
+}
+
+char *str_trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}

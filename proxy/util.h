@@ -1,0 +1,37 @@
+/* util.h - small helpers shared by every module: clocks, durations, addresses. */
+#ifndef REPOINT_UTIL_H
+#define REPOINT_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WARN_UNUSED __attribute__((warn_unused_result))
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A host (name or IP literal, IPv6 without brackets) and a port. */
+struct hostport {
+	char host[256];
+	uint16_t port;
+};
+
+/* Monotonic clock in milliseconds / microseconds (CLOCK_MONOTONIC). */
+int64_t now_ms(void);
+int64_t now_us(void);
+/* Wall clock in milliseconds since the epoch (for reports and /status). */
+int64_t wall_ms(void);
+
+/* "250ms", "1s", "2m", "1.5s"; a bare number is milliseconds. Result in ms, bounded to [0, 24h].
+ * Returns false on anything else. */
+bool parse_duration_ms(const char *s, int64_t *out) WARN_UNUSED;
+
+/* "127.0.0.1:5432", "localhost:6379", "[::1]:5432". Returns false (with a reason in err) when malformed. */
+bool parse_hostport(const char *s, struct hostport *out, char *err, size_t errlen) WARN_UNUSED;
+
+/* Formats "host:port" (IPv6 hosts in brackets) into buf; returns buf. */
+const char *hostport_str(const struct hostport *hp, char *buf, size_t len);
+
+/* Trim leading and trailing white space in place; returns s. */
+char *str_trim(char *s);
+
+#endif
