@@ -40,7 +40,19 @@ struct service_config {
 	int64_t drain_timeout_ms;        /* default 10s */
 	int64_t connect_timeout_ms;      /* upstream connect; default 5s */
 	int max_clients;                 /* default 10000 */
+	char *source;                    /* "rds:ID", "elasticache:ID", "elasticache-global:ID",
+	                                    "memorydb:NAME"; NULL for static members */
+	char *shard;                     /* ElastiCache/MemoryDB node group to pin; NULL for none */
 	struct service_config *next;
+};
+
+/* [aws]: the control plane used by `source = ...` services. */
+struct aws_config {
+	char *region;                 /* default: AWS_REGION / AWS_DEFAULT_REGION / profile's region */
+	char *profile;                /* default: AWS_PROFILE or "default" */
+	char *endpoint_url;           /* override, e.g. http://127.0.0.1:4566; NULL for the real one */
+	int64_t poll_interval_ms;     /* default 5s (with jitter) */
+	int64_t failover_poll_interval_ms; /* while a failover is under way; default 1s */
 };
 
 struct config {
@@ -50,6 +62,7 @@ struct config {
 	enum log_level log_level;           /* default info */
 	enum log_format log_format;         /* default text */
 	int64_t shutdown_timeout_ms;        /* grace period on SIGTERM/SIGINT; default 10s */
+	struct aws_config aws;
 	struct service_config *services;    /* in file order */
 	int nservices;
 };

@@ -1,0 +1,1 @@
+/* proxy/aws/creds.c - to be written */

@@ -1,0 +1,1 @@
+/* proxy/aws/creds.h - to be written */

@@ -1,0 +1,1 @@
+/* proxy/aws/http.c - to be written */

@@ -1,0 +1,1 @@
+/* proxy/aws/http.h - to be written */

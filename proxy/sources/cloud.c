@@ -1,0 +1,1 @@
+/* proxy/sources/cloud.c - to be written */

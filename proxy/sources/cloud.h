@@ -1,0 +1,1 @@
+/* proxy/sources/cloud.h - to be written */
