@@ -1,1 +1,729 @@
-/* service.c - to be written */
+/* service.c - the runtime of one [service NAME]: listener, members, probes, topology, sessions.
+ *
+ *   probe ──result──▶ topo_observe() ──events──▶ react(): hold (nothing to do: service_pick()
+ *                                                 says -1), drain the lost writer's sessions,
+ *                                                 release held sessions when a writer is confirmed
+ *
+ * Held sessions are released from a deferred event, never from inside the code that confirmed the
+ * writer: a session callback that reports a failure can then not re-enter itself.
+ */
+#include "service.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <jansson.h>
+
+#include "log.h"
+#include "net/session.h"
+#include "proto/proto.h"
+#include "sources/probe.h"
+#include "util.h"
+
+struct member {
+	struct service *svc;
+	int index;
+	char str[280];                    /* "host:port" */
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	struct probe *probe;
+	struct event *timer;              /* next probe */
+	unsigned sessions;                /* sessions attached */
+	struct probe_result last;         /* last probe result */
+	bool probed;                      /* last is valid */
+	uint64_t probes, probe_failures;
+};
+
+struct service {
+	const struct service_config *cfg;
+	struct event_base *base;
+	const struct proto_ops *proto;
+	struct evconnlistener *listener;
+	bool accepting_paused;
+	bool stopping;
+	struct topology topo;
+	struct member *members;
+	struct session_list sessions;
+	struct session_list held;
+	unsigned nsessions;
+	unsigned nheld;
+	unsigned next_pick;               /* round robin among equals */
+	struct event *release_ev;         /* deferred release of held sessions */
+	struct service_counters counters;
+	int64_t drain_timeout_ms;         /* for drains started by shutdown */
+	char subject[200];                /* "service NAME" */
+};
+
+static const struct proto_ops *proto_for(enum protocol p)
+{
+	switch (p) {
+	case PROTOCOL_POSTGRES:
+		return &proto_postgres;
+	case PROTOCOL_MYSQL:
+		return &proto_mysql;
+	case PROTOCOL_REDIS:
+		return &proto_redis;
+	}
+	return &proto_redis;
+}
+
+/* --- accessors for sessions --- */
+
+const struct service_config *service_config(const struct service *svc)
+{
+	return svc->cfg;
+}
+
+const struct proto_ops *service_proto(const struct service *svc)
+{
+	return svc->proto;
+}
+
+struct event_base *service_base(const struct service *svc)
+{
+	return svc->base;
+}
+
+const char *service_name(const struct service *svc)
+{
+	return svc->cfg->name;
+}
+
+bool service_stopping(const struct service *svc)
+{
+	return svc->stopping;
+}
+
+struct service_counters *service_counters(struct service *svc)
+{
+	return &svc->counters;
+}
+
+const struct sockaddr *service_member_addr(const struct service *svc, int member, socklen_t *len)
+{
+	*len = svc->members[member].salen;
+	return (const struct sockaddr *)&svc->members[member].sa;
+}
+
+const char *service_member_str(const struct service *svc, int member)
+{
+	if (member < 0 || member >= svc->cfg->nmembers)
+		return "none";
+	return svc->members[member].str;
+}
+
+unsigned service_nsessions(const struct service *svc)
+{
+	return svc->nsessions;
+}
+
+/* --- probes and topology --- */
+
+static bool failing_over(const struct service *svc)
+{
+	if (svc->cfg->route != ROUTE_WRITER)
+		return false;
+	return topo_writer_ready(&svc->topo) < 0 || svc->topo.conflict;
+}
+
+static void schedule_probe(struct member *m, int64_t delay_ms)
+{
+	struct timeval tv = {.tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000};
+
+	evtimer_add(m->timer, &tv);
+}
+
+static int64_t probe_interval(const struct service *svc)
+{
+	return failing_over(svc) ? svc->cfg->failover_probe_interval_ms : svc->cfg->probe_interval_ms;
+}
+
+/* Probe every member that is not being probed right now at the fast pace. */
+static void speed_up_probes(struct service *svc)
+{
+	for (int i = 0; i < svc->cfg->nmembers; i++) {
+		struct member *m = &svc->members[i];
+		if (!probe_busy(m->probe))
+			schedule_probe(m, 0);
+	}
+}
+
+static void kick_held(struct service *svc)
+{
+	if (svc->nheld > 0)
+		event_active(svc->release_ev, EV_TIMEOUT, 0);
+}
+
+static void release_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct service *svc = arg;
+	struct session *s, *next;
+
+	(void)fd;
+	(void)what;
+	/* Route each held session once; a session that is held again goes to the back. */
+	unsigned n = svc->nheld;
+	for (s = TAILQ_FIRST(&svc->held); s != NULL && n > 0; s = next, n--) {
+		next = TAILQ_NEXT(s, held);
+		if (service_pick(svc) < 0)
+			break;
+		session_release(s);
+	}
+}
+
+static void drain_member(struct service *svc, int member, const char *why)
+{
+	struct session *s, *next;
+	unsigned n = 0;
+
+	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, all);
+		if (s->member == member)
+			n++;
+	}
+	if (n == 0)
+		return;
+	log_info(svc->subject, "draining %u session(s) on %s (%s, %s)", n, svc->members[member].str, why,
+		 drain_mode_name(svc->cfg->drain));
+	/* session_drain may free the session; `next` is taken before and sessions never free others. */
+	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, all);
+		if (s->member == member)
+			session_drain(s, svc->cfg->drain, svc->cfg->drain_timeout_ms);
+	}
+}
+
+static void react(struct service *svc, unsigned ev, int member)
+{
+	const struct topology *t = &svc->topo;
+
+	if (ev & TOPO_EV_ROLES_CHANGED) {
+		const struct member *m = &svc->members[member];
+		log_info(svc->subject, "member %s is %s (%s)", m->str, role_name(topo_member_role(t, member)),
+			 m->last.detail);
+	}
+	if (ev & TOPO_EV_SUSPECT)
+		log_warn(svc->subject, "writer %s failed a probe (%s): holding new clients",
+			 svc->members[t->writer].str, svc->members[t->writer].last.detail);
+	if (ev & TOPO_EV_RECOVERED)
+		log_info(svc->subject, "writer %s answers again", svc->members[t->writer].str);
+	if (ev & TOPO_EV_WRITER_LOST) {
+		int lost = t->last_writer;
+		log_warn(svc->subject, "writer %s lost (%s): failing over, new clients are held",
+			 service_member_str(svc, lost), lost >= 0 ? svc->members[lost].last.detail : "");
+		if (lost >= 0 && svc->cfg->route == ROUTE_WRITER)
+			drain_member(svc, lost, "writer lost");
+	}
+	if (ev & TOPO_EV_CONFLICT) {
+		char list[1024] = "";
+		size_t off = 0;
+		for (int i = 0; i < t->nmembers; i++) {
+			if (topo_member_healthy(t, i) && t->members[i].reported == ROLE_WRITER)
+				off += (size_t)snprintf(list + off, off < sizeof(list) ? sizeof(list) - off : 0, "%s%s",
+						off ? ", " : "", svc->members[i].str);
+			if (off >= sizeof(list))
+				off = sizeof(list) - 1;
+		}
+		log_error(svc->subject, "conflict: several members claim to be writer (%s); %s", list,
+			  t->writer >= 0 ? "keeping the current writer" : "holding clients until one remains");
+	}
+	if (ev & TOPO_EV_WRITER_CONFIRMED) {
+		if (t->last.started_ms > 0 && t->last.confirmed_ms > 0 && t->last.to == t->writer &&
+		    (ev & TOPO_EV_WRITER_CHANGED) && t->last.from >= 0)
+			log_warn(svc->subject, "new writer %s confirmed, failover from %s took %lld ms",
+				 svc->members[t->writer].str, service_member_str(svc, t->last.from),
+				 (long long)(t->last.confirmed_ms - t->last.started_ms));
+		else
+			log_info(svc->subject, "writer is %s", svc->members[t->writer].str);
+	}
+	if (ev & (TOPO_EV_FAILOVER_STARTED | TOPO_EV_SUSPECT | TOPO_EV_CONFLICT))
+		speed_up_probes(svc);
+	if (service_pick(svc) >= 0)
+		kick_held(svc);
+}
+
+static void observe(struct service *svc, int member, bool ok, enum role role, int64_t epoch)
+{
+	struct topo_observation o = {
+		.member = member, .ok = ok, .role = role, .epoch = epoch, .now_ms = now_ms()};
+	unsigned ev = topo_observe(&svc->topo, &o);
+
+	if (ev != 0)
+		react(svc, ev, member);
+}
+
+static void probe_done(void *arg, const struct probe_result *r)
+{
+	struct member *m = arg;
+	struct service *svc = m->svc;
+
+	m->last = *r;
+	m->probed = true;
+	m->probes++;
+	if (!r->ok) {
+		m->probe_failures++;
+		log_debug(svc->subject, "probe %s failed: %s", m->str, r->detail);
+	}
+	observe(svc, m->index, r->ok, r->role, r->epoch);
+	schedule_probe(m, probe_interval(svc));
+}
+
+static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct member *m = arg;
+
+	(void)fd;
+	(void)what;
+	probe_run(m->probe);
+}
+
+void service_upstream_failed(struct service *svc, int member, const char *why)
+{
+	if (member < 0 || member >= svc->cfg->nmembers)
+		return;
+	log_warn(svc->subject, "cannot connect to %s: %s", svc->members[member].str, why);
+	snprintf(svc->members[member].last.detail, sizeof(svc->members[member].last.detail), "data path: %s", why);
+	observe(svc, member, false, ROLE_UNKNOWN, 0);
+	service_probe_soon(svc, member);
+}
+
+void service_probe_soon(struct service *svc, int member)
+{
+	struct member *m;
+
+	if (member < 0 || member >= svc->cfg->nmembers)
+		return;
+	m = &svc->members[member];
+	if (!probe_busy(m->probe))
+		schedule_probe(m, 0);
+}
+
+int service_pick(struct service *svc)
+{
+	const struct topology *t = &svc->topo;
+	int best = -1, n = svc->cfg->nmembers;
+
+	if (svc->cfg->route == ROUTE_WRITER)
+		return topo_writer_ready(t);
+	/* Readers (or any healthy member): the one with the fewest sessions, round robin among equals. */
+	for (int k = 0; k < n; k++) {
+		int i = (int)((svc->next_pick + (unsigned)k) % (unsigned)n);
+		enum role r = topo_member_role(t, i);
+		if (!topo_member_healthy(t, i))
+			continue;
+		if (svc->cfg->route == ROUTE_READER ? r != ROLE_READER : (r != ROLE_READER && r != ROLE_WRITER))
+			continue;
+		if (best < 0 || svc->members[i].sessions < svc->members[best].sessions)
+			best = i;
+	}
+	if (best >= 0) {
+		svc->next_pick = (unsigned)best + 1;
+		return best;
+	}
+	return topo_writer_ready(t);
+}
+
+/* --- session bookkeeping --- */
+
+void service_session_opened(struct service *svc, struct session *s)
+{
+	TAILQ_INSERT_TAIL(&svc->sessions, s, all);
+	svc->nsessions++;
+	if (svc->nsessions >= (unsigned)svc->cfg->max_clients && svc->listener != NULL && !svc->accepting_paused) {
+		log_warn(svc->subject, "max_clients (%d) reached: not accepting until a client leaves",
+			 svc->cfg->max_clients);
+		evconnlistener_disable(svc->listener);
+		svc->accepting_paused = true;
+	}
+}
+
+void service_hold(struct service *svc, struct session *s)
+{
+	if (s->in_held)
+		return;
+	TAILQ_INSERT_TAIL(&svc->held, s, held);
+	s->in_held = true;
+	svc->nheld++;
+}
+
+void service_unhold(struct service *svc, struct session *s)
+{
+	if (!s->in_held)
+		return;
+	TAILQ_REMOVE(&svc->held, s, held);
+	s->in_held = false;
+	svc->nheld--;
+}
+
+void service_attach(struct service *svc, struct session *s, int member)
+{
+	s->member = member;
+	svc->members[member].sessions++;
+}
+
+void service_detach(struct service *svc, struct session *s)
+{
+	if (s->member < 0)
+		return;
+	svc->members[s->member].sessions--;
+	s->member = -1;
+}
+
+void service_session_closed(struct service *svc, struct session *s)
+{
+	TAILQ_REMOVE(&svc->sessions, s, all);
+	svc->nsessions--;
+	svc->counters.closed++;
+	if (svc->accepting_paused && !svc->stopping && svc->nsessions < (unsigned)svc->cfg->max_clients) {
+		evconnlistener_enable(svc->listener);
+		svc->accepting_paused = false;
+	}
+}
+
+/* --- lifecycle --- */
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct service *svc = arg;
+
+	(void)l;
+	(void)salen;
+	session_accept(svc, fd, sa);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct service *svc = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)l;
+	/* EMFILE and friends: keep running; the listener retries on the next readiness. */
+	log_error(svc->subject, "accept: %s", evutil_socket_error_to_string(err));
+}
+
+static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
+{
+	struct evutil_addrinfo hints, *res = NULL;
+	char port[8];
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+	snprintf(port, sizeof(port), "%u", hp->port);
+	rc = evutil_getaddrinfo(hp->host, port, &hints, &res);
+	if (rc != 0 || res == NULL) {
+		snprintf(err, errlen, "%s", evutil_gai_strerror(rc));
+		return false;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = (socklen_t)res->ai_addrlen;
+	evutil_freeaddrinfo(res);
+	return true;
+}
+
+struct service *service_new(struct event_base *base, const struct service_config *cfg)
+{
+	struct service *svc = calloc(1, sizeof(*svc));
+
+	if (svc == NULL)
+		return NULL;
+	svc->cfg = cfg;
+	svc->base = base;
+	svc->proto = proto_for(cfg->protocol);
+	snprintf(svc->subject, sizeof(svc->subject), "service %s", cfg->name);
+	TAILQ_INIT(&svc->sessions);
+	TAILQ_INIT(&svc->held);
+	svc->release_ev = event_new(base, -1, 0, release_cb, svc);
+	svc->members = calloc((size_t)(cfg->nmembers > 0 ? cfg->nmembers : 1), sizeof(*svc->members));
+	if (svc->release_ev == NULL || svc->members == NULL ||
+	    !topo_init(&svc->topo, cfg->nmembers, cfg->down_after, cfg->protocol == PROTOCOL_POSTGRES)) {
+		service_free(svc);
+		return NULL;
+	}
+	for (int i = 0; i < cfg->nmembers; i++) {
+		struct member *m = &svc->members[i];
+		m->svc = svc;
+		m->index = i;
+		hostport_str(&cfg->members[i], m->str, sizeof(m->str));
+		snprintf(m->last.detail, sizeof(m->last.detail), "not probed yet");
+	}
+	return svc;
+}
+
+bool service_start(struct service *svc)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char err[256], addr[300];
+
+	for (int i = 0; i < cfg->nmembers; i++) {
+		struct member *m = &svc->members[i];
+		struct probe_params pp = {
+			.protocol = cfg->protocol,
+			.host = cfg->members[i].host,
+			.port = cfg->members[i].port,
+			.user = cfg->probe_user,
+			.password = cfg->probe_password,
+			.database = cfg->probe_database,
+			.timeout_ms = cfg->probe_timeout_ms,
+		};
+		if (!resolve(&cfg->members[i], &m->sa, &m->salen, err, sizeof(err))) {
+			log_error(svc->subject, "member %s: cannot resolve: %s", m->str, err);
+			return false;
+		}
+		m->probe = probe_new(svc->base, &pp, probe_done, m);
+		m->timer = evtimer_new(svc->base, probe_timer_cb, m);
+		if (m->probe == NULL || m->timer == NULL) {
+			log_error(svc->subject, "out of memory");
+			return false;
+		}
+	}
+	if (!resolve(&cfg->listen, &ss, &sslen, err, sizeof(err))) {
+		log_error(svc->subject, "listen %s: %s", hostport_str(&cfg->listen, addr, sizeof(addr)), err);
+		return false;
+	}
+	svc->listener = evconnlistener_new_bind(svc->base, accept_cb, svc,
+						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+						4096, (struct sockaddr *)&ss, (int)sslen);
+	if (svc->listener == NULL) {
+		log_error(svc->subject, "cannot listen on %s: %s", hostport_str(&cfg->listen, addr, sizeof(addr)),
+			  strerror(errno));
+		return false;
+	}
+	evconnlistener_set_error_cb(svc->listener, accept_error_cb);
+	log_info(svc->subject, "listening on %s (%s, route %s, %d member(s))",
+		 hostport_str(&cfg->listen, addr, sizeof(addr)), protocol_name(cfg->protocol), route_name(cfg->route),
+		 cfg->nmembers);
+	for (int i = 0; i < cfg->nmembers; i++)
+		schedule_probe(&svc->members[i], 0);
+	return true;
+}
+
+void service_shutdown(struct service *svc, int64_t timeout_ms)
+{
+	struct session *s, *next;
+
+	svc->stopping = true;
+	svc->drain_timeout_ms = timeout_ms;
+	if (svc->listener != NULL)
+		evconnlistener_disable(svc->listener);
+	for (s = TAILQ_FIRST(&svc->held); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, held);
+		session_refuse(s, REFUSE_SHUTDOWN);
+	}
+	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, all);
+		session_drain(s, DRAIN_GRACEFUL, timeout_ms);
+	}
+}
+
+void service_free(struct service *svc)
+{
+	struct session *s;
+
+	if (svc == NULL)
+		return;
+	/* Close what is left without flushing: the loop is gone. */
+	while ((s = TAILQ_FIRST(&svc->sessions)) != NULL)
+		session_destroy(s);
+	if (svc->listener != NULL)
+		evconnlistener_free(svc->listener);
+	for (int i = 0; svc->members != NULL && i < svc->cfg->nmembers; i++) {
+		if (svc->members[i].probe != NULL)
+			probe_free(svc->members[i].probe);
+		if (svc->members[i].timer != NULL)
+			event_free(svc->members[i].timer);
+	}
+	free(svc->members);
+	if (svc->release_ev != NULL)
+		event_free(svc->release_ev);
+	topo_free(&svc->topo);
+	free(svc);
+}
+
+/* --- status and metrics --- */
+
+static json_t *ms_to_wall_json(int64_t mono_ms)
+{
+	char buf[64];
+	time_t secs;
+	struct tm tm;
+	int64_t wall;
+
+	if (mono_ms <= 0)
+		return json_null();
+	wall = wall_ms() - (now_ms() - mono_ms);
+	secs = (time_t)(wall / 1000);
+	gmtime_r(&secs, &tm);
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall % 1000));
+	return json_string(buf);
+}
+
+json_t *service_status_json(const struct service *svc)
+{
+	const struct topology *t = &svc->topo;
+	const struct service_config *cfg = svc->cfg;
+	json_t *o = json_object(), *members = json_array(), *last = json_null();
+	char addr[300];
+	int w = cfg->route == ROUTE_WRITER ? t->writer : topo_writer_ready(t);
+
+	for (int i = 0; i < cfg->nmembers; i++) {
+		const struct member *m = &svc->members[i];
+		json_t *mo = json_object();
+		json_object_set_new(mo, "address", json_string(m->str));
+		json_object_set_new(mo, "role", json_string(role_name(topo_member_role(t, i))));
+		json_object_set_new(mo, "healthy", json_boolean(topo_member_healthy(t, i)));
+		json_object_set_new(mo, "epoch", json_integer(t->members[i].epoch));
+		json_object_set_new(mo, "fenced", json_boolean(t->members[i].fenced));
+		json_object_set_new(mo, "clients", json_integer(m->sessions));
+		json_object_set_new(mo, "probe", json_pack("{s:b, s:f, s:s, s:I, s:I}", "ok", m->last.ok, "latency_ms",
+							    (double)m->last.latency_us / 1000.0, "detail", m->last.detail,
+							    "count", (json_int_t)m->probes, "failures",
+							    (json_int_t)m->probe_failures));
+		json_array_append_new(members, mo);
+	}
+	if (t->last.started_ms > 0) {
+		last = json_object();
+		json_object_set_new(last, "from", t->last.from >= 0 ? json_string(svc->members[t->last.from].str)
+								  : json_null());
+		json_object_set_new(last, "to", t->last.to >= 0 ? json_string(svc->members[t->last.to].str) : json_null());
+		json_object_set_new(last, "started_at", ms_to_wall_json(t->last.started_ms));
+		json_object_set_new(last, "confirmed_at", ms_to_wall_json(t->last.confirmed_ms));
+		json_object_set_new(last, "in_progress", json_boolean(t->last.confirmed_ms == 0));
+		json_object_set_new(last, "duration_ms", t->last.confirmed_ms > 0
+								 ? json_integer(t->last.confirmed_ms - t->last.started_ms)
+								 : json_null());
+	}
+	json_object_set_new(o, "name", json_string(cfg->name));
+	json_object_set_new(o, "protocol", json_string(protocol_name(cfg->protocol)));
+	json_object_set_new(o, "listen", json_string(hostport_str(&cfg->listen, addr, sizeof(addr))));
+	json_object_set_new(o, "route", json_string(route_name(cfg->route)));
+	json_object_set_new(o, "state", json_string(topo_state_name(t->state)));
+	json_object_set_new(o, "writer", w >= 0 ? json_string(svc->members[w].str) : json_null());
+	json_object_set_new(o, "writer_ready", json_boolean(topo_writer_ready(t) >= 0));
+	json_object_set_new(o, "conflict", json_boolean(t->conflict));
+	json_object_set_new(o, "members", members);
+	json_object_set_new(o, "clients", json_integer(svc->nsessions));
+	json_object_set_new(o, "held", json_integer(svc->nheld));
+	json_object_set_new(o, "failovers", json_integer(t->failovers));
+	json_object_set_new(o, "conflicts", json_integer(t->conflicts));
+	json_object_set_new(o, "last_failover", last);
+	json_object_set_new(o, "counters",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted",
+				      (json_int_t)svc->counters.accepted, "closed", (json_int_t)svc->counters.closed,
+				      "held_total", (json_int_t)svc->counters.held_total, "hold_timeouts",
+				      (json_int_t)svc->counters.hold_timeouts, "drained", (json_int_t)svc->counters.drained,
+				      "drained_idle", (json_int_t)svc->counters.drained_idle, "drained_timeout",
+				      (json_int_t)svc->counters.drained_timeout, "upstream_connect_failures",
+				      (json_int_t)svc->counters.upstream_connect_failures, "bytes_client_to_server",
+				      (json_int_t)svc->counters.bytes_client_to_server, "bytes_server_to_client",
+				      (json_int_t)svc->counters.bytes_server_to_client));
+	return o;
+}
+
+/* One metric family across all services (Prometheus wants a family's samples together). */
+struct metric {
+	const char *name;
+	const char *type;
+	const char *help;
+	uint64_t (*get)(const struct service *svc);
+};
+
+#define METRIC_FN(fn, expr)                                                                        \
+	static uint64_t fn(const struct service *svc)                                              \
+	{                                                                                          \
+		return (uint64_t)(expr);                                                           \
+	}
+METRIC_FN(m_clients, svc->nsessions)
+METRIC_FN(m_held, svc->nheld)
+METRIC_FN(m_writer_ready, topo_writer_ready(&svc->topo) >= 0)
+METRIC_FN(m_conflict, svc->topo.conflict)
+METRIC_FN(m_failovers, svc->topo.failovers)
+METRIC_FN(m_conflicts, svc->topo.conflicts)
+METRIC_FN(m_accepted, svc->counters.accepted)
+METRIC_FN(m_held_total, svc->counters.held_total)
+METRIC_FN(m_hold_timeouts, svc->counters.hold_timeouts)
+METRIC_FN(m_drained, svc->counters.drained)
+METRIC_FN(m_drained_idle, svc->counters.drained_idle)
+METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
+METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
+METRIC_FN(m_bytes_in, svc->counters.bytes_client_to_server)
+METRIC_FN(m_bytes_out, svc->counters.bytes_server_to_client)
+
+static const struct metric service_metric_table[] = {
+	{"repoint_clients", "gauge", "Client connections open", m_clients},
+	{"repoint_held_clients", "gauge", "Clients waiting for a writer", m_held},
+	{"repoint_writer_ready", "gauge", "1 when new clients are sent to a confirmed writer", m_writer_ready},
+	{"repoint_conflict", "gauge", "1 while several members claim the writer role", m_conflict},
+	{"repoint_failovers_total", "counter", "Completed failovers", m_failovers},
+	{"repoint_conflicts_total", "counter", "Times several members claimed the writer role", m_conflicts},
+	{"repoint_accepted_total", "counter", "Client connections accepted", m_accepted},
+	{"repoint_held_total", "counter", "Clients that had to wait for a writer", m_held_total},
+	{"repoint_hold_timeouts_total", "counter", "Clients refused after hold_timeout", m_hold_timeouts},
+	{"repoint_drained_total", "counter", "Sessions closed by a drain", m_drained},
+	{"repoint_drained_idle_total", "counter", "Sessions drained at an idle point", m_drained_idle},
+	{"repoint_drained_timeout_total", "counter", "Sessions drained at drain_timeout", m_drained_timeout},
+	{"repoint_upstream_connect_failures_total", "counter", "Failed connections to members",
+	 m_connect_failures},
+	{"repoint_client_bytes_total", "counter", "Bytes forwarded from clients to servers", m_bytes_in},
+	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out},
+};
+
+void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
+{
+	for (size_t k = 0; k < ARRAY_LEN(service_metric_table); k++) {
+		const struct metric *m = &service_metric_table[k];
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
+		for (int i = 0; i < n; i++)
+			evbuffer_add_printf(out, "%s{service=\"%s\"} %llu\n", m->name, svcs[i]->cfg->name,
+					    (unsigned long long)m->get(svcs[i]));
+	}
+	evbuffer_add_printf(out, "# HELP repoint_last_failover_seconds Duration of the last completed failover\n"
+				 "# TYPE repoint_last_failover_seconds gauge\n");
+	for (int i = 0; i < n; i++) {
+		const struct topology *t = &svcs[i]->topo;
+		if (t->last.started_ms > 0 && t->last.confirmed_ms > 0)
+			evbuffer_add_printf(out, "repoint_last_failover_seconds{service=\"%s\"} %.3f\n",
+					    svcs[i]->cfg->name,
+					    (double)(t->last.confirmed_ms - t->last.started_ms) / 1000.0);
+	}
+	evbuffer_add_printf(out, "# HELP repoint_member_up 1 when the member answered its last probe\n"
+				 "# TYPE repoint_member_up gauge\n");
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+			evbuffer_add_printf(out, "repoint_member_up{service=\"%s\",member=\"%s\",role=\"%s\"} %d\n",
+					    svcs[i]->cfg->name, svcs[i]->members[j].str,
+					    role_name(topo_member_role(&svcs[i]->topo, j)),
+					    topo_member_healthy(&svcs[i]->topo, j) ? 1 : 0);
+	evbuffer_add_printf(out, "# HELP repoint_member_clients Sessions attached to the member\n"
+				 "# TYPE repoint_member_clients gauge\n");
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+			evbuffer_add_printf(out, "repoint_member_clients{service=\"%s\",member=\"%s\"} %u\n",
+					    svcs[i]->cfg->name, svcs[i]->members[j].str, svcs[i]->members[j].sessions);
+	evbuffer_add_printf(out, "# HELP repoint_probe_failures_total Failed role probes\n"
+				 "# TYPE repoint_probe_failures_total counter\n");
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+			evbuffer_add_printf(out, "repoint_probe_failures_total{service=\"%s\",member=\"%s\"} %llu\n",
+					    svcs[i]->cfg->name, svcs[i]->members[j].str,
+					    (unsigned long long)svcs[i]->members[j].probe_failures);
+	evbuffer_add_printf(out, "# HELP repoint_probe_latency_seconds Latency of the last role probe\n"
+				 "# TYPE repoint_probe_latency_seconds gauge\n");
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+			evbuffer_add_printf(out, "repoint_probe_latency_seconds{service=\"%s\",member=\"%s\"} %.6f\n",
+					    svcs[i]->cfg->name, svcs[i]->members[j].str,
+					    (double)svcs[i]->members[j].last.latency_us / 1e6);
+}

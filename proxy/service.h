@@ -1,1 +1,80 @@
-/* service.h */
+/* service.h - one [service NAME]: a listener, its members and their probes, the topology that
+ * decides the writer, and the sessions that follow it.
+ *
+ *   probes ──observations──▶ topology ──events──▶ service ──hold / release / drain──▶ sessions
+ *
+ * Sessions ask the service where to go (service_pick) and report what they see on the data path
+ * (service_upstream_failed); they never talk to probes. */
+#ifndef REPOINT_SERVICE_H
+#define REPOINT_SERVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "topology.h"
+
+struct event_base;
+struct evbuffer;
+struct session;
+struct proto_ops;
+typedef struct json_t json_t;
+
+struct service;
+
+struct service *service_new(struct event_base *base, const struct service_config *cfg);
+/* Binds the listener and starts the probes. False (logged) when the address cannot be bound. */
+bool service_start(struct service *svc) __attribute__((warn_unused_result));
+/* Stops accepting and drains every session (closing each when idle), at the latest after
+ * timeout_ms; held clients are refused. */
+void service_shutdown(struct service *svc, int64_t timeout_ms);
+unsigned service_nsessions(const struct service *svc);
+void service_free(struct service *svc);
+
+json_t *service_status_json(const struct service *svc);
+/* Prometheus text format for all services, one family at a time. */
+void service_metrics(struct service *const *svcs, int n, struct evbuffer *out);
+
+/* --- for sessions --- */
+const struct service_config *service_config(const struct service *svc);
+const struct proto_ops *service_proto(const struct service *svc);
+struct event_base *service_base(const struct service *svc);
+const char *service_name(const struct service *svc);
+/* The member a new client should go to now, or -1 to hold it. */
+int service_pick(struct service *svc);
+const struct sockaddr *service_member_addr(const struct service *svc, int member, socklen_t *len);
+const char *service_member_str(const struct service *svc, int member);
+/* Whether the service is shutting down (held clients are refused at once). */
+bool service_stopping(const struct service *svc);
+/* A connection to `member` failed on the data path: counts as a failed observation and asks
+ * for an immediate probe. */
+void service_upstream_failed(struct service *svc, int member, const char *why);
+/* An upstream connection to `member` closed while in use: probe the member now. */
+void service_probe_soon(struct service *svc, int member);
+/* Session bookkeeping: a session enters/leaves the held list, attaches to/detaches from a
+ * member, and is forgotten when it closes. */
+void service_session_opened(struct service *svc, struct session *s);
+void service_hold(struct service *svc, struct session *s);
+void service_unhold(struct service *svc, struct session *s);
+void service_attach(struct service *svc, struct session *s, int member);
+void service_detach(struct service *svc, struct session *s);
+void service_session_closed(struct service *svc, struct session *s);
+
+/* Counters a session bumps. */
+struct service_counters {
+	uint64_t accepted;
+	uint64_t closed;
+	uint64_t hold_timeouts;      /* clients refused after hold_timeout */
+	uint64_t held_total;         /* clients that had to wait for a writer */
+	uint64_t drained;            /* sessions closed by a drain */
+	uint64_t drained_idle;       /* ... at an idle point */
+	uint64_t drained_timeout;    /* ... at drain_timeout */
+	uint64_t upstream_connect_failures;
+	uint64_t bytes_client_to_server;
+	uint64_t bytes_server_to_client;
+};
+struct service_counters *service_counters(struct service *svc);
+
+#endif

@@ -1,1 +1,78 @@
-/* net/session.h */
+/* session.h - one client connection paired with (at most) one upstream connection.
+ *
+ *   accept ─▶ HELD ──writer known──▶ CONNECTING ──connected──▶ ACTIVE ──drain──▶ DRAINING ─▶ closed
+ *               │  ▲                     │ refused: back to HELD                 (at idle, or at
+ *               │  └─────────────────────┘                                       drain_timeout)
+ *               └──hold_timeout──▶ REFUSING (native error, then close)
+ *
+ * Bytes are forwarded unchanged; each direction stops reading while the other side's output
+ * holds more than a high watermark (backpressure, not unbounded buffering). A held client's bytes
+ * stay in its input buffer (bounded the same way) until it is connected. Every state change goes
+ * through one function that logs it; a session is freed from one place only. */
+#ifndef REPOINT_SESSION_H
+#define REPOINT_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "proto/proto.h"
+
+struct service;
+struct bufferevent;
+struct event;
+
+enum session_state {
+	SESSION_HELD,
+	SESSION_CONNECTING,
+	SESSION_ACTIVE,
+	SESSION_DRAINING,
+	SESSION_REFUSING,
+	SESSION_CLOSING,
+};
+
+enum session_refusal { REFUSE_HOLD_TIMEOUT, REFUSE_SHUTDOWN };
+
+/* Fields are session.c's; the service reads `state`, `member` and walks its lists through `all`
+ * and `held`. */
+struct session {
+	struct service *svc;
+	TAILQ_ENTRY(session) all;    /* every session of the service */
+	TAILQ_ENTRY(session) held;   /* sessions waiting for a writer */
+	bool in_held;
+	enum session_state state;
+	int member;                  /* upstream member, -1 when none */
+	uint64_t id;
+	struct bufferevent *client;
+	struct bufferevent *upstream;
+	struct event *timer;         /* hold, connect, drain or refuse deadline */
+	int64_t accepted_ms;         /* monotonic */
+	int64_t hold_deadline_ms;    /* accepted + hold_timeout */
+	bool client_eof;             /* client closed its side: flush to upstream, then close */
+	bool upstream_eof;           /* upstream closed: flush to client, then close */
+	enum session_refusal refusal;
+	struct proto_state ps;
+	char peer[48];
+};
+
+TAILQ_HEAD(session_list, session);
+
+const char *session_state_name(enum session_state st);
+
+/* Takes ownership of the accepted, non-blocking fd; routes the client at once (or holds it).
+ * NULL (fd closed) on allocation failure. */
+struct session *session_accept(struct service *svc, int fd, const struct sockaddr *peer);
+
+/* The service has a writer (again): a held session connects now. */
+void session_release(struct session *s);
+/* Drain a session attached to a lost member: at once (immediate) or at its next idle point
+ * (graceful), at the latest after timeout_ms. */
+void session_drain(struct session *s, enum drain_mode mode, int64_t timeout_ms);
+/* Refuse a held session now with the protocol's native error (e.g. on shutdown). */
+void session_refuse(struct session *s, enum session_refusal why);
+/* Close both sides now, without flushing (the loop is going away). */
+void session_destroy(struct session *s);
+
+#endif

@@ -1,0 +1,149 @@
+"""Fixtures for the integration suite: one real lab (Postgres, MariaDB, Redis with replication)
+for the whole run, and repoint processes started from the binary under test ($REPOINT_BIN)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(TOP, "scripts"))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from labkit import Lab  # noqa: E402
+
+REPOINT_BIN = os.environ.get("REPOINT_BIN", os.path.join(TOP, "build", "plain", "proxy", "repoint"))
+OUTAGES = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
+    """Poll `cond` until it returns a truthy value; fail the test with `what` after `timeout`."""
+    deadline = time.time() + timeout
+    last_exc = None
+    while time.time() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # the condition may raise while the system settles
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class Repoint:
+    """A repoint process under test."""
+
+    def __init__(self, config_path, admin_port, ports):
+        self.config_path, self.admin_port, self.ports = config_path, admin_port, ports
+        self.log_path = config_path + ".log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([REPOINT_BIN, "-c", config_path], stdout=self.log, stderr=subprocess.STDOUT)
+
+    def status(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/status", timeout=5) as r:
+            return json.load(r)
+
+    def service(self, name):
+        for s in self.status()["services"]:
+            if s["name"] == name:
+                return s
+        raise KeyError(name)
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def writer(self, name):
+        return self.service(name)["writer"]
+
+    def wait_writer(self, name, address=None, timeout=30):
+        def ok():
+            s = self.service(name)
+            if not s["writer_ready"]:
+                return None
+            return s["writer"] if address is None or s["writer"] == address else None
+        return wait_for(ok, timeout, what=f"service {name} to have writer {address or '(any)'}")
+
+    def logtext(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("repoint did not stop within %ss of SIGTERM\n%s" % (timeout, self.logtext()[-4000:]))
+        self.log.close()
+        text = self.logtext()
+        assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text and "LeakSanitizer" not in text, text[-6000:]
+        assert self.proc.returncode == 0, f"repoint exited {self.proc.returncode}\n{text[-4000:]}"
+
+
+@pytest.fixture(scope="session")
+def lab():
+    d = tempfile.mkdtemp(prefix="repoint-lab-")
+    os.chmod(d, 0o755)
+    lab = Lab(d)
+    lab.up(["postgres", "mysql", "redis"])
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def start_repoint(lab, tmp_path):
+    """start_repoint(**overrides) -> a running Repoint in front of the lab, every writer known."""
+    started = []
+
+    def start(**overrides):
+        os.chmod(tmp_path, 0o755)
+        cfg = str(tmp_path / f"repoint-{len(started)}.ini")
+        admin = free_port()
+        ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}", **overrides)
+        rp = Repoint(cfg, admin, ports)
+        started.append(rp)
+        wait_for(lambda: rp.status(), 10, what="repoint's admin API")
+        for name in ports:
+            rp.wait_writer(name)
+        return rp
+
+    yield start
+    for rp in started:
+        rp.stop()
+
+
+def record_outage(engine, kind, outage_s, errors, extra=""):
+    OUTAGES.append({"engine": engine, "kind": kind, "outage_ms": round(outage_s * 1000, 1), "errors": errors,
+                    "extra": extra})
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not OUTAGES:
+        return
+    tr = terminalreporter
+    tr.section("client-visible outage through repoint (measured)")
+    for o in OUTAGES:
+        tr.write_line(f"{o['engine']:9s} {o['kind']:11s} outage {o['outage_ms']:8.1f} ms  errors {o['errors']:3d}  {o['extra']}")
+    out = os.environ.get("REPOINT_OUTAGE_REPORT")
+    if out:
+        with open(out, "w") as f:
+            json.dump(OUTAGES, f, indent=2)

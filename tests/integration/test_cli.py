@@ -1,0 +1,76 @@
+"""The command line and the configuration contract: no servers needed."""
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPOINT_BIN
+
+
+def run(*args, input_text=None):
+    return subprocess.run([REPOINT_BIN, *args], capture_output=True, text=True, timeout=30)
+
+
+def write(tmp_path, text, name="repoint.ini"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+VALID = """\
+[repoint]
+admin = 127.0.0.1:9901
+
+[service orders]
+protocol = postgres
+listen = 127.0.0.1:6432
+members = 127.0.0.1:25432, 127.0.0.1:25433
+"""
+
+
+def test_help_and_version():
+    r = run("--help")
+    assert r.returncode == 0 and "-c FILE" in r.stdout and "--test" in r.stdout
+    r = run("--version")
+    assert r.returncode == 0 and re.match(r"repoint \d+\.\d+\.\d+", r.stdout)
+
+
+def test_check_mode_accepts_a_valid_config(tmp_path):
+    r = run("-t", "-c", write(tmp_path, VALID))
+    assert r.returncode == 0, r.stderr
+    assert "valid" in r.stdout
+
+
+def test_example_config_is_valid():
+    r = run("-t", "-c", os.path.join(os.path.dirname(REPOINT_BIN), "..", "..", "..", "conf", "repoint.ini"))
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("text,line,words", [
+    (VALID.replace("protocol = postgres", "protocol = oracle"), 5, "protocol"),
+    (VALID.replace("[service orders]", "[servce orders]"), 4, "servce"),
+    (VALID + "probe_interval = fast\n", 8, "probe_interval"),
+    (VALID + "colour = blue\n", 8, "colour"),
+    (VALID + "\n[service billing]\nprotocol = redis\nlisten = 127.0.0.1:6432\nmembers = 127.0.0.1:1\n", 12,
+     "127.0.0.1:6432"),
+    (VALID.replace("listen = 127.0.0.1:6432\n", ""), 4, "listen"),
+    (VALID.replace("127.0.0.1:25433", "127.0.0.1:99999"), 7, "members"),
+])
+def test_bad_config_names_file_and_line_and_exits_2(tmp_path, text, line, words):
+    path = write(tmp_path, text)
+    for args in (("-t", "-c", path), ("-c", path)):
+        r = run(*args)
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert f"{path}:{line}:" in r.stderr, r.stderr
+        assert words in r.stderr, r.stderr
+
+
+def test_missing_config_file(tmp_path):
+    r = run("-c", str(tmp_path / "nope.ini"))
+    assert r.returncode == 2 and "nope.ini" in r.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run().returncode == 2
+    assert run("--frobnicate").returncode == 2

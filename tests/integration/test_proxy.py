@@ -1,0 +1,125 @@
+"""Steady-state behaviour: payloads, native errors, admin API, shutdown."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import psycopg2
+import pymysql
+import pytest
+import redis
+
+from clients import ENGINES
+from conftest import REPOINT_BIN, Repoint, free_port, wait_for
+
+
+@pytest.mark.parametrize("name", ["postgres", "mysql", "redis"])
+def test_16mib_payload_round_trips_unchanged(start_repoint, name):
+    engine = ENGINES[name]
+    rp = start_repoint()
+    conn = engine.connect(rp.ports[name])
+    payload = os.urandom(8 * 1024 * 1024).hex()  # 16 MiB of text
+    back = engine.echo(conn, payload)
+    if isinstance(back, bytes):
+        back = back.decode()
+    assert back == payload
+    engine.close(conn)
+
+
+def start_custom(tmp_path, services, admin=True, extra=""):
+    admin_port = free_port()
+    text = f"[repoint]\nadmin = 127.0.0.1:{admin_port}\nshutdown_timeout = 5s\n{extra}\n"
+    ports = {}
+    for name, body in services.items():
+        ports[name] = free_port()
+        text += f"[service {name}]\nlisten = 127.0.0.1:{ports[name]}\n{body}\n"
+    path = tmp_path / "custom.ini"
+    path.write_text(text)
+    rp = Repoint(str(path), admin_port, ports)
+    wait_for(lambda: rp.status(), 10, what="admin API")
+    return rp
+
+
+def test_held_client_gets_a_native_error_after_hold_timeout(tmp_path):
+    dead = free_port()  # nothing listens there
+    common = f"members = 127.0.0.1:{dead}\nhold_timeout = 1s\nprobe_interval = 100ms\n"
+    rp = start_custom(tmp_path, {
+        "pg": "protocol = postgres\n" + common,
+        "my": "protocol = mysql\n" + common,
+        "rd": "protocol = redis\n" + common,
+    })
+    try:
+        t = time.time()
+        with pytest.raises(psycopg2.OperationalError, match='no writer for service "pg"'):
+            psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", connect_timeout=10)
+        assert 0.9 < time.time() - t < 5
+        with pytest.raises(pymysql.err.OperationalError, match='no writer for service "my"'):
+            pymysql.connect(host="127.0.0.1", port=rp.ports["my"], user="test", password="test", connect_timeout=10)
+        r = redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=10)
+        with pytest.raises(redis.exceptions.ResponseError, match='no writer for service "rd"'):
+            r.ping()
+        s = {x["name"]: x for x in rp.status()["services"]}
+        assert s["pg"]["writer"] is None and s["pg"]["members"][0]["role"] in ("down", "unknown")
+        assert "repoint_hold_timeouts_total{service=\"pg\"} 1" in rp.metrics()
+    finally:
+        rp.stop()
+
+
+def test_a_member_that_never_answers_does_not_stall_the_others(start_repoint, lab, tmp_path):
+    # A listener that accepts and never says a word: the probe of that member times out while
+    # the real member keeps being probed and clients keep flowing.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    try:
+        p = lab.primary("redis")
+        rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = 127.0.0.1:{hole.getsockname()[1]}, "
+                                           f"127.0.0.1:{p.port}\nprobe_interval = 100ms\nprobe_timeout = 2s\n"})
+        try:
+            rp.wait_writer("rd", f"127.0.0.1:{p.port}", timeout=10)
+            r = redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=5)
+            t = time.time()
+            for i in range(50):
+                r.set("k", i)
+            assert time.time() - t < 2.0
+            st = rp.service("rd")
+            assert st["members"][1]["probe"]["latency_ms"] < 500
+        finally:
+            rp.stop()
+    finally:
+        hole.close()
+
+
+def test_status_and_metrics(start_repoint, lab):
+    rp = start_repoint()
+    st = rp.status()
+    names = {s["name"] for s in st["services"]}
+    assert names == {"postgres", "mysql", "redis"}
+    for s in st["services"]:
+        assert s["protocol"] in ("postgres", "mysql", "redis")
+        assert s["listen"].startswith("127.0.0.1:")
+        assert s["route"] == "writer"
+        assert s["writer"] == f"127.0.0.1:{lab.primary(s['protocol']).port}"
+        roles = sorted(m["role"] for m in s["members"])
+        assert roles.count("writer") == 1 and all(r in ("writer", "reader") for r in roles)
+        for k in ("clients", "held", "failovers", "last_failover"):
+            assert k in s
+    m = rp.metrics()
+    assert "# TYPE repoint_clients gauge" in m
+    assert 'repoint_member_up{service="redis"' in m
+
+
+def test_sigterm_closes_idle_sessions_and_exits_0(start_repoint):
+    rp = start_repoint()
+    conns = [ENGINES[n].connect(rp.ports[n]) for n in ("postgres", "mysql", "redis")]
+    t = time.time()
+    rp.proc.send_signal(signal.SIGTERM)
+    rp.proc.wait(15)
+    assert rp.proc.returncode == 0
+    assert time.time() - t < 5  # idle sessions do not wait for the grace period
+    for c in conns:
+        try:
+            c.close()
+        except Exception:
+            pass
