@@ -32,9 +32,9 @@ struct service_config {
 	int64_t probe_timeout_ms;        /* default 1s */
 	int64_t failover_probe_interval_ms; /* while failing over; default 50ms */
 	int down_after;                  /* consecutive failed probes before a member is down; default 3 */
-	char *probe_user;                /* default: postgres "postgres", mysql "root", redis none */
-	char *probe_password;            /* default empty */
-	char *probe_database;            /* default: postgres "postgres", others none */
+	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
+	char *probe_password;            /* default "" (never NULL) */
+	char *probe_database;            /* default: postgres "postgres", others NULL */
 	int64_t hold_timeout_ms;         /* default 30s */
 	enum drain_mode drain;           /* default graceful */
 	int64_t drain_timeout_ms;        /* default 10s */
@@ -48,8 +48,8 @@ struct service_config {
 
 /* [aws]: the control plane used by `source = ...` services. */
 struct aws_config {
-	char *region;                 /* default: AWS_REGION / AWS_DEFAULT_REGION / profile's region */
-	char *profile;                /* default: AWS_PROFILE or "default" */
+	char *region;                 /* NULL when not set: AWS_REGION / AWS_DEFAULT_REGION / profile's */
+	char *profile;                /* NULL when not set: AWS_PROFILE or "default" */
 	char *endpoint_url;           /* override, e.g. http://127.0.0.1:4566; NULL for the real one */
 	int64_t poll_interval_ms;     /* default 5s (with jitter) */
 	int64_t failover_poll_interval_ms; /* while a failover is under way; default 1s */
@@ -67,8 +67,11 @@ struct config {
 	int nservices;
 };
 
-/* Reads and validates PATH. On success returns a config; on failure returns NULL and writes every
- * problem found, one "file:line: message" per line, into err (truncated to errlen). */
+/* Reads and validates PATH. On success returns a config (and err ""); on failure returns NULL and
+ * writes every problem found into err (truncated to errlen): one "file:line: message" per line, in
+ * line order, lines joined by '\n' with none at the end; "file: message" for the whole file
+ * ("cannot open: ...", "no services: ..."). err may be NULL when errlen is 0.
+ * Uses inih's process-wide settings for the duration of the call: not thread-safe. */
 struct config *config_load(const char *path, char *err, size_t errlen);
 
 /* The same from a string (for tests); `name` stands in for the file name in messages. */
