@@ -21,6 +21,25 @@
  *  - While a writer is healthy, another member claiming writer is a conflict: reported, and the
  *    current writer is kept -- unless epochs are in use and the claimant's epoch is strictly higher,
  *    in which case the service moves to it once (the old writer is fenced, so it never flips back).
+ *
+ * Details the rules above leave open, settled here:
+ *  - A suspect writer (1..down_after-1 failures) is replaced at once by the claimant the election
+ *    would pick, provided that claimant is not fenced and (with epochs) not on an older epoch than the
+ *    suspect writer: one missed probe on each side must never bounce the service between two nodes.
+ *  - With epochs, no claimant below `epoch_floor` (the highest epoch any confirmed writer had) is
+ *    ever elected: timelines only grow across promotions, so such a node is a stale former primary.
+ *    The service holds instead, until a node at or above the floor claims.
+ *  - `conflict` starts when two or more healthy members claim writer, whatever their epochs or
+ *    fences (so a stale primary that came back is visible even though it gets no traffic). It ends
+ *    when fewer than two members still claim, a claimant counting until it is DOWN or answers
+ *    reader: a missed probe neither ends the conflict nor reports it a second time. Elections still
+ *    only count healthy claimants.
+ *  - A demoted writer (it answered READER) is not left fenced: that answer is its rejoin.
+ *  - An answer with a role other than WRITER/READER counts as a failed observation.
+ *  - Becoming DOWN raises TOPO_EV_ROLES_CHANGED, as coming back up does.
+ *  - The first writer ever confirmed raises TOPO_EV_WRITER_CHANGED too (there was none before).
+ *  - When the writer is lost in the same call as its first failure (down_after == 1) or replaced in
+ *    the same call, only the loss events are raised, not TOPO_EV_SUSPECT / TOPO_EV_RECOVERED.
  */
 #ifndef REPOINT_TOPOLOGY_H
 #define REPOINT_TOPOLOGY_H
@@ -77,13 +96,14 @@ struct topology {
 	enum topo_state state;
 	int writer;          /* current writer, -1 when none (STARTING, FAILING_OVER) */
 	int last_writer;     /* the writer that was lost, -1 when none */
-	bool conflict;       /* two or more healthy members claim writer right now */
+	bool conflict;       /* two or more members claim writer right now (see above for blips) */
 	unsigned failovers;  /* completed failovers (STEADY -> FAILING_OVER -> STEADY) */
 	unsigned conflicts;  /* times a conflict started */
 	struct topo_failover last;  /* the last (or current) failover */
+	int64_t epoch_floor; /* use_epoch: highest epoch of any confirmed writer; INT64_MIN before one */
 };
 
-/* Returns false on allocation failure. */
+/* Returns false on allocation failure (or nmembers < 0). down_after < 1 is taken as 1. */
 bool topo_init(struct topology *t, int nmembers, int down_after, bool use_epoch);
 void topo_free(struct topology *t);
 
