@@ -5,9 +5,14 @@
  *             @@global.read_only, @@global.innodb_read_only
  *   Redis     hiredis (redisFormatCommand + redisReader over a non-blocking socket): ROLE
  *
- * One probe per member keeps its connection open between checks (a crash is then seen at once as a
- * closed connection) and reconnects after any failure. Every check is bounded by timeout_ms: a node
- * that hangs or black-holes packets costs a timer, never a stall of the loop or of other probes.
+ * One probe per member keeps its connection open between checks and reconnects after any failure.
+ * The idle connection is watched: when the server closes it (crash, restart, idle timeout, a killed
+ * session) it is dropped at once and the next check connects afresh, so a dead node answers that
+ * check with "connect: Connection refused" within a round trip, and a live one is not failed for a
+ * close it did on its own. Every check is bounded by timeout_ms: a node that hangs or black-holes
+ * packets costs a timer, never a stall of the loop or of other probes. Host names are resolved off
+ * the loop (getaddrinfo in a helper thread) before each new connection, so DNS changes are followed;
+ * every address of a name is tried in turn within the check.
  */
 #ifndef REPOINT_PROBE_H
 #define REPOINT_PROBE_H
@@ -24,10 +29,13 @@ struct probe;
 struct probe_result {
 	bool ok;              /* the node answered with a role */
 	enum role role;       /* ROLE_WRITER or ROLE_READER when ok */
-	int64_t epoch;        /* Postgres: timeline of the WAL being written (writer) or replayed; else 0 */
+	int64_t epoch;        /* Postgres: timeline of the WAL being written (writer), or received /
+	                         last restartpoint's (standby; 0 when the user may not see either); else 0 */
 	int64_t latency_us;   /* from the start of the check to its end */
-	char detail[160];     /* on failure: why ("connect: Connection refused", "timeout after 1000 ms",
-	                         "unexpected reply to ROLE"); on success: what was seen ("read_only=1") */
+	char detail[160];     /* on failure: why ("connect: Connection refused", "timeout after 1000 ms
+	                         (connecting)", "ROLE: LOADING ...", the server's error); on success: what
+	                         was seen ("in_recovery=f tli=3", "read_only=1 innodb_read_only=0",
+	                         "role=slave link=connected") */
 };
 
 typedef void (*probe_cb)(void *arg, const struct probe_result *r);
