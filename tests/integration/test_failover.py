@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from clients import ENGINES, WriterLoop
+from labkit.clients import ENGINES, WriterLoop
 from conftest import record_outage, wait_for
 
 ENGINE_NAMES = ["postgres", "mysql", "redis"]

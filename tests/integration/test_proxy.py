@@ -10,7 +10,7 @@ import pymysql
 import pytest
 import redis
 
-from clients import ENGINES
+from labkit.clients import ENGINES
 from conftest import REPOINT_BIN, Repoint, free_port, wait_for
 
 
