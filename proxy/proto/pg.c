@@ -1,1 +1,387 @@
-/* proto/pg.c - to be written */
+/* proto/pg.c - PostgreSQL frontend/backend protocol (v3.x): idle tracking and the native refusal.
+ *
+ * Framing. The client starts with untyped packets (int32 length including itself, int32 code):
+ * SSLRequest / GSSENCRequest (answered by the server with one byte), CancelRequest (no answer, the
+ * server closes), or the StartupMessage. Everything after the StartupMessage, and everything the
+ * server sends except that one negotiation byte, is typed: 1 type byte + int32 length (including
+ * itself, not the type byte). Payloads are skipped by length and never looked at, except the one
+ * status byte of ReadyForQuery.
+ *
+ * Idleness. ReadyForQuery ('Z') with status 'I' is the server saying "nothing in flight, no
+ * transaction". That alone is not enough with pipelining: a client may have sent Query #2 before
+ * ReadyForQuery #1 arrives. So the tracker also counts the client's synchronisation points (Query,
+ * Sync, FunctionCall, StartupMessage), each of which the server answers with exactly one
+ * ReadyForQuery, and remembers whether extended-protocol messages (Parse/Bind/Execute/...) were
+ * sent after the last one: those are answered only after a future Sync.
+ *
+ * Idle <=> after the startup phase, no partial message either way, every sync point answered, no
+ * unsynced extended-protocol message, no client byte since the last ReadyForQuery, and the last
+ * non-asynchronous server message was ReadyForQuery 'I'. NotificationResponse, NoticeResponse and
+ * ParameterStatus may arrive at any time (LISTEN, server notices, SET from another session's
+ * reload) and are complete in themselves, so they do not spoil idleness.
+ */
+#include "proto/proto.h"
+
+#include <event2/buffer.h>
+#include <stdalign.h>
+#include <string.h>
+
+#define PG_SSL_REQUEST 80877103u
+#define PG_GSSENC_REQUEST 80877104u
+#define PG_CANCEL_REQUEST 80877102u
+#define PG_PROTOCOL_MAJOR 3u
+
+/* The server itself rejects startup packets over 10000 bytes (MAX_STARTUP_PACKET_LENGTH); a bigger
+ * "length" in the startup phase is something else, e.g. a direct TLS ClientHello (0x16 0x03 ...). */
+#define PG_MAX_STARTUP_LEN 10000u
+/* No message is legitimately larger than the server's 1 GiB allocation limit. */
+#define PG_MAX_MSG_LEN (1u << 30)
+
+/* The error encoder bounds the human text so a runaway message cannot produce a huge packet. */
+#define PG_MAX_ERR_TEXT 8192u
+
+enum pg_client_phase {
+	PGC_STARTUP,    /* expecting an untyped startup-phase packet */
+	PGC_AWAIT_NEG,  /* sent SSLRequest/GSSENCRequest; the server owes one byte */
+	PGC_TYPED,      /* after the StartupMessage */
+	PGC_CANCEL,     /* a CancelRequest connection: the server closes it, nothing may follow */
+};
+
+struct pg_dir {
+	uint32_t remaining;  /* payload bytes of the current message still to skip */
+	uint8_t hdr[8];      /* header being assembled (5 bytes typed, 8 bytes startup phase) */
+	uint8_t hdr_len;
+	uint8_t type;        /* type byte of the current message (0 in the startup phase) */
+};
+
+struct pg_state {
+	struct pg_dir c, s;
+	uint32_t pending_sync;   /* sync points sent whose ReadyForQuery has not arrived */
+	uint32_t copy_syncs;     /* Syncs sent since the last message that could start a COPY */
+	uint8_t cphase;          /* enum pg_client_phase */
+	bool opaque;
+	bool ready_idle;         /* last non-asynchronous server message was ReadyForQuery 'I' */
+	bool client_since_ready; /* the client sent a byte after the last ReadyForQuery */
+	bool unsynced;           /* extended-protocol messages sent after the last sync point */
+};
+
+_Static_assert(sizeof(struct pg_state) <= sizeof(struct proto_state), "pg_state must fit in proto_state");
+_Static_assert(alignof(struct pg_state) <= alignof(struct proto_state), "pg_state alignment");
+
+static struct pg_state *pg(struct proto_state *st)
+{
+	return (struct pg_state *)(void *)st;
+}
+
+static const struct pg_state *pg_c(const struct proto_state *st)
+{
+	return (const struct pg_state *)(const void *)st;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static void pg_init(struct proto_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pg(st)->cphase = PGC_STARTUP;
+}
+
+/* A complete startup-phase header (length + code) from the client. */
+static void pg_client_startup(struct pg_state *s)
+{
+	uint32_t len = be32(s->c.hdr), code = be32(s->c.hdr + 4);
+
+	if (len < 8 || len > PG_MAX_STARTUP_LEN) {
+		s->opaque = true;
+		return;
+	}
+	if (code == PG_SSL_REQUEST || code == PG_GSSENC_REQUEST) {
+		if (len != 8) {
+			s->opaque = true;
+			return;
+		}
+		s->cphase = PGC_AWAIT_NEG;
+		return;
+	}
+	if (code == PG_CANCEL_REQUEST) {
+		/* 16 bytes in protocol 3.0; 3.2 allows longer cancel keys. */
+		if (len < 12) {
+			s->opaque = true;
+			return;
+		}
+		s->c.remaining = len - 8;
+		s->cphase = PGC_CANCEL;
+		return;
+	}
+	if (code >> 16 != PG_PROTOCOL_MAJOR) {
+		/* Protocol 2 or something that is not PostgreSQL at all. */
+		s->opaque = true;
+		return;
+	}
+	s->c.remaining = len - 8;
+	s->cphase = PGC_TYPED;
+	/* The StartupMessage is answered (after authentication) by exactly one ReadyForQuery. */
+	s->pending_sync = 1;
+	s->unsynced = false;
+}
+
+/* A complete typed header from the client: account for what the server will answer. */
+static void pg_client_message(struct pg_state *s, uint8_t type)
+{
+	switch (type) {
+	case 'Q': /* Query */
+	case 'F': /* FunctionCall */
+	case 'S': /* Sync */
+		if (s->pending_sync == UINT32_MAX) {
+			s->opaque = true;
+			return;
+		}
+		s->pending_sync++;
+		s->unsynced = false;
+		s->copy_syncs = type == 'S' ? s->copy_syncs + 1 : 0;
+		break;
+	case 'c': /* CopyDone */
+	case 'f': /* CopyFail */
+		/* In copy-in mode the server ignores Sync (libpq pipelines one after Execute, then sends
+		 * another after CopyDone), so the Syncs sent since the COPY started get no ReadyForQuery. */
+		s->pending_sync -= s->copy_syncs < s->pending_sync ? s->copy_syncs : s->pending_sync;
+		s->copy_syncs = 0;
+		break;
+	case 'd': /* CopyData: part of the COPY's own round trip */
+	case 'H': /* Flush: asks for output, changes no server state, ignored in copy-in mode */
+	case 'p': /* Password/SASL/GSS response: part of the StartupMessage's round trip */
+		break;
+	default:
+		/* Parse, Bind, Describe, Execute, Close, Terminate, ...: answered only at the next Sync
+		 * (Terminate never: the session is ending). */
+		s->unsynced = true;
+		s->copy_syncs = 0;
+		break;
+	}
+}
+
+static void pg_feed_client(struct pg_state *s, const uint8_t *p, size_t n)
+{
+	if (n)
+		s->client_since_ready = true;
+	while (n && !s->opaque) {
+		if (s->c.remaining) {
+			size_t k = n < s->c.remaining ? n : s->c.remaining;
+			s->c.remaining -= (uint32_t)k;
+			p += k;
+			n -= k;
+			continue;
+		}
+		if (s->cphase == PGC_AWAIT_NEG || s->cphase == PGC_CANCEL) {
+			/* Nothing may be sent before the negotiation byte, nor after a CancelRequest. */
+			s->opaque = true;
+			return;
+		}
+		size_t want = s->cphase == PGC_STARTUP ? 8 : 5;
+		while (n && s->c.hdr_len < want) {
+			s->c.hdr[s->c.hdr_len++] = *p++;
+			n--;
+		}
+		if (s->c.hdr_len < want)
+			return;
+		s->c.hdr_len = 0;
+		if (s->cphase == PGC_STARTUP) {
+			pg_client_startup(s);
+			continue;
+		}
+		uint32_t len = be32(s->c.hdr + 1);
+		if (len < 4 || len > PG_MAX_MSG_LEN) {
+			s->opaque = true;
+			return;
+		}
+		s->c.type = s->c.hdr[0];
+		s->c.remaining = len - 4;
+		pg_client_message(s, s->c.type);
+	}
+}
+
+/* The server's one-byte answer to SSLRequest / GSSENCRequest. */
+static void pg_server_negotiation(struct pg_state *s, uint8_t b)
+{
+	if (b == 'N') {
+		/* Refused: the client continues in clear with another startup packet. */
+		s->cphase = PGC_STARTUP;
+		return;
+	}
+	/* 'S' (TLS) or 'G' (GSSAPI encryption) follows, or an ancient server's ErrorResponse: from here
+	 * on the bytes are not ours to read. */
+	s->opaque = true;
+}
+
+static void pg_server_ready(struct pg_state *s, uint8_t status)
+{
+	if (status != 'I' && status != 'T' && status != 'E') {
+		s->opaque = true;
+		return;
+	}
+	if (s->pending_sync)
+		s->pending_sync--;
+	s->ready_idle = status == 'I';
+	s->client_since_ready = false;
+}
+
+static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
+{
+	while (n && !s->opaque) {
+		if (s->s.remaining) {
+			if (s->s.type == 'Z') {
+				/* ReadyForQuery's payload is its one status byte. */
+				s->s.remaining = 0;
+				pg_server_ready(s, *p);
+				p++;
+				n--;
+				continue;
+			}
+			size_t k = n < s->s.remaining ? n : s->s.remaining;
+			s->s.remaining -= (uint32_t)k;
+			p += k;
+			n -= k;
+			continue;
+		}
+		if (s->cphase == PGC_AWAIT_NEG && s->s.hdr_len == 0) {
+			pg_server_negotiation(s, *p);
+			p++;
+			n--;
+			continue;
+		}
+		while (n && s->s.hdr_len < 5) {
+			s->s.hdr[s->s.hdr_len++] = *p++;
+			n--;
+		}
+		if (s->s.hdr_len < 5)
+			return;
+		s->s.hdr_len = 0;
+		uint8_t type = s->s.hdr[0];
+		uint32_t len = be32(s->s.hdr + 1);
+		if (len < 4 || len > PG_MAX_MSG_LEN || (type == 'Z' && len != 5)) {
+			s->opaque = true;
+			return;
+		}
+		s->s.type = type;
+		s->s.remaining = len - 4;
+		/* Asynchronous messages are complete by themselves and say nothing about the session. */
+		if (type != 'A' && type != 'N' && type != 'S' && type != 'Z')
+			s->ready_idle = false;
+	}
+}
+
+static void pg_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n)
+{
+	struct pg_state *s = pg(st);
+
+	if (s->opaque)
+		return;
+	if (dir == PROTO_CLIENT_TO_SERVER)
+		pg_feed_client(s, p, n);
+	else
+		pg_feed_server(s, p, n);
+}
+
+static bool pg_is_idle(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	return !s->opaque && s->cphase == PGC_TYPED && s->ready_idle && !s->client_since_ready &&
+	       s->pending_sync == 0 && !s->unsynced && s->c.hdr_len == 0 && s->c.remaining == 0 &&
+	       s->s.hdr_len == 0 && s->s.remaining == 0;
+}
+
+static bool pg_is_opaque(const struct proto_state *st)
+{
+	return pg_c(st)->opaque;
+}
+
+static size_t utf8_prefix_len(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n <= max)
+		return n;
+	/* Do not cut a multi-byte character in half: clients decode the text as UTF-8. */
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+static bool sqlstate_ok(const char *st)
+{
+	if (!st || strlen(st) != 5)
+		return false;
+	for (int i = 0; i < 5; i++) {
+		char c = st[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')))
+			return false;
+	}
+	return true;
+}
+
+void pg_error_response(struct evbuffer *out, const char *severity, const char *sqlstate, const char *msg)
+{
+	/* Fields are NUL-terminated C strings, so they cannot carry a NUL; NULL pointers become empty
+	 * text and a malformed SQLSTATE becomes XX000 (internal_error) rather than a broken field. */
+	if (!severity || !*severity)
+		severity = "FATAL";
+	if (!sqlstate_ok(sqlstate))
+		sqlstate = "XX000";
+	if (!msg)
+		msg = "";
+	size_t sev_len = utf8_prefix_len(severity, 32);
+	size_t msg_len = utf8_prefix_len(msg, PG_MAX_ERR_TEXT);
+	/* 'S' sev NUL 'V' sev NUL 'C' state NUL 'M' msg NUL, then the terminating NUL. */
+	uint32_t len = (uint32_t)(4 + 2 * (1 + sev_len + 1) + (1 + 5 + 1) + (1 + msg_len + 1) + 1);
+	uint8_t hdr[5] = { 'E', (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len };
+	static const uint8_t nul = 0;
+
+	evbuffer_add(out, hdr, sizeof(hdr));
+	evbuffer_add(out, "S", 1);
+	evbuffer_add(out, severity, sev_len);
+	evbuffer_add(out, &nul, 1);
+	/* 'V' is the non-localized severity (protocol 3.0, PostgreSQL 9.6+); ours is never localized. */
+	evbuffer_add(out, "V", 1);
+	evbuffer_add(out, severity, sev_len);
+	evbuffer_add(out, &nul, 1);
+	evbuffer_add(out, "C", 1);
+	evbuffer_add(out, sqlstate, 5);
+	evbuffer_add(out, &nul, 1);
+	evbuffer_add(out, "M", 1);
+	evbuffer_add(out, msg, msg_len);
+	evbuffer_add(out, &nul, 1);
+	evbuffer_add(out, &nul, 1);
+}
+
+static enum proto_refuse_step pg_refuse(struct evbuffer *client_in, struct evbuffer *out, const char *msg)
+{
+	uint8_t hdr[8];
+
+	if (client_in && evbuffer_copyout(client_in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr)) {
+		uint32_t len = be32(hdr), code = be32(hdr + 4);
+		if (len == 8 && (code == PG_SSL_REQUEST || code == PG_GSSENC_REQUEST)) {
+			/* The client cannot read an ErrorResponse before the encryption negotiation is
+			 * answered (libpq would report a confusing "received invalid response"): decline
+			 * encryption, and refuse its StartupMessage properly on the next call. */
+			evbuffer_drain(client_in, sizeof(hdr));
+			evbuffer_add(out, "N", 1);
+			return PROTO_REFUSE_MORE;
+		}
+	}
+	/* 57P03 cannot_connect_now is what a server that is starting up or shutting down says; client
+	 * libraries and poolers treat it as "retry later", which is exactly the situation. */
+	pg_error_response(out, "FATAL", "57P03", msg);
+	return PROTO_REFUSE_DONE;
+}
+
+const struct proto_ops proto_postgres = {
+	.name = "postgres",
+	.init = pg_init,
+	.feed = pg_feed,
+	.is_idle = pg_is_idle,
+	.is_opaque = pg_is_opaque,
+	.refuse = pg_refuse,
+};

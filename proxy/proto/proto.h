@@ -48,12 +48,17 @@ extern const struct proto_ops proto_postgres;
 extern const struct proto_ops proto_mysql;
 extern const struct proto_ops proto_redis;
 
-/* Native error encoders, also used by the drill and tests. Append to `out`. */
-/* Postgres ErrorResponse: S/V FATAL, C sqlstate, M msg. */
+/* Native error encoders, also used by the drill and tests. Append to `out`.
+ * In all three, a NULL msg is empty text and msg is cut to 8 KiB (never inside a UTF-8 character). */
+/* Postgres ErrorResponse: S and V `severity` (the refusal uses FATAL), C sqlstate, M msg. A
+ * SQLSTATE that is not 5 characters [0-9A-Z] becomes XX000. */
 void pg_error_response(struct evbuffer *out, const char *severity, const char *sqlstate, const char *msg);
-/* MySQL ERR packet with sequence id `seq`: 0xFF, code, '#', sqlstate, msg. */
+/* MySQL ERR packet with sequence id `seq`: 0xFF, code (LE), '#', sqlstate, msg. Clients read exactly
+ * five SQLSTATE characters, so a malformed one becomes HY000. The refusal sends 1053
+ * (ER_SERVER_SHUTDOWN) / 08S01 with sequence id 0, in place of the server greeting. */
 void mysql_err_packet(struct evbuffer *out, uint8_t seq, uint16_t code, const char *sqlstate, const char *msg);
-/* RESP error: "-" prefix-word " " msg "\r\n" (CR/LF in msg replaced by spaces). */
+/* RESP error: "-" prefix-word " " msg "\r\n" (CR/LF in prefix and msg replaced by spaces; a NULL or
+ * empty prefix gives "-" msg "\r\n"). The refusal uses prefix "ERR". */
 void resp_error(struct evbuffer *out, const char *prefix, const char *msg);
 
 #endif

@@ -1,1 +1,698 @@
-/* proto/resp.c - to be written */
+/* proto/resp.c - Redis serialization protocol (RESP2 and RESP3): idle tracking and the native refusal.
+ *
+ * Client side: a command is either a RESP array of bulk strings ("*<n>\r\n" then n times
+ * "$<len>\r\n<bytes>\r\n") or an inline command (a line not starting with '*'). Bulk payloads are
+ * skipped by length; only the first three arguments, when short, are looked at (lower-cased into a
+ * 16-byte buffer) to recognise the few commands that change how replies are counted.
+ *
+ * Server side: replies are parsed with one counter instead of a stack: `need` is the number of
+ * values still missing to complete the current top-level frame. A scalar consumes one value, an
+ * aggregate of n elements consumes one and adds n (2n for maps), an attribute adds 2n without
+ * consuming (it decorates the value that follows). The frame is complete when `need` returns to 0.
+ * A top-level push ('>') is out-of-band and does not answer a command.
+ *
+ * Idle <=> no partial frame either way, every command answered, no MULTI open, no WATCH armed
+ * (moving a session between WATCH and EXEC would silently drop the optimistic lock).
+ *
+ * Pub/Sub: after SUBSCRIBE and friends the number of replies per command is no longer one (RESP2
+ * confirms each channel separately; UNSUBSCRIBE without arguments answers once per subscription).
+ * Our choice: a subscribed session stays "subscribed" for its lifetime; its confirmations and
+ * messages are not counted, and it is idle whenever nothing is partial and every command sent
+ * before the subscription is answered. Dropping a subscriber between messages loses nothing the
+ * at-most-once Pub/Sub contract promised; the client reconnects and resubscribes. Only
+ * (P|S)(UN)SUBSCRIBE, PING and QUIT are expected while subscribed; any other command (RESP3 allows
+ * mixing, RESET leaves the mode) makes the tracker opaque rather than guess.
+ *
+ * MONITOR, SYNC/PSYNC and CLIENT REPLY OFF|SKIP break request/reply pairing: opaque.
+ */
+#include "proto/proto.h"
+
+#include <event2/buffer.h>
+#include <stdalign.h>
+#include <string.h>
+
+/* Redis refuses inline requests over 64 KiB (PROTO_INLINE_MAX_SIZE) and closes the connection. */
+#define RESP_MAX_INLINE (64u * 1024)
+/* Far beyond any proto-max-bulk-len a server would accept; larger lengths are garbage. */
+#define RESP_MAX_BULK (1ull << 40)
+#define RESP_MAX_COUNT 0x7FFFFFFFull
+/* Values still needed for one frame: generous, and far from overflowing 64 bits. */
+#define RESP_MAX_NEED (1ull << 50)
+#define RESP_NAME_MAX 16
+#define RESP_MAX_ERR_TEXT 8192u
+
+enum resp_cstate {
+	RC_START,      /* between commands */
+	RC_COUNT,      /* "*<count>" digits */
+	RC_COUNT_LF,
+	RC_ARG_TYPE,   /* expecting '$' */
+	RC_ARG_LEN,
+	RC_ARG_LEN_LF,
+	RC_ARG_DATA,
+	RC_ARG_CR,
+	RC_ARG_LF,
+	RC_INLINE,
+};
+
+enum resp_sstate {
+	SS_TYPE,       /* expecting a type byte */
+	SS_LINE,       /* simple value: skip to CR */
+	SS_LINE_LF,
+	SS_NUM,        /* length of a bulk or aggregate */
+	SS_NUM_LF,
+	SS_BULK,       /* bulk payload */
+	SS_BULK_CR,
+	SS_BULK_LF,
+};
+
+enum resp_kind { KIND_NONE, KIND_REPLY, KIND_PUSH };
+
+enum resp_cmd {
+	CMD_OTHER,
+	CMD_MULTI,
+	CMD_EXEC,
+	CMD_DISCARD,
+	CMD_WATCH,
+	CMD_UNWATCH,
+	CMD_RESET,
+	CMD_SUBSCRIBE,     /* SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE */
+	CMD_UNSUBSCRIBE,   /* UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE */
+	CMD_PING,
+	CMD_QUIT,
+	CMD_MONITOR,
+	CMD_SYNC,          /* SYNC, PSYNC: the connection becomes a replication stream */
+	CMD_CLIENT,
+};
+
+/* A decimal number after a type byte: digits, optional leading '-', ended by CR. The flags live
+ * apart from the value so that the state stays within its 96 bytes. */
+#define NUM_DIGIT 1u
+#define NUM_NEG 2u
+
+struct resp_state {
+	uint64_t outstanding;  /* commands sent and not yet answered */
+	uint64_t s_need;       /* values missing to complete the current server frame (0: between frames) */
+	uint64_t s_bulk;       /* server bulk payload bytes left */
+	uint64_t c_left;       /* client bulk payload bytes left, or inline line length so far */
+	uint64_t s_num, c_num;  /* numbers being parsed, per direction (see NUM_*) */
+	uint32_t c_args_left;  /* array elements of the current command still to come */
+	uint8_t cap[RESP_NAME_MAX];
+	uint8_t cap_len;
+	bool cap_over;         /* current argument not captured (too long, or past the third) */
+	bool in_word;          /* inline: inside a word */
+	uint8_t arg_idx;       /* arguments of the current command seen so far (saturates) */
+	uint8_t cmd;           /* enum resp_cmd of the current command */
+	bool client_reply;     /* CLIENT REPLY ... */
+	bool reply_off;        /* CLIENT REPLY OFF|SKIP */
+	uint8_t s_numf, c_numf;  /* NUM_DIGIT | NUM_NEG */
+	uint8_t c_state;       /* enum resp_cstate */
+	uint8_t s_state;       /* enum resp_sstate */
+	uint8_t s_type;        /* type byte of the current length line */
+	uint8_t s_kind;        /* enum resp_kind of the current top-level frame */
+	bool opaque;
+	bool multi;
+	bool watch;
+	bool subscribed;
+};
+
+_Static_assert(sizeof(struct resp_state) <= sizeof(struct proto_state), "resp_state must fit in proto_state");
+_Static_assert(alignof(struct resp_state) <= alignof(struct proto_state), "resp_state alignment");
+
+static struct resp_state *rs(struct proto_state *st)
+{
+	return (struct resp_state *)(void *)st;
+}
+
+static const struct resp_state *rs_c(const struct proto_state *st)
+{
+	return (const struct resp_state *)(const void *)st;
+}
+
+static void resp_init(struct proto_state *st)
+{
+	memset(st, 0, sizeof(*st));
+}
+
+enum num_step { NUM_MORE, NUM_DONE, NUM_BAD };
+
+/* One byte of a length line. `max` bounds the magnitude (and keeps val * 10 from overflowing). */
+static enum num_step num_byte(uint64_t *val, uint8_t *flags, uint8_t b, uint64_t max)
+{
+	if (b >= '0' && b <= '9') {
+		*val = *val * 10 + (uint64_t)(b - '0');
+		*flags |= NUM_DIGIT;
+		return *val > max ? NUM_BAD : NUM_MORE;
+	}
+	if (b == '-' && *flags == 0) {
+		*flags = NUM_NEG;
+		return NUM_MORE;
+	}
+	if (b == '\r' && (*flags & NUM_DIGIT))
+		return NUM_DONE;
+	return NUM_BAD;
+}
+
+/* ---- server side ---- */
+
+static void resp_frame_done(struct resp_state *r)
+{
+	if (r->s_kind == KIND_REPLY) {
+		if (r->outstanding)
+			r->outstanding--;
+		else if (!r->subscribed)
+			r->opaque = true; /* a reply nobody asked for: we lost count */
+	}
+	r->s_kind = KIND_NONE;
+}
+
+/* A value is complete; it may complete the top-level frame. */
+static void resp_value_done(struct resp_state *r)
+{
+	r->s_state = SS_TYPE;
+	if (--r->s_need == 0)
+		resp_frame_done(r);
+}
+
+static void resp_server_header(struct resp_state *r)
+{
+	uint64_t val = r->s_num;
+	uint8_t t = r->s_type;
+
+	r->s_state = SS_TYPE;
+	if (r->s_numf & NUM_NEG) {
+		/* Only -1 exists: null bulk string / null array (RESP2). */
+		if (val != 1 || !(t == '$' || t == '*'))
+			r->opaque = true;
+		else
+			resp_value_done(r);
+		return;
+	}
+	if (t == '$' || t == '!' || t == '=') {
+		r->s_bulk = val;
+		r->s_state = val ? SS_BULK : SS_BULK_CR;
+		return;
+	}
+	if (val > RESP_MAX_COUNT) {
+		r->opaque = true;
+		return;
+	}
+	uint64_t k = (t == '%' || t == '|') ? 2 * val : val;
+	if (r->s_need + k > RESP_MAX_NEED) {
+		r->opaque = true;
+		return;
+	}
+	if (t == '|') {
+		/* An attribute decorates the next value: its pairs come first, the value still follows. */
+		r->s_need += k;
+		return;
+	}
+	r->s_need += k;
+	resp_value_done(r);
+}
+
+static void resp_feed_server(struct resp_state *r, const uint8_t *p, size_t n)
+{
+	while (n && !r->opaque) {
+		uint8_t b;
+		switch (r->s_state) {
+		case SS_TYPE:
+			b = *p++;
+			n--;
+			if (r->s_need == 0) {
+				r->s_need = 1;
+				r->s_kind = KIND_NONE;
+			}
+			/* The first non-attribute type byte at top level says what the frame is. Inside a
+			 * top-level attribute `need` is > 1, so its keys and values do not count. */
+			if (r->s_kind == KIND_NONE && r->s_need == 1 && b != '|')
+				r->s_kind = b == '>' ? KIND_PUSH : KIND_REPLY;
+			switch (b) {
+			case '+': case '-': case ':': case '_': case ',': case '#': case '(':
+				r->s_state = SS_LINE;
+				break;
+			case '$': case '!': case '=': case '*': case '%': case '~': case '>': case '|':
+				r->s_type = b;
+				r->s_num = 0;
+				r->s_numf = 0;
+				r->s_state = SS_NUM;
+				break;
+			default:
+				r->opaque = true;
+				break;
+			}
+			break;
+		case SS_LINE: {
+			/* Simple values are short; a bare LF inside one is garbage. */
+			size_t i = 0;
+			while (i < n && p[i] != '\r' && p[i] != '\n')
+				i++;
+			if (i < n) {
+				if (p[i] == '\n')
+					r->opaque = true;
+				else
+					r->s_state = SS_LINE_LF;
+				i++;
+			}
+			p += i;
+			n -= i;
+			break;
+		}
+		case SS_LINE_LF:
+		case SS_BULK_LF:
+			b = *p++;
+			n--;
+			if (b != '\n')
+				r->opaque = true;
+			else
+				resp_value_done(r);
+			break;
+		case SS_NUM:
+			b = *p++;
+			n--;
+			switch (num_byte(&r->s_num, &r->s_numf, b, RESP_MAX_BULK)) {
+			case NUM_MORE:
+				break;
+			case NUM_DONE:
+				r->s_state = SS_NUM_LF;
+				break;
+			case NUM_BAD:
+				r->opaque = true;
+				break;
+			}
+			break;
+		case SS_NUM_LF:
+			b = *p++;
+			n--;
+			if (b != '\n')
+				r->opaque = true;
+			else
+				resp_server_header(r);
+			break;
+		case SS_BULK: {
+			size_t k = n < r->s_bulk ? n : (size_t)r->s_bulk;
+			r->s_bulk -= k;
+			p += k;
+			n -= k;
+			if (r->s_bulk == 0)
+				r->s_state = SS_BULK_CR;
+			break;
+		}
+		case SS_BULK_CR:
+			b = *p++;
+			n--;
+			if (b != '\r')
+				r->opaque = true;
+			else
+				r->s_state = SS_BULK_LF;
+			break;
+		default:
+			r->opaque = true;
+			break;
+		}
+	}
+}
+
+/* ---- client side ---- */
+
+struct resp_name {
+	const char *name;
+	enum resp_cmd cmd;
+};
+
+static const struct resp_name resp_names[] = {
+	{ "multi", CMD_MULTI },
+	{ "exec", CMD_EXEC },
+	{ "discard", CMD_DISCARD },
+	{ "watch", CMD_WATCH },
+	{ "unwatch", CMD_UNWATCH },
+	{ "reset", CMD_RESET },
+	{ "subscribe", CMD_SUBSCRIBE },
+	{ "psubscribe", CMD_SUBSCRIBE },
+	{ "ssubscribe", CMD_SUBSCRIBE },
+	{ "unsubscribe", CMD_UNSUBSCRIBE },
+	{ "punsubscribe", CMD_UNSUBSCRIBE },
+	{ "sunsubscribe", CMD_UNSUBSCRIBE },
+	{ "ping", CMD_PING },
+	{ "quit", CMD_QUIT },
+	{ "monitor", CMD_MONITOR },
+	{ "sync", CMD_SYNC },
+	{ "psync", CMD_SYNC },
+	{ "client", CMD_CLIENT },
+};
+
+static bool cap_is(const struct resp_state *r, const char *word)
+{
+	size_t len = strlen(word);
+	return !r->cap_over && r->cap_len == len && memcmp(r->cap, word, len) == 0;
+}
+
+static void resp_cmd_begin(struct resp_state *r)
+{
+	r->arg_idx = 0;
+	r->cmd = CMD_OTHER;
+	r->client_reply = false;
+	r->reply_off = false;
+	r->in_word = false;
+}
+
+static void resp_arg_begin(struct resp_state *r, uint64_t len_hint)
+{
+	r->cap_len = 0;
+	r->cap_over = r->arg_idx >= 3 || len_hint > RESP_NAME_MAX;
+}
+
+static void resp_arg_bytes(struct resp_state *r, const uint8_t *p, size_t n)
+{
+	if (r->cap_over)
+		return;
+	if (n > (size_t)(RESP_NAME_MAX - r->cap_len)) {
+		r->cap_over = true;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i];
+		r->cap[r->cap_len++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + ('a' - 'A')) : c;
+	}
+}
+
+/* An argument is complete: the first names the command, the next two matter for CLIENT REPLY. */
+static void resp_arg_end(struct resp_state *r)
+{
+	if (r->arg_idx == 0) {
+		for (size_t i = 0; i < sizeof(resp_names) / sizeof(resp_names[0]); i++) {
+			if (cap_is(r, resp_names[i].name)) {
+				r->cmd = (uint8_t)resp_names[i].cmd;
+				break;
+			}
+		}
+	} else if (r->arg_idx == 1 && r->cmd == CMD_CLIENT) {
+		r->client_reply = cap_is(r, "reply");
+	} else if (r->arg_idx == 2 && r->client_reply) {
+		r->reply_off = cap_is(r, "off") || cap_is(r, "skip");
+	}
+	if (r->arg_idx < UINT8_MAX)
+		r->arg_idx++;
+}
+
+/* A whole command has been sent: account for its reply and for the session state it changes. */
+static void resp_cmd_end(struct resp_state *r)
+{
+	enum resp_cmd cmd = (enum resp_cmd)r->cmd;
+
+	if (r->reply_off || cmd == CMD_MONITOR || cmd == CMD_SYNC) {
+		r->opaque = true;
+		return;
+	}
+	if (r->subscribed) {
+		if (cmd == CMD_SUBSCRIBE || cmd == CMD_UNSUBSCRIBE || cmd == CMD_PING || cmd == CMD_QUIT)
+			return;
+		r->opaque = true;
+		return;
+	}
+	switch (cmd) {
+	case CMD_SUBSCRIBE:
+	case CMD_UNSUBSCRIBE:
+		if (r->multi) {
+			/* Queued inside MULTI: its confirmations would arrive inside EXEC's reply. */
+			r->opaque = true;
+			return;
+		}
+		/* Confirmations are counted per channel, not per command: stop counting. */
+		r->subscribed = true;
+		return;
+	case CMD_MULTI:
+		r->multi = true;
+		break;
+	case CMD_EXEC:
+	case CMD_DISCARD:
+	case CMD_RESET:
+		r->multi = false;
+		r->watch = false;
+		break;
+	case CMD_WATCH:
+		/* WATCH inside MULTI is refused by the server. */
+		if (!r->multi)
+			r->watch = true;
+		break;
+	case CMD_UNWATCH:
+		if (!r->multi)
+			r->watch = false;
+		break;
+	default:
+		break;
+	}
+	if (r->outstanding >= RESP_MAX_NEED) {
+		r->opaque = true;
+		return;
+	}
+	r->outstanding++;
+}
+
+static bool resp_inline_space(uint8_t b)
+{
+	/* What the server's argument splitter treats as white space. */
+	return b == ' ' || b == '\t' || b == '\r' || b == '\v' || b == '\f';
+}
+
+static void resp_feed_client(struct resp_state *r, const uint8_t *p, size_t n)
+{
+	while (n && !r->opaque) {
+		uint8_t b;
+		switch (r->c_state) {
+		case RC_START:
+			resp_cmd_begin(r);
+			if (*p == '*') {
+				p++;
+				n--;
+				r->c_num = 0;
+				r->c_numf = 0;
+				r->c_state = RC_COUNT;
+			} else {
+				/* Inline command: the byte is part of the line. */
+				r->c_left = 0;
+				r->c_state = RC_INLINE;
+			}
+			break;
+		case RC_COUNT:
+		case RC_ARG_LEN:
+			b = *p++;
+			n--;
+			switch (num_byte(&r->c_num, &r->c_numf, b, r->c_state == RC_COUNT ? RESP_MAX_COUNT : RESP_MAX_BULK)) {
+			case NUM_MORE:
+				break;
+			case NUM_DONE:
+				r->c_state = r->c_state == RC_COUNT ? RC_COUNT_LF : RC_ARG_LEN_LF;
+				break;
+			case NUM_BAD:
+				r->opaque = true;
+				break;
+			}
+			break;
+		case RC_COUNT_LF:
+			b = *p++;
+			n--;
+			if (b != '\n') {
+				r->opaque = true;
+				break;
+			}
+			if ((r->c_numf & NUM_NEG) || r->c_num == 0) {
+				/* "*0" / "*-1": the server executes nothing and answers nothing. */
+				r->c_state = RC_START;
+				break;
+			}
+			r->c_args_left = (uint32_t)r->c_num;
+			r->c_state = RC_ARG_TYPE;
+			break;
+		case RC_ARG_TYPE:
+			b = *p++;
+			n--;
+			/* The server accepts only bulk strings inside a request array. */
+			if (b != '$') {
+				r->opaque = true;
+				break;
+			}
+			r->c_num = 0;
+			r->c_numf = 0;
+			r->c_state = RC_ARG_LEN;
+			break;
+		case RC_ARG_LEN_LF:
+			b = *p++;
+			n--;
+			if (b != '\n' || (r->c_numf & NUM_NEG)) {
+				r->opaque = true;
+				break;
+			}
+			r->c_left = r->c_num;
+			resp_arg_begin(r, r->c_left);
+			r->c_state = r->c_left ? RC_ARG_DATA : RC_ARG_CR;
+			break;
+		case RC_ARG_DATA: {
+			size_t k = n < r->c_left ? n : (size_t)r->c_left;
+			resp_arg_bytes(r, p, k);
+			r->c_left -= k;
+			p += k;
+			n -= k;
+			if (r->c_left == 0)
+				r->c_state = RC_ARG_CR;
+			break;
+		}
+		case RC_ARG_CR:
+			b = *p++;
+			n--;
+			if (b != '\r')
+				r->opaque = true;
+			else
+				r->c_state = RC_ARG_LF;
+			break;
+		case RC_ARG_LF:
+			b = *p++;
+			n--;
+			if (b != '\n') {
+				r->opaque = true;
+				break;
+			}
+			resp_arg_end(r);
+			if (--r->c_args_left == 0) {
+				resp_cmd_end(r);
+				r->c_state = RC_START;
+			} else {
+				r->c_state = RC_ARG_TYPE;
+			}
+			break;
+		case RC_INLINE:
+			if (r->arg_idx >= 3 && !r->in_word) {
+				/* Nothing more to look at on this line: jump to its end. */
+				const uint8_t *lf = memchr(p, '\n', n);
+				size_t k = lf ? (size_t)(lf - p) + 1 : n;
+				r->c_left += k;
+				p += k;
+				n -= k;
+				if (r->c_left > RESP_MAX_INLINE) {
+					r->opaque = true;
+				} else if (lf) {
+					resp_cmd_end(r);
+					r->c_state = RC_START;
+				}
+				break;
+			}
+			b = *p++;
+			n--;
+			if (++r->c_left > RESP_MAX_INLINE) {
+				r->opaque = true;
+				break;
+			}
+			if (b == '\n' || resp_inline_space(b)) {
+				if (r->in_word) {
+					r->in_word = false;
+					resp_arg_end(r);
+				}
+				if (b == '\n') {
+					/* An empty line is not a command and gets no reply. */
+					if (r->arg_idx > 0)
+						resp_cmd_end(r);
+					r->c_state = RC_START;
+				}
+				break;
+			}
+			if (!r->in_word) {
+				r->in_word = true;
+				resp_arg_begin(r, 0);
+			}
+			if ((b == '"' || b == '\'') && (r->arg_idx == 0 || r->cmd == CMD_CLIENT)) {
+				/* Quoting could hide the command name: do not guess. */
+				r->opaque = true;
+				break;
+			}
+			resp_arg_bytes(r, &b, 1);
+			break;
+		default:
+			r->opaque = true;
+			break;
+		}
+	}
+}
+
+static void resp_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n)
+{
+	struct resp_state *r = rs(st);
+
+	if (r->opaque)
+		return;
+	if (dir == PROTO_CLIENT_TO_SERVER)
+		resp_feed_client(r, p, n);
+	else
+		resp_feed_server(r, p, n);
+}
+
+static bool resp_is_idle(const struct proto_state *st)
+{
+	const struct resp_state *r = rs_c(st);
+
+	return !r->opaque && r->c_state == RC_START && r->s_state == SS_TYPE && r->s_need == 0 &&
+	       r->outstanding == 0 && !r->multi && !r->watch;
+}
+
+static bool resp_is_opaque(const struct proto_state *st)
+{
+	return rs_c(st)->opaque;
+}
+
+/* Append s[0..n) with CR and LF turned into spaces: a simple error is one line. */
+static void add_one_line(struct evbuffer *out, const char *s, size_t n)
+{
+	char buf[256];
+	size_t used = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		buf[used++] = (c == '\r' || c == '\n') ? ' ' : c;
+		if (used == sizeof(buf)) {
+			evbuffer_add(out, buf, used);
+			used = 0;
+		}
+	}
+	if (used)
+		evbuffer_add(out, buf, used);
+}
+
+static size_t utf8_prefix_len(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n <= max)
+		return n;
+	/* Do not cut a multi-byte character in half: clients decode the text as UTF-8. */
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+void resp_error(struct evbuffer *out, const char *prefix, const char *msg)
+{
+	if (!msg)
+		msg = "";
+	evbuffer_add(out, "-", 1);
+	if (prefix && *prefix) {
+		add_one_line(out, prefix, strlen(prefix));
+		evbuffer_add(out, " ", 1);
+	}
+	add_one_line(out, msg, utf8_prefix_len(msg, RESP_MAX_ERR_TEXT));
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static enum proto_refuse_step resp_refuse(struct evbuffer *client_in, struct evbuffer *out, const char *msg)
+{
+	(void)client_in;
+	/* One error reply. The client may have pipelined several commands; it sees the first answered
+	 * with the error and then the connection closing, which is how a failing server looks too. */
+	resp_error(out, "ERR", msg);
+	return PROTO_REFUSE_DONE;
+}
+
+const struct proto_ops proto_redis = {
+	.name = "redis",
+	.init = resp_init,
+	.feed = resp_feed,
+	.is_idle = resp_is_idle,
+	.is_opaque = resp_is_opaque,
+	.refuse = resp_refuse,
+};

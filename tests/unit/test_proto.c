@@ -1,15 +1,1741 @@
-#include <check.h>
-#include <stdlib.h>
+/* test_proto.c - the wire-protocol trackers and native errors, fed realistic byte streams.
+ *
+ * Each script is a conversation written out as the bytes on the wire (one step = what one side
+ * sends in one go) with the expected verdict after the step: NI (not idle), ID (idle) or OP
+ * (opaque). Every script runs whole, one byte at a time, and in random chunk sizes; in the
+ * byte-at-a-time and random modes a session must never look idle in the middle of a step (a
+ * partial message), except in steps marked non-atomic (several complete frames that may each
+ * leave the session idle). Hostile input must end opaque; random garbage and mutated scripts must
+ * never crash (run under ASan/UBSan too), and an opaque tracker is never idle and never recovers. */
+#include "proto/proto.h"
 
-START_TEST(test_placeholder) { ck_assert_int_eq(1, 1); }
+#include <check.h>
+#include <event2/buffer.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum expect { NI, ID, OP };
+
+struct step {
+	enum proto_dir dir;
+	const char *bytes;
+	size_t len;
+	enum expect expect;
+	bool nonatomic;
+};
+
+#define C(lit, e) { PROTO_CLIENT_TO_SERVER, lit, sizeof(lit) - 1, e, false }
+#define S(lit, e) { PROTO_SERVER_TO_CLIENT, lit, sizeof(lit) - 1, e, false }
+#define CN(lit, e) { PROTO_CLIENT_TO_SERVER, lit, sizeof(lit) - 1, e, true }
+#define SN(lit, e) { PROTO_SERVER_TO_CLIENT, lit, sizeof(lit) - 1, e, true }
+#define NSTEPS(a) (sizeof(a) / sizeof((a)[0]))
+
+enum feed_mode { FEED_WHOLE, FEED_BYTES, FEED_RANDOM };
+
+static const char *const mode_name[] = { "whole", "bytes", "random" };
+
+/* Deterministic xorshift32: failures must be reproducible. */
+static uint32_t rng_state = 2463534242u;
+
+static uint32_t rng(void)
+{
+	uint32_t x = rng_state;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	return rng_state = x;
+}
+
+static size_t chunk_len(enum feed_mode mode, size_t left)
+{
+	switch (mode) {
+	case FEED_WHOLE:
+		return left;
+	case FEED_BYTES:
+		return 1;
+	case FEED_RANDOM:
+	default: {
+		/* Mostly small chunks, sometimes big ones. */
+		size_t max = (rng() & 7) == 0 ? left : 17;
+		size_t k = 1 + rng() % max;
+		return k < left ? k : left;
+	}
+	}
+}
+
+static void check_verdict(const struct proto_ops *ops, const struct proto_state *st, enum expect e,
+			  const char *script, size_t step, enum feed_mode mode)
+{
+	bool idle = ops->is_idle(st), opaque = ops->is_opaque(st);
+
+	switch (e) {
+	case ID:
+		ck_assert_msg(idle && !opaque, "%s step %zu (%s): expected idle, got idle=%d opaque=%d", script, step,
+			      mode_name[mode], idle, opaque);
+		break;
+	case NI:
+		ck_assert_msg(!idle && !opaque, "%s step %zu (%s): expected not idle, got idle=%d opaque=%d", script,
+			      step, mode_name[mode], idle, opaque);
+		break;
+	case OP:
+		ck_assert_msg(!idle && opaque, "%s step %zu (%s): expected opaque, got idle=%d opaque=%d", script, step,
+			      mode_name[mode], idle, opaque);
+		break;
+	}
+}
+
+/* Feed the first `n` steps of a script into `st` in the given mode, checking every verdict. */
+static void feed_steps(const struct proto_ops *ops, struct proto_state *st, const char *script,
+		       const struct step *steps, size_t n, enum feed_mode mode)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *p = (const uint8_t *)steps[i].bytes;
+		size_t len = steps[i].len, off = 0;
+		while (off < len) {
+			size_t k = chunk_len(mode, len - off);
+			ops->feed(st, steps[i].dir, p + off, k);
+			off += k;
+			if (off < len && steps[i].expect != OP) {
+				ck_assert_msg(!ops->is_opaque(st), "%s step %zu (%s): opaque at offset %zu", script, i,
+					      mode_name[mode], off);
+				ck_assert_msg(steps[i].nonatomic || !ops->is_idle(st),
+					      "%s step %zu (%s): idle in the middle of a message (offset %zu of %zu)",
+					      script, i, mode_name[mode], off, len);
+			}
+		}
+		check_verdict(ops, st, steps[i].expect, script, i, mode);
+	}
+}
+
+static void run_script(const struct proto_ops *ops, const char *script, const struct step *steps, size_t n)
+{
+	struct proto_state st;
+
+	for (int mode = FEED_WHOLE; mode <= FEED_RANDOM; mode++) {
+		int rounds = mode == FEED_RANDOM ? 20 : 1;
+		for (int r = 0; r < rounds; r++) {
+			ops->init(&st);
+			feed_steps(ops, &st, script, steps, n, (enum feed_mode)mode);
+		}
+	}
+}
+
+#define RUN(ops, script) run_script(&(ops), #script, script, NSTEPS(script))
+
+/* Contents of an evbuffer, for byte-exact comparisons. */
+static void expect_bytes(struct evbuffer *b, const char *want, size_t want_len, const char *what)
+{
+	size_t len = evbuffer_get_length(b);
+	const unsigned char *got = evbuffer_pullup(b, -1);
+
+	ck_assert_msg(len == want_len, "%s: length %zu, want %zu", what, len, want_len);
+	for (size_t i = 0; i < len; i++)
+		ck_assert_msg(got[i] == (unsigned char)want[i], "%s: byte %zu is 0x%02x, want 0x%02x", what, i, got[i],
+			      (unsigned char)want[i]);
+}
+
+#define EXPECT_BYTES(b, lit, what) expect_bytes((b), (lit), sizeof(lit) - 1, (what))
+
+/* ==== PostgreSQL ==== */
+
+/* psql: SSLRequest refused, MD5 auth, a query, an explicit transaction, asynchronous messages */
+static const struct step pg_psql[] = {
+	/* SSLRequest */
+	C("\x00\x00\x00\x08\x04\xd2\x16/", NI),
+	/* server declines TLS: 'N' */
+	S("N", NI),
+	/* StartupMessage user=alice database=app application_name=psql */
+	C("\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00" "application_name\x00psql\x00\x00", NI),
+	/* AuthenticationMD5Password */
+	S("R\x00\x00\x00\x0c\x00\x00\x00\x05\x9a\x1c~\x03", NI),
+	/* PasswordMessage */
+	C("p\x00\x00\x00(md50123456789abcdef0123456789abcdef\x00", NI),
+	/* AuthenticationOk, ParameterStatus x3, BackendKeyData, ReadyForQuery I */
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00S\x00\x00\x00\x18server_version\x00" "16.2\x00S\x00\x00\x00\x19" "client_encoding\x00UTF8\x00S\x00\x00\x00\x17" "DateStyle\x00ISO, MDY\x00K\x00\x00\x00\x0c\x00\x00\x10\x92^\xed\xf0\rZ\x00\x00\x00\x05I", ID),
+	/* Query 'SELECT id, name FROM t;' */
+	C("Q\x00\x00\x00\x1cSELECT id, name FROM t;\x00", NI),
+	/* RowDescription, DataRow x2 */
+	S("T\x00\x00\x00" "2\x00\x02id\x00\x00\x00@\x00\x00\x01\x00\x00\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00name\x00\x00\x00@\x00\x00\x01\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff\x00\x00" "D\x00\x00\x00\x14\x00\x02\x00\x00\x00\x01" "1\x00\x00\x00\x05" "aliceD\x00\x00\x00\x0f\x00\x02\x00\x00\x00\x01" "2\xff\xff\xff\xff", NI),
+	/* CommandComplete 'SELECT 2', ReadyForQuery I */
+	S("C\x00\x00\x00\rSELECT 2\x00Z\x00\x00\x00\x05I", ID),
+	/* Query 'BEGIN;' */
+	C("Q\x00\x00\x00\x0b" "BEGIN;\x00", NI),
+	/* CommandComplete 'BEGIN', ReadyForQuery T */
+	S("C\x00\x00\x00\nBEGIN\x00Z\x00\x00\x00\x05T", NI),
+	/* Query 'INSERT INTO t VALUES (3, ''carol'');' */
+	C("Q\x00\x00\x00'INSERT INTO t VALUES (3, 'carol');\x00", NI),
+	/* CommandComplete 'INSERT 0 1', ReadyForQuery T */
+	S("C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05T", NI),
+	/* Query 'COMMIT;' */
+	C("Q\x00\x00\x00\x0c" "COMMIT;\x00", NI),
+	/* CommandComplete 'COMMIT', ReadyForQuery I */
+	S("C\x00\x00\x00\x0b" "COMMIT\x00Z\x00\x00\x00\x05I", ID),
+	/* asynchronous NotificationResponse (LISTEN) */
+	S("A\x00\x00\x00\x10\x00\x00\x10\x93jobs\x00" "42\x00", ID),
+	/* asynchronous NoticeResponse */
+	S("N\x00\x00\x00" "0SWARNING\x00VWARNING\x00" "C01000\x00Mdisk almost full\x00\x00", ID),
+	/* asynchronous ParameterStatus */
+	S("S\x00\x00\x00\x11TimeZone\x00UTC\x00", ID),
+	/* Terminate */
+	C("X\x00\x00\x00\x04", NI),
+};
+
+/* a failed transaction (status E) is not idle until ROLLBACK */
+static const struct step pg_failed_txn[] = {
+	/* StartupMessage */
+	C("\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00" "application_name\x00psql\x00\x00", NI),
+	/* AuthenticationOk, BackendKeyData, ReadyForQuery I */
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00K\x00\x00\x00\x0c\x00\x00\x10\x92^\xed\xf0\rZ\x00\x00\x00\x05I", ID),
+	/* Query 'BEGIN;' */
+	C("Q\x00\x00\x00\x0b" "BEGIN;\x00", NI),
+	/* BEGIN, ReadyForQuery T */
+	S("C\x00\x00\x00\nBEGIN\x00Z\x00\x00\x00\x05T", NI),
+	/* Query 'SELECT 1/0;' */
+	C("Q\x00\x00\x00\x10SELECT 1/0;\x00", NI),
+	/* ErrorResponse division_by_zero, ReadyForQuery E */
+	S("E\x00\x00\x00,SERROR\x00VERROR\x00" "C22012\x00Mdivision by zero\x00\x00Z\x00\x00\x00\x05" "E", NI),
+	/* Query 'ROLLBACK;' */
+	C("Q\x00\x00\x00\x0eROLLBACK;\x00", NI),
+	/* ROLLBACK, ReadyForQuery I */
+	S("C\x00\x00\x00\rROLLBACK\x00Z\x00\x00\x00\x05I", ID),
+};
+
+/* extended query protocol, Flush without Sync, pipelining */
+static const struct step pg_extended[] = {
+	/* StartupMessage */
+	C("\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00" "application_name\x00psql\x00\x00", NI),
+	/* AuthenticationOk, ReadyForQuery I */
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I", ID),
+	/* Parse, Bind, Describe portal, Execute, Sync */
+	C("P\x00\x00\x00(\x00SELECT name FROM t WHERE id = $1\x00\x00\x00" "B\x00\x00\x00\x11\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01" "1\x00\x00" "D\x00\x00\x00\x06P\x00" "E\x00\x00\x00\x09\x00\x00\x00\x00\x00S\x00\x00\x00\x04", NI),
+	/* ParseComplete, BindComplete, RowDescription, DataRow, CommandComplete */
+	S("1\x00\x00\x00\x04" "2\x00\x00\x00\x04T\x00\x00\x00\x1d\x00\x01name\x00\x00\x00@\x00\x00\x01\x00\x00\x00\x19\xff\xff\xff\xff\xff\xff\x00\x00" "D\x00\x00\x00\x0f\x00\x01\x00\x00\x00\x05" "aliceC\x00\x00\x00\rSELECT 1\x00", NI),
+	/* ReadyForQuery I */
+	S("Z\x00\x00\x00\x05I", ID),
+	/* Parse, Bind, Execute, Flush (no Sync yet) */
+	C("P\x00\x00\x00\x12s1\x00SELECT 1\x00\x00\x00" "B\x00\x00\x00\x13\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x01x\x00\x00" "E\x00\x00\x00\x09\x00\x00\x00\x00\x00H\x00\x00\x00\x04", NI),
+	/* ParseComplete, BindComplete, DataRow, CommandComplete */
+	S("1\x00\x00\x00\x04" "2\x00\x00\x00\x04" "D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01" "1C\x00\x00\x00\rSELECT 1\x00", NI),
+	/* Sync */
+	C("S\x00\x00\x00\x04", NI),
+	/* ReadyForQuery I */
+	S("Z\x00\x00\x00\x05I", ID),
+	/* two pipelined simple queries */
+	C("Q\x00\x00\x00\x0eSELECT 1;\x00Q\x00\x00\x00\x0eSELECT 2;\x00", NI),
+	/* first result and ReadyForQuery I: the second query is still in flight */
+	S("T\x00\x00\x00!\x00\x01?column?\x00\x00\x00@\x00\x00\x01\x00\x00\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00" "D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01" "1C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I", NI),
+	/* second result and ReadyForQuery I */
+	S("T\x00\x00\x00!\x00\x01?column?\x00\x00\x00@\x00\x00\x01\x00\x00\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00" "D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01" "2C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I", ID),
+	/* Query then Parse without Sync */
+	C("Q\x00\x00\x00\x0eSELECT 3;\x00P\x00\x00\x00\x10\x00SELECT 4\x00\x00\x00", NI),
+	/* result of the Query, ReadyForQuery I: the Parse is not answered yet */
+	S("D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01" "3C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I", NI),
+	/* Sync */
+	C("S\x00\x00\x00\x04", NI),
+	/* ParseComplete, ReadyForQuery I */
+	S("1\x00\x00\x00\x04Z\x00\x00\x00\x05I", ID),
+};
+
+/* COPY FROM STDIN (simple and extended) and COPY TO STDOUT */
+static const struct step pg_copy[] = {
+	/* StartupMessage */
+	C("\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00" "application_name\x00psql\x00\x00", NI),
+	/* AuthenticationOk, ReadyForQuery I */
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I", ID),
+	/* Query 'COPY t FROM STDIN' */
+	C("Q\x00\x00\x00\x16" "COPY t FROM STDIN\x00", NI),
+	/* CopyInResponse */
+	S("G\x00\x00\x00\x0b\x00\x00\x02\x00\x00\x00\x00", NI),
+	/* CopyData x2, CopyDone */
+	C("d\x00\x00\x00\x0c" "1\x09" "alice\nd\x00\x00\x00\n2\x09" "bob\nc\x00\x00\x00\x04", NI),
+	/* CommandComplete 'COPY 2', ReadyForQuery I */
+	S("C\x00\x00\x00\x0b" "COPY 2\x00Z\x00\x00\x00\x05I", ID),
+	/* extended COPY as libpq sends it: Parse, Bind, Describe, Execute, Sync */
+	C("P\x00\x00\x00\x19\x00" "COPY t FROM STDIN\x00\x00\x00" "B\x00\x00\x00\x11\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01x\x00\x00" "D\x00\x00\x00\x06P\x00" "E\x00\x00\x00\x09\x00\x00\x00\x00\x00S\x00\x00\x00\x04", NI),
+	/* ParseComplete, BindComplete, NoData, CopyInResponse */
+	S("1\x00\x00\x00\x04" "2\x00\x00\x00\x04n\x00\x00\x00\x04G\x00\x00\x00\x0b\x00\x00\x02\x00\x00\x00\x00", NI),
+	/* CopyData, CopyDone, and the second Sync (the first was ignored in copy mode) */
+	C("d\x00\x00\x00\x0c" "3\x09" "carol\nc\x00\x00\x00\x04S\x00\x00\x00\x04", NI),
+	/* CommandComplete 'COPY 1', ReadyForQuery I */
+	S("C\x00\x00\x00\x0b" "COPY 1\x00Z\x00\x00\x00\x05I", ID),
+	/* Query 'COPY t TO STDOUT' */
+	C("Q\x00\x00\x00\x15" "COPY t TO STDOUT\x00", NI),
+	/* CopyOutResponse, CopyData, CopyDone */
+	S("H\x00\x00\x00\x0b\x00\x00\x02\x00\x00\x00\x00" "d\x00\x00\x00\x0c" "1\x09" "alice\nc\x00\x00\x00\x04", NI),
+	/* CommandComplete 'COPY 1', ReadyForQuery I */
+	S("C\x00\x00\x00\x0b" "COPY 1\x00Z\x00\x00\x00\x05I", ID),
+};
+
+/* GSSENCRequest and SSLRequest both declined, then a clear-text session */
+static const struct step pg_gss_then_ssl[] = {
+	/* GSSENCRequest */
+	C("\x00\x00\x00\x08\x04\xd2\x16" "0", NI),
+	/* 'N' */
+	S("N", NI),
+	/* SSLRequest */
+	C("\x00\x00\x00\x08\x04\xd2\x16/", NI),
+	/* 'N' */
+	S("N", NI),
+	/* StartupMessage */
+	C("\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00" "application_name\x00psql\x00\x00", NI),
+	/* AuthenticationOk, ReadyForQuery I */
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I", ID),
+};
+
+/* a client that pipelines its first query behind the StartupMessage */
+static const struct step pg_pipelined_startup[] = {
+	/* StartupMessage and a Query in one write */
+	C("\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00" "application_name\x00psql\x00\x00Q\x00\x00\x00\x0eSELECT 1;\x00", NI),
+	/* AuthenticationOk, ReadyForQuery I: the query is still in flight */
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00K\x00\x00\x00\x0c\x00\x00\x10\x92^\xed\xf0\rZ\x00\x00\x00\x05I", NI),
+	/* the result, ReadyForQuery I */
+	S("D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01" "1C\x00\x00\x00\rSELECT 1\x00Z\x00\x00\x00\x05I", ID),
+};
+
+/* SSLRequest accepted: opaque */
+static const struct step pg_tls[] = {
+	/* SSLRequest */
+	C("\x00\x00\x00\x08\x04\xd2\x16/", NI),
+	/* 'S': TLS follows */
+	S("S", OP),
+	/* TLS ServerHello (not ours to read) */
+	S("\x16\x03\x03\x00z\x02\x00\x00v\x03\x03", OP),
+};
+
+/* GSSENCRequest accepted: opaque */
+static const struct step pg_gssenc[] = {
+	/* GSSENCRequest */
+	C("\x00\x00\x00\x08\x04\xd2\x16" "0", NI),
+	/* 'G': GSSAPI encryption follows */
+	S("G", OP),
+};
+
+/* a CancelRequest connection is never idle */
+static const struct step pg_cancel[] = {
+	/* CancelRequest pid 4242 */
+	C("\x00\x00\x00\x10\x04\xd2\x16.\x00\x00\x10\x92^\xed\xf0\r", NI),
+};
+
+/* Hostile or foreign input. Each ends opaque and never crashes. */
+static const struct step pg_bad_startup_len[] = {
+	C("\x00\x00\x00\x04\x00\x03\x00\x00", OP),
+};
+static const struct step pg_huge_startup_len[] = {
+	C("\x7f\xff\xff\xff\x00\x03\x00\x00", OP),
+};
+static const struct step pg_http[] = {
+	C("GET / HTTP/1.1\r\nHost: db\r\n\r\n", OP),
+};
+static const struct step pg_direct_tls[] = {
+	/* A TLS ClientHello without SSLRequest (sslnegotiation=direct). */
+	C("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", OP),
+};
+static const struct step pg_protocol2[] = {
+	C("\x00\x00\x00\x0c\x00\x02\x00\x00" "abcd", OP),
+};
+static const struct step pg_ssl_bad_len[] = {
+	C("\x00\x00\x00\x09\x04\xd2\x16/\x00", OP),
+};
+static const struct step pg_client_before_neg[] = {
+	C("\x00\x00\x00\x08\x04\xd2\x16/", NI),
+	C("\x00", OP),
+};
+static const struct step pg_cancel_then_more[] = {
+	C("\x00\x00\x00\x10\x04\xd2\x16." "\x00\x00\x10\x92^\xed\xf0\r", NI),
+	C("Q", OP),
+};
+static const struct step pg_typed_short_len[] = {
+	C("\x00\x00\x00\x08\x00\x03\x00\x00", NI),
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I", ID),
+	C("Q\x00\x00\x00\x03", OP),
+};
+static const struct step pg_typed_huge_len[] = {
+	C("\x00\x00\x00\x08\x00\x03\x00\x00", NI),
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I", ID),
+	C("Q\x40\x00\x00\x01", OP),
+};
+static const struct step pg_typed_negative_len[] = {
+	C("\x00\x00\x00\x08\x00\x03\x00\x00", NI),
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I", ID),
+	C("Q\xff\xff\xff\xfe", OP),
+};
+static const struct step pg_server_bad_ready[] = {
+	C("\x00\x00\x00\x08\x00\x03\x00\x00", NI),
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x06II", OP),
+};
+static const struct step pg_server_bad_status[] = {
+	C("\x00\x00\x00\x08\x00\x03\x00\x00", NI),
+	S("R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05X", OP),
+};
+static const struct step pg_server_short_len[] = {
+	C("\x00\x00\x00\x08\x00\x03\x00\x00", NI),
+	S("R\x00\x00\x00\x02", OP),
+};
+static const struct step pg_ancient_ssl_error[] = {
+	/* A server without SSL support answers an SSLRequest with an ErrorResponse. */
+	C("\x00\x00\x00\x08\x04\xd2\x16/", NI),
+	S("E\x00\x00\x00\x08SERR", OP),
+};
+
+START_TEST(test_pg_sessions)
+{
+	RUN(proto_postgres, pg_psql);
+	RUN(proto_postgres, pg_failed_txn);
+	RUN(proto_postgres, pg_extended);
+	RUN(proto_postgres, pg_copy);
+	RUN(proto_postgres, pg_gss_then_ssl);
+	RUN(proto_postgres, pg_pipelined_startup);
+	RUN(proto_postgres, pg_tls);
+	RUN(proto_postgres, pg_gssenc);
+	RUN(proto_postgres, pg_cancel);
+}
+END_TEST
+
+START_TEST(test_pg_hostile)
+{
+	RUN(proto_postgres, pg_bad_startup_len);
+	RUN(proto_postgres, pg_huge_startup_len);
+	RUN(proto_postgres, pg_http);
+	RUN(proto_postgres, pg_direct_tls);
+	RUN(proto_postgres, pg_protocol2);
+	RUN(proto_postgres, pg_ssl_bad_len);
+	RUN(proto_postgres, pg_client_before_neg);
+	RUN(proto_postgres, pg_cancel_then_more);
+	RUN(proto_postgres, pg_typed_short_len);
+	RUN(proto_postgres, pg_typed_huge_len);
+	RUN(proto_postgres, pg_typed_negative_len);
+	RUN(proto_postgres, pg_server_bad_ready);
+	RUN(proto_postgres, pg_server_bad_status);
+	RUN(proto_postgres, pg_server_short_len);
+	RUN(proto_postgres, pg_ancient_ssl_error);
+}
+END_TEST
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* Feed a buffer in random chunks, asserting the session is busy (not idle, not opaque) throughout. */
+static void feed_busy(const struct proto_ops *ops, struct proto_state *st, enum proto_dir dir, const uint8_t *p,
+		      size_t n, const char *what)
+{
+	size_t off = 0;
+	while (off < n) {
+		size_t k = 1 + rng() % 70000;
+		if (k > n - off)
+			k = n - off;
+		ops->feed(st, dir, p + off, k);
+		off += k;
+		ck_assert_msg(!ops->is_opaque(st), "%s: opaque at %zu", what, off);
+		ck_assert_msg(!ops->is_idle(st), "%s: idle at %zu of %zu", what, off, n);
+	}
+}
+
+START_TEST(test_pg_big_messages)
+{
+	/* A 3 MiB query and a 5 MiB DataRow: skipped by length, never buffered. */
+	size_t qlen = 3u << 20, vlen = 5u << 20;
+	uint8_t *q = malloc(1 + 4 + qlen + 1), *row = malloc(1 + 4 + 2 + 4 + vlen);
+	struct proto_state st;
+
+	ck_assert_ptr_nonnull(q);
+	ck_assert_ptr_nonnull(row);
+	q[0] = 'Q';
+	put_be32(q + 1, (uint32_t)(4 + qlen + 1));
+	memset(q + 5, 'x', qlen);
+	q[5 + qlen] = 0;
+	row[0] = 'D';
+	put_be32(row + 1, (uint32_t)(4 + 2 + 4 + vlen));
+	row[5] = 0;
+	row[6] = 1;
+	put_be32(row + 7, (uint32_t)vlen);
+	/* Payload bytes that look like frames must not confuse anything. */
+	for (size_t i = 0; i < vlen; i++)
+		row[11 + i] = (uint8_t)"Z\x00\x00\x00\x05I"[i % 6];
+
+	proto_postgres.init(&st);
+	feed_steps(&proto_postgres, &st, "pg_big", pg_failed_txn, 2, FEED_WHOLE);
+	feed_busy(&proto_postgres, &st, PROTO_CLIENT_TO_SERVER, q, 1 + 4 + qlen + 1, "big query");
+	feed_busy(&proto_postgres, &st, PROTO_SERVER_TO_CLIENT, row, 1 + 4 + 2 + 4 + vlen, "big row");
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0dSELECT 1\x00Z\x00\x00\x00\x05I", 20);
+	ck_assert(proto_postgres.is_idle(&st));
+	free(q);
+	free(row);
+}
+END_TEST
+
+START_TEST(test_pg_fresh)
+{
+	struct proto_state st;
+
+	proto_postgres.init(&st);
+	ck_assert(!proto_postgres.is_idle(&st));
+	ck_assert(!proto_postgres.is_opaque(&st));
+	ck_assert_str_eq(proto_postgres.name, "postgres");
+}
+END_TEST
+
+START_TEST(test_pg_refuse_plain)
+{
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+
+	/* Nothing received yet. */
+	ck_assert_int_eq(proto_postgres.refuse(in, out, "no writer available"), PROTO_REFUSE_DONE);
+	EXPECT_BYTES(out, "E\x00\x00\x00/SFATAL\x00VFATAL\x00" "C57P03\x00Mno writer available\x00\x00", "pg refuse");
+	evbuffer_free(in);
+	evbuffer_free(out);
+}
+END_TEST
+
+START_TEST(test_pg_refuse_ssl)
+{
+	static const char ssl[] = "\x00\x00\x00\x08\x04\xd2\x16/";
+	static const char gss[] = "\x00\x00\x00\x08\x04\xd2\x16" "0";
+	static const char startup[] = "\x00\x00\x00\x12\x00\x03\x00\x00user\x00" "app\x00\x00";
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+
+	/* SSLRequest: decline, consume it, wait for the StartupMessage. */
+	evbuffer_add(in, ssl, sizeof(ssl) - 1);
+	ck_assert_int_eq(proto_postgres.refuse(in, out, "no writer available"), PROTO_REFUSE_MORE);
+	EXPECT_BYTES(out, "N", "pg refuse SSLRequest");
+	ck_assert_uint_eq(evbuffer_get_length(in), 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	/* Then GSSENCRequest (libpq tries it first with gssencmode=prefer). */
+	evbuffer_add(in, gss, sizeof(gss) - 1);
+	ck_assert_int_eq(proto_postgres.refuse(in, out, "no writer available"), PROTO_REFUSE_MORE);
+	EXPECT_BYTES(out, "N", "pg refuse GSSENCRequest");
+	ck_assert_uint_eq(evbuffer_get_length(in), 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	/* Then the StartupMessage gets the FATAL error. */
+	evbuffer_add(in, startup, sizeof(startup) - 1);
+	ck_assert_int_eq(proto_postgres.refuse(in, out, "no writer available"), PROTO_REFUSE_DONE);
+	EXPECT_BYTES(out, "E\x00\x00\x00/SFATAL\x00VFATAL\x00" "C57P03\x00Mno writer available\x00\x00", "pg refuse startup");
+
+	/* The whole exchange, as the client sees it, is well-formed for our own tracker. */
+	struct proto_state st;
+	proto_postgres.init(&st);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ssl, 8);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"N", 1);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)startup, sizeof(startup) - 1);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, evbuffer_pullup(out, -1), evbuffer_get_length(out));
+	ck_assert(!proto_postgres.is_opaque(&st));
+	ck_assert(!proto_postgres.is_idle(&st));
+
+	/* A partial SSLRequest is not recognisable: the error it is. */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	evbuffer_drain(in, evbuffer_get_length(in));
+	evbuffer_add(in, ssl, 5);
+	ck_assert_int_eq(proto_postgres.refuse(in, out, "x"), PROTO_REFUSE_DONE);
+	ck_assert_uint_eq(evbuffer_get_length(in), 5);
+	evbuffer_free(in);
+	evbuffer_free(out);
+}
+END_TEST
+
+START_TEST(test_pg_error_encoder)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	pg_error_response(out, "ERROR", "42P01", "relation \"t\" does not exist");
+	EXPECT_BYTES(out, "E\x00\x00\x00" "7SERROR\x00VERROR\x00" "C42P01\x00Mrelation \"t\" does not exist\x00\x00",
+		     "pg ErrorResponse");
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	/* Malformed SQLSTATE and NULL text stay well-formed. */
+	pg_error_response(out, "FATAL", "5703", NULL);
+	EXPECT_BYTES(out, "E\x00\x00\x00\x1cSFATAL\x00VFATAL\x00" "CXX000\x00M\x00\x00", "pg ErrorResponse sanitized");
+	evbuffer_free(out);
+}
+END_TEST
+
+/* ==== MySQL / MariaDB ==== */
+
+/* MySQL 8 session: handshake, queries, a transaction, errors, multiple results */
+static const struct step my_session[] = {
+	/* Initial handshake v10, MySQL 8.0.36, caching_sha2_password */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 user=app db=test */
+	C("`\x00\x00\x01\x8d\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* AuthMoreData: fast auth success */
+	S("\x02\x00\x00\x02\x01\x03", NI),
+	/* OK (autocommit) */
+	S("\x07\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'SELECT id, name FROM t' */
+	C("\x17\x00\x00\x00\x03SELECT id, name FROM t", NI),
+	/* column count 2 */
+	S("\x01\x00\x00\x01\x02", NI),
+	/* column definitions id, name, EOF */
+	S(" \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00\x02\x00", NI),
+	/* rows (1, alice), (2, NULL) */
+	S("\x08\x00\x00\x05\x01" "1\x05" "alice\x03\x00\x00\x06\x01" "2\xfb", NI),
+	/* EOF */
+	S("\x05\x00\x00\x07\xfe\x00\x00\x02\x00", ID),
+	/* COM_QUERY 'BEGIN' */
+	C("\x06\x00\x00\x00\x03" "BEGIN", NI),
+	/* OK, status IN_TRANS|AUTOCOMMIT */
+	S("\x07\x00\x00\x01\x00\x00\x00\x03\x00\x00\x00", NI),
+	/* COM_QUERY 'UPDATE t SET name = ...' */
+	C("'\x00\x00\x00\x03UPDATE t SET name = 'bob' WHERE id = 2", NI),
+	/* OK 1 row, IN_TRANS */
+	S("0\x00\x00\x01\x00\x01\x00\x03\x00\x00\x00(Rows matched: 1  Changed: 1  Warnings: 0", NI),
+	/* COM_QUERY 'SELECT ... FOR UPDATE' inside the transaction */
+	C("\"\x00\x00\x00\x03SELECT id, name FROM t FOR UPDATE", NI),
+	/* result set ending with IN_TRANS */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00\x02\x00\x06\x00\x00\x05\x01" "2\x03" "bob\x05\x00\x00\x06\xfe\x00\x00\x03\x00", NI),
+	/* COM_QUERY 'COMMIT' */
+	C("\x07\x00\x00\x00\x03" "COMMIT", NI),
+	/* OK (autocommit, no transaction) */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'SELECT * FROM missing' */
+	C("\x16\x00\x00\x00\x03SELECT * FROM missing", NI),
+	/* ERR 1146 42S02 */
+	S("+\x00\x00\x01\xffz\x04#42S02Table 'test.missing' doesn't exist", ID),
+	/* COM_QUERY 'CALL two_results()' */
+	C("\x13\x00\x00\x00\x03" "CALL two_results()", NI),
+	/* first result set, MORE_RESULTS_EXISTS */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00\x02\x00\x08\x00\x00\x05\x01" "1\x05" "alice\x05\x00\x00\x06\xfe\x00\x00\n\x00", NI),
+	/* second result set, MORE_RESULTS_EXISTS */
+	S("\x01\x00\x00\x07\x02 \x00\x00\x08\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x09\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\n\xfe\x00\x00\x02\x00\x05\x00\x00\x0b\xfe\x00\x00\n\x00", NI),
+	/* final OK of the CALL */
+	S("\x07\x00\x00\x0c\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'DELETE FROM t WHERE id = 3; SELECT 1' (multi-statement) */
+	C("%\x00\x00\x00\x03" "DELETE FROM t WHERE id = 3; SELECT 1", NI),
+	/* OK with MORE_RESULTS_EXISTS */
+	S("\x07\x00\x00\x01\x00\x01\x00\n\x00\x00\x00", NI),
+	/* result set */
+	S("\x01\x00\x00\x02\x02 \x00\x00\x03\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x04\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x05\xfe\x00\x00\x02\x00\x04\x00\x00\x06\x01" "1\x01x\x05\x00\x00\x07\xfe\x00\x00\x02\x00", ID),
+	/* COM_PING */
+	C("\x01\x00\x00\x00\x0e", NI),
+	/* OK */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUIT */
+	C("\x01\x00\x00\x00\x01", ID),
+};
+
+/* MySQL 8 session with CLIENT_DEPRECATE_EOF: handshake, queries, a transaction, errors, multiple results */
+static const struct step my_session_deof[] = {
+	/* Initial handshake v10, MySQL 8.0.36, caching_sha2_password */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 user=app db=test CLIENT_DEPRECATE_EOF */
+	C("`\x00\x00\x01\x8d\xa2/\x01\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* AuthMoreData: fast auth success */
+	S("\x02\x00\x00\x02\x01\x03", NI),
+	/* OK (autocommit) */
+	S("\x07\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'SELECT id, name FROM t' */
+	C("\x17\x00\x00\x00\x03SELECT id, name FROM t", NI),
+	/* column count 2 */
+	S("\x01\x00\x00\x01\x02", NI),
+	/* column definitions id, name */
+	S(" \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00", NI),
+	/* rows (1, alice), (2, NULL) */
+	S("\x08\x00\x00\x04\x01" "1\x05" "alice\x03\x00\x00\x05\x01" "2\xfb", NI),
+	/* OK with 0xFE header */
+	S("\x07\x00\x00\x06\xfe\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'BEGIN' */
+	C("\x06\x00\x00\x00\x03" "BEGIN", NI),
+	/* OK, status IN_TRANS|AUTOCOMMIT */
+	S("\x07\x00\x00\x01\x00\x00\x00\x03\x00\x00\x00", NI),
+	/* COM_QUERY 'UPDATE t SET name = ...' */
+	C("'\x00\x00\x00\x03UPDATE t SET name = 'bob' WHERE id = 2", NI),
+	/* OK 1 row, IN_TRANS */
+	S("0\x00\x00\x01\x00\x01\x00\x03\x00\x00\x00(Rows matched: 1  Changed: 1  Warnings: 0", NI),
+	/* COM_QUERY 'SELECT ... FOR UPDATE' inside the transaction */
+	C("\"\x00\x00\x00\x03SELECT id, name FROM t FOR UPDATE", NI),
+	/* result set ending with IN_TRANS */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x06\x00\x00\x04\x01" "2\x03" "bob\x07\x00\x00\x05\xfe\x00\x00\x03\x00\x00\x00", NI),
+	/* COM_QUERY 'COMMIT' */
+	C("\x07\x00\x00\x00\x03" "COMMIT", NI),
+	/* OK (autocommit, no transaction) */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'SELECT * FROM missing' */
+	C("\x16\x00\x00\x00\x03SELECT * FROM missing", NI),
+	/* ERR 1146 42S02 */
+	S("+\x00\x00\x01\xffz\x04#42S02Table 'test.missing' doesn't exist", ID),
+	/* COM_QUERY 'CALL two_results()' */
+	C("\x13\x00\x00\x00\x03" "CALL two_results()", NI),
+	/* first result set, MORE_RESULTS_EXISTS */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x08\x00\x00\x04\x01" "1\x05" "alice\x07\x00\x00\x05\xfe\x00\x00\n\x00\x00\x00", NI),
+	/* second result set, MORE_RESULTS_EXISTS */
+	S("\x01\x00\x00\x06\x02 \x00\x00\x07\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x08\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x07\x00\x00\x09\xfe\x00\x00\n\x00\x00\x00", NI),
+	/* final OK of the CALL */
+	S("\x07\x00\x00\n\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'DELETE FROM t WHERE id = 3; SELECT 1' (multi-statement) */
+	C("%\x00\x00\x00\x03" "DELETE FROM t WHERE id = 3; SELECT 1", NI),
+	/* OK with MORE_RESULTS_EXISTS */
+	S("\x07\x00\x00\x01\x00\x01\x00\n\x00\x00\x00", NI),
+	/* result set */
+	S("\x01\x00\x00\x02\x02 \x00\x00\x03\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x04\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x04\x00\x00\x05\x01" "1\x01x\x07\x00\x00\x06\xfe\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_PING */
+	C("\x01\x00\x00\x00\x0e", NI),
+	/* OK */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUIT */
+	C("\x01\x00\x00\x00\x01", ID),
+};
+
+/* prepared statements: prepare, long data, execute, reset, close, pipelining, cursor, change user */
+static const struct step my_prepared[] = {
+	/* Initial handshake */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 */
+	C("`\x00\x00\x01\x8d\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_PREPARE 'SELECT id, name FROM t WHERE id = ?' */
+	C("$\x00\x00\x00\x16SELECT id, name FROM t WHERE id = ?", NI),
+	/* COM_STMT_PREPARE_OK stmt 1, 2 columns, 1 parameter */
+	S("\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x02\x00\x01\x00\x00\x00\x00", NI),
+	/* parameter definition, EOF, 2 column definitions, EOF */
+	S("\x1e\x00\x00\x02\x03" "def\x04test\x01t\x01t\x01?\x01?\x0c?\x00\x00\x00\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x03\xfe\x00\x00\x02\x00 \x00\x00\x04\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x05\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x06\xfe\x00\x00\x02\x00", ID),
+	/* COM_STMT_SEND_LONG_DATA (no response) */
+	C("\x11\x00\x00\x00\x18\x01\x00\x00\x00\x00\x00long value", ID),
+	/* COM_STMT_EXECUTE stmt 1, id = 1 */
+	C("\x12\x00\x00\x00\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x03\x00\x01\x00\x00\x00", NI),
+	/* column count, 2 column definitions, EOF */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00\x02\x00", NI),
+	/* binary row (1, alice) */
+	S("\x0c\x00\x00\x05\x00\x00\x01\x00\x00\x00\x05" "alice", NI),
+	/* EOF */
+	S("\x05\x00\x00\x06\xfe\x00\x00\x02\x00", ID),
+	/* COM_STMT_RESET */
+	C("\x05\x00\x00\x00\x1a\x01\x00\x00\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_CLOSE (no response) */
+	C("\x05\x00\x00\x00\x19\x01\x00\x00\x00", ID),
+	/* pipelined COM_STMT_PREPARE + COM_STMT_EXECUTE(stmt -1), as MariaDB Connector/C does */
+	C("$\x00\x00\x00\x16SELECT id, name FROM t WHERE id = ?\x12\x00\x00\x00\x17\xff\xff\xff\xff\x00\x01\x00\x00\x00\x00\x01\x03\x00\x01\x00\x00\x00", NI),
+	/* prepare response */
+	S("\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x02\x00\x01\x00\x00\x00\x00\x1e\x00\x00\x02\x03" "def\x04test\x01t\x01t\x01?\x01?\x0c?\x00\x00\x00\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x03\xfe\x00\x00\x02\x00 \x00\x00\x04\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x05\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x06\xfe\x00\x00\x02\x00", NI),
+	/* execute response */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00\x02\x00\x0c\x00\x00\x05\x00\x00\x01\x00\x00\x00\x05" "alice\x05\x00\x00\x06\xfe\x00\x00\x02\x00", ID),
+	/* COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY */
+	C("\x12\x00\x00\x00\x17\x01\x00\x00\x00\x01\x01\x00\x00\x00\x00\x01\x03\x00\x01\x00\x00\x00", NI),
+	/* column count, definitions, EOF with CURSOR_EXISTS: no rows follow */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00" "B\x00", ID),
+	/* COM_STMT_FETCH stmt 1, 10 rows */
+	C("\x09\x00\x00\x00\x1c\x01\x00\x00\x00\n\x00\x00\x00", NI),
+	/* binary row, EOF with CURSOR_EXISTS|LAST_ROW_SENT */
+	S("\x0c\x00\x00\x01\x00\x00\x01\x00\x00\x00\x05" "alice\x05\x00\x00\x02\xfe\x00\x00\xc2\x00", ID),
+	/* COM_CHANGE_USER */
+	C("9\x00\x00\x00\x11other\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00test\x00\xff\x00mysql_native_password\x00", NI),
+	/* AuthSwitchRequest mysql_native_password */
+	S(",\x00\x00\x01\xfemysql_native_password\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x00", NI),
+	/* auth response */
+	C("\x14\x00\x00\x02" "abcdefghijklmnopqrst", NI),
+	/* OK */
+	S("\x07\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STATISTICS */
+	C("\x01\x00\x00\x00\x09", NI),
+	/* statistics string (not an OK packet) */
+	S("D\x00\x00\x01Uptime: 3600  Threads: 2  Questions: 51  Slow queries: 0  Opens: 120", ID),
+	/* COM_INIT_DB */
+	C("\x05\x00\x00\x00\x02test", NI),
+	/* ERR 1044 42000 */
+	S(">\x00\x00\x01\xff\x14\x04#42000Access denied for user 'other'@'%' to database 'test'", ID),
+};
+
+/* prepared statements with CLIENT_DEPRECATE_EOF: prepare, long data, execute, reset, close, pipelining, cursor, change user */
+static const struct step my_prepared_deof[] = {
+	/* Initial handshake */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 */
+	C("`\x00\x00\x01\x8d\xa2/\x01\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_PREPARE 'SELECT id, name FROM t WHERE id = ?' */
+	C("$\x00\x00\x00\x16SELECT id, name FROM t WHERE id = ?", NI),
+	/* COM_STMT_PREPARE_OK stmt 1, 2 columns, 1 parameter */
+	S("\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x02\x00\x01\x00\x00\x00\x00", NI),
+	/* parameter definition, 2 column definitions */
+	S("\x1e\x00\x00\x02\x03" "def\x04test\x01t\x01t\x01?\x01?\x0c?\x00\x00\x00\x00\x00\xfd\x00\x00\x00\x00\x00 \x00\x00\x03\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x04\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00", ID),
+	/* COM_STMT_SEND_LONG_DATA (no response) */
+	C("\x11\x00\x00\x00\x18\x01\x00\x00\x00\x00\x00long value", ID),
+	/* COM_STMT_EXECUTE stmt 1, id = 1 */
+	C("\x12\x00\x00\x00\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x03\x00\x01\x00\x00\x00", NI),
+	/* column count, 2 column definitions */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00", NI),
+	/* binary row (1, alice) */
+	S("\x0c\x00\x00\x04\x00\x00\x01\x00\x00\x00\x05" "alice", NI),
+	/* OK with 0xFE header */
+	S("\x07\x00\x00\x05\xfe\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_RESET */
+	C("\x05\x00\x00\x00\x1a\x01\x00\x00\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_CLOSE (no response) */
+	C("\x05\x00\x00\x00\x19\x01\x00\x00\x00", ID),
+	/* pipelined COM_STMT_PREPARE + COM_STMT_EXECUTE(stmt -1), as MariaDB Connector/C does */
+	C("$\x00\x00\x00\x16SELECT id, name FROM t WHERE id = ?\x12\x00\x00\x00\x17\xff\xff\xff\xff\x00\x01\x00\x00\x00\x00\x01\x03\x00\x01\x00\x00\x00", NI),
+	/* prepare response */
+	S("\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x02\x00\x01\x00\x00\x00\x00\x1e\x00\x00\x02\x03" "def\x04test\x01t\x01t\x01?\x01?\x0c?\x00\x00\x00\x00\x00\xfd\x00\x00\x00\x00\x00 \x00\x00\x03\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x04\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00", NI),
+	/* execute response */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x0c\x00\x00\x04\x00\x00\x01\x00\x00\x00\x05" "alice\x07\x00\x00\x05\xfe\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY */
+	C("\x12\x00\x00\x00\x17\x01\x00\x00\x00\x01\x01\x00\x00\x00\x00\x01\x03\x00\x01\x00\x00\x00", NI),
+	/* column count, definitions, OK(0xFE) with CURSOR_EXISTS: no rows follow */
+	S("\x01\x00\x00\x01\x02 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x07\x00\x00\x04\xfe\x00\x00" "B\x00\x00\x00", ID),
+	/* COM_STMT_FETCH stmt 1, 10 rows */
+	C("\x09\x00\x00\x00\x1c\x01\x00\x00\x00\n\x00\x00\x00", NI),
+	/* binary row, OK(0xFE) with CURSOR_EXISTS|LAST_ROW_SENT */
+	S("\x0c\x00\x00\x01\x00\x00\x01\x00\x00\x00\x05" "alice\x07\x00\x00\x02\xfe\x00\x00\xc2\x00\x00\x00", ID),
+	/* COM_CHANGE_USER */
+	C("9\x00\x00\x00\x11other\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00test\x00\xff\x00mysql_native_password\x00", NI),
+	/* AuthSwitchRequest mysql_native_password */
+	S(",\x00\x00\x01\xfemysql_native_password\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x00", NI),
+	/* auth response */
+	C("\x14\x00\x00\x02" "abcdefghijklmnopqrst", NI),
+	/* OK */
+	S("\x07\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STATISTICS */
+	C("\x01\x00\x00\x00\x09", NI),
+	/* statistics string (not an OK packet) */
+	S("D\x00\x00\x01Uptime: 3600  Threads: 2  Questions: 51  Slow queries: 0  Opens: 120", ID),
+	/* COM_INIT_DB */
+	C("\x05\x00\x00\x00\x02test", NI),
+	/* ERR 1044 42000 */
+	S(">\x00\x00\x01\xff\x14\x04#42000Access denied for user 'other'@'%' to database 'test'", ID),
+};
+
+/* MariaDB: extended capabilities, progress reports, cached result-set metadata */
+static const struct step my_mariadb[] = {
+	/* Initial handshake, MariaDB 11.4, extended capabilities (CACHE_METADATA, PROGRESS, ...) */
+	S("V\x00\x00\x00\n11.4.2-MariaDB-log\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xfe\xff\xff\x02\x00\xff\xde\x15\x00\x00\x00\x00\x00\x00\x1d\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 with MariaDB extended capabilities */
+	C("`\x00\x00\x01\x8c\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x1d\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'ALTER TABLE t ...' */
+	C("\x1f\x00\x00\x00\x03" "ALTER TABLE t ADD COLUMN c INT", NI),
+	/* progress report (ERR with code 0xFFFF) */
+	S("\x1b\x00\x00\x01\xff\xff\xff\x01\x01\x02P\xc3\x00\x11" "copy to tmp table", NI),
+	/* OK */
+	S("\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_STMT_EXECUTE stmt 1 */
+	C("\n\x00\x00\x00\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00", NI),
+	/* column count 2 + metadata follows = 0 (cached metadata), EOF, binary row, EOF */
+	S("\x02\x00\x00\x01\x02\x00\x05\x00\x00\x02\xfe\x00\x00\x02\x00\x0c\x00\x00\x03\x00\x00\x01\x00\x00\x00\x05" "alice\x05\x00\x00\x04\xfe\x00\x00\x02\x00", ID),
+	/* COM_STMT_EXECUTE stmt 1 */
+	C("\n\x00\x00\x00\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00", NI),
+	/* column count 2 + metadata follows = 1, 2 definitions, EOF, binary row, EOF */
+	S("\x02\x00\x00\x01\x02\x01 \x00\x00\x02\x03" "def\x04test\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00$\x00\x00\x03\x03" "def\x04test\x01t\x01t\x04name\x04name\x0c\xff\x00\xfc\x03\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x04\xfe\x00\x00\x02\x00\x0c\x00\x00\x05\x00\x00\x01\x00\x00\x00\x05" "alice\x05\x00\x00\x06\xfe\x00\x00\x02\x00", ID),
+	/* COM_RESET_CONNECTION */
+	C("\x01\x00\x00\x00\x1f", NI),
+	/* OK */
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+};
+
+/* MariaDB PAM (dialog plugin): raw prompt packets during authentication and COM_CHANGE_USER */
+static const struct step my_pam_dialog[] = {
+	/* Initial handshake, MariaDB 10.11 */
+	S("c\x00\x00\x00\n5.5.5-10.11.6-MariaDB-0+deb12u1\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xfe\xff\xff\x02\x00\xff\xde\x15\x00\x00\x00\x00\x00\x00\x1d\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 */
+	C("`\x00\x00\x01\x8c\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x1d\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* AuthSwitchRequest 'dialog' with a password prompt */
+	S("\x13\x00\x00\x02\xfe" "dialog\x00\x04Password: ", NI),
+	/* password */
+	C("\x07\x00\x00\x03secret\x00", NI),
+	/* a second, raw dialog prompt (first byte 2: echo on) */
+	S("\x10\x00\x00\x04\x02One-time code: ", NI),
+	/* code */
+	C("\x07\x00\x00\x05" "123456\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x06\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_CHANGE_USER */
+	C("*\x00\x00\x00\x11other\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00test\x00!\x00" "dialog\x00", NI),
+	/* dialog prompt */
+	S("\x0b\x00\x00\x01\x04Password: ", NI),
+	/* password */
+	C("\x07\x00\x00\x02secret\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00", ID),
+};
+
+/* LOAD DATA LOCAL INFILE: opaque */
+static const struct step my_local_infile[] = {
+	/* Initial handshake */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 */
+	C("`\x00\x00\x01\x8d\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* OK */
+	S("\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* COM_QUERY 'LOAD DATA LOCAL INFILE ...' */
+	C("1\x00\x00\x00\x03LOAD DATA LOCAL INFILE '/tmp/t.csv' INTO TABLE t", NI),
+	/* LOCAL INFILE request */
+	S("\x0b\x00\x00\x01\xfb/tmp/t.csv", OP),
+	/* file contents */
+	C("\x0e\x00\x00\x02" "1,alice\n2,bob\n\x00\x00\x00\x03", OP),
+};
+
+/* SSLRequest: TLS follows, opaque */
+static const struct step my_ssl[] = {
+	/* Initial handshake */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* SSLRequest (32 bytes, CLIENT_SSL) */
+	C(" \x00\x00\x01\x8d\xaa/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", OP),
+};
+
+/* a server that refuses the connection up front */
+static const struct step my_refused_greeting[] = {
+	/* ERR instead of a greeting: too many connections */
+	S("\x1d\x00\x00\x00\xff\x10\x04#08004Too many connections", OP),
+};
+
+/* failed authentication: the server closes the connection */
+static const struct step my_auth_failed[] = {
+	/* Initial handshake */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 */
+	C("`\x00\x00\x01\x8d\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", NI),
+	/* ERR 1045 28000 access denied */
+	S("F\x00\x00\x02\xff\x15\x04#28000Access denied for user 'app'@'10.0.0.1' (using password: YES)", OP),
+};
+
+/* compression changes the framing: opaque */
+static const struct step my_compress[] = {
+	/* Initial handshake */
+	S("J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00", NI),
+	/* HandshakeResponse41 with CLIENT_COMPRESS */
+	C("`\x00\x00\x01\xad\xa2/\x00\x00\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" "app\x00 @ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_test\x00" "caching_sha2_password\x00", OP),
+};
+
+/* Run `steps` after the first `npre` steps of `prefix` (e.g. a finished handshake), in every mode. */
+static void run_after(const struct proto_ops *ops, const char *script, const struct step *prefix, size_t npre,
+		      const struct step *steps, size_t n)
+{
+	struct proto_state st;
+
+	for (int mode = FEED_WHOLE; mode <= FEED_RANDOM; mode++) {
+		ops->init(&st);
+		feed_steps(ops, &st, script, prefix, npre, (enum feed_mode)mode);
+		feed_steps(ops, &st, script, steps, n, (enum feed_mode)mode);
+	}
+}
+
+/* The first four steps of my_session: greeting, handshake response, AuthMoreData, OK. */
+#define MY_HANDSHAKE my_session, 4
+#define MY_HANDSHAKE_DEOF my_session_deof, 4
+#define RUN_MY(script) run_after(&proto_mysql, #script, MY_HANDSHAKE, script, NSTEPS(script))
+
+static const struct step my_client_first[] = {
+	C("\x01\x00\x00\x00\x0e", OP),
+};
+static const struct step my_protocol9[] = {
+	S("\x0b\x00\x00\x00\x09" "3.23.58\x00\x01\x00", OP),
+};
+static const struct step my_short_greeting[] = {
+	S("\x0e\x00\x00\x00\x0a" "8.0.36\x00\x0d\x00\x00\x00\x01\x02", OP),
+};
+static const struct step my_empty_greeting[] = {
+	S("\x00\x00\x00\x00", OP),
+};
+static const struct step my_unsolicited[] = {
+	/* MySQL 8.0.24+ says goodbye to an idle client with an ERR before closing. */
+	S("\x49\x00\x00\x00\xff\xbf\x0f#HY000The client was disconnected by the server because of inactivity.", OP),
+};
+static const struct step my_first_fe[] = {
+	C("\x09\x00\x00\x00\x03SELECT 1", NI),
+	S("\x05\x00\x00\x01\xfe\x00\x00\x02\x00", OP),
+};
+static const struct step my_clone[] = {
+	C("\x01\x00\x00\x00\x20", OP),
+};
+static const struct step my_binlog_dump[] = {
+	C("\x0b\x00\x00\x00\x12\x04\x00\x00\x00\x00\x00\x02\x00\x00\x00", OP),
+};
+static const struct step my_stray_seq[] = {
+	/* Not a command (sequence id 3), not a continuation, no authentication running. */
+	C("\x01\x00\x00\x03\x0e", OP),
+};
+static const struct step my_empty_command[] = {
+	C("\x00\x00\x00\x00", OP),
+};
+static const struct step my_bad_column_count[] = {
+	C("\x09\x00\x00\x00\x03SELECT 1", NI),
+	S("\x01\x00\x00\x01\xfc", OP),
+};
+static const struct step my_truncated_ok[] = {
+	C("\x06\x00\x00\x00\x03" "BEGIN", NI),
+	S("\x03\x00\x00\x01\x00\x00\x00", OP),
+};
+static const struct step my_queue[] = {
+	/* 16 pipelined COM_PINGs fit; their 16 OKs drain the queue. */
+	C("\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e", NI),
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+	  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", NI),
+	S("\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", ID),
+	/* A 17th outstanding command cannot be tracked. */
+	C("\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e\x01\x00\x00\x00\x0e"
+	  "\x01\x00\x00\x00\x0e", OP),
+};
+
+START_TEST(test_my_sessions)
+{
+	RUN(proto_mysql, my_session);
+	RUN(proto_mysql, my_session_deof);
+	RUN(proto_mysql, my_prepared);
+	RUN(proto_mysql, my_prepared_deof);
+	RUN(proto_mysql, my_mariadb);
+	RUN(proto_mysql, my_pam_dialog);
+	RUN(proto_mysql, my_local_infile);
+	RUN(proto_mysql, my_ssl);
+	RUN(proto_mysql, my_refused_greeting);
+	RUN(proto_mysql, my_auth_failed);
+	RUN(proto_mysql, my_compress);
+}
+END_TEST
+
+START_TEST(test_my_hostile)
+{
+	RUN(proto_mysql, my_client_first);
+	RUN(proto_mysql, my_protocol9);
+	RUN(proto_mysql, my_short_greeting);
+	RUN(proto_mysql, my_empty_greeting);
+	RUN_MY(my_unsolicited);
+	RUN_MY(my_first_fe);
+	RUN_MY(my_clone);
+	RUN_MY(my_binlog_dump);
+	RUN_MY(my_stray_seq);
+	RUN_MY(my_empty_command);
+	RUN_MY(my_bad_column_count);
+	RUN_MY(my_truncated_ok);
+	RUN_MY(my_queue);
+}
+END_TEST
+
+static void put_le24(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+}
+
+START_TEST(test_my_big_packets)
+{
+	/* A COM_QUERY of exactly 0xFFFFFF + 100 payload bytes: one full packet plus a continuation.
+	 * Then a text row whose first field is longer than 16 MiB: its first packet starts with 0xFE
+	 * (8-byte length) and is 0xFFFFFF long, and must not be mistaken for the end of the rows, nor
+	 * must its continuation (which also starts with 0xFE here). */
+	const uint32_t full = 0xFFFFFF;
+	size_t qlen = 4 + full + 4 + 100;
+	uint8_t *q = malloc(qlen);
+	struct proto_state st;
+
+	ck_assert_ptr_nonnull(q);
+	put_le24(q, full);
+	q[3] = 0;
+	q[4] = 0x03;
+	memset(q + 5, ' ', full - 1);
+	put_le24(q + 4 + full, 100);
+	q[4 + full + 3] = 1;
+	memset(q + 4 + full + 4, 'x', 100);
+
+	uint64_t field = (uint64_t)full + 1; /* 9 + field = full + 10 payload bytes */
+	size_t rlen = 4 + full + 4 + 10;
+	uint8_t *row = malloc(rlen);
+	ck_assert_ptr_nonnull(row);
+	put_le24(row, full);
+	row[3] = 3;
+	row[4] = 0xFE;
+	for (int i = 0; i < 8; i++)
+		row[5 + i] = (uint8_t)(field >> (8 * i));
+	memset(row + 13, 'y', full - 9);
+	put_le24(row + 4 + full, 10);
+	row[4 + full + 3] = 4;
+	memset(row + 4 + full + 4, 0xFE, 10);
+
+	for (int deof = 0; deof <= 1; deof++) {
+		proto_mysql.init(&st);
+		if (deof)
+			feed_steps(&proto_mysql, &st, "my_big", MY_HANDSHAKE_DEOF, FEED_WHOLE);
+		else
+			feed_steps(&proto_mysql, &st, "my_big", MY_HANDSHAKE, FEED_WHOLE);
+		feed_busy(&proto_mysql, &st, PROTO_CLIENT_TO_SERVER, q, qlen, "big query");
+		/* column count 1, one definition, [EOF] */
+		static const char meta[] = "\x01\x00\x00\x01\x01"
+					   "\x1e\x00\x00\x02\x03" "def\x04test\x01t\x01t\x01v\x01v\x0c\x3f\x00\xff\xff\xff\xff\xfb\x00\x00\x00\x00\x00";
+		feed_busy(&proto_mysql, &st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)meta, sizeof(meta) - 1, "meta");
+		if (!deof)
+			feed_busy(&proto_mysql, &st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"\x05\x00\x00\x03\xfe\x00\x00\x02\x00", 9, "eof");
+		feed_busy(&proto_mysql, &st, PROTO_SERVER_TO_CLIENT, row, rlen, "big row");
+		if (deof)
+			proto_mysql.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"\x07\x00\x00\x05\xfe\x00\x00\x02\x00\x00\x00", 11);
+		else
+			proto_mysql.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"\x05\x00\x00\x05\xfe\x00\x00\x02\x00", 9);
+		ck_assert_msg(proto_mysql.is_idle(&st), "deprecate_eof=%d: not idle after the big row", deof);
+	}
+
+	/* A payload of exactly 0xFFFFFF must be followed by an (empty) continuation. */
+	proto_mysql.init(&st);
+	feed_steps(&proto_mysql, &st, "my_big", MY_HANDSHAKE, FEED_WHOLE);
+	feed_busy(&proto_mysql, &st, PROTO_CLIENT_TO_SERVER, q, 4 + full, "exact query");
+	proto_mysql.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x00\x00\x00\x01", 4);
+	ck_assert(!proto_mysql.is_idle(&st));
+	proto_mysql.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00", 11);
+	ck_assert(proto_mysql.is_idle(&st));
+	free(q);
+	free(row);
+}
+END_TEST
+
+START_TEST(test_my_fresh)
+{
+	struct proto_state st;
+
+	proto_mysql.init(&st);
+	ck_assert(!proto_mysql.is_idle(&st));
+	ck_assert(!proto_mysql.is_opaque(&st));
+	ck_assert_str_eq(proto_mysql.name, "mysql");
+}
+END_TEST
+
+START_TEST(test_my_refuse)
+{
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+
+	ck_assert_int_eq(proto_mysql.refuse(in, out, "no writer available"), PROTO_REFUSE_DONE);
+	/* ERR, sequence 0: code 1053 (ER_SERVER_SHUTDOWN), SQLSTATE 08S01. */
+	EXPECT_BYTES(out, "\x1c\x00\x00\x00\xff\x1d\x04#08S01no writer available", "mysql refuse");
+
+	/* Parse it the way pymysql does for a first packet: errno = data[1:3] (LE), and since
+	 * data[3] == '#', the SQLSTATE is data[4:9] and the message data[9:]. libmariadb's
+	 * ma_net_safe_read does the same (0xFF, uint2korr, '#', 5 chars). */
+	const unsigned char *pkt = evbuffer_pullup(out, -1);
+	uint32_t len = (uint32_t)pkt[0] | (uint32_t)pkt[1] << 8 | (uint32_t)pkt[2] << 16;
+	const unsigned char *data = pkt + 4;
+	ck_assert_uint_eq(len, evbuffer_get_length(out) - 4);
+	ck_assert_uint_eq(pkt[3], 0);
+	ck_assert_uint_eq(data[0], 0xFF);
+	ck_assert_uint_eq((unsigned)(data[1] | data[2] << 8), 1053);
+	ck_assert_uint_eq(data[3], '#');
+	ck_assert(memcmp(data + 4, "08S01", 5) == 0);
+	ck_assert(memcmp(data + 9, "no writer available", len - 9) == 0);
+	evbuffer_free(in);
+	evbuffer_free(out);
+}
+END_TEST
+
+START_TEST(test_my_err_encoder)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	mysql_err_packet(out, 2, 1045, "28000", "Access denied");
+	EXPECT_BYTES(out, "\x16\x00\x00\x02\xff\x15\x04#28000Access denied", "mysql ERR");
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	/* A malformed SQLSTATE would shift the message: replaced by HY000. NULL text is empty. */
+	mysql_err_packet(out, 0, 1105, "08S0", NULL);
+	EXPECT_BYTES(out, "\x09\x00\x00\x00\xff\x51\x04#HY000", "mysql ERR sanitized");
+	evbuffer_free(out);
+}
+END_TEST
+
+/* ==== Redis ==== */
+
+/* RESP2 pipelining, nulls, nested arrays, errors */
+static const struct step resp_pipeline[] = {
+	/* PING, SET k hello, GET k, pipelined */
+	C("*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", NI),
+	/* +PONG */
+	S("+PONG\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* bulk "hello" */
+	S("$5\r\nhello\r\n", ID),
+	/* GET missing */
+	C("*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n", NI),
+	/* null bulk */
+	S("$-1\r\n", ID),
+	/* LRANGE l 0 -1 */
+	C("*4\r\n$6\r\nLRANGE\r\n$1\r\nl\r\n$1\r\n0\r\n$2\r\n-1\r\n", NI),
+	/* array of 3 bulks, one empty */
+	S("*3\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nc\r\n", ID),
+	/* EXISTS a b */
+	C("*3\r\n$6\r\nEXISTS\r\n$1\r\na\r\n$1\r\nb\r\n", NI),
+	/* integer */
+	S(":1\r\n", ID),
+	/* BLPOP q 0 (blocks) */
+	C("*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n", NI),
+	/* null array (RESP2) */
+	S("*-1\r\n", ID),
+	/* an empty array request: no command, no reply */
+	C("*0\r\n", ID),
+	/* SET k v */
+	C("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n", NI),
+	/* error reply */
+	S("-OOM command not allowed when used memory > 'maxmemory'.\r\n", ID),
+	/* XREAD COUNT 1 STREAMS s 0 */
+	C("*6\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n$7\r\nSTREAMS\r\n$1\r\ns\r\n$1\r\n0\r\n", NI),
+	/* nested arrays */
+	S("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n", ID),
+};
+
+/* inline commands */
+static const struct step resp_inline[] = {
+	/* inline PING */
+	C("PING\r\n", NI),
+	/* +PONG */
+	S("+PONG\r\n", ID),
+	/* an empty line: no command */
+	C("\r\n", ID),
+	/* a blank line with spaces */
+	C("   \r\n", ID),
+	/* inline "set k  v" and "get k" pipelined, LF only */
+	C("set k  v\r\nget k\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* bulk v */
+	S("$1\r\nv\r\n", ID),
+	/* inline multi (lower case) */
+	C("multi\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* inline INCR n */
+	C("INCR n\r\n", NI),
+	/* +QUEUED */
+	S("+QUEUED\r\n", NI),
+	/* inline Exec */
+	C("Exec\r\n", NI),
+	/* EXEC reply */
+	S("*1\r\n:1\r\n", ID),
+	/* inline with many arguments */
+	C("MSET a 1 b 2 c 3 d 4 e 5\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", ID),
+};
+
+/* RESP3: HELLO, maps, sets, attributes, pushes, all scalar types */
+static const struct step resp3[] = {
+	/* HELLO 3 */
+	C("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", NI),
+	/* map reply */
+	S("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.4\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:5\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n", ID),
+	/* CLIENT TRACKING ON */
+	C("*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", ID),
+	/* invalidation push: out of band */
+	S(">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n", ID),
+	/* GET k */
+	C("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", NI),
+	/* a push arrives before the reply */
+	S(">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n", NI),
+	/* reply with an attribute */
+	S("|1\r\n+key-popularity\r\n%2\r\n$1\r\na\r\n,0.1923\r\n$1\r\nb\r\n,0.0012\r\n$1\r\nv\r\n", ID),
+	/* DEBUG PROTOCOL attrib-like nested reply request */
+	C("*1\r\n$8\r\nX.NESTED\r\n", NI),
+	/* map of set, null, boolean, double, big number, verbatim, blob error, nested map with attribute inside */
+	S("%6\r\n+set\r\n~3\r\n:1\r\n:2\r\n#t\r\n+null\r\n_\r\n+num\r\n,-inf\r\n+big\r\n(3492890328409238509324850943850943825024385\r\n+text\r\n=15\r\ntxt:Some string\r\n+nested\r\n%1\r\n!21\r\nSYNTAX invalid syntax\r\n*2\r\n|1\r\n+ttl\r\n:3600\r\n#f\r\n_\r\n", ID),
+	/* GET k */
+	C("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", NI),
+	/* top-level attribute then a push: still waiting */
+	S("|1\r\n+a\r\n:1\r\n>2\r\n$10\r\ninvalidate\r\n_\r\n", NI),
+	/* the reply */
+	S("_\r\n", ID),
+};
+
+/* MULTI/EXEC/DISCARD and WATCH */
+static const struct step resp_multi[] = {
+	/* WATCH k */
+	C("*2\r\n$5\r\nWATCH\r\n$1\r\nk\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* GET k */
+	C("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", NI),
+	/* bulk 1 */
+	S("$1\r\n1\r\n", NI),
+	/* MULTI */
+	C("*1\r\n$5\r\nMULTI\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* SET k 2 */
+	C("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n2\r\n", NI),
+	/* +QUEUED */
+	S("+QUEUED\r\n", NI),
+	/* INCR n */
+	C("*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n", NI),
+	/* +QUEUED */
+	S("+QUEUED\r\n", NI),
+	/* EXEC */
+	C("*1\r\n$4\r\nEXEC\r\n", NI),
+	/* EXEC reply: two results */
+	S("*2\r\n+OK\r\n:7\r\n", ID),
+	/* mUlTi */
+	C("*1\r\n$5\r\nmUlTi\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* DEL k */
+	C("*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n", NI),
+	/* +QUEUED */
+	S("+QUEUED\r\n", NI),
+	/* DISCARD */
+	C("*1\r\n$7\r\nDISCARD\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", ID),
+	/* WATCH a b */
+	C("*3\r\n$5\r\nWATCH\r\n$1\r\na\r\n$1\r\nb\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", NI),
+	/* UNWATCH */
+	C("*1\r\n$7\r\nUNWATCH\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", ID),
+	/* MULTI, SET, EXEC pipelined */
+	C("*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*1\r\n$4\r\nEXEC\r\n", NI),
+	/* replies */
+	S("+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n", ID),
+	/* CLIENT REPLY ON (harmless) */
+	C("*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n", NI),
+	/* +OK */
+	S("+OK\r\n", ID),
+};
+
+/* Pub/Sub (RESP2): subscribed sessions are idle whenever nothing is partial */
+static const struct step resp_pubsub[] = {
+	/* GET k then SUBSCRIBE news sport, pipelined */
+	C("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n$5\r\nsport\r\n", NI),
+	/* reply to GET: every command sent before the subscription is answered */
+	S("$1\r\nv\r\n", ID),
+	/* two confirmations (RESP2 arrays) */
+	SN("*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$5\r\nsport\r\n:2\r\n", ID),
+	/* a message */
+	S("*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n", ID),
+	/* PING while subscribed */
+	C("*1\r\n$4\r\nPING\r\n", ID),
+	/* pong array */
+	S("*2\r\n$4\r\npong\r\n$0\r\n\r\n", ID),
+	/* PSUBSCRIBE n* */
+	C("*2\r\n$10\r\nPSUBSCRIBE\r\n$2\r\nn*\r\n", ID),
+	/* confirmation and a pmessage */
+	SN("*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n", ID),
+	/* UNSUBSCRIBE */
+	C("*1\r\n$11\r\nUNSUBSCRIBE\r\n", ID),
+	/* confirmations */
+	SN("*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:2\r\n*3\r\n$11\r\nunsubscribe\r\n$5\r\nsport\r\n:1\r\n", ID),
+	/* GET k: not a Pub/Sub command */
+	C("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", OP),
+};
+
+/* Pub/Sub (RESP3): pushes */
+static const struct step resp3_pubsub[] = {
+	/* HELLO 3 */
+	C("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", NI),
+	/* map reply */
+	S("%1\r\n$5\r\nproto\r\n:3\r\n", ID),
+	/* SSUBSCRIBE shard */
+	C("*2\r\n$10\r\nSSUBSCRIBE\r\n$5\r\nshard\r\n", ID),
+	/* push confirmation */
+	S(">3\r\n$10\r\nssubscribe\r\n$5\r\nshard\r\n:1\r\n", ID),
+	/* push message */
+	S(">3\r\n$8\r\nsmessage\r\n$5\r\nshard\r\n$7\r\npayload\r\n", ID),
+};
+
+/* MONITOR: opaque */
+static const struct step resp_monitor[] = {
+	/* MONITOR */
+	C("*1\r\n$7\r\nMONITOR\r\n", OP),
+	/* +OK and a monitor line */
+	S("+OK\r\n+1700000000.000000 [0 127.0.0.1:50000] \"GET\" \"k\"\r\n", OP),
+};
+
+/* CLIENT REPLY OFF: opaque */
+static const struct step resp_reply_off[] = {
+	/* CLIENT REPLY OFF */
+	C("*3\r\n$6\r\nclient\r\n$5\r\nreply\r\n$3\r\noff\r\n", OP),
+};
+
+/* CLIENT REPLY SKIP: opaque */
+static const struct step resp_reply_skip[] = {
+	/* inline CLIENT REPLY SKIP */
+	C("CLIENT REPLY SKIP\r\n", OP),
+};
+
+/* replication: opaque */
+static const struct step resp_psync[] = {
+	/* PSYNC ? -1 */
+	C("*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n", OP),
+};
+
+static const struct step resp_bad_count[] = {
+	C("*abc\r\n", OP),
+};
+static const struct step resp_not_bulk[] = {
+	C("*1\r\n:1\r\n", OP),
+};
+static const struct step resp_null_arg[] = {
+	C("*1\r\n$-1\r\n", OP),
+};
+static const struct step resp_huge_bulk[] = {
+	C("*1\r\n$2199023255553\r\n", OP),
+};
+static const struct step resp_overflow_bulk[] = {
+	C("*1\r\n$99999999999999999999999\r\n", OP),
+};
+static const struct step resp_huge_count[] = {
+	C("*2147483648\r\n", OP),
+};
+static const struct step resp_bad_terminator[] = {
+	C("*1\r\n$4\r\nPINGxx", OP),
+};
+static const struct step resp_quoted_inline[] = {
+	C("\"multi\"\r\n", OP),
+};
+static const struct step resp_unsolicited[] = {
+	S("+OK\r\n", OP),
+};
+static const struct step resp_bad_type[] = {
+	C("*1\r\n$4\r\nPING\r\n", NI),
+	S("?garbage\r\n", OP),
+};
+static const struct step resp_streamed[] = {
+	C("*1\r\n$4\r\nPING\r\n", NI),
+	S("$?\r\n;4\r\nPONG\r\n;0\r\n", OP),
+};
+static const struct step resp_bare_lf[] = {
+	C("*1\r\n$4\r\nPING\r\n", NI),
+	S("+PONG\n", OP),
+};
+static const struct step resp_negative_array[] = {
+	C("*1\r\n$4\r\nPING\r\n", NI),
+	S("*-2\r\n", OP),
+};
+static const struct step resp_bad_crlf[] = {
+	C("*1\r\n$4\r\nPING\r\n", NI),
+	S(":1\r\r", OP),
+};
+static const struct step resp_bulk_overrun[] = {
+	C("*1\r\n$3\r\nGET\r\n", NI),
+	S("$3\r\nabcXY", OP),
+};
+static const struct step resp_huge_map[] = {
+	C("*1\r\n$3\r\nGET\r\n", NI),
+	S("%99999999999999\r\n", OP),
+};
+static const struct step resp_negative_inline_count[] = {
+	/* The server ignores non-positive multibulk counts: no command, no reply. */
+	C("*-5\r\n", ID),
+	C("*1\r\n$4\r\nPING\r\n", NI),
+	S("+PONG\r\n", ID),
+};
+
+START_TEST(test_resp_sessions)
+{
+	RUN(proto_redis, resp_pipeline);
+	RUN(proto_redis, resp_inline);
+	RUN(proto_redis, resp3);
+	RUN(proto_redis, resp_multi);
+	RUN(proto_redis, resp_pubsub);
+	RUN(proto_redis, resp3_pubsub);
+	RUN(proto_redis, resp_monitor);
+	RUN(proto_redis, resp_reply_off);
+	RUN(proto_redis, resp_reply_skip);
+	RUN(proto_redis, resp_psync);
+	RUN(proto_redis, resp_negative_inline_count);
+}
+END_TEST
+
+START_TEST(test_resp_hostile)
+{
+	RUN(proto_redis, resp_bad_count);
+	RUN(proto_redis, resp_not_bulk);
+	RUN(proto_redis, resp_null_arg);
+	RUN(proto_redis, resp_huge_bulk);
+	RUN(proto_redis, resp_overflow_bulk);
+	RUN(proto_redis, resp_huge_count);
+	RUN(proto_redis, resp_bad_terminator);
+	RUN(proto_redis, resp_quoted_inline);
+	RUN(proto_redis, resp_unsolicited);
+	RUN(proto_redis, resp_bad_type);
+	RUN(proto_redis, resp_streamed);
+	RUN(proto_redis, resp_bare_lf);
+	RUN(proto_redis, resp_negative_array);
+	RUN(proto_redis, resp_bad_crlf);
+	RUN(proto_redis, resp_bulk_overrun);
+	RUN(proto_redis, resp_huge_map);
+
+	/* An inline line longer than the server accepts (64 KiB) without a newline. */
+	struct proto_state st;
+	char line[4096];
+	memset(line, 'a', sizeof(line));
+	proto_redis.init(&st);
+	for (int i = 0; i < 17; i++)
+		proto_redis.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)line, sizeof(line));
+	ck_assert(proto_redis.is_opaque(&st));
+	ck_assert(!proto_redis.is_idle(&st));
+}
+END_TEST
+
+START_TEST(test_resp_big_bulk)
+{
+	/* SET k <1 MiB> and its echo through GET, split across arbitrary chunks. The payload is full of
+	 * things that look like RESP frames and must be skipped, not parsed. */
+	size_t vlen = 1u << 20;
+	char head[64];
+	int hlen = snprintf(head, sizeof(head), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%zu\r\n", vlen);
+	size_t clen = (size_t)hlen + vlen + 2;
+	uint8_t *c = malloc(clen);
+	struct proto_state st;
+
+	ck_assert_ptr_nonnull(c);
+	memcpy(c, head, (size_t)hlen);
+	for (size_t i = 0; i < vlen; i++)
+		c[(size_t)hlen + i] = (uint8_t)"*1\r\n+OK\r\n"[i % 9];
+	memcpy(c + hlen + vlen, "\r\n", 2);
+
+	proto_redis.init(&st);
+	feed_busy(&proto_redis, &st, PROTO_CLIENT_TO_SERVER, c, clen, "big SET");
+	proto_redis.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"+OK\r\n", 5);
+	ck_assert(proto_redis.is_idle(&st));
+
+	proto_redis.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 20);
+	/* The reply: the same payload as a bulk string. */
+	hlen = snprintf(head, sizeof(head), "$%zu\r\n", vlen);
+	uint8_t *r = malloc((size_t)hlen + vlen + 2);
+	ck_assert_ptr_nonnull(r);
+	memcpy(r, head, (size_t)hlen);
+	memcpy(r + hlen, c + clen - vlen - 2, vlen + 2);
+	feed_busy(&proto_redis, &st, PROTO_SERVER_TO_CLIENT, r, (size_t)hlen + vlen + 1, "big reply");
+	proto_redis.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"\n", 1);
+	ck_assert(proto_redis.is_idle(&st));
+	free(c);
+	free(r);
+}
+END_TEST
+
+START_TEST(test_resp_fresh)
+{
+	struct proto_state st;
+
+	/* Nothing sent, nothing owed: a fresh Redis connection can be closed at no cost. */
+	proto_redis.init(&st);
+	ck_assert(proto_redis.is_idle(&st));
+	ck_assert(!proto_redis.is_opaque(&st));
+	ck_assert_str_eq(proto_redis.name, "redis");
+}
+END_TEST
+
+START_TEST(test_resp_refuse)
+{
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+
+	evbuffer_add(in, "*1\r\n$4\r\nPING\r\n", 14);
+	ck_assert_int_eq(proto_redis.refuse(in, out, "no writer available"), PROTO_REFUSE_DONE);
+	EXPECT_BYTES(out, "-ERR no writer available\r\n", "redis refuse");
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	/* A message with line breaks must stay one simple error. */
+	ck_assert_int_eq(proto_redis.refuse(in, out, "no writer\r\nfor db0\n"), PROTO_REFUSE_DONE);
+	EXPECT_BYTES(out, "-ERR no writer  for db0 \r\n", "redis refuse sanitized");
+	evbuffer_free(in);
+	evbuffer_free(out);
+}
+END_TEST
+
+START_TEST(test_resp_error_encoder)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	resp_error(out, "WRONGTYPE", "Operation against a key holding the wrong kind of value");
+	EXPECT_BYTES(out, "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", "resp error");
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	resp_error(out, NULL, "bare\rmessage");
+	EXPECT_BYTES(out, "-bare message\r\n", "resp error without prefix");
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	resp_error(out, "ERR", NULL);
+	EXPECT_BYTES(out, "-ERR \r\n", "resp error NULL message");
+	evbuffer_drain(out, evbuffer_get_length(out));
+
+	/* Over-long text is cut at 8 KiB, never inside a UTF-8 character. */
+	char *msg = malloc(8192 + 8);
+	ck_assert_ptr_nonnull(msg);
+	memset(msg, 'a', 8191);
+	memcpy(msg + 8191, "\xc3\xa9tail", 7);
+	resp_error(out, "ERR", msg);
+	ck_assert_uint_eq(evbuffer_get_length(out), 1 + 4 + 8191 + 2);
+	free(msg);
+	evbuffer_free(out);
+}
+END_TEST
+
+/* ==== All protocols: garbage and mutations ==== */
+
+struct script {
+	const struct proto_ops *ops;
+	const char *name;
+	const struct step *steps;
+	size_t n;
+};
+
+#define SCRIPT(o, s) { &(o), #s, s, NSTEPS(s) }
+
+static const struct script all_scripts[] = {
+	SCRIPT(proto_postgres, pg_psql),
+	SCRIPT(proto_postgres, pg_failed_txn),
+	SCRIPT(proto_postgres, pg_extended),
+	SCRIPT(proto_postgres, pg_copy),
+	SCRIPT(proto_postgres, pg_gss_then_ssl),
+	SCRIPT(proto_mysql, my_session),
+	SCRIPT(proto_mysql, my_session_deof),
+	SCRIPT(proto_mysql, my_prepared),
+	SCRIPT(proto_mysql, my_prepared_deof),
+	SCRIPT(proto_mysql, my_mariadb),
+	SCRIPT(proto_mysql, my_pam_dialog),
+	SCRIPT(proto_postgres, pg_pipelined_startup),
+	SCRIPT(proto_redis, resp_pipeline),
+	SCRIPT(proto_redis, resp_inline),
+	SCRIPT(proto_redis, resp3),
+	SCRIPT(proto_redis, resp_multi),
+	SCRIPT(proto_redis, resp_pubsub),
+};
+
+/* Feed with invariants that hold whatever the input: opaque is never idle, and stays opaque. */
+static void feed_checked(const struct proto_ops *ops, struct proto_state *st, enum proto_dir dir, const uint8_t *p,
+			 size_t n, bool *was_opaque)
+{
+	ops->feed(st, dir, p, n);
+	bool opaque = ops->is_opaque(st);
+	ck_assert(!(opaque && ops->is_idle(st)));
+	ck_assert(!(*was_opaque && !opaque));
+	*was_opaque = opaque;
+}
+
+START_TEST(test_random_garbage)
+{
+	const struct proto_ops *const ops[] = { &proto_postgres, &proto_mysql, &proto_redis };
+	uint8_t buf[512];
+
+	for (size_t o = 0; o < 3; o++) {
+		for (int iter = 0; iter < 3000; iter++) {
+			struct proto_state st;
+			bool was_opaque = false;
+			ops[o]->init(&st);
+			int feeds = 1 + (int)(rng() % 12);
+			for (int f = 0; f < feeds; f++) {
+				size_t n = rng() % sizeof(buf);
+				for (size_t i = 0; i < n; i++) {
+					/* Bias towards protocol-significant bytes so parsers get deep. */
+					static const uint8_t hot[] = { 0, 1, 3, 5, 8, 0xFE, 0xFF, 0xFB, 'Z', 'I', 'T',
+								       'R', 'Q', 'S', '*', '$', '\r', '\n', '%', '|', '>', ':' };
+					uint32_t x = rng();
+					buf[i] = (x & 1) ? hot[(x >> 1) % sizeof(hot)] : (uint8_t)(x >> 8);
+				}
+				feed_checked(ops[o], &st, (rng() & 1) ? PROTO_CLIENT_TO_SERVER : PROTO_SERVER_TO_CLIENT, buf, n,
+					     &was_opaque);
+			}
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_mutated_scripts)
+{
+	for (size_t s = 0; s < sizeof(all_scripts) / sizeof(all_scripts[0]); s++) {
+		const struct script *sc = &all_scripts[s];
+		for (int iter = 0; iter < 400; iter++) {
+			struct proto_state st;
+			bool was_opaque = false;
+			uint8_t buf[1024];
+			sc->ops->init(&st);
+			for (size_t i = 0; i < sc->n; i++) {
+				size_t len = sc->steps[i].len < sizeof(buf) ? sc->steps[i].len : sizeof(buf);
+				memcpy(buf, sc->steps[i].bytes, len);
+				/* Flip, drop or duplicate a few bytes here and there. */
+				if (len && (rng() % 3) == 0) {
+					size_t at = rng() % len;
+					switch (rng() % 3) {
+					case 0:
+						buf[at] ^= (uint8_t)(1u << (rng() % 8));
+						break;
+					case 1:
+						memmove(buf + at, buf + at + 1, len - at - 1);
+						len--;
+						break;
+					default:
+						buf[at] = (uint8_t)rng();
+						break;
+					}
+				}
+				size_t off = 0;
+				while (off < len) {
+					size_t k = 1 + rng() % 40;
+					if (k > len - off)
+						k = len - off;
+					feed_checked(sc->ops, &st, sc->steps[i].dir, buf + off, k, &was_opaque);
+					off += k;
+				}
+			}
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_state_size)
+{
+	/* The trackers keep O(1) state inside the session: nothing else to allocate or free. */
+	ck_assert_uint_eq(sizeof(struct proto_state), 96);
+}
 END_TEST
 
 int main(void)
 {
 	Suite *s = suite_create("proto");
-	TCase *tc = tcase_create("core");
-	tcase_add_test(tc, test_placeholder);
-	suite_add_tcase(s, tc);
+	TCase *pg = tcase_create("postgres");
+	TCase *my = tcase_create("mysql");
+	TCase *rd = tcase_create("redis");
+	TCase *all = tcase_create("all");
+
+	tcase_add_test(pg, test_pg_sessions);
+	tcase_add_test(pg, test_pg_hostile);
+	tcase_add_test(pg, test_pg_big_messages);
+	tcase_add_test(pg, test_pg_fresh);
+	tcase_add_test(pg, test_pg_refuse_plain);
+	tcase_add_test(pg, test_pg_refuse_ssl);
+	tcase_add_test(pg, test_pg_error_encoder);
+	tcase_add_test(my, test_my_sessions);
+	tcase_add_test(my, test_my_hostile);
+	tcase_add_test(my, test_my_big_packets);
+	tcase_add_test(my, test_my_fresh);
+	tcase_add_test(my, test_my_refuse);
+	tcase_add_test(my, test_my_err_encoder);
+	tcase_add_test(rd, test_resp_sessions);
+	tcase_add_test(rd, test_resp_hostile);
+	tcase_add_test(rd, test_resp_big_bulk);
+	tcase_add_test(rd, test_resp_fresh);
+	tcase_add_test(rd, test_resp_refuse);
+	tcase_add_test(rd, test_resp_error_encoder);
+	tcase_add_test(all, test_random_garbage);
+	tcase_add_test(all, test_mutated_scripts);
+	tcase_add_test(all, test_state_size);
+	/* Big streams under sanitizers take a few seconds. */
+	tcase_set_timeout(my, 120);
+	tcase_set_timeout(all, 120);
+	suite_add_tcase(s, pg);
+	suite_add_tcase(s, my);
+	suite_add_tcase(s, rd);
+	suite_add_tcase(s, all);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
