@@ -1,0 +1,290 @@
+"""PostgreSQL 15: a primary and streaming replicas (pg_basebackup -R), switchover, pg_rewind."""
+
+import os
+import shutil
+import signal
+import threading
+import uuid
+
+from .base import Engine
+from .procs import LabError, pid_alive, run, wait_until
+
+PG_BIN = os.environ.get("REPOINT_LAB_PG_BIN", "/usr/lib/postgresql/15/bin")
+
+CONF = """
+# ---- repoint lab ----
+listen_addresses = '127.0.0.1'
+wal_level = replica
+max_wal_senders = 16
+max_replication_slots = 16
+wal_keep_size = 256MB
+wal_log_hints = on
+hot_standby = on
+hot_standby_feedback = on
+shared_buffers = 16MB
+max_connections = 300
+fsync = off
+synchronous_commit = on
+full_page_writes = on
+wal_receiver_status_interval = 1s
+wal_retrieve_retry_interval = 200ms
+log_line_prefix = '%m [%p] '
+log_min_messages = warning
+"""
+
+HBA = """local all all trust
+local replication all trust
+host all all 127.0.0.1/32 trust
+host replication all 127.0.0.1/32 trust
+"""
+
+
+class Postgres(Engine):
+    name = "postgres"
+    prefix = "pg"
+    count = 3
+    port_offset = 0
+    proc_names = ("postgres", "postmaster")
+    stop_signal = signal.SIGINT      # fast shutdown
+    service_user = "postgres"
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _bin(self, prog):
+        return os.path.join(PG_BIN, prog)
+
+    def _dsn(self, node, dbname="postgres"):
+        return "host=%s port=%d user=postgres dbname=%s" % (node.host, node.port, dbname)
+
+    def connect(self, node, dbname="test", user="postgres", password=None, connect_timeout=3, **kw):
+        import psycopg2
+        conn = psycopg2.connect(host=node.host, port=node.port, user=user, password=password,
+                                dbname=dbname, connect_timeout=connect_timeout, **kw)
+        conn.autocommit = True
+        return conn
+
+    def q(self, node, sql, args=None, dbname="postgres", fetch="one"):
+        conn = self.connect(node, dbname=dbname, connect_timeout=2)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                if fetch == "one":
+                    return cur.fetchone()
+                if fetch == "all":
+                    return cur.fetchall()
+                return None
+        finally:
+            conn.close()
+
+    def _conninfo(self, node, primary):
+        return "host=%s port=%d user=postgres application_name=%s" % (primary.host, primary.port, node.name)
+
+    def _controldata(self, node):
+        out = run([self._bin("pg_controldata"), "-D", node.dir], runas=self.runas, what="pg_controldata")
+        data = {}
+        for line in out.splitlines():
+            if ":" in line:
+                k, v = line.split(":", 1)
+                data[k.strip()] = v.strip()
+        return data
+
+    def _clear_stale_pidfile(self, node):
+        """A SIGKILLed postmaster may linger as a zombie (until init reaps it), and postgres treats a
+        zombie's pid in its lock files as a running postmaster: drop them if it is dead."""
+        for path in (os.path.join(node.dir, "postmaster.pid"),
+                     os.path.join(node.sockdir, ".s.PGSQL.%d.lock" % node.port)):
+            try:
+                with open(path) as f:
+                    pid = int(f.readline().strip() or 0)
+            except (OSError, ValueError):
+                continue
+            if not pid_alive(pid, self.proc_names, node.dir):
+                os.unlink(path)
+
+    def _start_proc(self, node):
+        self._clear_stale_pidfile(node)
+        cmd = [self._bin("postgres"), "-D", node.dir, "-p", str(node.port), "-k", node.sockdir,
+               "-c", "listen_addresses=127.0.0.1", "-c", "cluster_name=%s" % node.name]
+        self._spawn(node, cmd)
+        self.wait_ready(node, lambda: self.q(node, "SELECT 1"))
+
+    def _set_standby_config(self, node, primary):
+        """Offline: standby.signal + primary_conninfo in postgresql.auto.conf."""
+        auto = os.path.join(node.dir, "postgresql.auto.conf")
+        lines = []
+        if os.path.exists(auto):
+            with open(auto) as f:
+                lines = [l for l in f.read().splitlines() if not l.strip().startswith("primary_conninfo")]
+        lines.append("primary_conninfo = '%s'" % self._conninfo(node, primary))
+        self.runas.write(auto, "\n".join(lines) + "\n")
+        self.runas.write(os.path.join(node.dir, "standby.signal"), "")
+        for f in ("recovery.signal",):
+            p = os.path.join(node.dir, f)
+            if os.path.exists(p):
+                os.unlink(p)
+
+    def _timeline(self, primary):
+        return self.q(primary, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")[0]
+
+    def _wait_following(self, node, primary, timeout):
+        tli = self._timeline(primary)
+
+        def cond():
+            if not self.alive(node):
+                self.fail(node, "exited while joining %s" % primary.name)
+            row = self.q(node, "SELECT status, sender_port, received_tli FROM pg_stat_wal_receiver")
+            return row is not None and row[0] == "streaming" and row[1] == primary.port and row[2] == tli
+        wait_until(cond, timeout, "%s to stream from %s (timeline %d)" % (node.name, primary.name, tli))
+
+    def _basebackup(self, node, primary):
+        if os.path.isdir(node.dir):
+            shutil.rmtree(node.dir)
+        self.runas.mkdir(node.dir)
+        run([self._bin("pg_basebackup"), "-h", primary.host, "-p", str(primary.port), "-U", "postgres",
+             "-D", node.dir, "-X", "stream", "-c", "fast", "-N", "-R"],
+            runas=self.runas, cwd=os.path.dirname(node.dir), what="pg_basebackup of %s" % node.name)
+        self._set_standby_config(node, primary)
+
+    def _rewind(self, node, primary):
+        # pg_rewind reads the source's control file: make sure it knows its new timeline.
+        self.q(primary, "CHECKPOINT", fetch=None)
+        sig = os.path.join(node.dir, "standby.signal")
+        if os.path.exists(sig):   # single-user crash recovery (run by pg_rewind) refuses standby mode
+            os.unlink(sig)
+        self._clear_stale_pidfile(node)
+        run([self._bin("pg_rewind"), "-D", node.dir, "--source-server", self._dsn(primary)],
+            runas=self.runas, cwd=os.path.dirname(node.dir), what="pg_rewind of %s" % node.name)
+
+    def _start_standby(self, node, primary, how):
+        """Start node as a standby of primary, preparing its data dir per how (plain/rewind/basebackup)."""
+        if how == "rewind":
+            self._rewind(node, primary)
+        elif how == "basebackup":
+            self._basebackup(node, primary)
+        self._set_standby_config(node, primary)
+        self._start_proc(node)
+        self._wait_following(node, primary, 5.0 if how == "plain" else 15.0)
+
+    def _join_chain(self, node, primary, steps, order):
+        """Try the given ways to bring a stopped node back as a standby, cheapest first."""
+        last = None
+        for how in order:
+            try:
+                with steps("%s_%s" % (how, node.name)):
+                    self._start_standby(node, primary, how)
+                return how
+            except LabError as exc:
+                last = exc
+                steps.steps["%s_%s_failed" % (how, node.name)] = str(exc).strip().splitlines()[-1][:300]
+                self.stop(node)
+        raise LabError("could not rejoin %s as a replica of %s: %s" % (node.name, primary.name, last))
+
+    # ---- Engine interface -----------------------------------------------------------------------
+    def create(self, nodes):
+        p, replicas = nodes[0], nodes[1:]
+        self.runas.mkdir(p.dir)
+        run([self._bin("initdb"), "-D", p.dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
+             "--no-sync", "--no-instructions"], runas=self.runas, cwd=os.path.dirname(p.dir), what="initdb")
+        with open(os.path.join(p.dir, "postgresql.conf"), "a") as f:
+            f.write(CONF)
+        self.runas.write(os.path.join(p.dir, "pg_hba.conf"), HBA)
+        self._start_proc(p)
+        self.q(p, "CREATE DATABASE test", fetch=None)
+        errors = []
+
+        def clone(r):
+            try:
+                self._basebackup(r, p)
+                self._start_proc(r)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+        threads = [threading.Thread(target=clone, args=(r,)) for r in replicas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        for r in replicas:
+            self._wait_following(r, p, 15)
+        self.write_and_check(p, replicas)
+
+    def start(self, node, as_replica_of=None):
+        if as_replica_of is None:
+            self._start_proc(node)
+        else:
+            self.rejoin(node, as_replica_of, None)
+
+    def role(self, node):
+        return "replica" if self.q(node, "SELECT pg_is_in_recovery()")[0] else "primary"
+
+    def upstream_port(self, node):
+        row = self.q(node, "SELECT status, sender_port FROM pg_stat_wal_receiver")
+        return row[1] if row and row[0] == "streaming" else None
+
+    def promote(self, node, steps):
+        # pg_promote(true) polls every 100 ms; trigger it and poll faster ourselves.
+        if not self.q(node, "SELECT pg_promote(false)")[0]:
+            self.fail(node, "pg_promote refused")
+        wait_until(lambda: not self.q(node, "SELECT pg_is_in_recovery()")[0], 30, "%s to finish promotion" % node.name,
+                   interval=0.002)
+        steps.promoted()
+
+    def make_replica(self, node, primary, steps):
+        if self.role(node) == "primary":           # a second writer: demote it
+            with steps("stop_%s" % node.name):
+                self.stop(node)
+            self._join_chain(node, primary, steps, ["rewind", "basebackup"])
+            return
+        with steps("repoint_%s" % node.name):
+            self.q(node, "ALTER SYSTEM SET primary_conninfo = %s", (self._conninfo(node, primary),), fetch=None)
+            self.q(node, "SELECT pg_reload_conf()")
+            try:   # streaming starts within ~100 ms unless the node went past the new timeline's fork
+                self._wait_following(node, primary, 2)
+                return
+            except LabError:
+                pass
+        with steps("stop_%s" % node.name):         # it went past the fork point: rewind it
+            self.stop(node)
+        self._join_chain(node, primary, steps, ["rewind", "basebackup"])
+
+    def rejoin(self, node, primary, steps):
+        from .base import Steps
+        steps = steps or Steps()
+        state = self._controldata(node).get("Database cluster state", "")
+        order = ["plain", "rewind", "basebackup"] if "recovery" in state else ["rewind", "basebackup"]
+        return self._join_chain(node, primary, steps, order)
+
+    def switchover(self, old, new, others, steps):
+        with steps("check_streaming"):     # the old primary's last WAL must be able to reach the target
+            self._wait_following(new, old, 10)
+        with steps("stop_old"):
+            self.stop(old)
+        ckpt = self._controldata(old)["Latest checkpoint location"]
+        with steps("wait_replay"):
+            try:
+                wait_until(lambda: self.q(new, "SELECT pg_last_wal_replay_lsn() > %s::pg_lsn", (ckpt,))[0], 15,
+                           "%s to replay %s's shutdown checkpoint %s" % (new.name, old.name, ckpt),
+                           interval=0.005)
+            except LabError:
+                self._start_proc(old)    # roll back: the old primary takes writes again
+                raise
+        with steps("promote"):
+            self.promote(new, steps)
+        with steps("repoint_others"):
+            for o in others:
+                self.make_replica(o, new, steps)
+        with steps("rejoin_old"):
+            self._join_chain(old, new, steps, ["plain", "rewind", "basebackup"])
+
+    def write_and_check(self, primary, replicas, timeout=15.0):
+        token = uuid.uuid4().hex
+        self.q(primary, "CREATE TABLE IF NOT EXISTS _lab_heartbeat (id int PRIMARY KEY, token text)",
+               dbname="test", fetch=None)
+        self.q(primary, "INSERT INTO _lab_heartbeat VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET token = "
+               "excluded.token", (token,), dbname="test", fetch=None)
+        for r in replicas:
+            wait_until(lambda: self.q(r, "SELECT token FROM _lab_heartbeat WHERE id = 1", dbname="test") == (token,),
+                       timeout, "a write on %s to reach %s" % (primary.name, r.name), interval=0.01)
+
+    def service_config(self):
+        return {"probe_user": "postgres", "probe_password": "", "probe_database": "postgres"}
