@@ -257,6 +257,8 @@ unsigned topo_observe(struct topology *t, const struct topo_observation *o)
 		}
 	} else {
 		bool was_suspect = was_writer && m->fails > 0;
+		enum role before_reported = m->reported;
+		int64_t before_epoch = m->epoch;
 		m->fails = 0;
 		m->reported = o->role;
 		m->epoch = o->epoch;
@@ -277,6 +279,12 @@ unsigned topo_observe(struct topology *t, const struct topo_observation *o)
 		 * included: its own answer already says it rejoined). */
 		if (o->role == ROLE_READER)
 			m->fenced = false;
+		/* The node that set the epoch floor now follows someone else: whoever it follows is the
+		 * history the operator chose (e.g. a split-brain node rewound onto the older timeline),
+		 * so the floor no longer protects anything. */
+		if (t->use_epoch && o->role == ROLE_READER && before_reported == ROLE_WRITER &&
+		    before_epoch >= t->epoch_floor)
+			t->epoch_floor = INT64_MIN;
 	}
 
 	ev |= settle(t, o->now_ms);

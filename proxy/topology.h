@@ -28,7 +28,9 @@
  *    suspect writer: one missed probe on each side must never bounce the service between two nodes.
  *  - With epochs, no claimant below `epoch_floor` (the highest epoch any confirmed writer had) is
  *    ever elected: timelines only grow across promotions, so such a node is a stale former primary.
- *    The service holds instead, until a node at or above the floor claims.
+ *    The service holds instead, until a node at or above the floor claims. The floor is released
+ *    when the node that set it answers as a reader: it follows another history now (e.g. rewound
+ *    onto the older timeline after a split brain), and that is the operator's choice.
  *  - `conflict` starts when two or more healthy members claim writer, whatever their epochs or
  *    fences (so a stale primary that came back is visible even though it gets no traffic). It ends
  *    when fewer than two members still claim, a claimant counting until it is DOWN or answers

@@ -78,7 +78,8 @@ class Repoint:
         return wait_for(ok, timeout, what=f"service {name} to have writer {address or '(any)'}")
 
     def logtext(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -119,6 +120,7 @@ def start_repoint(lab, tmp_path):
         cfg = str(tmp_path / f"repoint-{len(started)}.ini")
         admin = free_port()
         ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}", **overrides)
+        ports.pop("admin", None)
         rp = Repoint(cfg, admin, ports)
         started.append(rp)
         wait_for(lambda: rp.status(), 10, what="repoint's admin API")

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPOINT_BIN
+from conftest import REPOINT_BIN, TOP
 
 
 def run(*args, input_text=None):
@@ -43,7 +43,7 @@ def test_check_mode_accepts_a_valid_config(tmp_path):
 
 
 def test_example_config_is_valid():
-    r = run("-t", "-c", os.path.join(os.path.dirname(REPOINT_BIN), "..", "..", "..", "conf", "repoint.ini"))
+    r = run("-t", "-c", os.path.join(TOP, "conf", "repoint.ini"))
     assert r.returncode == 0, r.stderr
 
 
@@ -52,7 +52,7 @@ def test_example_config_is_valid():
     (VALID.replace("[service orders]", "[servce orders]"), 4, "servce"),
     (VALID + "probe_interval = fast\n", 8, "probe_interval"),
     (VALID + "colour = blue\n", 8, "colour"),
-    (VALID + "\n[service billing]\nprotocol = redis\nlisten = 127.0.0.1:6432\nmembers = 127.0.0.1:1\n", 12,
+    (VALID + "\n[service billing]\nprotocol = redis\nlisten = 127.0.0.1:6432\nmembers = 127.0.0.1:1\n", 11,
      "127.0.0.1:6432"),
     (VALID.replace("listen = 127.0.0.1:6432\n", ""), 4, "listen"),
     (VALID.replace("127.0.0.1:25433", "127.0.0.1:99999"), 7, "members"),

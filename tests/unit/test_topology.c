@@ -337,6 +337,26 @@ START_TEST(test_two_writers_without_epochs)
 }
 END_TEST
 
+START_TEST(test_split_brain_resolved_onto_the_older_timeline)
+{
+	/* Postgres: 1 was promoted (timeline 2) while 0 kept running on timeline 1; repoint moved to
+	 * the newer timeline. The operator then rewinds 1 onto 0's history: 1 answers reader, and 0 --
+	 * the only claimant left -- must get the traffic back instead of being held forever below the
+	 * floor that 1 had set. */
+	struct topology t;
+	ck_assert(topo_init(&t, 3, 3, true));
+	PLAY(&t, opening);
+	static const struct step story[] = {
+		{"1 promoted onto timeline 2: newer wins", UP(1, WRITER, 2, 2000), ROLES | CONFLICT | MOVED, 1, 1, STEADY},
+		{"0 still writer on timeline 1: nothing", UP(0, WRITER, 1, 2100), 0, 1, 1, STEADY},
+		{"1 rewound onto 0: demoted, 0 elected", UP(1, READER, 1, 2200), ROLES | LOST | STARTED | CONFIRMED | CHANGED, 0, 0, STEADY},
+	};
+	PLAY(&t, story);
+	ck_assert(!t.conflict);
+	topo_free(&t);
+}
+END_TEST
+
 START_TEST(test_two_writers_with_epochs)
 {
 	/* Postgres: 1 was promoted onto timeline 6 while 0 still runs on timeline 5. The newer timeline
@@ -623,6 +643,10 @@ static void random_round(struct coverage *cov)
 		unsigned ev = topo_observe(&t, &o);
 
 		if (answer) {
+			/* The member holding the epoch floor rejoined as a reader: the floor is released. */
+			if (use_epoch && o.role == ROLE_READER && m[i].answered_ever && m[i].last_role == ROLE_WRITER &&
+			    m[i].epoch >= max_writer_epoch)
+				max_writer_epoch = INT64_MIN;
 			m[i].answered_ever = true;
 			m[i].last_ok = true;
 			m[i].last_role = o.role;
@@ -777,6 +801,7 @@ int main(void)
 	tcase_add_test(tc, test_flapping_writer);
 	tcase_add_test(tc, test_two_writers_without_epochs);
 	tcase_add_test(tc, test_two_writers_with_epochs);
+	tcase_add_test(tc, test_split_brain_resolved_onto_the_older_timeline);
 	tcase_add_test(tc, test_old_writer_returns);
 	tcase_add_test(tc, test_demoted_writer_claims_again);
 	tcase_add_test(tc, test_all_down_then_old_writer_back);
