@@ -275,6 +275,14 @@ static void probe_done(void *arg, const struct probe_result *r)
 	schedule_probe(m, probe_interval(svc));
 }
 
+static void probe_lost(void *arg)
+{
+	struct member *m = arg;
+
+	log_debug(m->svc->subject, "probe connection to %s closed by the peer: checking it now", m->str);
+	service_probe_soon(m->svc, m->index);
+}
+
 static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct member *m = arg;
@@ -291,6 +299,20 @@ void service_upstream_failed(struct service *svc, int member, const char *why)
 	log_warn(svc->subject, "cannot connect to %s: %s", svc->members[member].str, why);
 	snprintf(svc->members[member].last.detail, sizeof(svc->members[member].last.detail), "data path: %s", why);
 	observe(svc, member, false, ROLE_UNKNOWN, 0);
+	service_probe_soon(svc, member);
+}
+
+void service_readonly_seen(struct service *svc, int member, bool verdict)
+{
+	if (member < 0 || member >= svc->cfg->nmembers)
+		return;
+	if (verdict && topo_member_role(&svc->topo, member) == ROLE_WRITER) {
+		log_info(svc->subject, "%s answered a client as read-only: taking it as demoted",
+			 svc->members[member].str);
+		snprintf(svc->members[member].last.detail, sizeof(svc->members[member].last.detail),
+			 "data path: read-only reply");
+		observe(svc, member, true, ROLE_READER, svc->topo.members[member].epoch);
+	}
 	service_probe_soon(svc, member);
 }
 
@@ -483,6 +505,8 @@ bool service_start(struct service *svc)
 		}
 		m->probe = probe_new(svc->base, &pp, probe_done, m);
 		m->timer = evtimer_new(svc->base, probe_timer_cb, m);
+		if (m->probe != NULL)
+			probe_on_idle_lost(m->probe, probe_lost);
 		if (m->probe == NULL || m->timer == NULL) {
 			log_error(svc->subject, "out of memory");
 			return false;
@@ -620,13 +644,15 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "conflicts", json_integer(t->conflicts));
 	json_object_set_new(o, "last_failover", last);
 	json_object_set_new(o, "counters",
-			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted",
 				      (json_int_t)svc->counters.accepted, "closed", (json_int_t)svc->counters.closed,
 				      "held_total", (json_int_t)svc->counters.held_total, "hold_timeouts",
 				      (json_int_t)svc->counters.hold_timeouts, "drained", (json_int_t)svc->counters.drained,
 				      "drained_idle", (json_int_t)svc->counters.drained_idle, "drained_timeout",
 				      (json_int_t)svc->counters.drained_timeout, "upstream_connect_failures",
-				      (json_int_t)svc->counters.upstream_connect_failures, "bytes_client_to_server",
+				      (json_int_t)svc->counters.upstream_connect_failures, "migrated",
+				      (json_int_t)svc->counters.migrated, "retried", (json_int_t)svc->counters.retried,
+				      "bytes_client_to_server",
 				      (json_int_t)svc->counters.bytes_client_to_server, "bytes_server_to_client",
 				      (json_int_t)svc->counters.bytes_server_to_client));
 	return o;
@@ -658,6 +684,8 @@ METRIC_FN(m_drained, svc->counters.drained)
 METRIC_FN(m_drained_idle, svc->counters.drained_idle)
 METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
+METRIC_FN(m_migrated, svc->counters.migrated)
+METRIC_FN(m_retried, svc->counters.retried)
 METRIC_FN(m_bytes_in, svc->counters.bytes_client_to_server)
 METRIC_FN(m_bytes_out, svc->counters.bytes_server_to_client)
 
@@ -676,6 +704,10 @@ static const struct metric service_metric_table[] = {
 	{"repoint_drained_timeout_total", "counter", "Sessions drained at drain_timeout", m_drained_timeout},
 	{"repoint_upstream_connect_failures_total", "counter", "Failed connections to members",
 	 m_connect_failures},
+	{"repoint_migrated_total", "counter", "Sessions moved to another server without the client noticing",
+	 m_migrated},
+	{"repoint_retried_total", "counter", "Requests refused as read-only by an old writer and sent again",
+	 m_retried},
 	{"repoint_client_bytes_total", "counter", "Bytes forwarded from clients to servers", m_bytes_in},
 	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out},
 };

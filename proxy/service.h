@@ -51,6 +51,9 @@ bool service_stopping(const struct service *svc);
 /* A connection to `member` failed on the data path: counts as a failed observation and asks
  * for an immediate probe. */
 void service_upstream_failed(struct service *svc, int member, const char *why);
+/* The member said it is not a writer on the data path. verdict: its own unambiguous word (Redis
+ * -READONLY), taken as an observation; otherwise only a reason to probe it now. */
+void service_readonly_seen(struct service *svc, int member, bool verdict);
 /* An upstream connection to `member` closed while in use: probe the member now. */
 void service_probe_soon(struct service *svc, int member);
 /* Session bookkeeping: a session enters/leaves the held list, attaches to/detaches from a
@@ -72,6 +75,8 @@ struct service_counters {
 	uint64_t drained_idle;       /* ... at an idle point */
 	uint64_t drained_timeout;    /* ... at drain_timeout */
 	uint64_t upstream_connect_failures;
+	uint64_t migrated;           /* sessions moved to another server without the client noticing */
+	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
 	uint64_t bytes_client_to_server;
 	uint64_t bytes_server_to_client;
 };

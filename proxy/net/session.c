@@ -32,6 +32,11 @@
 /* How long a closing session may take to flush what it owes the client. */
 #define SESSION_FLUSH_TIMEOUT_MS 10000
 
+/* The largest request kept for a retry on the new writer. */
+#define SESSION_RETRY_MAX (16 * 1024)
+/* Read-only refusals retried in a row before the error is passed on (the new writer refuses too). */
+#define SESSION_RETRY_STREAK_MAX 3
+
 static uint64_t session_next_id = 1;
 
 static const char *const state_names[] = {
@@ -94,6 +99,7 @@ void session_destroy(struct session *s)
 		bufferevent_free(s->client);
 	event_free(s->timer);
 	service_session_closed(s->svc, s);
+	free(s->retry);
 	free(s);
 }
 
@@ -183,8 +189,39 @@ static bool hold(struct session *s, const char *why)
 	return false;
 }
 
+static void retry_append(struct session *s, const uint8_t *p, size_t n)
+{
+	if (!s->retry_valid)
+		return;
+	if ((size_t)s->retry_len + n > SESSION_RETRY_MAX) {
+		s->retry_valid = false;
+		return;
+	}
+	if (s->retry_len + n > s->retry_cap) {
+		uint32_t cap = s->retry_cap ? s->retry_cap : 64;
+		uint8_t *r;
+		while (cap < s->retry_len + n)
+			cap *= 2;
+		r = realloc(s->retry, cap);
+		if (r == NULL) {
+			s->retry_valid = false;
+			return;
+		}
+		s->retry = r;
+		s->retry_cap = cap;
+	}
+	memcpy(s->retry + s->retry_len, p, n);
+	s->retry_len += (uint32_t)n;
+}
+
+enum pump_result {
+	PUMP_OK,
+	PUMP_READONLY,   /* moved, and the reply said the server is read-only: tell the service */
+	PUMP_RETRY,      /* a read-only refusal of the one request in flight was kept back: migrate */
+};
+
 /* Move what `src` received into `dst`'s output, letting the protocol tracker see every byte. */
-static void pump(struct session *s, enum proto_dir dir)
+static enum pump_result pump(struct session *s, enum proto_dir dir)
 {
 	const struct proto_ops *proto = service_proto(s->svc);
 	struct bufferevent *src = dir == PROTO_CLIENT_TO_SERVER ? s->client : s->upstream;
@@ -195,9 +232,36 @@ static void pump(struct session *s, enum proto_dir dir)
 	struct evbuffer_ptr pos;
 	size_t len = evbuffer_get_length(in), seen = 0;
 	struct service_counters *c = service_counters(s->svc);
+	enum pump_result res = PUMP_OK;
+	bool capture = false;
 
 	if (len == 0)
-		return;
+		return PUMP_OK;
+	if (dir == PROTO_CLIENT_TO_SERVER && proto->retryable != NULL) {
+		/* Keep every byte from an idle point on, while it stays one small request. */
+		if (proto->is_idle(&s->ps)) {
+			s->retry_len = 0;
+			s->retry_valid = true;
+		}
+		capture = s->retry_valid;
+	}
+	if (dir == PROTO_SERVER_TO_CLIENT && proto->readonly_reply != NULL) {
+		int n = evbuffer_peek(in, -1, NULL, vec, 1);
+		size_t ro = n > 0 ? proto->readonly_reply(vec[0].iov_base, vec[0].iov_len) : 0;
+		if (ro == 0) {
+			s->retry_streak = 0;
+		} else if (ro == len && proto->retryable != NULL && s->retry_valid && s->retry_len > 0 &&
+			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX) {
+			/* The server refused the only request in flight without running it: the client
+			 * need not hear of it. The request goes to the new writer instead. */
+			evbuffer_drain(in, len);
+			s->retry_streak++;
+			c->retried++;
+			return PUMP_RETRY;
+		} else {
+			res = PUMP_READONLY;
+		}
+	}
 	evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
 	while (seen < len) {
 		int n = evbuffer_peek(in, (ev_ssize_t)(len - seen), &pos, vec, (int)ARRAY_LEN(vec));
@@ -211,6 +275,8 @@ static void pump(struct session *s, enum proto_dir dir)
 			if (step + l > len - seen)
 				l = len - seen - step;
 			proto->feed(&s->ps, dir, vec[i].iov_base, l);
+			if (capture)
+				retry_append(s, vec[i].iov_base, l);
 			step += l;
 		}
 		seen += step;
@@ -228,12 +294,56 @@ static void pump(struct session *s, enum proto_dir dir)
 		bufferevent_disable(src, EV_READ);
 		bufferevent_setwatermark(dst, EV_WRITE, SESSION_HIGH_WATER / 2, 0);
 	}
+	return res;
+}
+
+/* Move an idle (or retryable) session to whatever member the service picks now, without the
+ * client noticing: a fresh connection replaces the old one, and with `replay` the request the old
+ * server refused is sent first. Returns true when the session was freed. */
+static bool migrate(struct session *s, const char *why, bool replay)
+{
+	struct service_counters *c = service_counters(s->svc);
+	char reason[160];
+
+	c->migrated++;
+	s->migrations++;
+	snprintf(reason, sizeof(reason), "(moving: %s)", why);
+	drop_upstream(s);
+	service_proto(s->svc)->init(&s->ps);
+	s->replay = replay && s->retry_valid && s->retry_len > 0;
+	if (!s->replay)
+		s->retry_len = 0;
+	s->retry_valid = false;
+	s->upstream_eof = false;
+	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
+	bufferevent_setwatermark(s->client, EV_READ, 0, SESSION_HELD_INPUT_MAX);
+	return hold(s, reason);
+}
+
+static bool can_migrate(const struct session *s)
+{
+	const struct proto_ops *proto = service_proto(s->svc);
+
+	return proto->can_migrate != NULL && service_config(s->svc)->route == ROUTE_WRITER &&
+	       !service_stopping(s->svc) && proto->can_migrate(&s->ps);
+}
+
+/* After a migration: connect now if the service already knows where to. */
+static void route_if_ready(struct session *s)
+{
+	if (s->state == SESSION_HELD && service_pick(s->svc) >= 0)
+		route(s);
 }
 
 static bool drain_now(struct session *s, bool idle)
 {
 	struct service_counters *c = service_counters(s->svc);
 
+	if (idle && can_migrate(s)) {
+		if (!migrate(s, "its server is no longer the writer", false))
+			route_if_ready(s);
+		return false;
+	}
 	c->drained++;
 	if (idle)
 		c->drained_idle++;
@@ -259,10 +369,10 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 			drain_now(s, true);
 			return;
 		}
-		pump(s, PROTO_CLIENT_TO_SERVER);
+		(void)pump(s, PROTO_CLIENT_TO_SERVER);
 		return;
 	case SESSION_ACTIVE:
-		pump(s, PROTO_CLIENT_TO_SERVER);
+		(void)pump(s, PROTO_CLIENT_TO_SERVER);
 		return;
 	case SESSION_REFUSING:
 		refuse(s, s->refusal);
@@ -276,10 +386,30 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 static void upstream_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
+	struct service *svc = s->svc;
+	int member = s->member;
+	bool verdict = service_proto(svc)->readonly_is_verdict;
 
 	(void)bev;
-	pump(s, PROTO_SERVER_TO_CLIENT);
-	if (s->state == SESSION_DRAINING && service_proto(s->svc)->is_idle(&s->ps))
+	switch (pump(s, PROTO_SERVER_TO_CLIENT)) {
+	case PUMP_RETRY:
+		/* Detach first, then tell the service (which may drain the member's other sessions), then
+		 * go wherever the service says. */
+		if (migrate(s, "the server refused a write as read-only", true))
+			return;
+		service_readonly_seen(svc, member, verdict);
+		route_if_ready(s);
+		return;
+	case PUMP_READONLY:
+		if (s->state == SESSION_DRAINING && service_proto(svc)->is_idle(&s->ps) && drain_now(s, true))
+			s = NULL;
+		/* Last: telling the service may drain (and free) this very session. */
+		service_readonly_seen(svc, member, verdict);
+		return;
+	case PUMP_OK:
+		break;
+	}
+	if (s->state == SESSION_DRAINING && service_proto(svc)->is_idle(&s->ps))
 		drain_now(s, true);
 }
 
@@ -352,7 +482,14 @@ static void on_connected(struct session *s)
 	bufferevent_enable(s->upstream, EV_READ | EV_WRITE);
 	bufferevent_setwatermark(s->client, EV_READ, 0, 0);
 	bufferevent_enable(s->client, EV_READ);
-	pump(s, PROTO_CLIENT_TO_SERVER);
+	if (s->replay) {
+		/* The request the old writer refused goes first; it is again the one in flight. */
+		service_proto(s->svc)->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry, s->retry_len);
+		bufferevent_write(s->upstream, s->retry, s->retry_len);
+		s->replay = false;
+		s->retry_valid = true;
+	}
+	(void)pump(s, PROTO_CLIENT_TO_SERVER);
 }
 
 static bool connect_failed(struct session *s, const char *why)
@@ -391,10 +528,23 @@ static void upstream_event_cb(struct bufferevent *bev, short what, void *arg)
 							     : "closed during connect");
 		return;
 	}
-	/* The server closed (or reset) a session in use: the client gets what was already read, then
-	 * the close. Ask for a probe: a crashed writer shows itself here first. */
-	if (s->state == SESSION_ACTIVE && s->member >= 0)
-		service_probe_soon(s->svc, s->member);
+	/* The server closed (or reset) a session in use. Ask for a probe: a crashed writer shows
+	 * itself here first. An idle session that can move does (the client notices nothing);
+	 * otherwise the client gets what was already read, then the close. */
+	if (s->state == SESSION_ACTIVE && s->member >= 0) {
+		int member = s->member;
+		struct service *svc = s->svc;
+		if (can_migrate(s) && evbuffer_get_length(bufferevent_get_output(s->client)) == 0) {
+			if (migrate(s, (what & BEV_EVENT_ERROR) ? "its server reset the connection"
+								 : "its server closed the connection",
+				    false))
+				return;
+			service_probe_soon(svc, member);
+			route_if_ready(s);
+			return;
+		}
+		service_probe_soon(svc, member);
+	}
 	s->upstream_eof = true;
 	close_after_flush(s, (what & BEV_EVENT_ERROR) ? "upstream error" : "upstream closed");
 }

@@ -53,6 +53,15 @@ struct session {
 	bool client_eof;             /* client closed its side: flush to upstream, then close */
 	bool upstream_eof;           /* upstream closed: flush to client, then close */
 	enum session_refusal refusal;
+	/* Redis: the request in flight, kept so that a server that refuses it as read-only (a
+	 * demoted writer) can be replaced by the new writer and the request sent again. Captured from
+	 * an idle point on, only while it stays small. */
+	uint8_t *retry;
+	uint32_t retry_len, retry_cap;
+	bool retry_valid;
+	bool replay;                 /* send `retry` first once connected (a migrated request) */
+	uint8_t retry_streak;        /* read-only refusals retried in a row */
+	unsigned migrations;
 	struct proto_state ps;
 	char peer[48];
 };

@@ -805,6 +805,22 @@ static enum proto_refuse_step my_refuse(struct evbuffer *client_in, struct evbuf
 	return PROTO_REFUSE_DONE;
 }
 
+/* An ERR packet (header, 0xFF, code) about read-only mode: 1290 ER_OPTION_PREVENTS_STATEMENT
+ * (--read-only), 1836 ER_READ_ONLY_MODE. */
+static size_t my_readonly_reply(const uint8_t *p, size_t n)
+{
+	size_t len;
+	unsigned code;
+
+	if (n < 7 || p[4] != 0xFF)
+		return 0;
+	len = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16;
+	code = (unsigned)p[5] | (unsigned)p[6] << 8;
+	if ((code != 1290 && code != 1836) || n < 4 + len)
+		return 0;
+	return 4 + len;
+}
+
 const struct proto_ops proto_mysql = {
 	.name = "mysql",
 	.init = my_init,
@@ -812,4 +828,5 @@ const struct proto_ops proto_mysql = {
 	.is_idle = my_is_idle,
 	.is_opaque = my_is_opaque,
 	.refuse = my_refuse,
+	.readonly_reply = my_readonly_reply,
 };

@@ -377,6 +377,21 @@ static enum proto_refuse_step pg_refuse(struct evbuffer *client_in, struct evbuf
 	return PROTO_REFUSE_DONE;
 }
 
+/* An ErrorResponse with SQLSTATE 25006 (read_only_sql_transaction): a write reached a standby --
+ * or a client that set its own transaction read-only, hence only a hint. */
+static size_t pg_readonly_reply(const uint8_t *p, size_t n)
+{
+	static const uint8_t code[] = {'C', '2', '5', '0', '0', '6', 0};
+	size_t len;
+
+	if (n < 5 + sizeof(code) || p[0] != 'E')
+		return 0;
+	len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4];
+	if (len < 4 || n < 1 + len || memmem(p + 5, len - 4, code, sizeof(code)) == NULL)
+		return 0;
+	return 1 + len;
+}
+
 const struct proto_ops proto_postgres = {
 	.name = "postgres",
 	.init = pg_init,
@@ -384,4 +399,5 @@ const struct proto_ops proto_postgres = {
 	.is_idle = pg_is_idle,
 	.is_opaque = pg_is_opaque,
 	.refuse = pg_refuse,
+	.readonly_reply = pg_readonly_reply,
 };

@@ -42,6 +42,26 @@ struct proto_ops {
 	/* Answer a client held too long. `client_in` holds what the client sent so far (consumed bytes
 	 * are drained from it); the reply is appended to `out`. `msg` is the human text. */
 	enum proto_refuse_step (*refuse)(struct evbuffer *client_in, struct evbuffer *out, const char *msg);
+
+	/* Moving a session to another server (optional; NULL where the protocol cannot: Postgres and
+	 * MySQL authenticate with a per-connection nonce, so a session cannot be re-established
+	 * without the client).
+	 * can_migrate: idle, and nothing the client set lives in the server's connection state
+	 *   (no AUTH, SELECT, HELLO, CLIENT SETNAME/TRACKING, subscriptions): a fresh connection to
+	 *   another server is indistinguishable to the client.
+	 * retryable: exactly one request is outstanding, nothing is partial either way, and the
+	 *   session could migrate once that request is answered; if the server refuses it without
+	 *   executing it (a read-only error), the request may be sent again to the new writer. */
+	bool (*can_migrate)(const struct proto_state *st);
+	bool (*retryable)(const struct proto_state *st);
+
+	/* The length of a complete error reply at the start of p[0..n) that says the server is not a
+	 * writer (Postgres SQLSTATE 25006, MySQL/MariaDB errors 1290/1836, Redis -READONLY), else 0.
+	 * Looked at only at the start of what one read returned: a reason to probe at once, never a
+	 * verdict on its own -- except where `readonly_is_verdict`: Redis says it of itself only as a
+	 * replica (a Postgres client can make its own transactions read-only). */
+	size_t (*readonly_reply)(const uint8_t *p, size_t n);
+	bool readonly_is_verdict;
 };
 
 extern const struct proto_ops proto_postgres;

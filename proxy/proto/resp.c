@@ -82,6 +82,7 @@ enum resp_cmd {
 	CMD_MONITOR,
 	CMD_SYNC,          /* SYNC, PSYNC: the connection becomes a replication stream */
 	CMD_CLIENT,
+	CMD_STATEFUL,      /* AUTH, HELLO, SELECT, READONLY, READWRITE: connection state */
 };
 
 /* A decimal number after a type byte: digits, optional leading '-', ended by CR. The flags live
@@ -113,6 +114,8 @@ struct resp_state {
 	bool multi;
 	bool watch;
 	bool subscribed;
+	bool stateful;         /* a command set connection state (see CMD_STATEFUL): never migrate */
+	bool client_state;     /* CLIENT <stateful subcommand> */
 };
 
 _Static_assert(sizeof(struct resp_state) <= sizeof(struct proto_state), "resp_state must fit in proto_state");
@@ -338,6 +341,16 @@ static const struct resp_name resp_names[] = {
 	{ "sync", CMD_SYNC },
 	{ "psync", CMD_SYNC },
 	{ "client", CMD_CLIENT },
+	{ "auth", CMD_STATEFUL },
+	{ "hello", CMD_STATEFUL },
+	{ "select", CMD_STATEFUL },
+	{ "readonly", CMD_STATEFUL },
+	{ "readwrite", CMD_STATEFUL },
+};
+
+/* CLIENT subcommands that leave state in the server's connection. */
+static const char *const resp_client_stateful[] = {
+	"setname", "tracking", "setinfo", "no-evict", "no-touch", "caching",
 };
 
 static bool cap_is(const struct resp_state *r, const char *word)
@@ -351,6 +364,7 @@ static void resp_cmd_begin(struct resp_state *r)
 	r->arg_idx = 0;
 	r->cmd = CMD_OTHER;
 	r->client_reply = false;
+	r->client_state = false;
 	r->reply_off = false;
 	r->in_word = false;
 }
@@ -387,6 +401,9 @@ static void resp_arg_end(struct resp_state *r)
 		}
 	} else if (r->arg_idx == 1 && r->cmd == CMD_CLIENT) {
 		r->client_reply = cap_is(r, "reply");
+		for (size_t i = 0; i < sizeof(resp_client_stateful) / sizeof(resp_client_stateful[0]); i++)
+			if (cap_is(r, resp_client_stateful[i]))
+				r->client_state = true;
 	} else if (r->arg_idx == 2 && r->client_reply) {
 		r->reply_off = cap_is(r, "off") || cap_is(r, "skip");
 	}
@@ -403,6 +420,9 @@ static void resp_cmd_end(struct resp_state *r)
 		r->opaque = true;
 		return;
 	}
+	/* After QUIT the server closes: that close is the client's, not one to hide by migrating. */
+	if (cmd == CMD_STATEFUL || r->client_state || cmd == CMD_QUIT)
+		r->stateful = true;
 	if (r->subscribed) {
 		if (cmd == CMD_SUBSCRIBE || cmd == CMD_UNSUBSCRIBE || cmd == CMD_PING || cmd == CMD_QUIT)
 			return;
@@ -632,6 +652,36 @@ static bool resp_is_idle(const struct proto_state *st)
 	       r->outstanding == 0 && !r->multi && !r->watch;
 }
 
+static bool resp_can_migrate(const struct proto_state *st)
+{
+	const struct resp_state *r = rs_c(st);
+
+	return resp_is_idle(st) && !r->stateful && !r->subscribed;
+}
+
+static bool resp_retryable(const struct proto_state *st)
+{
+	const struct resp_state *r = rs_c(st);
+
+	return !r->opaque && r->c_state == RC_START && r->s_state == SS_TYPE && r->s_need == 0 &&
+	       r->outstanding == 1 && !r->multi && !r->watch && !r->stateful && !r->subscribed;
+}
+
+static size_t resp_readonly_reply(const uint8_t *p, size_t n)
+{
+	static const char prefix[] = "-READONLY";
+
+	if (n < sizeof(prefix) + 1 || memcmp(p, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	for (size_t i = sizeof(prefix) - 1; i + 1 < n; i++) {
+		if (p[i] == '\r')
+			return p[i + 1] == '\n' ? i + 2 : 0;
+		if (p[i] == '\n')
+			return 0;
+	}
+	return 0;
+}
+
 static bool resp_is_opaque(const struct proto_state *st)
 {
 	return rs_c(st)->opaque;
@@ -695,4 +745,8 @@ const struct proto_ops proto_redis = {
 	.is_idle = resp_is_idle,
 	.is_opaque = resp_is_opaque,
 	.refuse = resp_refuse,
+	.can_migrate = resp_can_migrate,
+	.retryable = resp_retryable,
+	.readonly_reply = resp_readonly_reply,
+	.readonly_is_verdict = true,
 };

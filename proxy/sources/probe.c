@@ -80,6 +80,7 @@ struct probe {
 	uint16_t port;
 	int64_t timeout_ms;
 	probe_cb cb;
+	probe_lost_cb lost_cb;  /* optional: the idle connection died between checks */
 	void *cb_arg;
 
 	struct event *io;      /* the connection's socket (re-targeted by probe_watch) */
@@ -296,6 +297,10 @@ static void probe_io_cb(evutil_socket_t fd, short what, void *arg)
 		} else {
 			probe_conn_close(p, false);
 			p->idle_lost = true;
+			/* A crash or a shutdown shows here first: let the owner check now rather than at
+			 * the next interval. Called from the loop, outside any check. */
+			if (p->lost_cb != NULL)
+				p->lost_cb(p->cb_arg);
 		}
 		return;
 	}
@@ -1315,6 +1320,11 @@ bool probe_run(struct probe *p)
 		probe_start_connect(p);
 	}
 	return true;
+}
+
+void probe_on_idle_lost(struct probe *p, probe_lost_cb cb)
+{
+	p->lost_cb = cb;
 }
 
 bool probe_busy(const struct probe *p)

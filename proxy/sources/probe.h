@@ -59,6 +59,11 @@ bool probe_run(struct probe *p);
 
 bool probe_busy(const struct probe *p);
 
+/* Called (with the probe's arg) when the connection kept open between checks is closed by the
+ * peer or reset: a crash or shutdown is then known before the next check is due. */
+typedef void (*probe_lost_cb)(void *arg);
+void probe_on_idle_lost(struct probe *p, probe_lost_cb cb);
+
 /* Cancels any check (no callback) and frees everything. Not to be called from inside its callback. */
 void probe_free(struct probe *p);
 

@@ -113,6 +113,7 @@ def main():
         admin = free_port()
         cfg = os.path.join(work, "repoint.ini")
         ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}")
+        ports.pop("admin", None)
         proxy = Proxy(args.repoint, cfg, admin)
         for name in engines:
             proxy.wait_writer(name, lab.primary(name).port)

@@ -110,30 +110,26 @@ class Redis(Engine):
             self._start_proc(node, primary)
 
     def switchover(self, old, new, others, steps):
+        """A coordinated handover that loses no acknowledged write: pause writes on the old primary,
+        wait until the target has every byte of its replication stream (polled, so it takes
+        milliseconds, where FAILOVER waits for the replica's once-a-second ACK), promote the target,
+        make the old primary its replica, then lift the pause (writes that waited are refused with
+        READONLY by what is now a replica)."""
+        with steps("pause_old"):
+            self.r(old, "CLIENT", "PAUSE", "10000", "WRITE")
         try:
-            with steps("failover"):
-                self.r(old, "FAILOVER", "TO", new.host, str(new.port), "TIMEOUT", "10000")
-                wait_until(lambda: self.r(new, "ROLE")[0] == "master", 15,
-                           "%s to become master (FAILOVER)" % new.name, interval=0.002)
-                steps.promoted()
-            with steps("rejoin_old"):
-                wait_until(lambda: self._info(old).get("master_failover_state") == "no-failover", 15,
-                           "%s's FAILOVER to finish" % old.name, interval=0.005)
-                self._wait_linked(old, new)
-        except Exception as exc:  # noqa: BLE001 - fall back to REPLICAOF NO ONE + REPLICAOF
-            if steps.promoted_at is not None:
-                raise
-            steps.steps["failover_error"] = str(exc)
-            try:
-                self.r(old, "FAILOVER", "ABORT")
-            except Exception:  # noqa: BLE001
-                pass
+            with steps("catch_up"):
+                offset = int(self._info(old)["master_repl_offset"])
+                wait_until(lambda: int(self._info(new).get("slave_repl_offset", -1)) >= offset, 15,
+                           "%s to catch up with %s" % (new.name, old.name), interval=0.001)
             with steps("promote"):
-                self.r(old, "CLIENT", "PAUSE", "5000", "WRITE")
                 self.promote(new, steps)
             with steps("rejoin_old"):
-                self.make_replica(old, new, steps)
-                self.r(old, "CLIENT", "UNPAUSE")
+                self.r(old, "REPLICAOF", new.host, str(new.port))
+        finally:
+            self.r(old, "CLIENT", "UNPAUSE")
+        with steps("link_old"):
+            self._wait_linked(old, new)
         with steps("repoint_others"):
             for o in others:
                 self.make_replica(o, new, steps)
