@@ -1,0 +1,1 @@
+/* sources/aws_source.c - to be written */

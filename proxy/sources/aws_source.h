@@ -1,0 +1,81 @@
+/* sources/aws_source.h - follow a cluster through the AWS control plane.
+ *
+ * One aws_source per service with `source = KIND:ID`. It polls the control plane on the loop
+ * (aws/http: curl multi, SigV4, retries with backoff; aws/creds: the standard credential chain),
+ * parses the replies (sources/cloud) and hands the service one cluster view per successful poll:
+ * the members with their endpoints and what the control plane says of their roles. It never
+ * touches sessions or the topology: the service decides what the view means.
+ *
+ *   rds:ID                 DescribeDBClusters + DescribeDBInstances (instance endpoints, not the
+ *                          cluster DNS name, which lags a failover)
+ *   elasticache:ID         DescribeReplicationGroups (+ DescribeCacheClusters in cluster mode);
+ *                          `shard` pins one node group
+ *   elasticache-global:ID  DescribeGlobalReplicationGroups (ShowMemberInfo): the PRIMARY member's
+ *                          region and group, then that group's DescribeReplicationGroups, signed
+ *                          for that region
+ *   memorydb:NAME          DescribeClusters (ShowShardDetails); `shard` pins one shard; no roles
+ *
+ * Polling is gentle by default (poll_interval with +-20% jitter) and faster while the service says
+ * a failover is under way (aws_source_set_fast) or the cluster reports a status other than
+ * "available". A failed poll keeps the last view (the callback is simply not called) and is
+ * reported through the error callback and in status/metrics.
+ */
+#ifndef REPOINT_SOURCES_AWS_SOURCE_H
+#define REPOINT_SOURCES_AWS_SOURCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "topology.h"
+
+struct event_base;
+struct evbuffer;
+typedef struct json_t json_t;
+struct aws_source;
+
+struct aws_source_member {
+	char id[128];       /* instance / cache cluster / node name */
+	char host[256];     /* endpoint address */
+	uint16_t port;
+	enum role role;     /* the control plane's word: WRITER, READER, or UNKNOWN (MemoryDB, cluster mode) */
+	bool available;     /* the member's own status says it serves ("available", "in-sync", ...) */
+	char status[48];
+};
+
+struct aws_source_view {
+	char status[48];                   /* the cluster's status: "available", "failing-over", ... */
+	int nmembers;                      /* members with a known endpoint, in a stable order */
+	const struct aws_source_member *members;
+	int64_t polled_ms;                 /* monotonic time the poll completed */
+};
+
+/* Called after each successful poll (the view is valid only during the call). */
+typedef void (*aws_source_view_cb)(void *arg, const struct aws_source_view *v);
+/* Called when a poll fails for good (after the client's retries): AWS error code (or "transport",
+ * "parse", "credentials") and message. */
+typedef void (*aws_source_error_cb)(void *arg, const char *code, const char *message);
+
+/* `source` is "rds:ID" etc. as in the config; `shard` may be NULL. `subject` prefixes log lines. */
+struct aws_source *aws_source_new(struct event_base *base, const struct aws_config *aws, const char *source,
+				  const char *shard, const char *subject, aws_source_view_cb view_cb,
+				  aws_source_error_cb err_cb, void *arg);
+/* Starts polling (the first poll at once). False (logged) when the source cannot work at all
+ * (e.g. no region anywhere, malformed source). */
+bool aws_source_start(struct aws_source *src) __attribute__((warn_unused_result));
+/* Poll at failover_poll_interval while `fast` (the service is failing over), else poll_interval. */
+void aws_source_set_fast(struct aws_source *src, bool fast);
+/* Poll as soon as possible (no-op while a poll is under way). */
+void aws_source_poll_now(struct aws_source *src);
+/* { "source", "status", "last_poll_at", "last_error": {code, message, at} | null, "polls",
+ *   "failures", "throttles", "retries", "last_backoff_ms", "credentials": source name } */
+json_t *aws_source_status(const struct aws_source *src);
+/* Prometheus samples (families written by the caller's table; see service_metrics). */
+uint64_t aws_source_polls(const struct aws_source *src);
+uint64_t aws_source_failures(const struct aws_source *src);
+uint64_t aws_source_throttles(const struct aws_source *src);
+uint64_t aws_source_retries(const struct aws_source *src);
+int64_t aws_source_last_backoff_ms(const struct aws_source *src);
+void aws_source_free(struct aws_source *src);
+
+#endif
