@@ -222,6 +222,8 @@ struct key_def {
 #define ENUM(sec, key, off, nm, dflt, req)                                                         \
 	{ .section = sec, .name = key, .type = TYPE_ENUM, .def = dflt, .offset = off,              \
 	  .aux = NO_AUX, .names = nm, .required = req }
+#define BOOL(sec, key, off, dflt)                                                                  \
+	{ .section = sec, .name = key, .type = TYPE_BOOL, .def = dflt, .offset = off, .aux = NO_AUX }
 #define HOSTPORT(sec, key, off, flag, req)                                                         \
 	{ .section = sec, .name = key, .type = TYPE_HOSTPORT, .offset = off, .aux = flag,          \
 	  .required = req }
@@ -258,6 +260,7 @@ static const struct key_def keys[] = {
 	DURATION(SECTION_SERVICE, "failover_probe_interval", SVC(failover_probe_interval_ms),
 		 INTERVAL_MIN, WAIT_MAX, "50ms"),
 	INT(SECTION_SERVICE, "down_after", SVC(down_after), 1, 100, "3"),
+	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
 	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", NULL),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),

@@ -32,6 +32,8 @@ struct service_config {
 	int64_t probe_timeout_ms;        /* default 1s */
 	int64_t failover_probe_interval_ms; /* while failing over; default 50ms */
 	int down_after;                  /* consecutive failed probes before a member is down; default 3 */
+	bool probes;                     /* ask members their role (default on); off: with `source`,
+	                                    the control plane's word alone routes */
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
 	char *probe_password;            /* default "" (never NULL) */
 	char *probe_database;            /* default: postgres "postgres", others NULL */

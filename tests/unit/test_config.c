@@ -350,7 +350,7 @@ START_TEST(test_err_unknown_key)
 	expect_errors(OK_SERVICE "weight = 3\n",
 		      "test.ini:5: unknown key 'weight' in [service ok]; allowed keys: protocol, "
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
-		      "failover_probe_interval, down_after, probe_user, probe_password, "
+		      "failover_probe_interval, down_after, probes, probe_user, probe_password, "
 		      "probe_database, hold_timeout, drain, drain_timeout, connect_timeout, "
 		      "max_clients");
 	expect_errors("log_level = info\n" OK_SERVICE,
