@@ -322,3 +322,55 @@ bool topo_member_healthy(const struct topology *t, int i)
 	const struct topo_member *m = &t->members[i];
 	return m->fails == 0 && m->reported != ROLE_UNKNOWN;
 }
+
+static int remap_index(int old, int n, const int *map)
+{
+	if (old < 0)
+		return -1;
+	for (int i = 0; i < n; i++)
+		if (map[i] == old)
+			return i;
+	return -1;
+}
+
+unsigned topo_remap(struct topology *t, int n, const int *map, int64_t now_ms)
+{
+	struct topo_member *m = NULL;
+	unsigned ev = 0;
+	int writer;
+
+	if (n < 0)
+		return 0;
+	if (n > 0) {
+		m = calloc((size_t)n, sizeof(*m));
+		if (m == NULL)
+			return 0;
+	}
+	for (int i = 0; i < n; i++) {
+		if (map[i] >= 0 && map[i] < t->nmembers)
+			m[i] = t->members[map[i]];
+		else
+			m[i].reported = ROLE_UNKNOWN;
+	}
+	writer = remap_index(t->writer, n, map);
+	t->last_writer = remap_index(t->last_writer, n, map);
+	t->last.from = remap_index(t->last.from, n, map);
+	t->last.to = remap_index(t->last.to, n, map);
+	free(t->members);
+	t->members = m;
+	t->nmembers = n;
+	if (t->writer >= 0 && writer < 0) {
+		/* The writer left the membership: a failover like any other, with no member to drain
+		 * (its sessions went with it). */
+		t->writer = -1;
+		t->state = TOPO_FAILING_OVER;
+		t->last.started_ms = now_ms;
+		t->last.confirmed_ms = 0;
+		t->last.from = -1;
+		t->last.to = -1;
+		ev |= TOPO_EV_FAILOVER_STARTED;
+	} else {
+		t->writer = writer;
+	}
+	return ev | settle(t, now_ms);
+}

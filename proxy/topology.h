@@ -119,6 +119,11 @@ int topo_writer_ready(const struct topology *t);
 /* The role of member i as /status shows it: DOWN after down_after failures, UNKNOWN before any answer. */
 enum role topo_member_role(const struct topology *t, int i);
 
+/* The membership changed (a control plane added or removed members). New member i was old member
+ * map[i], or is new when map[i] < 0 (UNKNOWN). Everything known of kept members stays; a writer that
+ * is no longer a member is lost (TOPO_EV_FAILOVER_STARTED). Returns the events, as topo_observe. */
+unsigned topo_remap(struct topology *t, int n, const int *map, int64_t now_ms);
+
 /* Whether member i answered its last observation. */
 bool topo_member_healthy(const struct topology *t, int i);
 

@@ -357,6 +357,43 @@ START_TEST(test_split_brain_resolved_onto_the_older_timeline)
 }
 END_TEST
 
+START_TEST(test_membership_changes)
+{
+	/* A control plane adds and removes members: what is known of the kept ones stays, the new one
+	 * starts unknown, and losing the writer's membership is a failover like any other. */
+	struct topology t;
+	ck_assert(topo_init(&t, 3, 3, false));
+	PLAY(&t, opening);
+
+	/* Member 2 leaves, a new member joins at the end: the writer (0) is untouched. */
+	static const int keep[] = {0, 1, -1};
+	ck_assert_uint_eq(topo_remap(&t, 3, keep, 1100), 0);
+	ck_assert_int_eq(t.writer, 0);
+	ck_assert_int_eq(topo_member_role(&t, 1), ROLE_READER);
+	ck_assert_int_eq(topo_member_role(&t, 2), ROLE_UNKNOWN);
+
+	/* The writer leaves; the old member 1 becomes index 0. */
+	static const int drop_writer[] = {1, 2};
+	unsigned ev = topo_remap(&t, 2, drop_writer, 1200);
+	ck_assert_uint_eq(ev, TOPO_EV_FAILOVER_STARTED);
+	ck_assert_int_eq(t.writer, -1);
+	ck_assert_int_eq(t.state, TOPO_FAILING_OVER);
+	ck_assert_int_eq(topo_writer_ready(&t), -1);
+	static const struct step story[] = {
+		{"the former replica is promoted", UP(0, WRITER, 1, 1300), ROLES | CONFIRMED | CHANGED, 0, 0, STEADY},
+	};
+	PLAY(&t, story);
+	ck_assert_uint_eq(t.failovers, 1);
+
+	/* Same members in another order: the writer follows its member. */
+	static const int swap[] = {1, 0};
+	ck_assert_uint_eq(topo_remap(&t, 2, swap, 1400), 0);
+	ck_assert_int_eq(t.writer, 1);
+	ck_assert_int_eq(topo_writer_ready(&t), 1);
+	topo_free(&t);
+}
+END_TEST
+
 START_TEST(test_two_writers_with_epochs)
 {
 	/* Postgres: 1 was promoted onto timeline 6 while 0 still runs on timeline 5. The newer timeline
@@ -801,6 +838,7 @@ int main(void)
 	tcase_add_test(tc, test_flapping_writer);
 	tcase_add_test(tc, test_two_writers_without_epochs);
 	tcase_add_test(tc, test_two_writers_with_epochs);
+	tcase_add_test(tc, test_membership_changes);
 	tcase_add_test(tc, test_split_brain_resolved_onto_the_older_timeline);
 	tcase_add_test(tc, test_old_writer_returns);
 	tcase_add_test(tc, test_demoted_writer_claims_again);
