@@ -24,13 +24,18 @@
 #include "log.h"
 #include "net/session.h"
 #include "proto/proto.h"
+#include "sources/aws_source.h"
 #include "sources/probe.h"
 #include "util.h"
 
+/* Members are allocated one by one: probes and timers point at them, and a control plane may add
+ * or remove members while those pointers live. */
 struct member {
 	struct service *svc;
-	int index;
+	int index;                        /* in svc->members; changes when the membership does */
 	char str[280];                    /* "host:port" */
+	char id[128];                     /* the control plane's name for it, "" for static members */
+	struct hostport hp;
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	struct probe *probe;
@@ -43,13 +48,18 @@ struct member {
 
 struct service {
 	const struct service_config *cfg;
+	const struct aws_config *aws;
 	struct event_base *base;
 	const struct proto_ops *proto;
 	struct evconnlistener *listener;
 	bool accepting_paused;
 	bool stopping;
 	struct topology topo;
-	struct member *members;
+	struct member **members;
+	int nmembers;
+	struct aws_source *source;        /* `source = ...`; NULL for static members */
+	char source_error[300];           /* last control-plane error, "" when the last poll worked */
+	int api_writer;                   /* the writer by the control plane's last word, -1 if none */
 	struct session_list sessions;
 	struct session_list held;
 	unsigned nsessions;
@@ -59,7 +69,12 @@ struct service {
 	struct service_counters counters;
 	int64_t drain_timeout_ms;         /* for drains started by shutdown */
 	char subject[200];                /* "service NAME" */
+	service_observer observer;
+	void *observer_arg;
+	const char *via;                  /* what made the observation being handled */
 };
+
+static void emit(struct service *svc, enum service_event_kind kind, int member, const char *role, unsigned count);
 
 static const struct proto_ops *proto_for(enum protocol p)
 {
@@ -108,15 +123,15 @@ struct service_counters *service_counters(struct service *svc)
 
 const struct sockaddr *service_member_addr(const struct service *svc, int member, socklen_t *len)
 {
-	*len = svc->members[member].salen;
-	return (const struct sockaddr *)&svc->members[member].sa;
+	*len = svc->members[member]->salen;
+	return (const struct sockaddr *)&svc->members[member]->sa;
 }
 
 const char *service_member_str(const struct service *svc, int member)
 {
-	if (member < 0 || member >= svc->cfg->nmembers)
+	if (member < 0 || member >= svc->nmembers)
 		return "none";
-	return svc->members[member].str;
+	return svc->members[member]->str;
 }
 
 unsigned service_nsessions(const struct service *svc)
@@ -135,6 +150,8 @@ static bool failing_over(const struct service *svc)
 
 static void schedule_probe(struct member *m, int64_t delay_ms)
 {
+	if (m->probe == NULL)
+		return;  /* probes = off: the control plane alone speaks for the members */
 	struct timeval tv = {.tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000};
 
 	evtimer_add(m->timer, &tv);
@@ -148,9 +165,9 @@ static int64_t probe_interval(const struct service *svc)
 /* Probe every member that is not being probed right now at the fast pace. */
 static void speed_up_probes(struct service *svc)
 {
-	for (int i = 0; i < svc->cfg->nmembers; i++) {
-		struct member *m = &svc->members[i];
-		if (!probe_busy(m->probe))
+	for (int i = 0; i < svc->nmembers; i++) {
+		struct member *m = svc->members[i];
+		if (m->probe != NULL && !probe_busy(m->probe))
 			schedule_probe(m, 0);
 	}
 }
@@ -169,13 +186,50 @@ static void release_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	/* Route each held session once; a session that is held again goes to the back. */
-	unsigned n = svc->nheld;
+	unsigned n = svc->nheld, released = 0;
+	int writer = service_pick(svc);
 	for (s = TAILQ_FIRST(&svc->held); s != NULL && n > 0; s = next, n--) {
 		next = TAILQ_NEXT(s, held);
 		if (service_pick(svc) < 0)
 			break;
 		session_release(s);
+		released++;
 	}
+	if (released > 0) {
+		log_info(svc->subject, "released %u held client(s)", released);
+		emit(svc, SERVICE_EV_HELD_RELEASED, writer, NULL, released);
+	}
+}
+
+static void emit(struct service *svc, enum service_event_kind kind, int member, const char *role, unsigned count)
+{
+	struct service_event e = {
+		.kind = kind,
+		.at_ms = now_ms(),
+		.member = member >= 0 && member < svc->nmembers ? svc->members[member]->str : NULL,
+		.role = role,
+		.via = svc->via,
+		.count = count,
+	};
+
+	if (svc->observer != NULL)
+		svc->observer(svc->observer_arg, &e);
+}
+
+void service_set_observer(struct service *svc, service_observer fn, void *arg)
+{
+	svc->observer = fn;
+	svc->observer_arg = arg;
+}
+
+int service_nmembers(const struct service *svc)
+{
+	return svc->nmembers;
+}
+
+enum role service_member_role(const struct service *svc, int member)
+{
+	return topo_member_role(&svc->topo, member);
 }
 
 static void drain_member(struct service *svc, int member, const char *why)
@@ -190,8 +244,9 @@ static void drain_member(struct service *svc, int member, const char *why)
 	}
 	if (n == 0)
 		return;
-	log_info(svc->subject, "draining %u session(s) on %s (%s, %s)", n, svc->members[member].str, why,
+	log_info(svc->subject, "draining %u session(s) on %s (%s, %s)", n, svc->members[member]->str, why,
 		 drain_mode_name(svc->cfg->drain));
+	emit(svc, SERVICE_EV_DRAIN_STARTED, member, NULL, n);
 	/* session_drain may free the session; `next` is taken before and sessions never free others. */
 	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, all);
@@ -204,20 +259,26 @@ static void react(struct service *svc, unsigned ev, int member)
 {
 	const struct topology *t = &svc->topo;
 
-	if (ev & TOPO_EV_ROLES_CHANGED) {
-		const struct member *m = &svc->members[member];
+	if ((ev & TOPO_EV_ROLES_CHANGED) && member >= 0) {
+		const struct member *m = svc->members[member];
 		log_info(svc->subject, "member %s is %s (%s)", m->str, role_name(topo_member_role(t, member)),
 			 m->last.detail);
+		emit(svc, SERVICE_EV_ROLE_CHANGED, member, role_name(topo_member_role(t, member)), 0);
 	}
-	if (ev & TOPO_EV_SUSPECT)
+	if (ev & TOPO_EV_SUSPECT) {
 		log_warn(svc->subject, "writer %s failed a probe (%s): holding new clients",
-			 svc->members[t->writer].str, svc->members[t->writer].last.detail);
-	if (ev & TOPO_EV_RECOVERED)
-		log_info(svc->subject, "writer %s answers again", svc->members[t->writer].str);
+			 svc->members[t->writer]->str, svc->members[t->writer]->last.detail);
+		emit(svc, SERVICE_EV_SUSPECT, t->writer, NULL, 0);
+	}
+	if (ev & TOPO_EV_RECOVERED) {
+		log_info(svc->subject, "writer %s answers again", svc->members[t->writer]->str);
+		emit(svc, SERVICE_EV_RECOVERED, t->writer, NULL, 0);
+	}
 	if (ev & TOPO_EV_WRITER_LOST) {
 		int lost = t->last_writer;
+		emit(svc, SERVICE_EV_WRITER_LOST, lost, NULL, 0);
 		log_warn(svc->subject, "writer %s lost (%s): failing over, new clients are held",
-			 service_member_str(svc, lost), lost >= 0 ? svc->members[lost].last.detail : "");
+			 service_member_str(svc, lost), lost >= 0 ? svc->members[lost]->last.detail : "");
 		if (lost >= 0 && svc->cfg->route == ROUTE_WRITER)
 			drain_member(svc, lost, "writer lost");
 	}
@@ -227,21 +288,23 @@ static void react(struct service *svc, unsigned ev, int member)
 		for (int i = 0; i < t->nmembers; i++) {
 			if (topo_member_healthy(t, i) && t->members[i].reported == ROLE_WRITER)
 				off += (size_t)snprintf(list + off, off < sizeof(list) ? sizeof(list) - off : 0, "%s%s",
-						off ? ", " : "", svc->members[i].str);
+						off ? ", " : "", svc->members[i]->str);
 			if (off >= sizeof(list))
 				off = sizeof(list) - 1;
 		}
 		log_error(svc->subject, "conflict: several members claim to be writer (%s); %s", list,
 			  t->writer >= 0 ? "keeping the current writer" : "holding clients until one remains");
+		emit(svc, SERVICE_EV_CONFLICT, t->writer, NULL, 0);
 	}
 	if (ev & TOPO_EV_WRITER_CONFIRMED) {
+		emit(svc, SERVICE_EV_WRITER_CONFIRMED, t->writer, NULL, 0);
 		if (t->last.started_ms > 0 && t->last.confirmed_ms > 0 && t->last.to == t->writer &&
 		    (ev & TOPO_EV_WRITER_CHANGED) && t->last.from >= 0)
 			log_warn(svc->subject, "new writer %s confirmed, failover from %s took %lld ms",
-				 svc->members[t->writer].str, service_member_str(svc, t->last.from),
+				 svc->members[t->writer]->str, service_member_str(svc, t->last.from),
 				 (long long)(t->last.confirmed_ms - t->last.started_ms));
 		else
-			log_info(svc->subject, "writer is %s", svc->members[t->writer].str);
+			log_info(svc->subject, "writer is %s", svc->members[t->writer]->str);
 	}
 	if (ev & (TOPO_EV_FAILOVER_STARTED | TOPO_EV_SUSPECT | TOPO_EV_CONFLICT))
 		speed_up_probes(svc);
@@ -249,12 +312,13 @@ static void react(struct service *svc, unsigned ev, int member)
 		kick_held(svc);
 }
 
-static void observe(struct service *svc, int member, bool ok, enum role role, int64_t epoch)
+static void observe(struct service *svc, int member, bool ok, enum role role, int64_t epoch, const char *via)
 {
 	struct topo_observation o = {
 		.member = member, .ok = ok, .role = role, .epoch = epoch, .now_ms = now_ms()};
 	unsigned ev = topo_observe(&svc->topo, &o);
 
+	svc->via = via;
 	if (ev != 0)
 		react(svc, ev, member);
 }
@@ -271,7 +335,7 @@ static void probe_done(void *arg, const struct probe_result *r)
 		m->probe_failures++;
 		log_debug(svc->subject, "probe %s failed: %s", m->str, r->detail);
 	}
-	observe(svc, m->index, r->ok, r->role, r->epoch);
+	observe(svc, m->index, r->ok, r->role, r->epoch, "probe");
 	schedule_probe(m, probe_interval(svc));
 }
 
@@ -294,24 +358,24 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void service_upstream_failed(struct service *svc, int member, const char *why)
 {
-	if (member < 0 || member >= svc->cfg->nmembers)
+	if (member < 0 || member >= svc->nmembers)
 		return;
-	log_warn(svc->subject, "cannot connect to %s: %s", svc->members[member].str, why);
-	snprintf(svc->members[member].last.detail, sizeof(svc->members[member].last.detail), "data path: %s", why);
-	observe(svc, member, false, ROLE_UNKNOWN, 0);
+	log_warn(svc->subject, "cannot connect to %s: %s", svc->members[member]->str, why);
+	snprintf(svc->members[member]->last.detail, sizeof(svc->members[member]->last.detail), "data path: %s", why);
+	observe(svc, member, false, ROLE_UNKNOWN, 0, "data path");
 	service_probe_soon(svc, member);
 }
 
 void service_readonly_seen(struct service *svc, int member, bool verdict)
 {
-	if (member < 0 || member >= svc->cfg->nmembers)
+	if (member < 0 || member >= svc->nmembers)
 		return;
 	if (verdict && topo_member_role(&svc->topo, member) == ROLE_WRITER) {
 		log_info(svc->subject, "%s answered a client as read-only: taking it as demoted",
-			 svc->members[member].str);
-		snprintf(svc->members[member].last.detail, sizeof(svc->members[member].last.detail),
+			 svc->members[member]->str);
+		snprintf(svc->members[member]->last.detail, sizeof(svc->members[member]->last.detail),
 			 "data path: read-only reply");
-		observe(svc, member, true, ROLE_READER, svc->topo.members[member].epoch);
+		observe(svc, member, true, ROLE_READER, svc->topo.members[member].epoch, "data path");
 	}
 	service_probe_soon(svc, member);
 }
@@ -320,17 +384,17 @@ void service_probe_soon(struct service *svc, int member)
 {
 	struct member *m;
 
-	if (member < 0 || member >= svc->cfg->nmembers)
+	if (member < 0 || member >= svc->nmembers)
 		return;
-	m = &svc->members[member];
-	if (!probe_busy(m->probe))
+	m = svc->members[member];
+	if (m->probe != NULL && !probe_busy(m->probe))
 		schedule_probe(m, 0);
 }
 
 int service_pick(struct service *svc)
 {
 	const struct topology *t = &svc->topo;
-	int best = -1, n = svc->cfg->nmembers;
+	int best = -1, n = svc->nmembers;
 
 	if (svc->cfg->route == ROUTE_WRITER)
 		return topo_writer_ready(t);
@@ -342,7 +406,7 @@ int service_pick(struct service *svc)
 			continue;
 		if (svc->cfg->route == ROUTE_READER ? r != ROLE_READER : (r != ROLE_READER && r != ROLE_WRITER))
 			continue;
-		if (best < 0 || svc->members[i].sessions < svc->members[best].sessions)
+		if (best < 0 || svc->members[i]->sessions < svc->members[best]->sessions)
 			best = i;
 	}
 	if (best >= 0) {
@@ -387,14 +451,14 @@ void service_unhold(struct service *svc, struct session *s)
 void service_attach(struct service *svc, struct session *s, int member)
 {
 	s->member = member;
-	svc->members[member].sessions++;
+	svc->members[member]->sessions++;
 }
 
 void service_detach(struct service *svc, struct session *s)
 {
 	if (s->member < 0)
 		return;
-	svc->members[s->member].sessions--;
+	svc->members[s->member]->sessions--;
 	s->member = -1;
 }
 
@@ -452,31 +516,233 @@ static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, sock
 	return true;
 }
 
-struct service *service_new(struct event_base *base, const struct service_config *cfg)
+static void member_free(struct member *m)
+{
+	if (m == NULL)
+		return;
+	if (m->probe != NULL)
+		probe_free(m->probe);
+	if (m->timer != NULL)
+		event_free(m->timer);
+	free(m);
+}
+
+static struct member *member_new(struct service *svc, const struct hostport *hp, const char *id)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct member *m = calloc(1, sizeof(*m));
+	char err[256];
+
+	if (m == NULL)
+		return NULL;
+	m->svc = svc;
+	m->hp = *hp;
+	hostport_str(hp, m->str, sizeof(m->str));
+	snprintf(m->id, sizeof(m->id), "%s", id ? id : "");
+	snprintf(m->last.detail, sizeof(m->last.detail), cfg->probes ? "not probed yet" : "probes off");
+	/* Resolved once, when the member appears: members are IP literals or names that resolve
+	 * locally (VPC DNS), and a name that does not resolve now is reported, not waited for. */
+	if (!resolve(hp, &m->sa, &m->salen, err, sizeof(err))) {
+		log_error(svc->subject, "member %s: cannot resolve: %s", m->str, err);
+		free(m);
+		return NULL;
+	}
+	m->timer = evtimer_new(svc->base, probe_timer_cb, m);
+	if (m->timer == NULL) {
+		member_free(m);
+		return NULL;
+	}
+	if (cfg->probes) {
+		struct probe_params pp = {
+			.protocol = cfg->protocol,
+			.host = hp->host,
+			.port = hp->port,
+			.user = cfg->probe_user,
+			.password = cfg->probe_password,
+			.database = cfg->probe_database,
+			.timeout_ms = cfg->probe_timeout_ms,
+		};
+		m->probe = probe_new(svc->base, &pp, probe_done, m);
+		if (m->probe == NULL) {
+			member_free(m);
+			return NULL;
+		}
+		probe_on_idle_lost(m->probe, probe_lost);
+	}
+	return m;
+}
+
+/* Make the membership exactly `hps` (in that order): kept members keep their probe, sessions and
+ * what the topology knows of them; new ones start unknown; sessions on removed ones are closed.
+ * Returns false when nothing could be changed (out of memory, unresolvable address). */
+static bool set_members(struct service *svc, const struct hostport *hps, const char *const *ids, int n)
+{
+	struct member **next = calloc((size_t)(n > 0 ? n : 1), sizeof(*next));
+	int *map = calloc((size_t)(n > 0 ? n : 1), sizeof(*map));
+	int *old2new = calloc((size_t)(svc->nmembers > 0 ? svc->nmembers : 1), sizeof(*old2new));
+	struct session *s;
+	bool changed = n != svc->nmembers;
+	unsigned ev;
+
+	if (next == NULL || map == NULL || old2new == NULL)
+		goto fail;
+	for (int j = 0; j < svc->nmembers; j++)
+		old2new[j] = -1;
+	for (int i = 0; i < n; i++) {
+		char str[280];
+		map[i] = -1;
+		hostport_str(&hps[i], str, sizeof(str));
+		for (int j = 0; j < svc->nmembers; j++) {
+			if (old2new[j] < 0 && strcmp(svc->members[j]->str, str) == 0) {
+				map[i] = j;
+				old2new[j] = i;
+				break;
+			}
+		}
+		if (map[i] != i)
+			changed = true;
+		if (map[i] >= 0) {
+			next[i] = svc->members[map[i]];
+			if (ids != NULL)
+				snprintf(next[i]->id, sizeof(next[i]->id), "%s", ids[i]);
+		} else if ((next[i] = member_new(svc, &hps[i], ids ? ids[i] : NULL)) == NULL) {
+			goto fail;
+		}
+	}
+	if (!changed) {
+		free(next);
+		free(map);
+		free(old2new);
+		return true;
+	}
+	/* Sessions on members that leave are closed now: their index is about to mean nothing. */
+	for (int j = 0; j < svc->nmembers; j++) {
+		struct session *nx;
+		if (old2new[j] >= 0)
+			continue;
+		log_warn(svc->subject, "member %s left the cluster", svc->members[j]->str);
+		for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = nx) {
+			nx = TAILQ_NEXT(s, all);
+			if (s->member == j)
+				session_drain(s, DRAIN_IMMEDIATE, 0);
+		}
+	}
+	TAILQ_FOREACH(s, &svc->sessions, all)
+		if (s->member >= 0)
+			s->member = old2new[s->member];
+	for (int j = 0; j < svc->nmembers; j++)
+		if (old2new[j] < 0)
+			member_free(svc->members[j]);
+	free(svc->members);
+	svc->members = next;
+	svc->nmembers = n;
+	for (int i = 0; i < n; i++) {
+		next[i]->index = i;
+		if (map[i] < 0) {
+			log_info(svc->subject, "member %s%s%s%s joined", next[i]->str, next[i]->id[0] ? " (" : "",
+				 next[i]->id, next[i]->id[0] ? ")" : "");
+			if (svc->cfg->probes)
+				schedule_probe(next[i], 0);
+		}
+	}
+	ev = topo_remap(&svc->topo, n, map, now_ms());
+	free(map);
+	free(old2new);
+	svc->via = "control plane";
+	if (ev != 0)
+		react(svc, ev, -1);
+	return true;
+fail:
+	for (int i = 0; next != NULL && i < n; i++)
+		if (map != NULL && map[i] < 0)
+			member_free(next[i]);
+	free(next);
+	free(map);
+	free(old2new);
+	return false;
+}
+
+/* A poll of the control plane worked: follow its membership, and its roles when probes are off. */
+static void source_view(void *arg, const struct aws_source_view *v)
+{
+	struct service *svc = arg;
+	struct hostport *hps = calloc((size_t)(v->nmembers > 0 ? v->nmembers : 1), sizeof(*hps));
+	const char **ids = calloc((size_t)(v->nmembers > 0 ? v->nmembers : 1), sizeof(*ids));
+	int api_writer = -1, claims = 0;
+
+	svc->source_error[0] = '\0';
+	if (hps == NULL || ids == NULL)
+		goto out;
+	for (int i = 0; i < v->nmembers; i++) {
+		snprintf(hps[i].host, sizeof(hps[i].host), "%s", v->members[i].host);
+		hps[i].port = v->members[i].port;
+		ids[i] = v->members[i].id;
+	}
+	if (!set_members(svc, hps, ids, v->nmembers))
+		goto out;
+	for (int i = 0; i < v->nmembers; i++) {
+		if (v->members[i].role == ROLE_WRITER && v->members[i].available) {
+			api_writer = i;
+			claims++;
+		}
+	}
+	svc->api_writer = claims == 1 ? api_writer : -1;
+	if (!svc->cfg->probes) {
+		/* The control plane's word routes: demotions first, so that a writer change seen in one
+		 * poll reads as "old writer demoted, new one promoted" rather than as two claimants. */
+		for (int pass = 0; pass < 2; pass++) {
+			for (int i = 0; i < v->nmembers; i++) {
+				const struct aws_source_member *m = &v->members[i];
+				bool writer = m->role == ROLE_WRITER;
+				if ((pass == 0) == writer)
+					continue;
+				snprintf(svc->members[i]->last.detail, sizeof(svc->members[i]->last.detail),
+					 "control plane: %s, %s", m->role == ROLE_WRITER ? "writer" : m->role == ROLE_READER ? "reader" : "role unknown",
+					 m->status[0] ? m->status : "no status");
+				svc->members[i]->last.ok = m->available && m->role != ROLE_UNKNOWN;
+				observe(svc, i, m->available && m->role != ROLE_UNKNOWN, m->role, 0, "control plane");
+			}
+		}
+	} else if (svc->api_writer >= 0 && svc->api_writer != svc->topo.writer) {
+		/* The control plane names another writer: ask the members now rather than at the next
+		 * interval (they answer first, and they decide). */
+		log_info(svc->subject, "control plane says the writer is %s: probing now", svc->members[svc->api_writer]->str);
+		speed_up_probes(svc);
+	}
+	aws_source_set_fast(svc->source, failing_over(svc) || strcmp(v->status, "available") != 0);
+out:
+	free(hps);
+	free(ids);
+}
+
+static void source_error(void *arg, const char *code, const char *message)
+{
+	struct service *svc = arg;
+
+	/* The last known topology stays: the members keep being probed and routed to. */
+	snprintf(svc->source_error, sizeof(svc->source_error), "%s: %s", code, message);
+}
+
+struct service *service_new(struct event_base *base, const struct service_config *cfg,
+			    const struct aws_config *aws)
 {
 	struct service *svc = calloc(1, sizeof(*svc));
 
 	if (svc == NULL)
 		return NULL;
 	svc->cfg = cfg;
+	svc->aws = aws;
 	svc->base = base;
 	svc->proto = proto_for(cfg->protocol);
+	svc->api_writer = -1;
 	snprintf(svc->subject, sizeof(svc->subject), "service %s", cfg->name);
 	TAILQ_INIT(&svc->sessions);
 	TAILQ_INIT(&svc->held);
 	svc->release_ev = event_new(base, -1, 0, release_cb, svc);
-	svc->members = calloc((size_t)(cfg->nmembers > 0 ? cfg->nmembers : 1), sizeof(*svc->members));
-	if (svc->release_ev == NULL || svc->members == NULL ||
-	    !topo_init(&svc->topo, cfg->nmembers, cfg->down_after, cfg->protocol == PROTOCOL_POSTGRES)) {
+	if (svc->release_ev == NULL ||
+	    !topo_init(&svc->topo, 0, cfg->down_after, cfg->protocol == PROTOCOL_POSTGRES)) {
 		service_free(svc);
 		return NULL;
-	}
-	for (int i = 0; i < cfg->nmembers; i++) {
-		struct member *m = &svc->members[i];
-		m->svc = svc;
-		m->index = i;
-		hostport_str(&cfg->members[i], m->str, sizeof(m->str));
-		snprintf(m->last.detail, sizeof(m->last.detail), "not probed yet");
 	}
 	return svc;
 }
@@ -488,29 +754,17 @@ bool service_start(struct service *svc)
 	socklen_t sslen;
 	char err[256], addr[300];
 
-	for (int i = 0; i < cfg->nmembers; i++) {
-		struct member *m = &svc->members[i];
-		struct probe_params pp = {
-			.protocol = cfg->protocol,
-			.host = cfg->members[i].host,
-			.port = cfg->members[i].port,
-			.user = cfg->probe_user,
-			.password = cfg->probe_password,
-			.database = cfg->probe_database,
-			.timeout_ms = cfg->probe_timeout_ms,
-		};
-		if (!resolve(&cfg->members[i], &m->sa, &m->salen, err, sizeof(err))) {
-			log_error(svc->subject, "member %s: cannot resolve: %s", m->str, err);
+	if (cfg->source == NULL && !cfg->probes) {
+		log_error(svc->subject, "probes = off needs a source: with static members only probes tell roles");
+		return false;
+	}
+	if (cfg->nmembers > 0 && !set_members(svc, cfg->members, NULL, cfg->nmembers))
+		return false;
+	if (cfg->source != NULL) {
+		svc->source = aws_source_new(svc->base, svc->aws, cfg->source, cfg->shard, svc->subject, source_view,
+					     source_error, svc);
+		if (svc->source == NULL || !aws_source_start(svc->source))
 			return false;
-		}
-		m->probe = probe_new(svc->base, &pp, probe_done, m);
-		m->timer = evtimer_new(svc->base, probe_timer_cb, m);
-		if (m->probe != NULL)
-			probe_on_idle_lost(m->probe, probe_lost);
-		if (m->probe == NULL || m->timer == NULL) {
-			log_error(svc->subject, "out of memory");
-			return false;
-		}
 	}
 	if (!resolve(&cfg->listen, &ss, &sslen, err, sizeof(err))) {
 		log_error(svc->subject, "listen %s: %s", hostport_str(&cfg->listen, addr, sizeof(addr)), err);
@@ -525,11 +779,14 @@ bool service_start(struct service *svc)
 		return false;
 	}
 	evconnlistener_set_error_cb(svc->listener, accept_error_cb);
-	log_info(svc->subject, "listening on %s (%s, route %s, %d member(s))",
-		 hostport_str(&cfg->listen, addr, sizeof(addr)), protocol_name(cfg->protocol), route_name(cfg->route),
-		 cfg->nmembers);
-	for (int i = 0; i < cfg->nmembers; i++)
-		schedule_probe(&svc->members[i], 0);
+	if (cfg->source != NULL)
+		log_info(svc->subject, "listening on %s (%s, route %s, members from %s%s)",
+			 hostport_str(&cfg->listen, addr, sizeof(addr)), protocol_name(cfg->protocol),
+			 route_name(cfg->route), cfg->source, cfg->probes ? ", confirmed by probes" : "");
+	else
+		log_info(svc->subject, "listening on %s (%s, route %s, %d member(s))",
+			 hostport_str(&cfg->listen, addr, sizeof(addr)), protocol_name(cfg->protocol),
+			 route_name(cfg->route), svc->nmembers);
 	return true;
 }
 
@@ -562,12 +819,10 @@ void service_free(struct service *svc)
 		session_destroy(s);
 	if (svc->listener != NULL)
 		evconnlistener_free(svc->listener);
-	for (int i = 0; svc->members != NULL && i < svc->cfg->nmembers; i++) {
-		if (svc->members[i].probe != NULL)
-			probe_free(svc->members[i].probe);
-		if (svc->members[i].timer != NULL)
-			event_free(svc->members[i].timer);
-	}
+	for (int i = 0; i < svc->nmembers; i++)
+		member_free(svc->members[i]);
+	if (svc->source != NULL)
+		aws_source_free(svc->source);
 	free(svc->members);
 	if (svc->release_ev != NULL)
 		event_free(svc->release_ev);
@@ -603,9 +858,11 @@ json_t *service_status_json(const struct service *svc)
 	int w = cfg->route == ROUTE_WRITER ? t->writer : topo_writer_ready(t);
 
 	for (int i = 0; i < cfg->nmembers; i++) {
-		const struct member *m = &svc->members[i];
+		const struct member *m = svc->members[i];
 		json_t *mo = json_object();
 		json_object_set_new(mo, "address", json_string(m->str));
+		if (m->id[0])
+			json_object_set_new(mo, "id", json_string(m->id));
 		json_object_set_new(mo, "role", json_string(role_name(topo_member_role(t, i))));
 		json_object_set_new(mo, "healthy", json_boolean(topo_member_healthy(t, i)));
 		json_object_set_new(mo, "epoch", json_integer(t->members[i].epoch));
@@ -619,9 +876,9 @@ json_t *service_status_json(const struct service *svc)
 	}
 	if (t->last.started_ms > 0) {
 		last = json_object();
-		json_object_set_new(last, "from", t->last.from >= 0 ? json_string(svc->members[t->last.from].str)
+		json_object_set_new(last, "from", t->last.from >= 0 ? json_string(svc->members[t->last.from]->str)
 								  : json_null());
-		json_object_set_new(last, "to", t->last.to >= 0 ? json_string(svc->members[t->last.to].str) : json_null());
+		json_object_set_new(last, "to", t->last.to >= 0 ? json_string(svc->members[t->last.to]->str) : json_null());
 		json_object_set_new(last, "started_at", ms_to_wall_json(t->last.started_ms));
 		json_object_set_new(last, "confirmed_at", ms_to_wall_json(t->last.confirmed_ms));
 		json_object_set_new(last, "in_progress", json_boolean(t->last.confirmed_ms == 0));
@@ -634,10 +891,17 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "listen", json_string(hostport_str(&cfg->listen, addr, sizeof(addr))));
 	json_object_set_new(o, "route", json_string(route_name(cfg->route)));
 	json_object_set_new(o, "state", json_string(topo_state_name(t->state)));
-	json_object_set_new(o, "writer", w >= 0 ? json_string(svc->members[w].str) : json_null());
+	json_object_set_new(o, "writer", w >= 0 ? json_string(svc->members[w]->str) : json_null());
 	json_object_set_new(o, "writer_ready", json_boolean(topo_writer_ready(t) >= 0));
 	json_object_set_new(o, "conflict", json_boolean(t->conflict));
 	json_object_set_new(o, "members", members);
+	if (svc->source != NULL) {
+		json_t *src = aws_source_status(svc->source);
+		json_object_set_new(src, "writer", svc->api_writer >= 0 && svc->api_writer < svc->nmembers
+							   ? json_string(svc->members[svc->api_writer]->str)
+							   : json_null());
+		json_object_set_new(o, "source", src);
+	}
 	json_object_set_new(o, "clients", json_integer(svc->nsessions));
 	json_object_set_new(o, "held", json_integer(svc->nheld));
 	json_object_set_new(o, "failovers", json_integer(t->failovers));
@@ -733,29 +997,29 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 	evbuffer_add_printf(out, "# HELP repoint_member_up 1 when the member answered its last probe\n"
 				 "# TYPE repoint_member_up gauge\n");
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+		for (int j = 0; j < svcs[i]->nmembers; j++)
 			evbuffer_add_printf(out, "repoint_member_up{service=\"%s\",member=\"%s\",role=\"%s\"} %d\n",
-					    svcs[i]->cfg->name, svcs[i]->members[j].str,
+					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
 					    role_name(topo_member_role(&svcs[i]->topo, j)),
 					    topo_member_healthy(&svcs[i]->topo, j) ? 1 : 0);
 	evbuffer_add_printf(out, "# HELP repoint_member_clients Sessions attached to the member\n"
 				 "# TYPE repoint_member_clients gauge\n");
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+		for (int j = 0; j < svcs[i]->nmembers; j++)
 			evbuffer_add_printf(out, "repoint_member_clients{service=\"%s\",member=\"%s\"} %u\n",
-					    svcs[i]->cfg->name, svcs[i]->members[j].str, svcs[i]->members[j].sessions);
+					    svcs[i]->cfg->name, svcs[i]->members[j]->str, svcs[i]->members[j]->sessions);
 	evbuffer_add_printf(out, "# HELP repoint_probe_failures_total Failed role probes\n"
 				 "# TYPE repoint_probe_failures_total counter\n");
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+		for (int j = 0; j < svcs[i]->nmembers; j++)
 			evbuffer_add_printf(out, "repoint_probe_failures_total{service=\"%s\",member=\"%s\"} %llu\n",
-					    svcs[i]->cfg->name, svcs[i]->members[j].str,
-					    (unsigned long long)svcs[i]->members[j].probe_failures);
+					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
+					    (unsigned long long)svcs[i]->members[j]->probe_failures);
 	evbuffer_add_printf(out, "# HELP repoint_probe_latency_seconds Latency of the last role probe\n"
 				 "# TYPE repoint_probe_latency_seconds gauge\n");
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < svcs[i]->cfg->nmembers; j++)
+		for (int j = 0; j < svcs[i]->nmembers; j++)
 			evbuffer_add_printf(out, "repoint_probe_latency_seconds{service=\"%s\",member=\"%s\"} %.6f\n",
-					    svcs[i]->cfg->name, svcs[i]->members[j].str,
-					    (double)svcs[i]->members[j].last.latency_us / 1e6);
+					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
+					    (double)svcs[i]->members[j]->last.latency_us / 1e6);
 }

@@ -24,7 +24,9 @@ typedef struct json_t json_t;
 
 struct service;
 
-struct service *service_new(struct event_base *base, const struct service_config *cfg);
+/* `aws` is the [aws] section, used by services with `source = ...`. */
+struct service *service_new(struct event_base *base, const struct service_config *cfg,
+			    const struct aws_config *aws);
 /* Binds the listener and starts the probes. False (logged) when the address cannot be bound. */
 bool service_start(struct service *svc) __attribute__((warn_unused_result));
 /* Stops accepting and drains every session (closing each when idle), at the latest after
@@ -34,6 +36,32 @@ unsigned service_nsessions(const struct service *svc);
 void service_free(struct service *svc);
 
 json_t *service_status_json(const struct service *svc);
+
+/* What a watcher (the drill's timeline) hears of the service's life. */
+enum service_event_kind {
+	SERVICE_EV_SUSPECT,           /* the writer failed a probe: new clients are held */
+	SERVICE_EV_RECOVERED,         /* ... and answered again */
+	SERVICE_EV_WRITER_LOST,       /* the writer is down or demoted: failover under way */
+	SERVICE_EV_WRITER_CONFIRMED,  /* a writer is confirmed (`member`), new or not */
+	SERVICE_EV_CONFLICT,          /* several members claim the writer role */
+	SERVICE_EV_ROLE_CHANGED,      /* `member` now has `role` */
+	SERVICE_EV_HELD_RELEASED,     /* `count` held clients were sent to the writer */
+	SERVICE_EV_DRAIN_STARTED,     /* `count` sessions on `member` (the old writer) are drained */
+};
+struct service_event {
+	enum service_event_kind kind;
+	int64_t at_ms;          /* monotonic */
+	const char *member;     /* "host:port", or NULL */
+	const char *role;       /* ROLE_CHANGED: "writer", "reader", "down", "unknown" */
+	const char *via;        /* what saw it: "probe", "control plane", "data path" */
+	unsigned count;
+};
+typedef void (*service_observer)(void *arg, const struct service_event *e);
+/* One watcher at a time; NULL to stop. */
+void service_set_observer(struct service *svc, service_observer fn, void *arg);
+/* Members, for a watcher or a drill: count, address, and role as /status shows it. */
+int service_nmembers(const struct service *svc);
+enum role service_member_role(const struct service *svc, int member);
 /* Prometheus text format for all services, one family at a time. */
 void service_metrics(struct service *const *svcs, int n, struct evbuffer *out);
 

@@ -17,8 +17,14 @@
  *
  * Polling is gentle by default (poll_interval with +-20% jitter) and faster while the service says
  * a failover is under way (aws_source_set_fast) or the cluster reports a status other than
- * "available". A failed poll keeps the last view (the callback is simply not called) and is
- * reported through the error callback and in status/metrics.
+ * "available" (routine "backing-up"/"snapshotting", and a global datastore's "primary-only",
+ * count as available here). Polls never overlap: the next is scheduled when one ends. A failed
+ * poll keeps the last view (the view callback is simply not called), is reported through the
+ * error callback and in status/metrics, and is logged once per distinct error code.
+ *
+ * Each source owns its AWS client and credential provider. Both callbacks run from the loop,
+ * never inside another call of this API nor inside aws/http or aws/creds callbacks, so a callback
+ * may call anything here, aws_source_free() of its own source included.
  */
 #ifndef REPOINT_SOURCES_AWS_SOURCE_H
 #define REPOINT_SOURCES_AWS_SOURCE_H
@@ -39,7 +45,8 @@ struct aws_source_member {
 	char host[256];     /* endpoint address */
 	uint16_t port;
 	enum role role;     /* the control plane's word: WRITER, READER, or UNKNOWN (MemoryDB, cluster mode) */
-	bool available;     /* the member's own status says it serves ("available", "in-sync", ...) */
+	bool available;     /* the member's own status says it serves ("available", "in-sync",
+	                       "associated", "backing-up", "configuring-..."; also "" = not said) */
 	char status[48];
 };
 
@@ -52,8 +59,10 @@ struct aws_source_view {
 
 /* Called after each successful poll (the view is valid only during the call). */
 typedef void (*aws_source_view_cb)(void *arg, const struct aws_source_view *v);
-/* Called when a poll fails for good (after the client's retries): AWS error code (or "transport",
- * "parse", "credentials") and message. */
+/* Called when a poll fails for good (after the client's retries): AWS error code (or "transport"
+ * when no reply came, "parse" for a reply that makes no sense - a global datastore without a
+ * single PRIMARY included -, "credentials", "InvalidRequest" for a bad endpoint_url, "Internal"
+ * when out of memory) and message. */
 typedef void (*aws_source_error_cb)(void *arg, const char *code, const char *message);
 
 /* `source` is "rds:ID" etc. as in the config; `shard` may be NULL. `subject` prefixes log lines. */
@@ -61,14 +70,17 @@ struct aws_source *aws_source_new(struct event_base *base, const struct aws_conf
 				  const char *shard, const char *subject, aws_source_view_cb view_cb,
 				  aws_source_error_cb err_cb, void *arg);
 /* Starts polling (the first poll at once). False (logged) when the source cannot work at all
- * (e.g. no region anywhere, malformed source). */
+ * (e.g. no region anywhere, malformed source, a broken credentials configuration). NULL from
+ * aws_source_new only when out of memory. */
 bool aws_source_start(struct aws_source *src) __attribute__((warn_unused_result));
 /* Poll at failover_poll_interval while `fast` (the service is failing over), else poll_interval. */
 void aws_source_set_fast(struct aws_source *src, bool fast);
 /* Poll as soon as possible (no-op while a poll is under way). */
 void aws_source_poll_now(struct aws_source *src);
-/* { "source", "status", "last_poll_at", "last_error": {code, message, at} | null, "polls",
- *   "failures", "throttles", "retries", "last_backoff_ms", "credentials": source name } */
+/* { "source", ["shard",] "region", "status", "last_poll_at", "last_error": {code, message, at} |
+ *   null, "polls", "failures", "throttles", "retries", "last_backoff_ms", "credentials": source
+ *   name }; times are ISO 8601 UTC (null before any), last_error stays after a recovery; polls
+ *   counts polls ended (failures included), throttles/retries count HTTP attempts. */
 json_t *aws_source_status(const struct aws_source *src);
 /* Prometheus samples (families written by the caller's table; see service_metrics). */
 uint64_t aws_source_polls(const struct aws_source *src);

@@ -93,6 +93,8 @@ def test_a_member_that_never_answers_does_not_stall_the_others(start_repoint, la
 
 def test_status_and_metrics(start_repoint, lab):
     rp = start_repoint()
+    wait_for(lambda: all(m["role"] in ("writer", "reader") for s in rp.status()["services"] for m in s["members"]),
+             20, what="every member to have answered a probe")
     st = rp.status()
     names = {s["name"] for s in st["services"]}
     assert names == {"postgres", "mysql", "redis"}
