@@ -857,7 +857,7 @@ json_t *service_status_json(const struct service *svc)
 	char addr[300];
 	int w = cfg->route == ROUTE_WRITER ? t->writer : topo_writer_ready(t);
 
-	for (int i = 0; i < cfg->nmembers; i++) {
+	for (int i = 0; i < svc->nmembers; i++) {
 		const struct member *m = svc->members[i];
 		json_t *mo = json_object();
 		json_object_set_new(mo, "address", json_string(m->str));
@@ -950,6 +950,11 @@ METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
 METRIC_FN(m_migrated, svc->counters.migrated)
 METRIC_FN(m_retried, svc->counters.retried)
+METRIC_FN(m_src_polls, svc->source ? aws_source_polls(svc->source) : 0)
+METRIC_FN(m_src_failures, svc->source ? aws_source_failures(svc->source) : 0)
+METRIC_FN(m_src_throttles, svc->source ? aws_source_throttles(svc->source) : 0)
+METRIC_FN(m_src_retries, svc->source ? aws_source_retries(svc->source) : 0)
+METRIC_FN(m_src_backoff, svc->source ? aws_source_last_backoff_ms(svc->source) : 0)
 METRIC_FN(m_bytes_in, svc->counters.bytes_client_to_server)
 METRIC_FN(m_bytes_out, svc->counters.bytes_server_to_client)
 
@@ -972,6 +977,12 @@ static const struct metric service_metric_table[] = {
 	 m_migrated},
 	{"repoint_retried_total", "counter", "Requests refused as read-only by an old writer and sent again",
 	 m_retried},
+	{"repoint_source_polls_total", "counter", "Successful polls of the control plane", m_src_polls},
+	{"repoint_source_failures_total", "counter", "Failed polls of the control plane (after retries)",
+	 m_src_failures},
+	{"repoint_source_throttles_total", "counter", "Throttled control-plane requests", m_src_throttles},
+	{"repoint_source_retries_total", "counter", "Retried control-plane requests", m_src_retries},
+	{"repoint_source_last_backoff_ms", "gauge", "Last backoff before a control-plane retry", m_src_backoff},
 	{"repoint_client_bytes_total", "counter", "Bytes forwarded from clients to servers", m_bytes_in},
 	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out},
 };

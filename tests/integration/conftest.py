@@ -20,6 +20,7 @@ from labkit import Lab  # noqa: E402
 
 REPOINT_BIN = os.environ.get("REPOINT_BIN", os.path.join(TOP, "build", "plain", "proxy", "repoint"))
 OUTAGES = []
+NOTICES = []
 
 
 def free_port():
@@ -138,10 +139,18 @@ def record_outage(engine, kind, outage_s, errors, extra=""):
                     "extra": extra})
 
 
+def record_notice(source, mode, ms):
+    NOTICES.append({"source": source, "mode": mode, "notice_ms": round(ms, 1)})
+
+
 def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
+    if NOTICES:
+        tr.section("time from a control-plane failover's promotion to repoint routing to the new writer")
+        for n in NOTICES:
+            tr.write_line(f"{n['source']:20s} {n['mode']:10s} {n['notice_ms']:8.1f} ms")
     if not OUTAGES:
         return
-    tr = terminalreporter
     tr.section("client-visible outage through repoint (measured)")
     for o in OUTAGES:
         tr.write_line(f"{o['engine']:9s} {o['kind']:11s} outage {o['outage_ms']:8.1f} ms  errors {o['errors']:3d}  {o['extra']}")
