@@ -87,7 +87,8 @@ def exercise(lab, proxy, port, name, kind):
     engine.close(c)
     outage = max(w.outage(after=t0)[0] for w in loops)
     errors = [e for w in loops for t, e in w.errors() if t >= t0 - 1]
-    kinds = sorted({e.split(":")[0] for e in errors})
+    # What the application saw, shortened: "OperationalError: terminating connection due to ..."
+    kinds = sorted({e[:70] for e in errors})
     node = next(n.name for n in lab.nodes(name) if n.port == landed)
     return {"engine": name, "event": kind, "from": old.name, "to": new.name, "outage_ms": round(outage * 1000),
             "errors": len(errors), "error_kinds": kinds, "ended_on": node,
@@ -128,7 +129,9 @@ def main():
         print(f"{'engine':9s} {'event':11s} {'writer':11s} {'outage':>9s} {'errors':>7s}  {'ended on':9s} what the clients saw")
         for r in results:
             print(f"{r['engine']:9s} {r['event']:11s} {r['from'] + '->' + r['to']:11s} {r['outage_ms']:>6d} ms "
-                  f"{r['errors']:>7d}  {r['ended_on']:9s} {', '.join(r['error_kinds']) or 'no errors'}")
+                  f"{r['errors']:>7d}  {r['ended_on']:9s} {r['error_kinds'][0] if r['error_kinds'] else 'no errors'}")
+            for more in r['error_kinds'][1:3]:
+                print(f"{'':62s} {more}")
         print(f"\nrepoint's log: {cfg}.log")
         if args.json:
             with open(args.json, "w") as f:
