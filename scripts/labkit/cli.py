@@ -88,6 +88,8 @@ def main(argv=None):
     p.add_argument("--admin", help="admin listen address (default 127.0.0.1:<free port>)")
     p.add_argument("--engines", help="comma list (default: every engine that is up)")
     cmd("env", "print state.json")
+    from .awsemu import cli as awscli
+    awscli.add_parser(sub, common)
 
     a = ap.parse_args(argv)
     as_json = getattr(a, "json", False)
@@ -146,6 +148,8 @@ def main(argv=None):
                 d["path"], "  ".join("%s=127.0.0.1:%d" % kv for kv in d["ports"].items()))))
         elif a.cmd == "env":
             print(json.dumps(lab.env(), indent=2, sort_keys=True))
+        elif a.cmd == "aws":
+            awscli.run(lab, a, out)
     except LabError as exc:
         print("lab %s: error: %s" % (a.cmd, exc), file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 
@@ -345,6 +346,7 @@ class Lab:
     def down(self, keep=False):
         """Stop every server of the lab (graceful, then SIGKILL); remove the data unless keep."""
         with self._op():
+            self._aws_teardown(keep)
             for e in list(self.state["engines"]):
                 self._destroy_engine(e, keep)
             # Anything else still running from this dir (crashed ups, lost pids...): kill it.
@@ -595,3 +597,113 @@ class Lab:
             self.state["config"] = {"path": os.path.abspath(path), "admin": admin,
                                     "services": {e: ports[e] for e in engines}}
         return ports
+
+    # ---- AWS control-plane emulator (labkit.awsemu) -----------------------------------------------
+    def _aws_teardown(self, keep=False):
+        """The emulator and its Redis nodes go down with the lab."""
+        from .awsemu import control
+        try:
+            if self.state.get("aws") or os.path.isdir(os.path.join(self.dir, "aws")):
+                control.down(self, remove=not keep)
+            else:
+                for pid in control.find_emulators(self.dir):
+                    control._stop_pid(pid)
+        except Exception as exc:  # noqa: BLE001 - never keep the rest of the lab up; the sweep below kills leftovers
+            print("lab down: stopping the AWS emulator: %s" % exc, file=sys.stderr)
+            self.state.pop("aws", None)
+            if not keep:
+                shutil.rmtree(os.path.join(self.dir, "aws"), ignore_errors=True)
+
+    def aws_up(self, port=None, delays=None, config=None, quiet=True):
+        """Start the AWS emulator (detached) and its own Redis nodes; returns the endpoint URL.
+
+        delays: {"promote": s, "settle": s} or per service {"rds": {...}, "elasticache": ...,
+        "global": ..., "memorydb": ...}; config: {test_failover_limit, max_page_size, strict_regions,
+        credentials, region}. Models and ids: labkit/awsemu/models.py.
+        """
+        from .awsemu import control
+        return control.up(self, port=port, delays=delays, config=config, quiet=quiet)
+
+    def aws_down(self):
+        """Stop the emulator and its Redis nodes; returns the emulator pids stopped."""
+        from .awsemu import control
+        return control.down(self)
+
+    def aws_url(self):
+        from .awsemu import control
+        return control.url(self)
+
+    def aws_env(self, temporary=False):
+        """{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_REGION, AWS_ENDPOINT_URL,
+        AWS_EC2_METADATA_DISABLED[, AWS_SESSION_TOKEN]} for the aws CLI, botocore and repoint."""
+        from .awsemu import control
+        return control.env(self, temporary=temporary)
+
+    def aws_api(self, method, path, data=None, timeout=30.0):
+        """The emulator's control API (/_lab/...), JSON in and out."""
+        from .awsemu import control
+        return control.call(self, method, path, data, timeout=timeout)
+
+    def aws_fault(self, action="*", kind="throttle", count=1, delay_ms=None, service=None, code=None,
+                  status=None, message=None):
+        """Inject a fault into the next `count` matching API calls (-1: until aws_faults_clear)."""
+        f = {"action": action, "kind": kind, "count": count, "delay_ms": delay_ms, "service": service,
+             "code": code, "status": status, "message": message}
+        return self.aws_api("POST", "/_lab/faults", {k: v for k, v in f.items() if v is not None})["faults"][0]
+
+    def aws_faults_clear(self):
+        return self.aws_api("DELETE", "/_lab/faults")["deleted"]
+
+    def aws_calls(self, action=None, service=None, since=0):
+        """Every API call received: [{seq, time, service, action, params, region, status, error, fault...}]."""
+        import urllib.parse
+        q = urllib.parse.urlencode({k: v for k, v in (("action", action), ("service", service),
+                                                      ("since", since)) if v})
+        return self.aws_api("GET", "/_lab/calls" + ("?" + q if q else ""))["calls"]
+
+    def aws_calls_clear(self):
+        return self.aws_api("DELETE", "/_lab/calls")["seq"]
+
+    def aws_delays(self, **delays):
+        """aws_delays(promote=0.2, settle=0.1) or aws_delays(rds={"promote": 2}); returns all delays."""
+        return self.aws_api("POST", "/_lab/delays", delays)
+
+    def aws_configure(self, **cfg):
+        """test_failover_limit, max_page_size, strict_regions, reset_quota, delays."""
+        return self.aws_api("POST", "/_lab/config", cfg)
+
+    def aws_state(self):
+        """Config, failover operations (with timings), faults, and the models' ids -> lab nodes."""
+        return self.aws_api("GET", "/_lab/state")
+
+    def aws_wait_idle(self, timeout=30.0):
+        """Wait until no emulated failover is under way; True if so within timeout."""
+        import urllib.parse
+        try:
+            return self.aws_api("POST", "/_lab/wait-idle?" + urllib.parse.urlencode({"timeout": timeout}),
+                                timeout=timeout + 5)["idle"]
+        except LabError:
+            return False
+
+    def aws_nodes(self):
+        """The emulator's own Redis servers (gd1..gd4, mdb1..mdb4) as Node-like objects."""
+        from .awsemu import nodes
+        self._refresh()
+        return nodes.nodes(self)
+
+    def aws_node(self, name):
+        from .awsemu import nodes
+        self._refresh()
+        return nodes.node(self, name)
+
+    def aws_role(self, name):
+        """'primary' | 'replica' | 'down' as an emulator Redis node reports it."""
+        from .awsemu import nodes
+        self._refresh()
+        return nodes.engine(self).safe_role(nodes.node(self, name))
+
+    def write_aws_config(self, path=None, admin=None, services=None, **kw):
+        """A repoint INI following the emulated clusters ([aws] endpoint_url, `source =` services);
+        see labkit.awsemu.control.write_config. Returns {service: port, 'admin': port}."""
+        from .awsemu import control
+        return control.write_config(self, path, admin=admin, services=services, **kw)
