@@ -178,6 +178,12 @@ static void kick_held(struct service *svc)
 		event_active(svc->release_ev, EV_TIMEOUT, 0);
 }
 
+void service_kick_held(struct service *svc)
+{
+	if (service_pick(svc) >= 0)
+		kick_held(svc);
+}
+
 static void release_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct service *svc = arg;

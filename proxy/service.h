@@ -82,6 +82,8 @@ void service_upstream_failed(struct service *svc, int member, const char *why);
 /* The member said it is not a writer on the data path. verdict: its own unambiguous word (Redis
  * -READONLY), taken as an observation; otherwise only a reason to probe it now. */
 void service_readonly_seen(struct service *svc, int member, bool verdict);
+/* Route held sessions soon (from the loop), if the service knows where to. */
+void service_kick_held(struct service *svc);
 /* An upstream connection to `member` closed while in use: probe the member now. */
 void service_probe_soon(struct service *svc, int member);
 /* Session bookkeeping: a session enters/leaves the held list, attaches to/detaches from a

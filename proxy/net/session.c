@@ -340,8 +340,10 @@ static bool drain_now(struct session *s, bool idle)
 	struct service_counters *c = service_counters(s->svc);
 
 	if (idle && can_migrate(s)) {
+		/* Routed from the service's deferred release, not from here: drains run inside loops over
+		 * the service's sessions, which a nested connect failure must not disturb. */
 		if (!migrate(s, "its server is no longer the writer", false))
-			route_if_ready(s);
+			service_kick_held(s->svc);
 		return false;
 	}
 	c->drained++;
