@@ -464,6 +464,9 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		bufferevent_disable(s->client, EV_READ);
 		bufferevent_disable(s->upstream, EV_READ);
 		bufferevent_setwatermark(s->upstream, EV_WRITE, 0, 0);
+		/* A server that never reads must not keep the session forever. */
+		evtimer_del(s->timer);
+		arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
 		return;
 	}
 	session_destroy(s);
@@ -601,6 +604,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		drain_now(s, false);
 		return;
 	case SESSION_ACTIVE:
+		if (s->client_eof)
+			session_destroy(s);
 		return;
 	case SESSION_REFUSING:
 	case SESSION_CLOSING:
