@@ -135,3 +135,26 @@ char *str_trim(char *s)
 		*--e = '\0';
 	return s;
 }
+
+size_t utf8_prefix_len(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n <= max)
+		return n;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+bool sqlstate_valid(const char *st)
+{
+	if (st == NULL || strlen(st) != 5)
+		return false;
+	for (int i = 0; i < 5; i++) {
+		char c = st[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')))
+			return false;
+	}
+	return true;
+}

@@ -31,6 +31,13 @@ bool parse_hostport(const char *s, struct hostport *out, char *err, size_t errle
 /* Formats "host:port" (IPv6 hosts in brackets) into buf; returns buf. */
 const char *hostport_str(const struct hostport *hp, char *buf, size_t len);
 
+/* The length of s cut to at most max bytes without splitting a UTF-8 character (clients decode
+ * error texts as UTF-8). */
+size_t utf8_prefix_len(const char *s, size_t max);
+
+/* Five characters of [0-9A-Z]: an SQLSTATE. */
+bool sqlstate_valid(const char *st);
+
 /* Trim leading and trailing white space in place; returns s. */
 char *str_trim(char *s);
 

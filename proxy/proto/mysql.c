@@ -23,6 +23,7 @@
  * last status seen does not say "in transaction".
  */
 #include "proto/proto.h"
+#include "util.h"
 
 #include <event2/buffer.h>
 #include <stdalign.h>
@@ -744,34 +745,11 @@ static bool my_is_opaque(const struct proto_state *st)
 	return my_c(st)->opaque;
 }
 
-static size_t utf8_prefix_len(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-	if (n <= max)
-		return n;
-	/* Do not cut a multi-byte character in half: clients decode the text as UTF-8. */
-	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-		max--;
-	return max;
-}
-
-static bool sqlstate_ok(const char *st)
-{
-	if (!st || strlen(st) != 5)
-		return false;
-	for (int i = 0; i < 5; i++) {
-		char c = st[i];
-		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')))
-			return false;
-	}
-	return true;
-}
-
 void mysql_err_packet(struct evbuffer *out, uint8_t seq, uint16_t code, const char *sqlstate, const char *msg)
 {
 	/* Clients read exactly five SQLSTATE characters after the '#': anything else would eat the
 	 * start of the message, so a malformed one becomes HY000 (general error). */
-	if (!sqlstate_ok(sqlstate))
+	if (!sqlstate_valid(sqlstate))
 		sqlstate = "HY000";
 	if (!msg)
 		msg = "";

@@ -21,6 +21,7 @@
  * reload) and are complete in themselves, so they do not spoil idleness.
  */
 #include "proto/proto.h"
+#include "util.h"
 
 #include <event2/buffer.h>
 #include <stdalign.h>
@@ -299,36 +300,13 @@ static bool pg_is_opaque(const struct proto_state *st)
 	return pg_c(st)->opaque;
 }
 
-static size_t utf8_prefix_len(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-	if (n <= max)
-		return n;
-	/* Do not cut a multi-byte character in half: clients decode the text as UTF-8. */
-	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-		max--;
-	return max;
-}
-
-static bool sqlstate_ok(const char *st)
-{
-	if (!st || strlen(st) != 5)
-		return false;
-	for (int i = 0; i < 5; i++) {
-		char c = st[i];
-		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')))
-			return false;
-	}
-	return true;
-}
-
 void pg_error_response(struct evbuffer *out, const char *severity, const char *sqlstate, const char *msg)
 {
 	/* Fields are NUL-terminated C strings, so they cannot carry a NUL; NULL pointers become empty
 	 * text and a malformed SQLSTATE becomes XX000 (internal_error) rather than a broken field. */
 	if (!severity || !*severity)
 		severity = "FATAL";
-	if (!sqlstate_ok(sqlstate))
+	if (!sqlstate_valid(sqlstate))
 		sqlstate = "XX000";
 	if (!msg)
 		msg = "";

@@ -26,6 +26,7 @@
  * MONITOR, SYNC/PSYNC and CLIENT REPLY OFF|SKIP break request/reply pairing: opaque.
  */
 #include "proto/proto.h"
+#include "util.h"
 
 #include <event2/buffer.h>
 #include <stdalign.h>
@@ -703,17 +704,6 @@ static void add_one_line(struct evbuffer *out, const char *s, size_t n)
 	}
 	if (used)
 		evbuffer_add(out, buf, used);
-}
-
-static size_t utf8_prefix_len(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-	if (n <= max)
-		return n;
-	/* Do not cut a multi-byte character in half: clients decode the text as UTF-8. */
-	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-		max--;
-	return max;
 }
 
 void resp_error(struct evbuffer *out, const char *prefix, const char *msg)
