@@ -17,12 +17,14 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <event2/util.h>
+
 #include "config.h"
 #include "proto/proto.h"
 
 struct service;
-struct bufferevent;
 struct event;
+struct evbuffer;
 
 enum session_state {
 	SESSION_HELD,
@@ -35,6 +37,18 @@ enum session_state {
 
 enum session_refusal { REFUSE_HOLD_TIMEOUT, REFUSE_SHUTDOWN };
 
+/* One socket of a session. Reads go straight into the other side's `out` (one read of up to
+ * 64 KiB per wake-up); writes are attempted at once and only what the kernel does not take waits
+ * for writability, so a request costs a read and a write, no epoll_ctl. */
+struct session_side {
+	evutil_socket_t fd;          /* -1 when none */
+	struct event *rev;           /* EV_READ | EV_PERSIST, added while reading */
+	struct event *wev;           /* EV_WRITE | EV_PERSIST, added while `out` waits for the kernel */
+	struct evbuffer *out;        /* bytes owed to this socket */
+	bool reading, writing;
+	bool paused;                 /* reading stopped: the other side's `out` is above the high water */
+};
+
 /* Fields are session.c's; the service reads `state`, `member` and walks its lists through `all`
  * and `held`. */
 struct session {
@@ -45,9 +59,12 @@ struct session {
 	enum session_state state;
 	int member;                  /* upstream member, -1 when none */
 	uint64_t id;
-	struct bufferevent *client;
-	struct bufferevent *upstream;
+	struct session_side client;
+	struct session_side upstream;
+	struct evbuffer *client_in;  /* what the client sent before a server could take it (held,
+	                                connecting, refusing); NULL once forwarded */
 	struct event *timer;         /* hold, connect, drain or refuse deadline */
+	int connect_errno;           /* connect() failed at once: reported from the loop */
 	int64_t accepted_ms;         /* monotonic */
 	int64_t hold_deadline_ms;    /* accepted + hold_timeout */
 	bool client_eof;             /* client closed its side: flush to upstream, then close */
