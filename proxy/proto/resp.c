@@ -320,33 +320,37 @@ static void resp_feed_server(struct resp_state *r, const uint8_t *p, size_t n)
 
 struct resp_name {
 	const char *name;
+	uint8_t len;
 	enum resp_cmd cmd;
 };
 
+/* The length is in the table: this lookup runs once per command on the hot path. */
+#define RESP_NAME(s, c) { s, sizeof(s) - 1, c }
+
 static const struct resp_name resp_names[] = {
-	{ "multi", CMD_MULTI },
-	{ "exec", CMD_EXEC },
-	{ "discard", CMD_DISCARD },
-	{ "watch", CMD_WATCH },
-	{ "unwatch", CMD_UNWATCH },
-	{ "reset", CMD_RESET },
-	{ "subscribe", CMD_SUBSCRIBE },
-	{ "psubscribe", CMD_SUBSCRIBE },
-	{ "ssubscribe", CMD_SUBSCRIBE },
-	{ "unsubscribe", CMD_UNSUBSCRIBE },
-	{ "punsubscribe", CMD_UNSUBSCRIBE },
-	{ "sunsubscribe", CMD_UNSUBSCRIBE },
-	{ "ping", CMD_PING },
-	{ "quit", CMD_QUIT },
-	{ "monitor", CMD_MONITOR },
-	{ "sync", CMD_SYNC },
-	{ "psync", CMD_SYNC },
-	{ "client", CMD_CLIENT },
-	{ "auth", CMD_STATEFUL },
-	{ "hello", CMD_STATEFUL },
-	{ "select", CMD_STATEFUL },
-	{ "readonly", CMD_STATEFUL },
-	{ "readwrite", CMD_STATEFUL },
+	RESP_NAME("multi", CMD_MULTI),
+	RESP_NAME("exec", CMD_EXEC),
+	RESP_NAME("discard", CMD_DISCARD),
+	RESP_NAME("watch", CMD_WATCH),
+	RESP_NAME("unwatch", CMD_UNWATCH),
+	RESP_NAME("reset", CMD_RESET),
+	RESP_NAME("subscribe", CMD_SUBSCRIBE),
+	RESP_NAME("psubscribe", CMD_SUBSCRIBE),
+	RESP_NAME("ssubscribe", CMD_SUBSCRIBE),
+	RESP_NAME("unsubscribe", CMD_UNSUBSCRIBE),
+	RESP_NAME("punsubscribe", CMD_UNSUBSCRIBE),
+	RESP_NAME("sunsubscribe", CMD_UNSUBSCRIBE),
+	RESP_NAME("ping", CMD_PING),
+	RESP_NAME("quit", CMD_QUIT),
+	RESP_NAME("monitor", CMD_MONITOR),
+	RESP_NAME("sync", CMD_SYNC),
+	RESP_NAME("psync", CMD_SYNC),
+	RESP_NAME("client", CMD_CLIENT),
+	RESP_NAME("auth", CMD_STATEFUL),
+	RESP_NAME("hello", CMD_STATEFUL),
+	RESP_NAME("select", CMD_STATEFUL),
+	RESP_NAME("readonly", CMD_STATEFUL),
+	RESP_NAME("readwrite", CMD_STATEFUL),
 };
 
 /* CLIENT subcommands that leave state in the server's connection. */
@@ -395,7 +399,8 @@ static void resp_arg_end(struct resp_state *r)
 {
 	if (r->arg_idx == 0) {
 		for (size_t i = 0; i < sizeof(resp_names) / sizeof(resp_names[0]); i++) {
-			if (cap_is(r, resp_names[i].name)) {
+			if (!r->cap_over && r->cap_len == resp_names[i].len &&
+			    memcmp(r->cap, resp_names[i].name, resp_names[i].len) == 0) {
 				r->cmd = (uint8_t)resp_names[i].cmd;
 				break;
 			}
