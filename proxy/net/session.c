@@ -1,13 +1,14 @@
 /* session.c - a client paired with an upstream: hold, connect, pump, drain, refuse, close.
  *
- * The data path is plain events over evbuffers rather than bufferevents: libevent 2.1's
- * bufferevents read at most 4 KiB per wake-up (after an FIONREAD ioctl each time) and add and
- * remove write interest around every write -- about ten syscalls for one small request, measured
- * with scripts/bench. Here a readable socket gets one readv() of up to 64 KiB straight into the
- * other side's output buffer (reserved space, no copy), the protocol tracker sees the bytes there,
- * and the output is written at once; only what the kernel does not take waits for writability:
+ * The data path is plain events rather than bufferevents: libevent 2.1's bufferevents read at
+ * most 4 KiB per wake-up (after an FIONREAD ioctl each time) and add and remove write interest
+ * around every write -- about ten syscalls for one small request, measured with scripts/bench.
+ * Here a readable socket gets one recv() of up to 64 KiB into a buffer shared by all sessions, the
+ * protocol tracker sees the bytes there, and they are sent to the other socket at once; only what
+ * the kernel does not take is queued in that side's evbuffer, with write interest until it drains:
  *
- *   client ──readv──▶ upstream.out ──write──▶ server      server ──readv──▶ client.out ──write──▶ client
+ *   client ──recv──▶ [io buffer] ──send──▶ server     (the rest: upstream.out, EV_WRITE)
+ *   server ──recv──▶ [io buffer] ──send──▶ client     (the rest: client.out, EV_WRITE)
  *
  * Ownership and freeing: a session is freed by session_destroy() only. Every function that may free
  * the session returns true when it did, and its callers return at once without touching it again.
@@ -20,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -168,40 +168,46 @@ static bool side_flush(struct session_side *d)
 	return true;
 }
 
-/* One readv() of up to SESSION_READ_MAX bytes into reserved space at the end of `dst`; the bytes
- * are in vec[0..*nvec) and must be committed (or dropped) by the caller with read_commit.
- * Returns the byte count, 0 at EOF, -1 on error, -2 when nothing was there. */
-static ssize_t read_reserve(evutil_socket_t fd, struct evbuffer *dst, struct evbuffer_iovec vec[2], int *nvec)
-{
-	struct iovec iov[2];
-	ssize_t r, left;
-	int n = evbuffer_reserve_space(dst, SESSION_READ_MAX, vec, 2);
+/* Reads land here first: the loop is single-threaded and a read is handled to the end before the
+ * next, so one buffer serves every session. Most reads are then written to the other socket at
+ * once, straight from here; only what the kernel does not take is copied into an evbuffer. */
+static uint8_t session_io[SESSION_READ_MAX];
 
-	if (n <= 0)
-		return -1;
-	for (int i = 0; i < n; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len;
-	}
+/* One read of up to SESSION_READ_MAX bytes into session_io. Returns the byte count, 0 at EOF, -1 on
+ * error, -2 when nothing was there. */
+static ssize_t read_once(evutil_socket_t fd)
+{
+	ssize_t r;
+
 	do
-		r = readv(fd, iov, n);
+		r = recv(fd, session_io, sizeof(session_io), 0);
 	while (r < 0 && errno == EINTR);
-	if (r <= 0) {
-		*nvec = 0;
-		evbuffer_commit_space(dst, vec, 0);
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return -2;
-		return r;
-	}
-	left = r;
-	*nvec = 0;
-	for (int i = 0; i < n && left > 0; i++) {
-		if ((size_t)left < vec[i].iov_len)
-			vec[i].iov_len = (size_t)left;
-		left -= (ssize_t)vec[i].iov_len;
-		*nvec = i + 1;
-	}
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return -2;
 	return r;
+}
+
+/* Send p[0..n) to `d`: straight to the socket when nothing is queued before it, else (and for what
+ * the kernel does not take) into d->out with write interest. False on a write error. */
+static bool side_send(struct session_side *d, const uint8_t *p, size_t n)
+{
+	ssize_t w = 0;
+
+	if (evbuffer_get_length(d->out) == 0) {
+		do
+			w = send(d->fd, p, n, MSG_NOSIGNAL);
+		while (w < 0 && errno == EINTR);
+		if (w < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return false;
+			w = 0;
+		}
+		if ((size_t)w == n)
+			return true;
+	}
+	evbuffer_add(d->out, p + w, n - (size_t)w);
+	side_writing(d, true);
+	return true;
 }
 
 /* --- lifecycle --- */
@@ -497,9 +503,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 	const struct proto_ops *proto = service_proto(s->svc);
-	struct evbuffer_iovec vec[2];
 	struct evbuffer *dst;
-	int nvec = 0;
 	ssize_t r;
 
 	(void)what;
@@ -529,13 +533,12 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	}
 	if (dst == NULL) {
-		char sink[4096];
-		r = recv(fd, sink, sizeof(sink), 0);
-		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+		r = read_once(fd);
+		if (r == 0 || r == -1)
 			session_destroy(s);
 		return;
 	}
-	r = read_reserve(fd, dst, vec, &nvec);
+	r = read_once(fd);
 	if (r == -2)
 		return;
 	if (r <= 0) {
@@ -543,10 +546,8 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
-		for (int i = 0; i < nvec; i++)
-			client_bytes(s, vec[i].iov_base, vec[i].iov_len);
-		evbuffer_commit_space(dst, vec, nvec);
-		if (!side_flush(&s->upstream)) {
+		client_bytes(s, session_io, (size_t)r);
+		if (!side_send(&s->upstream, session_io, (size_t)r)) {
 			upstream_gone(s, true);
 			return;
 		}
@@ -556,7 +557,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		return;
 	}
-	evbuffer_commit_space(dst, vec, nvec);
+	evbuffer_add(dst, session_io, (size_t)r);
 	if (s->state == SESSION_REFUSING) {
 		refuse(s, s->refusal);
 		return;
@@ -573,15 +574,14 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 	struct service *svc = s->svc;
 	const struct proto_ops *proto = service_proto(svc);
-	struct evbuffer_iovec vec[2];
-	int nvec = 0, member = s->member;
+	int member = s->member;
 	bool readonly = false;
 	ssize_t r;
 
 	(void)what;
 	if (s->state != SESSION_ACTIVE && s->state != SESSION_DRAINING)
 		return;
-	r = read_reserve(fd, s->client.out, vec, &nvec);
+	r = read_once(fd);
 	if (r == -2)
 		return;
 	if (r <= 0) {
@@ -589,14 +589,13 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (proto->readonly_reply != NULL) {
-		size_t ro = proto->readonly_reply(vec[0].iov_base, vec[0].iov_len);
+		size_t ro = proto->readonly_reply(session_io, (size_t)r);
 		if (ro == 0) {
 			s->retry_streak = 0;
 		} else if (ro == (size_t)r && proto->retryable != NULL && s->retry_valid && s->retry_len > 0 &&
 			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX) {
 			/* The server refused the only request in flight without running it: the client
 			 * need not hear of it. The request goes to the new writer instead. */
-			evbuffer_commit_space(s->client.out, vec, 0);
 			s->retry_streak++;
 			service_counters(svc)->retried++;
 			/* Detach first, then tell the service (which may drain the member's other
@@ -610,11 +609,9 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			readonly = true;
 		}
 	}
-	for (int i = 0; i < nvec; i++)
-		proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, vec[i].iov_base, vec[i].iov_len);
-	evbuffer_commit_space(s->client.out, vec, nvec);
+	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	service_counters(svc)->bytes_server_to_client += (uint64_t)r;
-	if (!side_flush(&s->client)) {
+	if (!side_send(&s->client, session_io, (size_t)r)) {
 		client_gone(s, true);
 		return;
 	}
