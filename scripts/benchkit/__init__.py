@@ -1,0 +1,7 @@
+"""benchkit: repoint's benchmark (scripts/bench).
+
+Every workload runs in the same invocation against three paths to the same server: direct,
+through HAProxy (TCP mode, a configuration equivalent to repoint's), and through repoint.
+
+    /usr/bin/python3 -m benchkit --repoint build/bench/proxy/repoint [--smoke] [--only redis,pg]
+"""

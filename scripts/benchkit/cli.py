@@ -1,0 +1,421 @@
+"""scripts/bench: direct vs HAProxy vs repoint, every workload in the same run.
+
+Paths: `direct` (the current primary), `haproxy` (HAProxy 2.6, TCP mode, a configuration equivalent
+to repoint's), `repoint` (a lab configuration, log_level = warn). Each workload runs `--reps` times,
+the order of the paths rotating between repetitions; the tables show the median and [min-max].
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from .common import BenchError, cpu_seconds, raise_nofile, ratio, summary
+from . import conns as conns_mod
+from . import failover as failover_mod
+from . import report, throughput
+from .proxies import HAProxy, Repoint
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(TOP, "scripts"))
+
+from labkit import Lab  # noqa: E402
+
+WORKLOADS = ("redis", "pg", "mysql", "conns", "failover")
+ALIASES = {"postgres": "pg", "postgresql": "pg", "mariadb": "mysql", "my": "mysql", "conn": "conns",
+           "connections": "conns", "fo": "failover", "all": None}
+ENGINE_OF = {"redis": "redis", "pg": "postgres", "mysql": "mysql", "conns": "redis", "failover": "redis"}
+PATHS = ("direct", "haproxy", "repoint")
+
+
+def log(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repoint", default=os.path.join(TOP, "build", "bench", "proxy", "repoint"),
+                    help="the repoint binary (default build/bench/proxy/repoint, which scripts/bench builds)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds per workload, tiny counts, 1 repetition, same code paths; no speed assertions")
+    ap.add_argument("--only", default=",".join(WORKLOADS),
+                    help="comma-separated workloads: %s (default: all)" % ",".join(WORKLOADS))
+    ap.add_argument("--reps", type=int, help="repetitions per workload and path (default 3; smoke 1)")
+    ap.add_argument("--seconds", type=float,
+                    help="length of one client run (pgbench/sysbench -T; redis-benchmark: at the direct rate) "
+                         "(default 3; smoke 1)")
+    ap.add_argument("--conns", type=int, help="idle client connections for the scale test (default 10000; smoke 200)")
+    ap.add_argument("--switchovers", type=int, help="Redis switchovers in the failover test (default 4; smoke 1)")
+    ap.add_argument("--interval", default="100ms", help="repoint probe_interval = HAProxy check inter (default 100ms)")
+    ap.add_argument("--haproxy-threads", type=int, default=1,
+                    help="HAProxy nbthread (default 1: one event loop, like repoint)")
+    ap.add_argument("--haproxy-check-timeout", default="1s",
+                    help="HAProxy `timeout check` (default 1s = repoint's probe_timeout in the lab configuration)")
+    ap.add_argument("--mysql-threads", type=int, default=8, help="sysbench --threads (default 8)")
+    ap.add_argument("--out", help="JSON file (default <repo>/bench-results/bench-<date>.json)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs) after the run")
+    a = ap.parse_args(argv)
+    only = []
+    for w in a.only.split(","):
+        w = w.strip().lower()
+        if not w:
+            continue
+        w = ALIASES.get(w, w)
+        if w is None:
+            only = list(WORKLOADS)
+            break
+        if w not in WORKLOADS:
+            ap.error("unknown workload %r (choose from %s)" % (w, ", ".join(WORKLOADS)))
+        if w not in only:
+            only.append(w)
+    a.only = [w for w in WORKLOADS if w in only]
+    a.reps = a.reps or (1 if a.smoke else 3)
+    a.seconds = a.seconds or (1 if a.smoke else 3)
+    a.conns = a.conns or (200 if a.smoke else 10000)
+    a.switchovers = a.switchovers or (1 if a.smoke else 4)
+    return a
+
+
+def tool_versions():
+    def first(cmd):
+        try:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10).stdout
+            return out.decode(errors="replace").strip().splitlines()[0]
+        except Exception:  # noqa: BLE001
+            return None
+    v = {"haproxy": first(["haproxy", "-v"]), "redis-server": first(["redis-server", "--version"]),
+         "redis-benchmark": first(["redis-benchmark", "--version"]), "pgbench": first(["pgbench", "--version"]),
+         "sysbench": first(["sysbench", "--version"]), "mariadbd": first(["/usr/sbin/mariadbd", "--version"]),
+         "postgres": first(["/usr/lib/postgresql/15/bin/postgres", "--version"])}
+    try:
+        v["repoint_commit"] = subprocess.run(["git", "-C", TOP, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL, timeout=10).stdout.decode().strip() or None
+        dirty = subprocess.run(["git", "-C", TOP, "status", "--porcelain", "--", "proxy"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, timeout=10).stdout.decode().strip()
+        v["repoint_proxy_tree_dirty"] = bool(dirty)
+    except Exception:  # noqa: BLE001
+        pass
+    return v
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.errors = []
+        self.results = {"workloads": {}}
+        self.workdir = tempfile.mkdtemp(prefix="repoint-bench-")
+        os.chmod(self.workdir, 0o755)
+        self.lab = Lab(os.path.join(self.workdir, "lab"))
+        self.haproxy = self.repoint = None
+        self.extra_procs = []
+
+    # ---- setup / teardown -----------------------------------------------------------------------
+    def engines(self):
+        return [e for e in ("postgres", "mysql", "redis") if any(ENGINE_OF[w] == e for w in self.a.only)]
+
+    def setup(self):
+        engines = self.engines()
+        t = time.monotonic()
+        log("lab up (%s) in %s" % (", ".join(engines), self.workdir))
+        self.lab.up(engines)
+        log("lab up in %.1fs" % (time.monotonic() - t))
+        if "mysql" in engines:
+            my = self.lab._engine("mysql")
+            my.q(self.lab.primary("mysql"), "CREATE USER IF NOT EXISTS 'haproxy'@'127.0.0.1'")
+            self.lab.verify("mysql")
+            if "mysql" in self.a.only:
+                log("sysbench prepare (direct)")
+                throughput.sysbench_prepare(self.lab.primary("mysql").port, self.a.smoke)
+        if "postgres" in engines and "pg" in self.a.only:
+            log("pgbench -i (direct)")
+            throughput.pgbench_init(self.lab.primary("postgres").port, 1 if self.a.smoke else 5)
+        proxied = [e for e in engines]
+        self.haproxy = HAProxy(self.lab, self.workdir, "main", proxied, interval=self.a.interval, maxconn=4000,
+                               threads=self.a.haproxy_threads, check_timeout=self.a.haproxy_check_timeout)
+        self.repoint = Repoint(self.a.repoint, self.lab, self.workdir, "main", proxied, interval=self.a.interval)
+        self.haproxy.wait_ready()
+        self.repoint.wait_ready()
+        log("haproxy %s and repoint %s ready" % (self.haproxy.ports, self.repoint.ports))
+
+    def teardown(self):
+        for p in [self.haproxy, self.repoint] + self.extra_procs:
+            if p is not None:
+                try:
+                    p.stop()
+                except Exception as exc:  # noqa: BLE001
+                    log("stopping %s: %s" % (p.name, exc))
+        try:
+            self.lab.down()
+        except Exception as exc:  # noqa: BLE001
+            log("lab down: %s" % exc)
+        if not self.a.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            log("work dir kept: %s" % self.workdir)
+
+    def port(self, path, engine):
+        if path == "direct":
+            return self.lab.primary(engine).port
+        return (self.haproxy if path == "haproxy" else self.repoint).ports[engine]
+
+    def proc(self, path):
+        return {"haproxy": self.haproxy, "repoint": self.repoint}.get(path)
+
+    # ---- throughput -----------------------------------------------------------------------------
+    def run_throughput(self, engine, tests):
+        raw = {tid: {"desc": desc, "unit": unit, "runs": {p: [] for p in PATHS}, "errors": []}
+               for tid, desc, unit, _ in tests}
+        for rep in range(self.a.reps):
+            order = PATHS[rep % 3:] + PATHS[:rep % 3]
+            for tid, desc, unit, fn in tests:
+                for path in order:
+                    proc = self.proc(path)
+                    if proc is not None:
+                        proc.check_alive()
+                    c0 = cpu_seconds(proc.pid) if proc else None
+                    t0 = time.monotonic()
+                    try:
+                        r = fn(self.port(path, engine))
+                    except BenchError as exc:
+                        msg = "%s via %s (rep %d): %s" % (tid, path, rep + 1, str(exc).splitlines()[0][:200])
+                        log("ERROR " + msg)
+                        raw[tid]["errors"].append(msg)
+                        self.errors.append(msg)
+                        continue
+                    r["wall_s"] = round(time.monotonic() - t0, 2)
+                    c1 = cpu_seconds(proc.pid) if proc else None
+                    if c0 is not None and c1 is not None and r.get("ops"):
+                        r["proxy_cpu_s"] = round(c1 - c0, 3)
+                        r["cpu_us_per_op"] = (c1 - c0) * 1e6 / r["ops"]
+                    raw[tid]["runs"][path].append(r)
+                    log("%-22s rep %d %-8s %10.1f %s  p50 %s ms  p99 %s ms%s" % (
+                        tid, rep + 1, path, r["throughput"], unit, _f(r.get("p50_ms")), _f(r.get("p99_ms")),
+                        "  cpu %.1f us/op" % r["cpu_us_per_op"] if "cpu_us_per_op" in r else ""))
+        for tid, d in raw.items():
+            w = {"description": d["desc"], "unit": d["unit"], "paths": {}, "errors": d["errors"]}
+            for p, runs in d["runs"].items():
+                if not runs:
+                    continue
+                w["paths"][p] = {k: summary([r.get(k) for r in runs])
+                                 for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_op", "ops")}
+                if any(r.get("failed") for r in runs):
+                    w["paths"][p]["failed"] = [r.get("failed", 0) for r in runs]
+            w["ratios"] = {}
+            for other in ("direct", "haproxy"):
+                rp, o = w["paths"].get("repoint"), w["paths"].get(other)
+                if not rp or not o:
+                    continue
+                rr = {}
+                for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_op"):
+                    if rp.get(k) and o.get(k):
+                        rr[k] = ratio(rp[k]["median"], o[k]["median"])
+                # paired, per repetition (same rep = same conditions)
+                pairs = [ratio(a.get("throughput"), b.get("throughput"))
+                         for a, b in zip(d["runs"]["repoint"], d["runs"][other])]
+                rr["throughput_per_rep"] = summary(pairs)
+                w["ratios"]["repoint/" + other] = rr
+            self.results["workloads"][tid] = w
+
+    def workload_redis(self):
+        log("redis: calibrating request counts on the direct path")
+        # SET and GET are separate invocations: each lasts about half of --seconds at the direct rate
+        tests = throughput.redis_tests(self.port("direct", "redis"), self.a.seconds / 2.0, self.a.smoke)
+        self.run_throughput("redis", tests)
+
+    def workload_pg(self):
+        tests = throughput.pg_tests(max(1, int(round(self.a.seconds))), self.workdir)
+        self.run_throughput("postgres", tests)
+
+    def workload_mysql(self):
+        tests = throughput.mysql_tests(max(1, int(round(self.a.seconds))), self.a.mysql_threads)
+        self.run_throughput("mysql", tests)
+
+    # ---- connection scale -----------------------------------------------------------------------
+    def workload_conns(self):
+        limit = raise_nofile()
+        want = self.a.conns
+        n = min(want, (limit - 300) // 2)
+        note = ""
+        if n < want:
+            note = ("RLIMIT_NOFILE hard limit is %d here (no CAP_SYS_RESOURCE to raise it): a proxy needs 2 fds per "
+                    "client, so %d connections instead of %d" % (limit, n, want))
+            log(note)
+        rd = self.lab.primary("redis")
+        conns_mod.redis_cmd(rd.port, "CONFIG", "SET", "maxclients", str(max(10000, n + 1000)))
+        runs = {"haproxy": [], "repoint": []}
+        for rep in range(self.a.reps):
+            for kind in (("haproxy", "repoint") if rep % 2 == 0 else ("repoint", "haproxy")):
+                tag = "conns-%s-%d" % (kind, rep + 1)
+                if kind == "haproxy":
+                    p = HAProxy(self.lab, self.workdir, tag, ["redis"], interval=self.a.interval, maxconn=n + 50,
+                                threads=self.a.haproxy_threads, check_timeout=self.a.haproxy_check_timeout)
+                else:
+                    p = Repoint(self.a.repoint, self.lab, self.workdir, tag, ["redis"], interval=self.a.interval,
+                                max_clients=max(n + 1000, 10000))
+                self.extra_procs.append(p)
+                try:
+                    p.wait_ready()
+                    r = conns_mod.measure(p, p.ports["redis"], self.lab.primary("redis").port, n)
+                    r["nofile_limit"] = p.nofile()
+                    runs[kind].append(r)
+                    log("conns rep %d %-8s %d conns: RSS %d -> %d KB = %.2f KB/conn, +%s fds, redis saw +%d" % (
+                        rep + 1, kind, n, r["rss_before_kb"], r["rss_after_kb"], r["kb_per_conn"], r["fds_added"],
+                        r["upstream_conns_seen_by_redis"]))
+                except BenchError as exc:
+                    msg = "conns via %s (rep %d): %s" % (kind, rep + 1, str(exc).splitlines()[0][:200])
+                    log("ERROR " + msg)
+                    self.errors.append(msg)
+                finally:
+                    p.stop()
+                    self.extra_procs.remove(p)
+        res = {"connections": n, "requested": want, "note": note, "proxies": {}}
+        for kind, rs in runs.items():
+            if rs:
+                res["proxies"][kind] = {
+                    "kb_per_conn": summary([r["kb_per_conn"] for r in rs]),
+                    "rss_before_mb": summary([r["rss_before_kb"] / 1024.0 for r in rs]),
+                    "rss_after_mb": summary([r["rss_after_kb"] / 1024.0 for r in rs]),
+                    "fds_added": summary([r["fds_added"] for r in rs]),
+                    "upstream_conns_seen_by_redis": summary([r["upstream_conns_seen_by_redis"] for r in rs]),
+                    "open_seconds": summary([r["open_seconds"] for r in rs]),
+                    "runs": rs}
+        if "haproxy" in res["proxies"] and "repoint" in res["proxies"]:
+            res["ratio_repoint_haproxy"] = ratio(res["proxies"]["repoint"]["kb_per_conn"]["median"],
+                                                 res["proxies"]["haproxy"]["kb_per_conn"]["median"])
+        self.results["connections"] = res
+
+    # ---- failover -------------------------------------------------------------------------------
+    def workload_failover(self):
+        paths = {"haproxy": self.haproxy.ports["redis"], "repoint": self.repoint.ports["redis"]}
+        runs = []
+        to = None
+        for i in range(self.a.switchovers):
+            self.haproxy.wait_ready()
+            self.repoint.wait_ready()
+            before = self.lab.primary("redis").name
+            try:
+                r = failover_mod.switchover_once(self.lab, paths, i, to=to)
+            except Exception as exc:  # noqa: BLE001
+                msg = "failover switchover %d: %s" % (i + 1, str(exc).splitlines()[0][:200])
+                log("ERROR " + msg)
+                self.errors.append(msg)
+                break
+            runs.append(r)
+            to = before           # alternate between the two nodes
+            log("switchover %d %s->%s: %s" % (i + 1, r["from"], r["to"], "; ".join(
+                "%s first write +%s ms, %d errors %s, gap %s ms, split %d/%d" % (
+                    p, v["first_write_after_promotion_ms"], v["errors"], v["error_kinds"], v["longest_gap_ms"],
+                    v["on_demoted_not_on_new_primary"], v["acked_missing_on_new_primary"])
+                for p, v in r["paths"].items())))
+        summ = {}
+        for p in paths:
+            rs = [r["paths"][p] for r in runs]
+            kinds = {}
+            for x in rs:
+                for k, v in x["error_kinds"].items():
+                    kinds[k] = kinds.get(k, 0) + v
+            summ[p] = {"first_write_after_promotion_ms": summary([x["first_write_after_promotion_ms"] for x in rs]),
+                       "errors": summary([x["errors"] for x in rs]),
+                       "longest_gap_ms": summary([x["longest_gap_ms"] for x in rs]),
+                       "split_writes": sum(x["on_demoted_not_on_new_primary"] for x in rs),
+                       "acked_missing": sum(x["acked_missing_on_new_primary"] for x in rs),
+                       "error_kinds": ", ".join("%s %d" % kv for kv in sorted(kinds.items())) or "none"}
+        self.results["failover"] = {"clients": 4, "interval_ms": 5, "check_interval": self.a.interval,
+                                    "haproxy_check_timeout": self.a.haproxy_check_timeout,
+                                    "runs": runs, "summary": summ}
+
+    # ---- main -----------------------------------------------------------------------------------
+    def run(self):
+        for w in self.a.only:
+            t = time.monotonic()
+            log("=== %s ===" % w)
+            try:
+                getattr(self, "workload_" + w)()
+            except BenchError as exc:
+                msg = "%s: %s" % (w, exc)
+                log("ERROR " + msg)
+                self.errors.append(msg.splitlines()[0][:300])
+            self.results.setdefault("workload_seconds", {})[w] = round(time.monotonic() - t, 1)
+
+
+def _f(v):
+    return "-" if v is None else "%.3f" % v
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    if not os.access(a.repoint, os.X_OK):
+        log("no repoint binary at %s" % a.repoint)
+        return 2
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.time()
+    nofile = raise_nofile()
+    b = Bench(a)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+            "kernel": platform.release(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+            "smoke": a.smoke, "reps": a.reps, "seconds": a.seconds, "workloads": a.only, "interval": a.interval,
+            "haproxy_threads": a.haproxy_threads, "mysql_threads": a.mysql_threads, "nofile": nofile,
+            "repoint": os.path.abspath(a.repoint), "versions": tool_versions(),
+            "haproxy_config": "TCP mode; redis: configuration.txt tcp-check role:master recipe over all nodes; "
+                              "postgres/mysql: pgsql-check/mysql-check, primary + replicas as backup; "
+                              "check inter %s, timeout check %s, rise 2 fall 3, on-marked-down shutdown-sessions; "
+                              "no splice; nbthread %d" % (a.interval, a.haproxy_check_timeout, a.haproxy_threads),
+            "haproxy_check_timeout": a.haproxy_check_timeout}
+    rc = 0
+    try:
+        b.setup()
+        b.run()
+    except KeyboardInterrupt as exc:
+        log("interrupted (%s): cleaning up" % exc)
+        b.errors.append("interrupted")
+        rc = 130
+    except Exception as exc:  # noqa: BLE001
+        log("FAILED: %s" % exc)
+        traceback.print_exc()
+        b.errors.append("setup/run: %s" % str(exc).splitlines()[0][:300])
+        rc = 1
+    finally:
+        if b.haproxy is not None:
+            b.results["haproxy_config_text"] = open(b.haproxy.cfg).read()
+        t = time.monotonic()
+        b.teardown()
+        log("teardown %.1fs" % (time.monotonic() - t))
+    meta["total_seconds"] = round(time.time() - started, 1)
+    meta["loadavg_end"] = os.getloadavg()
+    out = dict(meta=meta, errors=b.errors, **b.results)
+    path = a.out or os.path.join(TOP, "bench-results", "bench-%s%s.json" % (
+        datetime.datetime.now().strftime("%Y%m%d-%H%M%S"), "-smoke" if a.smoke else ""))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2, sort_keys=False, default=str)
+    print()
+    print("repoint bench%s: %s, %d rep(s), %s, %d cpus, total %.0fs" % (
+        " (smoke)" if a.smoke else "", meta["date"], a.reps, ",".join(a.only), os.cpu_count(), meta["total_seconds"]))
+    if b.results["workloads"]:
+        print()
+        print(report.throughput_table(b.results["workloads"]))
+    if b.results.get("connections"):
+        print()
+        print(report.conns_table(b.results["connections"]))
+    if b.results.get("failover"):
+        print()
+        print(report.failover_table(b.results["failover"]))
+    if b.errors:
+        print("\nerrors:\n  " + "\n  ".join(b.errors))
+    print("\nresults: %s" % path)
+    if rc == 0 and b.errors:
+        rc = 1
+    return rc

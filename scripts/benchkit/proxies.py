@@ -1,0 +1,214 @@
+"""The two proxies under test: repoint (from a lab configuration) and HAProxy 2.6 in TCP mode with
+a configuration equivalent to repoint's (one frontend per service, role checks at the same interval)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import urllib.request
+
+from .common import BenchError, free_port, nofile_limit, wait_for
+
+HAPROXY_BIN = "/usr/sbin/haproxy"
+
+
+def _ms(duration):
+    """'100ms' | '1s' -> milliseconds."""
+    d = str(duration).strip()
+    if d.endswith("ms"):
+        return int(d[:-2])
+    if d.endswith("s"):
+        return int(float(d[:-1]) * 1000)
+    return int(d)
+
+
+class Proc:
+    """A long-running process we started (its own session), stopped by pid only."""
+
+    name = "proc"
+
+    def __init__(self, argv, log_path):
+        self.log_path = log_path
+        self.logf = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True, close_fds=True)
+        self.pid = self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def check_alive(self):
+        if not self.alive():
+            raise BenchError("%s exited (status %s); its log %s ends with:\n%s"
+                             % (self.name, self.proc.returncode, self.log_path, self.log_tail()))
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.logf.close()
+
+    def nofile(self):
+        return nofile_limit(self.pid)
+
+
+class Repoint(Proc):
+    name = "repoint"
+
+    def __init__(self, binary, lab, workdir, tag, engines, interval="100ms", max_clients=100000):
+        self.cfg = os.path.join(workdir, "repoint-%s.ini" % tag)
+        self.admin = free_port()
+        self.ports = lab.write_config(self.cfg, admin="127.0.0.1:%d" % self.admin, engines=engines,
+                                      log_level="warn", probe_interval=interval, max_clients=max_clients)
+        self.ports.pop("admin", None)
+        self.lab, self.engines = lab, list(engines)
+        super().__init__([binary, "-c", self.cfg], self.cfg + ".log")
+
+    def status(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/status" % self.admin, timeout=5) as r:
+            return json.load(r)
+
+    def writer(self, engine):
+        for s in self.status()["services"]:
+            if s["name"] == engine:
+                return s["writer"] if s.get("writer_ready") else None
+        return None
+
+    def wait_ready(self, timeout=60):
+        for e in self.engines:
+            want = self.lab.primary(e).addr
+
+            def ok(e=e, want=want):
+                self.check_alive()
+                return self.writer(e) == want
+            wait_for(ok, timeout, "repoint to route %s to %s" % (e, want))
+
+
+REDIS_CHECK = r"""    option tcp-check
+    tcp-check connect
+    tcp-check send PING\r\n
+    tcp-check expect string +PONG
+    tcp-check send info\ replication\r\n
+    tcp-check expect string role:master
+    tcp-check send QUIT\r\n
+    tcp-check expect string +OK
+"""
+
+
+def haproxy_config(lab, engines, ports, stats_sock, interval="100ms", probe_timeout="1s", maxconn=4000,
+                   threads=1, mysql_check_user="haproxy"):
+    """HAProxy 2.6 TCP-mode configuration equivalent to repoint's lab configuration.
+
+    Redis: the documented role check over all nodes (configuration.txt, `tcp-check send`), with
+    on-marked-down shutdown-sessions. Postgres / MariaDB: pgsql-check / mysql-check, the primary as
+    server and the replicas as backup. Check interval = repoint's probe_interval, timeout = probe_timeout.
+    """
+    lines = [
+        "global",
+        "    maxconn %d" % maxconn,
+        "    nbthread %d" % threads,
+        "    stats socket %s mode 600 level admin" % stats_sock,
+        "",
+        "defaults",
+        "    mode tcp",
+        "    maxconn %d" % maxconn,
+        "    timeout connect 5s",
+        "    timeout client 1h",
+        "    timeout server 1h",
+        "    timeout check %s" % probe_timeout,
+        "    default-server check inter %s on-marked-down shutdown-sessions" % interval,
+        "",
+    ]
+    for e in engines:
+        nodes = lab.nodes(e)
+        primary = lab.primary(e)
+        lines += ["frontend fe_%s" % e, "    bind 127.0.0.1:%d" % ports[e], "    default_backend be_%s" % e, "",
+                  "backend be_%s" % e]
+        if e == "redis":
+            lines.append(REDIS_CHECK.rstrip("\n"))
+            lines += ["    server %s %s" % (n.name, n.addr) for n in nodes]
+        else:
+            if e == "postgres":
+                lines.append("    option pgsql-check user postgres")
+            else:
+                lines.append("    option mysql-check user %s post-41" % mysql_check_user)
+            lines.append("    server %s %s" % (primary.name, primary.addr))
+            lines += ["    server %s %s backup" % (n.name, n.addr) for n in nodes if n.name != primary.name]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+class HAProxy(Proc):
+    name = "haproxy"
+
+    def __init__(self, lab, workdir, tag, engines, interval="100ms", maxconn=4000, threads=1, check_timeout="1s"):
+        self.lab, self.engines = lab, list(engines)
+        self.cfg = os.path.join(workdir, "haproxy-%s.cfg" % tag)
+        self.sock = os.path.join(workdir, "haproxy-%s.sock" % tag)
+        self.ports = {}
+        for e in engines:
+            p = free_port()
+            while p in self.ports.values():
+                p = free_port()
+            self.ports[e] = p
+        self.maxconn, self.threads = maxconn, threads
+        with open(self.cfg, "w") as f:
+            f.write(haproxy_config(lab, engines, self.ports, self.sock, interval=interval, maxconn=maxconn,
+                                   threads=threads, probe_timeout=check_timeout))
+        out = subprocess.run([HAPROXY_BIN, "-c", "-q", "-f", self.cfg], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        if out.returncode != 0:
+            raise BenchError("haproxy rejects %s:\n%s" % (self.cfg, out.stdout.decode(errors="replace")))
+        super().__init__([HAPROXY_BIN, "-db", "-f", self.cfg], self.cfg + ".log")
+
+    def command(self, cmd):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.sock)
+            s.sendall(cmd.encode() + b"\n")
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def servers(self):
+        """{(backend, server): status} from `show stat`."""
+        out = self.command("show stat")
+        lines = out.strip().splitlines()
+        hdr = lines[0].lstrip("# ").split(",")
+        ix = {k: i for i, k in enumerate(hdr)}
+        res = {}
+        for line in lines[1:]:
+            f = line.split(",")
+            if f[ix["svname"]] in ("FRONTEND", "BACKEND"):
+                continue
+            res[(f[ix["pxname"]], f[ix["svname"]])] = f[ix["status"]]
+        return res
+
+    def up_servers(self, engine):
+        return sorted(s for (b, s), st in self.servers().items() if b == "be_%s" % engine and st.startswith("UP"))
+
+    def wait_ready(self, timeout=60):
+        for e in self.engines:
+            want = self.lab.primary(e).name
+
+            def ok(e=e, want=want):
+                self.check_alive()
+                up = self.up_servers(e)
+                return up == [want] if e == "redis" else want in up
+            wait_for(ok, timeout, "haproxy to mark %s UP (and only it) in be_%s" % (want, e), interval=0.05)

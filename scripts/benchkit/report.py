@@ -1,0 +1,82 @@
+"""The results table (stdout) and its JSON twin."""
+
+from .common import fmt_num
+
+PATHS = ("direct", "haproxy", "repoint")
+
+
+def _cell(s, digits=None):
+    if not s:
+        return "-"
+    if s["min"] == s["max"]:
+        return fmt_num(s["median"], digits)
+    return "%s [%s-%s]" % (fmt_num(s["median"], digits), fmt_num(s["min"], digits), fmt_num(s["max"], digits))
+
+
+def _r(v):
+    return "-" if v is None else "%.2f" % v
+
+
+def throughput_table(workloads):
+    lines = []
+    hdr = "%-24s %-8s %-28s %-24s %-24s %s" % ("workload", "path", "throughput median [min-max]", "p50 ms",
+                                             "p99 ms", "proxy CPU us/op")
+    lines += [hdr, "-" * len(hdr)]
+    for wid, w in workloads.items():
+        for i, p in enumerate(PATHS):
+            r = w["paths"].get(p)
+            if r is None:
+                continue
+            name = wid if i == 0 else ""
+            unit = (" " + w["unit"]) if i == 0 else ""
+            lines.append("%-24s %-8s %-28s %-24s %-24s %s" % (
+                name, p, _cell(r.get("throughput")) + unit, _cell(r.get("p50_ms"), 3), _cell(r.get("p99_ms"), 3),
+                _cell(r.get("cpu_us_per_op"), 1) if p != "direct" else ""))
+        if w.get("errors"):
+            lines.append("%-24s   errors: %s" % ("", "; ".join(w["errors"])[:300]))
+    lines.append("")
+    hdr = "%-24s %12s %12s %10s %10s %10s %10s %14s" % (
+        "ratios (of medians)", "tput rp/dir", "tput rp/hap", "p50 rp/dir", "p50 rp/hap", "p99 rp/dir", "p99 rp/hap",
+        "cpu/op rp/hap")
+    lines += [hdr, "-" * len(hdr)]
+    for wid, w in workloads.items():
+        r = w.get("ratios", {})
+        d, h = r.get("repoint/direct", {}), r.get("repoint/haproxy", {})
+        lines.append("%-24s %12s %12s %10s %10s %10s %10s %14s" % (
+            wid, _r(d.get("throughput")), _r(h.get("throughput")), _r(d.get("p50_ms")), _r(h.get("p50_ms")),
+            _r(d.get("p99_ms")), _r(h.get("p99_ms")), _r(h.get("cpu_us_per_op"))))
+    return "\n".join(lines)
+
+
+def conns_table(c):
+    lines = ["connection scale: %d idle client connections through each proxy (Redis behind; each one is also an "
+             "upstream connection)%s" % (c["connections"], c.get("note", "") and " - " + c["note"])]
+    hdr = "%-8s %-26s %-16s %-16s %-14s %s" % ("proxy", "KB per client conn", "RSS before MB", "RSS after MB",
+                                             "fds added", "upstream conns seen by redis")
+    lines += [hdr, "-" * len(hdr)]
+    for p in ("haproxy", "repoint"):
+        r = c["proxies"].get(p)
+        if not r:
+            continue
+        lines.append("%-8s %-26s %-16s %-16s %-14s %s" % (
+            p, _cell(r["kb_per_conn"], 2), _cell(r["rss_before_mb"], 1), _cell(r["rss_after_mb"], 1),
+            _cell(r["fds_added"], 0), _cell(r["upstream_conns_seen_by_redis"], 0)))
+    if c.get("ratio_repoint_haproxy") is not None:
+        lines.append("repoint/haproxy KB per connection: %.2f" % c["ratio_repoint_haproxy"])
+    return "\n".join(lines)
+
+
+def failover_table(f):
+    lines = ["failover reaction: %d Redis switchover(s), %d clients per path writing every %d ms, check/probe "
+             "interval %s, HAProxy timeout check %s" % (len(f["runs"]), f["clients"], f["interval_ms"],
+                                                       f["check_interval"], f.get("haproxy_check_timeout"))]
+    hdr = "%-8s %-30s %-22s %-22s %-14s %s" % ("path", "first write after promotion ms", "errors", "longest gap ms",
+                                             "split writes", "error kinds")
+    lines += [hdr, "-" * len(hdr)]
+    for p, s in f["summary"].items():
+        lines.append("%-8s %-30s %-22s %-22s %-14s %s" % (
+            p, _cell(s["first_write_after_promotion_ms"], 0), _cell(s["errors"], 0), _cell(s["longest_gap_ms"], 0),
+            "%d / %d" % (s["split_writes"], s["acked_missing"]), s["error_kinds"]))
+    lines.append("(split writes = keys on the demoted node but not on the new primary / acknowledged writes missing "
+                 "on the new primary, summed over switchovers)")
+    return "\n".join(lines)
