@@ -1,9 +1,11 @@
-/* admin.c - GET /status and GET /metrics over evhttp. */
+/* admin.c - GET /status and GET /metrics over evhttp; failover drills under /drills. */
 #include "admin.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -12,14 +14,37 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "drill/drill.h"
 #include "log.h"
 #include "service.h"
 
+/* Finished drills kept for GET /drills/ID; the oldest go first. */
+#define ADMIN_KEEP_DRILLS 16
+/* A client waiting for a drill (?wait=1) may wait this much longer than the drill can take. */
+#define ADMIN_WAIT_SLACK_S 60
+
+struct admin_waiter {
+	struct evhttp_request *req;
+	struct evhttp_connection *evcon;
+	LIST_ENTRY(admin_waiter) link;
+};
+
+struct admin_drill {
+	struct admin *a;
+	struct drill *d;
+	LIST_HEAD(, admin_waiter) waiters;   /* POST /drills?wait=1 requests to answer when done */
+	TAILQ_ENTRY(admin_drill) link;
+};
+
 struct admin {
 	struct evhttp *http;
+	struct event_base *base;
 	struct service *const *svcs;
 	int nsvcs;
 	int64_t started_ms;
+	const struct config *cfg;            /* admin_token, [aws] for the drills */
+	TAILQ_HEAD(, admin_drill) drills;    /* oldest first */
+	int ndrills;
 };
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *type, struct evbuffer *body)
@@ -75,16 +100,324 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
 	evbuffer_free(b);
 }
 
-static void notfound_cb(struct evhttp_request *req, void *arg)
+
+/* ---- /drills ------------------------------------------------------------------------------------ */
+
+static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *o)
 {
-	(void)arg;
-	reply_text(req, 404, "Not Found", "not found: try /status or /metrics");
+	struct evbuffer *b = evbuffer_new();
+	char *text = json_dumps(o, JSON_INDENT(2));
+
+	if (text != NULL) {
+		evbuffer_add(b, text, strlen(text));
+		evbuffer_add(b, "\n", 1);
+	}
+	reply(req, code, reason, "application/json", b);
+	free(text);
+	evbuffer_free(b);
+	json_decref(o);
 }
 
-struct admin *admin_start(struct event_base *base, const struct hostport *addr, struct service *const *svcs,
+static void reply_error(struct evhttp_request *req, int code, const char *reason, const char *msg)
+{
+	reply_json(req, code, reason, json_pack("{s:s}", "error", msg));
+}
+
+/* Compares without stopping at the first difference: the token is a secret. */
+static bool token_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char diff = la != lb;
+
+	for (size_t i = 0; i < la; i++)
+		diff |= (unsigned char)(a[i] ^ b[i % (lb > 0 ? lb : 1)]);
+	return diff == 0;
+}
+
+/* With an admin_token, requests that change something must carry it. */
+static bool authorized(const struct admin *a, struct evhttp_request *req)
+{
+	const char *h;
+
+	if (a->cfg == NULL || a->cfg->admin_token == NULL)
+		return true;
+	h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	return h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, a->cfg->admin_token);
+}
+
+static json_t *drill_entry_json(const struct admin_drill *ad, bool full)
+{
+	json_t *p = drill_progress_json(ad->d);
+	json_t *o = json_pack("{s:s, s:s, s:O}", "id", drill_id(ad->d), "service", drill_service_name(ad->d), "status",
+			      json_object_get(p, "status"));
+
+	json_object_set_new(o, "href", json_sprintf("/drills/%s", drill_id(ad->d)));
+	if (full) {
+		json_object_set(o, "progress", p);
+		json_object_set(o, "report", drill_finished(ad->d) ? drill_report(ad->d) : json_null());
+	}
+	json_decref(p);
+	return o;
+}
+
+static void drill_entry_free(struct admin_drill *ad)
+{
+	struct admin_waiter *w;
+
+	while ((w = LIST_FIRST(&ad->waiters)) != NULL) {
+		LIST_REMOVE(w, link);
+		free(w);
+	}
+	drill_free(ad->d);
+	free(ad);
+}
+
+/* Keeps the list bounded: the oldest finished drills go. */
+static void drills_trim(struct admin *a)
+{
+	struct admin_drill *ad, *next;
+
+	for (ad = TAILQ_FIRST(&a->drills); ad != NULL && a->ndrills > ADMIN_KEEP_DRILLS; ad = next) {
+		next = TAILQ_NEXT(ad, link);
+		if (!drill_finished(ad->d) || !LIST_EMPTY(&ad->waiters))
+			continue;
+		TAILQ_REMOVE(&a->drills, ad, link);
+		a->ndrills--;
+		drill_entry_free(ad);
+	}
+}
+
+static void drill_done(void *arg, struct drill *d)
+{
+	struct admin_drill *ad = arg;
+	struct admin_waiter *w;
+
+	(void)d;
+	while ((w = LIST_FIRST(&ad->waiters)) != NULL) {
+		LIST_REMOVE(w, link);
+		reply_json(w->req, 200, "OK", drill_entry_json(ad, true));
+		free(w);
+	}
+}
+
+/* A client that waited for a drill went away: forget its request (libevent frees it). */
+static void waiter_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct admin *a = arg;
+	struct admin_drill *ad;
+	struct admin_waiter *w, *next;
+
+	TAILQ_FOREACH(ad, &a->drills, link) {
+		for (w = LIST_FIRST(&ad->waiters); w != NULL; w = next) {
+			next = LIST_NEXT(w, link);
+			if (w->evcon == evcon) {
+				LIST_REMOVE(w, link);
+				free(w);
+			}
+		}
+	}
+}
+
+static struct admin_drill *find_drill(struct admin *a, const char *id)
+{
+	struct admin_drill *ad;
+
+	TAILQ_FOREACH(ad, &a->drills, link)
+		if (strcmp(drill_id(ad->d), id) == 0)
+			return ad;
+	return NULL;
+}
+
+static bool query_flag(struct evhttp_request *req, const char *name)
+{
+	struct evkeyvalq q;
+	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)), *v;
+	bool on = false;
+
+	if (query == NULL || evhttp_parse_query_str(query, &q) != 0)
+		return false;
+	v = evhttp_find_header(&q, name);
+	on = v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0);
+	evhttp_clear_headers(&q);
+	return on;
+}
+
+static void drills_post(struct admin *a, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	struct drill_options o;
+	struct service *svc = NULL;
+	struct admin_drill *ad;
+	json_error_t jerr;
+	json_t *body;
+	char err[300], *text;
+	bool wait = query_flag(req, "wait");
+
+	if (!authorized(a, req)) {
+		reply_error(req, 401, "Unauthorized", "a drill needs the admin token (Authorization: Bearer ...)");
+		return;
+	}
+	if (len > 64 * 1024) {
+		reply_error(req, 413, "Payload Too Large", "drill options are a small JSON object");
+		return;
+	}
+	text = malloc(len + 1);
+	if (text == NULL) {
+		reply_error(req, 500, "Internal Server Error", "out of memory");
+		return;
+	}
+	evbuffer_copyout(in, text, len);
+	text[len] = '\0';
+	body = json_loads(text, 0, &jerr);
+	explicit_bzero(text, len);
+	free(text);
+	if (body == NULL) {
+		snprintf(err, sizeof(err), "the body is not JSON: %s", jerr.text);
+		reply_error(req, 400, "Bad Request", err);
+		return;
+	}
+	drill_options_init(&o);
+	if (!drill_options_from_json(body, &o, err, sizeof(err))) {
+		json_decref(body);
+		drill_options_free(&o);
+		reply_error(req, 400, "Bad Request", err);
+		return;
+	}
+	json_decref(body);
+	if (!o.dry_run && !o.yes && (a->cfg == NULL || a->cfg->admin_token == NULL)) {
+		drill_options_free(&o);
+		reply_error(req, 403, "Forbidden",
+			    "a real drill fails the cluster over: send \"yes\": true (or configure an admin_token)");
+		return;
+	}
+	for (int i = 0; i < a->nsvcs; i++)
+		if (strcmp(service_name(a->svcs[i]), o.service) == 0)
+			svc = a->svcs[i];
+	if (svc == NULL) {
+		snprintf(err, sizeof(err), "no service named '%s'", o.service);
+		drill_options_free(&o);
+		reply_error(req, 404, "Not Found", err);
+		return;
+	}
+	TAILQ_FOREACH(ad, &a->drills, link) {
+		if (!drill_finished(ad->d) && strcmp(drill_service_name(ad->d), o.service) == 0) {
+			snprintf(err, sizeof(err), "drill %s of service %s is running", drill_id(ad->d), o.service);
+			drill_options_free(&o);
+			reply_error(req, 409, "Conflict", err);
+			return;
+		}
+	}
+	ad = calloc(1, sizeof(*ad));
+	if (ad == NULL || (ad->d = drill_new(a->base, svc, a->cfg != NULL ? &a->cfg->aws : NULL, &o, drill_done, ad)) == NULL) {
+		free(ad);
+		drill_options_free(&o);
+		reply_error(req, 500, "Internal Server Error", "out of memory");
+		return;
+	}
+	ad->a = a;
+	LIST_INIT(&ad->waiters);
+	TAILQ_INSERT_TAIL(&a->drills, ad, link);
+	a->ndrills++;
+	drills_trim(a);
+	log_info("admin", "drill %s of service %s started%s", drill_id(ad->d), o.service, o.dry_run ? " (dry run)" : "");
+	if (wait) {
+		struct admin_waiter *w = calloc(1, sizeof(*w));
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+		if (w != NULL && evcon != NULL) {
+			w->req = req;
+			w->evcon = evcon;
+			LIST_INSERT_HEAD(&ad->waiters, w, link);
+			evhttp_connection_set_closecb(evcon, waiter_closed_cb, a);
+			/* The drill may outlast the admin API's usual timeout. */
+			evhttp_connection_set_timeout(evcon, (int)((o.warmup_ms + o.timeout_ms + o.duration_after_ms) / 1000 +
+								   ADMIN_WAIT_SLACK_S));
+		} else {
+			free(w);
+			wait = false;
+		}
+	}
+	drill_options_free(&o);
+	drill_begin(ad->d);
+	if (!wait) {
+		struct evbuffer *b = evbuffer_new();
+		json_t *entry = drill_entry_json(ad, false);
+		char *t = json_dumps(entry, JSON_INDENT(2));
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
+				  json_string_value(json_object_get(entry, "href")));
+		evbuffer_add_printf(b, "%s\n", t != NULL ? t : "{}");
+		reply(req, 202, "Accepted", "application/json", b);
+		free(t);
+		json_decref(entry);
+		evbuffer_free(b);
+	}
+}
+
+static void drills_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	struct admin_drill *ad;
+	json_t *arr;
+
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_POST:
+		drills_post(a, req);
+		return;
+	case EVHTTP_REQ_GET:
+		arr = json_array();
+		TAILQ_FOREACH(ad, &a->drills, link)
+			json_array_append_new(arr, drill_entry_json(ad, false));
+		reply_json(req, 200, "OK", json_pack("{s:o}", "drills", arr));
+		return;
+	default:
+		reply_error(req, 405, "Method Not Allowed", "use GET or POST");
+		return;
+	}
+}
+
+/* /drills/ID: GET the progress and the report, DELETE to cancel a running drill. */
+static void drill_item(struct admin *a, struct evhttp_request *req, const char *id)
+{
+	struct admin_drill *ad = find_drill(a, id);
+
+	if (ad == NULL) {
+		reply_error(req, 404, "Not Found", "no such drill");
+		return;
+	}
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:
+		reply_json(req, 200, "OK", drill_entry_json(ad, true));
+		return;
+	case EVHTTP_REQ_DELETE:
+		if (!authorized(a, req)) {
+			reply_error(req, 401, "Unauthorized", "cancelling a drill needs the admin token");
+			return;
+		}
+		drill_cancel(ad->d, "cancelled through the admin API");
+		reply_json(req, 200, "OK", drill_entry_json(ad, false));
+		return;
+	default:
+		reply_error(req, 405, "Method Not Allowed", "use GET or DELETE");
+		return;
+	}
+}
+
+static void notfound_cb(struct evhttp_request *req, void *arg)
+{
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+
+	if (path != NULL && strncmp(path, "/drills/", 8) == 0 && path[8] != '\0' && strchr(path + 8, '/') == NULL) {
+		drill_item(arg, req, path + 8);
+		return;
+	}
+	reply_text(req, 404, "Not Found", "not found: try /status, /metrics or /drills");
+}
+
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
 			  int nsvcs)
 {
 	struct admin *a = calloc(1, sizeof(*a));
+	const struct hostport *addr = &cfg->admin;
 	char buf[300];
 
 	if (a == NULL)
@@ -92,16 +425,20 @@ struct admin *admin_start(struct event_base *base, const struct hostport *addr, 
 	a->svcs = svcs;
 	a->nsvcs = nsvcs;
 	a->started_ms = now_ms();
+	a->base = base;
+	TAILQ_INIT(&a->drills);
+	a->cfg = cfg;
 	a->http = evhttp_new(base);
 	if (a->http == NULL || evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
 		log_error("admin", "cannot listen on %s", hostport_str(addr, buf, sizeof(buf)));
 		admin_free(a);
 		return NULL;
 	}
-	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
 	evhttp_set_timeout(a->http, 30);
 	evhttp_set_cb(a->http, "/status", status_cb, a);
 	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
+	evhttp_set_cb(a->http, "/drills", drills_cb, a);
 	evhttp_set_gencb(a->http, notfound_cb, a);
 	log_info("admin", "listening on http://%s", hostport_str(addr, buf, sizeof(buf)));
 	return a;
@@ -109,9 +446,17 @@ struct admin *admin_start(struct event_base *base, const struct hostport *addr, 
 
 void admin_free(struct admin *a)
 {
+	struct admin_drill *ad;
+
 	if (a == NULL)
 		return;
+	/* First the HTTP side (its connections' close callbacks still see the drills), then the
+	 * drills, whose load and promotions stop where they are. */
 	if (a->http != NULL)
 		evhttp_free(a->http);
+	while ((ad = TAILQ_FIRST(&a->drills)) != NULL) {
+		TAILQ_REMOVE(&a->drills, ad, link);
+		drill_entry_free(ad);
+	}
 	free(a);
 }

@@ -9,9 +9,10 @@
 
 struct event_base;
 struct service;
+struct config;
 struct admin;
 
-struct admin *admin_start(struct event_base *base, const struct hostport *addr, struct service *const *svcs,
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
 			  int nsvcs);
 void admin_free(struct admin *a);
 

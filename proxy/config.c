@@ -240,6 +240,7 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_REPOINT, "log_level", TOP(log_level), log_level_names, "info", false),
 	ENUM(SECTION_REPOINT, "log_format", TOP(log_format), log_format_names, "text", false),
 	DURATION(SECTION_REPOINT, "shutdown_timeout", TOP(shutdown_timeout_ms), 0, WAIT_MAX, "10s"),
+	STRING(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL, NULL),
 
 	STRING(SECTION_AWS, "region", AWS(region), NULL, check_region),
 	STRING(SECTION_AWS, "profile", AWS(profile), NULL, NULL),
@@ -1289,6 +1290,9 @@ void config_free(struct config *cfg)
 		free(svc->shard);
 		free(svc);
 	}
+	if (cfg->admin_token != NULL)
+		explicit_bzero(cfg->admin_token, strlen(cfg->admin_token));
+	free(cfg->admin_token);
 	free(cfg->aws.region);
 	free(cfg->aws.profile);
 	free(cfg->aws.endpoint_url);

@@ -64,6 +64,7 @@ struct config {
 	enum log_level log_level;           /* default info */
 	enum log_format log_format;         /* default text */
 	int64_t shutdown_timeout_ms;        /* grace period on SIGTERM/SIGINT; default 10s */
+	char *admin_token;                  /* bearer token the admin API requires for POST; NULL: none */
 	struct aws_config aws;
 	struct service_config *services;    /* in file order */
 	int nservices;

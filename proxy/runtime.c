@@ -101,7 +101,7 @@ struct runtime *runtime_start(struct config *cfg)
 			goto fail;
 	}
 	if (cfg->has_admin) {
-		rt->admin = admin_start(rt->base, &cfg->admin, rt->svcs, rt->nsvcs);
+		rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs);
 		if (rt->admin == NULL)
 			goto fail;
 	}

@@ -1,0 +1,559 @@
+/* drill/promote.c - failing over static members through the engines themselves.
+ *
+ * The plan is a list of statements, each sent to one member over its own connection (conn.c, so
+ * nothing blocks the loop), written down before anything runs: the dry run prints it, the report
+ * keeps it, and the run follows it step by step.
+ *
+ *   Postgres  SELECT pg_promote(true, 30) on the target. The old primary keeps running on its
+ *             timeline; repoint prefers the higher timeline and fences the old one.
+ *   Redis     CLIENT PAUSE WRITE on the old writer, wait until the target's slave_repl_offset
+ *             reaches the old writer's master_repl_offset, REPLICAOF NO ONE on the target,
+ *             REPLICAOF target on the old writer and the others, CLIENT UNPAUSE.
+ *   MariaDB   read_only=1 on the old writer, MASTER_GTID_WAIT(its gtid_binlog_pos) on the target,
+ *             STOP SLAVE; RESET SLAVE ALL; read_only=0 there, then the old writer (and the others)
+ *             replicate from the target with GTID.
+ *
+ * Each step says what a failure means: nothing has changed yet (the drill ends, refused as
+ * failed), something must be undone first (the undo list runs: CLIENT UNPAUSE, read_only=0 on the
+ * old writer), or the promotion already happened and the rest is best effort (noted, carried on).
+ */
+#include "drill/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+/* How long the old Redis writer's writes are paused at most (they resume when it is lifted). */
+#define PROMOTE_RD_PAUSE_MS 10000
+/* The target must have caught up well before the pause runs out. */
+#define PROMOTE_RD_CATCHUP_MS 8000
+#define PROMOTE_RD_POLL_MS 2
+#define PROMOTE_SLOW_STEP_MS 40000
+
+enum promote_op {
+	OP_PLAIN,        /* must succeed */
+	OP_PG_PROMOTE,   /* must answer t */
+	OP_RD_OFFSET,    /* read the old writer's master_repl_offset */
+	OP_RD_CATCHUP,   /* poll the target until it has that much */
+	OP_MY_POS,       /* read the old writer's gtid_binlog_pos */
+	OP_MY_WAIT,      /* MASTER_GTID_WAIT(that position): built when it runs */
+};
+
+enum promote_on_fail {
+	FAIL_CLEAN,      /* nothing changed yet: just stop */
+	FAIL_UNDO,       /* run the undo list, then stop */
+	FAIL_CONTINUE,   /* the target is the writer already: note it and go on */
+};
+
+struct promote_step {
+	int member;
+	char *cmd;       /* NULL for OP_MY_WAIT */
+	char *shown;     /* as printed and reported: secrets masked */
+	enum promote_op op;
+	enum promote_on_fail on_fail;
+	bool promotes;   /* its success makes the target the writer */
+};
+
+struct promote_conn {
+	struct drill_promote *p;
+	struct drill_conn *conn;
+};
+
+struct drill_promote {
+	struct drill *d;
+	struct promote_step *steps, *undo;
+	int nsteps, nundo;
+	int cur;
+	bool undoing;
+	struct promote_conn *conns;     /* one per member, made when first needed */
+	long long offset;
+	char pos[256];
+	int64_t catchup_deadline_us;
+	struct event *retry;
+	char fail_code[64];
+	char fail_msg[4096];
+};
+
+/* SQL string literal contents: quotes doubled, backslashes escaped. */
+static void sql_escape(const char *s, char *out, size_t len)
+{
+	size_t n = 0;
+
+	for (; *s != '\0' && n + 3 < len; s++) {
+		if (*s == '\'' || *s == '\\')
+			out[n++] = *s == '\'' ? '\'' : '\\';
+		out[n++] = *s;
+	}
+	out[n] = '\0';
+}
+
+static bool add_step(struct promote_step **arr, int *n, int member, const char *cmd, const char *shown,
+		     enum promote_op op, enum promote_on_fail on_fail, bool promotes)
+{
+	struct promote_step *grown = realloc(*arr, (size_t)(*n + 1) * sizeof(**arr));
+	struct promote_step *s;
+
+	if (grown == NULL)
+		return false;
+	*arr = grown;
+	s = &grown[*n];
+	memset(s, 0, sizeof(*s));
+	s->member = member;
+	s->cmd = cmd != NULL ? strdup(cmd) : NULL;
+	s->shown = strdup(shown != NULL ? shown : cmd);
+	s->op = op;
+	s->on_fail = on_fail;
+	s->promotes = promotes;
+	(*n)++;
+	return (cmd == NULL || s->cmd != NULL) && s->shown != NULL;
+}
+
+static int find_member(const struct drill *d, const char *target)
+{
+	struct hostport hp;
+	char norm[300], err[128];
+
+	for (int i = 0; i < d->nmembers; i++)
+		if (strcmp(d->members[i].str, target) == 0)
+			return i;
+	if (!parse_hostport(target, &hp, err, sizeof(err)))
+		return -1;
+	hostport_str(&hp, norm, sizeof(norm));
+	for (int i = 0; i < d->nmembers; i++) {
+		char num[300];
+		snprintf(num, sizeof(num), "%s:%u", d->members[i].ep.host, d->members[i].ep.port);
+		if (strcmp(d->members[i].str, norm) == 0 || strcmp(num, norm) == 0 ||
+		    (strcmp(d->members[i].ep.host, hp.host) == 0 && d->members[i].ep.port == hp.port))
+			return i;
+	}
+	return -1;
+}
+
+static void member_list(const struct drill *d, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < d->nmembers && off + 1 < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s %s", i ? ", " : "", d->members[i].str,
+					role_name(d->members[i].role));
+}
+
+static bool plan_pg(struct drill_promote *p)
+{
+	return add_step(&p->steps, &p->nsteps, p->d->target_idx, "SELECT pg_promote(true, 30)", NULL, OP_PG_PROMOTE,
+			FAIL_CLEAN, true);
+}
+
+static bool plan_redis(struct drill_promote *p)
+{
+	struct drill *d = p->d;
+	const struct drill_member *t = &d->members[d->target_idx];
+	char cmd[400];
+	bool ok = true;
+
+	snprintf(cmd, sizeof(cmd), "CLIENT PAUSE %d WRITE", PROMOTE_RD_PAUSE_MS);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, cmd, NULL, OP_PLAIN, FAIL_CLEAN, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "INFO replication",
+			    "INFO replication  (master_repl_offset)", OP_RD_OFFSET, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "INFO replication",
+			    "INFO replication  (until slave_repl_offset >= the old writer's master_repl_offset)",
+			    OP_RD_CATCHUP, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "REPLICAOF NO ONE", NULL, OP_PLAIN, FAIL_UNDO, true);
+	snprintf(cmd, sizeof(cmd), "REPLICAOF %s %u", t->hp.host, t->hp.port);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, cmd, NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	for (int i = 0; i < d->nmembers; i++)
+		if (i != d->old_idx && i != d->target_idx && d->members[i].role != ROLE_DOWN)
+			ok = ok && add_step(&p->steps, &p->nsteps, i, cmd, NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "CLIENT UNPAUSE", NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	/* Undo before the target is promoted: lift the pause, and that is all that changed. */
+	ok = ok && add_step(&p->undo, &p->nundo, d->old_idx, "CLIENT UNPAUSE", NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	return ok;
+}
+
+static bool plan_mysql_follow(struct drill_promote *p, int member)
+{
+	struct drill *d = p->d;
+	const struct drill_member *t = &d->members[d->target_idx];
+	const char *user = d->o.repl_user != NULL ? d->o.repl_user
+			   : d->o.promote_user != NULL ? d->o.promote_user
+						       : d->scfg->probe_user;
+	const char *pw = d->o.repl_password != NULL ? d->o.repl_password
+			 : d->o.promote_password != NULL ? d->o.promote_password
+							 : d->scfg->probe_password;
+	char host[600], u[300], pwe[300], cmd[1600], shown[1600];
+	bool ok = true;
+
+	sql_escape(t->hp.host, host, sizeof(host));
+	sql_escape(user != NULL ? user : "", u, sizeof(u));
+	sql_escape(pw != NULL ? pw : "", pwe, sizeof(pwe));
+	ok = ok && add_step(&p->steps, &p->nsteps, member, "STOP SLAVE", NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	/* Its own transactions are in its binlog position: replicate from there, not from an old
+	 * slave position that would fetch them again. */
+	ok = ok && add_step(&p->steps, &p->nsteps, member, "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos",
+			    NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	snprintf(cmd, sizeof(cmd),
+		 "CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%u, MASTER_USER='%s', MASTER_PASSWORD='%s', "
+		 "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+		 host, t->hp.port, u, pwe);
+	snprintf(shown, sizeof(shown),
+		 "CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%u, MASTER_USER='%s', MASTER_PASSWORD='***', "
+		 "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+		 host, t->hp.port, u);
+	ok = ok && add_step(&p->steps, &p->nsteps, member, cmd, shown, OP_PLAIN, FAIL_CONTINUE, false);
+	explicit_bzero(cmd, sizeof(cmd));
+	explicit_bzero(pwe, sizeof(pwe));
+	ok = ok && add_step(&p->steps, &p->nsteps, member, "START SLAVE", NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	return ok;
+}
+
+static bool plan_mysql(struct drill_promote *p)
+{
+	struct drill *d = p->d;
+	bool ok = true;
+
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "SET GLOBAL read_only = 1", NULL, OP_PLAIN, FAIL_CLEAN,
+			    false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "SELECT @@global.gtid_binlog_pos", NULL, OP_MY_POS,
+			    FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, NULL,
+			    "SELECT MASTER_GTID_WAIT('<the old writer''s gtid_binlog_pos>', 30)", OP_MY_WAIT, FAIL_UNDO,
+			    false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "STOP SLAVE", NULL, OP_PLAIN, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "RESET SLAVE ALL", NULL, OP_PLAIN, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "SET GLOBAL read_only = 0", NULL, OP_PLAIN, FAIL_UNDO,
+			    true);
+	ok = ok && plan_mysql_follow(p, d->old_idx);
+	for (int i = 0; i < d->nmembers; i++)
+		if (i != d->old_idx && i != d->target_idx && d->members[i].role != ROLE_DOWN)
+			ok = ok && plan_mysql_follow(p, i);
+	/* Undo before the target takes writes: the old writer takes them again. */
+	ok = ok && add_step(&p->undo, &p->nundo, d->old_idx, "SET GLOBAL read_only = 0", NULL, OP_PLAIN, FAIL_CONTINUE,
+			    false);
+	return ok;
+}
+
+bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
+{
+	struct drill_promote *p;
+	json_t *calls = json_object_get(d->failover, "calls");
+	const char *method;
+	char list[1200];
+	int writers = 0;
+	bool ok;
+
+	member_list(d, list, sizeof(list));
+	for (int i = 0; i < d->nmembers; i++) {
+		if (d->members[i].role == ROLE_WRITER && d->members[i].healthy)
+			writers++;
+		if (strcmp(d->members[i].str, d->old_writer) == 0)
+			d->old_idx = i;
+	}
+	if (writers != 1 || d->old_idx < 0) {
+		snprintf(err, errlen, "exactly one writer must be known to fail over service %s (members: %s)",
+			 d->scfg->name, list);
+		return false;
+	}
+	if (d->o.target != NULL) {
+		d->target_idx = find_member(d, d->o.target);
+		if (d->target_idx < 0) {
+			snprintf(err, errlen, "--target %s is not a member of service %s (members: %s)", d->o.target,
+				 d->scfg->name, list);
+			return false;
+		}
+		if (d->target_idx == d->old_idx) {
+			snprintf(err, errlen, "--target %s is the writer already", d->o.target);
+			return false;
+		}
+		if (d->members[d->target_idx].role != ROLE_READER || !d->members[d->target_idx].healthy) {
+			snprintf(err, errlen, "--target %s is not a healthy reader (role %s)", d->o.target,
+				 role_name(d->members[d->target_idx].role));
+			return false;
+		}
+	} else {
+		for (int i = 0; i < d->nmembers && d->target_idx < 0; i++)
+			if (d->members[i].role == ROLE_READER && d->members[i].healthy)
+				d->target_idx = i;
+		if (d->target_idx < 0) {
+			snprintf(err, errlen, "service %s has no healthy reader to promote (members: %s)", d->scfg->name,
+				 list);
+			return false;
+		}
+	}
+	/* The promotions speak to the members with the promotion credentials. */
+	for (int i = 0; i < d->nmembers; i++) {
+		d->members[i].ep.user = d->o.promote_user != NULL ? d->o.promote_user : d->scfg->probe_user;
+		d->members[i].ep.password = d->o.promote_password != NULL ? d->o.promote_password
+					    : d->o.promote_user != NULL    ? ""
+									   : d->scfg->probe_password;
+		d->members[i].ep.database = d->scfg->probe_database;
+	}
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	d->promote = p;
+	p->d = d;
+	p->conns = calloc((size_t)d->nmembers, sizeof(*p->conns));
+	switch (d->scfg->protocol) {
+	case PROTOCOL_POSTGRES:
+		method = "pg_promote";
+		ok = plan_pg(p);
+		break;
+	case PROTOCOL_REDIS:
+		method = "redis coordinated handover";
+		ok = plan_redis(p);
+		break;
+	case PROTOCOL_MYSQL:
+	default:
+		method = "mariadb gtid switchover";
+		ok = plan_mysql(p);
+		break;
+	}
+	if (!ok || p->conns == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	json_object_set_new(d->failover, "method", json_string(method));
+	json_object_set_new(d->failover, "from", json_string(d->members[d->old_idx].str));
+	json_object_set_new(d->failover, "to", json_string(d->members[d->target_idx].str));
+	for (int i = 0; i < p->nsteps; i++) {
+		char line[1800];
+		snprintf(line, sizeof(line), "%s: %s", d->members[p->steps[i].member].str, p->steps[i].shown);
+		json_array_append_new(calls, json_string(line));
+	}
+	for (int i = 0; i < p->nundo; i++) {
+		char line[1800];
+		snprintf(line, sizeof(line), "(on failure before the promotion) %s: %s", d->members[p->undo[i].member].str,
+			 p->undo[i].shown);
+		json_array_append_new(calls, json_string(line));
+	}
+	return true;
+}
+
+/* ---- running the plan ------------------------------------------------------------------------ */
+
+static void promote_run(struct drill_promote *p);
+
+static long long info_field(const char *info, const char *field)
+{
+	size_t n = strlen(field);
+
+	for (const char *s = info; s != NULL && *s != '\0'; s = strchr(s, '\n'), s = s != NULL ? s + 1 : NULL) {
+		if (strncmp(s, field, n) == 0 && s[n] == ':')
+			return strtoll(s + n + 1, NULL, 10);
+	}
+	return -1;
+}
+
+static void promote_stop(struct drill_promote *p)
+{
+	struct drill *d = p->d;
+
+	drill_fail(d, "failed", p->fail_code, "%s", p->fail_msg);
+}
+
+static void promote_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	promote_run(arg);
+}
+
+static void promote_result(void *arg, const struct drill_result *r)
+{
+	struct promote_conn *pc = arg;
+	struct drill_promote *p = pc->p;
+	struct drill *d = p->d;
+	struct promote_step *s = p->undoing ? &p->undo[p->cur] : &p->steps[p->cur];
+	const char *member = d->members[s->member].str;
+	bool ok = r->kind == DRILL_OK;
+	char result[1024];
+
+	if (ok)
+		snprintf(result, sizeof(result), "%s", r->value != NULL ? r->value : "ok");
+	else
+		snprintf(result, sizeof(result), "%s: %s", drill_kind_name(r->kind), r->message);
+	/* INFO is long: keep the field that matters. */
+	if (ok && (s->op == OP_RD_OFFSET || s->op == OP_RD_CATCHUP)) {
+		long long v = info_field(r->value, s->op == OP_RD_OFFSET ? "master_repl_offset" : "slave_repl_offset");
+		snprintf(result, sizeof(result), "%s=%lld", s->op == OP_RD_OFFSET ? "master_repl_offset" : "slave_repl_offset",
+			 v);
+		if (v < 0) {
+			ok = false;
+			snprintf(result, sizeof(result), "no %s in INFO replication",
+				 s->op == OP_RD_OFFSET ? "master_repl_offset (not a primary?)" : "slave_repl_offset");
+		} else if (s->op == OP_RD_OFFSET) {
+			p->offset = v;
+		} else if (v < p->offset) {
+			/* Not there yet: ask again shortly while the pause lasts. */
+			if (drill_now(d) < p->catchup_deadline_us) {
+				struct timeval tv = {0, PROMOTE_RD_POLL_MS * 1000};
+				evtimer_add(p->retry, &tv);
+				return;
+			}
+			ok = false;
+			snprintf(result, sizeof(result), "slave_repl_offset %lld did not reach %lld within %d ms", v, p->offset,
+				 PROMOTE_RD_CATCHUP_MS);
+		}
+	}
+	if (ok && s->op == OP_PG_PROMOTE && (r->value == NULL || strcmp(r->value, "t") != 0)) {
+		ok = false;
+		snprintf(result, sizeof(result), "pg_promote returned %s: not promoted within 30 s",
+			 r->value != NULL ? r->value : "nothing");
+	}
+	if (ok && s->op == OP_MY_POS)
+		snprintf(p->pos, sizeof(p->pos), "%s", r->value != NULL ? r->value : "");
+	if (ok && s->op == OP_MY_WAIT && (r->value == NULL || strcmp(r->value, "0") != 0)) {
+		ok = false;
+		snprintf(result, sizeof(result), "MASTER_GTID_WAIT returned %s: the target did not apply %s within 30 s",
+			 r->value != NULL ? r->value : "NULL", p->pos);
+	}
+	if (s->op == OP_MY_WAIT) {
+		char shown[600];
+		snprintf(shown, sizeof(shown), "SELECT MASTER_GTID_WAIT('%s', 30)", p->pos);
+		drill_step(d, member, shown, ok, result);
+	} else {
+		drill_step(d, member, s->shown, ok, result);
+	}
+	p->cur++;
+	if (p->undoing) {
+		promote_run(p);
+		return;
+	}
+	if (ok) {
+		if (s->promotes)
+			drill_answered(d, NULL, "the target was promoted");
+		promote_run(p);
+		return;
+	}
+	switch (s->on_fail) {
+	case FAIL_CLEAN:
+		snprintf(p->fail_code, sizeof(p->fail_code), "PromotionFailed");
+		snprintf(p->fail_msg, sizeof(p->fail_msg), "%s on %s: %s (nothing was changed)", s->shown, member, result);
+		promote_stop(p);
+		return;
+	case FAIL_UNDO:
+		snprintf(p->fail_code, sizeof(p->fail_code), "PromotionFailed");
+		snprintf(p->fail_msg, sizeof(p->fail_msg), "%s on %s: %s (undone: %d step(s))", s->shown, member, result,
+			 p->nundo);
+		p->undoing = true;
+		p->cur = 0;
+		promote_run(p);
+		return;
+	case FAIL_CONTINUE: {
+		char note[4096];
+		snprintf(note, sizeof(note), "after the promotion, %s on %s failed: %s; fix it by hand", s->shown, member,
+			 result);
+		json_array_append_new(json_object_get(d->failover, "notes"), json_string(note));
+		promote_run(p);
+		return;
+	}
+	}
+}
+
+static struct drill_conn *conn_for(struct drill_promote *p, int member)
+{
+	struct promote_conn *pc = &p->conns[member];
+
+	if (pc->conn == NULL) {
+		pc->p = p;
+		pc->conn = drill_conn_new(p->d->base, &p->d->members[member].ep, promote_result, pc);
+	}
+	return pc->conn;
+}
+
+static void promote_run(struct drill_promote *p)
+{
+	struct drill *d = p->d;
+	struct promote_step *s;
+	struct drill_conn *c;
+	char cmd[400], esc[300];
+	const char *stmt;
+	int64_t timeout = d->o.request_timeout_ms;
+
+	if (d->finished)
+		return;
+	if (p->undoing) {
+		if (p->cur >= p->nundo) {
+			promote_stop(p);
+			return;
+		}
+		s = &p->undo[p->cur];
+	} else {
+		if (p->cur >= p->nsteps) {
+			drill_failover_done(d);
+			return;
+		}
+		s = &p->steps[p->cur];
+	}
+	stmt = s->cmd;
+	if (s->op == OP_MY_WAIT) {
+		sql_escape(p->pos, esc, sizeof(esc));
+		snprintf(cmd, sizeof(cmd), "SELECT MASTER_GTID_WAIT('%s', 30)", esc);
+		stmt = cmd;
+	}
+	if (s->op == OP_PG_PROMOTE || s->op == OP_MY_WAIT)
+		timeout = PROMOTE_SLOW_STEP_MS;
+	if (s->op == OP_RD_OFFSET)
+		p->catchup_deadline_us = drill_now(d) + PROMOTE_RD_CATCHUP_MS * 1000;
+	c = conn_for(p, s->member);
+	if (c == NULL || !drill_conn_run(c, stmt, timeout)) {
+		snprintf(p->fail_code, sizeof(p->fail_code), "Internal");
+		snprintf(p->fail_msg, sizeof(p->fail_msg), "cannot start '%s' on %s", s->shown, d->members[s->member].str);
+		promote_stop(p);
+	}
+}
+
+void drill_promote_start(struct drill *d)
+{
+	struct drill_promote *p = d->promote;
+	const struct drill_member *old = &d->members[d->old_idx], *t = &d->members[d->target_idx];
+
+	p->retry = evtimer_new(d->base, promote_retry_cb, p);
+	if (d->scfg->protocol == PROTOCOL_POSTGRES) {
+		char note[1400];
+		snprintf(note, sizeof(note),
+			 "the old primary %s keeps running as a primary on timeline %lld: repoint follows the newer "
+			 "timeline of %s and keeps %s fenced; rejoin it as a standby (pg_rewind) before it serves again",
+			 old->str, (long long)old->epoch, t->str, old->str);
+		json_array_append_new(json_object_get(d->failover, "notes"), json_string(note));
+	}
+	drill_requested(d);
+	if (p->retry == NULL) {
+		snprintf(p->fail_code, sizeof(p->fail_code), "Internal");
+		snprintf(p->fail_msg, sizeof(p->fail_msg), "out of memory");
+		promote_stop(p);
+		return;
+	}
+	promote_run(p);
+}
+
+void drill_promote_free(struct drill *d)
+{
+	struct drill_promote *p = d->promote;
+
+	if (p == NULL)
+		return;
+	for (int i = 0; p->conns != NULL && i < d->nmembers; i++)
+		drill_conn_free(p->conns[i].conn);
+	free(p->conns);
+	for (int i = 0; i < p->nsteps; i++) {
+		free(p->steps[i].cmd);
+		free(p->steps[i].shown);
+	}
+	for (int i = 0; i < p->nundo; i++) {
+		free(p->undo[i].cmd);
+		free(p->undo[i].shown);
+	}
+	free(p->steps);
+	free(p->undo);
+	if (p->retry != NULL)
+		event_free(p->retry);
+	free(p);
+	d->promote = NULL;
+}
