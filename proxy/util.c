@@ -158,3 +158,23 @@ bool sqlstate_valid(const char *st)
 	}
 	return true;
 }
+
+void str_oneline(char *dst, size_t len, const char *src)
+{
+	size_t n = 0;
+	bool space = false;
+
+	if (len == 0)
+		return;
+	for (; src != NULL && *src != '\0' && *src != '\n' && n + 1 < len; src++) {
+		if (*src == ' ' || *src == '\t' || *src == '\r') {
+			space = n > 0;
+			continue;
+		}
+		if (space && n + 2 < len)
+			dst[n++] = ' ';
+		space = false;
+		dst[n++] = *src;
+	}
+	dst[n] = '\0';
+}

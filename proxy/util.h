@@ -38,6 +38,10 @@ size_t utf8_prefix_len(const char *s, size_t max);
 /* Five characters of [0-9A-Z]: an SQLSTATE. */
 bool sqlstate_valid(const char *st);
 
+/* Copies the first line of src (NULL: "") into dst with runs of white space folded into one space:
+ * library messages come with trailing newlines, tabs and hints on further lines. */
+void str_oneline(char *dst, size_t len, const char *src);
+
 /* Trim leading and trailing white space in place; returns s. */
 char *str_trim(char *s);
 

@@ -161,27 +161,6 @@ static void conn_close_engine(struct drill_conn *c);
 static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_start_query(struct drill_conn *c);
 
-/* First line of src, white space folded: library messages end in newlines and carry hints. */
-static void conn_oneline(char *dst, size_t len, const char *src)
-{
-	size_t n = 0;
-	bool space = false;
-
-	if (len == 0)
-		return;
-	for (; src != NULL && *src != '\0' && *src != '\n' && n + 1 < len; src++) {
-		if (*src == ' ' || *src == '\t' || *src == '\r') {
-			space = n > 0;
-			continue;
-		}
-		if (space && n + 2 < len)
-			dst[n++] = ' ';
-		space = false;
-		dst[n++] = *src;
-	}
-	dst[n] = '\0';
-}
-
 static bool conn_watch(struct drill_conn *c, int fd, short what, int64_t timeout_ms)
 {
 	struct timeval tv;
@@ -222,7 +201,7 @@ static void conn_end(struct drill_conn *c, enum drill_kind kind, char *value, co
 	memset(&c->res, 0, sizeof(c->res));
 	c->res.kind = kind;
 	c->res.in_connect = c->state == CONN_CONNECTING || c->state == CONN_NONE;
-	conn_oneline(c->res.message, sizeof(c->res.message), msg);
+	str_oneline(c->res.message, sizeof(c->res.message), msg);
 	free(c->value);
 	c->value = NULL;
 	if (kind == DRILL_OK) {
@@ -391,7 +370,7 @@ static void conn_pg_pump(struct drill_conn *c, short what)
 				const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 				c->pg_failed = true;
 				snprintf(c->pg_state, sizeof(c->pg_state), "%s", st != NULL ? st : "");
-				conn_oneline(c->pg_msg, sizeof(c->pg_msg), PQresultErrorMessage(res));
+				str_oneline(c->pg_msg, sizeof(c->pg_msg), PQresultErrorMessage(res));
 			}
 			break;
 		case PGRES_TUPLES_OK:

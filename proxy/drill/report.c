@@ -592,7 +592,7 @@ static json_int_t jint(const json_t *o, const char *key)
 	return json_integer_value(json_object_get(o, key));
 }
 
-static const char *event_label(const char *name)
+const char *drill_event_label(const char *name)
 {
 	static const struct {
 		const char *name, *label;
@@ -662,7 +662,7 @@ static void text_run(const json_t *run, size_t idx, size_t n, FILE *out)
 			const char *at = jstr(e, "at", "");
 			const char *t = strchr(at, 'T');
 			fprintf(out, "    %7lld  %-12.12s  %-27s %s\n", (long long)jint(e, "at_ms"), t != NULL ? t + 1 : at,
-				event_label(jstr(e, "name", "?")), jstr(e, "detail", ""));
+				drill_event_label(jstr(e, "name", "?")), jstr(e, "detail", ""));
 		}
 	}
 	if (json_is_object(outage) && !json_is_null(json_object_get(outage, "start_ms")))

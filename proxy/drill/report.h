@@ -123,4 +123,7 @@ void drill_report_text(const json_t *result, FILE *out);
 /* "2024-05-01T12:34:56.789Z" for wall ms. */
 void drill_iso8601(int64_t wall_ms, char *buf, size_t len);
 
+/* The human label of a timeline event ("failover_requested" -> "failover requested"). */
+const char *drill_event_label(const char *name);
+
 #endif

@@ -1,5 +1,6 @@
 /* drill/svg.c - the timeline picture of a drill result. */
 #include "drill/svg.h"
+#include "drill/report.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -83,31 +84,6 @@ static const char *event_color(const char *name)
 	    strcmp(name, "new_writer_confirmed") == 0)
 		return "#1b7a35";
 	return "#6b4c9a";
-}
-
-static const char *event_label(const char *name)
-{
-	static const struct {
-		const char *name, *label;
-	} labels[] = {
-		{"failover_requested", "failover requested"},
-		{"api_answered", "API answered"},
-		{"first_client_error", "first client error"},
-		{"role_change_seen", "role change seen"},
-		{"writer_lost", "writer lost"},
-		{"new_writer_confirmed", "new writer confirmed"},
-		{"held_released", "held clients released"},
-		{"old_writer_drained", "old-writer clients drained"},
-		{"last_client_error", "last client error"},
-		{"first_success_after", "first success after"},
-		{"cluster_available", "cluster available"},
-		{"load_stopped", "load stopped"},
-	};
-
-	for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
-		if (strcmp(labels[i].name, name) == 0)
-			return labels[i].label;
-	return name;
 }
 
 static int panel_height(const json_t *run)
@@ -295,9 +271,9 @@ static void svg_panel(const json_t *run, size_t idx, size_t nruns, int y0, FILE 
 			ly - 1, i + 1);
 		fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"legend\">%6lld ms  <tspan font-weight=\"bold\">",
 			SVG_LEFT + 20, ly, (long long)json_integer_value(json_object_get(e, "at_ms")));
-		svg_text(out, event_label(name));
+		svg_text(out, drill_event_label(name));
 		fprintf(out, "</tspan>  ");
-		svg_text_cut(out, jstr(e, "detail", ""), 100 - strlen(event_label(name)));
+		svg_text_cut(out, jstr(e, "detail", ""), 100 - strlen(drill_event_label(name)));
 		fprintf(out, "</text>\n");
 	}
 }

@@ -151,28 +151,6 @@ static char *probe_strdup0(const char *s)
 	return strdup(s != NULL ? s : "");
 }
 
-/* Copies the first line of `src` into dst with runs of white space folded into one space: library
- * messages come with trailing newlines, tabs and hints on further lines that do not fit a detail. */
-static void probe_oneline(char *dst, size_t len, const char *src)
-{
-	size_t n = 0;
-	bool space = false;
-
-	if (len == 0)
-		return;
-	for (; src != NULL && *src != '\0' && *src != '\n' && n + 1 < len; src++) {
-		if (*src == ' ' || *src == '\t' || *src == '\r') {
-			space = n > 0;
-			continue;
-		}
-		if (space && n + 2 < len)
-			dst[n++] = ' ';
-		space = false;
-		dst[n++] = *src;
-	}
-	dst[n] = '\0';
-}
-
 /* Re-targets the socket event: fd may change between calls (libpq may open a new socket during
  * connect), and what each library waits for changes from step to step. timeout_ms < 0: none. */
 static bool probe_watch(struct probe *p, int fd, short what, int64_t timeout_ms)
@@ -207,7 +185,7 @@ static void probe_end(struct probe *p, bool ok, enum role role, int64_t epoch, c
 	r->role = ok ? role : ROLE_UNKNOWN;
 	r->epoch = ok ? epoch : 0;
 	r->latency_us = now_us() - p->started_us;
-	probe_oneline(r->detail, sizeof(r->detail), detail);
+	str_oneline(r->detail, sizeof(r->detail), detail);
 	if (!ok && p->idle_lost) {
 		size_t n = strlen(r->detail);
 		snprintf(r->detail + n, sizeof(r->detail) - n, " (the connection had closed while idle)");
@@ -541,7 +519,7 @@ static void probe_pg_error(const PGconn *pg, char *buf, size_t len)
 
 	if (strncmp(msg, "connection to server", 20) == 0 && (reason = strstr(msg, "failed: ")) != NULL)
 		msg = reason + 8;
-	probe_oneline(buf, len, msg);
+	str_oneline(buf, len, msg);
 	if (buf[0] == '\0')
 		snprintf(buf, len, "unknown error");
 }
@@ -655,7 +633,7 @@ static void probe_pg_take(struct probe *p, PGresult *res)
 
 	if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
 		if (p->pg_error[0] == '\0')
-			probe_oneline(p->pg_error, sizeof(p->pg_error), PQresultErrorMessage(res));
+			str_oneline(p->pg_error, sizeof(p->pg_error), PQresultErrorMessage(res));
 		if (p->pg_error[0] == '\0')
 			snprintf(p->pg_error, sizeof(p->pg_error), "error without a message");
 		return;
@@ -799,7 +777,7 @@ static void probe_my_error(MYSQL *m, char *buf, size_t len)
 			return;
 		}
 	}
-	probe_oneline(buf, len, msg);
+	str_oneline(buf, len, msg);
 }
 
 /* Turns libmariadb's "wait for" bits into an event; MYSQL_WAIT_TIMEOUT asks for a timer of its
