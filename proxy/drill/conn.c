@@ -5,8 +5,9 @@
  *    └────────── any failure or a timeout ◀──────────────┘   (drill_conn_close_engine() alone)
  *
  * The shape is the one of sources/probe.c (which asks roles and cannot run arbitrary statements):
- * one evtimer bounds an operation, one deferred event delivers its result, and the engines only
- * turn their library's "wait for this" into conn_watch() and report with conn_end(). */
+ * one evtimer bounds an operation, one deferred event delivers its result. Driving the libraries
+ * on the loop is sources/engine.c's (shared with the probes); what is left here is what to send,
+ * how to read the answer, and how to sort a failure: every engine step ends in conn_step(). */
 #include "drill/conn.h"
 
 #include <arpa/inet.h>
@@ -26,13 +27,13 @@
 #include <libpq-fe.h>
 #include <mysql.h>
 
+#include "sources/engine.h"
 #include "util.h"
 
 /* A Redis command of a drill has a handful of words. */
 #define CONN_RD_MAX_ARGS 16
 
 enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_QUERYING, CONN_IDLE };
-enum conn_my_phase { CONN_MY_CONNECT, CONN_MY_QUERY, CONN_MY_STORE };
 
 struct drill_conn {
 	struct event_base *base;
@@ -40,7 +41,7 @@ struct drill_conn {
 	char *user, *password, *database;
 	drill_conn_cb cb;
 	void *cb_arg;
-	struct event *io, *timer, *deliver;
+	struct event *timer, *deliver;
 	enum conn_state state;
 	bool busy;                     /* an operation is under way: its callback is owed */
 	bool done;                     /* its result waits in `deliver` */
@@ -50,29 +51,17 @@ struct drill_conn {
 	struct drill_result res;
 	char *value;                   /* owned copy behind res.value */
 
-	/* Postgres */
-	PGconn *pg;
-	bool pg_flushing;
+	/* The engine's connection: socket event, library handles, Redis stream. */
+	struct engine_conn eng;
+
+	/* Postgres: what the statement's results said so far */
 	bool pg_failed;
 	char *pg_value;                /* first column of the first row seen so far */
 	char pg_state[8];
 	char pg_msg[256];
 
-	/* MariaDB */
-	MYSQL *my;
-	MYSQL *my_ret;
-	int my_rc;
-	MYSQL_RES *my_res;
-	enum conn_my_phase my_phase;
-	bool my_idle;
-
 	/* Redis */
-	int rd_fd;
-	redisReader *rd;
-	char *rd_out;
-	size_t rd_outlen, rd_outoff;
-	int rd_pending;                /* replies still expected */
-	int rd_auth_left;              /* of which AUTH's come first */
+	int rd_auth_left;              /* replies still expected that belong to AUTH */
 };
 
 static const char *const kind_names[DRILL_NKINDS] = {
@@ -158,24 +147,7 @@ enum drill_kind drill_classify_redis(const char *error)
 /* ---- common ----------------------------------------------------------------------------------- */
 
 static void conn_close_engine(struct drill_conn *c);
-static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_start_query(struct drill_conn *c);
-
-static bool conn_watch(struct drill_conn *c, int fd, short what, int64_t timeout_ms)
-{
-	struct timeval tv;
-
-	event_del(c->io);
-	if (fd < 0 && (what & (EV_READ | EV_WRITE)) != 0)
-		return false;
-	if (event_assign(c->io, c->base, (what & (EV_READ | EV_WRITE)) != 0 ? fd : -1, what, conn_io_cb, c) != 0)
-		return false;
-	if (timeout_ms >= 0) {
-		tv.tv_sec = timeout_ms / 1000;
-		tv.tv_usec = (timeout_ms % 1000) * 1000;
-	}
-	return event_add(c->io, timeout_ms >= 0 ? &tv : NULL) == 0;
-}
 
 /* Ends the operation once: a failure closes the connection, a success leaves it idle. value is
  * taken over (freed here on failure). */
@@ -208,7 +180,7 @@ static void conn_end(struct drill_conn *c, enum drill_kind kind, char *value, co
 		c->res.connected = c->connected_now;
 		c->value = value;
 		c->state = CONN_IDLE;
-		event_del(c->io);
+		engine_unwatch(&c->eng);
 	} else {
 		free(value);
 		conn_close_engine(c);
@@ -251,13 +223,63 @@ static void conn_connected(struct drill_conn *c)
 	conn_start_query(c);
 }
 
-/* ---- Postgres --------------------------------------------------------------------------------- */
+/* ---- engine steps ----------------------------------------------------------------------------- */
 
-static void conn_pg_notice(void *arg, const char *message)
+static void conn_pg_fail(struct drill_conn *c, const char *sqlstate, const char *msg);
+static void conn_pg_finish(struct drill_conn *c);
+static void conn_my_fail(struct drill_conn *c);
+static void conn_my_finish(struct drill_conn *c);
+static void conn_rd_established(struct drill_conn *c);
+static void conn_rd_fail(struct drill_conn *c);
+
+/* Acts on how an engine step ended: connected, answered, or failed (sorted per engine). */
+static void conn_step(struct drill_conn *c, enum engine_step st)
 {
-	(void)arg;
-	(void)message;
+	char msg[sizeof(c->res.message)];
+
+	switch (st) {
+	case ENGINE_WAITING:
+	case ENGINE_TAKEN:
+		return;
+	case ENGINE_READY:
+		if (c->state == CONN_CONNECTING) {
+			if (c->ep.protocol == PROTOCOL_REDIS)
+				conn_rd_established(c);
+			else
+				conn_connected(c);
+		} else if (c->ep.protocol == PROTOCOL_POSTGRES) {
+			conn_pg_finish(c);
+		} else if (c->ep.protocol == PROTOCOL_MYSQL) {
+			conn_my_finish(c);
+		}
+		return;
+	case ENGINE_LIB_ERROR:
+	case ENGINE_ERROR:
+		break;
+	}
+	switch (c->ep.protocol) {
+	case PROTOCOL_POSTGRES:
+		if (st == ENGINE_LIB_ERROR)
+			engine_pg_error(&c->eng, msg, sizeof(msg));
+		else
+			snprintf(msg, sizeof(msg), "%s", c->eng.msg);
+		conn_pg_fail(c, NULL, msg);
+		return;
+	case PROTOCOL_MYSQL:
+		if (st == ENGINE_LIB_ERROR)
+			conn_my_fail(c);
+		else
+			/* A socket that cannot be watched is a broken connection; the rest (no memory, no
+			 * non-blocking API) only happens while connecting: a refusal. */
+			conn_end(c, c->eng.op != NULL ? DRILL_ERR_CLOSED : DRILL_ERR_REFUSED, NULL, "%s", c->eng.msg);
+		return;
+	case PROTOCOL_REDIS:
+		conn_rd_fail(c);
+		return;
+	}
 }
+
+/* ---- Postgres --------------------------------------------------------------------------------- */
 
 static void conn_pg_fail(struct drill_conn *c, const char *sqlstate, const char *msg)
 {
@@ -270,305 +292,124 @@ static void conn_pg_fail(struct drill_conn *c, const char *sqlstate, const char 
 	conn_end(c, drill_classify_pg(sqlstate, msg, in_connect), NULL, "%s", msg[0] ? msg : "unknown error");
 }
 
-static void conn_pg_connect_step(struct drill_conn *c, PostgresPollingStatusType st)
-{
-	switch (st) {
-	case PGRES_POLLING_OK:
-		conn_connected(c);
-		return;
-	case PGRES_POLLING_READING:
-	case PGRES_POLLING_WRITING:
-		if (!conn_watch(c, PQsocket(c->pg), st == PGRES_POLLING_READING ? EV_READ : EV_WRITE, -1))
-			conn_end(c, DRILL_ERR_REFUSED, NULL, "cannot watch the socket");
-		return;
-	default:
-		conn_pg_fail(c, NULL, PQerrorMessage(c->pg));
-		return;
-	}
-}
-
 static void conn_pg_connect(struct drill_conn *c)
 {
-	const char *keys[12], *vals[12];
+	struct engine_pg_params kv = { .n = 0 };
 	char port[8];
-	int n = 0;
 
 	snprintf(port, sizeof(port), "%u", (unsigned)c->ep.port);
-#define CONN_PG_KV(k, v)                                                                           \
-	do {                                                                                       \
-		if ((v) != NULL && (v)[0] != '\0') {                                               \
-			keys[n] = (k);                                                             \
-			vals[n] = (v);                                                             \
-			n++;                                                                       \
-		}                                                                                  \
-	} while (0)
 	/* hostaddr: libpq must not resolve (synchronously); host is an IP literal anyway. */
-	CONN_PG_KV("host", c->ep.host);
-	CONN_PG_KV("hostaddr", c->ep.host);
-	CONN_PG_KV("port", port);
-	CONN_PG_KV("user", c->user);
-	CONN_PG_KV("password", c->password);
-	CONN_PG_KV("dbname", c->database);
-	CONN_PG_KV("application_name", "repoint-drill");
+	engine_pg_param(&kv, "host", c->ep.host);
+	engine_pg_param(&kv, "hostaddr", c->ep.host);
+	engine_pg_param(&kv, "port", port);
+	engine_pg_param(&kv, "user", c->user);
+	engine_pg_param(&kv, "password", c->password);
+	engine_pg_param(&kv, "dbname", c->database);
+	engine_pg_param(&kv, "application_name", "repoint-drill");
 	/* As for the probes: GSS may talk to a KDC synchronously, and the environment must not turn
 	 * a standby into a refused connection. */
-	CONN_PG_KV("gssencmode", "disable");
-	CONN_PG_KV("target_session_attrs", "any");
-#undef CONN_PG_KV
-	keys[n] = NULL;
-	vals[n] = NULL;
-	c->pg_flushing = false;
-	c->pg = PQconnectStartParams(keys, vals, 0);
-	if (c->pg == NULL) {
-		conn_end(c, DRILL_ERR_REFUSED, NULL, "out of memory");
-		return;
-	}
-	PQsetNoticeProcessor(c->pg, conn_pg_notice, NULL);
-	if (PQstatus(c->pg) == CONNECTION_BAD) {
-		conn_pg_fail(c, NULL, PQerrorMessage(c->pg));
-		return;
-	}
-	PQsetnonblocking(c->pg, 1);
-	conn_pg_connect_step(c, PGRES_POLLING_WRITING);
+	engine_pg_param(&kv, "gssencmode", "disable");
+	engine_pg_param(&kv, "target_session_attrs", "any");
+	conn_step(c, engine_pg_connect(&c->eng, &kv));
 }
 
-/* Reads what has come and takes every complete result; ends the operation after the last. */
-static void conn_pg_pump(struct drill_conn *c, short what)
+/* Takes one result: the first error, the first column of the first row; COPY ends the operation. */
+static bool conn_pg_take(void *arg, PGresult *res)
 {
-	PGresult *res;
-	char *value;
+	struct drill_conn *c = arg;
 
-	if (c->pg_flushing && (what & EV_WRITE)) {
-		int r = PQflush(c->pg);
-		if (r < 0) {
-			conn_pg_fail(c, NULL, PQerrorMessage(c->pg));
-			return;
+	switch (PQresultStatus(res)) {
+	case PGRES_FATAL_ERROR:
+	case PGRES_NONFATAL_ERROR:
+		if (!c->pg_failed) {
+			const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			c->pg_failed = true;
+			snprintf(c->pg_state, sizeof(c->pg_state), "%s", st != NULL ? st : "");
+			str_oneline(c->pg_msg, sizeof(c->pg_msg), PQresultErrorMessage(res));
 		}
-		c->pg_flushing = r == 1;
+		break;
+	case PGRES_TUPLES_OK:
+		if (c->pg_value == NULL && PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0))
+			c->pg_value = strdup(PQgetvalue(res, 0, 0));
+		break;
+	case PGRES_COPY_IN:
+	case PGRES_COPY_OUT:
+	case PGRES_COPY_BOTH:
+		conn_end(c, DRILL_ERR_SERVER, NULL, "COPY is not supported in a drill statement");
+		return true;
+	default:
+		break;
 	}
-	if ((what & EV_READ) && !PQconsumeInput(c->pg)) {
-		conn_pg_fail(c, NULL, PQerrorMessage(c->pg));
-		return;
+	if (PQstatus(c->eng.pg) == CONNECTION_BAD && c->pg_failed) {
+		conn_pg_fail(c, c->pg_state, c->pg_msg);
+		return true;
 	}
-	while (!PQisBusy(c->pg)) {
-		res = PQgetResult(c->pg);
-		if (res == NULL) {
-			value = c->pg_value;
-			c->pg_value = NULL;
-			if (c->pg_failed) {
-				free(value);
-				conn_pg_fail(c, c->pg_state, c->pg_msg);
-			} else {
-				conn_end(c, DRILL_OK, value, NULL);
-			}
-			return;
-		}
-		switch (PQresultStatus(res)) {
-		case PGRES_FATAL_ERROR:
-		case PGRES_NONFATAL_ERROR:
-			if (!c->pg_failed) {
-				const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-				c->pg_failed = true;
-				snprintf(c->pg_state, sizeof(c->pg_state), "%s", st != NULL ? st : "");
-				str_oneline(c->pg_msg, sizeof(c->pg_msg), PQresultErrorMessage(res));
-			}
-			break;
-		case PGRES_TUPLES_OK:
-			if (c->pg_value == NULL && PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0))
-				c->pg_value = strdup(PQgetvalue(res, 0, 0));
-			break;
-		case PGRES_COPY_IN:
-		case PGRES_COPY_OUT:
-		case PGRES_COPY_BOTH:
-			PQclear(res);
-			conn_end(c, DRILL_ERR_SERVER, NULL, "COPY is not supported in a drill statement");
-			return;
-		default:
-			break;
-		}
-		PQclear(res);
-		if (PQstatus(c->pg) == CONNECTION_BAD && c->pg_failed) {
-			conn_pg_fail(c, c->pg_state, c->pg_msg);
-			return;
-		}
+	return false;
+}
+
+/* The last result is in: the statement's first error, or its value. */
+static void conn_pg_finish(struct drill_conn *c)
+{
+	char *value = c->pg_value;
+
+	c->pg_value = NULL;
+	if (c->pg_failed) {
+		free(value);
+		conn_pg_fail(c, c->pg_state, c->pg_msg);
+	} else {
+		conn_end(c, DRILL_OK, value, NULL);
 	}
-	if (!conn_watch(c, PQsocket(c->pg), (short)(EV_READ | (c->pg_flushing ? EV_WRITE : 0)), -1))
-		conn_end(c, DRILL_ERR_CLOSED, NULL, "cannot watch the socket");
 }
 
 static void conn_pg_query(struct drill_conn *c)
 {
-	int r;
-
 	c->pg_failed = false;
 	c->pg_state[0] = c->pg_msg[0] = '\0';
-	if (!PQsendQuery(c->pg, c->stmt)) {
-		conn_pg_fail(c, NULL, PQerrorMessage(c->pg));
-		return;
-	}
-	r = PQflush(c->pg);
-	if (r < 0) {
-		conn_pg_fail(c, NULL, PQerrorMessage(c->pg));
-		return;
-	}
-	c->pg_flushing = r == 1;
-	if (!conn_watch(c, PQsocket(c->pg), (short)(EV_READ | (c->pg_flushing ? EV_WRITE : 0)), -1))
-		conn_end(c, DRILL_ERR_CLOSED, NULL, "cannot watch the socket");
+	conn_step(c, engine_pg_query(&c->eng, c->stmt));
 }
 
 /* ---- MariaDB ---------------------------------------------------------------------------------- */
 
-static bool conn_my_wait(struct drill_conn *c, int status)
-{
-	short what = 0;
-
-	if (status & MYSQL_WAIT_READ)
-		what |= EV_READ;
-	if (status & MYSQL_WAIT_WRITE)
-		what |= EV_WRITE;
-	return conn_watch(c, mysql_get_socket(c->my), what,
-			  (status & MYSQL_WAIT_TIMEOUT) ? (int64_t)mysql_get_timeout_value_ms(c->my) : -1);
-}
-
 static void conn_my_fail(struct drill_conn *c)
 {
-	unsigned err = mysql_errno(c->my);
-	const char *msg = mysql_error(c->my);
+	unsigned err = mysql_errno(c->eng.my);
+	const char *msg = mysql_error(c->eng.my);
 
 	conn_end(c, drill_classify_mysql(err, c->state == CONN_CONNECTING), NULL, "%u: %s", err,
 		 msg[0] ? msg : "unknown error");
 }
 
-static void conn_my_advance(struct drill_conn *c, int status)
+/* The statement is done: its first column of the first row when it had a result set. */
+static void conn_my_finish(struct drill_conn *c)
 {
 	MYSQL_ROW row;
 	char *value = NULL;
 
-	for (;;) {
-		if (status != 0) {
-			if (!conn_my_wait(c, status))
-				conn_end(c, DRILL_ERR_CLOSED, NULL, "cannot watch the socket");
-			return;
-		}
-		switch (c->my_phase) {
-		case CONN_MY_CONNECT:
-			if (c->my_ret == NULL) {
-				conn_my_fail(c);
-				return;
-			}
-			c->my_idle = true;
-			conn_connected(c);
-			return;
-		case CONN_MY_QUERY:
-			if (c->my_rc != 0) {
-				conn_my_fail(c);
-				return;
-			}
-			if (mysql_field_count(c->my) == 0) {
-				c->my_idle = true;
-				conn_end(c, DRILL_OK, NULL, NULL);
-				return;
-			}
-			c->my_phase = CONN_MY_STORE;
-			status = mysql_store_result_start(&c->my_res, c->my);
-			continue;
-		case CONN_MY_STORE:
-			if (c->my_res == NULL) {
-				conn_my_fail(c);
-				return;
-			}
-			/* A stored result is in memory: fetching rows does no I/O. */
-			row = mysql_fetch_row(c->my_res);
-			if (row != NULL && mysql_num_fields(c->my_res) > 0 && row[0] != NULL)
-				value = strdup(row[0]);
-			mysql_free_result(c->my_res);
-			c->my_res = NULL;
-			c->my_idle = true;
-			conn_end(c, DRILL_OK, value, NULL);
-			return;
-		}
+	if (c->eng.my_res != NULL) {
+		/* A stored result is in memory: fetching rows does no I/O. */
+		row = mysql_fetch_row(c->eng.my_res);
+		if (row != NULL && mysql_num_fields(c->eng.my_res) > 0 && row[0] != NULL)
+			value = strdup(row[0]);
+		mysql_free_result(c->eng.my_res);
+		c->eng.my_res = NULL;
 	}
+	conn_end(c, DRILL_OK, value, NULL);
 }
 
 static void conn_my_connect(struct drill_conn *c)
 {
-	/* libmariadb's own timeouts (whole seconds) are a backstop behind our timer. */
-	unsigned int secs = (unsigned int)((c->timeout_ms + 999) / 1000 + 1);
-	unsigned int proto = MYSQL_PROTOCOL_TCP;
-
-	c->my_idle = false;
-	c->my = mysql_init(NULL);
-	if (c->my == NULL) {
-		conn_end(c, DRILL_ERR_REFUSED, NULL, "out of memory");
-		return;
-	}
-	if (mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0) != 0) {
-		conn_end(c, DRILL_ERR_REFUSED, NULL, "cannot enable the non-blocking API");
-		return;
-	}
-	mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
-	mysql_options(c->my, MYSQL_OPT_READ_TIMEOUT, &secs);
-	mysql_options(c->my, MYSQL_OPT_WRITE_TIMEOUT, &secs);
-	mysql_options(c->my, MYSQL_OPT_PROTOCOL, &proto);
-	mysql_options4(c->my, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", "repoint-drill");
-	c->my_phase = CONN_MY_CONNECT;
-	c->my_ret = NULL;
-	conn_my_advance(c, mysql_real_connect_start(&c->my_ret, c->my, c->ep.host,
-						    c->user[0] ? c->user : NULL,
-						    c->password[0] ? c->password : NULL,
-						    c->database[0] ? c->database : NULL, c->ep.port, NULL, 0));
+	conn_step(c, engine_my_connect(&c->eng, c->ep.host, c->ep.port, c->user, c->password, c->database,
+				       c->timeout_ms, "repoint-drill"));
 }
 
 static void conn_my_query(struct drill_conn *c)
 {
-	c->my_idle = false;
-	c->my_phase = CONN_MY_QUERY;
-	c->my_rc = 0;
-	conn_my_advance(c, mysql_real_query_start(&c->my_rc, c->my, c->stmt, strlen(c->stmt)));
-}
-
-static void conn_my_io(struct drill_conn *c, short what)
-{
-	int ready = 0;
-
-	if (what & EV_READ)
-		ready |= MYSQL_WAIT_READ;
-	if (what & EV_WRITE)
-		ready |= MYSQL_WAIT_WRITE;
-	if (what & EV_TIMEOUT)
-		ready |= MYSQL_WAIT_TIMEOUT;
-	switch (c->my_phase) {
-	case CONN_MY_CONNECT:
-		conn_my_advance(c, mysql_real_connect_cont(&c->my_ret, c->my, ready));
-		return;
-	case CONN_MY_QUERY:
-		conn_my_advance(c, mysql_real_query_cont(&c->my_rc, c->my, ready));
-		return;
-	case CONN_MY_STORE:
-		conn_my_advance(c, mysql_store_result_cont(&c->my_res, c->my, ready));
-		return;
-	}
+	conn_step(c, engine_my_query(&c->eng, c->stmt, strlen(c->stmt)));
 }
 
 /* ---- Redis ------------------------------------------------------------------------------------ */
 
-static bool conn_rd_queue(struct drill_conn *c, int len, char *cmd)
-{
-	char *grown;
 
-	if (len < 0 || cmd == NULL)
-		return false;
-	grown = realloc(c->rd_out, c->rd_outlen + (size_t)len);
-	if (grown == NULL) {
-		redisFreeCommand(cmd);
-		return false;
-	}
-	memcpy(grown + c->rd_outlen, cmd, (size_t)len);
-	redisFreeCommand(cmd);
-	c->rd_out = grown;
-	c->rd_outlen += (size_t)len;
-	return true;
-}
 
 /* The reply as text for whoever asked: strings as they are, integers in decimal. */
 static char *conn_rd_text(const redisReply *r)
@@ -591,9 +432,10 @@ static char *conn_rd_text(const redisReply *r)
 }
 
 /* Takes one reply: AUTH's first (an error there refuses the session), then the command's. */
-static bool conn_rd_take(struct drill_conn *c, redisReply *r)
+static bool conn_rd_take(void *arg, redisReply *r)
 {
-	c->rd_pending--;
+	struct drill_conn *c = arg;
+
 	if (c->rd_auth_left > 0) {
 		c->rd_auth_left--;
 		if (r->type == REDIS_REPLY_ERROR) {
@@ -601,7 +443,7 @@ static bool conn_rd_take(struct drill_conn *c, redisReply *r)
 			conn_end(c, DRILL_ERR_REFUSED, NULL, "AUTH: %s", r->str);
 			return true;
 		}
-		if (c->rd_pending == 0) {
+		if (c->eng.rd_pending == 0) {
 			conn_end(c, DRILL_OK, NULL, NULL);
 			return true;
 		}
@@ -614,94 +456,45 @@ static bool conn_rd_take(struct drill_conn *c, redisReply *r)
 	return true;
 }
 
-static void conn_rd_pump(struct drill_conn *c)
+/* Sorts a failure of the socket or the stream the way an application would see it. */
+static void conn_rd_fail(struct drill_conn *c)
 {
-	char buf[16384];
-	void *reply;
-	ssize_t n;
+	const struct engine_conn *e = &c->eng;
+	const char *op = e->op != NULL ? e->op : "";
+	bool in_connect = c->state == CONN_CONNECTING;
+	enum drill_kind kind;
 
-	while (c->rd_outoff < c->rd_outlen) {
-		n = send(c->rd_fd, c->rd_out + c->rd_outoff, c->rd_outlen - c->rd_outoff, MSG_NOSIGNAL);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			conn_end(c, DRILL_ERR_CLOSED, NULL, "write: %s", strerror(errno));
-			return;
-		}
-		c->rd_outoff += (size_t)n;
-	}
-	if (c->rd_outoff == c->rd_outlen) {
-		free(c->rd_out);
-		c->rd_out = NULL;
-		c->rd_outlen = c->rd_outoff = 0;
-	}
-	for (;;) {
-		n = recv(c->rd_fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n == 0) {
-			conn_end(c, DRILL_ERR_CLOSED, NULL, "connection closed by the server");
-			return;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		if (n < 0) {
-			conn_end(c, errno == ECONNREFUSED ? DRILL_ERR_REFUSED : DRILL_ERR_CLOSED, NULL, "read: %s",
-				 strerror(errno));
-			return;
-		}
-		if (redisReaderFeed(c->rd, buf, (size_t)n) != REDIS_OK) {
-			conn_end(c, DRILL_ERR_SERVER, NULL, "protocol error: %s", c->rd->errstr);
-			return;
-		}
-		for (;;) {
-			bool ended;
-
-			reply = NULL;
-			if (redisReaderGetReply(c->rd, &reply) != REDIS_OK) {
-				conn_end(c, DRILL_ERR_SERVER, NULL, "protocol error: %s", c->rd->errstr);
-				return;
-			}
-			if (reply == NULL)
-				break;
-			if (c->rd_pending <= 0) {
-				freeReplyObject(reply);
-				conn_end(c, DRILL_ERR_SERVER, NULL, "unexpected reply");
-				return;
-			}
-			ended = conn_rd_take(c, reply);
-			freeReplyObject(reply);
-			if (ended)
-				return;
-		}
-	}
-	if (!conn_watch(c, c->rd_fd, (short)(EV_READ | (c->rd_out != NULL ? EV_WRITE : 0)), -1))
-		conn_end(c, DRILL_ERR_CLOSED, NULL, "cannot watch the socket");
+	if (strcmp(op, "protocol") == 0 || strcmp(op, "unexpected") == 0)
+		kind = DRILL_ERR_SERVER;
+	else if (strcmp(op, "connect") == 0 || strcmp(op, "read") == 0)
+		kind = e->sys_errno == ECONNREFUSED ? DRILL_ERR_REFUSED : DRILL_ERR_CLOSED;
+	else
+		kind = in_connect ? DRILL_ERR_REFUSED : DRILL_ERR_CLOSED;
+	/* The engine says only strerror() for the connect's own calls: name the call. */
+	if (strcmp(op, "socket") == 0 || strcmp(op, "connect") == 0)
+		conn_end(c, kind, NULL, "%s: %s", op, e->msg);
+	else
+		conn_end(c, kind, NULL, "%s", e->msg);
 }
 
+
+
+/* The TCP connection is up: AUTH (with a password) goes in the same write as the statement. */
 static void conn_rd_established(struct drill_conn *c)
 {
 	char *cmd = NULL;
 	int len;
 
-	c->rd = redisReaderCreate();
-	if (c->rd == NULL) {
-		conn_end(c, DRILL_ERR_REFUSED, NULL, "out of memory");
-		return;
-	}
-	c->rd_pending = c->rd_auth_left = 0;
+	c->rd_auth_left = 0;
 	if (c->password[0] != '\0') {
 		if (c->user[0] != '\0')
 			len = redisFormatCommand(&cmd, "AUTH %s %s", c->user, c->password);
 		else
 			len = redisFormatCommand(&cmd, "AUTH %s", c->password);
-		if (!conn_rd_queue(c, len, cmd)) {
+		if (!engine_rd_command(&c->eng, len, cmd)) {
 			conn_end(c, DRILL_ERR_REFUSED, NULL, "out of memory");
 			return;
 		}
-		c->rd_pending++;
 		c->rd_auth_left++;
 	}
 	conn_connected(c);
@@ -711,7 +504,6 @@ static void conn_rd_connect(struct drill_conn *c)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
-	int one = 1;
 
 	memset(&ss, 0, sizeof(ss));
 	if (inet_pton(AF_INET, c->ep.host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
@@ -726,23 +518,7 @@ static void conn_rd_connect(struct drill_conn *c)
 		conn_end(c, DRILL_ERR_REFUSED, NULL, "not an IP address: %s", c->ep.host);
 		return;
 	}
-	c->rd_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->rd_fd < 0) {
-		conn_end(c, DRILL_ERR_REFUSED, NULL, "socket: %s", strerror(errno));
-		return;
-	}
-	setsockopt(c->rd_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(c->rd_fd, (struct sockaddr *)&ss, sslen) == 0) {
-		conn_rd_established(c);
-		return;
-	}
-	if (errno != EINPROGRESS) {
-		conn_end(c, errno == ECONNREFUSED ? DRILL_ERR_REFUSED : DRILL_ERR_CLOSED, NULL, "connect: %s",
-			 strerror(errno));
-		return;
-	}
-	if (!conn_watch(c, c->rd_fd, EV_WRITE, -1))
-		conn_end(c, DRILL_ERR_REFUSED, NULL, "cannot watch the socket");
+	conn_step(c, engine_rd_connect(&c->eng, (const struct sockaddr *)&ss, sslen));
 }
 
 static void conn_rd_query(struct drill_conn *c)
@@ -754,11 +530,11 @@ static void conn_rd_query(struct drill_conn *c)
 	char *cmd = NULL;
 
 	if (c->stmt == NULL) {
-		if (c->rd_pending == 0) {
+		if (c->eng.rd_pending == 0) {
 			conn_end(c, DRILL_OK, NULL, NULL);
 			return;
 		}
-		conn_rd_pump(c);
+		conn_step(c, engine_rd_pump(&c->eng));
 		return;
 	}
 	copy = strdup(c->stmt);
@@ -774,32 +550,11 @@ static void conn_rd_query(struct drill_conn *c)
 	}
 	len = argc > 0 ? redisFormatCommandArgv(&cmd, argc, argv, lens) : -1;
 	free(copy);
-	if (!conn_rd_queue(c, len, cmd)) {
+	if (!engine_rd_command(&c->eng, len, cmd)) {
 		conn_end(c, DRILL_ERR_SERVER, NULL, argc > 0 ? "out of memory" : "empty command");
 		return;
 	}
-	c->rd_pending++;
-	conn_rd_pump(c);
-}
-
-static void conn_rd_io(struct drill_conn *c, short what)
-{
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	(void)what;
-	if (c->state == CONN_QUERYING) {
-		conn_rd_pump(c);
-		return;
-	}
-	if (getsockopt(c->rd_fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
-	if (err != 0) {
-		conn_end(c, err == ECONNREFUSED ? DRILL_ERR_REFUSED : DRILL_ERR_CLOSED, NULL, "connect: %s",
-			 strerror(err));
-		return;
-	}
-	conn_rd_established(c);
+	conn_step(c, engine_rd_pump(&c->eng));
 }
 
 /* ---- dispatch --------------------------------------------------------------------------------- */
@@ -823,63 +578,26 @@ static void conn_start_query(struct drill_conn *c)
 	}
 }
 
-static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
+static void conn_io(void *arg, short what)
 {
 	struct drill_conn *c = arg;
 
-	(void)fd;
 	if (!c->busy || c->done)
 		return;
-	switch (c->ep.protocol) {
-	case PROTOCOL_POSTGRES:
-		if (c->state == CONN_CONNECTING)
-			conn_pg_connect_step(c, PQconnectPoll(c->pg));
-		else
-			conn_pg_pump(c, what);
-		return;
-	case PROTOCOL_MYSQL:
-		conn_my_io(c, what);
-		return;
-	case PROTOCOL_REDIS:
-		conn_rd_io(c, what);
-		return;
-	}
+	conn_step(c, engine_io(&c->eng, what));
 }
 
-/* The one place a connection is closed, whatever the engine and phase. */
+/* The one place a connection is closed, whatever the engine and phase: politely (MySQL's COM_QUIT)
+ * only when idle and healthy. */
 static void conn_close_engine(struct drill_conn *c)
 {
-	if (c->io != NULL)
-		event_del(c->io);
-	if (c->pg != NULL)
-		PQfinish(c->pg);  /* non-blocking: at most tries to send Terminate */
-	c->pg = NULL;
+	engine_close(&c->eng, c->state == CONN_IDLE);
 	free(c->pg_value);
 	c->pg_value = NULL;
-	if (c->my_res != NULL)
-		mysql_free_result(c->my_res);
-	c->my_res = NULL;
-	if (c->my != NULL) {
-		/* mysql_close() writes COM_QUIT blocking; only an idle healthy connection takes it at
-		 * once, any other is shut down first so that the write fails without waiting. */
-		if (!(c->my_idle && c->state == CONN_IDLE))
-			mariadb_cancel(c->my);
-		mysql_close(c->my);
-	}
-	c->my = NULL;
-	c->my_idle = false;
-	if (c->rd_fd >= 0)
-		close(c->rd_fd);
-	c->rd_fd = -1;
-	if (c->rd != NULL)
-		redisReaderFree(c->rd);
-	c->rd = NULL;
-	free(c->rd_out);
-	c->rd_out = NULL;
-	c->rd_outlen = c->rd_outoff = 0;
-	c->rd_pending = c->rd_auth_left = 0;
+	c->rd_auth_left = 0;
 	c->state = CONN_NONE;
 }
+
 
 struct drill_conn *drill_conn_new(struct event_base *base, const struct drill_endpoint *ep, drill_conn_cb cb,
 				  void *arg)
@@ -892,17 +610,20 @@ struct drill_conn *drill_conn_new(struct event_base *base, const struct drill_en
 	c->ep = *ep;
 	c->cb = cb;
 	c->cb_arg = arg;
-	c->rd_fd = -1;
+	/* First, so that drill_conn_free() below finds a closed connection whatever fails. */
+	if (!engine_init(&c->eng, base, ep->protocol, conn_io, conn_pg_take, conn_rd_take, c)) {
+		free(c);
+		return NULL;
+	}
 	c->user = strdup(ep->user != NULL ? ep->user : "");
 	c->password = strdup(ep->password != NULL ? ep->password : "");
 	c->database = strdup(ep->database != NULL ? ep->database : "");
 	c->ep.user = c->user;
 	c->ep.password = c->password;
 	c->ep.database = c->database;
-	c->io = event_new(base, -1, 0, conn_io_cb, c);
 	c->timer = evtimer_new(base, conn_timeout_cb, c);
 	c->deliver = event_new(base, -1, 0, conn_deliver_cb, c);
-	if (c->user == NULL || c->password == NULL || c->database == NULL || c->io == NULL || c->timer == NULL ||
+	if (c->user == NULL || c->password == NULL || c->database == NULL || c->timer == NULL ||
 	    c->deliver == NULL) {
 		drill_conn_free(c);
 		return NULL;
@@ -977,8 +698,7 @@ void drill_conn_free(struct drill_conn *c)
 	if (c == NULL)
 		return;
 	conn_close_engine(c);
-	if (c->io != NULL)
-		event_free(c->io);
+	engine_cleanup(&c->eng);
 	if (c->timer != NULL)
 		event_free(c->timer);
 	if (c->deliver != NULL)

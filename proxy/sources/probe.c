@@ -10,8 +10,9 @@
  * Every check is bounded by one evtimer; whatever phase it ends in, the connection is torn down
  * through probe_conn_close() alone, and the result reaches the callback through one deferred event
  * (probe_deliver_cb), so the callback never runs inside probe_run() nor twice for one check.
- * The engines only translate their library's "wait for this" into probe_watch() and report back
- * with probe_connected(), probe_connect_failed(), probe_answer() or probe_fail().
+ * Driving the libraries on the loop is sources/engine.c's (shared with the drill); every engine
+ * step ends in probe_step(), which moves on with probe_connected(), probe_connect_failed(), the
+ * engine's evaluation (probe_answer() or probe_fail()).
  *
  * Host names are resolved by getaddrinfo() in a short-lived thread: the client libraries would
  * otherwise resolve them synchronously, and a slow DNS server would then stall every session. */
@@ -38,6 +39,7 @@
 #include <libpq-fe.h>
 #include <mysql.h>
 
+#include "sources/engine.h"
 #include "util.h"
 
 /* A name rarely has more addresses worth trying within one check. */
@@ -83,7 +85,6 @@ struct probe {
 	probe_lost_cb lost_cb;  /* optional: the idle connection died between checks */
 	void *cb_arg;
 
-	struct event *io;      /* the connection's socket (re-targeted by probe_watch) */
 	struct event *timer;   /* bounds one check */
 	struct event *deliver; /* hands the result to the callback from the loop */
 
@@ -103,46 +104,34 @@ struct probe {
 	struct probe_lookup *lookup;
 	struct event *lookup_ev;
 
-	/* Postgres */
-	PGconn *pg;
-	bool pg_flushing;      /* PQflush() has more to send */
+	/* The engine's connection: socket event, library handles, Redis stream. */
+	struct engine_conn eng;
+
+	/* Postgres: what the answer said so far */
 	bool pg_have_row;
 	bool pg_recovery;
 	bool pg_tli_null;
 	int64_t pg_tli;
 	char pg_error[128];
 
-	/* MySQL */
-	MYSQL *my;
-	MYSQL_RES *my_res;
-	MYSQL *my_ret;         /* where the _start/_cont calls leave their results */
-	int my_rc;
-	enum probe_my_phase my_phase;
-	bool my_idle;          /* nothing in flight: mysql_close() can send COM_QUIT without waiting */
-
 	/* Redis */
-	int rd_fd;
-	redisReader *rd_reader;
-	char *rd_out;          /* commands not yet written */
-	size_t rd_outlen, rd_outoff;
-	int rd_pending;        /* replies still expected */
 	int rd_auth_left;      /* replies before ROLE's that belong to AUTH (errors there fail the check) */
 	int rd_ignore_left;    /* replies before ROLE's to ignore (CLIENT SETNAME) */
 };
 
+/* What differs between engines: how to connect and what to ask. Driving the libraries on the loop
+ * is engine.c's. */
 struct probe_engine {
 	void (*connect)(struct probe *p);       /* to p->addrs[p->addr_idx] */
+	void (*established)(struct probe *p);   /* the connection is up, before the first query */
 	void (*query)(struct probe *p);         /* on an open connection */
-	void (*io)(struct probe *p, short what);
-	bool (*idle_readable)(struct probe *p); /* false: the connection is gone */
-	int (*fd)(const struct probe *p);
-	void (*close)(struct probe *p, bool polite);
+	void (*evaluate)(struct probe *p);      /* the query's results are all in */
 };
 
 static const struct probe_engine *probe_engine_of(const struct probe *p);
 static void probe_conn_close(struct probe *p, bool polite);
 static void probe_start_connect(struct probe *p);
-static void probe_io_cb(evutil_socket_t fd, short what, void *arg);
+static void probe_my_error(MYSQL *m, char *buf, size_t len);
 
 /* ---- common ---------------------------------------------------------------------------------- */
 
@@ -151,24 +140,6 @@ static char *probe_strdup0(const char *s)
 	return strdup(s != NULL ? s : "");
 }
 
-/* Re-targets the socket event: fd may change between calls (libpq may open a new socket during
- * connect), and what each library waits for changes from step to step. timeout_ms < 0: none. */
-static bool probe_watch(struct probe *p, int fd, short what, int64_t timeout_ms)
-{
-	struct timeval tv;
-
-	event_del(p->io);
-	if (fd < 0 && (what & (EV_READ | EV_WRITE)) != 0)
-		return false;
-	if (event_assign(p->io, p->base, (what & (EV_READ | EV_WRITE)) != 0 ? fd : -1, what,
-	                 probe_io_cb, p) != 0)
-		return false;
-	if (timeout_ms >= 0) {
-		tv.tv_sec = timeout_ms / 1000;
-		tv.tv_usec = (timeout_ms % 1000) * 1000;
-	}
-	return event_add(p->io, timeout_ms >= 0 ? &tv : NULL) == 0;
-}
 
 /* Ends the check: records the result and schedules its delivery. Called once per check; later calls
  * (a late event racing the end) are ignored. */
@@ -195,7 +166,7 @@ static void probe_end(struct probe *p, bool ok, enum role role, int64_t epoch, c
 		p->conn = PROBE_CONN_IDLE;
 		/* Watch the idle connection so that a crash or a server-side close is noticed now,
 		 * not as a failure of the next check. */
-		if (!probe_watch(p, probe_engine_of(p)->fd(p), EV_READ, -1))
+		if (!engine_watch(&p->eng, engine_fd(&p->eng), EV_READ, -1))
 			probe_conn_close(p, false);
 	} else {
 		probe_conn_close(p, false);
@@ -254,23 +225,63 @@ static void probe_connect_failed(struct probe *p, const char *detail)
  * not part of the connection, and the next check can use its answer. */
 static void probe_conn_close(struct probe *p, bool polite)
 {
-	if (p->io != NULL)
-		event_del(p->io);
 	if (p->conn == PROBE_CONN_CONNECTING || p->conn == PROBE_CONN_QUERYING ||
 	    p->conn == PROBE_CONN_IDLE)
-		probe_engine_of(p)->close(p, polite && p->conn == PROBE_CONN_IDLE);
+		engine_close(&p->eng, polite && p->conn == PROBE_CONN_IDLE);
+	else
+		engine_unwatch(&p->eng);
 	p->conn = PROBE_CONN_NONE;
 }
 
-static void probe_io_cb(evutil_socket_t fd, short what, void *arg)
+/* The library's own error, in words. */
+static void probe_lib_error(struct probe *p, char *buf, size_t len)
+{
+	if (p->protocol == PROTOCOL_MYSQL)
+		probe_my_error(p->eng.my, buf, len);
+	else
+		engine_pg_error(&p->eng, buf, len);
+}
+
+/* Acts on how an engine step ended, in the phase the check is in: connected, answered, or failed
+ * (the next address is tried when connecting). */
+static void probe_step(struct probe *p, enum engine_step st)
+{
+	char err[sizeof(p->result.detail)];
+	bool connecting = p->conn == PROBE_CONN_CONNECTING;
+
+	switch (st) {
+	case ENGINE_WAITING:
+	case ENGINE_TAKEN:
+		return;
+	case ENGINE_READY:
+		if (connecting)
+			probe_engine_of(p)->established(p);
+		else
+			probe_engine_of(p)->evaluate(p);
+		return;
+	case ENGINE_LIB_ERROR:
+		probe_lib_error(p, err, sizeof(err));
+		if (connecting)
+			probe_connect_failed(p, err);
+		else
+			probe_fail(p, "query: %s", err);
+		return;
+	case ENGINE_ERROR:
+		if (connecting)
+			probe_connect_failed(p, p->eng.msg);
+		else
+			probe_fail(p, "%s", p->eng.msg);
+		return;
+	}
+}
+
+static void probe_io(void *arg, short what)
 {
 	struct probe *p = arg;
-	const struct probe_engine *e = probe_engine_of(p);
 
-	(void)fd;
 	if (p->conn == PROBE_CONN_IDLE) {
-		if (e->idle_readable(p)) {
-			if (!probe_watch(p, e->fd(p), EV_READ, -1))
+		if (engine_idle_alive(&p->eng)) {
+			if (!engine_watch(&p->eng, engine_fd(&p->eng), EV_READ, -1))
 				probe_conn_close(p, false);
 		} else {
 			probe_conn_close(p, false);
@@ -283,8 +294,9 @@ static void probe_io_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (p->busy && !p->done && (p->conn == PROBE_CONN_CONNECTING || p->conn == PROBE_CONN_QUERYING))
-		e->io(p, what);
+		probe_step(p, engine_io(&p->eng, what));
 }
+
 
 static void probe_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -503,102 +515,28 @@ static const char probe_pg_sql[] =
 	"ELSE ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))"
 	"::bit(32)::bigint END FROM s";
 
-static void probe_pg_notice(void *arg, const char *message)
-{
-	/* The default processor prints to stderr; a probe has nothing to say about notices. */
-	(void)arg;
-	(void)message;
-}
-
-/* libpq's connection errors read 'connection to server at "h", port 5432 failed: REASON': the
- * address is already known to whoever reads the detail, the reason is what matters. */
-static void probe_pg_error(const PGconn *pg, char *buf, size_t len)
-{
-	const char *msg = PQerrorMessage(pg);
-	const char *reason;
-
-	if (strncmp(msg, "connection to server", 20) == 0 && (reason = strstr(msg, "failed: ")) != NULL)
-		msg = reason + 8;
-	str_oneline(buf, len, msg);
-	if (buf[0] == '\0')
-		snprintf(buf, len, "unknown error");
-}
-
-static void probe_pg_connect_step(struct probe *p, PostgresPollingStatusType st)
-{
-	char err[sizeof(p->result.detail)];
-
-	switch (st) {
-	case PGRES_POLLING_OK:
-		probe_connected(p);
-		return;
-	case PGRES_POLLING_READING:
-	case PGRES_POLLING_WRITING:
-		if (!probe_watch(p, PQsocket(p->pg), st == PGRES_POLLING_READING ? EV_READ : EV_WRITE, -1))
-			probe_connect_failed(p, "cannot watch the socket");
-		return;
-	default:
-		probe_pg_error(p->pg, err, sizeof(err));
-		probe_connect_failed(p, err);
-		return;
-	}
-}
-
-/* Keyword/value pairs for PQconnectStartParams(); empty values are left out (libpq's defaults). */
-struct probe_pg_params {
-	const char *keys[12];
-	const char *vals[12];
-	int n;
-};
-
-static void probe_pg_param(struct probe_pg_params *kv, const char *key, const char *val)
-{
-	if (val[0] == '\0' || kv->n + 1 >= (int)ARRAY_LEN(kv->keys))
-		return;
-	kv->keys[kv->n] = key;
-	kv->vals[kv->n] = val;
-	kv->n++;
-	kv->keys[kv->n] = NULL;
-	kv->vals[kv->n] = NULL;
-}
 
 static void probe_pg_connect(struct probe *p)
 {
-	struct probe_pg_params kv = { .n = 0 };
+	struct engine_pg_params kv = { .n = 0 };
 	char port[8];
-	char err[sizeof(p->result.detail)];
 
 	snprintf(port, sizeof(port), "%u", (unsigned)p->port);
 	/* hostaddr keeps libpq from resolving (synchronously); host still names the server for TLS. */
-	probe_pg_param(&kv, "host", p->host);
-	probe_pg_param(&kv, "hostaddr", p->addrs[p->addr_idx].text);
-	probe_pg_param(&kv, "port", port);
-	probe_pg_param(&kv, "user", p->user);
-	probe_pg_param(&kv, "password", p->password);
-	probe_pg_param(&kv, "dbname", p->database);
-	probe_pg_param(&kv, "application_name", "repoint-probe");
+	engine_pg_param(&kv, "host", p->host);
+	engine_pg_param(&kv, "hostaddr", p->addrs[p->addr_idx].text);
+	engine_pg_param(&kv, "port", port);
+	engine_pg_param(&kv, "user", p->user);
+	engine_pg_param(&kv, "password", p->password);
+	engine_pg_param(&kv, "dbname", p->database);
+	engine_pg_param(&kv, "application_name", "repoint-probe");
 	/* Pinned against the environment: GSS encryption may talk to a KDC synchronously, and a
 	 * PGTARGETSESSIONATTRS=read-write would turn every standby into a failed check. */
-	probe_pg_param(&kv, "gssencmode", "disable");
-	probe_pg_param(&kv, "target_session_attrs", "any");
-
-	p->pg_flushing = false;
-	p->pg = PQconnectStartParams(kv.keys, kv.vals, 0);
-	if (p->pg == NULL) {
-		probe_connect_failed(p, "out of memory");
-		return;
-	}
-	PQsetNoticeProcessor(p->pg, probe_pg_notice, NULL);
-	if (PQstatus(p->pg) == CONNECTION_BAD) {
-		probe_pg_error(p->pg, err, sizeof(err));
-		probe_connect_failed(p, err);
-		return;
-	}
-	/* Non-blocking from the start: PQfinish() then never waits to send its Terminate. */
-	PQsetnonblocking(p->pg, 1);
-	/* libpq's protocol: act as if PQconnectPoll() had asked for writability. */
-	probe_pg_connect_step(p, PGRES_POLLING_WRITING);
+	engine_pg_param(&kv, "gssencmode", "disable");
+	engine_pg_param(&kv, "target_session_attrs", "any");
+	probe_step(p, engine_pg_connect(&p->eng, &kv));
 }
+
 
 static void probe_pg_evaluate(struct probe *p)
 {
@@ -664,94 +602,18 @@ static void probe_pg_take(struct probe *p, PGresult *res)
 	p->pg_have_row = true;
 }
 
-/* Drives the query: finish sending, then read results until libpq says there are no more. */
-static void probe_pg_pump(struct probe *p)
-{
-	PGresult *res;
-	char err[sizeof(p->result.detail)];
-	int rc;
 
-	if (!PQconsumeInput(p->pg))
-		goto broken;
-	if (p->pg_flushing) {
-		rc = PQflush(p->pg);
-		if (rc < 0)
-			goto broken;
-		if (rc == 1) {
-			if (!probe_watch(p, PQsocket(p->pg), EV_READ | EV_WRITE, -1))
-				probe_fail(p, "cannot watch the socket");
-			return;
-		}
-		p->pg_flushing = false;
-	}
-	while (!PQisBusy(p->pg)) {
-		res = PQgetResult(p->pg);
-		if (res == NULL) {
-			probe_pg_evaluate(p);
-			return;
-		}
-		probe_pg_take(p, res);
-		PQclear(res);
-	}
-	if (PQstatus(p->pg) == CONNECTION_BAD)
-		goto broken;
-	if (!probe_watch(p, PQsocket(p->pg), EV_READ, -1))
-		probe_fail(p, "cannot watch the socket");
-	return;
-broken:
-	probe_pg_error(p->pg, err, sizeof(err));
-	probe_fail(p, "query: %s", err);
+static bool probe_pg_take_cb(void *arg, PGresult *res)
+{
+	probe_pg_take(arg, res);
+	return false;  /* every result is read, up to the last */
 }
 
 static void probe_pg_query(struct probe *p)
 {
-	char err[sizeof(p->result.detail)];
-
 	p->pg_have_row = false;
 	p->pg_error[0] = '\0';
-	if (!PQsendQuery(p->pg, probe_pg_sql)) {
-		probe_pg_error(p->pg, err, sizeof(err));
-		probe_fail(p, "query: %s", err);
-		return;
-	}
-	p->pg_flushing = true;
-	probe_pg_pump(p);
-}
-
-static void probe_pg_io(struct probe *p, short what)
-{
-	(void)what;
-	if (p->conn == PROBE_CONN_CONNECTING)
-		probe_pg_connect_step(p, PQconnectPoll(p->pg));
-	else
-		probe_pg_pump(p);
-}
-
-static bool probe_pg_idle_readable(struct probe *p)
-{
-	PGnotify *n;
-
-	/* Between checks the server may send ParameterStatus or notices; only a broken connection
-	 * (EOF, reset, or a FATAL such as an administrator's shutdown) ends it. */
-	if (!PQconsumeInput(p->pg) || PQstatus(p->pg) == CONNECTION_BAD)
-		return false;
-	while ((n = PQnotifies(p->pg)) != NULL)
-		PQfreemem(n);
-	return true;
-}
-
-static int probe_pg_fd(const struct probe *p)
-{
-	return p->pg != NULL ? PQsocket(p->pg) : -1;
-}
-
-static void probe_pg_close(struct probe *p, bool polite)
-{
-	/* Non-blocking, so PQfinish() at most tries to send Terminate and closes. */
-	(void)polite;
-	if (p->pg != NULL)
-		PQfinish(p->pg);
-	p->pg = NULL;
+	probe_step(p, engine_pg_query(&p->eng, probe_pg_sql));
 }
 
 /* ---- MySQL / MariaDB ------------------------------------------------------------------------- */
@@ -780,28 +642,18 @@ static void probe_my_error(MYSQL *m, char *buf, size_t len)
 	str_oneline(buf, len, msg);
 }
 
-/* Turns libmariadb's "wait for" bits into an event; MYSQL_WAIT_TIMEOUT asks for a timer of its
- * own (libmariadb's timeouts, a backstop behind ours). */
-static bool probe_my_wait(struct probe *p, int status)
-{
-	short what = 0;
-
-	if (status & MYSQL_WAIT_READ)
-		what |= EV_READ;
-	if (status & MYSQL_WAIT_WRITE)
-		what |= EV_WRITE;
-	return probe_watch(p, mysql_get_socket(p->my), what,
-	                   (status & MYSQL_WAIT_TIMEOUT) ? (int64_t)mysql_get_timeout_value_ms(p->my) : -1);
-}
-
 static void probe_my_evaluate(struct probe *p)
 {
-	MYSQL_RES *res = p->my_res;
+	MYSQL_RES *res = p->eng.my_res;
 	MYSQL_ROW row;
 	long v[2];
 	char *end;
 	int i;
 
+	if (res == NULL) {
+		probe_fail(p, "query: no result set");
+		return;
+	}
 	if (mysql_num_fields(res) != 2 || mysql_num_rows(res) != 1 || (row = mysql_fetch_row(res)) == NULL) {
 		probe_fail(p, "query: unexpected answer (%u columns, %llu rows)", mysql_num_fields(res),
 		           (unsigned long long)mysql_num_rows(res));
@@ -820,153 +672,20 @@ static void probe_my_evaluate(struct probe *p)
 		}
 	}
 	mysql_free_result(res);
-	p->my_res = NULL;
-	p->my_idle = true;
+	p->eng.my_res = NULL;
 	probe_answer(p, v[0] == 0 && v[1] == 0 ? ROLE_WRITER : ROLE_READER, 0,
 	             "read_only=%ld innodb_read_only=%ld", v[0], v[1]);
 }
 
-/* Moves on from what the last _start/_cont call returned: wait for what it asks, or take its
- * result and start the next call. */
-static void probe_my_advance(struct probe *p, int status)
-{
-	char err[sizeof(p->result.detail)];
-
-	for (;;) {
-		if (status != 0) {
-			if (!probe_my_wait(p, status))
-				probe_fail(p, "cannot watch the socket");
-			return;
-		}
-		switch (p->my_phase) {
-		case PROBE_MY_CONNECT:
-			if (p->my_ret == NULL) {
-				probe_my_error(p->my, err, sizeof(err));
-				probe_connect_failed(p, err);
-				return;
-			}
-			probe_connected(p);
-			return;
-		case PROBE_MY_QUERY:
-			if (p->my_rc != 0)
-				goto failed;
-			p->my_phase = PROBE_MY_STORE;
-			status = mysql_store_result_start(&p->my_res, p->my);
-			continue;
-		case PROBE_MY_STORE:
-			if (p->my_res == NULL) {
-				if (mysql_errno(p->my) != 0)
-					goto failed;
-				probe_fail(p, "query: no result set");
-				return;
-			}
-			probe_my_evaluate(p);
-			return;
-		}
-	}
-failed:
-	probe_my_error(p->my, err, sizeof(err));
-	probe_fail(p, "query: %s", err);
-}
-
 static void probe_my_connect(struct probe *p)
 {
-	/* libmariadb's own timeouts are whole seconds and only a backstop: a second more than ours,
-	 * so that our timer speaks first and the detail is ours. */
-	unsigned int secs = (unsigned int)((p->timeout_ms + 999) / 1000 + 1);
-	unsigned int proto = MYSQL_PROTOCOL_TCP;
-	p->my_idle = false;
-	p->my = mysql_init(NULL);
-	if (p->my == NULL) {
-		probe_connect_failed(p, "out of memory");
-		return;
-	}
-	/* Without its non-blocking context the _start calls would not be usable at all. */
-	if (mysql_options(p->my, MYSQL_OPT_NONBLOCK, 0) != 0) {
-		probe_connect_failed(p, "cannot enable the non-blocking API");
-		return;
-	}
-	mysql_options(p->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
-	mysql_options(p->my, MYSQL_OPT_READ_TIMEOUT, &secs);
-	mysql_options(p->my, MYSQL_OPT_WRITE_TIMEOUT, &secs);
-	/* "localhost" would otherwise mean the Unix socket; we always hand it an address. */
-	mysql_options(p->my, MYSQL_OPT_PROTOCOL, &proto);
-	mysql_options4(p->my, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", "repoint-probe");
-	p->my_phase = PROBE_MY_CONNECT;
-	p->my_ret = NULL;
-	probe_my_advance(p, mysql_real_connect_start(&p->my_ret, p->my, p->addrs[p->addr_idx].text,
-	                                             p->user[0] != '\0' ? p->user : NULL,
-	                                             p->password[0] != '\0' ? p->password : NULL,
-	                                             p->database[0] != '\0' ? p->database : NULL,
-	                                             p->port, NULL, 0));
+	probe_step(p, engine_my_connect(&p->eng, p->addrs[p->addr_idx].text, p->port, p->user, p->password,
+	                                p->database, p->timeout_ms, "repoint-probe"));
 }
 
 static void probe_my_query(struct probe *p)
 {
-	p->my_idle = false;
-	p->my_phase = PROBE_MY_QUERY;
-	p->my_rc = 0;
-	probe_my_advance(p, mysql_real_query_start(&p->my_rc, p->my, probe_my_sql, sizeof(probe_my_sql) - 1));
-}
-
-static void probe_my_io(struct probe *p, short what)
-{
-	int ready = 0;
-
-	if (what & EV_READ)
-		ready |= MYSQL_WAIT_READ;
-	if (what & EV_WRITE)
-		ready |= MYSQL_WAIT_WRITE;
-	if (what & EV_TIMEOUT)
-		ready |= MYSQL_WAIT_TIMEOUT;
-	switch (p->my_phase) {
-	case PROBE_MY_CONNECT:
-		probe_my_advance(p, mysql_real_connect_cont(&p->my_ret, p->my, ready));
-		return;
-	case PROBE_MY_QUERY:
-		probe_my_advance(p, mysql_real_query_cont(&p->my_rc, p->my, ready));
-		return;
-	case PROBE_MY_STORE:
-		probe_my_advance(p, mysql_store_result_cont(&p->my_res, p->my, ready));
-		return;
-	}
-}
-
-/* Nothing is due from an idle MySQL connection: anything readable is EOF, a reset or the error a
- * server sends before it closes an idle session. Peeked, so libmariadb's stream stays intact. */
-static bool probe_sock_idle_readable(int fd)
-{
-	char c;
-	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-
-	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
-}
-
-static bool probe_my_idle_readable(struct probe *p)
-{
-	return probe_sock_idle_readable(mysql_get_socket(p->my));
-}
-
-static int probe_my_fd(const struct probe *p)
-{
-	return p->my != NULL ? (int)mysql_get_socket(p->my) : -1;
-}
-
-static void probe_my_close(struct probe *p, bool polite)
-{
-	if (p->my_res != NULL)
-		mysql_free_result(p->my_res);
-	p->my_res = NULL;
-	if (p->my == NULL)
-		return;
-	/* mysql_close() sends COM_QUIT with a blocking write (bounded only by the write timeout).
-	 * On an idle, healthy connection that write lands in an empty socket buffer; in any other
-	 * case mariadb_cancel() shuts the socket down first so the write fails at once. */
-	if (!(polite && p->my_idle))
-		mariadb_cancel(p->my);
-	mysql_close(p->my);
-	p->my = NULL;
-	p->my_idle = false;
+	probe_step(p, engine_my_query(&p->eng, probe_my_sql, sizeof(probe_my_sql) - 1));
 }
 
 /* ---- Redis ----------------------------------------------------------------------------------- */
@@ -1004,104 +723,22 @@ static void probe_rd_evaluate(struct probe *p, const redisReply *r)
 
 /* Takes the replies in order: AUTH's (an error fails the check), CLIENT SETNAME's (ignored:
  * some services rename or forbid it), then ROLE's. */
-static void probe_rd_take(struct probe *p, redisReply *r)
+static bool probe_rd_take(void *arg, redisReply *r)
 {
-	p->rd_pending--;
+	struct probe *p = arg;
+
 	if (p->rd_auth_left > 0) {
 		p->rd_auth_left--;
 		if (r->type == REDIS_REPLY_ERROR)
 			probe_fail(p, "AUTH: %s", r->str);
-		return;
+		return p->done;
 	}
 	if (p->rd_ignore_left > 0) {
 		p->rd_ignore_left--;
-		return;
+		return false;
 	}
 	probe_rd_evaluate(p, r);
-}
-
-/* Writes what is queued, then reads replies until ROLE's has been taken. */
-static void probe_rd_pump(struct probe *p)
-{
-	char buf[4096];
-	void *reply;
-	ssize_t n;
-
-	while (p->rd_outoff < p->rd_outlen) {
-		n = send(p->rd_fd, p->rd_out + p->rd_outoff, p->rd_outlen - p->rd_outoff, MSG_NOSIGNAL);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			probe_fail(p, "write: %s", strerror(errno));
-			return;
-		}
-		p->rd_outoff += (size_t)n;
-	}
-	if (p->rd_outoff == p->rd_outlen && p->rd_out != NULL) {
-		free(p->rd_out);
-		p->rd_out = NULL;
-		p->rd_outlen = p->rd_outoff = 0;
-	}
-	for (;;) {
-		n = recv(p->rd_fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n == 0) {
-			probe_fail(p, "connection closed by the server");
-			return;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		if (n < 0) {
-			probe_fail(p, "read: %s", strerror(errno));
-			return;
-		}
-		if (redisReaderFeed(p->rd_reader, buf, (size_t)n) != REDIS_OK) {
-			probe_fail(p, "protocol error: %s", p->rd_reader->errstr);
-			return;
-		}
-		for (;;) {
-			reply = NULL;
-			if (redisReaderGetReply(p->rd_reader, &reply) != REDIS_OK) {
-				probe_fail(p, "protocol error: %s", p->rd_reader->errstr);
-				return;
-			}
-			if (reply == NULL)
-				break;
-			if (p->rd_pending <= 0) {
-				freeReplyObject(reply);
-				probe_fail(p, "unexpected reply");
-				return;
-			}
-			probe_rd_take(p, reply);
-			freeReplyObject(reply);
-			if (p->done)
-				return;
-		}
-	}
-	if (!probe_watch(p, p->rd_fd, (short)(EV_READ | (p->rd_out != NULL ? EV_WRITE : 0)), -1))
-		probe_fail(p, "cannot watch the socket");
-}
-
-/* Appends one formatted command to the output queue. */
-static bool probe_rd_queue(struct probe *p, int len, char *cmd)
-{
-	char *grown;
-
-	if (len < 0 || cmd == NULL)
-		return false;
-	grown = realloc(p->rd_out, p->rd_outlen + (size_t)len);
-	if (grown == NULL) {
-		redisFreeCommand(cmd);
-		return false;
-	}
-	memcpy(grown + p->rd_outlen, cmd, (size_t)len);
-	redisFreeCommand(cmd);
-	p->rd_out = grown;
-	p->rd_outlen += (size_t)len;
-	return true;
+	return p->done;
 }
 
 static void probe_rd_query(struct probe *p)
@@ -1109,12 +746,11 @@ static void probe_rd_query(struct probe *p)
 	char *cmd = NULL;
 	int len = redisFormatCommand(&cmd, "ROLE");
 
-	if (!probe_rd_queue(p, len, cmd)) {
+	if (!engine_rd_command(&p->eng, len, cmd)) {
 		probe_fail(p, "out of memory");
 		return;
 	}
-	p->rd_pending++;
-	probe_rd_pump(p);
+	probe_step(p, engine_rd_pump(&p->eng));
 }
 
 /* The TCP connection is up: AUTH (when there is a password) and CLIENT SETNAME go in the same
@@ -1125,25 +761,18 @@ static void probe_rd_established(struct probe *p)
 	int len;
 	bool ok = true;
 
-	p->rd_reader = redisReaderCreate();
-	if (p->rd_reader == NULL) {
-		probe_connect_failed(p, "out of memory");
-		return;
-	}
-	p->rd_pending = p->rd_auth_left = p->rd_ignore_left = 0;
+	p->rd_auth_left = p->rd_ignore_left = 0;
 	if (p->password[0] != '\0') {
 		if (p->user[0] != '\0')
 			len = redisFormatCommand(&cmd, "AUTH %s %s", p->user, p->password);
 		else
 			len = redisFormatCommand(&cmd, "AUTH %s", p->password);
-		ok = probe_rd_queue(p, len, cmd);
-		p->rd_pending++;
+		ok = engine_rd_command(&p->eng, len, cmd);
 		p->rd_auth_left++;
 	}
 	cmd = NULL;
 	len = redisFormatCommand(&cmd, "CLIENT SETNAME %s", "repoint-probe");
-	ok = ok && probe_rd_queue(p, len, cmd);
-	p->rd_pending++;
+	ok = ok && engine_rd_command(&p->eng, len, cmd);
 	p->rd_ignore_left++;
 	if (!ok) {
 		probe_connect_failed(p, "out of memory");
@@ -1155,79 +784,23 @@ static void probe_rd_established(struct probe *p)
 static void probe_rd_connect(struct probe *p)
 {
 	const struct probe_addr *a = &p->addrs[p->addr_idx];
-	int one = 1;
 
-	p->rd_fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (p->rd_fd < 0) {
-		probe_connect_failed(p, strerror(errno));
-		return;
-	}
-	setsockopt(p->rd_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(p->rd_fd, (const struct sockaddr *)&a->sa, a->salen) == 0) {
-		probe_rd_established(p);
-		return;
-	}
-	if (errno != EINPROGRESS) {
-		probe_connect_failed(p, strerror(errno));
-		return;
-	}
-	if (!probe_watch(p, p->rd_fd, EV_WRITE, -1))
-		probe_connect_failed(p, "cannot watch the socket");
+	probe_step(p, engine_rd_connect(&p->eng, (const struct sockaddr *)&a->sa, a->salen));
 }
 
-static void probe_rd_io(struct probe *p, short what)
+/* ROLE's reply ends the check in probe_rd_take: READY never comes from a pump. */
+static void probe_rd_evaluate_none(struct probe *p)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	(void)what;
-	if (p->conn == PROBE_CONN_QUERYING) {
-		probe_rd_pump(p);
-		return;
-	}
-	if (getsockopt(p->rd_fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
-	if (err != 0) {
-		probe_connect_failed(p, strerror(err));
-		return;
-	}
-	probe_rd_established(p);
+	probe_fail(p, "unexpected reply");
 }
 
-static bool probe_rd_idle_readable(struct probe *p)
-{
-	return probe_sock_idle_readable(p->rd_fd);
-}
-
-static int probe_rd_fd(const struct probe *p)
-{
-	return p->rd_fd;
-}
-
-static void probe_rd_close(struct probe *p, bool polite)
-{
-	(void)polite;
-	if (p->rd_fd >= 0)
-		close(p->rd_fd);
-	p->rd_fd = -1;
-	if (p->rd_reader != NULL)
-		redisReaderFree(p->rd_reader);
-	p->rd_reader = NULL;
-	free(p->rd_out);
-	p->rd_out = NULL;
-	p->rd_outlen = p->rd_outoff = 0;
-	p->rd_pending = p->rd_auth_left = p->rd_ignore_left = 0;
-}
 
 /* ---- public ---------------------------------------------------------------------------------- */
 
 static const struct probe_engine probe_engines[] = {
-	[PROTOCOL_POSTGRES] = { probe_pg_connect, probe_pg_query, probe_pg_io, probe_pg_idle_readable,
-	                        probe_pg_fd, probe_pg_close },
-	[PROTOCOL_MYSQL] = { probe_my_connect, probe_my_query, probe_my_io, probe_my_idle_readable,
-	                     probe_my_fd, probe_my_close },
-	[PROTOCOL_REDIS] = { probe_rd_connect, probe_rd_query, probe_rd_io, probe_rd_idle_readable,
-	                     probe_rd_fd, probe_rd_close },
+	[PROTOCOL_POSTGRES] = { probe_pg_connect, probe_connected, probe_pg_query, probe_pg_evaluate },
+	[PROTOCOL_MYSQL] = { probe_my_connect, probe_connected, probe_my_query, probe_my_evaluate },
+	[PROTOCOL_REDIS] = { probe_rd_connect, probe_rd_established, probe_rd_query, probe_rd_evaluate_none },
 };
 
 static const struct probe_engine *probe_engine_of(const struct probe *p)
@@ -1252,16 +825,19 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 	p->timeout_ms = params->timeout_ms > 0 ? params->timeout_ms : 1;
 	p->cb = cb;
 	p->cb_arg = arg;
-	p->rd_fd = -1;
+	/* First, so that probe_free() below finds a closed connection whatever fails. */
+	if (!engine_init(&p->eng, base, p->protocol, probe_io, probe_pg_take_cb, probe_rd_take, p)) {
+		free(p);
+		return NULL;
+	}
 	p->host = probe_strdup0(params->host);
 	p->user = probe_strdup0(params->user);
 	p->password = probe_strdup0(params->password);
 	p->database = probe_strdup0(params->database);
-	p->io = event_new(base, -1, 0, probe_io_cb, p);
 	p->timer = evtimer_new(base, probe_timeout_cb, p);
 	p->deliver = event_new(base, -1, 0, probe_deliver_cb, p);
 	if (p->host == NULL || p->user == NULL || p->password == NULL || p->database == NULL ||
-	    p->io == NULL || p->timer == NULL || p->deliver == NULL) {
+	    p->timer == NULL || p->deliver == NULL) {
 		probe_free(p);
 		return NULL;
 	}
@@ -1316,8 +892,7 @@ void probe_free(struct probe *p)
 		return;
 	probe_conn_close(p, true);
 	probe_lookup_abandon(p);
-	if (p->io != NULL)
-		event_free(p->io);
+	engine_cleanup(&p->eng);
 	if (p->timer != NULL)
 		event_free(p->timer);
 	if (p->deliver != NULL)
