@@ -46,6 +46,8 @@
 #define SESSION_RETRY_MAX (16 * 1024)
 /* Read-only refusals retried in a row before the error is passed on (the new writer refuses too). */
 #define SESSION_RETRY_STREAK_MAX 3
+/* Session starts replayed on another server before a refusal is passed on. */
+#define SESSION_RESTARTS_MAX 3
 
 static uint64_t session_next_id = 1;
 
@@ -314,6 +316,7 @@ static bool hold_timeout_refuse(struct session *s)
 }
 
 static bool route(struct session *s);
+static void route_if_ready(struct session *s);
 
 static bool hold(struct session *s, const char *why)
 {
@@ -369,7 +372,7 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 		s->retry_valid = true;
 	}
 	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, p, n);
-	if (proto->retryable != NULL)
+	if (proto->retryable != NULL || s->starting)
 		retry_append(s, p, n);
 	service_counters(s->svc)->bytes_client_to_server += n;
 }
@@ -416,6 +419,31 @@ static bool migrate(struct session *s, const char *why, bool replay)
 	s->upstream_eof = false;
 	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
 	return hold(s, reason);
+}
+
+/* The server refused to start the session (it is shutting down) or closed it before accepting
+ * it: nothing ran, so start it again elsewhere, replaying what the client sent. The member is
+ * reported as failing, which holds new clients until the service knows better. Returns true when
+ * the session was freed. */
+static bool restart(struct session *s, const char *why)
+{
+	struct service *svc = s->svc;
+	int member = s->member;
+
+	s->restarts++;
+	drop_upstream(s);
+	service_proto(svc)->init(&s->ps);
+	s->replay = s->retry_len > 0;
+	if (hold(s, why))
+		return true;
+	service_upstream_failed(svc, member, why);
+	route_if_ready(s);
+	return false;
+}
+
+static bool can_restart(const struct session *s)
+{
+	return s->starting && s->retry_valid && s->restarts < SESSION_RESTARTS_MAX && !service_stopping(s->svc);
 }
 
 static bool can_migrate(const struct session *s)
@@ -478,6 +506,12 @@ static bool connect_failed(struct session *s, const char *why);
 static void upstream_gone(struct session *s, bool error)
 {
 	const char *why = error ? "upstream error" : "upstream closed";
+
+	if (s->state == SESSION_ACTIVE && can_restart(s)) {
+		restart(s, error ? "(the server reset the session before accepting it)"
+				 : "(the server closed the session before accepting it)");
+		return;
+	}
 
 	/* Ask for a probe: a crashed writer shows itself here first. An idle session that can move
 	 * does (the client notices nothing); otherwise the client gets what was already read, then the
@@ -588,6 +622,56 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		upstream_gone(s, r < 0);
 		return;
 	}
+	if (s->starting) {
+		size_t off = s->swallow < (size_t)r ? s->swallow : (size_t)r;
+		size_t refused;
+
+		if (off > 0) {
+			/* The answer to a replayed negotiation request: the client has had it already (a
+			 * plain 'N'; a server that wants TLS now cannot continue the client's session). */
+			if (session_io[0] != 'N') {
+				close_after_flush(s, "(the new server answered the negotiation differently)");
+				return;
+			}
+			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, off);
+			s->swallow -= (uint8_t)off;
+			/* Now the rest of the replay, then whatever the client sent while it waited. */
+			proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry + s->replay_rest,
+				    s->retry_len - s->replay_rest);
+			if (!side_send(&s->upstream, s->retry + s->replay_rest, s->retry_len - s->replay_rest)) {
+				upstream_gone(s, true);
+				return;
+			}
+			forward_client_input(s);
+			s->client.paused = false;
+			side_reading(&s->client, true);
+			if (!side_flush(&s->upstream)) {
+				upstream_gone(s, true);
+				return;
+			}
+			if (off == (size_t)r)
+				return;
+			memmove(session_io, session_io + off, (size_t)r - off);
+			r -= (ssize_t)off;
+		}
+		refused = proto->startup_refusal != NULL ? proto->startup_refusal(session_io, (size_t)r) : 0;
+		if (refused == (size_t)r && can_restart(s)) {
+			restart(s, "(the server refused new sessions)");
+			return;
+		}
+		/* Anything but a lone negotiation answer means the server took the session. */
+		if (!(r == 1 && session_io[0] == 'N')) {
+			s->starting = false;
+			s->retry_valid = false;
+			s->retry_len = 0;
+			if (proto->retryable == NULL) {
+				/* Nothing else keeps client bytes for this protocol: give the memory back. */
+				free(s->retry);
+				s->retry = NULL;
+				s->retry_cap = 0;
+			}
+		}
+	}
 	if (proto->readonly_reply != NULL) {
 		size_t ro = proto->readonly_reply(session_io, (size_t)r);
 		if (ro == 0) {
@@ -696,15 +780,27 @@ static void on_connected(struct session *s)
 	set_state(s, SESSION_ACTIVE, what);
 	side_reading(&s->upstream, true);
 	if (s->replay) {
-		/* The request the old writer refused goes first; it is again the one in flight. */
-		service_proto(s->svc)->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry, s->retry_len);
-		evbuffer_add(s->upstream.out, s->retry, s->retry_len);
+		const struct proto_ops *proto = service_proto(s->svc);
+		size_t pre = s->starting && proto->startup_preamble != NULL
+				     ? proto->startup_preamble(s->retry, s->retry_len)
+				     : 0;
+		size_t first = pre > 0 ? pre : s->retry_len;
+		/* What the old server refused goes first: the request in flight (Redis), or the session's
+		 * start. A negotiation request goes alone (a server refuses data sent past it before its
+		 * answer); its answer, which the client already has, is not passed on again, and the rest
+		 * follows it (upstream_read_cb). */
+		proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry, first);
+		evbuffer_add(s->upstream.out, s->retry, first);
+		s->swallow = pre > 0 ? 1 : 0;
+		s->replay_rest = (uint32_t)first;
 		s->replay = false;
 		s->retry_valid = true;
 	}
-	forward_client_input(s);
-	s->client.paused = false;
-	side_reading(&s->client, true);
+	if (s->swallow == 0) {
+		forward_client_input(s);
+		s->client.paused = false;
+		side_reading(&s->client, true);
+	}
 	if (!side_flush(&s->upstream))
 		upstream_gone(s, true);
 }
@@ -821,6 +917,8 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 	s->accepted_ms = now_ms();
 	s->hold_deadline_ms = s->accepted_ms + service_config(svc)->hold_timeout_ms;
 	service_proto(svc)->init(&s->ps);
+	s->starting = service_proto(svc)->startup_refusal != NULL;
+	s->retry_valid = s->starting;
 	if (peer->sa_family == AF_INET || peer->sa_family == AF_INET6) {
 		struct hostport hp;
 		char host[INET6_ADDRSTRLEN];

@@ -78,6 +78,13 @@ struct session {
 	bool retry_valid;
 	bool replay;                 /* send `retry` first once connected (a migrated request) */
 	uint8_t retry_streak;        /* read-only refusals retried in a row */
+	bool starting;               /* before the server accepted the session: the client's bytes are
+	                                kept in `retry`, so a refusal ("shutting down") can be replayed
+	                                to another server */
+	uint8_t swallow;             /* bytes of the server's next answer the client already got (the
+	                                'N' to a replayed SSLRequest) */
+	uint8_t restarts;            /* startup replays so far */
+	uint32_t replay_rest;        /* offset in `retry` still to send once the swallowed answer came */
 	unsigned migrations;
 	struct proto_state ps;
 	char peer[48];

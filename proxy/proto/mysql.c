@@ -799,6 +799,19 @@ static size_t my_readonly_reply(const uint8_t *p, size_t n)
 	return 4 + len;
 }
 
+/* An ERR packet instead of the greeting: 1053 ER_SERVER_SHUTDOWN. */
+static size_t my_startup_refusal(const uint8_t *p, size_t n)
+{
+	size_t len;
+
+	if (n < 7 || p[3] != 0 || p[4] != 0xFF)
+		return 0;
+	len = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16;
+	if (((unsigned)p[5] | (unsigned)p[6] << 8) != 1053 || n < 4 + len)
+		return 0;
+	return 4 + len;
+}
+
 const struct proto_ops proto_mysql = {
 	.name = "mysql",
 	.init = my_init,
@@ -807,4 +820,5 @@ const struct proto_ops proto_mysql = {
 	.is_opaque = my_is_opaque,
 	.refuse = my_refuse,
 	.readonly_reply = my_readonly_reply,
+	.startup_refusal = my_startup_refusal,
 };

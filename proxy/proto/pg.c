@@ -370,6 +370,34 @@ static size_t pg_readonly_reply(const uint8_t *p, size_t n)
 	return 1 + len;
 }
 
+/* ErrorResponse 57P03 (cannot_connect_now: starting up, shutting down) or 57P01 (admin_shutdown)
+ * as the answer to a startup packet. */
+static size_t pg_startup_refusal(const uint8_t *p, size_t n)
+{
+	static const uint8_t c1[] = {'C', '5', '7', 'P', '0', '3', 0};
+	static const uint8_t c2[] = {'C', '5', '7', 'P', '0', '1', 0};
+	size_t len;
+
+	if (n < 5 || p[0] != 'E')
+		return 0;
+	len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4];
+	if (len < 4 || n < 1 + len)
+		return 0;
+	if (memmem(p + 5, len - 4, c1, sizeof(c1)) == NULL && memmem(p + 5, len - 4, c2, sizeof(c2)) == NULL)
+		return 0;
+	return 1 + len;
+}
+
+/* An SSLRequest or GSSENCRequest: 8 bytes, length 8, code 80877103 / 80877104. */
+static size_t pg_startup_preamble(const uint8_t *p, size_t n)
+{
+	if (n < 8 || p[0] != 0 || p[1] != 0 || p[2] != 0 || p[3] != 8)
+		return 0;
+	if (p[4] == 0x04 && p[5] == 0xd2 && p[6] == 0x16 && (p[7] == 0x2f || p[7] == 0x30))
+		return 8;
+	return 0;
+}
+
 const struct proto_ops proto_postgres = {
 	.name = "postgres",
 	.init = pg_init,
@@ -378,4 +406,6 @@ const struct proto_ops proto_postgres = {
 	.is_opaque = pg_is_opaque,
 	.refuse = pg_refuse,
 	.readonly_reply = pg_readonly_reply,
+	.startup_refusal = pg_startup_refusal,
+	.startup_preamble = pg_startup_preamble,
 };

@@ -62,6 +62,17 @@ struct proto_ops {
 	 * replica (a Postgres client can make its own transactions read-only). */
 	size_t (*readonly_reply)(const uint8_t *p, size_t n);
 	bool readonly_is_verdict;
+
+	/* Connection start (optional): a server that is shutting down or not yet accepting answers a
+	 * new session with an error before authentication (Postgres 57P01/57P03, MySQL 1053). Nothing
+	 * was executed, so the session may start again on another server, replaying what the client
+	 * sent so far.
+	 * startup_refusal: the length of such a complete refusal at the start of p[0..n), else 0.
+	 * startup_preamble: how many of the client's first bytes are a negotiation request whose
+	 *   one-byte answer the client already got (Postgres SSLRequest/GSSENCRequest answered 'N'):
+	 *   replayed to the new server, its answer byte is not passed on again. */
+	size_t (*startup_refusal)(const uint8_t *p, size_t n);
+	size_t (*startup_preamble)(const uint8_t *p, size_t n);
 };
 
 extern const struct proto_ops proto_postgres;
