@@ -914,7 +914,7 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "conflicts", json_integer(t->conflicts));
 	json_object_set_new(o, "last_failover", last);
 	json_object_set_new(o, "counters",
-			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted",
 				      (json_int_t)svc->counters.accepted, "closed", (json_int_t)svc->counters.closed,
 				      "held_total", (json_int_t)svc->counters.held_total, "hold_timeouts",
 				      (json_int_t)svc->counters.hold_timeouts, "drained", (json_int_t)svc->counters.drained,
@@ -922,6 +922,7 @@ json_t *service_status_json(const struct service *svc)
 				      (json_int_t)svc->counters.drained_timeout, "upstream_connect_failures",
 				      (json_int_t)svc->counters.upstream_connect_failures, "migrated",
 				      (json_int_t)svc->counters.migrated, "retried", (json_int_t)svc->counters.retried,
+				      "restarted", (json_int_t)svc->counters.restarted,
 				      "bytes_client_to_server",
 				      (json_int_t)svc->counters.bytes_client_to_server, "bytes_server_to_client",
 				      (json_int_t)svc->counters.bytes_server_to_client));
@@ -956,6 +957,7 @@ METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
 METRIC_FN(m_migrated, svc->counters.migrated)
 METRIC_FN(m_retried, svc->counters.retried)
+METRIC_FN(m_restarted, svc->counters.restarted)
 METRIC_FN(m_src_polls, svc->source ? aws_source_polls(svc->source) : 0)
 METRIC_FN(m_src_failures, svc->source ? aws_source_failures(svc->source) : 0)
 METRIC_FN(m_src_throttles, svc->source ? aws_source_throttles(svc->source) : 0)
@@ -983,6 +985,7 @@ static const struct metric service_metric_table[] = {
 	 m_migrated},
 	{"repoint_retried_total", "counter", "Requests refused as read-only by an old writer and sent again",
 	 m_retried},
+	{"repoint_restarted_total", "counter", "Session starts refused by a server and replayed", m_restarted},
 	{"repoint_source_polls_total", "counter", "Successful polls of the control plane", m_src_polls},
 	{"repoint_source_failures_total", "counter", "Failed polls of the control plane (after retries)",
 	 m_src_failures},

@@ -107,6 +107,7 @@ struct service_counters {
 	uint64_t upstream_connect_failures;
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
 	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
+	uint64_t restarted;          /* session starts refused by a server (shutting down), replayed */
 	uint64_t bytes_client_to_server;
 	uint64_t bytes_server_to_client;
 };

@@ -46,8 +46,11 @@
 #define SESSION_RETRY_MAX (16 * 1024)
 /* Read-only refusals retried in a row before the error is passed on (the new writer refuses too). */
 #define SESSION_RETRY_STREAK_MAX 3
-/* Session starts replayed on another server before a refusal is passed on. */
-#define SESSION_RESTARTS_MAX 3
+/* Session starts replayed before a refusal is passed on; hold_timeout bounds them in time too. */
+#define SESSION_RESTARTS_MAX 100
+/* After a member refused a session's start, it is not tried again for this long (its probe may
+ * still say writer: a server shutting down keeps the sessions it has). */
+#define SESSION_AVOID_MS 50
 
 static uint64_t session_next_id = 1;
 
@@ -332,6 +335,9 @@ static bool hold(struct session *s, const char *why)
 		service_hold(s->svc, s);
 		service_counters(s->svc)->held_total++;
 	}
+	/* Wake up at the deadline, or earlier to try again once a refusing member may be retried. */
+	if (s->avoid_member >= 0 && s->avoid_until_ms > now_ms() && s->avoid_until_ms - now_ms() < left)
+		left = s->avoid_until_ms - now_ms();
 	arm_timer(s, left);
 	return false;
 }
@@ -431,6 +437,9 @@ static bool restart(struct session *s, const char *why)
 	int member = s->member;
 
 	s->restarts++;
+	service_counters(svc)->restarted++;
+	s->avoid_member = member;
+	s->avoid_until_ms = now_ms() + SESSION_AVOID_MS;
 	drop_upstream(s);
 	service_proto(svc)->init(&s->ps);
 	s->replay = s->retry_len > 0;
@@ -865,6 +874,8 @@ static bool route(struct session *s)
 
 	if (member < 0)
 		return hold(s, "(waiting for a writer)");
+	if (member == s->avoid_member && now_ms() < s->avoid_until_ms)
+		return hold(s, "(the writer refused this session's start a moment ago)");
 	return connect_to(s, member);
 }
 
@@ -877,7 +888,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	switch (s->state) {
 	case SESSION_HELD:
-		hold_timeout_refuse(s);
+		if (now_ms() < s->hold_deadline_ms)
+			route(s);  /* the wait to retry a refusing member is over */
+		else
+			hold_timeout_refuse(s);
 		return;
 	case SESSION_CONNECTING:
 		snprintf(msg, sizeof(msg), "timeout after %lld ms",
@@ -911,6 +925,7 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 	s->svc = svc;
 	s->id = session_next_id++;
 	s->member = -1;
+	s->avoid_member = -1;
 	s->state = SESSION_HELD;
 	s->client.fd = -1;
 	s->upstream.fd = -1;

@@ -83,8 +83,10 @@ struct session {
 	                                to another server */
 	uint8_t swallow;             /* bytes of the server's next answer the client already got (the
 	                                'N' to a replayed SSLRequest) */
-	uint8_t restarts;            /* startup replays so far */
+	uint16_t restarts;           /* startup replays so far */
 	uint32_t replay_rest;        /* offset in `retry` still to send once the swallowed answer came */
+	int avoid_member;            /* refused this session's start a moment ago: not before ... */
+	int64_t avoid_until_ms;      /* ... this time (monotonic) */
 	unsigned migrations;
 	struct proto_state ps;
 	char peer[48];
