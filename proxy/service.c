@@ -42,7 +42,6 @@ struct member {
 	struct event *timer;              /* next probe */
 	unsigned sessions;                /* sessions attached */
 	struct probe_result last;         /* last probe result */
-	bool probed;                      /* last is valid */
 	uint64_t probes, probe_failures;
 };
 
@@ -67,7 +66,6 @@ struct service {
 	unsigned next_pick;               /* round robin among equals */
 	struct event *release_ev;         /* deferred release of held sessions */
 	struct service_counters counters;
-	int64_t drain_timeout_ms;         /* for drains started by shutdown */
 	char subject[200];                /* "service NAME" */
 	service_observer observer;
 	void *observer_arg;
@@ -335,7 +333,6 @@ static void probe_done(void *arg, const struct probe_result *r)
 	struct service *svc = m->svc;
 
 	m->last = *r;
-	m->probed = true;
 	m->probes++;
 	if (!r->ok) {
 		m->probe_failures++;
@@ -801,7 +798,6 @@ void service_shutdown(struct service *svc, int64_t timeout_ms)
 	struct session *s, *next;
 
 	svc->stopping = true;
-	svc->drain_timeout_ms = timeout_ms;
 	if (svc->listener != NULL)
 		evconnlistener_disable(svc->listener);
 	for (s = TAILQ_FIRST(&svc->held); s != NULL; s = next) {

@@ -414,7 +414,6 @@ static bool migrate(struct session *s, const char *why, bool replay)
 	char reason[160];
 
 	c->migrated++;
-	s->migrations++;
 	snprintf(reason, sizeof(reason), "(moving: %s)", why);
 	drop_upstream(s);
 	service_proto(s->svc)->init(&s->ps);
@@ -422,7 +421,6 @@ static bool migrate(struct session *s, const char *why, bool replay)
 	if (!s->replay)
 		s->retry_len = 0;
 	s->retry_valid = false;
-	s->upstream_eof = false;
 	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
 	return hold(s, reason);
 }
@@ -538,7 +536,6 @@ static void upstream_gone(struct session *s, bool error)
 		}
 		service_probe_soon(svc, member);
 	}
-	s->upstream_eof = true;
 	close_after_flush(s, why);
 }
 

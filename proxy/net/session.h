@@ -68,7 +68,6 @@ struct session {
 	int64_t accepted_ms;         /* monotonic */
 	int64_t hold_deadline_ms;    /* accepted + hold_timeout */
 	bool client_eof;             /* client closed its side: flush to upstream, then close */
-	bool upstream_eof;           /* upstream closed: flush to client, then close */
 	enum session_refusal refusal;
 	/* Redis: the request in flight, kept so that a server that refuses it as read-only (a
 	 * demoted writer) can be replaced by the new writer and the request sent again. Captured from
@@ -87,7 +86,6 @@ struct session {
 	uint32_t replay_rest;        /* offset in `retry` still to send once the swallowed answer came */
 	int avoid_member;            /* refused this session's start a moment ago: not before ... */
 	int64_t avoid_until_ms;      /* ... this time (monotonic) */
-	unsigned migrations;
 	struct proto_state ps;
 	char peer[48];
 };

@@ -5,6 +5,8 @@
  * evhttp) on the same loop, so that the curl-multi path, SigV4 headers, retries and the credential
  * fetches are exercised for real without leaving the process. */
 #include <check.h>
+
+#include "testdata.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,25 +29,7 @@
 
 static char *load(const char *name, size_t *len)
 {
-	char path[1024];
-	FILE *f;
-	char *buf;
-	long n;
-
-	snprintf(path, sizeof(path), DATA "%s", name);
-	f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	if (len)
-		*len = (size_t)n;
-	return buf;
+	return testdata_load(name, len);
 }
 
 /* ================================================================================================

@@ -5,6 +5,8 @@
  * sources reach it through [aws] endpoint_url, signed with static keys from the environment. Every
  * wait runs the loop until a condition holds or a deadline passes: never a fixed sleep. */
 #include <check.h>
+
+#include "testdata.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,27 +24,10 @@
 #include "sources/aws_source.h"
 #include "util.h"
 
-#define DATA TEST_SRCDIR "/tests/unit/data/aws/"
 
 static char *load(const char *name)
 {
-	char path[1024];
-	FILE *f;
-	char *buf;
-	long n;
-
-	snprintf(path, sizeof(path), DATA "%s", name);
-	f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	return buf;
+	return testdata_load(name, NULL);
 }
 
 /* A copy of s with the first `from` replaced by `to` (which must be there). */
