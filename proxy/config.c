@@ -262,6 +262,7 @@ static const struct key_def keys[] = {
 		 INTERVAL_MIN, WAIT_MAX, "50ms"),
 	INT(SECTION_SERVICE, "down_after", SVC(down_after), 1, 100, "3"),
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
+	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
 	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", NULL),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
@@ -1080,6 +1081,7 @@ static void check_service(struct parser *p, size_t idx)
 	const struct key_seen *source = &st->seen[key_index(SECTION_SERVICE, "source")];
 	const struct key_seen *shard = &st->seen[key_index(SECTION_SERVICE, "shard")];
 	const struct key_seen *listen = &st->seen[key_index(SECTION_SERVICE, "listen")];
+	const struct key_seen *multiplex = &st->seen[key_index(SECTION_SERVICE, "multiplex")];
 	const struct key_seen *protocol = &st->seen[key_index(SECTION_SERVICE, "protocol")];
 	const struct key_seen *admin = &p->top_seen[key_index(SECTION_REPOINT, "admin")];
 	enum source_kind kind = source_kind_of(svc->source);
@@ -1107,6 +1109,10 @@ static void check_service(struct parser *p, size_t idx)
 				  "source: %s needs protocol redis, but this service is %s",
 				  source_kind_names[kind], protocol_name(svc->protocol));
 	}
+	if (multiplex->valid && svc->multiplex && protocol->valid && svc->protocol != PROTOCOL_REDIS)
+		add_error(p, multiplex->line,
+			  "multiplex: only redis sessions can share a server connection, but this service is %s",
+			  protocol_name(svc->protocol));
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "
 					  "not rds");

@@ -34,6 +34,8 @@ struct service_config {
 	int down_after;                  /* consecutive failed probes before a member is down; default 3 */
 	bool probes;                     /* ask members their role (default on); off: with `source`,
 	                                    the control plane's word alone routes */
+	bool multiplex;                  /* redis: stateless commands of all clients share one
+	                                    connection per server (default off) */
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
 	char *probe_password;            /* default "" (never NULL) */
 	char *probe_database;            /* default: postgres "postgres", others NULL */

@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "net/session.h"
+#include "net/shared.h"
 #include "proto/proto.h"
 #include "sources/aws_source.h"
 #include "sources/probe.h"
@@ -43,7 +44,12 @@ struct member {
 	unsigned sessions;                /* sessions attached */
 	struct probe_result last;         /* last probe result */
 	uint64_t probes, probe_failures;
+	struct shared *shared;            /* multiplex: the connection sessions share; NULL if none */
+	int64_t shared_failed_ms;         /* when it last failed to connect (monotonic) */
 };
+
+/* After a shared connection failed to connect, the next attempt waits this long. */
+#define SHARED_RETRY_MS 50
 
 struct service {
 	const struct service_config *cfg;
@@ -236,10 +242,20 @@ enum role service_member_role(const struct service *svc, int member)
 	return topo_member_role(&svc->topo, member);
 }
 
+static void retire_shared(struct member *m)
+{
+	if (m->shared != NULL)
+		shared_retire(m->shared);
+	m->shared = NULL;
+}
+
 static void drain_member(struct service *svc, int member, const char *why)
 {
 	struct session *s, *next;
 	unsigned n = 0;
+
+	/* No new commands go to it; sessions with commands in flight finish them there. */
+	retire_shared(svc->members[member]);
 
 	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, all);
@@ -394,6 +410,46 @@ void service_probe_soon(struct service *svc, int member)
 		schedule_probe(m, 0);
 }
 
+static void shared_ready_cb(void *arg)
+{
+	struct member *m = arg;
+
+	log_debug(m->svc->subject, "shared connection to %s is up", m->str);
+	kick_held(m->svc);
+}
+
+static void shared_lost_cb(void *arg, bool was_ready, const char *why)
+{
+	struct member *m = arg;
+	struct service *svc = m->svc;
+
+	m->shared = NULL;
+	if (!was_ready) {
+		m->shared_failed_ms = now_ms();
+		svc->counters.upstream_connect_failures++;
+		service_upstream_failed(svc, m->index, why);
+		return;
+	}
+	log_info(svc->subject, "shared connection to %s lost: %s", m->str, why);
+	service_probe_soon(svc, m->index);
+}
+
+struct shared *service_shared(struct service *svc, int member)
+{
+	struct member *m = svc->members[member];
+	struct shared_hooks hooks = {.ready = shared_ready_cb, .lost = shared_lost_cb, .arg = m};
+	char label[512];
+
+	if (m->shared != NULL)
+		return m->shared;
+	if (m->shared_failed_ms != 0 && now_ms() - m->shared_failed_ms < SHARED_RETRY_MS)
+		return NULL;
+	snprintf(label, sizeof(label), "%s shared %s", svc->subject, m->str);
+	m->shared = shared_open(svc->base, (const struct sockaddr *)&m->sa, m->salen, svc->cfg->connect_timeout_ms,
+				label, &hooks);
+	return m->shared;
+}
+
 int service_pick(struct service *svc)
 {
 	const struct topology *t = &svc->topo;
@@ -523,6 +579,7 @@ static void member_free(struct member *m)
 {
 	if (m == NULL)
 		return;
+	retire_shared(m);
 	if (m->probe != NULL)
 		probe_free(m->probe);
 	if (m->timer != NULL)
@@ -834,6 +891,16 @@ void service_free(struct service *svc)
 
 /* --- status and metrics --- */
 
+static unsigned shared_connections(const struct service *svc)
+{
+	unsigned n = 0;
+
+	for (int i = 0; i < svc->nmembers; i++)
+		if (svc->members[i]->shared != NULL && shared_ready(svc->members[i]->shared))
+			n++;
+	return n;
+}
+
 static json_t *ms_to_wall_json(int64_t mono_ms)
 {
 	char buf[64];
@@ -905,6 +972,8 @@ json_t *service_status_json(const struct service *svc)
 		json_object_set_new(o, "source", src);
 	}
 	json_object_set_new(o, "clients", json_integer(svc->nsessions));
+	json_object_set_new(o, "multiplex", json_boolean(svc->cfg->multiplex));
+	json_object_set_new(o, "shared_connections", json_integer(shared_connections(svc)));
 	json_object_set_new(o, "held", json_integer(svc->nheld));
 	json_object_set_new(o, "failovers", json_integer(t->failovers));
 	json_object_set_new(o, "conflicts", json_integer(t->conflicts));
@@ -922,6 +991,9 @@ json_t *service_status_json(const struct service *svc)
 				      "bytes_client_to_server",
 				      (json_int_t)svc->counters.bytes_client_to_server, "bytes_server_to_client",
 				      (json_int_t)svc->counters.bytes_server_to_client));
+	json_object_set_new(json_object_get(o, "counters"), "shared_commands",
+			    json_integer((json_int_t)svc->counters.shared_commands));
+	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->counters.pinned));
 	return o;
 }
 
@@ -953,6 +1025,9 @@ METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
 METRIC_FN(m_migrated, svc->counters.migrated)
 METRIC_FN(m_retried, svc->counters.retried)
+METRIC_FN(m_shared_commands, svc->counters.shared_commands)
+METRIC_FN(m_pinned, svc->counters.pinned)
+METRIC_FN(m_shared_connections, shared_connections(svc))
 METRIC_FN(m_restarted, svc->counters.restarted)
 METRIC_FN(m_src_polls, svc->source ? aws_source_polls(svc->source) : 0)
 METRIC_FN(m_src_failures, svc->source ? aws_source_failures(svc->source) : 0)
@@ -981,6 +1056,11 @@ static const struct metric service_metric_table[] = {
 	 m_migrated},
 	{"repoint_retried_total", "counter", "Requests refused as read-only by an old writer and sent again",
 	 m_retried},
+	{"repoint_shared_commands_total", "counter", "Commands sent over shared server connections (multiplex)",
+	 m_shared_commands},
+	{"repoint_pinned_total", "counter", "Sessions that needed a server connection of their own (multiplex)",
+	 m_pinned},
+	{"repoint_shared_connections", "gauge", "Open shared server connections (multiplex)", m_shared_connections},
 	{"repoint_restarted_total", "counter", "Session starts refused by a server and replayed", m_restarted},
 	{"repoint_source_polls_total", "counter", "Successful polls of the control plane", m_src_polls},
 	{"repoint_source_failures_total", "counter", "Failed polls of the control plane (after retries)",

@@ -19,6 +19,7 @@
 struct event_base;
 struct evbuffer;
 struct session;
+struct shared;
 struct proto_ops;
 typedef struct json_t json_t;
 
@@ -108,9 +109,16 @@ struct service_counters {
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
 	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
 	uint64_t restarted;          /* session starts refused by a server (shutting down), replayed */
+	uint64_t shared_commands;    /* multiplex: commands sent over shared connections */
+	uint64_t pinned;             /* multiplex: sessions that needed a connection of their own */
 	uint64_t bytes_client_to_server;
 	uint64_t bytes_server_to_client;
 };
 struct service_counters *service_counters(struct service *svc);
+
+/* multiplex: the shared connection to `member`, opened on first use (it may still be connecting:
+ * see shared_ready; held sessions are released once it is up). NULL when it cannot be had now
+ * (it failed a moment ago, or no socket). */
+struct shared *service_shared(struct service *svc, int member);
 
 #endif

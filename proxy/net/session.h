@@ -86,6 +86,16 @@ struct session {
 	uint32_t replay_rest;        /* offset in `retry` still to send once the swallowed answer came */
 	int avoid_member;            /* refused this session's start a moment ago: not before ... */
 	int64_t avoid_until_ms;      /* ... this time (monotonic) */
+	/* multiplex = on (Redis): the session starts `shared` -- its commands travel on the member's
+	 * shared connection (net/shared.h), client_in holds what is not sent yet (a partial command, or
+	 * everything from a command that needs a connection of its own on). Such a command sets
+	 * `unshare`: once nothing is in flight the session gets its own connection (pinned) for good. */
+	bool shared;
+	bool unshare;
+	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */
+	uint32_t shared_out;         /* commands in flight */
+	size_t shared_bytes;         /* their bytes */
+	size_t shared_need;          /* client_in must hold this much before a command can be complete */
 	struct proto_state ps;
 	char peer[48];
 };
@@ -107,5 +117,12 @@ void session_drain(struct session *s, enum drain_mode mode, int64_t timeout_ms);
 void session_refuse(struct session *s, enum session_refusal why);
 /* Close both sides now, without flushing (the loop is going away). */
 void session_destroy(struct session *s);
+
+/* From the shared connection `s` has commands in flight on: n bytes of its replies, in which
+ * `replies` replies end (the last may continue in the next call), and `done_bytes` of its
+ * commands are answered in full. */
+void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes);
+/* That connection failed: the commands in flight may or may not have run. */
+void session_shared_lost(struct session *s, const char *why);
 
 #endif

@@ -92,4 +92,24 @@ void mysql_err_packet(struct evbuffer *out, uint8_t seq, uint16_t code, const ch
  * empty prefix gives "-" msg "\r\n"). The refusal uses prefix "ERR". */
 void resp_error(struct evbuffer *out, const char *prefix, const char *msg);
 
+/* Redis multiplexing (net/shared.c): clients' commands interleaved on one server connection.
+ *
+ * resp_share_scan looks at the command at the start of p[0..n):
+ *   RESP_SHARE_YES   complete, and it may share a connection: `*len` is its length;
+ *   RESP_SHARE_MORE  not complete yet: `*len` is a lower bound of its length (read at least that);
+ *   RESP_SHARE_NO    it must have a connection of its own: not a plain data command (connection
+ *                    state, blocking, transactions, Pub/Sub, administration, unknown), inline, not
+ *                    well-formed, or longer than `max` bytes.
+ * A shareable command has exactly one reply, touches no connection state and never blocks. */
+enum resp_share { RESP_SHARE_YES, RESP_SHARE_MORE, RESP_SHARE_NO };
+enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len);
+/* Is `name` (any case) a command that may share a connection? */
+bool resp_shareable_name(const uint8_t *name, size_t len);
+
+/* Splitting a reply stream into whole replies: feed bytes in order; each call consumes bytes until
+ * `want` top-level replies have ended or the bytes run out, sets *got to the replies that ended,
+ * and returns the bytes consumed -- (size_t)-1 when the stream is not RESP. Pushes are skipped. */
+void resp_replies_init(struct proto_state *st);
+size_t resp_replies_scan(struct proto_state *st, const uint8_t *p, size_t n, uint64_t want, uint64_t *got);
+
 #endif

@@ -117,6 +117,7 @@ struct resp_state {
 	bool subscribed;
 	bool stateful;         /* a command set connection state (see CMD_STATEFUL): never migrate */
 	bool client_state;     /* CLIENT <stateful subcommand> */
+	bool frame_end;        /* a top-level server frame just ended (resp_replies_scan stops there) */
 };
 
 _Static_assert(sizeof(struct resp_state) <= sizeof(struct proto_state), "resp_state must fit in proto_state");
@@ -160,6 +161,7 @@ static enum num_step num_byte(uint64_t *val, uint8_t *flags, uint8_t b, uint64_t
 
 static void resp_frame_done(struct resp_state *r)
 {
+	r->frame_end = true;
 	if (r->s_kind == KIND_REPLY) {
 		if (r->outstanding)
 			r->outstanding--;
@@ -214,9 +216,14 @@ static void resp_server_header(struct resp_state *r)
 	resp_value_done(r);
 }
 
-static void resp_feed_server(struct resp_state *r, const uint8_t *p, size_t n)
+/* Feeds server bytes; with `stop`, returns right after a top-level frame ends. Returns the bytes
+ * consumed. */
+static size_t resp_feed_server(struct resp_state *r, const uint8_t *p, size_t n, bool stop)
 {
-	while (n && !r->opaque) {
+	size_t total = n;
+
+	r->frame_end = false;
+	while (n && !r->opaque && !(stop && r->frame_end)) {
 		uint8_t b;
 		switch (r->s_state) {
 		case SS_TYPE:
@@ -314,6 +321,7 @@ static void resp_feed_server(struct resp_state *r, const uint8_t *p, size_t n)
 			break;
 		}
 	}
+	return total - n;
 }
 
 /* ---- client side ---- */
@@ -647,7 +655,74 @@ static void resp_feed(struct proto_state *st, enum proto_dir dir, const uint8_t 
 	if (dir == PROTO_CLIENT_TO_SERVER)
 		resp_feed_client(r, p, n);
 	else
-		resp_feed_server(r, p, n);
+		resp_feed_server(r, p, n, false);
+}
+
+/* The length of a complete simple value or bulk string at the start of p[0..n) (a top-level
+ * frame), else 0 -- also for what is merely incomplete or malformed: the state machine decides. */
+static size_t resp_simple_frame(const uint8_t *p, size_t n)
+{
+	const uint8_t *lf;
+	size_t k;
+
+	if (n < 3)
+		return 0;
+	switch (p[0]) {
+	case '+': case '-': case ':':
+		lf = memchr(p + 1, '\n', n - 1);
+		if (lf == NULL)
+			return 0;
+		k = (size_t)(lf - p) + 1;
+		/* One CR, right before the LF; no bare CR or LF inside a simple value. */
+		if (p[k - 2] != '\r' || memchr(p + 1, '\r', k - 3) != NULL)
+			return 0;
+		return k;
+	case '$': {
+		uint64_t len = 0;
+		size_t i = 1;
+		while (i < n && i < 12 && p[i] >= '0' && p[i] <= '9')
+			len = len * 10 + (uint64_t)(p[i++] - '0');
+		if (i == 1 || i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n')
+			return 0;
+		k = i + 2 + (size_t)len + 2;
+		if (k > n || p[k - 2] != '\r' || p[k - 1] != '\n')
+			return 0;
+		return k;
+	}
+	default:
+		return 0;
+	}
+}
+
+void resp_replies_init(struct proto_state *st)
+{
+	resp_init(st);
+}
+
+size_t resp_replies_scan(struct proto_state *st, const uint8_t *p, size_t n, uint64_t want, uint64_t *got)
+{
+	struct resp_state *r = rs(st);
+	size_t used = 0;
+
+	*got = 0;
+	while (*got < want && used < n && !r->opaque) {
+		/* Between frames, a whole simple reply ("+OK", "-ERR ...", ":1") or a bulk string with a
+		 * short length is taken in one step; anything else goes through the state machine. */
+		if (r->s_state == SS_TYPE && r->s_need == 0) {
+			size_t k = resp_simple_frame(p + used, n - used);
+			if (k > 0) {
+				used += k;
+				(*got)++;
+				continue;
+			}
+		}
+		/* Every frame is a reply the stream owes: count them as they end. */
+		r->outstanding = 1;
+		used += resp_feed_server(r, p + used, n - used, true);
+		if (r->frame_end && r->outstanding == 0)
+			(*got)++;
+	}
+	return r->opaque ? (size_t)-1 : used;
 }
 
 static bool resp_is_idle(const struct proto_state *st)

@@ -350,7 +350,7 @@ START_TEST(test_err_unknown_key)
 	expect_errors(OK_SERVICE "weight = 3\n",
 		      "test.ini:5: unknown key 'weight' in [service ok]; allowed keys: protocol, "
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
-		      "failover_probe_interval, down_after, probes, probe_user, probe_password, "
+		      "failover_probe_interval, down_after, probes, multiplex, probe_user, probe_password, "
 		      "probe_database, hold_timeout, drain, drain_timeout, connect_timeout, "
 		      "max_clients");
 	expect_errors("log_level = info\n" OK_SERVICE,
@@ -582,6 +582,20 @@ START_TEST(test_err_source)
 	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\n"
 		      "members = 127.0.0.1:2\nshard = 0001\n",
 		      "test.ini:5: shard: needs an elasticache or memorydb source");
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+		      "multiplex = maybe\n[service b]\nprotocol = postgres\nlisten = 127.0.0.1:3\n"
+		      "members = 127.0.0.1:4\nmultiplex = on\n",
+		      "test.ini:5: multiplex: expected true or false, got 'maybe'\n"
+		      "test.ini:10: multiplex: only redis sessions can share a server connection, but this "
+		      "service is postgres");
+	{
+		struct config *cfg = load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\n"
+					     "members = 127.0.0.1:2\nmultiplex = on\n[service b]\nprotocol = redis\n"
+					     "listen = 127.0.0.1:3\nmembers = 127.0.0.1:4\n");
+		ck_assert(cfg->services->multiplex);
+		ck_assert(!cfg->services->next->multiplex);
+		config_free(cfg);
+	}
 	expect_errors("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\nshard = 0001\n"
 		      "source = rds:x\n",
 		      "test.ini:4: shard: only applies to elasticache and memorydb sources, not rds");

@@ -1580,6 +1580,112 @@ START_TEST(test_resp_error_encoder)
 }
 END_TEST
 
+/* ==== Redis multiplexing: which commands share a connection, where replies end ==== */
+
+static enum resp_share share(const char *lit, size_t n, size_t *len)
+{
+	return resp_share_scan((const uint8_t *)lit, n, 32 * 1024, len);
+}
+#define SHARE(lit, len) share(lit, sizeof(lit) - 1, len)
+
+START_TEST(test_resp_share_scan)
+{
+	static const char set[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\nxx\r\n";
+	size_t len = 0;
+
+	/* A complete shareable command, then the same command cut at every byte. */
+	ck_assert_int_eq(SHARE(set, &len), RESP_SHARE_YES);
+	ck_assert_uint_eq(len, sizeof(set) - 1);
+	for (size_t cut = 0; cut + 1 < sizeof(set) - 1; cut++) {
+		ck_assert_msg(share(set, cut, &len) == RESP_SHARE_MORE, "cut at %zu", cut);
+		ck_assert_msg(len > cut && len <= sizeof(set) - 1, "cut at %zu: hint %zu", cut, len);
+	}
+	/* Two commands: the first is scanned alone. */
+	ck_assert_int_eq(SHARE("*1\r\n$4\r\nping\r\n*2\r\n$3\r\nget\r\n$1\r\nk\r\n", &len), RESP_SHARE_YES);
+	ck_assert_uint_eq(len, 14);
+	/* Names in any case. */
+	ck_assert_int_eq(SHARE("*2\r\n$3\r\nGeT\r\n$1\r\nk\r\n", &len), RESP_SHARE_YES);
+	ck_assert_int_eq(SHARE("*5\r\n$5\r\nZRANGE\r\n", &len), RESP_SHARE_NO); /* $5 but 6 bytes: no CRLF after 5 */
+
+	/* Connection state, blocking, transactions, Pub/Sub, unknown: a connection of their own. */
+	static const char *const own[] = {
+		"*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n", "*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n", "*1\r\n$5\r\nHELLO\r\n",
+		"*1\r\n$5\r\nMULTI\r\n", "*2\r\n$5\r\nWATCH\r\n$1\r\nk\r\n", "*3\r\n$5\r\nBLPOP\r\n$1\r\nl\r\n$1\r\n0\r\n",
+		"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n", "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n", "*1\r\n$4\r\nQUIT\r\n",
+		"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n", "*1\r\n$7\r\nMONITOR\r\n", "*1\r\n$5\r\nRESET\r\n",
+		"*4\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$1\r\ns\r\n", "*1\r\n$7\r\nNOSUCHX\r\n",
+	};
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		ck_assert_msg(share(own[i], strlen(own[i]), &len) == RESP_SHARE_NO, "%s", own[i]);
+	/* Known early: a partial SELECT is already not shareable. */
+	ck_assert_int_eq(SHARE("*2\r\n$6\r\nselect\r\n$", &len), RESP_SHARE_NO);
+
+	/* Inline and malformed input, and commands over the limit. */
+	ck_assert_int_eq(SHARE("PING\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*x\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*0\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*-1\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*1\r\n:3\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*1\r\n$3\r\ngetXX", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*1\r\n$3\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*3\r\n$3\r\nset\r\n$1\r\nk\r\n$40000\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*99999999999999999999\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*3\r\n$3\r\nset\r\n$1\r\nk\r\n$99999999999999999999999\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(share("", 0, &len), RESP_SHARE_MORE);
+
+	ck_assert(resp_shareable_name((const uint8_t *)"INCRBY", 6));
+	ck_assert(resp_shareable_name((const uint8_t *)"zunionstore", 11));
+	ck_assert(!resp_shareable_name((const uint8_t *)"get\0", 4));
+	ck_assert(!resp_shareable_name((const uint8_t *)"", 0));
+}
+END_TEST
+
+/* Replies fed in every chunking end where they end, and a stream that is not RESP is refused. */
+START_TEST(test_resp_replies_scan)
+{
+	static const char stream[] = "+OK\r\n$5\r\nhello\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n-ERR x\r\n$-1\r\n"
+				     "%1\r\n+k\r\n|1\r\n+a\r\n+b\r\n+v\r\n>2\r\n+push\r\n+x\r\n:7\r\n";
+	/* Ends of the seven replies (the push is skipped; the attribute decorates "+v"). */
+	static const size_t ends[] = {5, 16, 35, 43, 48, 72, 91};
+	struct proto_state st;
+	uint64_t got;
+
+	for (size_t chunk = 1; chunk <= sizeof(stream); chunk++) {
+		size_t pos = 0, seen = 0;
+		resp_replies_init(&st);
+		while (pos < sizeof(stream) - 1) {
+			size_t n = sizeof(stream) - 1 - pos < chunk ? sizeof(stream) - 1 - pos : chunk;
+			size_t used = resp_replies_scan(&st, (const uint8_t *)stream + pos, n, 1, &got);
+			ck_assert_uint_ne(used, (size_t)-1);
+			ck_assert_uint_le(used, n);
+			pos += used;
+			if (got) {
+				ck_assert_uint_lt(seen, sizeof(ends) / sizeof(ends[0]));
+				ck_assert_msg(pos == ends[seen], "chunk %zu: reply %zu ends at %zu, not %zu", chunk,
+					      seen, pos, ends[seen]);
+				seen++;
+			} else {
+				ck_assert_uint_eq(used, n);
+			}
+		}
+		ck_assert_uint_eq(seen, sizeof(ends) / sizeof(ends[0]));
+	}
+	/* Many at once. */
+	resp_replies_init(&st);
+	ck_assert_uint_eq(resp_replies_scan(&st, (const uint8_t *)stream, sizeof(stream) - 1, 100, &got),
+			  sizeof(stream) - 1);
+	ck_assert_uint_eq(got, 7);
+	resp_replies_init(&st);
+	ck_assert_uint_eq(resp_replies_scan(&st, (const uint8_t *)stream, sizeof(stream) - 1, 3, &got), 35);
+	ck_assert_uint_eq(got, 3);
+	/* Garbage. */
+	resp_replies_init(&st);
+	ck_assert_uint_eq(resp_replies_scan(&st, (const uint8_t *)"+OK\r\n?", 6, 5, &got), (size_t)-1);
+	resp_replies_init(&st);
+	ck_assert_uint_eq(resp_replies_scan(&st, (const uint8_t *)"$-5\r\n", 5, 5, &got), (size_t)-1);
+}
+END_TEST
+
 /* ==== All protocols: garbage and mutations ==== */
 
 struct script {
@@ -1726,6 +1832,8 @@ int main(void)
 	tcase_add_test(rd, test_resp_fresh);
 	tcase_add_test(rd, test_resp_refuse);
 	tcase_add_test(rd, test_resp_error_encoder);
+	tcase_add_test(rd, test_resp_share_scan);
+	tcase_add_test(rd, test_resp_replies_scan);
 	tcase_add_test(all, test_random_garbage);
 	tcase_add_test(all, test_mutated_scripts);
 	tcase_add_test(all, test_state_size);

@@ -1,0 +1,373 @@
+/* shared.c - a server connection shared by many Redis sessions (see shared.h). */
+#include "net/shared.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "log.h"
+#include "net/session.h"
+#include "proto/proto.h"
+
+#define SHARED_READ_MAX (64 * 1024)
+
+/* Whose replies come next: `n` commands of session `s` (NULL: it went away, drop them). */
+struct entry {
+	struct session *s;
+	uint32_t n;
+	uint32_t bytes;
+};
+
+struct shared {
+	evutil_socket_t fd;
+	struct event *rev, *wev, *flush_ev, *timer;
+	struct evbuffer *out;
+	struct entry *q;                 /* ring: q[(head + i) % cap], i < len */
+	size_t head, len, cap;
+	size_t live;                     /* entries whose session is still there */
+	struct proto_state replies;
+	struct shared_hooks hooks;
+	int connect_errno;               /* connect() failed at once */
+	unsigned busy;                   /* inside one of our callbacks: free at its end */
+	bool connected, retired, dead, flush_pending, writing;
+	char label[160];
+};
+
+/* Replies are read here and handed to sessions from here (they copy what the kernel does not
+ * take); the loop is single-threaded. */
+static uint8_t shared_io[SHARED_READ_MAX];
+
+static struct entry *entry_at(struct shared *c, size_t i)
+{
+	return &c->q[(c->head + i) % c->cap];
+}
+
+static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t bytes)
+{
+	if (c->len > 0) {
+		/* Consecutive batches of one session fold into one entry. */
+		struct entry *last = entry_at(c, c->len - 1);
+		if (last->s == s && s != NULL && last->n <= UINT32_MAX - n && last->bytes <= UINT32_MAX - bytes) {
+			last->n += n;
+			last->bytes += bytes;
+			return true;
+		}
+	}
+	if (c->len == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		struct entry *q = malloc(cap * sizeof(*q));
+		if (q == NULL)
+			return false;
+		for (size_t i = 0; i < c->len; i++)
+			q[i] = *entry_at(c, i);
+		free(c->q);
+		c->q = q;
+		c->cap = cap;
+		c->head = 0;
+	}
+	*entry_at(c, c->len) = (struct entry){.s = s, .n = n, .bytes = bytes};
+	c->len++;
+	c->live++;
+	return true;
+}
+
+static void destroy(struct shared *c)
+{
+	if (c->rev != NULL)
+		event_free(c->rev);
+	if (c->wev != NULL)
+		event_free(c->wev);
+	if (c->flush_ev != NULL)
+		event_free(c->flush_ev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	if (c->fd >= 0)
+		evutil_closesocket(c->fd);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	free(c->q);
+	free(c);
+}
+
+/* The end of every entry point: free what is finished once nothing up the stack uses it. */
+static void settle(struct shared *c)
+{
+	if (c->busy == 0 && (c->dead || (c->retired && c->live == 0)))
+		destroy(c);
+}
+
+/* The connection failed: the owner hears first (so nothing binds to it again), then every session
+ * with commands in flight. */
+static void fail(struct shared *c, const char *why)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	c->busy++;
+	if (c->rev != NULL)
+		event_del(c->rev);
+	if (c->wev != NULL)
+		event_del(c->wev);
+	if (c->flush_ev != NULL)
+		event_del(c->flush_ev);
+	if (c->timer != NULL)
+		evtimer_del(c->timer);
+	if (!c->retired && c->hooks.lost != NULL)
+		c->hooks.lost(c->hooks.arg, c->connected, why);
+	else if (c->live > 0)
+		log_info(c->label, "shared connection lost: %s", why);
+	for (size_t i = 0; i < c->len; i++) {
+		struct entry *e = entry_at(c, i);
+		struct session *s = e->s;
+		if (s == NULL)
+			continue;
+		/* Forget every entry of this session first: it will not come back for them. */
+		for (size_t j = i; j < c->len; j++)
+			if (entry_at(c, j)->s == s)
+				entry_at(c, j)->s = NULL;
+		session_shared_lost(s, why);
+	}
+	c->live = 0;
+	c->len = 0;
+	c->busy--;
+}
+
+static void flush_out(struct shared *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		int n = evbuffer_write(c->out, c->fd);
+		if (n < 0) {
+			int err = EVUTIL_SOCKET_ERROR();
+			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+				break;
+			fail(c, evutil_socket_error_to_string(err));
+			return;
+		}
+		if (n == 0)
+			break;
+	}
+	bool want = evbuffer_get_length(c->out) > 0;
+	if (want != c->writing) {
+		if (want)
+			event_add(c->wev, NULL);
+		else
+			event_del(c->wev);
+		c->writing = want;
+	}
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->flush_pending = false;
+	c->busy++;
+	if (!c->dead && c->connected && !c->writing)
+		flush_out(c);
+	c->busy--;
+	settle(c);
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *c = arg;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	(void)what;
+	c->busy++;
+	if (!c->connected) {
+		if (c->connect_errno != 0)
+			err = c->connect_errno;
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err == EINPROGRESS) {
+			c->busy--;
+			return;
+		}
+		if (err != 0) {
+			fail(c, evutil_socket_error_to_string(err));
+		} else {
+			c->connected = true;
+			evtimer_del(c->timer);
+			event_add(c->rev, NULL);
+			c->writing = true; /* wev is added: flush_out settles it */
+			flush_out(c);
+			if (!c->dead && !c->retired && c->hooks.ready != NULL)
+				c->hooks.ready(c->hooks.arg);
+		}
+	} else {
+		flush_out(c);
+	}
+	c->busy--;
+	settle(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->busy++;
+	fail(c, "connect timed out");
+	c->busy--;
+	settle(c);
+}
+
+/* Split what the server sent among the sessions owed replies, in order. */
+static void read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *c = arg;
+	size_t pos = 0;
+	ssize_t r;
+
+	(void)what;
+	do
+		r = recv(fd, shared_io, sizeof(shared_io), 0);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	c->busy++;
+	if (r <= 0) {
+		fail(c, r == 0 ? "closed by the server" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		goto out;
+	}
+	while (pos < (size_t)r && !c->dead) {
+		struct entry *e;
+		struct session *s;
+		uint64_t got = 0;
+		uint32_t done_bytes = 0;
+		size_t used;
+
+		if (c->len == 0) {
+			fail(c, "the server sent a reply nobody asked for");
+			break;
+		}
+		e = entry_at(c, 0);
+		used = resp_replies_scan(&c->replies, shared_io + pos, (size_t)r - pos, e->n, &got);
+		if (used == (size_t)-1) {
+			fail(c, "the server's reply is not RESP");
+			break;
+		}
+		s = e->s;
+		e->n -= (uint32_t)got;
+		if (e->n == 0) {
+			done_bytes = e->bytes;
+			c->head = (c->head + 1) % c->cap;
+			c->len--;
+			if (s != NULL)
+				c->live--;
+		}
+		/* May queue more commands here, or forget this session: `e` is not used after. */
+		if (s != NULL)
+			session_shared_reply(s, shared_io + pos, used, (uint32_t)got, done_bytes);
+		pos += used;
+	}
+out:
+	c->busy--;
+	settle(c);
+}
+
+struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
+			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks)
+{
+	struct shared *c = calloc(1, sizeof(*c));
+	struct timeval tv = {.tv_sec = connect_timeout_ms / 1000, .tv_usec = (connect_timeout_ms % 1000) * 1000};
+	int one = 1;
+
+	if (c == NULL)
+		return NULL;
+	c->hooks = *hooks;
+	snprintf(c->label, sizeof(c->label), "%s", label);
+	resp_replies_init(&c->replies);
+	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		free(c);
+		return NULL;
+	}
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, read_cb, c);
+	c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, write_cb, c);
+	c->flush_ev = event_new(base, -1, 0, flush_cb, c);
+	c->timer = evtimer_new(base, timer_cb, c);
+	c->out = evbuffer_new();
+	if (c->rev == NULL || c->wev == NULL || c->flush_ev == NULL || c->timer == NULL || c->out == NULL) {
+		destroy(c);
+		return NULL;
+	}
+	if (connect(c->fd, sa, salen) < 0 && errno != EINPROGRESS) {
+		/* Reported from the loop, like every other outcome. */
+		c->connect_errno = errno;
+		event_active(c->wev, EV_WRITE, 1);
+		return c;
+	}
+	event_add(c->wev, NULL);
+	evtimer_add(c->timer, &tv);
+	return c;
+}
+
+bool shared_ready(const struct shared *c)
+{
+	return c->connected && !c->dead && !c->retired;
+}
+
+bool shared_retired(const struct shared *c)
+{
+	return c->retired || c->dead;
+}
+
+bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n, uint32_t ncmds)
+{
+	if (c->dead || n > UINT32_MAX)
+		return false;
+	if (!queue_push(c, s, ncmds, (uint32_t)n))
+		return false;
+	if (evbuffer_add(c->out, p, n) < 0) {
+		/* Undo the entry: it is the last one (possibly folded). */
+		struct entry *last = entry_at(c, c->len - 1);
+		if (last->n == ncmds) {
+			c->len--;
+			c->live--;
+		} else {
+			last->n -= ncmds;
+			last->bytes -= (uint32_t)n;
+		}
+		return false;
+	}
+	/* Sent at the end of this loop pass, with whatever other sessions queue meanwhile. */
+	if (!c->flush_pending && c->connected && !c->writing) {
+		c->flush_pending = true;
+		event_active(c->flush_ev, EV_WRITE, 1);
+	}
+	return true;
+}
+
+void shared_forget(struct shared *c, struct session *s)
+{
+	for (size_t i = 0; i < c->len; i++) {
+		struct entry *e = entry_at(c, i);
+		if (e->s == s) {
+			e->s = NULL;
+			c->live--;
+		}
+	}
+	settle(c);
+}
+
+void shared_retire(struct shared *c)
+{
+	c->retired = true;
+	c->hooks = (struct shared_hooks){0};
+	settle(c);
+}

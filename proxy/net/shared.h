@@ -1,0 +1,50 @@
+/* shared.h - one server connection carrying the commands of many Redis sessions (multiplex = on).
+ *
+ *   session ──shared_send(bytes, n commands)──▶ [out] ──one send per loop pass──▶ server
+ *   server ──recv──▶ replies split by counting ──▶ session_shared_reply(session, its replies)
+ *
+ * Commands are queued whole (never interleaved inside one) and sent at the end of the loop pass,
+ * so the commands of every client that was readable in that pass leave in one write and the
+ * server answers them with one. A FIFO of (session, commands) entries says whose replies come
+ * next. A session that goes away leaves its entries behind with no owner: their replies are read
+ * and dropped.
+ *
+ * The owner (the service) finds the connection through its member; once it retires it (the
+ * member is no longer where sessions go), the connection lives on alone until every live
+ * session's replies are in, then closes itself. A connection that fails tells every session with
+ * commands in flight (session_shared_lost) -- those commands may or may not have run -- and then
+ * the owner's `lost` hook.
+ */
+#ifndef REPOINT_SHARED_H
+#define REPOINT_SHARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct session;
+struct shared;
+
+struct shared_hooks {
+	void (*ready)(void *arg);                   /* connected: sessions may be bound */
+	void (*lost)(void *arg, bool was_ready, const char *why); /* failed; the object is gone after */
+	void *arg;
+};
+
+/* Connects (non-blocking); NULL when no socket could be had. */
+struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
+			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks);
+bool shared_ready(const struct shared *c);
+bool shared_retired(const struct shared *c);
+/* Queue p[0..n), `ncmds` complete commands of session `s`. False when the connection cannot take
+ * more (failed, or out of memory): nothing was queued. */
+bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n, uint32_t ncmds);
+/* `s` is going away or moving on: its replies still to come are dropped. */
+void shared_forget(struct shared *c, struct session *s);
+/* The owner lets go: no new sessions; closes once no live session waits for a reply (at once
+ * if none does). Hooks are not called any more. */
+void shared_retire(struct shared *c);
+
+#endif

@@ -1,0 +1,206 @@
+/* proto/resp_share.c - which Redis commands may share a server connection, and where they end.
+ *
+ * A command may travel on a connection shared with other clients when it has exactly one reply,
+ * reads or writes only keys (of database 0, the shared connection's), never blocks the connection
+ * and leaves nothing behind in it. The list below is of such data commands; everything else --
+ * AUTH, HELLO, SELECT, CLIENT, MULTI/EXEC, WATCH, (UN)SUBSCRIBE, the blocking B* pops, XREAD(GROUP)
+ * (BLOCK), WAIT, MONITOR, QUIT, RESET, administration, and any name not listed -- gives its
+ * session a connection of its own. Being conservative costs only the sharing, never correctness.
+ *
+ * The scan is over a contiguous buffer and touches each header byte once; bulk payloads are
+ * skipped by their length.
+ */
+#include "proto/proto.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define SHARE_NAME_MAX 24
+/* A request array of more arguments than this is not shared (its header alone could be huge). */
+#define SHARE_MAX_ARGS (1u << 20)
+
+/* In alphabetical order, for the reader; looked up through share_table. */
+static const char *const shareable[] = {
+	"append", "bitcount", "bitfield", "bitfield_ro", "bitop", "bitpos", "command", "copy", "dbsize",
+	"decr", "decrby", "del", "dump", "echo", "eval", "eval_ro", "evalsha", "evalsha_ro", "exists",
+	"expire", "expireat", "expiretime", "fcall", "fcall_ro", "geoadd", "geodist", "geohash", "geopos",
+	"georadius", "georadius_ro", "georadiusbymember", "georadiusbymember_ro", "geosearch",
+	"geosearchstore", "get", "getbit", "getdel", "getex", "getrange", "getset", "hdel", "hexists",
+	"hexpire", "hget", "hgetall", "hincrby", "hincrbyfloat", "hkeys", "hlen", "hmget", "hmset",
+	"hpersist", "hpexpire", "hpttl", "hrandfield", "hscan", "hset", "hsetnx", "hstrlen", "httl",
+	"hvals", "incr", "incrby", "incrbyfloat", "info", "keys", "lcs", "lindex", "linsert", "llen",
+	"lmove", "lmpop", "lpop", "lpos", "lpush", "lpushx", "lrange", "lrem", "lset", "ltrim", "mget",
+	"move", "mset", "msetnx", "object", "persist", "pexpire", "pexpireat", "pexpiretime", "pfadd",
+	"pfcount", "pfmerge", "ping", "psetex", "pttl", "publish", "pubsub", "randomkey", "rename",
+	"renamenx", "restore", "rpop", "rpoplpush", "rpush", "rpushx", "sadd", "scan", "scard", "sdiff",
+	"sdiffstore", "set", "setbit", "setex", "setnx", "setrange", "sinter", "sintercard",
+	"sinterstore", "sismember", "smembers", "smismember", "smove", "sort", "sort_ro", "spop",
+	"spublish", "srandmember", "srem", "sscan", "strlen", "substr", "sunion", "sunionstore", "time",
+	"touch", "ttl", "type", "unlink", "xack", "xadd", "xautoclaim", "xclaim", "xdel", "xgroup",
+	"xinfo", "xlen", "xpending", "xrange", "xrevrange", "xsetid", "xtrim", "zadd", "zcard", "zcount",
+	"zdiff", "zdiffstore", "zincrby", "zinter", "zintercard", "zinterstore", "zlexcount", "zmpop",
+	"zmscore", "zpopmax", "zpopmin", "zrandmember", "zrange", "zrangebylex", "zrangebyscore",
+	"zrangestore", "zrank", "zrem", "zremrangebylex", "zremrangebyrank", "zremrangebyscore",
+	"zrevrange", "zrevrangebylex", "zrevrangebyscore", "zrevrank", "zscan", "zscore", "zunion",
+	"zunionstore",
+};
+
+/* Looked up in an open-addressing hash table built on first use: the lookup runs once per command
+ * on the hot path (a bsearch with strcmp cost ~330 instructions per command, measured with
+ * callgrind; this costs about 40). */
+#define SHARE_SLOTS 512u
+
+static const char *share_table[SHARE_SLOTS];
+static uint8_t share_len[SHARE_SLOTS];
+static bool share_built;
+
+static uint32_t name_hash(const uint8_t *low, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ low[i]) * 16777619u;
+	return h;
+}
+
+static void share_build(void)
+{
+	_Static_assert(sizeof(shareable) / sizeof(shareable[0]) < SHARE_SLOTS / 2, "keep the table sparse");
+	for (size_t i = 0; i < sizeof(shareable) / sizeof(shareable[0]); i++) {
+		size_t len = strlen(shareable[i]);
+		uint32_t h = name_hash((const uint8_t *)shareable[i], len) & (SHARE_SLOTS - 1);
+		while (share_table[h] != NULL)
+			h = (h + 1) & (SHARE_SLOTS - 1);
+		share_table[h] = shareable[i];
+		share_len[h] = (uint8_t)len;
+	}
+	share_built = true;
+}
+
+/* The last name found, as it was spelled: clients send the same few commands over and over. */
+static uint8_t last_name[SHARE_NAME_MAX];
+static size_t last_len;
+
+bool resp_shareable_name(const uint8_t *name, size_t len)
+{
+	uint8_t low[SHARE_NAME_MAX];
+	uint32_t h;
+
+	if (len == 0 || len > SHARE_NAME_MAX)
+		return false;
+	if (len == last_len && memcmp(name, last_name, len) == 0)
+		return true;
+	if (!share_built)
+		share_build();
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = name[i];
+		low[i] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + ('a' - 'A')) : c;
+	}
+	for (h = name_hash(low, len) & (SHARE_SLOTS - 1); share_table[h] != NULL; h = (h + 1) & (SHARE_SLOTS - 1))
+		if (share_len[h] == len && memcmp(share_table[h], low, len) == 0) {
+			memcpy(last_name, name, len);
+			last_len = len;
+			return true;
+		}
+	return false;
+}
+
+/* A decimal length line "<digits>\r\n" at p[*at..n): its value in *val, *at past the LF.
+ * 1: done, 0: more bytes needed, -1: malformed or larger than `limit`. */
+static int length_line(const uint8_t *p, size_t n, size_t *at, uint64_t limit, uint64_t *val)
+{
+	uint64_t v = 0;
+	size_t i = *at, digits = 0;
+
+	/* Nearly every length in a command is one or two digits. */
+	if (i + 3 < n && p[i] >= '0' && p[i] <= '9') {
+		if (p[i + 1] == '\r' && p[i + 2] == '\n' && (uint64_t)(p[i] - '0') <= limit) {
+			*val = (uint64_t)(p[i] - '0');
+			*at = i + 3;
+			return 1;
+		}
+		if (p[i + 1] >= '0' && p[i + 1] <= '9' && p[i + 2] == '\r' && p[i + 3] == '\n' &&
+		    (uint64_t)((p[i] - '0') * 10 + (p[i + 1] - '0')) <= limit) {
+			*val = (uint64_t)((p[i] - '0') * 10 + (p[i + 1] - '0'));
+			*at = i + 4;
+			return 1;
+		}
+	}
+	for (; i < n && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
+		v = v * 10 + (uint64_t)(p[i] - '0');
+		if (v > limit)
+			return -1;
+	}
+	if (i == n)
+		return 0;
+	if (digits == 0 || p[i] != '\r')
+		return -1;
+	if (i + 1 == n)
+		return 0;
+	if (p[i + 1] != '\n')
+		return -1;
+	*at = i + 2;
+	*val = v;
+	return 1;
+}
+
+static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
+{
+	uint64_t nargs, blen;
+	size_t at = 1;
+	int k;
+
+	*len = 1;
+	if (n == 0)
+		return RESP_SHARE_MORE;
+	/* Inline commands (and anything that is not an array) are left to a connection of their own. */
+	if (p[0] != '*')
+		return RESP_SHARE_NO;
+	if ((k = length_line(p, n, &at, SHARE_MAX_ARGS, &nargs)) <= 0) {
+		*len = at + 1;
+		return k < 0 ? RESP_SHARE_NO : RESP_SHARE_MORE;
+	}
+	if (nargs == 0)
+		return RESP_SHARE_NO;
+	for (uint64_t i = 0; i < nargs; i++) {
+		size_t start;
+		if (at >= n) {
+			*len = at + 1;
+			return at >= max ? RESP_SHARE_NO : RESP_SHARE_MORE;
+		}
+		if (p[at] != '$')
+			return RESP_SHARE_NO;
+		at++;
+		if ((k = length_line(p, n, &at, max, &blen)) <= 0) {
+			*len = at + 1;
+			return k < 0 ? RESP_SHARE_NO : RESP_SHARE_MORE;
+		}
+		start = at;
+		if (at > max || blen + 2 > max - at)
+			return RESP_SHARE_NO;
+		at += (size_t)blen + 2;
+		if (at > n) {
+			/* The name is the first argument: refuse early what will never be shared. */
+			if (i == 0 && n >= start + (size_t)blen && !resp_shareable_name(p + start, (size_t)blen))
+				return RESP_SHARE_NO;
+			*len = at;
+			return RESP_SHARE_MORE;
+		}
+		if (p[at - 2] != '\r' || p[at - 1] != '\n')
+			return RESP_SHARE_NO;
+		if (i == 0 && !resp_shareable_name(p + start, (size_t)blen))
+			return RESP_SHARE_NO;
+	}
+	*len = at;
+	return RESP_SHARE_YES;
+}
+
+enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len)
+{
+	enum resp_share r = scan(p, n, max, len);
+
+	/* More is needed: at least one byte more than there is. */
+	if (r == RESP_SHARE_MORE && *len <= n)
+		*len = n + 1;
+	return r;
+}
