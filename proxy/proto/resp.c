@@ -26,6 +26,7 @@
  * MONITOR, SYNC/PSYNC and CLIENT REPLY OFF|SKIP break request/reply pairing: opaque.
  */
 #include "proto/proto.h"
+#include "proto/resp_internal.h"
 #include "util.h"
 
 #include <event2/buffer.h>
@@ -361,6 +362,22 @@ static const struct resp_name resp_names[] = {
 	RESP_NAME("readwrite", CMD_STATEFUL),
 };
 
+/* Which first letters (bit 0 = 'a') and which lengths the names of resp_names have, computed on
+ * first use: a name that matches neither is not looked up. */
+static uint32_t name_initials, name_lengths;
+
+static bool resp_name_maybe(const uint8_t *cap, size_t len)
+{
+	if (name_initials == 0) {
+		for (size_t i = 0; i < sizeof(resp_names) / sizeof(resp_names[0]); i++) {
+			name_initials |= 1u << (resp_names[i].name[0] - 'a');
+			name_lengths |= 1u << resp_names[i].len;
+		}
+	}
+	return len > 0 && len < 32 && cap[0] >= 'a' && cap[0] <= 'z' && ((name_initials >> (cap[0] - 'a')) & 1u) &&
+	       ((name_lengths >> len) & 1u);
+}
+
 /* CLIENT subcommands that leave state in the server's connection. */
 static const char *const resp_client_stateful[] = {
 	"setname", "tracking", "setinfo", "no-evict", "no-touch", "caching",
@@ -385,7 +402,9 @@ static void resp_cmd_begin(struct resp_state *r)
 static void resp_arg_begin(struct resp_state *r, uint64_t len_hint)
 {
 	r->cap_len = 0;
-	r->cap_over = r->arg_idx >= 3 || len_hint > RESP_NAME_MAX;
+	/* The name, and CLIENT's subcommand and CLIENT REPLY's mode: nothing else is looked at. */
+	r->cap_over = len_hint > RESP_NAME_MAX || r->arg_idx >= 3 || (r->arg_idx == 1 && r->cmd != CMD_CLIENT) ||
+		      (r->arg_idx == 2 && !r->client_reply);
 }
 
 static void resp_arg_bytes(struct resp_state *r, const uint8_t *p, size_t n)
@@ -405,7 +424,9 @@ static void resp_arg_bytes(struct resp_state *r, const uint8_t *p, size_t n)
 /* An argument is complete: the first names the command, the next two matter for CLIENT REPLY. */
 static void resp_arg_end(struct resp_state *r)
 {
-	if (r->arg_idx == 0) {
+	/* Most commands (GET, SET, INCR, LPUSH, ...) are not in resp_names: their first letter or
+	 * length says so before the table is walked. */
+	if (r->arg_idx == 0 && !r->cap_over && resp_name_maybe(r->cap, r->cap_len)) {
 		for (size_t i = 0; i < sizeof(resp_names) / sizeof(resp_names[0]); i++) {
 			if (!r->cap_over && r->cap_len == resp_names[i].len &&
 			    memcmp(r->cap, resp_names[i].name, resp_names[i].len) == 0) {
@@ -646,18 +667,6 @@ static void resp_feed_client(struct resp_state *r, const uint8_t *p, size_t n)
 	}
 }
 
-static void resp_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n)
-{
-	struct resp_state *r = rs(st);
-
-	if (r->opaque)
-		return;
-	if (dir == PROTO_CLIENT_TO_SERVER)
-		resp_feed_client(r, p, n);
-	else
-		resp_feed_server(r, p, n, false);
-}
-
 /* The length of a complete simple value or bulk string at the start of p[0..n) (a top-level
  * frame), else 0 -- also for what is merely incomplete or malformed: the state machine decides. */
 static size_t resp_simple_frame(const uint8_t *p, size_t n)
@@ -691,6 +700,68 @@ static size_t resp_simple_frame(const uint8_t *p, size_t n)
 	}
 	default:
 		return 0;
+	}
+}
+
+/* A whole command at the start of p[0..n) (a request array), taken in one step: what the byte
+ * machine below would conclude, at a fraction of the cost. Returns its length, or 0 when it is
+ * incomplete, malformed or empty (the byte machine decides then). */
+static size_t resp_client_fast(struct resp_state *r, const uint8_t *p, size_t n)
+{
+	const uint8_t *arg[3];
+	uint64_t len[3], nargs, blen;
+	size_t at = 1;
+
+	if (p[0] != '*' || resp_length_line(p, n, &at, RESP_MAX_COUNT, &nargs) <= 0 || nargs == 0)
+		return 0;
+	for (uint64_t i = 0; i < nargs; i++) {
+		if (at >= n || p[at] != '$')
+			return 0;
+		at++;
+		if (resp_length_line(p, n, &at, RESP_MAX_BULK, &blen) <= 0 || blen + 2 > n - at)
+			return 0;
+		if (p[at + blen] != '\r' || p[at + blen + 1] != '\n')
+			return 0;
+		if (i < 3) {
+			arg[i] = p + at;
+			len[i] = blen;
+		}
+		at += (size_t)blen + 2;
+	}
+	resp_cmd_begin(r);
+	for (uint64_t i = 0; i < nargs && i < 3; i++) {
+		resp_arg_begin(r, len[i]);
+		resp_arg_bytes(r, arg[i], (size_t)len[i]);
+		resp_arg_end(r);
+	}
+	r->arg_idx = nargs < UINT8_MAX ? (uint8_t)nargs : UINT8_MAX;
+	resp_cmd_end(r);
+	return at;
+}
+
+static void resp_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n)
+{
+	struct resp_state *r = rs(st);
+
+	if (r->opaque)
+		return;
+	if (dir == PROTO_CLIENT_TO_SERVER) {
+		size_t k;
+		while (n > 0 && r->c_state == RC_START && !r->opaque && (k = resp_client_fast(r, p, n)) > 0) {
+			p += k;
+			n -= k;
+		}
+		resp_feed_client(r, p, n);
+	} else {
+		size_t k;
+		while (n > 0 && r->s_state == SS_TYPE && r->s_need == 0 && !r->opaque &&
+		       (k = resp_simple_frame(p, n)) > 0) {
+			r->s_kind = KIND_REPLY;
+			resp_frame_done(r);
+			p += k;
+			n -= k;
+		}
+		resp_feed_server(r, p, n, false);
 	}
 }
 

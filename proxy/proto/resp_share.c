@@ -11,6 +11,7 @@
  * skipped by their length.
  */
 #include "proto/proto.h"
+#include "proto/resp_internal.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -107,7 +108,7 @@ bool resp_shareable_name(const uint8_t *name, size_t len)
 
 /* A decimal length line "<digits>\r\n" at p[*at..n): its value in *val, *at past the LF.
  * 1: done, 0: more bytes needed, -1: malformed or larger than `limit`. */
-static int length_line(const uint8_t *p, size_t n, size_t *at, uint64_t limit, uint64_t *val)
+int resp_length_line(const uint8_t *p, size_t n, size_t *at, uint64_t limit, uint64_t *val)
 {
 	uint64_t v = 0;
 	size_t i = *at, digits = 0;
@@ -156,7 +157,7 @@ static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
 	/* Inline commands (and anything that is not an array) are left to a connection of their own. */
 	if (p[0] != '*')
 		return RESP_SHARE_NO;
-	if ((k = length_line(p, n, &at, SHARE_MAX_ARGS, &nargs)) <= 0) {
+	if ((k = resp_length_line(p, n, &at, SHARE_MAX_ARGS, &nargs)) <= 0) {
 		*len = at + 1;
 		return k < 0 ? RESP_SHARE_NO : RESP_SHARE_MORE;
 	}
@@ -171,7 +172,7 @@ static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
 		if (p[at] != '$')
 			return RESP_SHARE_NO;
 		at++;
-		if ((k = length_line(p, n, &at, max, &blen)) <= 0) {
+		if ((k = resp_length_line(p, n, &at, max, &blen)) <= 0) {
 			*len = at + 1;
 			return k < 0 ? RESP_SHARE_NO : RESP_SHARE_MORE;
 		}
