@@ -1,8 +1,10 @@
 """scripts/bench: direct vs HAProxy vs repoint, every workload in the same run.
 
 Paths: `direct` (the current primary), `haproxy` (HAProxy 2.6, TCP mode, a configuration equivalent
-to repoint's), `repoint` (a lab configuration, log_level = warn). Each workload runs `--reps` times,
-the order of the paths rotating between repetitions; the tables show the median and [min-max].
+to repoint's), `repoint` (a lab configuration, log_level = warn) and, for the Redis workloads only
+(redis-benchmark rows and the failover test), `repoint-mux`: a second repoint process, same binary
+and same configuration except `multiplex = on` in the redis service. Each workload runs `--reps`
+times, the order of the paths rotating between repetitions; the tables show the median and [min-max].
 """
 
 import argparse
@@ -35,6 +37,9 @@ ALIASES = {"postgres": "pg", "postgresql": "pg", "mariadb": "mysql", "my": "mysq
            "connections": "conns", "fo": "failover", "all": None}
 ENGINE_OF = {"redis": "redis", "pg": "postgres", "mysql": "mysql", "conns": "redis", "failover": "redis"}
 PATHS = ("direct", "haproxy", "repoint")
+MUX = "repoint-mux"
+REDIS_PATHS = PATHS + (MUX,)
+MUX_OVERRIDES = {"redis": {"multiplex": "on"}}   # the only difference between repoint-mux and repoint
 
 
 def log(msg):
@@ -116,7 +121,8 @@ class Bench:
         self.workdir = tempfile.mkdtemp(prefix="repoint-bench-")
         os.chmod(self.workdir, 0o755)
         self.lab = Lab(os.path.join(self.workdir, "lab"))
-        self.haproxy = self.repoint = None
+        self.haproxy = self.repoint = self.mux = None
+        self.mux_dead = False
         self.extra_procs = []
 
     # ---- setup / teardown -----------------------------------------------------------------------
@@ -146,9 +152,27 @@ class Bench:
         self.haproxy.wait_ready()
         self.repoint.wait_ready()
         log("haproxy %s and repoint %s ready" % (self.haproxy.ports, self.repoint.ports))
+        if "redis" in engines and ("redis" in self.a.only or "failover" in self.a.only):
+            self.start_mux(proxied)
+
+    def start_mux(self, engines):
+        """repoint-mux: the same binary and lab configuration as `repoint`, with multiplex = on for the
+        redis service. If it cannot start, the error is recorded (exit 1) and the other paths still run."""
+        try:
+            self.mux = Repoint(self.a.repoint, self.lab, self.workdir, "mux", engines, interval=self.a.interval,
+                               name=MUX, **{e: dict(v) for e, v in MUX_OVERRIDES.items()})
+            self.mux.wait_ready()
+            log("repoint-mux %s ready (%s)" % (self.mux.ports, self.mux.cfg))
+        except BenchError as exc:
+            msg = str(exc).splitlines()[0][:300]
+            log("ERROR " + msg + " - Redis workloads run without it")
+            self.errors.append(msg)
+            if self.mux is not None:
+                self.mux.stop()
+            self.mux = None
 
     def teardown(self):
-        for p in [self.haproxy, self.repoint] + self.extra_procs:
+        for p in [self.haproxy, self.repoint, self.mux] + self.extra_procs:
             if p is not None:
                 try:
                     p.stop()
@@ -166,20 +190,48 @@ class Bench:
     def port(self, path, engine):
         if path == "direct":
             return self.lab.primary(engine).port
-        return (self.haproxy if path == "haproxy" else self.repoint).ports[engine]
+        return self.proc(path).ports[engine]
 
     def proc(self, path):
-        return {"haproxy": self.haproxy, "repoint": self.repoint}.get(path)
+        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux}.get(path)
+
+    def mux_usable(self, try_write=False):
+        """repoint-mux is the new code under test: if it has exited (or, with try_write, does not route
+        to the primary or cannot take a SET), the error is recorded once and the remaining runs go on without it."""
+        if self.mux is None or self.mux_dead:
+            return False
+        try:
+            self.mux.check_alive()
+            if try_write:
+                self.mux.wait_ready(timeout=30)
+                r = conns_mod.redis_cmd(self.mux.ports["redis"], "SET", "bench:mux:probe", "1")
+                if r != "+OK":
+                    raise BenchError("repoint-mux: SET through it answered %r" % r)
+            return True
+        except (BenchError, OSError) as exc:
+            msg = "%s (its remaining runs skipped)" % " | ".join(str(exc).splitlines()[:4])[:600]
+            log("ERROR " + msg)
+            self.errors.append(msg)
+            self.mux_dead = True
+            return False
+
+    def paths(self, engine):
+        """The paths a workload on `engine` runs against: repoint-mux only for Redis (when it started)."""
+        return REDIS_PATHS if engine == "redis" and self.mux is not None else PATHS
 
     # ---- throughput -----------------------------------------------------------------------------
     def run_throughput(self, engine, tests):
-        raw = {tid: {"desc": desc, "unit": unit, "runs": {p: [] for p in PATHS}, "errors": []}
+        paths = self.paths(engine)
+        raw = {tid: {"desc": desc, "unit": unit, "runs": {p: [] for p in paths}, "errors": []}
                for tid, desc, unit, _ in tests}
         for rep in range(self.a.reps):
-            order = PATHS[rep % 3:] + PATHS[:rep % 3]
+            k = rep % len(paths)
+            order = paths[k:] + paths[:k]
             for tid, desc, unit, fn in tests:
                 for path in order:
                     proc = self.proc(path)
+                    if path == MUX and not self.mux_usable():
+                        continue
                     if proc is not None:
                         proc.check_alive()
                     c0 = cpu_seconds(proc.pid) if proc else None
@@ -193,12 +245,13 @@ class Bench:
                         self.errors.append(msg)
                         continue
                     r["wall_s"] = round(time.monotonic() - t0, 2)
+                    r["rep"] = rep
                     c1 = cpu_seconds(proc.pid) if proc else None
                     if c0 is not None and c1 is not None and r.get("ops"):
                         r["proxy_cpu_s"] = round(c1 - c0, 3)
                         r["cpu_us_per_op"] = (c1 - c0) * 1e6 / r["ops"]
                     raw[tid]["runs"][path].append(r)
-                    log("%-22s rep %d %-8s %10.1f %s  p50 %s ms  p99 %s ms%s" % (
+                    log("%-22s rep %d %-11s %10.1f %s  p50 %s ms  p99 %s ms%s" % (
                         tid, rep + 1, path, r["throughput"], unit, _f(r.get("p50_ms")), _f(r.get("p99_ms")),
                         "  cpu %.1f us/op" % r["cpu_us_per_op"] if "cpu_us_per_op" in r else ""))
         for tid, d in raw.items():
@@ -211,19 +264,24 @@ class Bench:
                 if any(r.get("failed") for r in runs):
                     w["paths"][p]["failed"] = [r.get("failed", 0) for r in runs]
             w["ratios"] = {}
-            for other in ("direct", "haproxy"):
-                rp, o = w["paths"].get("repoint"), w["paths"].get(other)
-                if not rp or not o:
-                    continue
-                rr = {}
-                for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_op"):
-                    if rp.get(k) and o.get(k):
-                        rr[k] = ratio(rp[k]["median"], o[k]["median"])
-                # paired, per repetition (same rep = same conditions)
-                pairs = [ratio(a.get("throughput"), b.get("throughput"))
-                         for a, b in zip(d["runs"]["repoint"], d["runs"][other])]
-                rr["throughput_per_rep"] = summary(pairs)
-                w["ratios"]["repoint/" + other] = rr
+            by_rep = {p: {r["rep"]: r.get("throughput") for r in runs} for p, runs in d["runs"].items()}
+            # repoint/direct, repoint/haproxy; for Redis also repoint-mux/direct, repoint-mux/haproxy and
+            # repoint-mux/repoint (what multiplexing changes)
+            for mine, others in (("repoint", ("direct", "haproxy")), (MUX, ("direct", "haproxy", "repoint"))):
+                for other in others:
+                    rp, o = w["paths"].get(mine), w["paths"].get(other)
+                    if not rp or not o:
+                        continue
+                    rr = {}
+                    for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_op"):
+                        if rp.get(k) and o.get(k):
+                            rr[k] = ratio(rp[k]["median"], o[k]["median"])
+                    # paired, per repetition (same rep = same conditions); a failed run leaves its
+                    # repetition out of the pairs rather than shifting the others
+                    pairs = [ratio(by_rep[mine].get(r), by_rep[other].get(r)) for r in range(self.a.reps)
+                             if r in by_rep[mine] and r in by_rep[other]]
+                    rr["throughput_per_rep"] = summary(pairs)
+                    w["ratios"]["%s/%s" % (mine, other)] = rr
             self.results["workloads"][tid] = w
 
     def workload_redis(self):
@@ -297,20 +355,29 @@ class Bench:
     # ---- failover -------------------------------------------------------------------------------
     def workload_failover(self):
         paths = {"haproxy": self.haproxy.ports["redis"], "repoint": self.repoint.ports["redis"]}
+        if self.mux is not None:
+            paths[MUX] = self.mux.ports["redis"]
         runs = []
         to = None
         for i in range(self.a.switchovers):
-            self.haproxy.wait_ready()
-            self.repoint.wait_ready()
+            if MUX in paths and not self.mux_usable(try_write=True):
+                del paths[MUX]
+            for p in paths:
+                self.proc(p).wait_ready()
             before = self.lab.primary("redis").name
             try:
-                r = failover_mod.switchover_once(self.lab, paths, i, to=to)
+                r = failover_mod.switchover_once(self.lab, paths, i, to=to, optional=(MUX,))
             except Exception as exc:  # noqa: BLE001
                 msg = "failover switchover %d: %s" % (i + 1, str(exc).splitlines()[0][:200])
                 log("ERROR " + msg)
                 self.errors.append(msg)
                 break
             runs.append(r)
+            for p, why in r.get("dropped", {}).items():
+                msg = "failover switchover %d: %s left out: %s (and from the remaining switchovers)" % (i + 1, p, why)
+                log("ERROR " + msg)
+                self.errors.append(msg)
+                paths.pop(p, None)
             to = before           # alternate between the two nodes
             log("switchover %d %s->%s: %s" % (i + 1, r["from"], r["to"], "; ".join(
                 "%s first write +%s ms, %d errors %s, gap %s ms, split %d/%d" % (
@@ -318,8 +385,10 @@ class Bench:
                     v["on_demoted_not_on_new_primary"], v["acked_missing_on_new_primary"])
                 for p, v in r["paths"].items())))
         summ = {}
-        for p in paths:
-            rs = [r["paths"][p] for r in runs]
+        for p in ("haproxy", "repoint", MUX):
+            rs = [r["paths"][p] for r in runs if p in r["paths"]]
+            if not rs and p == MUX:
+                continue
             kinds = {}
             for x in rs:
                 for k, v in x["error_kinds"].items():
@@ -373,7 +442,10 @@ def main(argv=None):
                               "postgres/mysql: pgsql-check/mysql-check, primary + replicas as backup; "
                               "check inter %s, timeout check %s, rise 2 fall 3, on-marked-down shutdown-sessions; "
                               "no splice; nbthread %d" % (a.interval, a.haproxy_check_timeout, a.haproxy_threads),
-            "haproxy_check_timeout": a.haproxy_check_timeout}
+            "haproxy_check_timeout": a.haproxy_check_timeout,
+            "repoint_mux_config": "the repoint path's lab configuration with, in [service redis], %s; a second "
+                                  "process of the same binary; Redis workloads only" % ", ".join(
+                                      "%s = %s" % kv for kv in sorted(MUX_OVERRIDES["redis"].items()))}
     rc = 0
     try:
         b.setup()
@@ -390,10 +462,16 @@ def main(argv=None):
     finally:
         if b.haproxy is not None:
             b.results["haproxy_config_text"] = open(b.haproxy.cfg).read()
+        if b.mux is not None:
+            b.results["repoint_mux_config_text"] = open(b.mux.cfg).read()
         t = time.monotonic()
         b.teardown()
         log("teardown %.1fs" % (time.monotonic() - t))
     meta["total_seconds"] = round(time.time() - started, 1)
+    # the paths each kind of workload ran against (repoint-mux only if it started)
+    meta["paths"] = {"redis": list(b.paths("redis")), "other": list(PATHS)}
+    if "failover" in a.only:
+        meta["paths"]["failover"] = ["haproxy", "repoint"] + ([MUX] if b.mux else [])
     meta["loadavg_end"] = os.getloadavg()
     out = dict(meta=meta, errors=b.errors, **b.results)
     path = a.out or os.path.join(TOP, "bench-results", "bench-%s%s.json" % (

@@ -67,13 +67,24 @@ class Proc:
 class Repoint(Proc):
     name = "repoint"
 
-    def __init__(self, binary, lab, workdir, tag, engines, interval="100ms", max_clients=100000):
+    def __init__(self, binary, lab, workdir, tag, engines, interval="100ms", max_clients=100000, name=None,
+                 **overrides):
+        """overrides: passed to Lab.write_config, e.g. redis={"multiplex": "on"} for one service."""
+        if name:
+            self.name = name
         self.cfg = os.path.join(workdir, "repoint-%s.ini" % tag)
         self.admin = free_port()
         self.ports = lab.write_config(self.cfg, admin="127.0.0.1:%d" % self.admin, engines=engines,
-                                      log_level="warn", probe_interval=interval, max_clients=max_clients)
+                                      log_level="warn", probe_interval=interval, max_clients=max_clients,
+                                      **overrides)
         self.ports.pop("admin", None)
         self.lab, self.engines = lab, list(engines)
+        # `repoint -t` first: a configuration the binary refuses is reported as such, not as a timeout
+        out = subprocess.run([binary, "-t", "-c", self.cfg], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=30)
+        if out.returncode != 0:
+            raise BenchError("%s: `repoint -t -c %s` exits %d: %s" % (
+                self.name, self.cfg, out.returncode, out.stdout.decode("utf-8", "replace").strip()[:500]))
         super().__init__([binary, "-c", self.cfg], self.cfg + ".log")
 
     def status(self):
@@ -93,7 +104,7 @@ class Repoint(Proc):
             def ok(e=e, want=want):
                 self.check_alive()
                 return self.writer(e) == want
-            wait_for(ok, timeout, "repoint to route %s to %s" % (e, want))
+            wait_for(ok, timeout, "%s to route %s to %s" % (self.name, e, want))
 
 
 REDIS_CHECK = r"""    option tcp-check

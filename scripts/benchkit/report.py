@@ -2,7 +2,8 @@
 
 from .common import fmt_num
 
-PATHS = ("direct", "haproxy", "repoint")
+PATHS = ("direct", "haproxy", "repoint", "repoint-mux")   # repoint-mux: Redis workloads only
+PROXIES = ("repoint", "repoint-mux")                      # the rows of the ratio table
 
 
 def _cell(s, digits=None):
@@ -19,7 +20,7 @@ def _r(v):
 
 def throughput_table(workloads):
     lines = []
-    hdr = "%-24s %-8s %-28s %-24s %-24s %s" % ("workload", "path", "throughput median [min-max]", "p50 ms",
+    hdr = "%-24s %-11s %-28s %-24s %-24s %s" % ("workload", "path", "throughput median [min-max]", "p50 ms",
                                              "p99 ms", "proxy CPU us/op")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
@@ -29,22 +30,29 @@ def throughput_table(workloads):
                 continue
             name = wid if i == 0 else ""
             unit = (" " + w["unit"]) if i == 0 else ""
-            lines.append("%-24s %-8s %-28s %-24s %-24s %s" % (
+            lines.append("%-24s %-11s %-28s %-24s %-24s %s" % (
                 name, p, _cell(r.get("throughput")) + unit, _cell(r.get("p50_ms"), 3), _cell(r.get("p99_ms"), 3),
                 _cell(r.get("cpu_us_per_op"), 1) if p != "direct" else ""))
         if w.get("errors"):
             lines.append("%-24s   errors: %s" % ("", "; ".join(w["errors"])[:300]))
     lines.append("")
-    hdr = "%-24s %12s %12s %10s %10s %10s %10s %14s" % (
-        "ratios (of medians)", "tput rp/dir", "tput rp/hap", "p50 rp/dir", "p50 rp/hap", "p99 rp/dir", "p99 rp/hap",
-        "cpu/op rp/hap")
+    fmt = "%-24s %-11s %11s %11s %10s %10s %10s %10s %13s %12s %14s"
+    hdr = fmt % ("ratios (of medians)", "X = proxy", "tput X/dir", "tput X/hap", "p50 X/dir", "p50 X/hap",
+                 "p99 X/dir", "p99 X/hap", "cpu/op X/hap", "tput mux/rp", "cpu/op mux/rp")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
         r = w.get("ratios", {})
-        d, h = r.get("repoint/direct", {}), r.get("repoint/haproxy", {})
-        lines.append("%-24s %12s %12s %10s %10s %10s %10s %14s" % (
-            wid, _r(d.get("throughput")), _r(h.get("throughput")), _r(d.get("p50_ms")), _r(h.get("p50_ms")),
-            _r(d.get("p99_ms")), _r(h.get("p99_ms")), _r(h.get("cpu_us_per_op"))))
+        first = True
+        for x in PROXIES:
+            d, h = r.get(x + "/direct"), r.get(x + "/haproxy")
+            if x != "repoint" and d is None and h is None:
+                continue          # repoint-mux: Redis rows only
+            d, h, m = d or {}, h or {}, r.get(x + "/repoint") or {}
+            lines.append(fmt % (
+                wid if first else "", x, _r(d.get("throughput")), _r(h.get("throughput")), _r(d.get("p50_ms")),
+                _r(h.get("p50_ms")), _r(d.get("p99_ms")), _r(h.get("p99_ms")), _r(h.get("cpu_us_per_op")),
+                _r(m.get("throughput")) if m else "", _r(m.get("cpu_us_per_op")) if m else ""))
+            first = False
     return "\n".join(lines)
 
 
@@ -70,11 +78,11 @@ def failover_table(f):
     lines = ["failover reaction: %d Redis switchover(s), %d clients per path writing every %d ms, check/probe "
              "interval %s, HAProxy timeout check %s" % (len(f["runs"]), f["clients"], f["interval_ms"],
                                                        f["check_interval"], f.get("haproxy_check_timeout"))]
-    hdr = "%-8s %-30s %-22s %-22s %-14s %s" % ("path", "first write after promotion ms", "errors", "longest gap ms",
+    hdr = "%-11s %-30s %-22s %-22s %-14s %s" % ("path", "first write after promotion ms", "errors", "longest gap ms",
                                              "split writes", "error kinds")
     lines += [hdr, "-" * len(hdr)]
     for p, s in f["summary"].items():
-        lines.append("%-8s %-30s %-22s %-22s %-14s %s" % (
+        lines.append("%-11s %-30s %-22s %-22s %-14s %s" % (
             p, _cell(s["first_write_after_promotion_ms"], 0), _cell(s["errors"], 0), _cell(s["longest_gap_ms"], 0),
             "%d / %d" % (s["split_writes"], s["acked_missing"]), s["error_kinds"]))
     lines.append("(split writes = keys on the demoted node but not on the new primary / acknowledged writes missing "
