@@ -310,20 +310,24 @@ class Bench:
             log(note)
         rd = self.lab.primary("redis")
         conns_mod.redis_cmd(rd.port, "CONFIG", "SET", "maxclients", str(max(10000, n + 1000)))
-        runs = {"haproxy": [], "repoint": []}
+        kinds = ("haproxy", "repoint", MUX)
+        runs = {k: [] for k in kinds}
         for rep in range(self.a.reps):
-            for kind in (("haproxy", "repoint") if rep % 2 == 0 else ("repoint", "haproxy")):
+            for kind in kinds[rep % 3:] + kinds[:rep % 3]:
                 tag = "conns-%s-%d" % (kind, rep + 1)
                 if kind == "haproxy":
                     p = HAProxy(self.lab, self.workdir, tag, ["redis"], interval=self.a.interval, maxconn=n + 50,
                                 threads=self.a.haproxy_threads, check_timeout=self.a.haproxy_check_timeout)
                 else:
+                    # repoint-mux: the clients share one upstream connection (they only PING)
                     p = Repoint(self.a.repoint, self.lab, self.workdir, tag, ["redis"], interval=self.a.interval,
-                                max_clients=max(n + 1000, 10000))
+                                max_clients=max(n + 1000, 10000), name=kind,
+                                **({e: dict(v) for e, v in MUX_OVERRIDES.items()} if kind == MUX else {}))
                 self.extra_procs.append(p)
                 try:
                     p.wait_ready()
-                    r = conns_mod.measure(p, p.ports["redis"], self.lab.primary("redis").port, n)
+                    r = conns_mod.measure(p, p.ports["redis"], self.lab.primary("redis").port, n,
+                                          upstream=1 if kind == MUX else n)
                     r["nofile_limit"] = p.nofile()
                     runs[kind].append(r)
                     log("conns rep %d %-8s %d conns: RSS %d -> %d KB = %.2f KB/conn, +%s fds, redis saw +%d" % (
@@ -350,6 +354,9 @@ class Bench:
         if "haproxy" in res["proxies"] and "repoint" in res["proxies"]:
             res["ratio_repoint_haproxy"] = ratio(res["proxies"]["repoint"]["kb_per_conn"]["median"],
                                                  res["proxies"]["haproxy"]["kb_per_conn"]["median"])
+        if "haproxy" in res["proxies"] and MUX in res["proxies"]:
+            res["ratio_repoint_mux_haproxy"] = ratio(res["proxies"][MUX]["kb_per_conn"]["median"],
+                                                     res["proxies"]["haproxy"]["kb_per_conn"]["median"])
         self.results["connections"] = res
 
     # ---- failover -------------------------------------------------------------------------------

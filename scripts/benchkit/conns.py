@@ -43,7 +43,7 @@ def _read_reply(s, want=b"+PONG\r\n"):
 
 def hold_idle(port, n, timeout=120):
     """Open n connections, PING/PONG on each (so the whole path exists and has carried a request),
-    and return them idle."""
+    and return them idle. The PING is a RESP array, as client libraries send it."""
     socks = []
     deadline = time.monotonic() + timeout
     try:
@@ -53,7 +53,7 @@ def hold_idle(port, n, timeout=120):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
             socks.append(s)
-            s.sendall(b"PING\r\n")
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
             _read_reply(s)
             if time.monotonic() > deadline:
                 raise BenchError("opening %d connections took more than %ss" % (n, timeout))
@@ -71,8 +71,9 @@ def close_all(socks):
             pass
 
 
-def measure(proxy, port, redis_port, n, settle=0.5):
-    """One proxy instance (already ready): hold n idle connections through it, return the numbers."""
+def measure(proxy, port, redis_port, n, settle=0.5, upstream=None):
+    """One proxy instance (already ready): hold n idle connections through it, return the numbers.
+    `upstream`: the server connections to expect (n: one per client; 1 for a multiplexing proxy)."""
     time.sleep(settle)
     proxy.check_alive()
     before = rss_kb(proxy.pid)
@@ -84,8 +85,9 @@ def measure(proxy, port, redis_port, n, settle=0.5):
     try:
         # upstream connections are made asynchronously: wait until the server sees them all
         try:
-            wait_for(lambda: redis_connected_clients(redis_port) - clients_before >= n, 30,
-                     "%d upstream connections to reach redis" % n, interval=0.1)
+            want = n if upstream is None else upstream
+            wait_for(lambda: redis_connected_clients(redis_port) - clients_before >= want, 30,
+                     "%d upstream connections to reach redis" % want, interval=0.1)
         except BenchError:
             pass
         time.sleep(settle)

@@ -58,19 +58,22 @@ def throughput_table(workloads):
 
 def conns_table(c):
     lines = ["connection scale: %d idle client connections through each proxy (Redis behind; each one is also an "
-             "upstream connection)%s" % (c["connections"], c.get("note", "") and " - " + c["note"])]
-    hdr = "%-8s %-26s %-16s %-16s %-14s %s" % ("proxy", "KB per client conn", "RSS before MB", "RSS after MB",
-                                             "fds added", "upstream conns seen by redis")
+             "upstream connection, except through repoint-mux)%s" % (c["connections"], c.get("note", "") and
+                                                                     " - " + c["note"])]
+    hdr = "%-11s %-26s %-16s %-16s %-14s %s" % ("proxy", "KB per client conn", "RSS before MB", "RSS after MB",
+                                              "fds added", "upstream conns seen by redis")
     lines += [hdr, "-" * len(hdr)]
-    for p in ("haproxy", "repoint"):
+    for p in ("haproxy", "repoint", "repoint-mux"):
         r = c["proxies"].get(p)
         if not r:
             continue
-        lines.append("%-8s %-26s %-16s %-16s %-14s %s" % (
+        lines.append("%-11s %-26s %-16s %-16s %-14s %s" % (
             p, _cell(r["kb_per_conn"], 2), _cell(r["rss_before_mb"], 1), _cell(r["rss_after_mb"], 1),
             _cell(r["fds_added"], 0), _cell(r["upstream_conns_seen_by_redis"], 0)))
     if c.get("ratio_repoint_haproxy") is not None:
         lines.append("repoint/haproxy KB per connection: %.2f" % c["ratio_repoint_haproxy"])
+    if c.get("ratio_repoint_mux_haproxy") is not None:
+        lines.append("repoint-mux/haproxy KB per connection: %.2f" % c["ratio_repoint_mux_haproxy"])
     return "\n".join(lines)
 
 
