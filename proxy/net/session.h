@@ -88,14 +88,17 @@ struct session {
 	int64_t avoid_until_ms;      /* ... this time (monotonic) */
 	/* multiplex = on (Redis): the session starts `shared` -- its commands travel on the member's
 	 * shared connection (net/shared.h), client_in holds what is not sent yet (a partial command, or
-	 * everything from a command that needs a connection of its own on). Such a command sets
-	 * `unshare`: once nothing is in flight the session gets its own connection (pinned) for good. */
+	 * everything from a command that needs a connection of its own on). Such a command -- or
+	 * replies of more than SESSION_SHARE_MAX bytes on average, which would hold up everyone else's
+	 * on the shared stream -- sets `unshare`: once nothing is in flight the session gets its own
+	 * connection (pinned) for good. */
 	bool shared;
 	bool unshare;
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */
 	uint32_t shared_out;         /* commands in flight */
 	size_t shared_bytes;         /* their bytes */
 	size_t shared_need;          /* client_in must hold this much before a command can be complete */
+	size_t shared_reply;         /* bytes of the reply being received so far */
 	struct proto_state ps;
 	char peer[48];
 };
