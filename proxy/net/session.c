@@ -787,6 +787,28 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		service_readonly_seen(svc, member, proto->readonly_is_verdict);
 }
 
+void session_shared_unsent(struct session *s, struct evbuffer *unsent)
+{
+	struct evbuffer *in = client_input(s);
+
+	s->sh = NULL;
+	s->shared_out = 0;
+	s->shared_bytes = 0;
+	s->shared_reply = 0;
+	s->shared_need = 0;
+	if (in == NULL || evbuffer_prepend_buffer(in, unsent) < 0) {
+		evbuffer_free(unsent);
+		close_after_flush(s, "(shared connection lost; out of memory)");
+		return;
+	}
+	evbuffer_free(unsent);
+	drop_upstream(s);
+	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
+	/* The service releases it once there is a connection to send them on. */
+	if (!hold(s, "(its shared connection failed before its commands left)"))
+		service_kick_held(s->svc);
+}
+
 void session_shared_lost(struct session *s, const char *why)
 {
 	char reason[200];

@@ -127,5 +127,8 @@ void session_destroy(struct session *s);
 void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes);
 /* That connection failed: the commands in flight may or may not have run. */
 void session_shared_lost(struct session *s, const char *why);
+/* That connection failed before any of `s`'s commands in flight were written to it: they did not
+ * run, and come back (`unsent`, owned by the callee) to be sent on the next connection. */
+void session_shared_unsent(struct session *s, struct evbuffer *unsent);
 
 #endif

@@ -24,6 +24,7 @@ struct entry {
 	struct session *s;
 	uint32_t n;
 	uint32_t bytes;
+	uint64_t end;                    /* stream offset just past its bytes */
 };
 
 struct shared {
@@ -33,6 +34,8 @@ struct shared {
 	struct entry *q;                 /* ring: q[(head + i) % cap], i < len */
 	size_t head, len, cap;
 	size_t live;                     /* entries whose session is still there */
+	uint64_t queued, sent;           /* bytes queued and written since the start: out holds
+	                                    stream offsets [sent, queued) */
 	struct proto_state replies;
 	struct shared_hooks hooks;
 	int connect_errno;               /* connect() failed at once */
@@ -58,6 +61,7 @@ static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t
 		if (last->s == s && s != NULL && last->n <= UINT32_MAX - n && last->bytes <= UINT32_MAX - bytes) {
 			last->n += n;
 			last->bytes += bytes;
+			last->end += bytes;
 			return true;
 		}
 	}
@@ -73,7 +77,7 @@ static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t
 		c->cap = cap;
 		c->head = 0;
 	}
-	*entry_at(c, c->len) = (struct entry){.s = s, .n = n, .bytes = bytes};
+	*entry_at(c, c->len) = (struct entry){.s = s, .n = n, .bytes = bytes, .end = c->queued + bytes};
 	c->len++;
 	c->live++;
 	return true;
@@ -104,6 +108,31 @@ static void settle(struct shared *c)
 		destroy(c);
 }
 
+/* A copy of the bytes of session s's entries from entry i on, in order: all of them are still in
+ * `out` (none was sent). NULL when out of memory. */
+static struct evbuffer *unsent_copy(struct shared *c, struct session *s, size_t i)
+{
+	struct evbuffer *back = evbuffer_new();
+
+	for (size_t j = i; back != NULL && j < c->len; j++) {
+		struct entry *f = entry_at(c, j);
+		struct evbuffer_ptr pos;
+		uint8_t *tmp;
+		if (f->s != s || f->bytes == 0)
+			continue;
+		tmp = malloc(f->bytes);
+		if (tmp == NULL || evbuffer_ptr_set(c->out, &pos, (size_t)(f->end - f->bytes - c->sent),
+						    EVBUFFER_PTR_SET) < 0 ||
+		    evbuffer_copyout_from(c->out, &pos, tmp, f->bytes) != (ev_ssize_t)f->bytes ||
+		    evbuffer_add(back, tmp, f->bytes) < 0) {
+			evbuffer_free(back);
+			back = NULL;
+		}
+		free(tmp);
+	}
+	return back;
+}
+
 /* The connection failed: the owner hears first (so nothing binds to it again), then every session
  * with commands in flight. */
 static void fail(struct shared *c, const char *why)
@@ -125,15 +154,27 @@ static void fail(struct shared *c, const char *why)
 	else if (c->live > 0)
 		log_info(c->label, "shared connection lost: %s", why);
 	for (size_t i = 0; i < c->len; i++) {
-		struct entry *e = entry_at(c, i);
-		struct session *s = e->s;
+		struct session *s = entry_at(c, i)->s;
+		struct evbuffer *back = NULL;
+		bool unsent = true;
 		if (s == NULL)
 			continue;
-		/* Forget every entry of this session first: it will not come back for them. */
+		/* Commands that never left repoint (a client's request read in the same loop pass that
+		 * found the connection closed) did not run: they are given back to their session, which
+		 * waits for the next connection -- unless some of its earlier ones did leave. */
+		for (size_t j = i; j < c->len; j++)
+			if (entry_at(c, j)->s == s && entry_at(c, j)->end - entry_at(c, j)->bytes < c->sent)
+				unsent = false;
+		if (unsent)
+			back = unsent_copy(c, s, i);
+		/* Forget every entry of this session: it will not come back for them. */
 		for (size_t j = i; j < c->len; j++)
 			if (entry_at(c, j)->s == s)
 				entry_at(c, j)->s = NULL;
-		session_shared_lost(s, why);
+		if (back != NULL)
+			session_shared_unsent(s, back);
+		else
+			session_shared_lost(s, why);
 	}
 	c->live = 0;
 	c->len = 0;
@@ -153,6 +194,7 @@ static void flush_out(struct shared *c)
 		}
 		if (n == 0)
 			break;
+		c->sent += (uint64_t)n;
 	}
 	bool want = evbuffer_get_length(c->out) > 0;
 	if (want != c->writing) {
@@ -342,9 +384,11 @@ bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n
 		} else {
 			last->n -= ncmds;
 			last->bytes -= (uint32_t)n;
+			last->end -= n;
 		}
 		return false;
 	}
+	c->queued += n;
 	/* Sent at the end of this loop pass, with whatever other sessions queue meanwhile. */
 	if (!c->flush_pending && c->connected && !c->writing) {
 		c->flush_pending = true;

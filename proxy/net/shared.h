@@ -12,8 +12,9 @@
  * The owner (the service) finds the connection through its member; once it retires it (the
  * member is no longer where sessions go), the connection lives on alone until every live
  * session's replies are in, then closes itself. A connection that fails tells every session with
- * commands in flight (session_shared_lost) -- those commands may or may not have run -- and then
- * the owner's `lost` hook.
+ * commands in flight (session_shared_lost) -- those commands may or may not have run -- after the
+ * owner's `lost` hook; a session none of whose commands had been written yet (read in the same loop
+ * pass that found the connection closed) gets them back instead (session_shared_unsent).
  */
 #ifndef REPOINT_SHARED_H
 #define REPOINT_SHARED_H
