@@ -28,6 +28,7 @@
 #include <event2/util.h>
 
 #include "log.h"
+#include "net/io.h"
 #include "net/shared.h"
 #include "service.h"
 #include "util.h"
@@ -170,17 +171,8 @@ static void side_close(struct session_side *d)
  * False on a write error (the socket is dead). */
 static bool side_flush(struct session_side *d)
 {
-	while (evbuffer_get_length(d->out) > 0) {
-		int n = evbuffer_write(d->out, d->fd);
-		if (n < 0) {
-			int err = EVUTIL_SOCKET_ERROR();
-			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
-				break;
-			return false;
-		}
-		if (n == 0)
-			break;
-	}
+	if (evbuffer_flush_fd(d->out, d->fd, NULL) != 0)
+		return false;
 	side_writing(d, evbuffer_get_length(d->out) > 0);
 	return true;
 }
@@ -489,6 +481,21 @@ static void route_if_ready(struct session *s)
 		route(s);
 }
 
+/* The server refused the only request in flight as read-only, without running it: the client
+ * need not hear of it, the request goes to the new writer instead. Detach first, then tell the
+ * service (which may drain the member's other sessions), then go wherever the service says. */
+static void retry_elsewhere(struct session *s, int member)
+{
+	struct service *svc = s->svc;
+
+	s->retry_streak++;
+	service_counters(svc)->retried++;
+	if (migrate(s, "the server refused a write as read-only", true))
+		return;
+	service_readonly_seen(svc, member, service_proto(svc)->readonly_is_verdict);
+	route_if_ready(s);
+}
+
 static bool drain_now(struct session *s, bool idle)
 {
 	struct service_counters *c = service_counters(s->svc);
@@ -742,19 +749,7 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 			   s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) &&
 			   service_config(svc)->route == ROUTE_WRITER && !service_stopping(svc)) {
-			/* The only command in flight was refused without running: it goes to the new
-			 * writer instead, and the client never hears of it. */
-			s->retry_streak++;
-			service_counters(svc)->retried++;
-			service_counters(svc)->migrated++;
-			s->retry_valid = false;
-			drop_upstream(s);
-			s->replay = true;
-			s->hold_deadline_ms = now_ms() + service_config(svc)->hold_timeout_ms;
-			if (hold(s, "(moving: the server refused a write as read-only)"))
-				return;
-			service_readonly_seen(svc, member, proto->readonly_is_verdict);
-			route_if_ready(s);
+			retry_elsewhere(s, member);
 			return;
 		} else {
 			readonly = true;
@@ -973,16 +968,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			s->retry_streak = 0;
 		} else if (ro == (size_t)r && proto->retryable != NULL && s->retry_valid && s->retry_len > 0 &&
 			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX) {
-			/* The server refused the only request in flight without running it: the client
-			 * need not hear of it. The request goes to the new writer instead. */
-			s->retry_streak++;
-			service_counters(svc)->retried++;
-			/* Detach first, then tell the service (which may drain the member's other
-			 * sessions), then go wherever the service says. */
-			if (migrate(s, "the server refused a write as read-only", true))
-				return;
-			service_readonly_seen(svc, member, proto->readonly_is_verdict);
-			route_if_ready(s);
+			retry_elsewhere(s, member);
 			return;
 		} else {
 			readonly = true;

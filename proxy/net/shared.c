@@ -14,6 +14,7 @@
 #include <event2/util.h>
 
 #include "log.h"
+#include "net/io.h"
 #include "net/session.h"
 #include "proto/proto.h"
 
@@ -183,18 +184,13 @@ static void fail(struct shared *c, const char *why)
 
 static void flush_out(struct shared *c)
 {
-	while (evbuffer_get_length(c->out) > 0) {
-		int n = evbuffer_write(c->out, c->fd);
-		if (n < 0) {
-			int err = EVUTIL_SOCKET_ERROR();
-			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
-				break;
-			fail(c, evutil_socket_error_to_string(err));
-			return;
-		}
-		if (n == 0)
-			break;
-		c->sent += (uint64_t)n;
+	size_t written = 0;
+	int err = evbuffer_flush_fd(c->out, c->fd, &written);
+
+	c->sent += written;
+	if (err != 0) {
+		fail(c, evutil_socket_error_to_string(err));
+		return;
 	}
 	bool want = evbuffer_get_length(c->out) > 0;
 	if (want != c->writing) {
