@@ -689,6 +689,8 @@ static size_t resp_simple_frame(const uint8_t *p, size_t n)
 	case '$': {
 		uint64_t len = 0;
 		size_t i = 1;
+		if (p[1] == '-')  /* the null bulk string, "$-1" */
+			return n >= 5 && p[2] == '1' && p[3] == '\r' && p[4] == '\n' ? 5 : 0;
 		while (i < n && i < 12 && p[i] >= '0' && p[i] <= '9')
 			len = len * 10 + (uint64_t)(p[i++] - '0');
 		if (i == 1 || i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n')
