@@ -630,7 +630,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	bool buffered = s->client_in != NULL && evbuffer_get_length(s->client_in) > 0;
 	enum resp_share r = RESP_SHARE_YES;
 	const uint8_t *buf = p;
-	size_t off = 0, len = 0, total = n;
+	size_t off = 0, first = 0, len = 0, total = n;
 	uint32_t ncmds = 0;
 
 	if (buffered || sh == NULL) {
@@ -658,6 +658,18 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	}
 	while (off < total) {
 		r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len);
+		if (r == RESP_SHARE_LOCAL) {
+			/* Answered here, in order: only once everything before it is answered. */
+			if (ncmds > 0 || s->shared_out > 0)
+				break;
+			if (!side_send(&s->client, (const uint8_t *)"+OK\r\n", 5)) {
+				session_destroy(s);
+				return true;
+			}
+			off += len;
+			first = off;
+			continue;
+		}
 		if (r != RESP_SHARE_YES)
 			break;
 		off += len;
@@ -667,7 +679,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	if (r == RESP_SHARE_NO)
 		s->unshare = true;
 	if (ncmds > 0) {
-		if (!shared_send(sh, s, buf, off, ncmds)) {
+		size_t n_sent = off - first;
+		if (!shared_send(sh, s, buf + first, n_sent, ncmds)) {
 			session_destroy(s);
 			return true;
 		}
@@ -675,12 +688,12 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		 * it goes to the new one. */
 		s->retry_len = 0;
 		s->retry_valid = s->shared_out == 0 && ncmds == 1;
-		retry_append(s, buf, off);
+		retry_append(s, buf + first, n_sent);
 		s->sh = sh;
 		s->shared_out += ncmds;
-		s->shared_bytes += off;
+		s->shared_bytes += n_sent;
 		c->shared_commands += ncmds;
-		c->bytes_client_to_server += off;
+		c->bytes_client_to_server += n_sent;
 	}
 	if (buffered)
 		evbuffer_drain(s->client_in, off);

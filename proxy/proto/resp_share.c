@@ -106,10 +106,58 @@ bool resp_shareable_name(const uint8_t *name, size_t len)
 	return false;
 }
 
+/* Commands not on the list that are still harmless in some forms (see special_form). */
+enum special { SPECIAL_NONE, SPECIAL_SELECT, SPECIAL_HELLO, SPECIAL_CLIENT };
+
+static bool word_is(const uint8_t *p, size_t n, const char *lower)
+{
+	size_t len = strlen(lower);
+
+	if (n != len)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i]) != (uint8_t)lower[i])
+			return false;
+	return true;
+}
+
+static enum special special_name(const uint8_t *p, size_t n)
+{
+	if (word_is(p, n, "select"))
+		return SPECIAL_SELECT;
+	if (word_is(p, n, "hello"))
+		return SPECIAL_HELLO;
+	if (word_is(p, n, "client"))
+		return SPECIAL_CLIENT;
+	return SPECIAL_NONE;
+}
+
+/* The forms of those that change nothing a shared connection keeps, or nothing the server needs:
+ *   SELECT 0           the shared connection's database already;
+ *   HELLO, HELLO 2     RESP2, as the shared connection speaks already (the reply is the server's
+ *                      description);
+ *   CLIENT SETINFO a v the library name and version clients send on connecting (redis-py 5,
+ *                      Jedis 5): informational only, answered +OK by repoint. */
+static enum resp_share special_form(enum special sp, uint64_t nargs, const uint8_t *arg1, size_t len1)
+{
+	switch (sp) {
+	case SPECIAL_SELECT:
+		return nargs == 2 && word_is(arg1, len1, "0") ? RESP_SHARE_YES : RESP_SHARE_NO;
+	case SPECIAL_HELLO:
+		return nargs == 1 || (nargs == 2 && word_is(arg1, len1, "2")) ? RESP_SHARE_YES : RESP_SHARE_NO;
+	case SPECIAL_CLIENT:
+		return nargs == 4 && word_is(arg1, len1, "setinfo") ? RESP_SHARE_LOCAL : RESP_SHARE_NO;
+	default:
+		return RESP_SHARE_NO;
+	}
+}
+
 static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
 {
 	uint64_t nargs, blen;
-	size_t at = 1;
+	size_t at = 1, len1 = 0;
+	const uint8_t *arg1 = NULL;
+	enum special sp = SPECIAL_NONE;
 	int k;
 
 	*len = 1;
@@ -141,20 +189,25 @@ static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
 		if (at > max || blen + 2 > max - at)
 			return RESP_SHARE_NO;
 		at += (size_t)blen + 2;
-		if (at > n) {
+		if (i == 0 && n >= start + (size_t)blen && !resp_shareable_name(p + start, (size_t)blen)) {
 			/* The name is the first argument: refuse early what will never be shared. */
-			if (i == 0 && n >= start + (size_t)blen && !resp_shareable_name(p + start, (size_t)blen))
+			sp = special_name(p + start, (size_t)blen);
+			if (sp == SPECIAL_NONE)
 				return RESP_SHARE_NO;
+		}
+		if (at > n) {
 			*len = at;
 			return RESP_SHARE_MORE;
 		}
 		if (p[at - 2] != '\r' || p[at - 1] != '\n')
 			return RESP_SHARE_NO;
-		if (i == 0 && !resp_shareable_name(p + start, (size_t)blen))
-			return RESP_SHARE_NO;
+		if (i == 1) {
+			arg1 = p + start;
+			len1 = (size_t)blen;
+		}
 	}
 	*len = at;
-	return RESP_SHARE_YES;
+	return sp == SPECIAL_NONE ? RESP_SHARE_YES : special_form(sp, nargs, arg1, len1);
 }
 
 enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len)

@@ -452,3 +452,35 @@ def test_multiplex_config_contract(tmp_path, proto, value, ok):
     else:
         assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
         assert f"{path}:8:" in r.stderr and "multiplex" in r.stderr, r.stderr
+
+
+def test_connection_handshakes_that_change_nothing_keep_the_session_shared(lab, start_repoint):
+    """What client libraries send on connecting -- CLIENT SETINFO (redis-py 5, Jedis 5), SELECT 0,
+    HELLO 2 -- leaves the session shared, answered in order; HELLO 3 (RESP3) pins it."""
+    rp = start_repoint(**MUX)
+    port = rp.ports["redis"]
+    pinned = counters(rp)["pinned"]
+    r = client(port)
+    try:
+        assert r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "repoint-test") in (b"OK", "OK", True)
+        assert r.execute_command("SELECT", "0") in (b"OK", "OK", True)
+        hello = r.execute_command("HELLO", "2")
+        assert b"proto" in hello and hello[hello.index(b"proto") + 1] == 2
+        # Between shared commands in one pipeline: the local answer comes in its place.
+        p = r.pipeline(transaction=False)
+        p.set("mux:hs", "1")
+        p.execute_command("CLIENT", "SETINFO", "LIB-VER", "9.9")
+        p.get("mux:hs")
+        p.execute_command("CLIENT", "SETINFO", "LIB-VER", "9.8")
+        assert p.execute() == [True, b"OK", b"1", b"OK"]
+        check_roundtrips(r, "handshake")
+        assert counters(rp)["pinned"] == pinned
+    finally:
+        bye(r)
+    s = raw(port)
+    try:
+        s.sendall(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+        assert s.recv(1) == b"%"   # a RESP3 map: the server's own answer, on a connection of its own
+        wait_for(lambda: counters(rp)["pinned"] == pinned + 1, 10, what="HELLO 3 to pin its session")
+    finally:
+        s.close()
