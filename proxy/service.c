@@ -44,8 +44,9 @@ struct member {
 	unsigned sessions;                /* sessions attached */
 	struct probe_result last;         /* last probe result */
 	uint64_t probes, probe_failures;
-	struct shared *shared;            /* multiplex: the connection sessions share; NULL if none */
-	int64_t shared_failed_ms;         /* when it last failed to connect (monotonic) */
+	struct shared *shared[2];         /* multiplex: the connections sessions share, RESP2 and
+	                                     RESP3 (after HELLO 3); NULL if none */
+	int64_t shared_failed_ms;         /* when one last failed to connect (monotonic) */
 };
 
 /* After a shared connection failed to connect, the next attempt waits this long. */
@@ -244,9 +245,11 @@ enum role service_member_role(const struct service *svc, int member)
 
 static void retire_shared(struct member *m)
 {
-	if (m->shared != NULL)
-		shared_retire(m->shared);
-	m->shared = NULL;
+	for (int k = 0; k < 2; k++) {
+		if (m->shared[k] != NULL)
+			shared_retire(m->shared[k]);
+		m->shared[k] = NULL;
+	}
 }
 
 static void drain_member(struct service *svc, int member, const char *why)
@@ -410,20 +413,23 @@ void service_probe_soon(struct service *svc, int member)
 		schedule_probe(m, 0);
 }
 
-static void shared_ready_cb(void *arg)
+static void shared_ready_cb(void *arg, struct shared *c)
 {
 	struct member *m = arg;
 
+	(void)c;
 	log_debug(m->svc->subject, "shared connection to %s is up", m->str);
 	kick_held(m->svc);
 }
 
-static void shared_lost_cb(void *arg, bool was_ready, const char *why)
+static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const char *why)
 {
 	struct member *m = arg;
 	struct service *svc = m->svc;
 
-	m->shared = NULL;
+	for (int k = 0; k < 2; k++)
+		if (m->shared[k] == c)
+			m->shared[k] = NULL;
 	if (!was_ready) {
 		m->shared_failed_ms = now_ms();
 		svc->counters.upstream_connect_failures++;
@@ -434,20 +440,22 @@ static void shared_lost_cb(void *arg, bool was_ready, const char *why)
 	service_probe_soon(svc, m->index);
 }
 
-struct shared *service_shared(struct service *svc, int member)
+struct shared *service_shared(struct service *svc, int member, bool resp3)
 {
+	static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 	struct member *m = svc->members[member];
 	struct shared_hooks hooks = {.ready = shared_ready_cb, .lost = shared_lost_cb, .arg = m};
 	char label[512];
 
-	if (m->shared != NULL)
-		return m->shared;
+	if (m->shared[resp3] != NULL)
+		return m->shared[resp3];
 	if (m->shared_failed_ms != 0 && now_ms() - m->shared_failed_ms < SHARED_RETRY_MS)
 		return NULL;
-	snprintf(label, sizeof(label), "%s shared %s", svc->subject, m->str);
-	m->shared = shared_open(svc->base, (const struct sockaddr *)&m->sa, m->salen, svc->cfg->connect_timeout_ms,
-				label, &hooks);
-	return m->shared;
+	snprintf(label, sizeof(label), "%s shared%s %s", svc->subject, resp3 ? " RESP3" : "", m->str);
+	m->shared[resp3] = shared_open(svc->base, (const struct sockaddr *)&m->sa, m->salen,
+				       svc->cfg->connect_timeout_ms, label, &hooks,
+				       resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
+	return m->shared[resp3];
 }
 
 int service_pick(struct service *svc)
@@ -896,8 +904,9 @@ static unsigned shared_connections(const struct service *svc)
 	unsigned n = 0;
 
 	for (int i = 0; i < svc->nmembers; i++)
-		if (svc->members[i]->shared != NULL && shared_ready(svc->members[i]->shared))
-			n++;
+		for (int k = 0; k < 2; k++)
+			if (svc->members[i]->shared[k] != NULL && shared_ready(svc->members[i]->shared[k]))
+				n++;
 	return n;
 }
 

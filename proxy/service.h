@@ -116,9 +116,9 @@ struct service_counters {
 };
 struct service_counters *service_counters(struct service *svc);
 
-/* multiplex: the shared connection to `member`, opened on first use (it may still be connecting:
- * see shared_ready; held sessions are released once it is up). NULL when it cannot be had now
- * (it failed a moment ago, or no socket). */
-struct shared *service_shared(struct service *svc, int member);
+/* multiplex: the shared connection to `member` (the RESP3 one: opened with HELLO 3), opened on
+ * first use (it may still be connecting: see shared_ready; held sessions are released once it is
+ * up). NULL when it cannot be had now (one failed a moment ago, or no socket). */
+struct shared *service_shared(struct service *svc, int member, bool resp3);
 
 #endif

@@ -616,7 +616,7 @@ static struct shared *shared_target(struct session *s)
 		return NULL;
 	if (s->shared_out > 0)
 		return shared_retired(s->sh) ? NULL : s->sh;
-	sh = service_shared(s->svc, s->member);
+	sh = service_shared(s->svc, s->member, s->resp3);
 	return sh != NULL && shared_ready(sh) ? sh : NULL;
 }
 
@@ -632,6 +632,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	const uint8_t *buf = p;
 	size_t off = 0, first = 0, len = 0, total = n;
 	uint32_t ncmds = 0;
+	bool again = false;
 
 	if (buffered || sh == NULL) {
 		struct evbuffer *in = client_input(s);
@@ -658,6 +659,23 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	}
 	while (off < total) {
 		r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len);
+		if (r == RESP_SHARE_HELLO2 || r == RESP_SHARE_HELLO3) {
+			/* Shared where the connection speaks that protocol already. A RESP2 session saying
+			 * HELLO 3 moves to the RESP3 shared connection, once nothing is in flight; the
+			 * other way round it pins (a RESP3 session's earlier replies were RESP3). */
+			if ((r == RESP_SHARE_HELLO3) == s->resp3) {
+				r = RESP_SHARE_YES;
+			} else if (r == RESP_SHARE_HELLO3 && ncmds == 0 && s->shared_out == 0) {
+				s->resp3 = true;
+				again = true;
+				break;
+			} else if (r == RESP_SHARE_HELLO3) {
+				break;
+			} else {
+				r = RESP_SHARE_NO;
+				break;
+			}
+		}
 		if (r == RESP_SHARE_LOCAL) {
 			/* Answered here, in order: only once everything before it is answered. */
 			if (ncmds > 0 || s->shared_out > 0)
@@ -703,6 +721,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	}
 	if (s->unshare && s->shared_out == 0)
 		return pin(s);
+	if (again)
+		return shared_input(s, NULL, 0);
 	shared_flow(s);
 	return false;
 }
@@ -710,7 +730,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 /* Bind a held shared session to `member`'s shared connection, if it is up. */
 static bool bind_shared(struct session *s, int member)
 {
-	struct shared *sh = service_shared(s->svc, member);
+	struct shared *sh = service_shared(s->svc, member, s->resp3);
 	char what[160];
 
 	if (sh == NULL) {

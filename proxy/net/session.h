@@ -94,6 +94,7 @@ struct session {
 	 * connection (pinned) for good. */
 	bool shared;
 	bool unshare;
+	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */
 	uint32_t shared_out;         /* commands in flight */
 	size_t shared_bytes;         /* their bytes */

@@ -80,7 +80,8 @@ static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t
 	}
 	*entry_at(c, c->len) = (struct entry){.s = s, .n = n, .bytes = bytes, .end = c->queued + bytes};
 	c->len++;
-	c->live++;
+	if (s != NULL)
+		c->live++;
 	return true;
 }
 
@@ -151,7 +152,7 @@ static void fail(struct shared *c, const char *why)
 	if (c->timer != NULL)
 		evtimer_del(c->timer);
 	if (!c->retired && c->hooks.lost != NULL)
-		c->hooks.lost(c->hooks.arg, c->connected, why);
+		c->hooks.lost(c->hooks.arg, c, c->connected, why);
 	else if (c->live > 0)
 		log_info(c->label, "shared connection lost: %s", why);
 	for (size_t i = 0; i < c->len; i++) {
@@ -242,7 +243,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 			c->writing = true; /* wev is added: flush_out settles it */
 			flush_out(c);
 			if (!c->dead && !c->retired && c->hooks.ready != NULL)
-				c->hooks.ready(c->hooks.arg);
+				c->hooks.ready(c->hooks.arg, c);
 		}
 	} else {
 		flush_out(c);
@@ -318,7 +319,8 @@ out:
 }
 
 struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
-			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks)
+			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks,
+			   const uint8_t *hello, size_t n)
 {
 	struct shared *c = calloc(1, sizeof(*c));
 	struct timeval tv = {.tv_sec = connect_timeout_ms / 1000, .tv_usec = (connect_timeout_ms % 1000) * 1000};
@@ -341,6 +343,11 @@ struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, s
 	c->timer = evtimer_new(base, timer_cb, c);
 	c->out = evbuffer_new();
 	if (c->rev == NULL || c->wev == NULL || c->flush_ev == NULL || c->timer == NULL || c->out == NULL) {
+		destroy(c);
+		return NULL;
+	}
+	/* Queued before anything else, owned by no session: its reply is read and dropped. */
+	if (hello != NULL && !shared_send(c, NULL, hello, n, 1)) {
 		destroy(c);
 		return NULL;
 	}
@@ -376,7 +383,8 @@ bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n
 		struct entry *last = entry_at(c, c->len - 1);
 		if (last->n == ncmds) {
 			c->len--;
-			c->live--;
+			if (s != NULL)
+				c->live--;
 		} else {
 			last->n -= ncmds;
 			last->bytes -= (uint32_t)n;

@@ -29,14 +29,16 @@ struct session;
 struct shared;
 
 struct shared_hooks {
-	void (*ready)(void *arg);                   /* connected: sessions may be bound */
-	void (*lost)(void *arg, bool was_ready, const char *why); /* failed; the object is gone after */
+	void (*ready)(void *arg, struct shared *c);  /* connected: sessions may be bound */
+	void (*lost)(void *arg, struct shared *c, bool was_ready, const char *why); /* failed; gone after */
 	void *arg;
 };
 
-/* Connects (non-blocking); NULL when no socket could be had. */
+/* Connects (non-blocking); NULL when no socket could be had. `hello` (n bytes, may be NULL) is a
+ * command sent first, whose reply is dropped (HELLO 3 for a RESP3 connection). */
 struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
-			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks);
+			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks,
+			   const uint8_t *hello, size_t n);
 bool shared_ready(const struct shared *c);
 bool shared_retired(const struct shared *c);
 /* Queue p[0..n), `ncmds` complete commands of session `s`. False when the connection cannot take

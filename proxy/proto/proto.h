@@ -100,10 +100,15 @@ void resp_error(struct evbuffer *out, const char *prefix, const char *msg);
  *   RESP_SHARE_NO    it must have a connection of its own: not a plain data command (connection
  *                    state, blocking, transactions, Pub/Sub, administration, unknown), inline, not
  *                    well-formed, or longer than `max` bytes;
- *   RESP_SHARE_LOCAL complete, informational only (CLIENT SETINFO): answer "+OK" without sending it.
+ *   RESP_SHARE_LOCAL complete, informational only (CLIENT SETINFO): answer "+OK" without sending it;
+ *   RESP_SHARE_HELLO2, RESP_SHARE_HELLO3
+ *                    complete "HELLO 2" / "HELLO 3" (nothing else): shareable on a connection that
+ *                    speaks that protocol already.
  * A shareable command has exactly one reply, touches no connection state and never blocks; SELECT 0
- * and HELLO / HELLO 2 are shareable too (they change nothing on a RESP2 connection in database 0). */
-enum resp_share { RESP_SHARE_YES, RESP_SHARE_MORE, RESP_SHARE_NO, RESP_SHARE_LOCAL };
+ * and a bare HELLO are shareable too (they change nothing on a connection in database 0). */
+enum resp_share {
+	RESP_SHARE_YES, RESP_SHARE_MORE, RESP_SHARE_NO, RESP_SHARE_LOCAL, RESP_SHARE_HELLO2, RESP_SHARE_HELLO3
+};
 enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len);
 /* Is `name` (any case) a command that may share a connection? */
 bool resp_shareable_name(const uint8_t *name, size_t len);

@@ -134,8 +134,9 @@ static enum special special_name(const uint8_t *p, size_t n)
 
 /* The forms of those that change nothing a shared connection keeps, or nothing the server needs:
  *   SELECT 0           the shared connection's database already;
- *   HELLO, HELLO 2     RESP2, as the shared connection speaks already (the reply is the server's
- *                      description);
+ *   HELLO              the server's description, no change;
+ *   HELLO 2, HELLO 3   the protocol only: RESP_SHARE_HELLO2/3, the session decides (a RESP3
+ *                      session goes on a RESP3 shared connection);
  *   CLIENT SETINFO a v the library name and version clients send on connecting (redis-py 5,
  *                      Jedis 5): informational only, answered +OK by repoint. */
 static enum resp_share special_form(enum special sp, uint64_t nargs, const uint8_t *arg1, size_t len1)
@@ -144,7 +145,11 @@ static enum resp_share special_form(enum special sp, uint64_t nargs, const uint8
 	case SPECIAL_SELECT:
 		return nargs == 2 && word_is(arg1, len1, "0") ? RESP_SHARE_YES : RESP_SHARE_NO;
 	case SPECIAL_HELLO:
-		return nargs == 1 || (nargs == 2 && word_is(arg1, len1, "2")) ? RESP_SHARE_YES : RESP_SHARE_NO;
+		if (nargs == 1)
+			return RESP_SHARE_YES;
+		if (nargs == 2 && word_is(arg1, len1, "2"))
+			return RESP_SHARE_HELLO2;
+		return nargs == 2 && word_is(arg1, len1, "3") ? RESP_SHARE_HELLO3 : RESP_SHARE_NO;
 	case SPECIAL_CLIENT:
 		return nargs == 4 && word_is(arg1, len1, "setinfo") ? RESP_SHARE_LOCAL : RESP_SHARE_NO;
 	default:

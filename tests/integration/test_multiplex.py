@@ -456,7 +456,7 @@ def test_multiplex_config_contract(tmp_path, proto, value, ok):
 
 def test_connection_handshakes_that_change_nothing_keep_the_session_shared(lab, start_repoint):
     """What client libraries send on connecting -- CLIENT SETINFO (redis-py 5, Jedis 5), SELECT 0,
-    HELLO 2 -- leaves the session shared, answered in order; HELLO 3 (RESP3) pins it."""
+    HELLO 2 -- leaves the session shared, answered in order."""
     rp = start_repoint(**MUX)
     port = rp.ports["redis"]
     pinned = counters(rp)["pinned"]
@@ -477,10 +477,81 @@ def test_connection_handshakes_that_change_nothing_keep_the_session_shared(lab, 
         assert counters(rp)["pinned"] == pinned
     finally:
         bye(r)
-    s = raw(port)
+
+
+class Resp3Reader:
+    """A minimal RESP2/RESP3 reader over a raw socket: enough to tell a map from an array."""
+
+    def __init__(self, sock):
+        self.f = sock.makefile("rb")
+
+    def line(self):
+        return self.f.readline()[:-2]
+
+    def read(self):
+        line = self.line()
+        t, rest = line[:1], line[1:]
+        if t in (b"+", b"-", b":", b",", b"(", b"#", b"_"):
+            return (t, rest)
+        if t in (b"$", b"=", b"!"):
+            n = int(rest)
+            return (t, None if n < 0 else self.f.read(n + 2)[:-2])
+        if t in (b"*", b"~", b">"):
+            n = int(rest)
+            return (t, None if n < 0 else [self.read() for _ in range(n)])
+        if t == b"%":
+            return (t, [(self.read(), self.read()) for _ in range(int(rest))])
+        raise AssertionError("not RESP: %r" % line)
+
+
+def cmd(*args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def test_resp3_sessions_share_a_resp3_connection(lab, start_repoint):
+    """HELLO 3 (the default of go-redis 9 and Lettuce) moves a session to the member's RESP3 shared
+    connection: replies come in RESP3 (a map for HGETALL), RESP2 sessions keep arrays, nobody pins;
+    HELLO 2 from a RESP3 session pins it (its protocol changes under it)."""
+    rp = start_repoint(**MUX)
+    port = rp.ports["redis"]
+    pinned = counters(rp)["pinned"]
+    r2 = client(port)
+    r2.hset("mux:r3", mapping={"a": "1", "b": "2"})
+    socks = []
     try:
-        s.sendall(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
-        assert s.recv(1) == b"%"   # a RESP3 map: the server's own answer, on a connection of its own
-        wait_for(lambda: counters(rp)["pinned"] == pinned + 1, 10, what="HELLO 3 to pin its session")
+        readers = []
+        for _ in range(3):
+            s = raw(port)
+            socks.append(s)
+            rd = Resp3Reader(s)
+            s.sendall(cmd(b"HELLO", b"3"))
+            t, fields = rd.read()
+            assert t == b"%" and ((b"$", b"proto"), (b":", b"3")) in fields
+            readers.append((s, rd))
+        for i, (s, rd) in enumerate(readers):
+            # pipelined, interleaved with a RESP2 client's commands
+            s.sendall(cmd(b"SET", b"mux:r3:%d" % i, b"v%d" % i) + cmd(b"GET", b"mux:r3:%d" % i) + cmd(b"HGETALL", b"mux:r3")
+                      + cmd(b"CLIENT", b"SETINFO", b"LIB-NAME", b"go-redis"))
+            assert r2.hgetall("mux:r3") == {b"a": b"1", b"b": b"2"}
+            assert rd.read() == (b"+", b"OK")
+            assert rd.read() == (b"$", b"v%d" % i)
+            t, pairs = rd.read()
+            assert t == b"%" and sorted(pairs) == [((b"$", b"a"), (b"$", b"1")), ((b"$", b"b"), (b"$", b"2"))]
+            assert rd.read() == (b"+", b"OK")
+        raw2 = raw(port)
+        socks.append(raw2)
+        raw2.sendall(cmd(b"HGETALL", b"mux:r3"))
+        assert Resp3Reader(raw2).read()[0] == b"*"   # still RESP2 for sessions that did not ask
+        wait_for(lambda: svc(rp)["shared_connections"] == 2, 10, what="a RESP2 and a RESP3 shared connection")
+        assert counters(rp)["pinned"] == pinned
+        # Back to RESP2 from a RESP3 session: it gets a connection of its own.
+        s, rd = readers[0]
+        s.sendall(cmd(b"HELLO", b"2"))
+        assert rd.read()[0] == b"*"
+        wait_for(lambda: counters(rp)["pinned"] == pinned + 1, 10, what="HELLO 2 to pin a RESP3 session")
+        s.sendall(cmd(b"GET", b"mux:r3:0"))
+        assert rd.read() == (b"$", b"v0")
     finally:
-        s.close()
+        for s in socks:
+            s.close()
+        bye(r2)

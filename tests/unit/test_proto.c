@@ -1609,7 +1609,7 @@ START_TEST(test_resp_share_scan)
 
 	/* Connection state, blocking, transactions, Pub/Sub, unknown: a connection of their own. */
 	static const char *const own[] = {
-		"*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n", "*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n", "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+		"*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n", "*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n", "*2\r\n$5\r\nHELLO\r\n$1\r\n4\r\n",
 		"*1\r\n$5\r\nMULTI\r\n", "*2\r\n$5\r\nWATCH\r\n$1\r\nk\r\n", "*3\r\n$5\r\nBLPOP\r\n$1\r\nl\r\n$1\r\n0\r\n",
 		"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n", "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n", "*1\r\n$4\r\nQUIT\r\n",
 		"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n", "*1\r\n$7\r\nMONITOR\r\n", "*1\r\n$5\r\nRESET\r\n",
@@ -1620,12 +1620,13 @@ START_TEST(test_resp_share_scan)
 	/* Known early: a partial AUTH is already not shareable; a partial SELECT may be SELECT 0. */
 	ck_assert_int_eq(SHARE("*2\r\n$4\r\nauth\r\n$", &len), RESP_SHARE_NO);
 	ck_assert_int_eq(SHARE("*2\r\n$6\r\nselect\r\n$", &len), RESP_SHARE_MORE);
-	/* Harmless forms: SELECT 0, HELLO, HELLO 2 share; CLIENT SETINFO is answered locally. */
+	/* Harmless forms: SELECT 0 and HELLO share, HELLO 2/3 where the protocol is that already;
+	 * CLIENT SETINFO is answered locally. */
 	ck_assert_int_eq(SHARE("*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n", &len), RESP_SHARE_YES);
 	ck_assert_int_eq(SHARE("*2\r\n$6\r\nselect\r\n$2\r\n00\r\n", &len), RESP_SHARE_NO);
 	ck_assert_int_eq(SHARE("*1\r\n$5\r\nhello\r\n", &len), RESP_SHARE_YES);
-	ck_assert_int_eq(SHARE("*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n", &len), RESP_SHARE_YES);
-	ck_assert_int_eq(SHARE("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", &len), RESP_SHARE_NO);
+	ck_assert_int_eq(SHARE("*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n", &len), RESP_SHARE_HELLO2);
+	ck_assert_int_eq(SHARE("*2\r\n$5\r\nhello\r\n$1\r\n3\r\n", &len), RESP_SHARE_HELLO3);
 	ck_assert_int_eq(SHARE("*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n", &len),
 			 RESP_SHARE_NO);
 	ck_assert_int_eq(SHARE("*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$8\r\nLIB-NAME\r\n$8\r\nredis-py\r\n",
