@@ -252,6 +252,8 @@ static void drop_upstream(struct session *s)
 	s->sh = NULL;
 	s->shared_out = 0;
 	s->shared_bytes = 0;
+	s->shared_reply = 0;
+	s->shared_need = 0;
 	if (s->member >= 0)
 		service_detach(s->svc, s);
 	/* The client may have been paused because the upstream's output was full. */
@@ -355,6 +357,14 @@ static bool hold(struct session *s, const char *why)
 	return false;
 }
 
+/* Off its server (if it had one) and waiting again, with a fresh hold_timeout. */
+static bool hold_again(struct session *s, const char *why)
+{
+	drop_upstream(s);
+	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
+	return hold(s, why);
+}
+
 static void retry_append(struct session *s, const uint8_t *p, size_t n)
 {
 	if (!s->retry_valid)
@@ -428,14 +438,12 @@ static bool migrate(struct session *s, const char *why, bool replay)
 
 	c->migrated++;
 	snprintf(reason, sizeof(reason), "(moving: %s)", why);
-	drop_upstream(s);
 	service_proto(s->svc)->init(&s->ps);
 	s->replay = replay && s->retry_valid && s->retry_len > 0;
 	if (!s->replay)
 		s->retry_len = 0;
 	s->retry_valid = false;
-	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
-	return hold(s, reason);
+	return hold_again(s, reason);
 }
 
 /* The server refused to start the session (it is shutting down) or closed it before accepting
@@ -598,7 +606,6 @@ static bool pin(struct session *s)
 	service_counters(s->svc)->pinned++;
 	s->shared = false;
 	s->unshare = false;
-	s->shared_need = 0;
 	drop_upstream(s);
 	service_proto(s->svc)->init(&s->ps);
 	s->retry_valid = false;
@@ -644,9 +651,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		if (sh == NULL || total < s->shared_need) {
 			if (sh == NULL && !s->unshare && s->state == SESSION_ACTIVE && s->shared_out == 0) {
 				/* Its member's shared connection is gone (or not ready yet): wait for one. */
-				drop_upstream(s);
-				s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
-				if (hold(s, "(waiting for a shared connection)"))
+				if (hold_again(s, "(waiting for a shared connection)"))
 					return true;
 				route_if_ready(s);
 				return false;
@@ -819,21 +824,14 @@ void session_shared_unsent(struct session *s, struct evbuffer *unsent)
 {
 	struct evbuffer *in = client_input(s);
 
-	s->sh = NULL;
-	s->shared_out = 0;
-	s->shared_bytes = 0;
-	s->shared_reply = 0;
-	s->shared_need = 0;
 	if (in == NULL || evbuffer_prepend_buffer(in, unsent) < 0) {
 		evbuffer_free(unsent);
 		close_after_flush(s, "(shared connection lost; out of memory)");
 		return;
 	}
 	evbuffer_free(unsent);
-	drop_upstream(s);
-	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
 	/* The service releases it once there is a connection to send them on. */
-	if (!hold(s, "(its shared connection failed before its commands left)"))
+	if (!hold_again(s, "(its shared connection failed before its commands left)"))
 		service_kick_held(s->svc);
 }
 
@@ -841,9 +839,6 @@ void session_shared_lost(struct session *s, const char *why)
 {
 	char reason[200];
 
-	s->sh = NULL;
-	s->shared_out = 0;
-	s->shared_bytes = 0;
 	snprintf(reason, sizeof(reason), "(shared connection lost: %s)", why);
 	close_after_flush(s, reason);
 }

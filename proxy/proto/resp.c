@@ -687,18 +687,14 @@ static size_t resp_simple_frame(const uint8_t *p, size_t n)
 			return 0;
 		return k;
 	case '$': {
-		uint64_t len = 0;
-		size_t i = 1;
+		uint64_t len;
+		size_t at = 1;
 		if (p[1] == '-')  /* the null bulk string, "$-1" */
 			return n >= 5 && p[2] == '1' && p[3] == '\r' && p[4] == '\n' ? 5 : 0;
-		while (i < n && i < 12 && p[i] >= '0' && p[i] <= '9')
-			len = len * 10 + (uint64_t)(p[i++] - '0');
-		if (i == 1 || i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n')
+		if (resp_length_line(p, n, &at, RESP_MAX_BULK, &len) <= 0 || len + 2 > n - at)
 			return 0;
-		k = i + 2 + (size_t)len + 2;
-		if (k > n || p[k - 2] != '\r' || p[k - 1] != '\n')
-			return 0;
-		return k;
+		k = at + (size_t)len + 2;
+		return p[k - 2] == '\r' && p[k - 1] == '\n' ? k : 0;
 	}
 	default:
 		return 0;
@@ -710,35 +706,20 @@ static size_t resp_simple_frame(const uint8_t *p, size_t n)
  * incomplete, malformed or empty (the byte machine decides then). */
 static size_t resp_client_fast(struct resp_state *r, const uint8_t *p, size_t n)
 {
-	const uint8_t *arg[3];
-	uint64_t len[3], nargs, blen;
-	size_t at = 1;
+	struct resp_request rq;
+	size_t len;
 
-	if (p[0] != '*' || resp_length_line(p, n, &at, RESP_MAX_COUNT, &nargs) <= 0 || nargs == 0)
+	if (resp_request(p, n, RESP_MAX_BULK, RESP_MAX_COUNT, &rq, &len) != 1)
 		return 0;
-	for (uint64_t i = 0; i < nargs; i++) {
-		if (at >= n || p[at] != '$')
-			return 0;
-		at++;
-		if (resp_length_line(p, n, &at, RESP_MAX_BULK, &blen) <= 0 || blen + 2 > n - at)
-			return 0;
-		if (p[at + blen] != '\r' || p[at + blen + 1] != '\n')
-			return 0;
-		if (i < 3) {
-			arg[i] = p + at;
-			len[i] = blen;
-		}
-		at += (size_t)blen + 2;
-	}
 	resp_cmd_begin(r);
-	for (uint64_t i = 0; i < nargs && i < 3; i++) {
-		resp_arg_begin(r, len[i]);
-		resp_arg_bytes(r, arg[i], (size_t)len[i]);
+	for (unsigned i = 0; i < rq.seen; i++) {
+		resp_arg_begin(r, rq.arg_len[i]);
+		resp_arg_bytes(r, rq.arg[i], rq.arg_len[i]);
 		resp_arg_end(r);
 	}
-	r->arg_idx = nargs < UINT8_MAX ? (uint8_t)nargs : UINT8_MAX;
+	r->arg_idx = rq.nargs < UINT8_MAX ? (uint8_t)rq.nargs : UINT8_MAX;
 	resp_cmd_end(r);
-	return at;
+	return len;
 }
 
 static void resp_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n)

@@ -159,60 +159,23 @@ static enum resp_share special_form(enum special sp, uint64_t nargs, const uint8
 
 static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
 {
-	uint64_t nargs, blen;
-	size_t at = 1, len1 = 0;
-	const uint8_t *arg1 = NULL;
+	struct resp_request rq;
 	enum special sp = SPECIAL_NONE;
-	int k;
+	int k = resp_request(p, n, max, SHARE_MAX_ARGS, &rq, len);
 
-	*len = 1;
-	if (n == 0)
+	if (k < 0)
+		return RESP_SHARE_NO;
+	/* The name is the first argument: refuse early what will never be shared. */
+	if (rq.seen >= 1 && !resp_shareable_name(rq.arg[0], rq.arg_len[0])) {
+		sp = special_name(rq.arg[0], rq.arg_len[0]);
+		if (sp == SPECIAL_NONE)
+			return RESP_SHARE_NO;
+	}
+	if (k == 0)
 		return RESP_SHARE_MORE;
-	/* Inline commands (and anything that is not an array) are left to a connection of their own. */
-	if (p[0] != '*')
-		return RESP_SHARE_NO;
-	if ((k = resp_length_line(p, n, &at, SHARE_MAX_ARGS, &nargs)) <= 0) {
-		*len = at + 1;
-		return k < 0 ? RESP_SHARE_NO : RESP_SHARE_MORE;
-	}
-	if (nargs == 0)
-		return RESP_SHARE_NO;
-	for (uint64_t i = 0; i < nargs; i++) {
-		size_t start;
-		if (at >= n) {
-			*len = at + 1;
-			return at >= max ? RESP_SHARE_NO : RESP_SHARE_MORE;
-		}
-		if (p[at] != '$')
-			return RESP_SHARE_NO;
-		at++;
-		if ((k = resp_length_line(p, n, &at, max, &blen)) <= 0) {
-			*len = at + 1;
-			return k < 0 ? RESP_SHARE_NO : RESP_SHARE_MORE;
-		}
-		start = at;
-		if (at > max || blen + 2 > max - at)
-			return RESP_SHARE_NO;
-		at += (size_t)blen + 2;
-		if (i == 0 && n >= start + (size_t)blen && !resp_shareable_name(p + start, (size_t)blen)) {
-			/* The name is the first argument: refuse early what will never be shared. */
-			sp = special_name(p + start, (size_t)blen);
-			if (sp == SPECIAL_NONE)
-				return RESP_SHARE_NO;
-		}
-		if (at > n) {
-			*len = at;
-			return RESP_SHARE_MORE;
-		}
-		if (p[at - 2] != '\r' || p[at - 1] != '\n')
-			return RESP_SHARE_NO;
-		if (i == 1) {
-			arg1 = p + start;
-			len1 = (size_t)blen;
-		}
-	}
-	*len = at;
-	return sp == SPECIAL_NONE ? RESP_SHARE_YES : special_form(sp, nargs, arg1, len1);
+	if (sp == SPECIAL_NONE)
+		return RESP_SHARE_YES;
+	return special_form(sp, rq.nargs, rq.seen >= 2 ? rq.arg[1] : NULL, rq.seen >= 2 ? rq.arg_len[1] : 0);
 }
 
 enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len)
