@@ -1,7 +1,6 @@
 """The interface every engine of the lab implements, plus the parts they share."""
 
 import contextlib
-import os
 import signal
 import time
 

@@ -21,7 +21,7 @@ import time
 from .base import Steps
 from .mariadb import MariaDB
 from .pg import Postgres
-from .procs import LabError, RunAs, find_procs, free_port, is_root, kill_hard, port_is_free
+from .procs import LabError, RunAs, find_procs, free_port, in_parallel, is_root, kill_hard, port_is_free
 from .rediseng import Redis
 
 ENGINES = {"postgres": Postgres, "mysql": MariaDB, "redis": Redis}
@@ -256,21 +256,13 @@ class Lab:
             for e in engines:
                 self._init_engine_state(e, ports[e])
             self._save()
-            timings, errors = {}, {}
+            timings = {}
 
             def create(e):
                 t = time.monotonic()
-                try:
-                    eng = self._engine(e)
-                    eng.create(self.nodes(e))
-                    timings[e] = round(time.monotonic() - t, 2)
-                except Exception as exc:  # noqa: BLE001
-                    errors[e] = exc
-            threads = [threading.Thread(target=create, args=(e,)) for e in engines]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+                self._engine(e).create(self.nodes(e))
+                timings[e] = round(time.monotonic() - t, 2)
+            errors = dict(in_parallel(create, engines))
             if errors:
                 for e in engines:      # leave nothing half-up behind
                     self._destroy_engine(e, keep=False)
@@ -380,11 +372,8 @@ class Lab:
             return
         eng = self._engine(e)
         nodes = self.nodes(e)
-        threads = [threading.Thread(target=eng.stop, args=(n, self.stop_timeout)) for n in nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        # a node that does not stop gracefully is killed just below
+        in_parallel(lambda n: eng.stop(n, self.stop_timeout), nodes)
         for n in nodes:
             kill_hard(n.pid, eng.proc_names, n.dir)
         if keep:

@@ -7,11 +7,10 @@ consistent mariadb-dump of the primary, like pg's rewind/basebackup fallback."""
 import os
 import re
 import subprocess
-import threading
 import uuid
 
 from .base import Engine, Steps
-from .procs import LabError, is_root, run, wait_until
+from .procs import LabError, in_parallel, is_root, run, wait_until
 
 REPL_USER, REPL_PASSWORD = "repl", "repl"
 TEST_USER, TEST_PASSWORD = "test", "test"
@@ -237,28 +236,20 @@ class MariaDB(Engine):
     # ---- Engine interface -----------------------------------------------------------------------
     def create(self, nodes):
         p, replicas = nodes[0], nodes[1:]
-        errors = []
 
         def init(n):
-            try:
-                os.makedirs(n.dir, exist_ok=True)
-                os.makedirs(self._tmpdir(n), exist_ok=True)
-                cmd = ["mariadb-install-db", "--no-defaults", "--datadir=%s" % n.dir, "--tmpdir=%s" % self._tmpdir(n),
-                       "--auth-root-authentication-method=normal", "--skip-test-db"]
-                if is_root():
-                    cmd.append("--user=root")
-                run(cmd, cwd=os.path.dirname(n.dir), what="mariadb-install-db for %s" % n.name)
-                self._start_proc(n, read_only=(n is not p))
-                self.q(n, *BOOTSTRAP)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
-        threads = [threading.Thread(target=init, args=(n,)) for n in nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            os.makedirs(n.dir, exist_ok=True)
+            os.makedirs(self._tmpdir(n), exist_ok=True)
+            cmd = ["mariadb-install-db", "--no-defaults", "--datadir=%s" % n.dir, "--tmpdir=%s" % self._tmpdir(n),
+                   "--auth-root-authentication-method=normal", "--skip-test-db"]
+            if is_root():
+                cmd.append("--user=root")
+            run(cmd, cwd=os.path.dirname(n.dir), what="mariadb-install-db for %s" % n.name)
+            self._start_proc(n, read_only=(n is not p))
+            self.q(n, *BOOTSTRAP)
+        errors = in_parallel(init, nodes)
         if errors:
-            raise errors[0]
+            raise errors[0][1]
         for r in replicas:
             self._change_master(r, p)
         for r in replicas:

@@ -3,11 +3,10 @@
 import os
 import shutil
 import signal
-import threading
 import uuid
 
 from .base import Engine
-from .procs import LabError, pid_alive, run, wait_until
+from .procs import LabError, in_parallel, pid_alive, run, wait_until
 
 PG_BIN = os.environ.get("REPOINT_LAB_PG_BIN", "/usr/lib/postgresql/15/bin")
 
@@ -189,21 +188,13 @@ class Postgres(Engine):
         self.runas.write(os.path.join(p.dir, "pg_hba.conf"), HBA)
         self._start_proc(p)
         self.q(p, "CREATE DATABASE test", fetch=None)
-        errors = []
 
         def clone(r):
-            try:
-                self._basebackup(r, p)
-                self._start_proc(r)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
-        threads = [threading.Thread(target=clone, args=(r,)) for r in replicas]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            self._basebackup(r, p)
+            self._start_proc(r)
+        errors = in_parallel(clone, replicas)
         if errors:
-            raise errors[0]
+            raise errors[0][1]
         for r in replicas:
             self._wait_following(r, p, 15)
         self.write_and_check(p, replicas)

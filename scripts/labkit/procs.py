@@ -5,6 +5,7 @@ import pwd
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 
@@ -242,3 +243,20 @@ def kill_hard(pid, names, path):
             break
     wait_until(lambda: not pid_alive(pid, names, path) and not find_procs(names, path), 10,
                "processes in %s to die" % path)
+
+
+def in_parallel(fn, items):
+    """fn(item) for every item, each in its own thread; returns [(item, exception)] for those that raised."""
+    errors = []
+
+    def one(item):
+        try:
+            fn(item)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller
+            errors.append((item, exc))
+    threads = [threading.Thread(target=one, args=(i,)) for i in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -2,7 +2,6 @@
 import os
 import signal
 import socket
-import subprocess
 import time
 
 import psycopg2
@@ -11,7 +10,7 @@ import pytest
 import redis
 
 from labkit.clients import ENGINES
-from conftest import REPOINT_BIN, Repoint, free_port, wait_for
+from conftest import Repoint, free_port, wait_for
 
 
 @pytest.mark.parametrize("name", ["postgres", "mysql", "redis"])
