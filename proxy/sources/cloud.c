@@ -456,6 +456,50 @@ out:
 	return ok;
 }
 
+/* A page of per-member details (DescribeDBInstances, DescribeCacheClusters) to fill into a copy of
+ * the members: the reply's <list> element, with its Marker in `token` and the copy in *mem. NULL on
+ * error (reported; nothing left to free). */
+static xmlNodePtr open_detail_page(struct xctx *x, const char *body, size_t len, const char *action,
+                                   const char *list, const struct cloud_view *v, char *token, size_t toklen,
+                                   xmlDocPtr *doc, struct cloud_member **mem)
+{
+	xmlNodePtr res = open_reply(x->p, body, len, action, x->ns, doc), l;
+
+	*mem = NULL;
+	if (res == NULL)
+		return NULL;
+	if (!xstr(x, res, "Marker", false, F_TOKEN, token, toklen))
+		goto fail;
+	l = aws_xml_child(res, list, x->ns);
+	if (l == NULL) {
+		fail(x->p, "<%s> missing", list);
+		goto fail;
+	}
+	*mem = dup_members(x->p, v);
+	if (*mem == NULL)
+		goto fail;
+	return l;
+fail:
+	aws_xml_free(*doc);
+	*doc = NULL;
+	return NULL;
+}
+
+/* The end of a detail page: the filled-in members and the page's token are kept if it all parsed. */
+static bool close_detail_page(struct cloud_view *v, struct cloud_member *mem, const char *token, size_t toklen,
+                              xmlDocPtr doc, bool ok)
+{
+	aws_xml_free(doc);
+	if (ok) {
+		free(v->members);
+		v->members = mem;
+		memcpy(v->next_token, token, toklen);
+	} else {
+		free(mem);
+	}
+	return ok;
+}
+
 bool cloud_parse_rds_instances(const char *body, size_t len, struct cloud_view *v, char *err,
                                size_t errlen)
 {
@@ -464,22 +508,13 @@ bool cloud_parse_rds_instances(const char *body, size_t len, struct cloud_view *
 	struct cloud_member *mem = NULL;
 	char token[sizeof(v->next_token)];
 	xmlDocPtr doc;
-	xmlNodePtr res, l, n;
+	xmlNodePtr l, n;
 	bool ok = false;
 
-	res = open_reply(&p, body, len, "DescribeDBInstances", RDS_NS, &doc);
-	if (res == NULL)
+	l = open_detail_page(&x, body, len, "DescribeDBInstances", "DBInstances", v, token, sizeof(token), &doc,
+			     &mem);
+	if (l == NULL)
 		return false;
-	if (!xstr(&x, res, "Marker", false, F_TOKEN, token, sizeof(token)))
-		goto out;
-	l = aws_xml_child(res, "DBInstances", RDS_NS);
-	if (l == NULL) {
-		fail(&p, "<DBInstances> missing");
-		goto out;
-	}
-	mem = dup_members(&p, v);
-	if (mem == NULL)
-		goto out;
 	for (n = aws_xml_first(l); n != NULL; n = aws_xml_next(n)) {
 		char id[128], host[256], status[48], zone[32];
 		uint16_t port;
@@ -503,15 +538,7 @@ bool cloud_parse_rds_instances(const char *body, size_t len, struct cloud_view *
 	}
 	ok = true;
 out:
-	aws_xml_free(doc);
-	if (ok) {
-		free(v->members);
-		v->members = mem;
-		memcpy(v->next_token, token, sizeof(token));
-	} else {
-		free(mem);
-	}
-	return ok;
+	return close_detail_page(v, mem, token, sizeof(token), doc, ok);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -626,22 +653,13 @@ bool cloud_parse_ec_cache_clusters(const char *body, size_t len, struct cloud_vi
 	struct cloud_member *mem = NULL;
 	char token[sizeof(v->next_token)];
 	xmlDocPtr doc;
-	xmlNodePtr res, l, cc;
+	xmlNodePtr l, cc;
 	bool ok = false;
 
-	res = open_reply(&p, body, len, "DescribeCacheClusters", EC_NS, &doc);
-	if (res == NULL)
+	l = open_detail_page(&x, body, len, "DescribeCacheClusters", "CacheClusters", v, token, sizeof(token), &doc,
+			     &mem);
+	if (l == NULL)
 		return false;
-	if (!xstr(&x, res, "Marker", false, F_TOKEN, token, sizeof(token)))
-		goto out;
-	l = aws_xml_child(res, "CacheClusters", EC_NS);
-	if (l == NULL) {
-		fail(&p, "<CacheClusters> missing");
-		goto out;
-	}
-	mem = dup_members(&p, v);
-	if (mem == NULL)
-		goto out;
 	for (cc = aws_xml_first(l); cc != NULL; cc = aws_xml_next(cc)) {
 		char id[128], cstatus[48];
 		xmlNodePtr nl, n;
@@ -677,15 +695,7 @@ bool cloud_parse_ec_cache_clusters(const char *body, size_t len, struct cloud_vi
 	}
 	ok = true;
 out:
-	aws_xml_free(doc);
-	if (ok) {
-		free(v->members);
-		v->members = mem;
-		memcpy(v->next_token, token, sizeof(token));
-	} else {
-		free(mem);
-	}
-	return ok;
+	return close_detail_page(v, mem, token, sizeof(token), doc, ok);
 }
 
 bool cloud_parse_ec_global_groups(const char *body, size_t len, const char *global_id,
