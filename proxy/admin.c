@@ -460,3 +460,10 @@ void admin_free(struct admin *a)
 	}
 	free(a);
 }
+
+void admin_reconfigure(struct admin *a, const struct config *cfg, struct service *const *svcs, int nsvcs)
+{
+	a->cfg = cfg;
+	a->svcs = svcs;
+	a->nsvcs = nsvcs;
+}

@@ -15,5 +15,7 @@ struct admin;
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
 			  int nsvcs);
 void admin_free(struct admin *a);
+/* Reload: the same listener serves `cfg` (admin_token) and these services from now on. */
+void admin_reconfigure(struct admin *a, const struct config *cfg, struct service *const *svcs, int nsvcs);
 
 #endif

@@ -36,7 +36,9 @@ static const char usage_text[] =
 	"\n"
 	"Signals: SIGTERM or SIGINT stop accepting, let connections finish (each is closed at its\n"
 	"next idle point) for up to [repoint] shutdown_timeout, then exit 0; a second signal exits\n"
-	"at once.\n";
+	"at once. SIGHUP re-reads the configuration and applies it without closing sessions it does\n"
+	"not concern; a file that fails the check is refused (logged with file:line) and the running\n"
+	"configuration stays.\n";
 
 static int run(struct config *cfg)
 {

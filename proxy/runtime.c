@@ -19,6 +19,8 @@ static unsigned open_sessions(const struct runtime *rt)
 
 	for (int i = 0; i < rt->nsvcs; i++)
 		n += service_nsessions(rt->svcs[i]);
+	for (int i = 0; i < rt->nretired; i++)
+		n += service_nsessions(rt->retired[i]);
 	return n;
 }
 
@@ -59,6 +61,127 @@ void runtime_stop(struct runtime *rt)
 	tick_cb(-1, 0, rt);
 }
 
+static bool grow(void *arrp, int n, size_t size)
+{
+	void **arr = arrp;
+	void *p = realloc(*arr, (size_t)(n + 1) * size);
+
+	if (p == NULL)
+		return false;
+	*arr = p;
+	return true;
+}
+
+static struct service *find_service(struct service **svcs, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (svcs[i] != NULL && strcmp(service_name(svcs[i]), name) == 0)
+			return svcs[i];
+	return NULL;
+}
+
+static void log_lines(enum log_level lvl, const char *prefix, const char *text)
+{
+	while (*text != '\0') {
+		const char *nl = strchr(text, '\n');
+		int len = nl != NULL ? (int)(nl - text) : (int)strlen(text);
+		log_msg(lvl, "repoint", "%s%.*s", prefix, len, text);
+		text += len + (nl != NULL);
+	}
+}
+
+bool runtime_reload(struct runtime *rt)
+{
+	char err[8192], why[512];
+	struct config *cfg;
+	struct service **next;
+	int n = 0, added = 0, changed = 0, removed = 0, kept = 0;
+	bool admin_moved;
+
+	if (rt->stopping)
+		return false;
+	cfg = config_load(rt->cfg->path, err, sizeof(err));
+	if (cfg == NULL) {
+		rt->reload_failures++;
+		log_error("repoint", "reload of %s refused; the running configuration stays:", rt->cfg->path);
+		log_lines(LOG_ERROR, "  ", err);
+		return false;
+	}
+	next = calloc((size_t)(cfg->nservices > 0 ? cfg->nservices : 1), sizeof(*next));
+	if (next == NULL || !grow(&rt->old_cfgs, rt->nold_cfgs, sizeof(*rt->old_cfgs))) {
+		log_error("repoint", "reload: out of memory; the running configuration stays");
+		free(next);
+		config_free(cfg);
+		return false;
+	}
+	log_setup(cfg->log_level, cfg->log_format);
+	for (struct service_config *sc = cfg->services; sc != NULL; sc = sc->next) {
+		struct service *svc = find_service(rt->svcs, rt->nsvcs, sc->name);
+		if (svc != NULL) {
+			if (service_reconfigure(svc, sc, why, sizeof(why)))
+				changed++;
+			else {
+				log_warn("repoint", "reload: service %s: %s", sc->name, why);
+				kept++;
+			}
+			next[n++] = svc;
+			continue;
+		}
+		svc = service_new(rt->base, sc, &cfg->aws);
+		if (svc == NULL || !service_start(svc)) {
+			log_error("repoint", "reload: service %s could not start (see above); it is left out", sc->name);
+			service_free(svc);
+			continue;
+		}
+		next[n++] = svc;
+		added++;
+	}
+	for (int i = 0; i < rt->nsvcs; i++) {
+		if (find_service(next, n, service_name(rt->svcs[i])) != NULL)
+			continue;
+		if (!grow(&rt->retired, rt->nretired, sizeof(*rt->retired))) {
+			/* Cannot keep track of it: it goes on serving as before, under no name. */
+			log_error("repoint", "reload: out of memory retiring service %s", service_name(rt->svcs[i]));
+			continue;
+		}
+		log_info("repoint", "reload: service %s removed: draining its sessions", service_name(rt->svcs[i]));
+		service_retire(rt->svcs[i], cfg->shutdown_timeout_ms);
+		rt->retired[rt->nretired++] = rt->svcs[i];
+		removed++;
+	}
+	free(rt->svcs);
+	rt->svcs = next;
+	rt->nsvcs = n;
+	/* The previous configuration stays alive: services kept as they were, and retired ones, read it. */
+	rt->old_cfgs[rt->nold_cfgs++] = rt->cfg == rt->boot_cfg ? NULL : rt->cfg;
+	rt->cfg = cfg;
+	admin_moved = cfg->has_admin != (rt->admin != NULL) ||
+		      (cfg->has_admin && (cfg->admin.port != rt->boot_admin.port ||
+					  strcmp(cfg->admin.host, rt->boot_admin.host) != 0));
+	if (admin_moved) {
+		admin_free(rt->admin);
+		rt->admin = NULL;
+		if (cfg->has_admin)
+			rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs);
+		if (cfg->has_admin)
+			rt->boot_admin = cfg->admin;
+	} else if (rt->admin != NULL) {
+		admin_reconfigure(rt->admin, cfg, rt->svcs, rt->nsvcs);
+	}
+	rt->reloads++;
+	log_info("repoint", "configuration reloaded from %s: %d service(s) changed in place, %d added, %d removed, %d kept as they were",
+		 cfg->path, changed, added, removed, kept);
+	return true;
+}
+
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	log_info("repoint", "SIGHUP received: reloading the configuration");
+	runtime_reload(arg);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct runtime *rt = arg;
@@ -82,6 +205,8 @@ struct runtime *runtime_start(struct config *cfg)
 	if (rt == NULL)
 		return NULL;
 	rt->cfg = cfg;
+	rt->boot_cfg = cfg;
+	rt->boot_admin = cfg->admin;
 	signal(SIGPIPE, SIG_IGN);
 	rt->base = event_base_new();
 	rt->svcs = calloc((size_t)(cfg->nservices > 0 ? cfg->nservices : 1), sizeof(*rt->svcs));
@@ -107,10 +232,12 @@ struct runtime *runtime_start(struct config *cfg)
 	}
 	rt->sigterm = evsignal_new(rt->base, SIGTERM, signal_cb, rt);
 	rt->sigint = evsignal_new(rt->base, SIGINT, signal_cb, rt);
-	if (rt->sigterm == NULL || rt->sigint == NULL)
+	rt->sighup = evsignal_new(rt->base, SIGHUP, sighup_cb, rt);
+	if (rt->sigterm == NULL || rt->sigint == NULL || rt->sighup == NULL)
 		goto fail;
 	evsignal_add(rt->sigterm, NULL);
 	evsignal_add(rt->sigint, NULL);
+	evsignal_add(rt->sighup, NULL);
 	log_info("repoint", "repoint %s running with %d service(s) from %s", PACKAGE_VERSION, rt->nsvcs, cfg->path);
 	return rt;
 fail:
@@ -139,7 +266,17 @@ void runtime_free(struct runtime *rt)
 	admin_free(rt->admin);
 	for (int i = 0; i < rt->nsvcs; i++)
 		service_free(rt->svcs[i]);
+	for (int i = 0; i < rt->nretired; i++)
+		service_free(rt->retired[i]);
 	free(rt->svcs);
+	free(rt->retired);
+	if (rt->cfg != rt->boot_cfg)
+		config_free(rt->cfg);
+	for (int i = 0; i < rt->nold_cfgs; i++)
+		config_free(rt->old_cfgs[i]);
+	free(rt->old_cfgs);
+	if (rt->sighup)
+		event_free(rt->sighup);
 	if (rt->sigterm)
 		event_free(rt->sigterm);
 	if (rt->sigint)

@@ -595,6 +595,36 @@ static void member_free(struct member *m)
 	free(m);
 }
 
+/* The member's probe, with the service's current probe settings (the probe copies them). */
+static bool member_probe_start(struct member *m)
+{
+	const struct service_config *cfg = m->svc->cfg;
+	struct probe_params pp = {
+		.protocol = cfg->protocol,
+		.host = m->hp.host,
+		.port = m->hp.port,
+		.user = cfg->probe_user,
+		.password = cfg->probe_password,
+		.database = cfg->probe_database,
+		.timeout_ms = cfg->probe_timeout_ms,
+	};
+
+	m->probe = probe_new(m->svc->base, &pp, probe_done, m);
+	if (m->probe == NULL)
+		return false;
+	probe_on_idle_lost(m->probe, probe_lost);
+	return true;
+}
+
+/* No more probes for this member (until member_probe_start). */
+static void member_probe_stop(struct member *m)
+{
+	evtimer_del(m->timer);
+	if (m->probe != NULL)
+		probe_free(m->probe);
+	m->probe = NULL;
+}
+
 static struct member *member_new(struct service *svc, const struct hostport *hp, const char *id)
 {
 	const struct service_config *cfg = svc->cfg;
@@ -620,22 +650,9 @@ static struct member *member_new(struct service *svc, const struct hostport *hp,
 		member_free(m);
 		return NULL;
 	}
-	if (cfg->probes) {
-		struct probe_params pp = {
-			.protocol = cfg->protocol,
-			.host = hp->host,
-			.port = hp->port,
-			.user = cfg->probe_user,
-			.password = cfg->probe_password,
-			.database = cfg->probe_database,
-			.timeout_ms = cfg->probe_timeout_ms,
-		};
-		m->probe = probe_new(svc->base, &pp, probe_done, m);
-		if (m->probe == NULL) {
-			member_free(m);
-			return NULL;
-		}
-		probe_on_idle_lost(m->probe, probe_lost);
+	if (cfg->probes && !member_probe_start(m)) {
+		member_free(m);
+		return NULL;
 	}
 	return m;
 }
@@ -815,12 +832,34 @@ struct service *service_new(struct event_base *base, const struct service_config
 	return svc;
 }
 
+/* A listener on `hp`, accepting into this service; NULL with the reason in err. */
+static struct evconnlistener *listen_on(struct service *svc, const struct hostport *hp, char *err, size_t errlen)
+{
+	struct evconnlistener *l;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char why[256], addr[300];
+
+	hostport_str(hp, addr, sizeof(addr));
+	if (!resolve(hp, &ss, &sslen, why, sizeof(why))) {
+		snprintf(err, errlen, "listen %s: %s", addr, why);
+		return NULL;
+	}
+	l = evconnlistener_new_bind(svc->base, accept_cb, svc,
+				    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 4096,
+				    (struct sockaddr *)&ss, (int)sslen);
+	if (l == NULL) {
+		snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l, accept_error_cb);
+	return l;
+}
+
 bool service_start(struct service *svc)
 {
 	const struct service_config *cfg = svc->cfg;
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	char err[256], addr[300];
+	char err[400], addr[300];
 
 	if (cfg->source == NULL && !cfg->probes) {
 		log_error(svc->subject, "probes = off needs a source: with static members only probes tell roles");
@@ -834,19 +873,11 @@ bool service_start(struct service *svc)
 		if (svc->source == NULL || !aws_source_start(svc->source))
 			return false;
 	}
-	if (!resolve(&cfg->listen, &ss, &sslen, err, sizeof(err))) {
-		log_error(svc->subject, "listen %s: %s", hostport_str(&cfg->listen, addr, sizeof(addr)), err);
-		return false;
-	}
-	svc->listener = evconnlistener_new_bind(svc->base, accept_cb, svc,
-						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-						4096, (struct sockaddr *)&ss, (int)sslen);
+	svc->listener = listen_on(svc, &cfg->listen, err, sizeof(err));
 	if (svc->listener == NULL) {
-		log_error(svc->subject, "cannot listen on %s: %s", hostport_str(&cfg->listen, addr, sizeof(addr)),
-			  strerror(errno));
+		log_error(svc->subject, "%s", err);
 		return false;
 	}
-	evconnlistener_set_error_cb(svc->listener, accept_error_cb);
 	if (cfg->source != NULL)
 		log_info(svc->subject, "listening on %s (%s, route %s, members from %s%s)",
 			 hostport_str(&cfg->listen, addr, sizeof(addr)), protocol_name(cfg->protocol),
@@ -872,6 +903,108 @@ void service_shutdown(struct service *svc, int64_t timeout_ms)
 	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, all);
 		session_drain(s, DRAIN_GRACEFUL, timeout_ms);
+	}
+}
+
+/* --- reload --- */
+
+static bool same_str(const char *a, const char *b)
+{
+	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+static bool same_hostport(const struct hostport *a, const struct hostport *b)
+{
+	return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+/* Keys whose change the running service cannot take in place (see service.h). */
+static const char *needs_restart(const struct service_config *old, const struct service_config *cfg)
+{
+	if (cfg->protocol != old->protocol)
+		return "protocol";
+	if (!same_str(cfg->source, old->source))
+		return "source";
+	if (!same_str(cfg->shard, old->shard))
+		return "shard";
+	return NULL;
+}
+
+bool service_reconfigure(struct service *svc, const struct service_config *cfg, char *err, size_t errlen)
+{
+	const struct service_config *old = svc->cfg;
+	struct evconnlistener *l = NULL;
+	const char *key = needs_restart(old, cfg);
+	bool probes_changed, members_changed = false;
+	char addr[300];
+
+	if (key != NULL) {
+		snprintf(err, errlen, "%s changed: that needs a restart (the running service is kept as it was)", key);
+		return false;
+	}
+	if (cfg->source == NULL && !cfg->probes) {
+		snprintf(err, errlen, "probes = off needs a source: with static members only probes tell roles");
+		return false;
+	}
+	if (!same_hostport(&cfg->listen, &old->listen) && (l = listen_on(svc, &cfg->listen, err, errlen)) == NULL)
+		return false;
+	probes_changed = cfg->probes != old->probes || !same_str(cfg->probe_user, old->probe_user) ||
+			 !same_str(cfg->probe_password, old->probe_password) ||
+			 !same_str(cfg->probe_database, old->probe_database) ||
+			 cfg->probe_timeout_ms != old->probe_timeout_ms;
+	if (cfg->source == NULL) {
+		members_changed = cfg->nmembers != old->nmembers;
+		for (int i = 0; !members_changed && i < cfg->nmembers; i++)
+			members_changed = !same_hostport(&cfg->members[i], &old->members[i]);
+	}
+	/* From here on the service runs on `cfg` (new members are probed with its settings). */
+	svc->cfg = cfg;
+	if (members_changed && !set_members(svc, cfg->members, NULL, cfg->nmembers)) {
+		svc->cfg = old;
+		if (l != NULL)
+			evconnlistener_free(l);
+		snprintf(err, errlen, "the new members cannot be used (see the log): the running service is kept as it was");
+		return false;
+	}
+	if (l != NULL) {
+		/* The new address accepts from now on; sessions accepted on the old one go on. */
+		evconnlistener_free(svc->listener);
+		svc->listener = l;
+		if (svc->accepting_paused || svc->stopping)
+			evconnlistener_disable(l);
+		log_info(svc->subject, "now listening on %s", hostport_str(&cfg->listen, addr, sizeof(addr)));
+	}
+	svc->topo.down_after = cfg->down_after < 1 ? 1 : cfg->down_after;
+	if (probes_changed) {
+		for (int i = 0; i < svc->nmembers; i++) {
+			struct member *m = svc->members[i];
+			member_probe_stop(m);
+			if (cfg->probes && member_probe_start(m))
+				schedule_probe(m, 0);
+		}
+	}
+	if (svc->accepting_paused && !svc->stopping && svc->nsessions < (unsigned)cfg->max_clients) {
+		evconnlistener_enable(svc->listener);
+		svc->accepting_paused = false;
+	} else if (!svc->accepting_paused && svc->nsessions >= (unsigned)cfg->max_clients) {
+		evconnlistener_disable(svc->listener);
+		svc->accepting_paused = true;
+	}
+	return true;
+}
+
+void service_retire(struct service *svc, int64_t timeout_ms)
+{
+	service_shutdown(svc, timeout_ms);
+	if (svc->listener != NULL) {
+		evconnlistener_free(svc->listener);
+		svc->listener = NULL;
+	}
+	for (int i = 0; i < svc->nmembers; i++)
+		member_probe_stop(svc->members[i]);
+	if (svc->source != NULL) {
+		aws_source_free(svc->source);
+		svc->source = NULL;
 	}
 }
 

@@ -34,6 +34,16 @@ bool service_start(struct service *svc) __attribute__((warn_unused_result));
  * timeout_ms; held clients are refused. */
 void service_shutdown(struct service *svc, int64_t timeout_ms);
 unsigned service_nsessions(const struct service *svc);
+/* Reload: run on `cfg` from now on (the caller keeps it alive while the service uses it), without
+ * closing a session the change does not concern. Taken in place: listen (the listener moves;
+ * sessions go on), members (sessions on members that leave are closed), probe settings (the
+ * probes start again), timeouts, route, max_clients, down_after, multiplex (for new sessions).
+ * protocol, source and shard need a restart: false, with the reason in err, and the service keeps
+ * running as it was -- as it does on any other failure (an address that cannot be bound). */
+bool service_reconfigure(struct service *svc, const struct service_config *cfg, char *err, size_t errlen);
+/* Gone from the configuration: stops accepting (the listener is closed), probing and polling, and
+ * drains every session as service_shutdown does. Stays allocated until service_free. */
+void service_retire(struct service *svc, int64_t timeout_ms);
 void service_free(struct service *svc);
 
 json_t *service_status_json(const struct service *svc);
