@@ -34,7 +34,7 @@ static const char usage_text[] =
 	"  -V, --version       print the version and exit\n"
 	"  -h, --help          print this help and exit\n"
 	"\n"
-	"Signals: SIGTERM or SIGINT stop accepting, let connections finish (each is closed at its\n"
+	"Signals: SIGTERM or SIGINT close the listeners, let connections finish (each is closed at its\n"
 	"next idle point) for up to [repoint] shutdown_timeout, then exit 0; a second signal exits\n"
 	"at once. SIGHUP re-reads the configuration and applies it without closing sessions it does\n"
 	"not concern; a file that fails the check is refused (logged with file:line) and the running\n"

@@ -39,6 +39,8 @@ struct member {
 	struct hostport hp;
 	struct sockaddr_storage sa;
 	socklen_t salen;
+	bool resolved;                    /* sa holds its address (a name that did not resolve is
+	                                     tried again at each probe, and never routed to) */
 	struct probe *probe;
 	struct event *timer;              /* next probe */
 	unsigned sessions;                /* sessions attached */
@@ -346,6 +348,24 @@ static void observe(struct service *svc, int member, bool ok, enum role role, in
 		react(svc, ev, member);
 }
 
+static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
+
+/* Whether the member has an address to connect to; a name that did not resolve is tried again. */
+static bool member_resolved(struct member *m)
+{
+	char err[200];
+
+	if (m->resolved)
+		return true;
+	if (!resolve(&m->hp, &m->sa, &m->salen, err, sizeof(err))) {
+		snprintf(m->last.detail, sizeof(m->last.detail), "cannot resolve: %.120s", err);
+		return false;
+	}
+	log_info(m->svc->subject, "member %s resolved", m->str);
+	m->resolved = true;
+	return true;
+}
+
 static void probe_done(void *arg, const struct probe_result *r)
 {
 	struct member *m = arg;
@@ -353,6 +373,10 @@ static void probe_done(void *arg, const struct probe_result *r)
 
 	m->last = *r;
 	m->probes++;
+	if (!member_resolved(m)) {
+		m->last.ok = false;
+		r = &m->last;
+	}
 	if (!r->ok) {
 		m->probe_failures++;
 		log_debug(svc->subject, "probe %s failed: %s", m->str, r->detail);
@@ -638,12 +662,14 @@ static struct member *member_new(struct service *svc, const struct hostport *hp,
 	hostport_str(hp, m->str, sizeof(m->str));
 	snprintf(m->id, sizeof(m->id), "%s", id ? id : "");
 	snprintf(m->last.detail, sizeof(m->last.detail), cfg->probes ? "not probed yet" : "probes off");
-	/* Resolved once, when the member appears: members are IP literals or names that resolve
-	 * locally (VPC DNS), and a name that does not resolve now is reported, not waited for. */
+	/* Resolved when the member appears: members are IP literals or names that resolve locally
+	 * (VPC DNS). A name that does not resolve now is reported and tried again at each probe; the
+	 * member counts as failing until it resolves (it is never routed to). */
 	if (!resolve(hp, &m->sa, &m->salen, err, sizeof(err))) {
-		log_error(svc->subject, "member %s: cannot resolve: %s", m->str, err);
-		free(m);
-		return NULL;
+		log_warn(svc->subject, "member %s: cannot resolve: %s (trying again at each probe)", m->str, err);
+		snprintf(m->last.detail, sizeof(m->last.detail), "cannot resolve: %.120s", err);
+	} else {
+		m->resolved = true;
 	}
 	m->timer = evtimer_new(svc->base, probe_timer_cb, m);
 	if (m->timer == NULL) {
@@ -784,8 +810,9 @@ static void source_view(void *arg, const struct aws_source_view *v)
 				snprintf(svc->members[i]->last.detail, sizeof(svc->members[i]->last.detail),
 					 "control plane: %s, %s", m->role == ROLE_WRITER ? "writer" : m->role == ROLE_READER ? "reader" : "role unknown",
 					 m->status[0] ? m->status : "no status");
-				svc->members[i]->last.ok = m->available && m->role != ROLE_UNKNOWN;
-				observe(svc, i, m->available && m->role != ROLE_UNKNOWN, m->role, 0, "control plane");
+				svc->members[i]->last.ok = m->available && m->role != ROLE_UNKNOWN &&
+							   member_resolved(svc->members[i]);
+				observe(svc, i, svc->members[i]->last.ok, m->role, 0, "control plane");
 			}
 		}
 	} else if (svc->api_writer >= 0 && svc->api_writer != svc->topo.writer) {
@@ -894,8 +921,12 @@ void service_shutdown(struct service *svc, int64_t timeout_ms)
 	struct session *s, *next;
 
 	svc->stopping = true;
-	if (svc->listener != NULL)
-		evconnlistener_disable(svc->listener);
+	/* Closed, not just disabled: the kernel would go on accepting into the backlog, and those
+	 * clients would be reset later instead of refused now. */
+	if (svc->listener != NULL) {
+		evconnlistener_free(svc->listener);
+		svc->listener = NULL;
+	}
 	for (s = TAILQ_FIRST(&svc->held); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, held);
 		session_refuse(s, REFUSE_SHUTDOWN);
@@ -996,10 +1027,6 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 void service_retire(struct service *svc, int64_t timeout_ms)
 {
 	service_shutdown(svc, timeout_ms);
-	if (svc->listener != NULL) {
-		evconnlistener_free(svc->listener);
-		svc->listener = NULL;
-	}
 	for (int i = 0; i < svc->nmembers; i++)
 		member_probe_stop(svc->members[i]);
 	if (svc->source != NULL) {
