@@ -42,59 +42,10 @@ static const char *const phase_names[] = {
 #define DRILL_ROLES_SETTLE_MS 3000
 #define DRILL_POLL_MS 50
 
-int64_t drill_now(const struct drill *d)
-{
-	return now_us() - d->t0_us;
-}
 
-static void subject(const struct drill *d, char *buf, size_t len)
-{
-	snprintf(buf, len, "drill %s", d->id);
-}
 
-/* ---- timeline ---------------------------------------------------------------------------------- */
 
-bool drill_marked(const struct drill *d, const char *name)
-{
-	for (size_t i = 0; i < d->nevents; i++)
-		if (strcmp(d->events[i].name, name) == 0)
-			return true;
-	return false;
-}
 
-void drill_mark(struct drill *d, const char *name, bool repeat, const char *fmt, ...)
-{
-	struct drill_event *e;
-	char subj[64];
-	va_list ap;
-
-	if ((!repeat && drill_marked(d, name)) || d->nevents >= DRILL_MAX_EVENTS)
-		return;
-	e = &d->events[d->nevents++];
-	e->name = name;
-	e->at_us = drill_now(d);
-	e->detail[0] = '\0';
-	if (fmt != NULL) {
-		va_start(ap, fmt);
-		vsnprintf(e->detail, sizeof(e->detail), fmt, ap);
-		va_end(ap);
-	}
-	subject(d, subj, sizeof(subj));
-	log_info(subj, "%s%s%s", name, e->detail[0] ? ": " : "", e->detail);
-}
-
-void drill_step(struct drill *d, const char *member, const char *command, bool ok, const char *result)
-{
-	json_t *steps = json_object_get(d->failover, "steps");
-
-	if (steps == NULL) {
-		steps = json_array();
-		json_object_set_new(d->failover, "steps", steps);
-	}
-	json_array_append_new(steps, json_pack("{s:I, s:s, s:s, s:b, s:s}", "at_ms", (json_int_t)(drill_now(d) / 1000),
-					       "member", member != NULL ? member : "", "command", command, "ok", ok,
-					       "result", result != NULL ? result : ""));
-}
 
 /* ---- load -------------------------------------------------------------------------------------- */
 
@@ -392,54 +343,10 @@ static void start_failover(struct drill *d)
 		drill_aws_start(d);
 }
 
-void drill_requested(struct drill *d)
-{
-	d->requested_us = drill_now(d);
-	drill_mark(d, "failover_requested", false, "%s", json_string_value(json_object_get(d->failover, "method")));
-}
 
-void drill_answered(struct drill *d, const char *request_id, const char *detail)
-{
-	d->answered = true;
-	if (request_id != NULL && request_id[0] != '\0')
-		json_object_set_new(d->failover, "request_id", json_string(request_id));
-	drill_mark(d, "api_answered", false, "%s%s%s", detail != NULL ? detail : "",
-		   request_id != NULL && request_id[0] ? " request id " : "", request_id != NULL ? request_id : "");
-	drill_check_recovered(d);
-}
 
-void drill_failover_done(struct drill *d)
-{
-	d->failover_done = true;
-	if (d->fo_kind == DRILL_FO_STATIC && d->new_writer_seen)
-		drill_cluster_available(d, "the new writer is confirmed and the old one follows it");
-	drill_check_recovered(d);
-}
 
-void drill_cluster_available(struct drill *d, const char *detail)
-{
-	if (d->cluster_available)
-		return;
-	d->cluster_available = true;
-	drill_mark(d, "cluster_available", false, "%s", detail);
-	drill_check_recovered(d);
-}
 
-void drill_fail(struct drill *d, const char *status, const char *code, const char *fmt, ...)
-{
-	char subj[64];
-	va_list ap;
-
-	if (d->finished)
-		return;
-	snprintf(d->err_code, sizeof(d->err_code), "%s", code);
-	va_start(ap, fmt);
-	vsnprintf(d->err_msg, sizeof(d->err_msg), fmt, ap);
-	va_end(ap);
-	subject(d, subj, sizeof(subj));
-	log_warn(subj, "%s: %s: %s", status, d->err_code, d->err_msg);
-	drill_finish(d, status);
-}
 
 /* Recovered: the failover ended on our side, the service confirmed a new writer, the cluster
  * says it is available, and every client has gone through since the confirmation. */
@@ -476,26 +383,6 @@ static void setup_done(void *arg, const struct drill_result *r)
 	begin_load(d);
 }
 
-void drill_preflight_ok(struct drill *d)
-{
-	if (d->o.dry_run) {
-		drill_finish(d, "dry_run");
-		return;
-	}
-	if (d->scfg->protocol == PROTOCOL_MYSQL && d->o.write == NULL) {
-		/* The default write needs its table, made before the drill through the writer. */
-		d->setup = drill_conn_new(d->base, &d->listen_ep, setup_done, d);
-		if (d->setup == NULL) {
-			drill_fail(d, "failed", "Internal", "out of memory");
-			return;
-		}
-		drill_enter(d, DRILL_PH_SETUP, -1);
-		drill_conn_run(d->setup, "CREATE TABLE IF NOT EXISTS repoint_drill (id INT PRIMARY KEY, v BIGINT)",
-			       d->o.request_timeout_ms);
-		return;
-	}
-	begin_load(d);
-}
 
 /* Preflight: the service must know its writer (and, briefly, every member's role). */
 static void preflight_poll(struct drill *d)
@@ -739,6 +626,34 @@ static char *dup_opt(const char *s)
 	return s != NULL ? strdup(s) : NULL;
 }
 
+/* What the initiators' notifications (timeline.c) move on. */
+static void flow_preflight_ok(struct drill *d)
+{
+	if (d->o.dry_run) {
+		drill_finish(d, "dry_run");
+		return;
+	}
+	if (d->scfg->protocol == PROTOCOL_MYSQL && d->o.write == NULL) {
+		/* The default write needs its table, made before the drill through the writer. */
+		d->setup = drill_conn_new(d->base, &d->listen_ep, setup_done, d);
+		if (d->setup == NULL) {
+			drill_fail(d, "failed", "Internal", "out of memory");
+			return;
+		}
+		drill_enter(d, DRILL_PH_SETUP, -1);
+		drill_conn_run(d->setup, "CREATE TABLE IF NOT EXISTS repoint_drill (id INT PRIMARY KEY, v BIGINT)",
+			       d->o.request_timeout_ms);
+		return;
+	}
+	begin_load(d);
+}
+
+static const struct drill_flow drill_flow_ops = {
+	.preflight_ok = flow_preflight_ok,
+	.check_recovered = drill_check_recovered,
+	.finish = drill_finish,
+};
+
 struct drill *drill_new(struct event_base *base, struct service *svc, const struct aws_config *aws,
 			const struct drill_options *o, drill_done_cb cb, void *arg)
 {
@@ -749,6 +664,7 @@ struct drill *drill_new(struct event_base *base, struct service *svc, const stru
 	if (d == NULL)
 		return NULL;
 	d->base = base;
+	d->flow = &drill_flow_ops;
 	d->svc = svc;
 	d->scfg = service_config(svc);
 	d->aws = aws;

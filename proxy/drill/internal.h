@@ -64,8 +64,16 @@ struct drill_member {
 #define DRILL_MAX_MESSAGES 2000
 #define DRILL_MAX_RECORDS (4u << 20)
 
+/* How the notifications below move the drill on (drill.c's; see timeline.c). */
+struct drill_flow {
+	void (*preflight_ok)(struct drill *d);
+	void (*check_recovered)(struct drill *d);
+	void (*finish)(struct drill *d, const char *status);
+};
+
 struct drill {
 	struct event_base *base;
+	const struct drill_flow *flow;
 	struct service *svc;
 	const struct service_config *scfg;
 	const struct aws_config *aws;
@@ -127,6 +135,9 @@ struct drill {
 	bool done_called;
 };
 
+/* timeline.c: what the drill records, and the initiators' notifications. */
+/* "drill ID", the subject of the drill's log lines. */
+void drill_subject(const struct drill *d, char *buf, size_t len);
 /* Microseconds since the drill's start. */
 int64_t drill_now(const struct drill *d);
 /* Adds a named moment (the first of each name only, unless repeat); detail is printf-style. */
