@@ -41,8 +41,13 @@ struct member {
 	socklen_t salen;
 	bool resolved;                    /* sa holds its address (a name that did not resolve is
 	                                     tried again at each probe, and never routed to) */
+	int64_t resolve_tried_ms;
 	struct probe *probe;
 	struct event *timer;              /* next probe */
+	int64_t probe_started_ms;         /* when the check under way (or the last one) started */
+	int64_t confirm_after_ms;         /* sessions wait for the member's own word on its role from a
+	                                     check started at or after this time; 0 when none waits */
+	bool probe_again;                 /* check again as soon as the one under way ends */
 	unsigned sessions;                /* sessions attached */
 	struct probe_result last;         /* last probe result */
 	uint64_t probes, probe_failures;
@@ -350,21 +355,33 @@ static void observe(struct service *svc, int member, bool ok, enum role role, in
 
 static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
 
-/* Whether the member has an address to connect to; a name that did not resolve is tried again. */
+/* Whether the member has an address to connect to. A name that did not resolve is taken from the
+ * probe once it reaches the node (its lookup runs off the loop); without probes it is tried again
+ * here, at most every few seconds (a blocking lookup). */
 static bool member_resolved(struct member *m)
 {
 	char err[200];
 
 	if (m->resolved)
 		return true;
-	if (!resolve(&m->hp, &m->sa, &m->salen, err, sizeof(err))) {
-		snprintf(m->last.detail, sizeof(m->last.detail), "cannot resolve: %.120s", err);
-		return false;
+	if (m->probe != NULL) {
+		if (!m->last.ok || !probe_address(m->probe, &m->sa, &m->salen))
+			return false;
+	} else {
+		if (now_ms() - m->resolve_tried_ms < 5000)
+			return false;
+		m->resolve_tried_ms = now_ms();
+		if (!resolve(&m->hp, &m->sa, &m->salen, err, sizeof(err))) {
+			snprintf(m->last.detail, sizeof(m->last.detail), "cannot resolve: %.120s", err);
+			return false;
+		}
 	}
 	log_info(m->svc->subject, "member %s resolved", m->str);
 	m->resolved = true;
 	return true;
 }
+
+static void answer_confirmations(struct member *m, enum role role);
 
 static void probe_done(void *arg, const struct probe_result *r)
 {
@@ -375,14 +392,23 @@ static void probe_done(void *arg, const struct probe_result *r)
 	m->probes++;
 	if (!member_resolved(m)) {
 		m->last.ok = false;
+		m->last.busy = false;
 		r = &m->last;
 	}
-	if (!r->ok) {
-		m->probe_failures++;
-		log_debug(svc->subject, "probe %s failed: %s", m->str, r->detail);
+	if (r->busy) {
+		/* Alive (running a script, loading its data): no word on its role, and no failure. */
+		log_debug(svc->subject, "probe %s: busy: %s", m->str, r->detail);
+	} else {
+		if (!r->ok) {
+			m->probe_failures++;
+			log_debug(svc->subject, "probe %s failed: %s", m->str, r->detail);
+		}
+		observe(svc, m->index, r->ok, r->role, r->epoch, "probe");
 	}
-	observe(svc, m->index, r->ok, r->role, r->epoch, "probe");
-	schedule_probe(m, probe_interval(svc));
+	if (m->confirm_after_ms != 0 && m->probe_started_ms >= m->confirm_after_ms)
+		answer_confirmations(m, r->busy ? ROLE_UNKNOWN : r->ok ? r->role : ROLE_DOWN);
+	schedule_probe(m, m->probe_again ? 0 : probe_interval(svc));
+	m->probe_again = false;
 }
 
 static void probe_lost(void *arg)
@@ -393,13 +419,57 @@ static void probe_lost(void *arg)
 	service_probe_soon(m->svc, m->index);
 }
 
+/* Tell the sessions waiting for `m`'s word what it is: ROLE_WRITER or ROLE_READER from its own
+ * answer, ROLE_UNKNOWN when alive but it could not say (busy), ROLE_DOWN when the check failed. */
+static void answer_confirmations(struct member *m, enum role role)
+{
+	struct service *svc = m->svc;
+	struct session *s, *next;
+
+	m->confirm_after_ms = 0;
+	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, all);
+		if (s->confirming && s->confirm_member == m->index)
+			session_confirmed(s, role, svc->topo.writer == m->index);
+	}
+}
+
 static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct member *m = arg;
 
 	(void)fd;
 	(void)what;
+	if (m->probe == NULL) {
+		/* probes = off: nobody can ask the member; the topology's word is all there is. */
+		if (m->confirm_after_ms != 0)
+			answer_confirmations(m, topo_member_healthy(&m->svc->topo, m->index)
+							? topo_member_role(&m->svc->topo, m->index)
+							: ROLE_DOWN);
+		return;
+	}
+	m->probe_started_ms = now_ms();
 	probe_run(m->probe);
+}
+
+void service_confirm_role(struct service *svc, int member)
+{
+	struct member *m;
+	int64_t now = now_ms();
+
+	if (member < 0 || member >= svc->nmembers)
+		return;
+	m = svc->members[member];
+	if (m->confirm_after_ms == 0)
+		m->confirm_after_ms = now;
+	if (m->probe == NULL) {
+		struct timeval tv = {0, 0};
+		evtimer_add(m->timer, &tv);
+	} else if (probe_busy(m->probe)) {
+		m->probe_again = true;   /* the check under way started before the question */
+	} else {
+		schedule_probe(m, 0);
+	}
 }
 
 void service_upstream_failed(struct service *svc, int member, const char *why)
@@ -412,17 +482,10 @@ void service_upstream_failed(struct service *svc, int member, const char *why)
 	service_probe_soon(svc, member);
 }
 
-void service_readonly_seen(struct service *svc, int member, bool verdict)
+void service_readonly_seen(struct service *svc, int member)
 {
-	if (member < 0 || member >= svc->nmembers)
-		return;
-	if (verdict && topo_member_role(&svc->topo, member) == ROLE_WRITER) {
-		log_info(svc->subject, "%s answered a client as read-only: taking it as demoted",
-			 svc->members[member]->str);
-		snprintf(svc->members[member]->last.detail, sizeof(svc->members[member]->last.detail),
-			 "data path: read-only reply");
-		observe(svc, member, true, ROLE_READER, svc->topo.members[member].epoch, "data path");
-	}
+	/* What a client's request got back is no evidence (a script can answer anything): only a
+	 * reason to ask the member itself now. */
 	service_probe_soon(svc, member);
 }
 
@@ -551,6 +614,24 @@ void service_detach(struct service *svc, struct session *s)
 		return;
 	svc->members[s->member]->sessions--;
 	s->member = -1;
+}
+
+int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
+				  size_t keylen)
+{
+	const struct session *s;
+	uint8_t k[PROTO_KEY_MAX];
+	size_t klen;
+
+	if (svc->proto->session_key == NULL)
+		return -1;
+	TAILQ_FOREACH(s, &svc->sessions, all) {
+		if (s == except || s->member < 0 || !svc->proto->session_key(&s->ps, k, &klen))
+			continue;
+		if (klen == keylen && memcmp(k, key, keylen) == 0)
+			return s->member;
+	}
+	return -1;
 }
 
 void service_session_closed(struct service *svc, struct session *s)
@@ -691,7 +772,7 @@ static bool set_members(struct service *svc, const struct hostport *hps, const c
 	struct member **next = calloc((size_t)(n > 0 ? n : 1), sizeof(*next));
 	int *map = calloc((size_t)(n > 0 ? n : 1), sizeof(*map));
 	int *old2new = calloc((size_t)(svc->nmembers > 0 ? svc->nmembers : 1), sizeof(*old2new));
-	struct session *s;
+	struct session *s, *nx_all;
 	bool changed = n != svc->nmembers;
 	unsigned ev;
 
@@ -738,9 +819,12 @@ static bool set_members(struct service *svc, const struct hostport *hps, const c
 				session_drain(s, DRAIN_IMMEDIATE, 0);
 		}
 	}
-	TAILQ_FOREACH(s, &svc->sessions, all)
+	TAILQ_FOREACH(s, &svc->sessions, all) {
 		if (s->member >= 0)
 			s->member = old2new[s->member];
+		if (s->confirming && s->confirm_member >= 0)
+			s->confirm_member = old2new[s->confirm_member];
+	}
 	for (int j = 0; j < svc->nmembers; j++)
 		if (old2new[j] < 0)
 			member_free(svc->members[j]);
@@ -759,6 +843,12 @@ static bool set_members(struct service *svc, const struct hostport *hps, const c
 	ev = topo_remap(&svc->topo, n, map, now_ms());
 	free(map);
 	free(old2new);
+	/* Sessions waiting for the word of a member that left: it will not come. */
+	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = nx_all) {
+		nx_all = TAILQ_NEXT(s, all);
+		if (s->confirming && s->confirm_member < 0)
+			session_confirmed(s, ROLE_DOWN, false);
+	}
 	svc->via = "control plane";
 	if (ev != 0)
 		react(svc, ev, -1);

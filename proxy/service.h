@@ -90,9 +90,13 @@ bool service_stopping(const struct service *svc);
 /* A connection to `member` failed on the data path: counts as a failed observation and asks
  * for an immediate probe. */
 void service_upstream_failed(struct service *svc, int member, const char *why);
-/* The member said it is not a writer on the data path. verdict: its own unambiguous word (Redis
- * -READONLY), taken as an observation; otherwise only a reason to probe it now. */
-void service_readonly_seen(struct service *svc, int member, bool verdict);
+/* A client's request got a read-only refusal from `member`: a reason to probe it now, never an
+ * observation (a script on a writer can answer the same words). */
+void service_readonly_seen(struct service *svc, int member);
+/* A session needs `member`'s own word on its role, from a check that starts from now on: every
+ * session with `confirming` set and `confirm_member` == member hears it through
+ * session_confirmed() (later, from the loop). With probes off the topology's word is given. */
+void service_confirm_role(struct service *svc, int member);
 /* Route held sessions soon (from the loop), if the service knows where to. */
 void service_kick_held(struct service *svc);
 /* An upstream connection to `member` closed while in use: probe the member now. */
@@ -105,6 +109,9 @@ void service_unhold(struct service *svc, struct session *s);
 void service_attach(struct service *svc, struct session *s, int member);
 void service_detach(struct service *svc, struct session *s);
 void service_session_closed(struct service *svc, struct session *s);
+/* The member holding the session whose cancel key (proto session_key) is key[0..keylen), or -1. */
+int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
+				  size_t keylen);
 
 /* Counters a session bumps. */
 struct service_counters {

@@ -48,11 +48,18 @@
 #define SESSION_RETRY_MAX (16 * 1024)
 /* Read-only refusals retried in a row before the error is passed on (the new writer refuses too). */
 #define SESSION_RETRY_STREAK_MAX 3
-/* Session starts replayed before a refusal is passed on; hold_timeout bounds them in time too. */
-#define SESSION_RESTARTS_MAX 100
-/* After a member refused a session's start, it is not tried again for this long (its probe may
- * still say writer: a server shutting down keeps the sessions it has). */
+/* Session starts refused with the protocol's documented "not now" (Postgres 57P01/57P03, MySQL
+ * 1053) replayed before the refusal is passed on; hold_timeout bounds them in time too. */
+#define SESSION_RESTARTS_MAX 8
+/* After a member refused a session's start, it is not tried again for this long, doubling with
+ * each refusal up to SESSION_AVOID_MAX_MS (its probe may still say writer: a server shutting down
+ * keeps the sessions it has, its probe's among them). */
 #define SESSION_AVOID_MS 50
+#define SESSION_AVOID_MAX_MS 2000
+/* How long a session waits for its member's own word on its role (a probe's timeout and more). */
+#define SESSION_CONFIRM_SLACK_MS 500
+
+enum session_confirm { CONFIRM_NONE, CONFIRM_READONLY, CONFIRM_CLOSE };
 
 /* multiplex: the largest command (and average reply) that may share a connection (a partial
  * command waits in client_in until complete), and the commands one session may have in flight
@@ -239,6 +246,8 @@ void session_destroy(struct session *s)
 	if (s->client_in != NULL)
 		evbuffer_free(s->client_in);
 	event_free(s->timer);
+	if (s->held_reply != NULL)
+		evbuffer_free(s->held_reply);
 	service_session_closed(s->svc, s);
 	free(s->retry);
 	free(s);
@@ -335,6 +344,9 @@ static bool hold_timeout_refuse(struct session *s)
 static bool route(struct session *s);
 static bool bind_shared(struct session *s, int member);
 static void route_if_ready(struct session *s);
+static void client_gone(struct session *s, bool error);
+static bool drain_now(struct session *s, bool idle);
+static bool session_idle(const struct session *s);
 
 static bool hold(struct session *s, const char *why)
 {
@@ -447,24 +459,27 @@ static bool migrate(struct session *s, const char *why, bool replay)
 }
 
 /* The server refused to start the session (it is shutting down) or closed it before accepting
- * it: nothing ran, so start it again elsewhere, replaying what the client sent. The member is
- * reported as failing, which holds new clients until the service knows better. Returns true when
+ * it: nothing ran, so start it again elsewhere, replaying what the client sent. Only for the
+ * protocol's documented refusals (startup_refusal), a bounded number of times. Returns true when
  * the session was freed. */
 static bool restart(struct session *s, const char *why)
 {
 	struct service *svc = s->svc;
 	int member = s->member;
 
+	int64_t avoid = SESSION_AVOID_MS << (s->restarts < 6 ? s->restarts : 6);
+
 	s->restarts++;
 	service_counters(svc)->restarted++;
 	s->avoid_member = member;
-	s->avoid_until_ms = now_ms() + SESSION_AVOID_MS;
+	s->avoid_until_ms = now_ms() + (avoid < SESSION_AVOID_MAX_MS ? avoid : SESSION_AVOID_MAX_MS);
 	drop_upstream(s);
 	service_proto(svc)->init(&s->ps);
 	s->replay = s->retry_len > 0;
 	if (hold(s, why))
 		return true;
-	service_upstream_failed(svc, member, why);
+	/* The server's own word on itself, yet no observation of the member: its probe decides. */
+	service_probe_soon(svc, member);
 	route_if_ready(s);
 	return false;
 }
@@ -489,19 +504,107 @@ static void route_if_ready(struct session *s)
 		route(s);
 }
 
-/* The server refused the only request in flight as read-only, without running it: the client
- * need not hear of it, the request goes to the new writer instead. Detach first, then tell the
- * service (which may drain the member's other sessions), then go wherever the service says. */
-static void retry_elsewhere(struct session *s, int member)
+/* The server refused the only request in flight as read-only and its own probe has since said it
+ * is not a writer: the request did not run, the client need not hear of it, and it goes to the
+ * writer instead. */
+static void retry_elsewhere(struct session *s)
 {
-	struct service *svc = s->svc;
-
 	s->retry_streak++;
-	service_counters(svc)->retried++;
+	service_counters(s->svc)->retried++;
 	if (migrate(s, "the server refused a write as read-only", true))
 		return;
-	service_readonly_seen(svc, member, service_proto(svc)->readonly_is_verdict);
 	route_if_ready(s);
+}
+
+static void shared_flow(struct session *s);
+static bool pin(struct session *s);
+
+/* Deliver the reply held back while the member's word was awaited, and go on as before. */
+static void deliver_held_reply(struct session *s)
+{
+	const struct proto_ops *proto = service_proto(s->svc);
+	size_t n = evbuffer_get_length(s->held_reply);
+	uint8_t *p = evbuffer_pullup(s->held_reply, -1);
+
+	if (n > 0) {
+		if (!s->shared)
+			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, n);
+		service_counters(s->svc)->bytes_server_to_client += n;
+		if (!side_send(&s->client, p, n)) {
+			evbuffer_drain(s->held_reply, n);
+			client_gone(s, true);
+			return;
+		}
+		evbuffer_drain(s->held_reply, n);
+	}
+	if (s->state == SESSION_DRAINING && session_idle(s)) {
+		drain_now(s, true);
+		return;
+	}
+	if (s->shared) {
+		if (s->shared_out == 0 && s->unshare)
+			pin(s);
+		else
+			shared_flow(s);
+		return;
+	}
+	if (s->state == SESSION_ACTIVE)
+		evtimer_del(s->timer);
+	if (!s->client.paused && !s->client_eof)
+		side_reading(&s->client, true);
+	if (!s->upstream.paused)
+		side_reading(&s->upstream, true);
+}
+
+/* A read-only refusal of a request that could be sent again: hold the reply back, pause both
+ * sides, and ask the member itself (session_confirmed decides). False when it cannot be held
+ * (the caller passes the reply on). */
+static bool confirm_readonly(struct session *s, int member, const uint8_t *p, size_t n)
+{
+	if (s->held_reply == NULL && (s->held_reply = evbuffer_new()) == NULL)
+		return false;
+	if (evbuffer_add(s->held_reply, p, n) < 0)
+		return false;
+	s->confirming = CONFIRM_READONLY;
+	s->confirm_member = member;
+	side_reading(&s->client, false);
+	side_reading(&s->upstream, false);
+	/* A draining session keeps its drain deadline, which bounds the wait too. */
+	if (s->state == SESSION_ACTIVE)
+		arm_timer(s, service_config(s->svc)->probe_timeout_ms + SESSION_CONFIRM_SLACK_MS);
+	service_confirm_role(s->svc, member);
+	return true;
+}
+
+void session_confirmed(struct session *s, enum role role, bool is_writer)
+{
+	enum session_confirm what = (enum session_confirm)s->confirming;
+	char subj[160];
+
+	log_debug(subject(s, subj, sizeof(subj)), "its server's word: %s%s", role_name(role),
+		  is_writer ? " (the service's writer)" : "");
+	s->confirming = CONFIRM_NONE;
+	if (what == CONFIRM_READONLY) {
+		/* Sent again only on the member's own word that it is not a writer: then the refusal
+		 * was a replica's, and the request did not run. */
+		if (role == ROLE_READER && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
+			evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
+			retry_elsewhere(s);
+			return;
+		}
+		deliver_held_reply(s);
+		return;
+	}
+	if (what == CONFIRM_CLOSE && s->state == SESSION_HELD) {
+		/* The server closed an idle session while it is still the healthy writer: that close was
+		 * for the client (CLIENT KILL, an idle timeout), who gets it as it would directly. */
+		if (role == ROLE_WRITER && is_writer) {
+			close_after_flush(s, "(closed by its server)");
+			return;
+		}
+		service_counters(s->svc)->migrated++;
+		route_if_ready(s);
+	}
 }
 
 static bool drain_now(struct session *s, bool idle)
@@ -531,13 +634,23 @@ static void client_gone(struct session *s, bool error)
 	if (error)
 		log_debug(subject(s, subj, sizeof(subj)), "client error: %s",
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	if (!error && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && s->upstream.fd >= 0 &&
-	    evbuffer_get_length(s->upstream.out) > 0) {
-		/* Deliver what the client sent before it left (a Terminate, a QUIT), then close. */
+	if (!error && !s->client_eof && s->state != SESSION_CLOSING && s->state != SESSION_REFUSING &&
+	    ((s->upstream.fd >= 0 && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) ||
+	     (s->shared && s->shared_out > 0) ||
+	     (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0))) {
+		/* A half-close: deliver what the client sent (a request, a Terminate, a QUIT), then shut
+		 * the server's side for writing too, and pass on what the server still answers until it
+		 * closes -- as a direct connection would. Bounded in time. */
 		s->client_eof = true;
 		side_reading(&s->client, false);
-		side_reading(&s->upstream, false);
-		arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
+		s->client.paused = false;
+		if ((s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && s->upstream.fd >= 0 && !s->shared &&
+		    evbuffer_get_length(s->upstream.out) == 0) {
+			shutdown(s->upstream.fd, SHUT_WR);
+			s->upstream_shut = true;
+		}
+		if (s->state == SESSION_ACTIVE)
+			arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
 		return;
 	}
 	session_destroy(s);
@@ -550,29 +663,59 @@ static void upstream_gone(struct session *s, bool error)
 {
 	const char *why = error ? "upstream error" : "upstream closed";
 
-	if (s->state == SESSION_ACTIVE && can_restart(s)) {
-		restart(s, error ? "(the server reset the session before accepting it)"
-				 : "(the server closed the session before accepting it)");
+	/* A cancel request, a client that already left, a session the server never accepted (what
+	 * the client sent may be why): the close is the client's, and says nothing of the member. */
+	if (s->cancel || s->client_eof || s->starting || s->state != SESSION_ACTIVE || s->member < 0) {
+		close_after_flush(s, why);
 		return;
 	}
-
-	/* Ask for a probe: a crashed writer shows itself here first. An idle session that can move
-	 * does (the client notices nothing); otherwise the client gets what was already read, then the
-	 * close. */
-	if (s->state == SESSION_ACTIVE && s->member >= 0) {
-		int member = s->member;
+	/* An idle session that could move: was the close for the client (CLIENT KILL, a timeout), or
+	 * is its server gone (a crash, a demotion)? Only the member's own word tells; the client is
+	 * held until it comes, then closed or moved. Otherwise the client gets what was already read,
+	 * then the close, and the member is probed now (a crashed writer shows itself here first). */
+	if (can_migrate(s) && evbuffer_get_length(s->client.out) == 0) {
 		struct service *svc = s->svc;
-		if (can_migrate(s) && evbuffer_get_length(s->client.out) == 0) {
-			if (migrate(s, error ? "its server reset the connection" : "its server closed the connection",
-				    false))
-				return;
-			service_probe_soon(svc, member);
-			route_if_ready(s);
-			return;
+		int member = s->member;
+		bool writer = service_pick(svc) == member;
+
+		service_proto(svc)->init(&s->ps);
+		s->retry_len = 0;
+		s->retry_valid = false;
+		if (writer) {
+			s->confirming = CONFIRM_CLOSE;
+			s->confirm_member = member;
+		} else {
+			service_counters(svc)->migrated++;
 		}
-		service_probe_soon(svc, member);
+		if (hold_again(s, error ? "(its server reset the connection)" : "(its server closed the connection)"))
+			return;
+		if (writer)
+			service_confirm_role(svc, member);
+		else
+			route_if_ready(s);
+		return;
 	}
+	service_probe_soon(s->svc, s->member);
 	close_after_flush(s, why);
+}
+
+/* A write to the server failed: it closed or reset the connection, possibly with a last reply
+ * (an error about the request) waiting in the socket. Deliver what can still be read first. */
+static void upstream_write_failed(struct session *s)
+{
+	const struct proto_ops *proto = service_proto(s->svc);
+
+	for (int i = 0; i < 16 && s->upstream.fd >= 0; i++) {
+		ssize_t r = read_once(s->upstream.fd);
+		if (r <= 0)
+			break;
+		if (!s->shared)
+			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
+		service_counters(s->svc)->bytes_server_to_client += (uint64_t)r;
+		if (!side_send(&s->client, session_io, (size_t)r))
+			break;
+	}
+	upstream_gone(s, true);
 }
 
 /* --- multiplex: sessions whose commands travel on a shared connection --- */
@@ -580,6 +723,8 @@ static void upstream_gone(struct session *s, bool error)
 /* Nothing in flight and nothing partial either way: the session may close or move. */
 static bool session_idle(const struct session *s)
 {
+	if (s->confirming == CONFIRM_READONLY)
+		return false;  /* a reply is held back: not answered yet, as far as the client knows */
 	if (s->shared)
 		return s->shared_out == 0;
 	return service_proto(s->svc)->is_idle(&s->ps);
@@ -589,7 +734,7 @@ static bool session_idle(const struct session *s)
  * unsent are all bounded. */
 static void shared_flow(struct session *s)
 {
-	bool stop = evbuffer_get_length(s->client.out) >= SESSION_HIGH_WATER ||
+	bool stop = s->confirming || s->client_eof || evbuffer_get_length(s->client.out) >= SESSION_HIGH_WATER ||
 		    s->shared_out >= SESSION_SHARED_INFLIGHT_MAX || s->shared_bytes >= SESSION_HIGH_WATER ||
 		    (s->client_in != NULL && evbuffer_get_length(s->client_in) >= SESSION_SHARED_INPUT_MAX);
 
@@ -786,8 +931,8 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		} else if (ro == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
 			   s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) &&
-			   service_config(svc)->route == ROUTE_WRITER && !service_stopping(svc)) {
-			retry_elsewhere(s, member);
+			   service_config(svc)->route == ROUTE_WRITER && !service_stopping(svc) && !s->client_eof &&
+			   confirm_readonly(s, member, p, n)) {
 			return;
 		} else {
 			readonly = true;
@@ -816,8 +961,12 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 	} else {
 		shared_flow(s);
 	}
+	if (s->client_eof && s->shared_out == 0) {
+		close_after_flush(s, "(the client had closed its side)");
+		return;
+	}
 	if (readonly)
-		service_readonly_seen(svc, member, proto->readonly_is_verdict);
+		service_readonly_seen(svc, member);
 }
 
 void session_shared_unsent(struct session *s, struct evbuffer *unsent)
@@ -843,6 +992,64 @@ void session_shared_lost(struct session *s, const char *why)
 	close_after_flush(s, reason);
 }
 
+static bool connect_to(struct session *s, int member);
+
+/* The client's first bytes, in a protocol that has cancel requests: they wait in client_in until
+ * it is known whether they are one. A cancel request goes once to the member of the session it
+ * names (not to whatever a new session would get), and the connection closes when that server
+ * closes it; one that names no session here is dropped. Nothing of it is ever replayed or
+ * counted against a member. */
+static void cancel_check(struct session *s, const uint8_t *p, size_t n)
+{
+	const struct proto_ops *proto = service_proto(s->svc);
+	struct evbuffer *in = client_input(s);
+	uint8_t key[PROTO_KEY_MAX];
+	size_t keylen = 0, len, k;
+	int target;
+
+	if (in == NULL || evbuffer_add(in, p, n) < 0) {
+		session_destroy(s);
+		return;
+	}
+	len = evbuffer_get_length(in);
+	k = proto->cancel_request(evbuffer_pullup(in, len < 64 ? (ev_ssize_t)len : 64), len < 64 ? len : 64, key,
+				  &keylen);
+	if (k == PROTO_MORE)
+		return;
+	s->cancel_checked = true;
+	if (k == 0) {
+		/* An ordinary start: on as if the bytes had just arrived. */
+		if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
+			forward_client_input(s);
+			if (!side_flush(&s->upstream))
+				upstream_write_failed(s);
+		} else if (s->state == SESSION_REFUSING) {
+			refuse(s, s->refusal);
+		}
+		return;
+	}
+	s->cancel = true;
+	s->starting = false;
+	side_reading(&s->client, false);
+	target = service_session_member_by_key(s->svc, s, key, keylen);
+	if (target < 0) {
+		char subj[160];
+		log_debug(subject(s, subj, sizeof(subj)), "cancel request for no session of this service: dropped");
+		session_destroy(s);
+		return;
+	}
+	if (s->member == target && s->state == SESSION_ACTIVE) {
+		forward_client_input(s);
+		if (!side_flush(&s->upstream))
+			upstream_gone(s, true);
+		return;
+	}
+	drop_upstream(s);
+	if (s->in_held)
+		service_unhold(s->svc, s);
+	connect_to(s, target);
+}
+
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -854,7 +1061,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->shared && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
 		r = read_once(fd);
 		if (r == 0 || r == -1)
-			session_destroy(s);
+			client_gone(s, r < 0);
 		else if (r > 0)
 			shared_input(s, session_io, (size_t)r);
 		return;
@@ -897,10 +1104,14 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		client_gone(s, r < 0);
 		return;
 	}
+	if (!s->cancel_checked && proto->cancel_request != NULL) {
+		cancel_check(s, session_io, (size_t)r);
+		return;
+	}
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 		client_bytes(s, session_io, (size_t)r);
 		if (!side_send(&s->upstream, session_io, (size_t)r)) {
-			upstream_gone(s, true);
+			upstream_write_failed(s);
 			return;
 		}
 		if (evbuffer_get_length(dst) >= SESSION_HIGH_WATER) {
@@ -995,8 +1206,8 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (ro == 0) {
 			s->retry_streak = 0;
 		} else if (ro == (size_t)r && proto->retryable != NULL && s->retry_valid && s->retry_len > 0 &&
-			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX) {
-			retry_elsewhere(s, member);
+			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
+			   !s->client_eof && confirm_readonly(s, member, session_io, (size_t)r)) {
 			return;
 		} else {
 			readonly = true;
@@ -1016,7 +1227,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		s = NULL;
 	/* Last: telling the service may drain (and free) this very session. */
 	if (readonly)
-		service_readonly_seen(svc, member, proto->readonly_is_verdict);
+		service_readonly_seen(svc, member);
 }
 
 static void client_write_cb(evutil_socket_t fd, short what, void *arg)
@@ -1066,12 +1277,15 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (!side_flush(&s->upstream)) {
-		upstream_gone(s, true);
+		upstream_write_failed(s);
 		return;
 	}
 	if (s->client_eof) {
-		if (evbuffer_get_length(s->upstream.out) == 0)
-			session_destroy(s);
+		/* Everything the client sent is out: its half-close follows. */
+		if (evbuffer_get_length(s->upstream.out) == 0 && !s->upstream_shut) {
+			shutdown(s->upstream.fd, SHUT_WR);
+			s->upstream_shut = true;
+		}
 		return;
 	}
 	if (s->client.paused && evbuffer_get_length(s->upstream.out) < SESSION_HIGH_WATER / 2) {
@@ -1108,12 +1322,23 @@ static void on_connected(struct session *s)
 		s->retry_valid = true;
 	}
 	if (s->swallow == 0) {
-		forward_client_input(s);
+		/* Not before it is known whether they are a cancel request (cancel_check). */
+		if (service_proto(s->svc)->cancel_request == NULL || s->cancel_checked)
+			forward_client_input(s);
 		s->client.paused = false;
-		side_reading(&s->client, true);
+		side_reading(&s->client, !s->cancel && !s->client_eof);
 	}
-	if (!side_flush(&s->upstream))
-		upstream_gone(s, true);
+	if (!side_flush(&s->upstream)) {
+		upstream_write_failed(s);
+		return;
+	}
+	if (s->client_eof) {
+		arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
+		if (evbuffer_get_length(s->upstream.out) == 0) {
+			shutdown(s->upstream.fd, SHUT_WR);
+			s->upstream_shut = true;
+		}
+	}
 }
 
 static bool connect_failed(struct session *s, const char *why)
@@ -1125,6 +1350,11 @@ static bool connect_failed(struct session *s, const char *why)
 	service_counters(s->svc)->upstream_connect_failures++;
 	s->connect_errno = 0;
 	drop_upstream(s);
+	if (s->cancel) {
+		/* Its session's server only: nowhere else to take it. */
+		session_destroy(s);
+		return true;
+	}
 	/* Nothing was sent upstream yet (we forward only once connected): the client's bytes are all
 	 * still here, so the session can wait for a writer again as if it had just arrived. */
 	if (hold(s, reason))
@@ -1174,6 +1404,8 @@ static bool route(struct session *s)
 {
 	int member = service_pick(s->svc);
 
+	if (s->confirming)
+		return hold(s, "(waiting for its server's word on its role)");
 	if (member < 0)
 		return hold(s, "(waiting for a writer)");
 	if (member == s->avoid_member && now_ms() < s->avoid_until_ms)
@@ -1206,7 +1438,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		drain_now(s, false);
 		return;
 	case SESSION_ACTIVE:
-		if (s->client_eof)
+		if (s->confirming == CONFIRM_READONLY)
+			session_confirmed(s, ROLE_UNKNOWN, false);  /* no word in time: the reply goes on */
+		else if (s->client_eof)
 			session_destroy(s);
 		return;
 	case SESSION_REFUSING:

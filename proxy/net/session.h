@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "proto/proto.h"
+#include "topology.h"
 
 struct service;
 struct event;
@@ -100,6 +101,17 @@ struct session {
 	size_t shared_bytes;         /* their bytes */
 	size_t shared_need;          /* client_in must hold this much before a command can be complete */
 	size_t shared_reply;         /* bytes of the reply being received so far */
+	/* Waiting for the member's own word on its role (service_confirm_role) before acting on what
+	 * the data path saw: a read-only refusal of a request that could be sent again (the reply is
+	 * held back in `held_reply`, both sides paused), or the server closing an idle session (the
+	 * client is held meanwhile). */
+	uint8_t confirming;          /* enum session_confirm (session.c) */
+	int confirm_member;
+	struct evbuffer *held_reply;
+	bool cancel_checked;         /* the client's first bytes were looked at for a cancel request */
+	bool cancel;                 /* a cancel request: forwarded once to the member of the session
+	                                it names, then closed; never replayed, never a failure */
+	bool upstream_shut;          /* the client half-closed: the server's write side is shut too */
 	struct proto_state ps;
 	char peer[48];
 };
@@ -119,6 +131,10 @@ void session_release(struct session *s);
 void session_drain(struct session *s, enum drain_mode mode, int64_t timeout_ms);
 /* Refuse a held session now with the protocol's native error (e.g. on shutdown). */
 void session_refuse(struct session *s, enum session_refusal why);
+/* The answer to service_confirm_role for the member this session waits on: `role` is its own
+ * word (ROLE_WRITER/ROLE_READER), ROLE_UNKNOWN when alive but it could not say, ROLE_DOWN when the
+ * check failed; `is_writer`: the service routes writes to it. */
+void session_confirmed(struct session *s, enum role role, bool is_writer);
 /* Close both sides now, without flushing (the loop is going away). */
 void session_destroy(struct session *s);
 

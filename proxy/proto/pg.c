@@ -64,6 +64,9 @@ struct pg_state {
 	bool ready_idle;         /* last non-asynchronous server message was ReadyForQuery 'I' */
 	bool client_since_ready; /* the client sent a byte after the last ReadyForQuery */
 	bool unsynced;           /* extended-protocol messages sent after the last sync point */
+	uint8_t key[PROTO_KEY_MAX]; /* BackendKeyData: process id + secret key */
+	uint8_t key_got;         /* bytes of it received so far */
+	bool has_key;
 };
 
 _Static_assert(sizeof(struct pg_state) <= sizeof(struct proto_state), "pg_state must fit in proto_state");
@@ -233,6 +236,14 @@ static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
 {
 	while (n && !s->opaque) {
 		if (s->s.remaining) {
+			if (s->s.type == 'K' && s->s.remaining + s->key_got == PROTO_KEY_MAX) {
+				/* BackendKeyData (protocol 3.0: 8 bytes): what a CancelRequest names. */
+				s->key[s->key_got++] = *p++;
+				n--;
+				s->s.remaining--;
+				s->has_key = s->key_got == PROTO_KEY_MAX;
+				continue;
+			}
 			if (s->s.type == 'Z') {
 				/* ReadyForQuery's payload is its one status byte. */
 				s->s.remaining = 0;
@@ -268,6 +279,10 @@ static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
 		}
 		s->s.type = type;
 		s->s.remaining = len - 4;
+		if (type == 'K') {
+			s->key_got = 0;
+			s->has_key = false;
+		}
 		/* Asynchronous messages are complete by themselves and say nothing about the session. */
 		if (type != 'A' && type != 'N' && type != 'S' && type != 'Z')
 			s->ready_idle = false;
@@ -398,6 +413,32 @@ static size_t pg_startup_preamble(const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* CancelRequest: length 16, code 80877102, process id, secret key. Longer keys (protocol 3.2)
+ * are not ours to match: 0. */
+static size_t pg_cancel_request(const uint8_t *p, size_t n, uint8_t *key, size_t *keylen)
+{
+	static const uint8_t head[8] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e};
+
+	if (memcmp(p, head, n < sizeof(head) ? n : sizeof(head)) != 0)
+		return 0;
+	if (n < 16)
+		return PROTO_MORE;
+	memcpy(key, p + 8, PROTO_KEY_MAX);
+	*keylen = PROTO_KEY_MAX;
+	return 16;
+}
+
+static bool pg_session_key(const struct proto_state *st, uint8_t *key, size_t *keylen)
+{
+	const struct pg_state *s = pg_c(st);
+
+	if (!s->has_key)
+		return false;
+	memcpy(key, s->key, PROTO_KEY_MAX);
+	*keylen = PROTO_KEY_MAX;
+	return true;
+}
+
 const struct proto_ops proto_postgres = {
 	.name = "postgres",
 	.init = pg_init,
@@ -408,4 +449,6 @@ const struct proto_ops proto_postgres = {
 	.readonly_reply = pg_readonly_reply,
 	.startup_refusal = pg_startup_refusal,
 	.startup_preamble = pg_startup_preamble,
+	.cancel_request = pg_cancel_request,
+	.session_key = pg_session_key,
 };

@@ -28,6 +28,11 @@ enum proto_refuse_step {
 	PROTO_REFUSE_MORE,  /* a negotiation reply is in `out`; call again when the client sends more */
 };
 
+/* A cancel key (Postgres: process id + secret key, 8 bytes in protocol 3.0). */
+#define PROTO_KEY_MAX 8
+/* "Not complete yet" from a function that returns a length. */
+#define PROTO_MORE ((size_t)-1)
+
 /* Per-session tracker state: large enough for every protocol, kept inside the session. */
 struct proto_state {
 	uint64_t words[12];
@@ -57,11 +62,18 @@ struct proto_ops {
 
 	/* The length of a complete error reply at the start of p[0..n) that says the server is not a
 	 * writer (Postgres SQLSTATE 25006, MySQL/MariaDB errors 1290/1836, Redis -READONLY), else 0.
-	 * Looked at only at the start of what one read returned: a reason to probe at once, never a
-	 * verdict on its own -- except where `readonly_is_verdict`: Redis says it of itself only as a
-	 * replica (a Postgres client can make its own transactions read-only). */
+	 * Looked at only at the start of what one read returned. Never a verdict on the member: a
+	 * script or a client's own settings can produce the same words on a writer. A retryable
+	 * request refused so is sent again only once the member's own probe says it is not a writer. */
 	size_t (*readonly_reply)(const uint8_t *p, size_t n);
-	bool readonly_is_verdict;
+
+	/* Cancelling (optional; Postgres): a connection that asks to cancel another session's query.
+	 * cancel_request: the length of a complete cancel request at the start of p[0..n), with the key
+	 *   that names the session (key[0..*keylen), at most PROTO_KEY_MAX bytes) -- 0 when p does not
+	 *   start one (or its key is longer), PROTO_MORE when it may but is not complete yet.
+	 * session_key: the key the server gave this session (BackendKeyData); false when none yet. */
+	size_t (*cancel_request)(const uint8_t *p, size_t n, uint8_t *key, size_t *keylen);
+	bool (*session_key)(const struct proto_state *st, uint8_t *key, size_t *keylen);
 
 	/* Connection start (optional): a server that is shutting down or not yet accepting answers a
 	 * new session with an error before authentication (Postgres 57P01/57P03, MySQL 1053). Nothing

@@ -872,5 +872,4 @@ const struct proto_ops proto_redis = {
 	.can_migrate = resp_can_migrate,
 	.retryable = resp_retryable,
 	.readonly_reply = resp_readonly_reply,
-	.readonly_is_verdict = true,
 };

@@ -697,6 +697,9 @@ static void probe_rd_evaluate(struct probe *p, const redisReply *r)
 
 	if (r->type == REDIS_REPLY_ERROR) {
 		probe_fail(p, "ROLE: %s", r->str);
+		/* Alive: a script running (BUSY), the data set loading (LOADING). */
+		if (strncmp(r->str, "BUSY", 4) == 0 || strncmp(r->str, "LOADING", 7) == 0)
+			p->result.busy = true;
 		return;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -848,6 +851,15 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 		p->literal = p->naddrs > 0;
 	}
 	return p;
+}
+
+bool probe_address(const struct probe *p, struct sockaddr_storage *sa, socklen_t *len)
+{
+	if (p->naddrs <= 0 || p->addr_idx < 0 || p->addr_idx >= p->naddrs)
+		return false;
+	memcpy(sa, &p->addrs[p->addr_idx].sa, p->addrs[p->addr_idx].salen);
+	*len = p->addrs[p->addr_idx].salen;
+	return true;
 }
 
 bool probe_run(struct probe *p)

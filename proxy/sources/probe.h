@@ -18,6 +18,7 @@
 #define REPOINT_PROBE_H
 
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -28,6 +29,8 @@ struct probe;
 
 struct probe_result {
 	bool ok;              /* the node answered with a role */
+	bool busy;            /* not ok, yet alive: it cannot say its role now (Redis -BUSY while a
+	                         script runs, -LOADING while it loads its data): not a failure */
 	enum role role;       /* ROLE_WRITER or ROLE_READER when ok */
 	int64_t epoch;        /* Postgres: timeline of the WAL being written (writer), or received /
 	                         last restartpoint's (standby; 0 when the user may not see either); else 0 */
@@ -58,6 +61,9 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 bool probe_run(struct probe *p);
 
 bool probe_busy(const struct probe *p);
+/* The address the probe reached the node at (resolved off the loop, in the lookup thread); false
+ * before any address is known. */
+bool probe_address(const struct probe *p, struct sockaddr_storage *sa, socklen_t *len);
 
 /* Called (with the probe's arg) when the connection kept open between checks is closed by the
  * peer or reset: a crash or shutdown is then known before the next check is due. */

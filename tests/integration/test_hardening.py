@@ -1,0 +1,254 @@
+"""Hostile or unusual input through repoint: nothing a client sends counts as evidence about a
+member, a request is sent again only when it provably did not run, and what a client sees is what
+it would see directly (cancel requests, a server's close, its last reply, a half-close)."""
+import os
+import socket
+import threading
+import time
+
+import psycopg2
+import psycopg2.errors
+import pytest
+import redis
+
+from conftest import Repoint, free_port, wait_for
+
+MODES = {"plain": {}, "multiplex": {"redis": {"multiplex": "on"}}}
+
+
+def svc(rp, name):
+    return rp.service(name)
+
+
+def rd(port, **kw):
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=10, **kw)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_script_answering_readonly_on_the_writer_runs_once(start_repoint, lab, mode):
+    """A reply that merely reads like a replica's refusal is the primary's own: passed on, never
+    sent again, never taken as the member's demotion."""
+    rp = start_repoint(**MODES[mode])
+    r = rd(rp.ports["redis"])
+    key = f"hard:ro:{mode}:{os.getpid()}"
+    r.delete(key)
+    before = svc(rp, "redis")
+    script = "redis.call('incr', KEYS[1]); return redis.error_reply(\"READONLY You can't write against a read only replica.\")"
+    for _ in range(50):
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            r.eval(script, 1, key)
+    assert int(rd(lab.primary("redis").port).get(key)) == 50
+    after = svc(rp, "redis")
+    assert after["failovers"] == before["failovers"]
+    assert after["counters"]["retried"] == before["counters"]["retried"]
+    assert after["counters"]["migrated"] == before["counters"]["migrated"]
+    assert after["writer"] == before["writer"]
+
+
+def pg_startup_garbage(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\x00\x00\x00\x10" + os.urandom(12))  # a length, then no known code
+        s.settimeout(10)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+
+
+def pg_cancel_random(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\x00\x00\x00\x10\x04\xd2\x16\x2e" + os.urandom(8))
+        s.settimeout(10)
+        t = time.time()
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+        return time.time() - t
+
+
+def test_garbage_and_cancel_requests_cause_no_replay_and_no_failover(start_repoint):
+    rp = start_repoint()
+    port = rp.ports["postgres"]
+    idle = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", connect_timeout=10)
+    idle.autocommit = True
+    cur = idle.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+    before = svc(rp, "postgres")
+    waits = []
+    for _ in range(30):
+        pg_startup_garbage(port)
+        waits.append(pg_cancel_random(port))
+    after = svc(rp, "postgres")
+    assert after["counters"]["restarted"] == before["counters"]["restarted"] == 0
+    assert after["failovers"] == before["failovers"]
+    assert after["writer"] == before["writer"] and after["writer_ready"]
+    assert " lost" not in rp.logtext()
+    assert max(waits) < 1.0, waits  # a cancel for no session is closed at once
+    cur.execute("SELECT pg_backend_pid()")
+    assert cur.fetchone()[0] == pid  # the idle session was never drained
+
+
+def running(lab_node_port, pid):
+    c = psycopg2.connect(host="127.0.0.1", port=lab_node_port, user="postgres", connect_timeout=10)
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active' "
+                        "AND query LIKE %s", (pid, "%pg_sleep%"))
+            return cur.fetchone()[0] == 1
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("route", ["writer", "any"])
+def test_a_cancel_reaches_the_server_of_its_session_once(start_repoint, route):
+    rp = start_repoint(postgres={"route": route})
+    port = rp.ports["postgres"]
+    conns = [psycopg2.connect(host="127.0.0.1", port=port, user="postgres", connect_timeout=10) for _ in range(3)]
+    before = svc(rp, "postgres")["counters"]["restarted"]
+    for c in conns:
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), inet_server_port()")
+            pid, server = cur.fetchone()
+        result = {}
+
+        def sleeper(c=c):
+            t = time.time()
+            try:
+                with c.cursor() as cur:
+                    cur.execute("SELECT pg_sleep(10)")
+                result["error"] = None
+            except psycopg2.errors.QueryCanceled as e:
+                result["error"] = e
+            result["took"] = time.time() - t
+
+        th = threading.Thread(target=sleeper)
+        th.start()
+        wait_for(lambda: running(server, pid), 10, what="the query to run")
+        t = time.time()
+        c.cancel()
+        cancel_took = time.time() - t
+        th.join(15)
+        assert isinstance(result["error"], psycopg2.errors.QueryCanceled), result
+        assert result["took"] < 5, result
+        assert cancel_took < 1, cancel_took
+        # The session goes on, and its next queries are not cancelled.
+        with c.cursor() as cur:
+            for _ in range(5):
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+    assert svc(rp, "postgres")["counters"]["restarted"] == before
+    for c in conns:
+        c.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_client_kill_reaches_the_client(start_repoint, lab, mode):
+    rp = start_repoint(**MODES[mode])
+    with socket.create_connection(("127.0.0.1", rp.ports["redis"]), timeout=10) as s:
+        s.sendall(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
+        line = s.recv(100)
+        assert line.startswith(b":"), line
+        cid = int(line[1:].strip())
+        direct = rd(lab.primary("redis").port)
+        assert direct.execute_command("CLIENT", "KILL", "ID", cid) == 1
+        s.settimeout(10)
+        t = time.time()
+        try:
+            got = s.recv(100)
+        except ConnectionResetError:
+            got = b""
+        assert got == b"", got
+        assert time.time() - t < 5
+    assert svc(rp, "redis")["writer"] == lab.primary("redis").addr
+
+
+def inline_too_big(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            for _ in range(8):
+                s.sendall(b"x" * 65536)
+        except OSError:
+            pass
+        s.settimeout(10)
+        got = b""
+        try:
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                got += b
+        except OSError:
+            pass
+        return got
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_servers_last_reply_before_its_close_is_delivered(start_repoint, lab, mode):
+    rp = start_repoint(**MODES[mode])
+    direct = inline_too_big(lab.primary("redis").port)
+    assert direct.startswith(b"-ERR Protocol error"), direct
+    for _ in range(5):
+        assert inline_too_big(rp.ports["redis"]) == direct
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("request_bytes", [b"*1\r\n$4\r\nPING\r\n", b"PING\r\n"], ids=["resp", "inline"])
+def test_a_half_close_keeps_the_replies_owed(start_repoint, mode, request_bytes):
+    rp = start_repoint(**MODES[mode])
+    for _ in range(50):
+        with socket.create_connection(("127.0.0.1", rp.ports["redis"]), timeout=10) as s:
+            s.sendall(request_bytes)
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                b = s.recv(100)
+                if not b:
+                    break
+                got += b
+            assert got == b"+PONG\r\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_busy_script_is_not_a_failed_writer(start_repoint, lab, mode):
+    """While a script runs the writer answers ROLE with -BUSY: alive, so no failover, and a client
+    through repoint can still send SCRIPT KILL."""
+    rp = start_repoint(redis={"probe_interval": "50ms", "down_after": "2", **MODES[mode].get("redis", {})})
+    writer = lab.primary("redis")
+    d = rd(writer.port)
+    d.config_set("busy-reply-threshold", 100)
+    before = svc(rp, "redis")
+    done = {}
+
+    def busy():
+        try:
+            rd(rp.ports["redis"]).eval("while true do end", 0)
+        except redis.exceptions.ResponseError as e:
+            done["err"] = str(e)
+
+    th = threading.Thread(target=busy)
+    th.start()
+    try:
+        wait_for(lambda: "BUSY" in " ".join(m["probe"]["detail"] for m in svc(rp, "redis")["members"]), 10,
+                 what="the probe to see the script")
+        probes = next(m for m in svc(rp, "redis")["members"] if m["address"] == writer.addr)["probe"]["count"]
+        wait_for(lambda: next(m for m in svc(rp, "redis")["members"] if m["address"] == writer.addr)["probe"]["count"]
+                 >= probes + 8, 10, what="several probes during the script")
+        s = svc(rp, "redis")
+        assert s["writer"] == writer.addr and s["writer_ready"], s
+        assert s["failovers"] == before["failovers"]
+        assert rd(rp.ports["redis"]).script_kill()
+        th.join(10)
+        assert "killed" in done.get("err", ""), done
+        assert rd(rp.ports["redis"]).ping()
+    finally:
+        try:
+            d.script_kill()
+        except redis.exceptions.ResponseError:
+            pass
+        th.join(10)
+        d.config_set("busy-reply-threshold", 5000)
