@@ -859,8 +859,17 @@ static bool check_line(struct parser *p, char *line)
 	 * (addresses are full of colons), so that is an error too. */
 	end = scan_line(s, "=:");
 	if (*end != '=') {
-		add_error(p, p->line, "expected 'key = value', '[section]' or a comment, got '%s'",
-			  str_trim(s));
+		/* The line itself is not shown: it may be a secret that lost its "key =". Its first word
+		 * is, when it names a key of this section. */
+		char word[64];
+		size_t n = strspn(str_trim(s), "abcdefghijklmnopqrstuvwxyz_");
+		snprintf(word, sizeof(word), "%.*s", (int)(n < sizeof(word) ? n : sizeof(word) - 1), str_trim(s));
+		if (n > 0 && n < sizeof(word) && key_index(p->section, word) >= 0)
+			add_error(p, p->line, "expected 'key = value', '[section]' or a comment: '%s' without '='",
+				  word);
+		else
+			add_error(p, p->line,
+				  "expected 'key = value', '[section]' or a comment (the line is not shown: it may hold a secret)");
 		return false;
 	}
 	return true;

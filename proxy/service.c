@@ -921,8 +921,13 @@ static void source_error(void *arg, const char *code, const char *message)
 {
 	struct service *svc = arg;
 
-	/* The last known topology stays: the members keep being probed and routed to. */
-	snprintf(svc->source_error, sizeof(svc->source_error), "%s: %s", code, message);
+	char c[64], m[200];
+
+	/* The last known topology stays: the members keep being probed and routed to. What the cloud
+	 * API said is shown cut to one printable line of a bounded length (it is foreign text). */
+	str_printable(c, sizeof(c), code);
+	str_printable(m, sizeof(m), message);
+	snprintf(svc->source_error, sizeof(svc->source_error), "%s: %s", c, m);
 }
 
 struct service *service_new(struct event_base *base, const struct service_config *cfg,

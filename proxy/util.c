@@ -178,3 +178,15 @@ void str_oneline(char *dst, size_t len, const char *src)
 	}
 	dst[n] = '\0';
 }
+
+void str_printable(char *dst, size_t len, const char *src)
+{
+	size_t n;
+
+	str_oneline(dst, len, src);
+	for (n = 0; dst[n] != '\0'; n++)
+		if ((unsigned char)dst[n] < 0x20 || (unsigned char)dst[n] > 0x7e)
+			dst[n] = '?';
+	if (src != NULL && n + 1 == len && len > 4 && strlen(src) > n)
+		memcpy(dst + n - 3, "...", 3);
+}

@@ -41,6 +41,9 @@ bool sqlstate_valid(const char *st);
 /* Copies the first line of src (NULL: "") into dst with runs of white space folded into one space:
  * library messages come with trailing newlines, tabs and hints on further lines. */
 void str_oneline(char *dst, size_t len, const char *src);
+/* The same, keeping only printable ASCII (anything else becomes '?'), cut at len - 1 bytes with
+ * "..." when longer: for foreign text shown in /status and logs. */
+void str_printable(char *dst, size_t len, const char *src);
 
 /* Trim leading and trailing white space in place; returns s. */
 char *str_trim(char *s);

@@ -615,14 +615,15 @@ START_TEST(test_err_syntax)
 	expect_errors("[repoint] x\nlog_level = debug\n" OK_SERVICE,
 		      "test.ini:1: unexpected text after ']': 'x'");
 	expect_errors(OK_SERVICE "probe_interval 250ms\n",
-		      "test.ini:5: expected 'key = value', '[section]' or a comment, got "
-		      "'probe_interval 250ms'");
+		      "test.ini:5: expected 'key = value', '[section]' or a comment: 'probe_interval' without '='");
 	expect_errors(OK_SERVICE "members 127.0.0.1:1\n",
-		      "test.ini:5: expected 'key = value', '[section]' or a comment, got 'members "
-		      "127.0.0.1:1'");
+		      "test.ini:5: expected 'key = value', '[section]' or a comment: 'members' without '='");
 	expect_errors(OK_SERVICE "route: any\n",
-		      "test.ini:5: expected 'key = value', '[section]' or a comment, got 'route: "
-		      "any'");
+		      "test.ini:5: expected 'key = value', '[section]' or a comment: 'route' without '='");
+	/* A secret that lost its key is never echoed. */
+	expect_errors(OK_SERVICE "hunter2-s3cr3t\n",
+		      "test.ini:5: expected 'key = value', '[section]' or a comment (the line is not shown: it may "
+		      "hold a secret)");
 }
 END_TEST
 
@@ -671,7 +672,8 @@ START_TEST(test_err_many)
 		      "test.ini:15: members: 127.0.0.1:9901 is this service's own listen address (a "
 		      "loop)\n"
 		      "test.ini:16: down_after: must be between 1 and 100, got '0'\n"
-		      "test.ini:17: expected 'key = value', '[section]' or a comment, got 'garbage'");
+		      "test.ini:17: expected 'key = value', '[section]' or a comment (the line is not shown: it may "
+		      "hold a secret)");
 }
 END_TEST
 

@@ -69,6 +69,21 @@ START_TEST(test_trim_and_clocks)
 }
 END_TEST
 
+START_TEST(test_printable)
+{
+	char small[16], big[64];
+
+	str_printable(big, sizeof(big), "Throttling:\n Rate \x1b[31mexceeded\xff");
+	ck_assert_str_eq(big, "Throttling:");
+	str_printable(big, sizeof(big), "Rate \x1b[31mexceeded\xff");
+	ck_assert_str_eq(big, "Rate ?[31mexceeded?");
+	str_printable(small, sizeof(small), "a message far longer than the room it gets");
+	ck_assert_str_eq(small, "a message fa...");
+	str_printable(small, sizeof(small), NULL);
+	ck_assert_str_eq(small, "");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -76,6 +91,7 @@ int main(void)
 	tcase_add_test(tc, test_durations);
 	tcase_add_test(tc, test_hostports);
 	tcase_add_test(tc, test_trim_and_clocks);
+	tcase_add_test(tc, test_printable);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
