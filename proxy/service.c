@@ -10,10 +10,12 @@
 #include "service.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -65,7 +67,12 @@ struct service {
 	struct event_base *base;
 	const struct proto_ops *proto;
 	struct evconnlistener *listener;
-	bool accepting_paused;
+	bool accepting_paused;            /* out of file descriptors: the listener waits (accept_ev) */
+	struct event *accept_ev;          /* resumes accepting */
+	int64_t accept_backoff_ms;
+	uint64_t refused_fds, refused_max;  /* connections refused: no fd left / past max_clients */
+	uint64_t refused_logged;          /* ... of them already in the log */
+	int64_t refused_log_ms;           /* when the last such line was written */
 	bool stopping;
 	struct topology topo;
 	struct member **members;
@@ -576,12 +583,7 @@ void service_session_opened(struct service *svc, struct session *s)
 {
 	TAILQ_INSERT_TAIL(&svc->sessions, s, all);
 	svc->nsessions++;
-	if (svc->nsessions >= (unsigned)svc->cfg->max_clients && svc->listener != NULL && !svc->accepting_paused) {
-		log_warn(svc->subject, "max_clients (%d) reached: not accepting until a client leaves",
-			 svc->cfg->max_clients);
-		evconnlistener_disable(svc->listener);
-		svc->accepting_paused = true;
-	}
+
 }
 
 void service_hold(struct service *svc, struct session *s)
@@ -639,13 +641,34 @@ void service_session_closed(struct service *svc, struct session *s)
 	TAILQ_REMOVE(&svc->sessions, s, all);
 	svc->nsessions--;
 	svc->counters.closed++;
-	if (svc->accepting_paused && !svc->stopping && svc->nsessions < (unsigned)svc->cfg->max_clients) {
-		evconnlistener_enable(svc->listener);
-		svc->accepting_paused = false;
-	}
+
 }
 
 /* --- lifecycle --- */
+
+/* One descriptor kept in reserve for the whole process: with none left, it is given up for a
+ * moment to accept a waiting client and close it at once (refused, not left hanging). */
+static int reserve_fd = -1;
+
+static void reserve_take(void)
+{
+	if (reserve_fd < 0)
+		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Refusals are logged once a second at most, with their count. */
+static void log_refusals(struct service *svc)
+{
+	uint64_t n = svc->refused_fds + svc->refused_max;
+
+	if (n == svc->refused_logged || now_ms() - svc->refused_log_ms < 1000)
+		return;
+	log_warn(svc->subject, "%llu connection(s) refused so far (%llu: out of file descriptors, %llu: max_clients %d reached)",
+		 (unsigned long long)n, (unsigned long long)svc->refused_fds, (unsigned long long)svc->refused_max,
+		 svc->cfg->max_clients);
+	svc->refused_logged = n;
+	svc->refused_log_ms = now_ms();
+}
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -653,17 +676,66 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 	(void)l;
 	(void)salen;
+	svc->accept_backoff_ms = 0;
+	if (svc->nsessions >= (unsigned)svc->cfg->max_clients) {
+		/* Refused at once rather than left in the backlog until the client's own timeout. */
+		evutil_closesocket(fd);
+		svc->refused_max++;
+		log_refusals(svc);
+		return;
+	}
 	session_accept(svc, fd, sa);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct service *svc = arg;
+
+	(void)fd;
+	(void)what;
+	reserve_take();
+	if (svc->accepting_paused && !svc->stopping && svc->listener != NULL)
+		evconnlistener_enable(svc->listener);
+	svc->accepting_paused = false;
+	log_refusals(svc);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	struct service *svc = arg;
 	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv;
 
-	(void)l;
-	/* EMFILE and friends: keep running; the listener retries on the next readiness. */
-	log_error(svc->subject, "accept: %s", evutil_socket_error_to_string(err));
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+		log_error(svc->subject, "accept: %s", evutil_socket_error_to_string(err));
+		return;
+	}
+	/* Out of descriptors: refuse the clients that are waiting (accepted with the reserve's
+	 * descriptor and closed at once), then stop accepting for a moment -- the listener would be
+	 * readable again at once, and spin. */
+	if (reserve_fd >= 0) {
+		close(reserve_fd);
+		reserve_fd = -1;
+		for (int i = 0; i < 1024; i++) {
+			int fd = accept4(evconnlistener_get_fd(l), NULL, NULL, SOCK_CLOEXEC);
+			if (fd < 0)
+				break;
+			close(fd);
+			svc->refused_fds++;
+		}
+		reserve_take();
+	} else {
+		svc->refused_fds++;
+	}
+	svc->accept_backoff_ms = svc->accept_backoff_ms == 0 ? 20 : svc->accept_backoff_ms * 2;
+	if (svc->accept_backoff_ms > 200)
+		svc->accept_backoff_ms = 200;
+	evconnlistener_disable(l);
+	svc->accepting_paused = true;
+	tv.tv_sec = svc->accept_backoff_ms / 1000;
+	tv.tv_usec = (svc->accept_backoff_ms % 1000) * 1000;
+	evtimer_add(svc->accept_ev, &tv);
+	log_refusals(svc);
 }
 
 static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
@@ -946,7 +1018,9 @@ struct service *service_new(struct event_base *base, const struct service_config
 	TAILQ_INIT(&svc->sessions);
 	TAILQ_INIT(&svc->held);
 	svc->release_ev = event_new(base, -1, 0, release_cb, svc);
-	if (svc->release_ev == NULL ||
+	svc->accept_ev = evtimer_new(base, accept_resume_cb, svc);
+	reserve_take();
+	if (svc->release_ev == NULL || svc->accept_ev == NULL ||
 	    !topo_init(&svc->topo, 0, cfg->down_after, cfg->protocol == PROTOCOL_POSTGRES)) {
 		service_free(svc);
 		return NULL;
@@ -1109,13 +1183,6 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 				schedule_probe(m, 0);
 		}
 	}
-	if (svc->accepting_paused && !svc->stopping && svc->nsessions < (unsigned)cfg->max_clients) {
-		evconnlistener_enable(svc->listener);
-		svc->accepting_paused = false;
-	} else if (!svc->accepting_paused && svc->nsessions >= (unsigned)cfg->max_clients) {
-		evconnlistener_disable(svc->listener);
-		svc->accepting_paused = true;
-	}
 	return true;
 }
 
@@ -1148,6 +1215,8 @@ void service_free(struct service *svc)
 	free(svc->members);
 	if (svc->release_ev != NULL)
 		event_free(svc->release_ev);
+	if (svc->accept_ev != NULL)
+		event_free(svc->accept_ev);
 	topo_free(&svc->topo);
 	free(svc);
 }
@@ -1258,6 +1327,9 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(json_object_get(o, "counters"), "shared_commands",
 			    json_integer((json_int_t)svc->counters.shared_commands));
 	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->counters.pinned));
+	json_object_set_new(json_object_get(o, "counters"), "refused_no_fd", json_integer((json_int_t)svc->refused_fds));
+	json_object_set_new(json_object_get(o, "counters"), "refused_max_clients",
+			    json_integer((json_int_t)svc->refused_max));
 	return o;
 }
 
@@ -1293,6 +1365,8 @@ METRIC_FN(m_shared_commands, svc->counters.shared_commands)
 METRIC_FN(m_pinned, svc->counters.pinned)
 METRIC_FN(m_shared_connections, shared_connections(svc))
 METRIC_FN(m_restarted, svc->counters.restarted)
+METRIC_FN(m_refused_fds, svc->refused_fds)
+METRIC_FN(m_refused_max, svc->refused_max)
 METRIC_FN(m_src_polls, svc->source ? aws_source_polls(svc->source) : 0)
 METRIC_FN(m_src_failures, svc->source ? aws_source_failures(svc->source) : 0)
 METRIC_FN(m_src_throttles, svc->source ? aws_source_throttles(svc->source) : 0)
@@ -1326,6 +1400,9 @@ static const struct metric service_metric_table[] = {
 	 m_pinned},
 	{"repoint_shared_connections", "gauge", "Open shared server connections (multiplex)", m_shared_connections},
 	{"repoint_restarted_total", "counter", "Session starts refused by a server and replayed", m_restarted},
+	{"repoint_refused_no_fd_total", "counter", "Clients refused at once: no file descriptor left", m_refused_fds},
+	{"repoint_refused_max_clients_total", "counter", "Clients refused at once: max_clients reached",
+	 m_refused_max},
 	{"repoint_source_polls_total", "counter", "Successful polls of the control plane", m_src_polls},
 	{"repoint_source_failures_total", "counter", "Failed polls of the control plane (after retries)",
 	 m_src_failures},

@@ -1,13 +1,17 @@
 """What an operator meets on the first morning: a member name that does not resolve, a stop that
 refuses new clients instead of accepting and resetting them."""
+import json
+import os
 import signal
 import socket
+import subprocess
 import time
+import urllib.request
 
 import psycopg2
 import redis
 
-from conftest import Repoint, free_port, wait_for
+from conftest import REPOINT_BIN, Repoint, free_port, wait_for
 
 
 def start(tmp_path, services, extra=""):
@@ -61,3 +65,86 @@ def test_a_stopping_proxy_refuses_new_clients_at_once(lab, tmp_path):
     conn.close()
     rp.proc.wait(15)
     rp.stop()
+
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def closed_soon(s, timeout=3):
+    s.settimeout(timeout)
+    try:
+        return s.recv(10) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_out_of_file_descriptors_refuses_without_spinning(lab, tmp_path):
+    writer = lab.nodes("redis")[0].addr
+    admin = free_port()
+    port = free_port()
+    cfg = tmp_path / "fds.ini"
+    cfg.write_text(f"[repoint]\nadmin = 127.0.0.1:{admin}\n[service rd]\nprotocol = redis\n"
+                   f"listen = 127.0.0.1:{port}\nmembers = {writer}\n")
+    log = open(str(cfg) + ".log", "wb")
+    proc = subprocess.Popen(["prlimit", "--nofile=40:40", REPOINT_BIN, "-c", str(cfg)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    socks = []
+    try:
+        wait_for(lambda: json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5))
+                 ["services"][0]["writer_ready"], 10, what="repoint to know its writer")
+        cpu0 = proc_cpu_s(proc.pid)
+        t0 = time.time()
+        for _ in range(120):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # Past the limit, clients are closed at once rather than left hanging in the backlog.
+        wait_for(lambda: sum(closed_soon(s, 0.01) for s in socks[-20:]) >= 10, 10,
+                 what="the clients past the fd limit to be refused")
+        time.sleep(2)  # a fixed window to measure CPU over: nothing to wait for
+        used = proc_cpu_s(proc.pid) - cpu0
+        assert used < 0.5 * (time.time() - t0), f"{used:.2f}s of CPU in {time.time() - t0:.1f}s: spinning"
+        log.flush()
+        lines = open(str(cfg) + ".log", "rb").read().count(b"\n")
+        assert lines < 100, f"{lines} log lines"
+        assert b"refused so far" in open(str(cfg) + ".log", "rb").read()
+        for s in socks:
+            s.close()
+        socks = []
+        wait_for(lambda: redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping(), 10,
+                 what="a client to be served again")
+        st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5))
+        assert st["services"][0]["counters"]["refused_no_fd"] > 0
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+def test_past_max_clients_a_client_is_refused_at_once(lab, tmp_path):
+    writer = lab.nodes("redis")[0].addr
+    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nmax_clients = 5\n"})
+    try:
+        rp.wait_writer("rd")
+        clients = [socket.create_connection(("127.0.0.1", rp.ports["rd"]), timeout=5) for _ in range(5)]
+        for c in clients:
+            c.sendall(b"PING\r\n")
+            assert c.recv(10) == b"+PONG\r\n"
+        t = time.time()
+        with socket.create_connection(("127.0.0.1", rp.ports["rd"]), timeout=5) as s:
+            s.sendall(b"PING\r\n")
+            assert closed_soon(s, 5)
+        assert time.time() - t < 2
+        clients[0].close()
+        wait_for(lambda: rp.service("rd")["clients"] < 5, 10, what="a client to leave")
+        assert redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=5).ping()
+        assert rp.service("rd")["counters"]["refused_max_clients"] >= 1
+        for c in clients[1:]:
+            c.close()
+    finally:
+        rp.stop()
