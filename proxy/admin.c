@@ -36,6 +36,12 @@ struct admin_drill {
 	TAILQ_ENTRY(admin_drill) link;
 };
 
+/* What one request may send: drill options are a few hundred bytes. */
+#define ADMIN_MAX_HEADERS (16 * 1024)
+#define ADMIN_MAX_BODY (64 * 1024)
+/* A request (or an idle connection) that takes longer is closed. */
+#define ADMIN_TIMEOUT_S 5
+
 struct admin {
 	struct evhttp *http;
 	struct event_base *base;
@@ -435,7 +441,15 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 		return NULL;
 	}
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
-	evhttp_set_timeout(a->http, 30);
+	/* Everything a client sends is bounded before it is read: a request's headers and body by size
+	 * (larger: 431/413 and the connection closed, nothing kept), and a request or an idle connection
+	 * that dribbles by time. */
+	evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
+	evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
+	{
+		struct timeval tv = {ADMIN_TIMEOUT_S, 0};
+		evhttp_set_timeout_tv(a->http, &tv);
+	}
 	evhttp_set_cb(a->http, "/status", status_cb, a);
 	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
 	evhttp_set_cb(a->http, "/drills", drills_cb, a);

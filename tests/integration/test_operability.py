@@ -74,13 +74,18 @@ def proc_cpu_s(pid):
 
 
 def closed_soon(s, timeout=3):
-    s.settimeout(timeout)
+    """Whether the peer closes the connection within `timeout` (whatever it sends before)."""
+    deadline = time.time() + timeout
     try:
-        return s.recv(10) == b""
+        while time.time() < deadline:
+            s.settimeout(max(0.001, deadline - time.time()))
+            if s.recv(65536) == b"":
+                return True
     except ConnectionResetError:
         return True
     except socket.timeout:
         return False
+    return False
 
 
 def test_out_of_file_descriptors_refuses_without_spinning(lab, tmp_path):
@@ -146,5 +151,52 @@ def test_past_max_clients_a_client_is_refused_at_once(lab, tmp_path):
         assert rp.service("rd")["counters"]["refused_max_clients"] >= 1
         for c in clients[1:]:
             c.close()
+    finally:
+        rp.stop()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_the_admin_api_bounds_bodies_headers_and_slow_clients(lab, tmp_path):
+    writer = lab.nodes("redis")[0].addr
+    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\n"})
+    try:
+        rp.wait_writer("rd")
+        before = rss_kb(rp.proc.pid)
+        # A huge body is refused once it passes the cap: repoint stops reading and closes.
+        with socket.create_connection(("127.0.0.1", rp.admin_port), timeout=10) as s:
+            s.sendall(b"POST /drills HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 536870912\r\n\r\n")
+            sent, chunk = 0, b"x" * 65536
+            try:
+                while sent < 128 << 20:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            assert sent < 64 << 20, f"repoint read {sent} bytes of a body it cannot use"
+        assert rss_kb(rp.proc.pid) - before < 32 * 1024
+        # Headers without end are cut too.
+        with socket.create_connection(("127.0.0.1", rp.admin_port), timeout=10) as s:
+            s.sendall(b"GET /status HTTP/1.1\r\n")
+            try:
+                for _ in range(1000):
+                    s.sendall(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+            except OSError:
+                pass
+            assert closed_soon(s, 10)
+        # A client that dribbles its request is closed after the admin timeout.
+        with socket.create_connection(("127.0.0.1", rp.admin_port), timeout=10) as s:
+            s.sendall(b"GET /status HTTP/1.1\r\n")
+            t = time.time()
+            assert closed_soon(s, 20)
+            assert time.time() - t < 15
+        assert rp.status()["services"][0]["writer_ready"]
     finally:
         rp.stop()
