@@ -384,6 +384,7 @@ static enum engine_step engine_rd_established(struct engine_conn *e)
 {
 	e->connecting = false;
 	e->rd_pending = 0;
+	e->rd_fed = 0;
 	e->rd_reader = redisReaderCreate();
 	if (e->rd_reader == NULL)
 		return engine_fail(e, NULL, 0, "out of memory");
@@ -477,12 +478,15 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 		}
 		if (redisReaderFeed(e->rd_reader, buf, (size_t)n) != REDIS_OK)
 			goto protocol;
+		e->rd_fed += (size_t)n;
 		for (;;) {
 			reply = NULL;
 			if (redisReaderGetReply(e->rd_reader, &reply) != REDIS_OK)
 				goto protocol;
 			if (reply == NULL)
 				break;
+			/* What is left over belongs to the next reply. */
+			e->rd_fed = e->rd_reader->len - e->rd_reader->pos;
 			if (e->rd_pending <= 0) {
 				freeReplyObject(reply);
 				return engine_fail(e, "unexpected", 0, "unexpected reply");
@@ -492,6 +496,10 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 			freeReplyObject(reply);
 			if (ended)
 				return ENGINE_TAKEN;
+		}
+		if (e->rd_fed > ENGINE_RD_MAX_REPLY) {
+			snprintf(msg, sizeof(msg), "reply larger than %d bytes: not read further", ENGINE_RD_MAX_REPLY);
+			return engine_fail(e, "protocol", 0, msg);
 		}
 	}
 	return engine_watch_step(e, e->rd_fd, (short)(EV_READ | (e->rd_out != NULL ? EV_WRITE : 0)), -1);

@@ -79,7 +79,14 @@ struct engine_conn {
 	char *rd_out;              /* commands not yet written */
 	size_t rd_outlen, rd_outoff;
 	int rd_pending;            /* replies still expected */
+	size_t rd_fed;             /* bytes fed since the last complete reply: bounded by
+	                              ENGINE_RD_MAX_REPLY (a node that declares a huge reply is cut off
+	                              instead of streaming into memory) */
 };
+
+/* The largest reply a probe or a drill client reads from a Redis node (ROLE, INFO, GET of the
+ * drill's own small values are far below it). */
+#define ENGINE_RD_MAX_REPLY (1024 * 1024)
 
 /* pg_take / rd_take may be NULL for engines that do not use them. False when out of memory. */
 bool engine_init(struct engine_conn *e, struct event_base *base, enum protocol protocol, engine_io_fn on_io,

@@ -252,3 +252,72 @@ def test_a_busy_script_is_not_a_failed_writer(start_repoint, lab, mode):
             pass
         th.join(10)
         d.config_set("busy-reply-threshold", 5000)
+
+
+class HugeReplyServer:
+    """A 'member' that answers anything with a bulk reply declaring 1 GB, then streams bytes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.sent = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.stream, args=(c,), daemon=True).start()
+
+    def stream(self, c):
+        chunk = b"x" * 65536
+        try:
+            c.recv(4096)
+            c.sendall(b"$1000000000\r\n")
+            while not self.stop.is_set() and self.sent < 2 << 30:
+                c.sendall(chunk)
+                self.sent += len(chunk)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_a_probe_reply_of_a_huge_declared_length_is_cut_off(tmp_path):
+    fake = HugeReplyServer()
+    admin, port = free_port(), free_port()
+    cfg = tmp_path / "huge.ini"
+    cfg.write_text(f"[repoint]\nadmin = 127.0.0.1:{admin}\n[service rd]\nprotocol = redis\n"
+                   f"listen = 127.0.0.1:{port}\nmembers = 127.0.0.1:{fake.port}\nprobe_interval = 200ms\n"
+                   "probe_timeout = 3s\n")
+    rp = Repoint(str(cfg), admin, {"rd": port})
+    try:
+        wait_for(lambda: rp.status(), 10, what="admin API")
+        base = rss_kb(rp.proc.pid)
+        wait_for(lambda: "larger than" in rp.service("rd")["members"][0]["probe"]["detail"], 10,
+                 what="the probe to give up on the reply")
+        wait_for(lambda: rp.service("rd")["members"][0]["probe"]["failures"] >= 3, 10, what="more probes")
+        assert rss_kb(rp.proc.pid) - base < 32 * 1024
+        assert not rp.service("rd")["writer_ready"]
+    finally:
+        rp.stop()
+        fake.close()
