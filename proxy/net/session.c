@@ -984,6 +984,11 @@ void session_shared_unsent(struct session *s, struct evbuffer *unsent)
 		service_kick_held(s->svc);
 }
 
+size_t session_owed(const struct session *s)
+{
+	return evbuffer_get_length(s->client.out);
+}
+
 void session_shared_lost(struct session *s, const char *why)
 {
 	char reason[200];
@@ -1249,6 +1254,8 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 		s->upstream.paused = false;
 		side_reading(&s->upstream, true);
 	}
+	if (s->sh != NULL)
+		shared_owed_less(s->sh, s);
 	if (s->shared && s->client.paused && evbuffer_get_length(s->client.out) < SESSION_HIGH_WATER / 2)
 		shared_flow(s);
 }

@@ -142,6 +142,8 @@ void session_destroy(struct session *s);
  * `replies` replies end (the last may continue in the next call), and `done_bytes` of its
  * commands are answered in full. */
 void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes);
+/* What the client is owed and has not read yet (bytes). */
+size_t session_owed(const struct session *s);
 /* That connection failed: the commands in flight may or may not have run. */
 void session_shared_lost(struct session *s, const char *why);
 /* That connection failed before any of `s`'s commands in flight were written to it: they did not

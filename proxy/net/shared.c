@@ -19,6 +19,13 @@
 #include "proto/proto.h"
 
 #define SHARED_READ_MAX (64 * 1024)
+/* A session owed this much (its client is not reading) stops the reading of the shared connection
+ * while its replies are next: the server holds the rest, not repoint. Reading resumes once it is
+ * owed less than half; a session that stays over it for SHARED_STALL_MS is closed, its replies
+ * still to come read and dropped, so that one client that does not read cannot hold up the others
+ * for longer. */
+#define SHARED_OWED_MAX (4 * 1024 * 1024)
+#define SHARED_STALL_MS 1000
 
 /* Whose replies come next: `n` commands of session `s` (NULL: it went away, drop them). */
 struct entry {
@@ -31,6 +38,8 @@ struct entry {
 struct shared {
 	evutil_socket_t fd;
 	struct event *rev, *wev, *flush_ev, *timer;
+	struct event *stall_ev;          /* reading stopped for a session that is not reading */
+	bool stalled;
 	struct evbuffer *out;
 	struct entry *q;                 /* ring: q[(head + i) % cap], i < len */
 	size_t head, len, cap;
@@ -95,6 +104,8 @@ static void destroy(struct shared *c)
 		event_free(c->flush_ev);
 	if (c->timer != NULL)
 		event_free(c->timer);
+	if (c->stall_ev != NULL)
+		event_free(c->stall_ev);
 	if (c->fd >= 0)
 		evutil_closesocket(c->fd);
 	if (c->out != NULL)
@@ -151,6 +162,8 @@ static void fail(struct shared *c, const char *why)
 		event_del(c->flush_ev);
 	if (c->timer != NULL)
 		evtimer_del(c->timer);
+	if (c->stall_ev != NULL)
+		evtimer_del(c->stall_ev);
 	if (!c->retired && c->hooks.lost != NULL)
 		c->hooks.lost(c->hooks.arg, c, c->connected, why);
 	else if (c->live > 0)
@@ -264,6 +277,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	settle(c);
 }
 
+static void check_stall(struct shared *c);
+static void stall_cb(evutil_socket_t fd, short what, void *arg);
+static void unstall(struct shared *c);
+
 /* Split what the server sent among the sessions owed replies, in order. */
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -313,7 +330,56 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 			session_shared_reply(s, shared_io + pos, used, (uint32_t)got, done_bytes);
 		pos += used;
 	}
+	check_stall(c);
 out:
+	c->busy--;
+	settle(c);
+}
+
+/* The session whose replies come next, if it is owed too much: stop reading until it reads. */
+static void check_stall(struct shared *c)
+{
+	struct session *s = c->len > 0 ? entry_at(c, 0)->s : NULL;
+	struct timeval tv = {SHARED_STALL_MS / 1000, (SHARED_STALL_MS % 1000) * 1000};
+
+	if (c->dead || c->stalled || s == NULL || session_owed(s) < SHARED_OWED_MAX)
+		return;
+	c->stalled = true;
+	event_del(c->rev);
+	evtimer_add(c->stall_ev, &tv);
+}
+
+static void unstall(struct shared *c)
+{
+	if (!c->stalled || c->dead)
+		return;
+	c->stalled = false;
+	evtimer_del(c->stall_ev);
+	event_add(c->rev, NULL);
+	/* The kernel may hold replies already: the read event fires for them. */
+}
+
+void shared_owed_less(struct shared *c, struct session *s)
+{
+	if (c->stalled && c->len > 0 && entry_at(c, 0)->s == s && session_owed(s) < SHARED_OWED_MAX / 2)
+		unstall(c);
+}
+
+static void stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *c = arg;
+	struct session *s = c->len > 0 ? entry_at(c, 0)->s : NULL;
+
+	(void)fd;
+	(void)what;
+	c->busy++;
+	if (s != NULL && session_owed(s) >= SHARED_OWED_MAX / 2) {
+		log_warn(c->label, "closing a session whose client has not read %zu bytes of replies for %d ms",
+			 session_owed(s), SHARED_STALL_MS);
+		/* Forgets its entries: what is still to come for it is read and dropped. */
+		session_shared_lost(s, "its client did not read its replies");
+	}
+	unstall(c);
 	c->busy--;
 	settle(c);
 }
@@ -341,8 +407,10 @@ struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, s
 	c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, write_cb, c);
 	c->flush_ev = event_new(base, -1, 0, flush_cb, c);
 	c->timer = evtimer_new(base, timer_cb, c);
+	c->stall_ev = evtimer_new(base, stall_cb, c);
 	c->out = evbuffer_new();
-	if (c->rev == NULL || c->wev == NULL || c->flush_ev == NULL || c->timer == NULL || c->out == NULL) {
+	if (c->rev == NULL || c->wev == NULL || c->flush_ev == NULL || c->timer == NULL || c->stall_ev == NULL ||
+	    c->out == NULL) {
 		destroy(c);
 		return NULL;
 	}
@@ -410,6 +478,9 @@ void shared_forget(struct shared *c, struct session *s)
 			c->live--;
 		}
 	}
+	/* Its replies are dropped as they come: nothing to wait for. */
+	if (c->stalled && (c->len == 0 || entry_at(c, 0)->s == NULL))
+		unstall(c);
 	settle(c);
 }
 

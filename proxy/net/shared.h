@@ -46,6 +46,8 @@ bool shared_retired(const struct shared *c);
 bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n, uint32_t ncmds);
 /* `s` is going away or moving on: its replies still to come are dropped. */
 void shared_forget(struct shared *c, struct session *s);
+/* `s`'s client has read some of what it is owed: reading may resume if it was stopped for it. */
+void shared_owed_less(struct shared *c, struct session *s);
 /* The owner lets go: no new sessions; closes once no live session waits for a reply (at once
  * if none does). Hooks are not called any more. */
 void shared_retire(struct shared *c);

@@ -321,3 +321,31 @@ def test_a_probe_reply_of_a_huge_declared_length_is_cut_off(tmp_path):
     finally:
         rp.stop()
         fake.close()
+
+
+def test_multiplex_memory_stays_bounded_when_a_client_does_not_read(start_repoint, lab):
+    rp = start_repoint(redis={"multiplex": "on"})
+    port = rp.ports["redis"]
+    rd(lab.primary("redis").port).set("hard:big", b"v" * (1 << 20))
+    base = rss_kb(rp.proc.pid)
+    greedy = socket.create_connection(("127.0.0.1", port), timeout=10)
+    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    cmd = b"*2\r\n$3\r\nGET\r\n$8\r\nhard:big\r\n"
+    greedy.settimeout(10)
+    try:
+        for _ in range(300):
+            greedy.sendall(cmd)
+    except OSError:
+        pass  # repoint stopped reading it: backpressure
+    other = rd(port)
+    worst, peak = 0.0, 0
+    for i in range(100):
+        t = time.time()
+        other.set("hard:small", i)
+        assert int(other.get("hard:small")) == i
+        worst = max(worst, time.time() - t)
+        peak = max(peak, rss_kb(rp.proc.pid) - base)
+    wait_for(lambda: svc(rp, "redis")["counters"]["shared_commands"] > 200, 10, what="the other client's commands")
+    assert peak < 64 * 1024, f"repoint grew by {peak} KiB"
+    assert worst < 3, f"another client waited {worst:.2f}s"
+    greedy.close()
