@@ -751,6 +751,8 @@ static bool pin(struct session *s)
 	service_counters(s->svc)->pinned++;
 	s->shared = false;
 	s->unshare = false;
+	/* Its replies so far were RESP3: the connection of its own speaks it from the start. */
+	s->hello3 = s->resp3;
 	drop_upstream(s);
 	service_proto(s->svc)->init(&s->ps);
 	s->retry_valid = false;
@@ -1156,6 +1158,30 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		upstream_gone(s, r < 0);
 		return;
 	}
+	if (s->hello3) {
+		uint64_t got = 0;
+		size_t used = resp_replies_scan(&s->ps, session_io, (size_t)r, 1, &got);
+		if (used == (size_t)-1) {
+			close_after_flush(s, "(the server's answer to HELLO 3 is not RESP)");
+			return;
+		}
+		if (got == 0)
+			return;
+		/* HELLO 3 answered: now the client's own bytes, tracked from the start. */
+		s->hello3 = false;
+		proto->init(&s->ps);
+		forward_client_input(s);
+		s->client.paused = false;
+		side_reading(&s->client, !s->client_eof);
+		if (!side_flush(&s->upstream)) {
+			upstream_write_failed(s);
+			return;
+		}
+		if (used == (size_t)r)
+			return;
+		memmove(session_io, session_io + used, (size_t)r - used);
+		r -= (ssize_t)used;
+	}
 	if (s->starting) {
 		size_t off = s->swallow < (size_t)r ? s->swallow : (size_t)r;
 		size_t refused;
@@ -1328,7 +1354,14 @@ static void on_connected(struct session *s)
 		s->replay = false;
 		s->retry_valid = true;
 	}
-	if (s->swallow == 0) {
+	if (s->hello3) {
+		static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+		/* Its reply is counted off with the tracker's reply scanner; the client's bytes follow
+		 * once it is in (upstream_read_cb). */
+		resp_replies_init(&s->ps);
+		evbuffer_add(s->upstream.out, hello3, sizeof(hello3) - 1);
+		side_reading(&s->client, false);
+	} else if (s->swallow == 0) {
 		/* Not before it is known whether they are a cancel request (cancel_check). */
 		if (service_proto(s->svc)->cancel_request == NULL || s->cancel_checked)
 			forward_client_input(s);

@@ -96,6 +96,8 @@ struct session {
 	bool shared;
 	bool unshare;
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
+	bool hello3;                 /* pinned after HELLO 3: its own connection must say HELLO 3
+	                                first (its reply is not passed on), before the client's bytes */
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */
 	uint32_t shared_out;         /* commands in flight */
 	size_t shared_bytes;         /* their bytes */

@@ -349,3 +349,27 @@ def test_multiplex_memory_stays_bounded_when_a_client_does_not_read(start_repoin
     assert peak < 64 * 1024, f"repoint grew by {peak} KiB"
     assert worst < 3, f"another client waited {worst:.2f}s"
     greedy.close()
+
+
+def resp_read(s, n_bytes_hint=65536, timeout=5):
+    s.settimeout(timeout)
+    return s.recv(n_bytes_hint)
+
+
+def test_a_resp3_session_that_pins_keeps_speaking_resp3(start_repoint, lab):
+    rp = start_repoint(redis={"multiplex": "on"})
+    with socket.create_connection(("127.0.0.1", rp.ports["redis"]), timeout=10) as s:
+        s.sendall(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+        hello = resp_read(s)
+        assert hello.startswith(b"%"), hello  # a RESP3 map
+        # CLIENT INFO pins the session to a connection of its own: still RESP3 there.
+        s.sendall(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n")
+        info = b""
+        while not info.endswith(b"\r\n") or info.count(b"\r\n") < 2:
+            info += resp_read(s)
+        assert b"resp=3" in info, info
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$20\r\nhard:no-such-key-xyz\r\n")
+        assert resp_read(s) == b"_\r\n"  # RESP3 null, not $-1
+        s.sendall(b"*2\r\n$7\r\nHGETALL\r\n$20\r\nhard:no-such-hash-xy\r\n")
+        assert resp_read(s) == b"%0\r\n"  # RESP3 map, not *0
+    assert svc(rp, "redis")["counters"]["pinned"] >= 1
