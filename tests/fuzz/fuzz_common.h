@@ -1,0 +1,63 @@
+/* fuzz_common.h - helpers shared by the libFuzzer targets (scripts/fuzz builds them). */
+#ifndef REPOINT_FUZZ_COMMON_H
+#define REPOINT_FUZZ_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "proto/proto.h"
+
+/* Fail loudly: libFuzzer reports the input that got here. */
+#define FUZZ_CHECK(cond) \
+	do { \
+		if (!(cond)) \
+			abort(); \
+	} while (0)
+
+/* Feed p[0..n) to a protocol tracker in pieces whose sizes come from `cuts` (one byte a piece,
+ * 1..32 bytes each), alternating directions where `dirs` says so: one input explores every
+ * chunking and interleaving a socket could produce. */
+static inline void fuzz_feed(const struct proto_ops *ops, struct proto_state *st, const uint8_t *cuts,
+			     size_t ncuts, const uint8_t *p, size_t n)
+{
+	size_t k = 0;
+
+	while (n > 0) {
+		uint8_t c = ncuts > 0 ? cuts[k++ % ncuts] : 0xff;
+		size_t len = (size_t)(c & 31) + 1;
+		enum proto_dir dir = (c & 0x80) ? PROTO_SERVER_TO_CLIENT : PROTO_CLIENT_TO_SERVER;
+		if (len > n)
+			len = n;
+		ops->feed(st, dir, p, len);
+		(void)ops->is_idle(st);
+		(void)ops->is_opaque(st);
+		if (ops->can_migrate != NULL)
+			(void)ops->can_migrate(st);
+		if (ops->retryable != NULL)
+			(void)ops->retryable(st);
+		p += len;
+		n -= len;
+	}
+}
+
+/* The protocol-table functions that look at one buffer: each must stay within it. */
+static inline void fuzz_table_functions(const struct proto_ops *ops, const uint8_t *p, size_t n)
+{
+	uint8_t key[PROTO_KEY_MAX];
+	size_t keylen = 0, k;
+
+	if (ops->readonly_reply != NULL)
+		FUZZ_CHECK(ops->readonly_reply(p, n) <= n);
+	if (ops->startup_refusal != NULL)
+		FUZZ_CHECK(ops->startup_refusal(p, n) <= n);
+	if (ops->startup_preamble != NULL)
+		FUZZ_CHECK(ops->startup_preamble(p, n) <= n);
+	if (ops->cancel_request != NULL) {
+		k = ops->cancel_request(p, n, key, &keylen);
+		FUZZ_CHECK(k == PROTO_MORE || k <= n);
+		FUZZ_CHECK(k == 0 || k == PROTO_MORE || keylen <= PROTO_KEY_MAX);
+	}
+}
+
+#endif

@@ -1,0 +1,43 @@
+/* fuzz_proto.c - the three protocol trackers and their table functions, over any bytes in any
+ * chunking and interleaving; the refusal encoders on whatever a held client sent.
+ * Input: [protocol selector][cut count N][N cut bytes][payload]. */
+#include <event2/buffer.h>
+#include <string.h>
+
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const struct proto_ops *const ops[] = {&proto_postgres, &proto_mysql, &proto_redis};
+	const struct proto_ops *o;
+	struct proto_state st;
+	struct evbuffer *in, *out;
+	size_t ncuts;
+
+	if (size < 2)
+		return 0;
+	o = ops[data[0] % 3];
+	ncuts = data[1] % 64;
+	data += 2;
+	size -= 2;
+	if (ncuts > size)
+		ncuts = size;
+	o->init(&st);
+	fuzz_feed(o, &st, data, ncuts, data + ncuts, size - ncuts);
+	fuzz_table_functions(o, data + ncuts, size - ncuts);
+	if (o->session_key != NULL) {
+		uint8_t key[PROTO_KEY_MAX];
+		size_t keylen = 0;
+		if (o->session_key(&st, key, &keylen))
+			FUZZ_CHECK(keylen <= PROTO_KEY_MAX);
+	}
+	/* The refusal answers what a held client sent, in up to two steps. */
+	in = evbuffer_new();
+	out = evbuffer_new();
+	evbuffer_add(in, data + ncuts, size - ncuts);
+	if (o->refuse(in, out, "fuzz") == PROTO_REFUSE_MORE)
+		(void)o->refuse(in, out, "fuzz");
+	evbuffer_free(in);
+	evbuffer_free(out);
+	return 0;
+}
