@@ -107,6 +107,65 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
 }
 
 
+/* ---- health: /live, /ready, /startup (Kubernetes probes; HEAD works too) -------------------------- */
+
+static bool health_method(struct evhttp_request *req)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+
+	if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
+		return true;
+	reply_text(req, 405, "Method Not Allowed", "use GET or HEAD");
+	return false;
+}
+
+/* The loop answers: that is all liveness means. */
+static void live_cb(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	if (health_method(req))
+		reply_text(req, 200, "OK", "live");
+}
+
+/* 200 when every service would route a new client now; 503 with one line per reason otherwise. */
+static void ready_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	struct evbuffer *b;
+	bool ok = true;
+	char why[256];
+
+	if (!health_method(req))
+		return;
+	b = evbuffer_new();
+	for (int i = 0; i < a->nsvcs; i++) {
+		if (!service_ready(a->svcs[i], why, sizeof(why))) {
+			evbuffer_add_printf(b, "%s\n", why);
+			ok = false;
+		}
+	}
+	if (ok)
+		evbuffer_add_printf(b, "ready\n");
+	reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain; charset=utf-8", b);
+	evbuffer_free(b);
+}
+
+/* 200 once every member of every service has been probed once. */
+static void startup_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+
+	if (!health_method(req))
+		return;
+	for (int i = 0; i < a->nsvcs; i++) {
+		if (!service_started(a->svcs[i])) {
+			reply_text(req, 503, "Service Unavailable", "starting: members not probed yet");
+			return;
+		}
+	}
+	reply_text(req, 200, "OK", "started");
+}
+
 /* ---- /drills ------------------------------------------------------------------------------------ */
 
 static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *o)
@@ -416,7 +475,7 @@ static void notfound_cb(struct evhttp_request *req, void *arg)
 		drill_item(arg, req, path + 8);
 		return;
 	}
-	reply_text(req, 404, "Not Found", "not found: try /status, /metrics or /drills");
+	reply_text(req, 404, "Not Found", "not found: try /status, /metrics, /live, /ready, /startup or /drills");
 }
 
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
@@ -451,6 +510,9 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 		evhttp_set_timeout_tv(a->http, &tv);
 	}
 	evhttp_set_cb(a->http, "/status", status_cb, a);
+	evhttp_set_cb(a->http, "/live", live_cb, a);
+	evhttp_set_cb(a->http, "/ready", ready_cb, a);
+	evhttp_set_cb(a->http, "/startup", startup_cb, a);
 	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
 	evhttp_set_cb(a->http, "/drills", drills_cb, a);
 	evhttp_set_gencb(a->http, notfound_cb, a);

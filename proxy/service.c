@@ -577,6 +577,40 @@ int service_pick(struct service *svc)
 	return topo_writer_ready(t);
 }
 
+bool service_ready(const struct service *svc, char *why, size_t len)
+{
+	const struct topology *t = &svc->topo;
+
+	if (svc->stopping) {
+		snprintf(why, len, "service %s: stopping", svc->cfg->name);
+		return false;
+	}
+	if (svc->cfg->route == ROUTE_WRITER) {
+		if (topo_writer_ready(t) >= 0)
+			return true;
+		snprintf(why, len, "service %s: %s", svc->cfg->name,
+			 t->conflict ? "several members claim the writer role" : "no confirmed writer (new clients are held)");
+		return false;
+	}
+	for (int i = 0; i < svc->nmembers; i++) {
+		enum role r = topo_member_role(t, i);
+		if (topo_member_healthy(t, i) &&
+		    (svc->cfg->route == ROUTE_READER ? r == ROLE_READER : (r == ROLE_READER || r == ROLE_WRITER)))
+			return true;
+	}
+	snprintf(why, len, "service %s: no healthy %s", svc->cfg->name,
+		 svc->cfg->route == ROUTE_READER ? "reader" : "member");
+	return false;
+}
+
+bool service_started(const struct service *svc)
+{
+	for (int i = 0; i < svc->nmembers; i++)
+		if (svc->members[i]->probe != NULL && svc->members[i]->probes == 0)
+			return false;
+	return svc->nmembers > 0;
+}
+
 /* --- session bookkeeping --- */
 
 void service_session_opened(struct service *svc, struct session *s)

@@ -47,6 +47,10 @@ void service_retire(struct service *svc, int64_t timeout_ms);
 void service_free(struct service *svc);
 
 json_t *service_status_json(const struct service *svc);
+/* Whether a new client would be routed now (false: why, e.g. "service orders: no confirmed
+ * writer (new clients are held)"); and whether every member has been probed once (startup). */
+bool service_ready(const struct service *svc, char *why, size_t len);
+bool service_started(const struct service *svc);
 
 /* What a watcher (the drill's timeline) hears of the service's life. */
 enum service_event_kind {

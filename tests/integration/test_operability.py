@@ -200,3 +200,37 @@ def test_the_admin_api_bounds_bodies_headers_and_slow_clients(lab, tmp_path):
         assert rp.status()["services"][0]["writer_ready"]
     finally:
         rp.stop()
+
+
+def http(method, port, path):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request(method, path)
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r.status, body
+
+
+def test_health_endpoints_for_kubernetes(lab, tmp_path):
+    writer = lab.nodes("redis")[0].addr
+    dead = free_port()
+    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n",
+                          "nowriter": f"protocol = redis\nmembers = 127.0.0.1:{dead}\nprobe_interval = 100ms\n"})
+    try:
+        rp.wait_writer("rd")
+        assert http("GET", rp.admin_port, "/live") == (200, "live\n")
+        assert http("HEAD", rp.admin_port, "/live")[0] == 200
+        wait_for(lambda: http("GET", rp.admin_port, "/startup")[0] == 200, 10, what="startup")
+        status, body = http("GET", rp.admin_port, "/ready")
+        assert status == 503 and "service nowriter: no confirmed writer" in body and "service rd" not in body
+        assert http("HEAD", rp.admin_port, "/ready") == (503, "")
+        assert http("POST", rp.admin_port, "/ready")[0] == 405
+    finally:
+        rp.stop()
+    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n"})
+    try:
+        rp.wait_writer("rd")
+        assert http("GET", rp.admin_port, "/ready") == (200, "ready\n")
+    finally:
+        rp.stop()
