@@ -84,6 +84,8 @@ struct service {
 	struct session_list held;
 	unsigned nsessions;
 	unsigned nheld;
+	unsigned barriers;                /* multiplex: sessions pinning with a command not yet handed
+	                                     to their own connection (shared sends wait for them) */
 	unsigned next_pick;               /* round robin among equals */
 	struct event *release_ev;         /* deferred release of held sessions */
 	struct service_counters counters;
@@ -609,6 +611,29 @@ bool service_started(const struct service *svc)
 		if (svc->members[i]->probe != NULL && svc->members[i]->probes == 0)
 			return false;
 	return svc->nmembers > 0;
+}
+
+void service_barrier(struct service *svc, bool on)
+{
+	struct session *s, *next;
+
+	if (on) {
+		svc->barriers++;
+		return;
+	}
+	if (svc->barriers == 0 || --svc->barriers > 0)
+		return;
+	/* Lifted: the shared sessions that waited behind it go on, in the order they came. */
+	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, all);
+		if (s->shared && s->state == SESSION_ACTIVE)
+			session_shared_kick(s);
+	}
+}
+
+bool service_barred(const struct service *svc)
+{
+	return svc->barriers > 0;
 }
 
 /* --- session bookkeeping --- */

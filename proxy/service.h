@@ -117,6 +117,12 @@ void service_session_closed(struct service *svc, struct session *s);
 int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
 				  size_t keylen);
 
+/* multiplex: a session pinning with a command raises the barrier until that command is handed to
+ * its own connection; meanwhile no shared session sends (a command another client sent later
+ * must not overtake it: the XADD an XREAD BLOCK waits for). Lifting it resumes the others. */
+void service_barrier(struct service *svc, bool on);
+bool service_barred(const struct service *svc);
+
 /* Counters a session bumps. */
 struct service_counters {
 	uint64_t accepted;

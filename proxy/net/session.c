@@ -226,10 +226,30 @@ static bool side_send(struct session_side *d, const uint8_t *p, size_t n)
 	return true;
 }
 
+/* The client half-closed: once everything it sent is out (and the greeting of a pinned session
+ * answered), the server's side is shut for writing too. */
+static void half_close_upstream(struct session *s)
+{
+	if (s->upstream_shut || s->greet || s->upstream.fd < 0 || evbuffer_get_length(s->upstream.out) > 0)
+		return;
+	shutdown(s->upstream.fd, SHUT_WR);
+	s->upstream_shut = true;
+}
+
 /* --- lifecycle --- */
+
+/* This session's pinning command is on its own connection (or will never be): others may send. */
+static void barrier_release(struct session *s)
+{
+	if (!s->barrier)
+		return;
+	s->barrier = false;
+	service_barrier(s->svc, false);
+}
 
 void session_destroy(struct session *s)
 {
+	barrier_release(s);
 	if (s->sh != NULL)
 		shared_forget(s->sh, s);
 	s->sh = NULL;
@@ -276,6 +296,7 @@ static void drop_upstream(struct session *s)
 /* Close the session once the client has read what it is owed. Returns true when freed now. */
 static bool close_after_flush(struct session *s, const char *why)
 {
+	barrier_release(s);
 	drop_upstream(s);
 	if (s->in_held)
 		service_unhold(s->svc, s);
@@ -352,6 +373,7 @@ static bool hold(struct session *s, const char *why)
 {
 	int64_t left = s->hold_deadline_ms - now_ms();
 
+	barrier_release(s);  /* waiting for a server: the others do not wait for it */
 	if (service_stopping(s->svc))
 		return refuse(s, REFUSE_SHUTDOWN);
 	if (left <= 0)
@@ -644,11 +666,8 @@ static void client_gone(struct session *s, bool error)
 		s->client_eof = true;
 		side_reading(&s->client, false);
 		s->client.paused = false;
-		if ((s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && s->upstream.fd >= 0 && !s->shared &&
-		    evbuffer_get_length(s->upstream.out) == 0) {
-			shutdown(s->upstream.fd, SHUT_WR);
-			s->upstream_shut = true;
-		}
+		if ((s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !s->shared)
+			half_close_upstream(s);
 		if (s->state == SESSION_ACTIVE)
 			arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
 		return;
@@ -734,7 +753,8 @@ static bool session_idle(const struct session *s)
  * unsent are all bounded. */
 static void shared_flow(struct session *s)
 {
-	bool stop = s->confirming || s->client_eof || evbuffer_get_length(s->client.out) >= SESSION_HIGH_WATER ||
+	bool stop = s->confirming || s->client_eof || (!s->barrier && service_barred(s->svc)) ||
+		    evbuffer_get_length(s->client.out) >= SESSION_HIGH_WATER ||
 		    s->shared_out >= SESSION_SHARED_INFLIGHT_MAX || s->shared_bytes >= SESSION_HIGH_WATER ||
 		    (s->client_in != NULL && evbuffer_get_length(s->client_in) >= SESSION_SHARED_INPUT_MAX);
 
@@ -751,8 +771,11 @@ static bool pin(struct session *s)
 	service_counters(s->svc)->pinned++;
 	s->shared = false;
 	s->unshare = false;
-	/* Its replies so far were RESP3: the connection of its own speaks it from the start. */
-	s->hello3 = s->resp3;
+	/* Its own connection is greeted first, its reply not passed on: HELLO 3 when its replies so
+	 * far were RESP3 (the connection must speak it from the start), else PING. Either way the
+	 * server has taken the connection in before the client's command goes: a command another
+	 * client sends on the shared connection after it cannot run first (service_barrier). */
+	s->greet = true;
 	drop_upstream(s);
 	service_proto(s->svc)->init(&s->ps);
 	s->retry_valid = false;
@@ -780,8 +803,19 @@ static struct shared *shared_target(struct session *s)
 static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 {
 	struct service_counters *c = service_counters(s->svc);
-	struct shared *sh = shared_target(s);
+	struct shared *sh;
 	bool buffered = s->client_in != NULL && evbuffer_get_length(s->client_in) > 0;
+
+	if (!s->barrier && service_barred(s->svc)) {
+		/* Another session's pinning command is not with the server yet: nothing overtakes it. */
+		if (n > 0 && (client_input(s) == NULL || evbuffer_add(s->client_in, p, n) < 0)) {
+			session_destroy(s);
+			return true;
+		}
+		shared_flow(s);
+		return false;
+	}
+	sh = shared_target(s);
 	enum resp_share r = RESP_SHARE_YES;
 	const uint8_t *buf = p;
 	size_t off = 0, first = 0, len = 0, total = n;
@@ -846,8 +880,15 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		ncmds++;
 	}
 	s->shared_need = r == RESP_SHARE_MORE ? len : 0;
-	if (r == RESP_SHARE_NO)
+	if (r == RESP_SHARE_NO) {
 		s->unshare = true;
+		/* Its next command needs a connection of its own: until it is handed over there, no
+		 * shared command read after it may leave (it could run first). */
+		if (!s->barrier) {
+			s->barrier = true;
+			service_barrier(s->svc, true);
+		}
+	}
 	if (ncmds > 0) {
 		size_t n_sent = off - first;
 		if (!shared_send(sh, s, buf + first, n_sent, ncmds)) {
@@ -984,6 +1025,14 @@ void session_shared_unsent(struct session *s, struct evbuffer *unsent)
 	/* The service releases it once there is a connection to send them on. */
 	if (!hold_again(s, "(its shared connection failed before its commands left)"))
 		service_kick_held(s->svc);
+}
+
+void session_shared_kick(struct session *s)
+{
+	if (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0)
+		shared_input(s, NULL, 0);
+	else
+		shared_flow(s);
 }
 
 size_t session_owed(const struct session *s)
@@ -1158,17 +1207,17 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		upstream_gone(s, r < 0);
 		return;
 	}
-	if (s->hello3) {
+	if (s->greet) {
 		uint64_t got = 0;
 		size_t used = resp_replies_scan(&s->ps, session_io, (size_t)r, 1, &got);
 		if (used == (size_t)-1) {
-			close_after_flush(s, "(the server's answer to HELLO 3 is not RESP)");
+			close_after_flush(s, "(the server's answer to the greeting is not RESP)");
 			return;
 		}
 		if (got == 0)
 			return;
-		/* HELLO 3 answered: now the client's own bytes, tracked from the start. */
-		s->hello3 = false;
+		/* Greeting answered: now the client's own bytes, tracked from the start. */
+		s->greet = false;
 		proto->init(&s->ps);
 		forward_client_input(s);
 		s->client.paused = false;
@@ -1177,6 +1226,9 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			upstream_write_failed(s);
 			return;
 		}
+		barrier_release(s);
+		if (s->client_eof)
+			half_close_upstream(s);
 		if (used == (size_t)r)
 			return;
 		memmove(session_io, session_io + used, (size_t)r - used);
@@ -1315,10 +1367,7 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->client_eof) {
 		/* Everything the client sent is out: its half-close follows. */
-		if (evbuffer_get_length(s->upstream.out) == 0 && !s->upstream_shut) {
-			shutdown(s->upstream.fd, SHUT_WR);
-			s->upstream_shut = true;
-		}
+		half_close_upstream(s);
 		return;
 	}
 	if (s->client.paused && evbuffer_get_length(s->upstream.out) < SESSION_HIGH_WATER / 2) {
@@ -1354,12 +1403,16 @@ static void on_connected(struct session *s)
 		s->replay = false;
 		s->retry_valid = true;
 	}
-	if (s->hello3) {
+	if (s->greet) {
 		static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+		static const char ping[] = "*1\r\n$4\r\nPING\r\n";
 		/* Its reply is counted off with the tracker's reply scanner; the client's bytes follow
 		 * once it is in (upstream_read_cb). */
 		resp_replies_init(&s->ps);
-		evbuffer_add(s->upstream.out, hello3, sizeof(hello3) - 1);
+		if (s->resp3)
+			evbuffer_add(s->upstream.out, hello3, sizeof(hello3) - 1);
+		else
+			evbuffer_add(s->upstream.out, ping, sizeof(ping) - 1);
 		side_reading(&s->client, false);
 	} else if (s->swallow == 0) {
 		/* Not before it is known whether they are a cancel request (cancel_check). */
@@ -1372,12 +1425,12 @@ static void on_connected(struct session *s)
 		upstream_write_failed(s);
 		return;
 	}
+	/* Its pinning command is handed to the server: the shared sessions behind it go on. */
+	if (!s->greet)
+		barrier_release(s);
 	if (s->client_eof) {
 		arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
-		if (evbuffer_get_length(s->upstream.out) == 0) {
-			shutdown(s->upstream.fd, SHUT_WR);
-			s->upstream_shut = true;
-		}
+		half_close_upstream(s);
 	}
 }
 

@@ -96,8 +96,9 @@ struct session {
 	bool shared;
 	bool unshare;
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
-	bool hello3;                 /* pinned after HELLO 3: its own connection must say HELLO 3
-	                                first (its reply is not passed on), before the client's bytes */
+	bool barrier;                /* holds the service's barrier (service_barrier) */
+	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or
+	                                PING first, its reply not passed on, before the client's bytes */
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */
 	uint32_t shared_out;         /* commands in flight */
 	size_t shared_bytes;         /* their bytes */
@@ -144,6 +145,8 @@ void session_destroy(struct session *s);
  * `replies` replies end (the last may continue in the next call), and `done_bytes` of its
  * commands are answered in full. */
 void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes);
+/* The service's barrier was lifted: send what waited. */
+void session_shared_kick(struct session *s);
 /* What the client is owed and has not read yet (bytes). */
 size_t session_owed(const struct session *s);
 /* That connection failed: the commands in flight may or may not have run. */

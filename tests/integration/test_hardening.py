@@ -373,3 +373,37 @@ def test_a_resp3_session_that_pins_keeps_speaking_resp3(start_repoint, lab):
         s.sendall(b"*2\r\n$7\r\nHGETALL\r\n$20\r\nhard:no-such-hash-xy\r\n")
         assert resp_read(s) == b"%0\r\n"  # RESP3 map, not *0
     assert svc(rp, "redis")["counters"]["pinned"] >= 1
+
+
+def test_multiplex_keeps_the_order_of_clients_when_one_pins(start_repoint):
+    """XREAD BLOCK ... $ pins its session; an XADD another client sends right after it must not run
+    first (the XREAD would then wait for the next entry instead of returning this one)."""
+    rp = start_repoint(redis={"multiplex": "on"})
+    port = rp.ports["redis"]
+    b = socket.create_connection(("127.0.0.1", port), timeout=10)
+    b.sendall(b"*1\r\n$4\r\nPING\r\n")
+    assert resp_read(b) == b"+PONG\r\n"
+    stream = f"hard:order:{os.getpid()}".encode()
+    missed = 0
+    for i in range(20):
+        a = socket.create_connection(("127.0.0.1", port), timeout=10)
+        a.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert resp_read(a) == b"+PONG\r\n"  # a shared session, like b
+        a.sendall(b"*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$4\r\n3000\r\n$7\r\nSTREAMS\r\n$%d\r\n%s\r\n$1\r\n$\r\n"
+                  % (len(stream), stream))
+        field = b"n%d" % i
+        b.sendall(b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$1\r\nf\r\n$%d\r\n%s\r\n"
+                  % (len(stream), stream, len(field), field))
+        assert resp_read(b).startswith(b"$")  # the entry id
+        got = b""
+        a.settimeout(5)
+        while field not in got and not got.startswith(b"*-1\r\n"):
+            chunk = a.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        if field not in got:
+            missed += 1
+        a.close()
+    b.close()
+    assert missed == 0, f"{missed} of 20 XREADs were overtaken by the XADD sent after them"
