@@ -53,10 +53,13 @@ struct member {
 	unsigned sessions;                /* sessions attached */
 	struct probe_result last;         /* last probe result */
 	uint64_t probes, probe_failures;
-	struct shared *shared[2];         /* multiplex: the connections sessions share, RESP2 and
-	                                     RESP3 (after HELLO 3); NULL if none */
+	struct shared *shared[4];         /* multiplex: the connections sessions share, by
+	                                     SHARED_INDEX(resp3, write): RESP2 and RESP3 (after HELLO 3),
+	                                     each for reads and for writes; NULL if none */
 	int64_t shared_failed_ms;         /* when one last failed to connect (monotonic) */
 };
+
+#define SHARED_INDEX(resp3, write) ((resp3 ? 1 : 0) | (write ? 2 : 0))
 
 /* After a shared connection failed to connect, the next attempt waits this long. */
 #define SHARED_RETRY_MS 50
@@ -261,7 +264,7 @@ enum role service_member_role(const struct service *svc, int member)
 
 static void retire_shared(struct member *m)
 {
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < 4; k++) {
 		if (m->shared[k] != NULL)
 			shared_retire(m->shared[k]);
 		m->shared[k] = NULL;
@@ -523,7 +526,7 @@ static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const ch
 	struct member *m = arg;
 	struct service *svc = m->svc;
 
-	for (int k = 0; k < 2; k++)
+	for (int k = 0; k < 4; k++)
 		if (m->shared[k] == c)
 			m->shared[k] = NULL;
 	if (!was_ready) {
@@ -536,22 +539,23 @@ static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const ch
 	service_probe_soon(svc, m->index);
 }
 
-struct shared *service_shared(struct service *svc, int member, bool resp3)
+struct shared *service_shared(struct service *svc, int member, bool resp3, bool write)
 {
 	static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 	struct member *m = svc->members[member];
 	struct shared_hooks hooks = {.ready = shared_ready_cb, .lost = shared_lost_cb, .arg = m};
+	int k = SHARED_INDEX(resp3, write);
 	char label[512];
 
-	if (m->shared[resp3] != NULL)
-		return m->shared[resp3];
+	if (m->shared[k] != NULL)
+		return m->shared[k];
 	if (m->shared_failed_ms != 0 && now_ms() - m->shared_failed_ms < SHARED_RETRY_MS)
 		return NULL;
-	snprintf(label, sizeof(label), "%s shared%s %s", svc->subject, resp3 ? " RESP3" : "", m->str);
-	m->shared[resp3] = shared_open(svc->base, (const struct sockaddr *)&m->sa, m->salen,
-				       svc->cfg->connect_timeout_ms, label, &hooks,
-				       resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
-	return m->shared[resp3];
+	snprintf(label, sizeof(label), "%s shared%s%s %s", svc->subject, resp3 ? " RESP3" : "",
+		 write ? "" : " reads", m->str);
+	m->shared[k] = shared_open(svc->base, (const struct sockaddr *)&m->sa, m->salen, svc->cfg->connect_timeout_ms,
+				   label, &hooks, resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
+	return m->shared[k];
 }
 
 int service_pick(struct service *svc)
@@ -1287,7 +1291,7 @@ static unsigned shared_connections(const struct service *svc)
 	unsigned n = 0;
 
 	for (int i = 0; i < svc->nmembers; i++)
-		for (int k = 0; k < 2; k++)
+		for (int k = 0; k < 4; k++)
 			if (svc->members[i]->shared[k] != NULL && shared_ready(svc->members[i]->shared[k]))
 				n++;
 	return n;

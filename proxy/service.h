@@ -143,9 +143,10 @@ struct service_counters {
 };
 struct service_counters *service_counters(struct service *svc);
 
-/* multiplex: the shared connection to `member` (the RESP3 one: opened with HELLO 3), opened on
+/* multiplex: the shared connection to `member` (the RESP3 one: opened with HELLO 3; the one for
+ * writes, or the one for reads that a paused write cannot hold up), opened on
  * first use (it may still be connecting: see shared_ready; held sessions are released once it is
  * up). NULL when it cannot be had now (one failed a moment ago, or no socket). */
-struct shared *service_shared(struct service *svc, int member, bool resp3);
+struct shared *service_shared(struct service *svc, int member, bool resp3, bool write);
 
 #endif

@@ -785,16 +785,32 @@ static bool pin(struct session *s)
 }
 
 /* The connection a shared session's next commands go on, if one can take them now. */
-static struct shared *shared_target(struct session *s)
+static struct shared *shared_target(struct session *s, bool write)
 {
 	struct shared *sh;
 
 	if (s->state != SESSION_ACTIVE || s->unshare || s->member < 0)
 		return NULL;
+	/* With commands in flight, the next ones follow them on the same connection (the client's
+	 * order) -- a write only on the writes' connection: it waits for the reads to be answered. */
 	if (s->shared_out > 0)
-		return shared_retired(s->sh) ? NULL : s->sh;
-	sh = service_shared(s->svc, s->member, s->resp3);
+		return shared_retired(s->sh) || (write && !s->sh_write) ? NULL : s->sh;
+	sh = service_shared(s->svc, s->member, s->resp3, write);
 	return sh != NULL && shared_ready(sh) ? sh : NULL;
+}
+
+/* Whether the first command waiting in client_in writes (or may): which shared connection it
+ * needs. A command not complete yet, or none, counts as a read. */
+static bool pending_write(struct session *s)
+{
+	size_t len, n = s->client_in != NULL ? evbuffer_get_length(s->client_in) : 0;
+	bool write = false;
+
+	if (s->replay)
+		return true;  /* a write a demoted writer refused */
+	if (n > 0)
+		(void)resp_share_scan(evbuffer_pullup(s->client_in, -1), n, SESSION_SHARE_MAX, &len, &write);
+	return write;
 }
 
 /* Client bytes of a shared session (p may be NULL: look at client_in again): the complete
@@ -815,16 +831,33 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		shared_flow(s);
 		return false;
 	}
-	sh = shared_target(s);
+	if (buffered) {
+		/* Everything waiting, then what just came, in one piece. */
+		if (n > 0 && evbuffer_add(s->client_in, p, n) < 0) {
+			session_destroy(s);
+			return true;
+		}
+		n = evbuffer_get_length(s->client_in);
+		p = evbuffer_pullup(s->client_in, -1);
+	}
+	/* The first command decides which shared connection a batch goes on: reads have one of their
+	 * own (a write held by CLIENT PAUSE WRITE cannot hold them up); a batch on the writes'
+	 * connection may carry reads too. */
+	bool write = false, w = false;
+	size_t len = 0;
+	if (n > 0)
+		(void)resp_share_scan(p, n, SESSION_SHARE_MAX, &len, &write);
+	sh = shared_target(s, write);
+	bool on_write = s->shared_out > 0 ? s->sh_write : write;
 	enum resp_share r = RESP_SHARE_YES;
 	const uint8_t *buf = p;
-	size_t off = 0, first = 0, len = 0, total = n;
+	size_t off = 0, first = 0, total = n;
 	uint32_t ncmds = 0;
 	bool again = false;
 
 	if (buffered || sh == NULL) {
 		struct evbuffer *in = client_input(s);
-		if (in == NULL || (n > 0 && evbuffer_add(in, p, n) < 0)) {
+		if (in == NULL || (!buffered && n > 0 && evbuffer_add(in, p, n) < 0)) {
 			session_destroy(s);
 			return true;
 		}
@@ -844,7 +877,9 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		buffered = true;
 	}
 	while (off < total) {
-		r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len);
+		r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len, &w);
+		if (r == RESP_SHARE_YES && w && !on_write)
+			break;  /* a write after reads: once they are answered, on the writes' connection */
 		if (r == RESP_SHARE_HELLO2 || r == RESP_SHARE_HELLO3) {
 			/* Shared where the connection speaks that protocol already. A RESP2 session saying
 			 * HELLO 3 moves to the RESP3 shared connection, once nothing is in flight; the
@@ -901,6 +936,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		s->retry_valid = s->shared_out == 0 && ncmds == 1;
 		retry_append(s, buf + first, n_sent);
 		s->sh = sh;
+		s->sh_write = on_write;
 		s->shared_out += ncmds;
 		s->shared_bytes += n_sent;
 		c->shared_commands += ncmds;
@@ -923,7 +959,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 /* Bind a held shared session to `member`'s shared connection, if it is up. */
 static bool bind_shared(struct session *s, int member)
 {
-	struct shared *sh = service_shared(s->svc, member, s->resp3);
+	bool write = pending_write(s);
+	struct shared *sh = service_shared(s->svc, member, s->resp3, write);
 	char what[160];
 
 	if (sh == NULL) {
@@ -949,6 +986,7 @@ static bool bind_shared(struct session *s, int member)
 		}
 		s->retry_valid = true;
 		s->sh = sh;
+		s->sh_write = write;
 		s->shared_out = 1;
 		s->shared_bytes = s->retry_len;
 		service_counters(s->svc)->shared_commands++;

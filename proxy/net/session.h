@@ -100,6 +100,7 @@ struct session {
 	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or
 	                                PING first, its reply not passed on, before the client's bytes */
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */
+	bool sh_write;               /* ... the one for writes (reads may ride along) */
 	uint32_t shared_out;         /* commands in flight */
 	size_t shared_bytes;         /* their bytes */
 	size_t shared_need;          /* client_in must hold this much before a command can be complete */

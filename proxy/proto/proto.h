@@ -121,7 +121,9 @@ void resp_error(struct evbuffer *out, const char *prefix, const char *msg);
 enum resp_share {
 	RESP_SHARE_YES, RESP_SHARE_MORE, RESP_SHARE_NO, RESP_SHARE_LOCAL, RESP_SHARE_HELLO2, RESP_SHARE_HELLO3
 };
-enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len);
+/* *write (when not NULL): a RESP_SHARE_YES (or _MORE: as far as its name tells) command that writes
+ * or may (a script): CLIENT PAUSE WRITE holds it. Reads travel on a shared connection of their own, which a paused write cannot stall. */
+enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len, bool *write);
 /* Is `name` (any case) a command that may share a connection? */
 bool resp_shareable_name(const uint8_t *name, size_t len);
 

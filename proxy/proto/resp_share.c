@@ -46,6 +46,23 @@ static const char *const shareable[] = {
 	"zunionstore",
 };
 
+/* Of those, the ones that never write and never replicate (Redis's COMMAND flags: no `write`, no
+ * `may-replicate`): CLIENT PAUSE WRITE -- which Redis's own FAILOVER uses -- does not hold them,
+ * so they travel on a shared connection of their own, where a paused write cannot hold them up.
+ * Everything else shareable (EVAL and FCALL too: a script may write) counts as a write. */
+static const char *const readonly_names[] = {
+	"bitcount", "bitfield_ro", "bitpos", "command", "dbsize", "dump", "echo", "eval_ro", "evalsha_ro",
+	"exists", "expiretime", "fcall_ro", "geodist", "geohash", "geopos", "georadius_ro",
+	"georadiusbymember_ro", "geosearch", "get", "getbit", "getrange", "hexists", "hget", "hgetall",
+	"hkeys", "hlen", "hmget", "hpttl", "hrandfield", "hscan", "hstrlen", "httl", "hvals", "info", "keys",
+	"lcs", "lindex", "llen", "lpos", "lrange", "mget", "object", "pexpiretime", "ping", "pttl", "pubsub",
+	"randomkey", "scan", "scard", "sdiff", "sinter", "sintercard", "sismember", "smembers", "smismember",
+	"sort_ro", "srandmember", "sscan", "strlen", "substr", "sunion", "time", "touch", "ttl", "type",
+	"xinfo", "xlen", "xpending", "xrange", "xrevrange", "zcard", "zcount", "zdiff", "zinter",
+	"zintercard", "zlexcount", "zmscore", "zrandmember", "zrange", "zrangebylex", "zrangebyscore",
+	"zrank", "zrevrange", "zrevrangebylex", "zrevrangebyscore", "zrevrank", "zscan", "zscore", "zunion",
+};
+
 /* Looked up in an open-addressing hash table built on first use: the lookup runs once per command
  * on the hot path (a bsearch with strcmp cost ~330 instructions per command, measured with
  * callgrind; this costs about 40). */
@@ -53,6 +70,7 @@ static const char *const shareable[] = {
 
 static const char *share_table[SHARE_SLOTS];
 static uint8_t share_len[SHARE_SLOTS];
+static bool share_write[SHARE_SLOTS];
 static bool share_built;
 
 static uint32_t name_hash(const uint8_t *low, size_t len)
@@ -74,6 +92,10 @@ static void share_build(void)
 			h = (h + 1) & (SHARE_SLOTS - 1);
 		share_table[h] = shareable[i];
 		share_len[h] = (uint8_t)len;
+		share_write[h] = true;
+		for (size_t j = 0; j < sizeof(readonly_names) / sizeof(readonly_names[0]); j++)
+			if (strcmp(readonly_names[j], shareable[i]) == 0)
+				share_write[h] = false;
 	}
 	share_built = true;
 }
@@ -81,16 +103,21 @@ static void share_build(void)
 /* The last name found, as it was spelled: clients send the same few commands over and over. */
 static uint8_t last_name[SHARE_NAME_MAX];
 static size_t last_len;
+static bool last_write;
 
-bool resp_shareable_name(const uint8_t *name, size_t len)
+/* Shareable? And (in *write, when not NULL) whether a write pause holds it. */
+static bool shareable_name(const uint8_t *name, size_t len, bool *write)
 {
 	uint8_t low[SHARE_NAME_MAX];
 	uint32_t h;
 
 	if (len == 0 || len > SHARE_NAME_MAX)
 		return false;
-	if (len == last_len && memcmp(name, last_name, len) == 0)
+	if (len == last_len && memcmp(name, last_name, len) == 0) {
+		if (write != NULL)
+			*write = last_write;
 		return true;
+	}
 	if (!share_built)
 		share_build();
 	for (size_t i = 0; i < len; i++) {
@@ -101,9 +128,17 @@ bool resp_shareable_name(const uint8_t *name, size_t len)
 		if (share_len[h] == len && memcmp(share_table[h], low, len) == 0) {
 			memcpy(last_name, name, len);
 			last_len = len;
+			last_write = share_write[h];
+			if (write != NULL)
+				*write = last_write;
 			return true;
 		}
 	return false;
+}
+
+bool resp_shareable_name(const uint8_t *name, size_t len)
+{
+	return shareable_name(name, len, NULL);
 }
 
 /* Commands not on the list that are still harmless in some forms (see special_form). */
@@ -157,16 +192,17 @@ static enum resp_share special_form(enum special sp, uint64_t nargs, const uint8
 	}
 }
 
-static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
+static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len, bool *write)
 {
 	struct resp_request rq;
 	enum special sp = SPECIAL_NONE;
 	int k = resp_request(p, n, max, SHARE_MAX_ARGS, &rq, len);
 
+	*write = false;
 	if (k < 0)
 		return RESP_SHARE_NO;
 	/* The name is the first argument: refuse early what will never be shared. */
-	if (rq.seen >= 1 && !resp_shareable_name(rq.arg[0], rq.arg_len[0])) {
+	if (rq.seen >= 1 && !shareable_name(rq.arg[0], rq.arg_len[0], write)) {
 		sp = special_name(rq.arg[0], rq.arg_len[0]);
 		if (sp == SPECIAL_NONE)
 			return RESP_SHARE_NO;
@@ -178,9 +214,13 @@ static enum resp_share scan(const uint8_t *p, size_t n, size_t max, size_t *len)
 	return special_form(sp, rq.nargs, rq.seen >= 2 ? rq.arg[1] : NULL, rq.seen >= 2 ? rq.arg_len[1] : 0);
 }
 
-enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len)
+enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *len, bool *write)
 {
-	enum resp_share r = scan(p, n, max, len);
+	bool w;
+	enum resp_share r = scan(p, n, max, len, &w);
+
+	if (write != NULL)
+		*write = (r == RESP_SHARE_YES || r == RESP_SHARE_MORE) && w;
 
 	/* More is needed: at least one byte more than there is. */
 	if (r == RESP_SHARE_MORE && *len <= n)

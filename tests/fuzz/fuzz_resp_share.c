@@ -18,7 +18,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size -= 2;
 	/* Commands, one after another, as a shared session's input. */
 	while (off < size) {
-		enum resp_share r = resp_share_scan(data + off, size - off, max, &len);
+		bool w;
+		enum resp_share r = resp_share_scan(data + off, size - off, max, &len, &w);
+		FUZZ_CHECK(!w || r == RESP_SHARE_YES || r == RESP_SHARE_MORE);
 		if (r == RESP_SHARE_MORE) {
 			FUZZ_CHECK(len > size - off);
 			break;

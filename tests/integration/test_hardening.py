@@ -407,3 +407,32 @@ def test_multiplex_keeps_the_order_of_clients_when_one_pins(start_repoint):
         a.close()
     b.close()
     assert missed == 0, f"{missed} of 20 XREADs were overtaken by the XADD sent after them"
+
+
+def test_multiplex_reads_are_not_held_up_by_a_paused_write(start_repoint, lab):
+    """CLIENT PAUSE WRITE (Redis's FAILOVER uses it) holds writes; another client's reads through
+    repoint are answered at once, as directly, and the write completes after the pause."""
+    rp = start_repoint(redis={"multiplex": "on"})
+    port = rp.ports["redis"]
+    direct = rd(lab.primary("redis").port)
+    reader = rd(port)
+    reader.set("hard:pause", "v")
+    writer = socket.create_connection(("127.0.0.1", port), timeout=10)
+    writer.sendall(b"*1\r\n$4\r\nPING\r\n")
+    assert resp_read(writer) == b"+PONG\r\n"
+    try:
+        direct.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+        t0 = time.time()
+        writer.sendall(b"*3\r\n$3\r\nSET\r\n$10\r\nhard:pause\r\n$1\r\nw\r\n")
+        worst = 0.0
+        for _ in range(20):
+            t = time.time()
+            assert reader.get("hard:pause") == b"v"
+            worst = max(worst, time.time() - t)
+        assert worst < 0.2, f"a read waited {worst:.2f}s behind the paused write"
+        assert resp_read(writer, timeout=5) == b"+OK\r\n"
+        assert time.time() - t0 >= 1.0  # the write itself did wait for the pause
+        assert reader.get("hard:pause") == b"w"
+    finally:
+        direct.execute_command("CLIENT", "UNPAUSE")
+        writer.close()

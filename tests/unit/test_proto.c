@@ -1584,9 +1584,32 @@ END_TEST
 
 static enum resp_share share(const char *lit, size_t n, size_t *len)
 {
-	return resp_share_scan((const uint8_t *)lit, n, 32 * 1024, len);
+	return resp_share_scan((const uint8_t *)lit, n, 32 * 1024, len, NULL);
 }
 #define SHARE(lit, len) share(lit, sizeof(lit) - 1, len)
+
+/* Whether CLIENT PAUSE WRITE would hold it: reads go on a shared connection of their own. */
+static bool share_writes(const char *lit)
+{
+	size_t len = 0;
+	bool w = true;
+
+	ck_assert_int_eq(resp_share_scan((const uint8_t *)lit, strlen(lit), 32 * 1024, &len, &w), RESP_SHARE_YES);
+	return w;
+}
+
+START_TEST(test_resp_share_classes)
+{
+	ck_assert(share_writes("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"));
+	ck_assert(share_writes("*2\r\n$4\r\nincr\r\n$1\r\nk\r\n"));
+	ck_assert(share_writes("*3\r\n$4\r\nEVAL\r\n$1\r\nx\r\n$1\r\n0\r\n"));   /* a script may write */
+	ck_assert(share_writes("*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$1\r\nm\r\n")); /* may replicate */
+	ck_assert(!share_writes("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"));
+	ck_assert(!share_writes("*1\r\n$4\r\nPING\r\n"));
+	ck_assert(!share_writes("*3\r\n$7\r\nEVAL_RO\r\n$1\r\nx\r\n$1\r\n0\r\n"));
+	ck_assert(!share_writes("*4\r\n$6\r\nZRANGE\r\n$1\r\nz\r\n$1\r\n0\r\n$2\r\n-1\r\n"));
+}
+END_TEST
 
 START_TEST(test_resp_share_scan)
 {
@@ -1847,6 +1870,7 @@ int main(void)
 	tcase_add_test(rd, test_resp_refuse);
 	tcase_add_test(rd, test_resp_error_encoder);
 	tcase_add_test(rd, test_resp_share_scan);
+	tcase_add_test(rd, test_resp_share_classes);
 	tcase_add_test(rd, test_resp_replies_scan);
 	tcase_add_test(all, test_random_garbage);
 	tcase_add_test(all, test_mutated_scripts);
