@@ -20,6 +20,7 @@
  * only when a poll has ended, so that two polls never overlap. */
 #include "sources/aws_source.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,10 +281,77 @@ static void poll_end(struct aws_source *src)
 	event_active(src->deliver, EV_TIMEOUT, 0);
 }
 
+/* True for a word that may carry a credential or an identifier worth hiding: URLs (presigned
+ * ones carry a signature), query-string credentials, access key ids, and long hex/UUID ids. */
+static bool secret_word(const char *w, size_t n)
+{
+	static const char *const marks[] = { "://", "X-Amz-", "Signature", "Credential", "Token=",
+		                             "AKIA", "ASIA", "RequestId", "requestid", "request-id" };
+	char buf[AWS_ERROR_TEXT_MAX + 1];
+	size_t hex = 0;
+
+	if (n > AWS_ERROR_TEXT_MAX)
+		return true;
+	memcpy(buf, w, n);
+	buf[n] = '\0';
+	for (size_t i = 0; i < ARRAY_LEN(marks); i++)
+		if (strstr(buf, marks[i]) != NULL)
+			return true;
+	for (size_t i = 0; i < n; i++)
+		if (isxdigit((unsigned char)w[i]))
+			hex++;
+	/* 4a3f0c7e-..., or any long run of hex and dashes: request/trace ids. */
+	return n >= 16 && hex + 4 >= n && strspn(buf, "0123456789abcdefABCDEF-") == n;
+}
+
+void aws_source_error_text(char *dst, size_t len, const char *msg)
+{
+	size_t out = 0, cap;
+	bool after_request_id = false;
+
+	if (len == 0)
+		return;
+	cap = len - 1 < AWS_ERROR_TEXT_MAX ? len - 1 : AWS_ERROR_TEXT_MAX;
+	if (msg == NULL)
+		msg = "";
+	while (*msg != '\0' && out < cap) {
+		size_t n = 0;
+		const char *word;
+
+		if (*msg == ' ' || (unsigned char)*msg < 0x20 || (unsigned char)*msg >= 0x7f) {
+			unsigned char ch = (unsigned char)*msg++;
+			/* Spaces and control characters collapse to one space; other bytes are '?'. */
+			if (ch >= 0x80 && ch != 0x7f)
+				dst[out++] = '?';
+			else if (out > 0 && dst[out - 1] != ' ')
+				dst[out++] = ' ';
+			continue;
+		}
+		word = msg;
+		while (word[n] > 0x20 && word[n] < 0x7f)
+			n++;
+		msg += n;
+		if (after_request_id || secret_word(word, n)) {
+			word = "[redacted]";
+			n = strlen(word);
+		}
+		/* "Request ID: abc": the id is the next word. */
+		after_request_id = (n >= 3 && strncasecmp(word + n - 3, "ID:", 3) == 0 &&
+		                    out >= 8 && strncasecmp(dst + out - 8, "Request ", 8) == 0);
+		if (n > cap - out)
+			n = cap - out;
+		memcpy(dst + out, word, n);
+		out += n;
+	}
+	while (out > 0 && dst[out - 1] == ' ')
+		out--;
+	dst[out] = '\0';
+}
+
 static void poll_fail(struct aws_source *src, const char *code, const char *msg)
 {
 	aws_copy_text(src->out_code, sizeof(src->out_code), code);
-	aws_copy_text(src->out_msg, sizeof(src->out_msg), msg);
+	aws_source_error_text(src->out_msg, sizeof(src->out_msg), msg);
 	src->outcome_ok = false;
 	src->failures++;
 	src->has_error = true;

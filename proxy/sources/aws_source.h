@@ -90,4 +90,10 @@ uint64_t aws_source_retries(const struct aws_source *src);
 int64_t aws_source_last_backoff_ms(const struct aws_source *src);
 void aws_source_free(struct aws_source *src);
 
+/* An AWS error message made safe to keep in /status and logs: printable ASCII only, at most
+ * AWS_ERROR_TEXT_MAX characters, and no request ids, URLs, signatures or access key ids
+ * (each such word becomes "[redacted]"). dst has room for len bytes. */
+#define AWS_ERROR_TEXT_MAX 200
+void aws_source_error_text(char *dst, size_t len, const char *msg);
+
 #endif

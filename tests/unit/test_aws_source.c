@@ -974,6 +974,37 @@ START_TEST(test_start_refusals)
 }
 END_TEST
 
+START_TEST(test_error_text)
+{
+	char b[512];
+	char big[2000];
+
+	aws_source_error_text(b, sizeof(b), "User: arn:aws:iam::1:user/x is not authorized");
+	ck_assert_str_eq(b, "User: arn:aws:iam::1:user/x is not authorized");
+	aws_source_error_text(b, sizeof(b), "bad\r\n\x1b[31mthing\x7f caf\xc3\xa9");
+	ck_assert_str_eq(b, "bad [31mthing caf??");
+	aws_source_error_text(b, sizeof(b),
+	                      "denied (Service: Rds, Status Code: 403, Request ID: abc-1, see "
+	                      "https://rds.amazonaws.com/?X-Amz-Credential=AKIAXXXX&X-Amz-Signature=ff "
+	                      "key AKIAIOSFODNN7EXAMPLE id 4a3f0c7e-1b2c-4d5e-8f90-1234567890ab");
+	ck_assert_str_eq(b, "denied (Service: Rds, Status Code: 403, Request ID: [redacted] see "
+	                    "[redacted] key [redacted] id [redacted]");
+	aws_source_error_text(b, sizeof(b), "RequestId=7d1e2f3a");
+	ck_assert_str_eq(b, "[redacted]");
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	memset(big, ' ', 5);
+	aws_source_error_text(b, sizeof(b), big);
+	ck_assert_uint_le(strlen(b), AWS_ERROR_TEXT_MAX);
+	aws_source_error_text(b, sizeof(b), "aaa bbb");
+	ck_assert_str_eq(b, "aaa bbb");
+	aws_source_error_text(b, 5, "abcdefgh");
+	ck_assert_str_eq(b, "abcd");
+	aws_source_error_text(b, sizeof(b), NULL);
+	ck_assert_str_eq(b, "");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("aws_source");
@@ -1001,6 +1032,7 @@ int main(void)
 	tcase_add_test(tc, test_expired_credentials_retried_once);
 	tcase_add_test(tc, test_transport_failure);
 	tcase_add_test(tc, test_start_refusals);
+	tcase_add_test(tc, test_error_text);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);
