@@ -29,6 +29,7 @@
 
 #include "log.h"
 #include "net/io.h"
+#include "net/transport.h"
 #include "net/shared.h"
 #include "service.h"
 #include "util.h"
@@ -1382,14 +1383,10 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 	int err = 0;
-	socklen_t len = sizeof(err);
 
 	(void)what;
 	if (s->state == SESSION_CONNECTING) {
-		if (s->connect_errno != 0)
-			err = s->connect_errno;
-		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-			err = errno;
+		err = net_connect_outcome(fd, s->connect_errno);
 		if (err == EINPROGRESS)
 			return;
 		if (err != 0) {
@@ -1504,12 +1501,10 @@ static bool connect_to(struct session *s, int member)
 	struct event_base *base = service_base(s->svc);
 	evutil_socket_t fd;
 	char what[128];
-	int one = 1;
 
-	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = net_tcp_socket(sa->sa_family);
 	if (fd < 0)
 		return hold(s, "(no socket for the upstream)");
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (!side_open(&s->upstream, base, fd, upstream_read_cb, upstream_write_cb, s)) {
 		side_close(&s->upstream);
 		return hold(s, "(out of memory)");
@@ -1518,9 +1513,9 @@ static bool connect_to(struct session *s, int member)
 	snprintf(what, sizeof(what), "(%s)", service_member_str(s->svc, member));
 	set_state(s, SESSION_CONNECTING, what);
 	arm_timer(s, service_config(s->svc)->connect_timeout_ms);
-	s->connect_errno = 0;
-	if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS)
-		s->connect_errno = errno;
+	s->connect_errno = net_tcp_connect(fd, sa, salen);
+	if (s->connect_errno == EINPROGRESS)
+		s->connect_errno = 0;
 	/* Success, failure or progress: the outcome is always handled from the loop, in the write
 	 * callback, never from inside this call (whose callers may be iterating sessions). */
 	s->upstream.writing = true;

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "net/io.h"
+#include "net/transport.h"
 #include "net/session.h"
 #include "proto/proto.h"
 
@@ -234,15 +235,11 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct shared *c = arg;
 	int err = 0;
-	socklen_t len = sizeof(err);
 
 	(void)what;
 	c->busy++;
 	if (!c->connected) {
-		if (c->connect_errno != 0)
-			err = c->connect_errno;
-		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-			err = errno;
+		err = net_connect_outcome(fd, c->connect_errno);
 		if (err == EINPROGRESS) {
 			c->busy--;
 			return;
@@ -390,19 +387,17 @@ struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, s
 {
 	struct shared *c = calloc(1, sizeof(*c));
 	struct timeval tv = {.tv_sec = connect_timeout_ms / 1000, .tv_usec = (connect_timeout_ms % 1000) * 1000};
-	int one = 1;
 
 	if (c == NULL)
 		return NULL;
 	c->hooks = *hooks;
 	snprintf(c->label, sizeof(c->label), "%s", label);
 	resp_replies_init(&c->replies);
-	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->fd = net_tcp_socket(sa->sa_family);
 	if (c->fd < 0) {
 		free(c);
 		return NULL;
 	}
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, read_cb, c);
 	c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, write_cb, c);
 	c->flush_ev = event_new(base, -1, 0, flush_cb, c);
@@ -419,9 +414,11 @@ struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, s
 		destroy(c);
 		return NULL;
 	}
-	if (connect(c->fd, sa, salen) < 0 && errno != EINPROGRESS) {
+	c->connect_errno = net_tcp_connect(c->fd, sa, salen);
+	if (c->connect_errno == EINPROGRESS)
+		c->connect_errno = 0;
+	if (c->connect_errno != 0) {
 		/* Reported from the loop, like every other outcome. */
-		c->connect_errno = errno;
 		event_active(c->wev, EV_WRITE, 1);
 		return c;
 	}

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/transport.h"
 #include "util.h"
 
 static void engine_io_cb(evutil_socket_t fd, short what, void *arg)
@@ -393,28 +394,25 @@ static enum engine_step engine_rd_established(struct engine_conn *e)
 
 enum engine_step engine_rd_connect(struct engine_conn *e, const struct sockaddr *sa, socklen_t salen)
 {
-	int one = 1;
+	int err;
 
 	e->connecting = true;
-	e->rd_fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	e->rd_fd = net_tcp_socket(sa->sa_family);
 	if (e->rd_fd < 0)
 		return engine_fail(e, "socket", errno, strerror(errno));
-	setsockopt(e->rd_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(e->rd_fd, sa, salen) == 0)
+	err = net_tcp_connect(e->rd_fd, sa, salen);
+	if (err == 0)
 		return engine_rd_established(e);
-	if (errno != EINPROGRESS)
-		return engine_fail(e, "connect", errno, strerror(errno));
+	if (err != EINPROGRESS)
+		return engine_fail(e, "connect", err, strerror(err));
 	return engine_watch_step(e, e->rd_fd, EV_WRITE, -1);
 }
 
 /* The socket became writable while connecting: the connect's outcome is in SO_ERROR. */
 static enum engine_step engine_rd_connect_done(struct engine_conn *e)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
+	int err = net_connect_outcome(e->rd_fd, 0);
 
-	if (getsockopt(e->rd_fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
 	if (err != 0)
 		return engine_fail(e, "connect", err, strerror(err));
 	return engine_rd_established(e);
