@@ -99,6 +99,30 @@ class Repoint:
         assert self.proc.returncode == 0, f"repoint exited {self.proc.returncode}\n{text[-4000:]}"
 
 
+def start_custom(tmp_path, services, admin=True, extra=""):
+    """A repoint with hand-written services ({name: body}), each on a free port; admin API up."""
+    admin_port = free_port()
+    text = f"[repoint]\nadmin = 127.0.0.1:{admin_port}\nshutdown_timeout = 5s\n{extra}\n"
+    ports = {}
+    for name, body in services.items():
+        ports[name] = free_port()
+        text += f"[service {name}]\nlisten = 127.0.0.1:{ports[name]}\n{body}\n"
+    path = tmp_path / "custom.ini"
+    path.write_text(text)
+    rp = Repoint(str(path), admin_port, ports)
+    wait_for(lambda: rp.status(), 10, what="admin API")
+    return rp
+
+
+def rss_kb(pid):
+    """Resident memory of a process, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 @pytest.fixture(scope="session")
 def lab():
     d = tempfile.mkdtemp(prefix="repoint-lab-")

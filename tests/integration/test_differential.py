@@ -11,10 +11,8 @@ import threading
 import time
 
 import psycopg2
-import psycopg2.extensions
 import pymysql
 import pytest
-import redis
 
 from conftest import wait_for
 

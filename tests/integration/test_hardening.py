@@ -11,7 +11,7 @@ import psycopg2.errors
 import pytest
 import redis
 
-from conftest import Repoint, free_port, wait_for
+from conftest import Repoint, free_port, rss_kb, wait_for
 
 MODES = {"plain": {}, "multiplex": {"redis": {"multiplex": "on"}}}
 
@@ -293,13 +293,6 @@ class HugeReplyServer:
         self.stop.set()
         self.sock.close()
 
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_a_probe_reply_of_a_huge_declared_length_is_cut_off(tmp_path):

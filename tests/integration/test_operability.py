@@ -11,26 +11,14 @@ import urllib.request
 import psycopg2
 import redis
 
-from conftest import REPOINT_BIN, Repoint, free_port, wait_for
+from conftest import REPOINT_BIN, free_port, rss_kb, start_custom, wait_for
 
 
-def start(tmp_path, services, extra=""):
-    admin = free_port()
-    text = f"[repoint]\nadmin = 127.0.0.1:{admin}\nshutdown_timeout = 10s\n{extra}\n"
-    ports = {}
-    for name, body in services.items():
-        ports[name] = free_port()
-        text += f"[service {name}]\nlisten = 127.0.0.1:{ports[name]}\n{body}\n"
-    path = tmp_path / "ops.ini"
-    path.write_text(text)
-    rp = Repoint(str(path), admin, ports)
-    wait_for(lambda: rp.status(), 10, what="admin API")
-    return rp
 
 
 def test_a_member_name_that_does_not_resolve_does_not_stop_the_others(lab, tmp_path):
-    writer = lab.nodes("redis")[0].addr
-    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}, no-such-member.invalid:6379\n"
+    writer = lab.primary("redis").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}, no-such-member.invalid:6379\n"
                                 "probe_interval = 100ms\n"})
     try:
         rp.wait_writer("rd", writer)
@@ -45,8 +33,8 @@ def test_a_member_name_that_does_not_resolve_does_not_stop_the_others(lab, tmp_p
 
 
 def test_a_stopping_proxy_refuses_new_clients_at_once(lab, tmp_path):
-    pg = lab.nodes("postgres")[0].addr
-    rp = start(tmp_path, {"pg": f"protocol = postgres\nmembers = {pg}\nprobe_interval = 100ms\n"})
+    pg = lab.primary("postgres").addr
+    rp = start_custom(tmp_path, {"pg": f"protocol = postgres\nmembers = {pg}\nprobe_interval = 100ms\n"})
     rp.wait_writer("pg")
     conn = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", connect_timeout=10)
     cur = conn.cursor()
@@ -89,7 +77,7 @@ def closed_soon(s, timeout=3):
 
 
 def test_out_of_file_descriptors_refuses_without_spinning(lab, tmp_path):
-    writer = lab.nodes("redis")[0].addr
+    writer = lab.primary("redis").addr
     admin = free_port()
     port = free_port()
     cfg = tmp_path / "fds.ini"
@@ -132,8 +120,8 @@ def test_out_of_file_descriptors_refuses_without_spinning(lab, tmp_path):
 
 
 def test_past_max_clients_a_client_is_refused_at_once(lab, tmp_path):
-    writer = lab.nodes("redis")[0].addr
-    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nmax_clients = 5\n"})
+    writer = lab.primary("redis").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nmax_clients = 5\n"})
     try:
         rp.wait_writer("rd")
         clients = [socket.create_connection(("127.0.0.1", rp.ports["rd"]), timeout=5) for _ in range(5)]
@@ -155,17 +143,10 @@ def test_past_max_clients_a_client_is_refused_at_once(lab, tmp_path):
         rp.stop()
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def test_the_admin_api_bounds_bodies_headers_and_slow_clients(lab, tmp_path):
-    writer = lab.nodes("redis")[0].addr
-    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\n"})
+    writer = lab.primary("redis").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\n"})
     try:
         rp.wait_writer("rd")
         before = rss_kb(rp.proc.pid)
@@ -213,9 +194,9 @@ def http(method, port, path):
 
 
 def test_health_endpoints_for_kubernetes(lab, tmp_path):
-    writer = lab.nodes("redis")[0].addr
+    writer = lab.primary("redis").addr
     dead = free_port()
-    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n",
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n",
                           "nowriter": f"protocol = redis\nmembers = 127.0.0.1:{dead}\nprobe_interval = 100ms\n"})
     try:
         rp.wait_writer("rd")
@@ -228,7 +209,7 @@ def test_health_endpoints_for_kubernetes(lab, tmp_path):
         assert http("POST", rp.admin_port, "/ready")[0] == 405
     finally:
         rp.stop()
-    rp = start(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n"})
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n"})
     try:
         rp.wait_writer("rd")
         assert http("GET", rp.admin_port, "/ready") == (200, "ready\n")

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from labkit.clients import ENGINES
-from conftest import Repoint, free_port, wait_for
+from conftest import free_port, start_custom, wait_for
 
 
 @pytest.mark.parametrize("name", ["postgres", "mysql", "redis"])
@@ -26,18 +26,6 @@ def test_16mib_payload_round_trips_unchanged(start_repoint, name):
     engine.close(conn)
 
 
-def start_custom(tmp_path, services, admin=True, extra=""):
-    admin_port = free_port()
-    text = f"[repoint]\nadmin = 127.0.0.1:{admin_port}\nshutdown_timeout = 5s\n{extra}\n"
-    ports = {}
-    for name, body in services.items():
-        ports[name] = free_port()
-        text += f"[service {name}]\nlisten = 127.0.0.1:{ports[name]}\n{body}\n"
-    path = tmp_path / "custom.ini"
-    path.write_text(text)
-    rp = Repoint(str(path), admin_port, ports)
-    wait_for(lambda: rp.status(), 10, what="admin API")
-    return rp
 
 
 def test_held_client_gets_a_native_error_after_hold_timeout(tmp_path):

@@ -6,7 +6,7 @@ import redis
 
 from labkit.clients import ENGINES
 from conftest import wait_for
-from test_proxy import start_custom
+from conftest import start_custom
 
 
 def test_reader_route_spreads_over_replicas_and_falls_back_to_the_writer(lab, tmp_path):
