@@ -402,3 +402,112 @@ def test_mysql(lab, proxies, scenario):
     direct = scenario(lab.primary("mysql").port, f"diff_{scenario.__name__}_d_{os.getpid()}")
     proxied = scenario(proxies["plain"].ports["mysql"], f"diff_{scenario.__name__}_p_{os.getpid()}")
     same(direct, proxied, f"{scenario.__name__} through repoint")
+
+
+# ---- more corners: scripts, pauses, WAIT (Redis); pipeline mode (psycopg 3); LOAD DATA LOCAL and
+# compression (MariaDB) ------------------------------------------------------------------------------
+
+def rd_script_kill(port, k):
+    """A long script: other clients get -BUSY, SCRIPT KILL ends it, everything goes on."""
+    c, other = Raw(port), Raw(port)
+    t = [other.call("CONFIG", "SET", "busy-reply-threshold", 100)]
+    try:
+        c.send("EVAL", "local t = redis.call('time')[1] while redis.call('time')[1] - t < 8 do end return 1", 0)
+        wait_for(lambda: other.call("PING").startswith(b"-BUSY"), 10, what="the script to run")
+        t += [other.call("PING")[:5], other.call("SCRIPT", "KILL"), c.reply()[:14], c.call("PING"),
+              other.call("PING")]
+    finally:
+        other.call("CONFIG", "SET", "busy-reply-threshold", 5000)
+    c.close()
+    other.close()
+    return t
+
+
+def rd_pause_write(port, k):
+    """CLIENT PAUSE WRITE: a write waits for it, another client's reads do not."""
+    admin, w, r = Raw(port), Raw(port), Raw(port)
+    t = [r.call("SET", k, "v"), admin.call("CLIENT", "PAUSE", 1000, "WRITE")]
+    w.send("SET", k, "w")
+    t0 = time.time()
+    t += [r.call("GET", k), timing(time.time() - t0)]
+    t0 = time.time()
+    t += [w.reply(), timing(time.time() - t0 + 0.5), r.call("GET", k), r.call("DEL", k)]
+    for c in (admin, w, r):
+        c.close()
+    return t
+
+
+def rd_wait(port, k):
+    c = Raw(port)
+    t = [c.call("SET", k, "v"), c.call("WAIT", 2, 2000), c.call("DEL", k)]
+    c.close()
+    return t
+
+
+REDIS_MORE = [rd_script_kill, rd_pause_write, rd_wait]
+
+
+@pytest.mark.parametrize("scenario", REDIS_MORE, ids=[f.__name__ for f in REDIS_MORE])
+@pytest.mark.parametrize("mode", MODES)
+def test_redis_more(lab, proxies, mode, scenario):
+    key = f"diff:{scenario.__name__}:{mode}:{os.getpid()}"
+    direct = scenario(lab.primary("redis").port, key)
+    proxied = scenario(proxies[mode].ports["redis"], key)
+    same(direct, proxied, f"{scenario.__name__} through repoint ({mode})")
+
+
+def pg3_pipeline(port, tbl):
+    import psycopg
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as c:
+        c.execute(f"DROP TABLE IF EXISTS {tbl}")
+        c.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY)")
+        with c.pipeline():
+            for i in range(200):
+                c.execute(f"INSERT INTO {tbl} VALUES (%s)", (i,))
+            cur = c.execute(f"SELECT count(*), sum(id) FROM {tbl}")
+        t = [cur.fetchone()]
+        c.execute(f"PREPARE q AS SELECT id FROM {tbl} WHERE id = $1")
+        t.append(c.execute("EXECUTE q(7)").fetchone())
+        t.append(c.execute(f"SELECT id FROM {tbl} WHERE id = %s", (8,), prepare=True).fetchone())
+        t.append(c.execute(f"SELECT id FROM {tbl} WHERE id = %s", (8,), binary=True).fetchone())
+        c.execute(f"DROP TABLE {tbl}")
+    return t
+
+
+@pytest.mark.parametrize("scenario", [pg3_pipeline], ids=["pg3_pipeline"])
+def test_postgres_psycopg3(lab, proxies, scenario):
+    direct = scenario(lab.primary("postgres").port, f"diff_pg3_d_{os.getpid()}")
+    proxied = scenario(proxies["plain"].ports["postgres"], f"diff_pg3_p_{os.getpid()}")
+    same(direct, proxied, "psycopg 3 pipeline, prepared and binary through repoint")
+
+
+def my_load_data_local(port, tbl, tmpdir):
+    path = os.path.join(tmpdir, f"{tbl}.tsv")
+    with open(path, "w") as f:
+        f.writelines(f"{i}\tv{i}\n" for i in range(5000))
+    c = my_connect(port, local_infile=True)
+    cur = c.cursor()
+    cur.execute(f"DROP TABLE IF EXISTS {tbl}")
+    cur.execute(f"CREATE TABLE {tbl} (id INT PRIMARY KEY, v TEXT)")
+    cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {tbl}")
+    cur.execute(f"SELECT COUNT(*), SUM(id) FROM {tbl}")
+    t = [cur.fetchall()]
+    cur.execute(f"DROP TABLE {tbl}")
+    c.close()
+    return t
+
+
+def my_compressed_cli(port, tbl, tmpdir):
+    import subprocess
+    out = subprocess.run(["mysql", "--compress", "-h127.0.0.1", f"-P{port}", "-utest", "-ptest", "test", "-N", "-e",
+                          "SELECT REPEAT('ab', 100000) = REPEAT('ab', 100000), 1+1; "
+                          "PREPARE s FROM 'SELECT ? * 2'; SET @a = 21; EXECUTE s USING @a;"],
+                         capture_output=True, text=True, timeout=30)
+    return [out.returncode, out.stdout, out.stderr]
+
+
+@pytest.mark.parametrize("scenario", [my_load_data_local, my_compressed_cli], ids=["load_data_local", "compressed_cli"])
+def test_mysql_more(lab, proxies, scenario, tmp_path):
+    direct = scenario(lab.primary("mysql").port, f"diff_{scenario.__name__}_d_{os.getpid()}", str(tmp_path))
+    proxied = scenario(proxies["plain"].ports["mysql"], f"diff_{scenario.__name__}_p_{os.getpid()}", str(tmp_path))
+    same(direct, proxied, f"{scenario.__name__} through repoint")
