@@ -408,8 +408,14 @@ static void probe_done(void *arg, const struct probe_result *r)
 		r = &m->last;
 	}
 	if (r->busy) {
-		/* Alive (running a script, loading its data): no word on its role, and no failure. */
+		/* Alive. Running a script, it keeps the role it last reported (it cannot change while the
+		 * script runs): taken as that -- a writer whose probes timed out before the server began
+		 * answering -BUSY (busy-reply-threshold) comes back, so that SCRIPT KILL gets through.
+		 * Loading its data: no word on its role, and no failure either. */
+		enum role last = svc->topo.members[m->index].reported;
 		log_debug(svc->subject, "probe %s: busy: %s", m->str, r->detail);
+		if (!r->loading && (last == ROLE_WRITER || last == ROLE_READER))
+			observe(svc, m->index, true, last, svc->topo.members[m->index].epoch, "probe");
 	} else {
 		if (!r->ok) {
 			m->probe_failures++;

@@ -700,6 +700,7 @@ static void probe_rd_evaluate(struct probe *p, const redisReply *r)
 		/* Alive: a script running (BUSY), the data set loading (LOADING). */
 		if (strncmp(r->str, "BUSY", 4) == 0 || strncmp(r->str, "LOADING", 7) == 0)
 			p->result.busy = true;
+		p->result.loading = strncmp(r->str, "LOADING", 7) == 0;
 		return;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||

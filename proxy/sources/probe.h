@@ -31,6 +31,7 @@ struct probe_result {
 	bool ok;              /* the node answered with a role */
 	bool busy;            /* not ok, yet alive: it cannot say its role now (Redis -BUSY while a
 	                         script runs, -LOADING while it loads its data): not a failure */
+	bool loading;         /* ... and busy because it loads its data: no role to go on either */
 	enum role role;       /* ROLE_WRITER or ROLE_READER when ok */
 	int64_t epoch;        /* Postgres: timeline of the WAL being written (writer), or received /
 	                         last restartpoint's (standby; 0 when the user may not see either); else 0 */
