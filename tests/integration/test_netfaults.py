@@ -1,0 +1,139 @@
+"""Network faults between repoint and the members, made with network namespaces (scripts/labkit/netns.py):
+each member lives in its own namespace behind a veth pair with a private 10.231.N.0/30; repoint and the clients
+stay in the root namespace. Partition = the member's link down, refusal = nft reject with a TCP reset,
+a member that accepts and never answers = a silent socket server at a member address."""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from conftest import Repoint, free_port, wait_for
+from labkit.netns import NetNS
+
+SILENT = ("import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+          "s.bind(('%s',6379));s.listen(64);c=[]\nwhile True: c.append(s.accept()[0])\n")
+
+
+@pytest.fixture
+def netns(tmp_path):
+    made = []
+
+    def make(index):
+        ns = NetNS(index)
+        made.append(ns)
+        return ns
+
+    try:
+        yield make
+    finally:
+        for ns in made:
+            ns.close()
+
+
+@pytest.fixture
+def repoint_on(tmp_path):
+    started = []
+
+    def start(members, **over):
+        os.chmod(tmp_path, 0o755)
+        admin, port = free_port(), free_port()
+        kv = {"protocol": "redis", "listen": "127.0.0.1:%d" % port, "route": "writer",
+              "members": ", ".join("%s:6379" % m for m in members), "probe_interval": "100ms",
+              "probe_timeout": "500ms", "hold_timeout": "15s", "drain": "graceful", "drain_timeout": "2s"}
+        kv.update(over)
+        cfg = str(tmp_path / ("repoint-%d.ini" % len(started)))
+        with open(cfg, "w") as f:
+            f.write("[repoint]\nadmin = 127.0.0.1:%d\nlog_level = info\n\n[service redis]\n" % admin)
+            f.write("".join("%s = %s\n" % kv_ for kv_ in kv.items()))
+        rp = Repoint(cfg, admin, {"redis": port})
+        started.append(rp)
+        wait_for(lambda: rp.status(), 10, what="repoint's admin API")
+        return rp
+
+    try:
+        yield start
+    finally:
+        for rp in started:
+            rp.stop()
+
+
+def client(rp, timeout=10):
+    return redis.Redis("127.0.0.1", rp.ports["redis"], socket_timeout=timeout, decode_responses=True)
+
+
+def direct(ns):
+    return redis.Redis(ns.addr, 6379, socket_timeout=3, decode_responses=True)
+
+
+def member(rp, addr):
+    for m in rp.service("redis")["members"]:
+        if m["address"].startswith(addr + ":"):
+            return m
+    raise KeyError(addr)
+
+
+def test_writer_partitioned_fails_over_and_old_writer_gets_nothing(netns, repoint_on, tmp_path):
+    a, b = netns(0), netns(1)
+    a.redis(str(tmp_path))
+    b.redis(str(tmp_path), replicaof=(a.addr, 6379))  # no route between namespaces: a replica in name only
+    rp = repoint_on([a.addr, b.addr])
+    rp.wait_writer("redis", "%s:6379" % a.addr)
+    c = client(rp)
+    assert c.set("before", "1")
+    a.link_down()
+    wait_for(lambda: rp.service("redis")["writer_ready"] is False, 10, what="repoint to declare the writer lost")
+    t0 = time.monotonic()
+    held = {}
+
+    def late_client():
+        held["v"] = client(rp).set("after", "held")
+
+    import threading
+    th = threading.Thread(target=late_client)
+    th.start()
+    direct(b).execute_command("REPLICAOF", "NO", "ONE")
+    rp.wait_writer("redis", "%s:6379" % b.addr, timeout=15)
+    th.join(20)
+    assert held.get("v") is True, "a client arriving during the outage was held then served"
+    for i in range(20):
+        assert client(rp).set("k%d" % i, i)
+    assert direct(b).get("after") == "held" and direct(b).get("k19") == "19"
+    a.heal()
+    wait_for(lambda: direct(a).ping(), 10, what="the old writer reachable again")
+    assert direct(a).get("before") == "1"
+    assert direct(a).get("after") is None and direct(a).keys("k*") == [], "no write reached the old writer"
+    assert time.monotonic() - t0 < 30
+
+
+def test_silent_member_never_becomes_writer(netns, repoint_on, tmp_path):
+    a, s = netns(2), netns(3)
+    a.redis(str(tmp_path))
+    s.spawn(["/usr/bin/python3", "-c", SILENT % s.addr], str(tmp_path / "silent.log"))
+    wait_for(lambda: socket.create_connection((s.addr, 6379), 1).close() or True, 10, what="the silent server")
+    rp = repoint_on([s.addr, a.addr])
+    rp.wait_writer("redis", "%s:6379" % a.addr)
+    for _ in range(3):  # several probe rounds against the silent member
+        for i in range(10):
+            assert client(rp).set("s%d" % i, i)
+        assert rp.writer("redis") == "%s:6379" % a.addr
+        time.sleep(0.5)  # let probes to the silent member time out (probe_timeout 500ms)
+    m = member(rp, s.addr)
+    assert m.get("role") not in ("writer", "primary", "master"), m
+
+
+def test_refused_replica_does_not_disturb_writer_routing(netns, repoint_on, tmp_path):
+    a, b = netns(4), netns(5)
+    a.redis(str(tmp_path))
+    b.redis(str(tmp_path), replicaof=(a.addr, 6379))
+    rp = repoint_on([a.addr, b.addr])
+    rp.wait_writer("redis", "%s:6379" % a.addr)
+    b.reject()
+    with pytest.raises(redis.ConnectionError):
+        direct(b).ping()
+    for i in range(50):
+        assert client(rp).set("r%d" % i, i)
+    assert rp.service("redis")["writer_ready"] and rp.writer("redis") == "%s:6379" % a.addr
+    assert direct(a).get("r49") == "49"
