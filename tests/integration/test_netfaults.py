@@ -137,3 +137,32 @@ def test_refused_replica_does_not_disturb_writer_routing(netns, repoint_on, tmp_
         assert client(rp).set("r%d" % i, i)
     assert rp.service("redis")["writer_ready"] and rp.writer("redis") == "%s:6379" % a.addr
     assert direct(a).get("r49") == "49"
+
+
+def test_writer_black_holing_after_accept_sessions_drained(netns, repoint_on, tmp_path):
+    a, b = netns(6), netns(7)
+    a.redis(str(tmp_path))
+    b.redis(str(tmp_path), replicaof=(a.addr, 6379))
+    rp = repoint_on([a.addr, b.addr], drain_timeout="2s")
+    rp.wait_writer("redis", "%s:6379" % a.addr)
+    stuck = socket.create_connection(("127.0.0.1", rp.ports["redis"]), 5)
+    stuck.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\n1\r\n")
+    assert stuck.recv(100) == b"+OK\r\n"  # a session on the writer
+    a.drop()  # from here on the writer answers nothing, established connections included
+    stuck.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\nstuck\r\n$1\r\n1\r\n")  # in flight into the black hole
+    wait_for(lambda: rp.service("redis")["writer_ready"] is False, 10, what="repoint to declare the writer lost")
+    direct(b).execute_command("REPLICAOF", "NO", "ONE")
+    rp.wait_writer("redis", "%s:6379" % b.addr, timeout=15)
+    t0 = time.monotonic()
+    stuck.settimeout(20)
+    try:
+        got = stuck.recv(200)
+    except ConnectionResetError:
+        got = b""
+    waited = time.monotonic() - t0
+    assert got == b"" or got.startswith(b"-"), got  # closed (or told an error), never a made-up +OK
+    assert waited < 10, "the stuck session was ended by drain_timeout (2s), not left to the client (%.1fs)" % waited
+    for i in range(10):
+        assert client(rp).set("n%d" % i, i)
+    assert direct(b).get("n9") == "9"
+    assert direct(b).get("stuck") is None, "the request in the black hole was not sent again to the new writer"
