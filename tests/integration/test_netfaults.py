@@ -166,3 +166,93 @@ def test_writer_black_holing_after_accept_sessions_drained(netns, repoint_on, tm
         assert client(rp).set("n%d" % i, i)
     assert direct(b).get("n9") == "9"
     assert direct(b).get("stuck") is None, "the request in the black hole was not sent again to the new writer"
+
+
+class StallingRelay:
+    """An HTTP relay in front of the lab's AWS emulator. While `stall` is set it answers each request with the
+    status line, the headers (full Content-Length) and half the body, then goes silent until cleared."""
+
+    def __init__(self, upstream):
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+        up = urllib.parse.urlparse(upstream)
+        self.stall, self.release = threading.Event(), threading.Event()
+        relay = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                c = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                c.request(self.command, self.path, body=body, headers=hdrs)
+                r = c.getresponse()
+                out = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                if relay.stall.is_set():
+                    self.wfile.write(out[:len(out) // 2])
+                    self.wfile.flush()
+                    relay.release.wait(60)
+                    self.close_connection = True
+                    return
+                self.wfile.write(out)
+
+            do_GET = do_POST = _any
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.release.set()
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_control_plane_hanging_mid_response_keeps_last_topology(lab, tmp_path):
+    """Each API attempt times out after 10 s and is tried 5 times (proxy/aws/http.h), so a hung control plane
+    shows in /status after about a minute; routing goes on with probes meanwhile."""
+    from test_sources import start_sources
+    url = lab.aws_up(delays={"promote": 0.3, "settle": 0.3})
+    saved = dict(os.environ)
+    os.environ.update(lab.aws_env())
+    os.environ.pop("AWS_PROFILE", None)
+    relay = StallingRelay(url)
+    rp = None
+    try:
+        rp = start_sources(tmp_path, relay.url, {"ec": "protocol = redis\nsource = elasticache:lab-redis\n"},
+                           poll="200ms")
+        writer = rp.wait_writer("ec")
+        relay.stall.set()
+        wait_for(lambda: rp.service("ec")["source"]["last_error"] is not None, 90,
+                 what="the hung poll reported as the source error")
+        assert rp.writer("ec") == writer and rp.service("ec")["writer_ready"], "kept the last topology"
+        c = redis.Redis("127.0.0.1", rp.ports["ec"], socket_timeout=10)
+        for i in range(10):
+            assert c.set("cp%d" % i, i)
+        c.close()
+        before = rp.service("ec")["source"]["last_poll_at"]  # set by successful polls only; last_error stays
+        relay.stall.clear()
+        relay.release.set()
+        wait_for(lambda: rp.service("ec")["source"]["last_poll_at"] != before, 45, what="a successful poll again")
+        assert rp.writer("ec") == writer
+    finally:
+        relay.close()
+        if rp is not None:
+            rp.stop()
+        lab.aws_down()
+        os.environ.clear()
+        os.environ.update(saved)
