@@ -104,7 +104,7 @@ static void set_state(struct session *s, enum session_state st, const char *why)
 
 	if (st == SESSION_DRAINING || st == SESSION_REFUSING ||
 	    (st == SESSION_HELD && s->state != SESSION_HELD) ||
-	    (s->state == SESSION_HELD && st == SESSION_CONNECTING && s->member >= 0))
+	    (s->state == SESSION_HELD && st == SESSION_CONNECTING && s->in_held))
 		lvl = LOG_INFO;
 	if (log_enabled(lvl))
 		log_msg(lvl, subject(s, subj, sizeof(subj)), "%s -> %s%s%s", state_names[s->state],

@@ -215,3 +215,16 @@ def test_health_endpoints_for_kubernetes(lab, tmp_path):
         assert http("GET", rp.admin_port, "/ready") == (200, "ready\n")
     finally:
         rp.stop()
+
+
+def test_an_ordinary_connection_logs_nothing_at_info(lab, tmp_path):
+    writer = lab.primary("redis").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\n"})
+    try:
+        rp.wait_writer("rd")
+        before = rp.logtext().count("\n")
+        for _ in range(20):
+            assert redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=5).ping()
+        assert rp.logtext().count("\n") == before, rp.logtext().splitlines()[before:][:5]
+    finally:
+        rp.stop()
