@@ -500,13 +500,6 @@ void service_upstream_failed(struct service *svc, int member, const char *why)
 	service_probe_soon(svc, member);
 }
 
-void service_readonly_seen(struct service *svc, int member)
-{
-	/* What a client's request got back is no evidence (a script can answer anything): only a
-	 * reason to ask the member itself now. */
-	service_probe_soon(svc, member);
-}
-
 void service_probe_soon(struct service *svc, int member)
 {
 	struct member *m;

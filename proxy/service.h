@@ -94,9 +94,6 @@ bool service_stopping(const struct service *svc);
 /* A connection to `member` failed on the data path: counts as a failed observation and asks
  * for an immediate probe. */
 void service_upstream_failed(struct service *svc, int member, const char *why);
-/* A client's request got a read-only refusal from `member`: a reason to probe it now, never an
- * observation (a script on a writer can answer the same words). */
-void service_readonly_seen(struct service *svc, int member);
 /* A session needs `member`'s own word on its role, from a check that starts from now on: every
  * session with `confirming` set and `confirm_member` == member hears it through
  * session_confirmed() (later, from the loop). With probes off the topology's word is given. */

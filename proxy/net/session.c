@@ -845,9 +845,9 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	 * own (a write held by CLIENT PAUSE WRITE cannot hold them up); a batch on the writes'
 	 * connection may carry reads too. */
 	bool write = false, w = false;
-	size_t len = 0;
-	if (n > 0)
-		(void)resp_share_scan(p, n, SESSION_SHARE_MAX, &len, &write);
+	size_t len = 0, len0;
+	enum resp_share r0 = n > 0 ? resp_share_scan(p, n, SESSION_SHARE_MAX, &len, &write) : RESP_SHARE_MORE;
+	len0 = len;
 	sh = shared_target(s, write);
 	bool on_write = s->shared_out > 0 ? s->sh_write : write;
 	enum resp_share r = RESP_SHARE_YES;
@@ -878,7 +878,14 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		buffered = true;
 	}
 	while (off < total) {
-		r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len, &w);
+		if (off == 0) {
+			/* The first command was scanned above already (buf holds the same bytes as p). */
+			r = r0;
+			len = len0;
+			w = write;
+		} else {
+			r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len, &w);
+		}
 		if (r == RESP_SHARE_YES && w && !on_write)
 			break;  /* a write after reads: once they are answered, on the writes' connection */
 		if (r == RESP_SHARE_HELLO2 || r == RESP_SHARE_HELLO3) {
@@ -1048,7 +1055,7 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		return;
 	}
 	if (readonly)
-		service_readonly_seen(svc, member);
+		service_probe_soon(svc, member);  /* a reason to ask, never an observation */
 }
 
 void session_shared_unsent(struct session *s, struct evbuffer *unsent)
@@ -1349,7 +1356,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		s = NULL;
 	/* Last: telling the service may drain (and free) this very session. */
 	if (readonly)
-		service_readonly_seen(svc, member);
+		service_probe_soon(svc, member);  /* a reason to ask, never an observation */
 }
 
 static void client_write_cb(evutil_socket_t fd, short what, void *arg)
