@@ -814,6 +814,19 @@ static bool pending_write(struct session *s)
 	return write;
 }
 
+/* Whether the session's first waiting command needs a connection of its own, with nothing of
+ * its own in flight: it will pin without sending anything on a shared connection. */
+static bool pending_pins(struct session *s)
+{
+	size_t len, n = s->client_in != NULL ? evbuffer_get_length(s->client_in) : 0;
+	bool write;
+
+	if (n == 0 || s->shared_out > 0 || s->replay)
+		return false;
+	return resp_share_scan(evbuffer_pullup(s->client_in, -1), n, SESSION_SHARE_MAX, &len, &write) ==
+	       RESP_SHARE_NO;
+}
+
 /* Client bytes of a shared session (p may be NULL: look at client_in again): the complete
  * commands at the front that may share go now, in one piece; the rest waits in client_in.
  * Returns true when the session was freed. */
@@ -824,13 +837,20 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	bool buffered = s->client_in != NULL && evbuffer_get_length(s->client_in) > 0;
 
 	if (!s->barrier && service_barred(s->svc)) {
-		/* Another session's pinning command is not with the server yet: nothing overtakes it. */
+		/* Another session's pinning command is not with the server yet: nothing shared overtakes
+		 * it. A session whose own next command pins sends nothing shared and goes on (else
+		 * sessions pinning at once would each wait for the one before to be greeted). */
 		if (n > 0 && (client_input(s) == NULL || evbuffer_add(s->client_in, p, n) < 0)) {
 			session_destroy(s);
 			return true;
 		}
-		shared_flow(s);
-		return false;
+		if (!pending_pins(s)) {
+			shared_flow(s);
+			return false;
+		}
+		p = NULL;
+		n = 0;
+		buffered = true;
 	}
 	if (buffered) {
 		/* Everything waiting, then what just came, in one piece. */
