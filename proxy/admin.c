@@ -8,9 +8,11 @@
 #include <sys/queue.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <jansson.h>
 
 #include "config.h"
@@ -36,11 +38,14 @@ struct admin_drill {
 	TAILQ_ENTRY(admin_drill) link;
 };
 
-/* What one request may send: drill options are a few hundred bytes. */
+/* What one request may send: drill options are a few hundred bytes. libevent 2.1's server reads
+ * a body before any callback sees the request, so the token is checked after at most this much. */
 #define ADMIN_MAX_HEADERS (16 * 1024)
-#define ADMIN_MAX_BODY (64 * 1024)
+#define ADMIN_MAX_BODY (8 * 1024)
 /* A request (or an idle connection) that takes longer is closed. */
 #define ADMIN_TIMEOUT_S 5
+/* Admin connections open at once; more wait in the listen backlog (the data path keeps its fds). */
+#define ADMIN_MAX_CONNS 32
 
 struct admin {
 	struct evhttp *http;
@@ -51,6 +56,10 @@ struct admin {
 	const struct config *cfg;            /* admin_token, [aws] for the drills */
 	TAILQ_HEAD(, admin_drill) drills;    /* oldest first */
 	int ndrills;
+	struct evconnlistener *listener;     /* paused while ADMIN_MAX_CONNS connections are open */
+	struct bufferevent *conns[ADMIN_MAX_CONNS];  /* open admin connections (conns_reap) */
+	int nconns;
+	struct event *reap;
 };
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *type, struct evbuffer *body)
@@ -478,11 +487,71 @@ static void notfound_cb(struct evhttp_request *req, void *arg)
 	reply_text(req, 404, "Not Found", "not found: try /status, /metrics, /live, /ready, /startup or /drills");
 }
 
+/* Forget the admin connections evhttp has freed. libevent 2.1 tells nothing when it frees one,
+ * so each is held by a reference of ours (conn_new) and known gone once bufferevent_free has
+ * cleared its callbacks (a live evhttp connection always has its event callback); dropping our
+ * reference then frees it and closes its socket. */
+static void conns_reap(struct admin *a)
+{
+	bufferevent_event_cb ev;
+
+	for (int i = 0; i < a->nconns;) {
+		bufferevent_getcb(a->conns[i], NULL, NULL, &ev, NULL);
+		if (ev != NULL) {
+			i++;
+			continue;
+		}
+		bufferevent_decref(a->conns[i]);
+		a->conns[i] = a->conns[--a->nconns];
+	}
+	if (a->nconns < ADMIN_MAX_CONNS && a->listener != NULL)
+		evconnlistener_enable(a->listener);
+	if (a->nconns > 0 && !evtimer_pending(a->reap, NULL)) {
+		struct timeval tv = {0, 200 * 1000};
+		evtimer_add(a->reap, &tv);
+	}
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conns_reap(arg);
+}
+
+/* evhttp asks for each accepted connection's bufferevent. At ADMIN_MAX_CONNS the listener pauses
+ * (evconnlistener accepts no more once disabled, even within one callback). */
+static struct bufferevent *conn_new(struct event_base *base, void *arg)
+{
+	struct admin *a = arg;
+	struct bufferevent *bev;
+
+	conns_reap(a);
+	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	/* What evhttp has not consumed stays bounded (it stops reading beyond; also after evhttp freed
+	 * the connection and before conns_reap drops the last reference). */
+	bufferevent_setwatermark(bev, EV_READ, 0, ADMIN_MAX_HEADERS + ADMIN_MAX_BODY);
+	if (a->nconns < ADMIN_MAX_CONNS) {
+		bufferevent_incref(bev);
+		a->conns[a->nconns++] = bev;
+	}
+	if (a->nconns >= ADMIN_MAX_CONNS && a->listener != NULL)
+		evconnlistener_disable(a->listener);
+	if (!evtimer_pending(a->reap, NULL)) {
+		struct timeval tv = {0, 200 * 1000};
+		evtimer_add(a->reap, &tv);
+	}
+	return bev;
+}
+
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
 			  int nsvcs)
 {
 	struct admin *a = calloc(1, sizeof(*a));
 	const struct hostport *addr = &cfg->admin;
+	struct evhttp_bound_socket *bound = NULL;
 	char buf[300];
 
 	if (a == NULL)
@@ -494,7 +563,8 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 	TAILQ_INIT(&a->drills);
 	a->cfg = cfg;
 	a->http = evhttp_new(base);
-	if (a->http == NULL || evhttp_bind_socket(a->http, addr->host, addr->port) != 0) {
+	a->reap = evtimer_new(base, reap_cb, a);
+	if (a->http == NULL || a->reap == NULL || (bound = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port)) == NULL) {
 		log_error("admin", "cannot listen on %s", hostport_str(addr, buf, sizeof(buf)));
 		admin_free(a);
 		return NULL;
@@ -505,6 +575,8 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 	 * that dribbles by time. */
 	evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
 	evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
+	a->listener = evhttp_bound_socket_get_listener(bound);
+	evhttp_set_bevcb(a->http, conn_new, a);
 	{
 		struct timeval tv = {ADMIN_TIMEOUT_S, 0};
 		evhttp_set_timeout_tv(a->http, &tv);
@@ -528,8 +600,13 @@ void admin_free(struct admin *a)
 		return;
 	/* First the HTTP side (its connections' close callbacks still see the drills), then the
 	 * drills, whose load and promotions stop where they are. */
+	a->listener = NULL;  /* freed with the evhttp */
 	if (a->http != NULL)
 		evhttp_free(a->http);
+	for (int i = 0; i < a->nconns; i++)
+		bufferevent_decref(a->conns[i]);
+	if (a->reap != NULL)
+		event_free(a->reap);
 	while ((ad = TAILQ_FIRST(&a->drills)) != NULL) {
 		TAILQ_REMOVE(&a->drills, ad, link);
 		drill_entry_free(ad);

@@ -183,6 +183,37 @@ def test_the_admin_api_bounds_bodies_headers_and_slow_clients(lab, tmp_path):
         rp.stop()
 
 
+def test_idle_admin_connections_cannot_take_the_data_paths_fds(lab, tmp_path):
+    """Past 32 open admin connections repoint stops accepting more (they wait in the kernel's
+    backlog): idle admin clients cannot use up the descriptors the data path needs."""
+    writer = lab.primary("redis").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\n"})
+    idle = []
+    try:
+        rp.wait_writer("rd")
+        fds = lambda: len(os.listdir(f"/proc/{rp.proc.pid}/fd"))
+        before = fds()
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", rp.admin_port), timeout=10))
+        # Each of the first 32 is accepted (and reaped after the admin timeout); the rest are not.
+        # (one of the 32 may be the status request that came before)
+        wait_for(lambda: fds() - before >= 31, 10, what="the first admin connections to be accepted")
+        time.sleep(0.3)  # give accepts that should not happen a chance to show
+        assert fds() - before <= 33, f"{fds() - before} descriptors for 200 idle admin clients"
+        # The data path still takes clients.
+        clients = [redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=10) for _ in range(20)]
+        assert all(c.ping() for c in clients)
+        for s in idle:
+            s.close()
+        idle.clear()
+        # Once they are gone, the admin answers again at once.
+        wait_for(lambda: http("GET", rp.admin_port, "/live")[0] == 200, 20, what="the admin to answer again")
+    finally:
+        for s in idle:
+            s.close()
+        rp.stop()
+
+
 def http(method, port, path):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
