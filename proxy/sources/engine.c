@@ -8,6 +8,7 @@
 #include "sources/engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -156,7 +157,7 @@ void engine_close(struct engine_conn *e, bool polite)
 		close(e->rd_fd);
 	e->rd_fd = -1;
 	if (e->rd_reader != NULL)
-		redisReaderFree(e->rd_reader);
+		engine_rd_reader_free(e->rd_reader);
 	e->rd_reader = NULL;
 	free(e->rd_out);
 	e->rd_out = NULL;
@@ -381,12 +382,79 @@ static enum engine_step engine_my_io(struct engine_conn *e, short what)
 
 /* ---- Redis ----------------------------------------------------------------------------------- */
 
+/* The reader's own functions, with createArray counting against the reply's budget (a size_t the
+ * reader's privdata points to, which hiredis copies into every task). */
+static redisReplyObjectFunctions rd_fns;
+static void *(*rd_create_array)(const redisReadTask *task, int elements);
+static pthread_once_t rd_fns_once = PTHREAD_ONCE_INIT;
+
+static void *rd_create_array_budgeted(const redisReadTask *task, int elements)
+{
+	size_t *used = task->privdata;
+
+	if (elements < 0 || (size_t)elements > ENGINE_RD_MAX_ELEMENTS - *used) {
+		*used = ENGINE_RD_MAX_ELEMENTS + 1;
+		return NULL;  /* hiredis: "Out of memory", the reader stops */
+	}
+	*used += (size_t)elements;
+	return rd_create_array(task, elements);
+}
+
+static void rd_fns_init(void)
+{
+	redisReader *r = redisReaderCreate();
+
+	if (r == NULL)
+		return;
+	rd_fns = *r->fn;
+	rd_create_array = rd_fns.createArray;
+	rd_fns.createArray = rd_create_array_budgeted;
+	redisReaderFree(r);
+}
+
+redisReader *engine_rd_reader_new(void)
+{
+	redisReader *r;
+	size_t *used;
+
+	if (pthread_once(&rd_fns_once, rd_fns_init) != 0 || rd_create_array == NULL)
+		return NULL;
+	used = calloc(1, sizeof(*used));
+	if (used == NULL)
+		return NULL;
+	r = redisReaderCreateWithFunctions(&rd_fns);
+	if (r == NULL) {
+		free(used);
+		return NULL;
+	}
+	r->privdata = used;
+	return r;
+}
+
+void engine_rd_reader_free(redisReader *r)
+{
+	if (r == NULL)
+		return;
+	free(r->privdata);
+	redisReaderFree(r);
+}
+
+void engine_rd_reply_taken(redisReader *r)
+{
+	*(size_t *)r->privdata = 0;
+}
+
+bool engine_rd_reader_over(const redisReader *r)
+{
+	return *(const size_t *)r->privdata > ENGINE_RD_MAX_ELEMENTS;
+}
+
 static enum engine_step engine_rd_established(struct engine_conn *e)
 {
 	e->connecting = false;
 	e->rd_pending = 0;
 	e->rd_fed = 0;
-	e->rd_reader = redisReaderCreate();
+	e->rd_reader = engine_rd_reader_new();
 	if (e->rd_reader == NULL)
 		return engine_fail(e, NULL, 0, "out of memory");
 	return ENGINE_READY;
@@ -485,6 +553,7 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 				break;
 			/* What is left over belongs to the next reply. */
 			e->rd_fed = e->rd_reader->len - e->rd_reader->pos;
+			engine_rd_reply_taken(e->rd_reader);
 			if (e->rd_pending <= 0) {
 				freeReplyObject(reply);
 				return engine_fail(e, "unexpected", 0, "unexpected reply");
@@ -502,7 +571,11 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 	}
 	return engine_watch_step(e, e->rd_fd, (short)(EV_READ | (e->rd_out != NULL ? EV_WRITE : 0)), -1);
 protocol:
-	snprintf(msg, sizeof(msg), "protocol error: %s", e->rd_reader->errstr);
+	if (engine_rd_reader_over(e->rd_reader))
+		snprintf(msg, sizeof(msg), "reply with more than %d array elements: not read further",
+		         ENGINE_RD_MAX_ELEMENTS);
+	else
+		snprintf(msg, sizeof(msg), "protocol error: %s", e->rd_reader->errstr);
 	return engine_fail(e, "protocol", 0, msg);
 }
 

@@ -87,6 +87,17 @@ struct engine_conn {
 /* The largest reply a probe or a drill client reads from a Redis node (ROLE, INFO, GET of the
  * drill's own small values are far below it). */
 #define ENGINE_RD_MAX_REPLY (1024 * 1024)
+/* hiredis 0.14 (Debian 12) allocates a declared array's element pointers at once ("*200000000"
+ * asks for 1.6 GB) and has no limit of its own: the arrays of one reply may hold this many
+ * elements together, no more (beyond, the reader fails and so does the check). */
+#define ENGINE_RD_MAX_ELEMENTS 65536
+
+/* A hiredis reader with that budget; engine_rd_reply_taken() after each complete reply renews it.
+ * engine_rd_reader_over() tells whether a reader's error came from the budget. */
+redisReader *engine_rd_reader_new(void);
+void engine_rd_reader_free(redisReader *r);
+void engine_rd_reply_taken(redisReader *r);
+bool engine_rd_reader_over(const redisReader *r);
 
 /* pg_take / rd_take may be NULL for engines that do not use them. False when out of memory. */
 bool engine_init(struct engine_conn *e, struct event_base *base, enum protocol protocol, engine_io_fn on_io,

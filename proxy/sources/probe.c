@@ -12,7 +12,7 @@
  * (probe_deliver_cb), so the callback never runs inside probe_run() nor twice for one check.
  * Driving the libraries on the loop is sources/engine.c's (shared with the drill); every engine
  * step ends in probe_step(), which moves on with probe_connected(), probe_connect_failed(), the
- * engine's evaluation (probe_answer() or probe_fail()).
+ * engine's evaluation (probe_read_* then probe_end(), or probe_fail()).
  *
  * Host names are resolved by getaddrinfo() in a short-lived thread: the client libraries would
  * otherwise resolve them synchronously, and a slow DNS server would then stall every session. */
@@ -109,9 +109,7 @@ struct probe {
 
 	/* Postgres: what the answer said so far */
 	bool pg_have_row;
-	bool pg_recovery;
-	bool pg_tli_null;
-	int64_t pg_tli;
+	struct probe_result pg_row;  /* what the row said (probe_read_postgres) */
 	char pg_error[128];
 
 	/* Redis */
@@ -184,19 +182,6 @@ static void probe_fail(struct probe *p, const char *fmt, ...)
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
 	probe_end(p, false, ROLE_UNKNOWN, 0, detail);
-}
-
-static void probe_answer(struct probe *p, enum role role, int64_t epoch, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static void probe_answer(struct probe *p, enum role role, int64_t epoch, const char *fmt, ...)
-{
-	char detail[sizeof(p->result.detail)];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
-	va_end(ap);
-	probe_end(p, true, role, epoch, detail);
 }
 
 /* The engine's connection is up: ask the role. */
@@ -538,6 +523,44 @@ static void probe_pg_connect(struct probe *p)
 }
 
 
+void probe_read_postgres(const char *in_recovery, const char *tli, struct probe_result *r)
+{
+	int64_t t = 0;
+	char *end;
+
+	memset(r, 0, sizeof(*r));
+	if (in_recovery == NULL || (strcmp(in_recovery, "t") != 0 && strcmp(in_recovery, "f") != 0)) {
+		snprintf(r->detail, sizeof(r->detail), "unexpected in_recovery value");
+		return;
+	}
+	if (tli != NULL) {
+		errno = 0;
+		t = strtoll(tli, &end, 10);
+		if (errno != 0 || end == tli || *end != '\0' || t <= 0) {
+			snprintf(r->detail, sizeof(r->detail), "unexpected timeline value");
+			return;
+		}
+	}
+	if (in_recovery[0] == 't') {
+		r->ok = true;
+		r->role = ROLE_READER;
+		r->epoch = t;
+		if (tli == NULL)
+			snprintf(r->detail, sizeof(r->detail), "in_recovery=t tli=unknown");
+		else
+			snprintf(r->detail, sizeof(r->detail), "in_recovery=t tli=%" PRId64, t);
+		return;
+	}
+	if (tli == NULL) {
+		snprintf(r->detail, sizeof(r->detail), "a primary without a timeline");
+		return;
+	}
+	r->ok = true;
+	r->role = ROLE_WRITER;
+	r->epoch = t;
+	snprintf(r->detail, sizeof(r->detail), "in_recovery=f tli=%" PRId64, t);
+}
+
 static void probe_pg_evaluate(struct probe *p)
 {
 	if (p->pg_error[0] != '\0') {
@@ -548,26 +571,13 @@ static void probe_pg_evaluate(struct probe *p)
 		probe_fail(p, "query: unexpected answer (no row)");
 		return;
 	}
-	if (p->pg_tli_null && !p->pg_recovery) {
-		probe_fail(p, "query: a primary without a timeline");
-		return;
-	}
-	if (p->pg_recovery) {
-		if (p->pg_tli_null)
-			probe_answer(p, ROLE_READER, 0, "in_recovery=t tli=unknown");
-		else
-			probe_answer(p, ROLE_READER, p->pg_tli, "in_recovery=t tli=%" PRId64, p->pg_tli);
-		return;
-	}
-	probe_answer(p, ROLE_WRITER, p->pg_tli, "in_recovery=f tli=%" PRId64, p->pg_tli);
+	probe_end(p, true, p->pg_row.role, p->pg_row.epoch, p->pg_row.detail);
 }
 
 /* Takes in one result: the row we asked for, or the server's error. Anything else is malformed. */
 static void probe_pg_take(struct probe *p, PGresult *res)
 {
 	ExecStatusType st = PQresultStatus(res);
-	const char *rec, *tli;
-	char *end;
 
 	if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
 		if (p->pg_error[0] == '\0')
@@ -582,22 +592,11 @@ static void probe_pg_take(struct probe *p, PGresult *res)
 			         PQresStatus(st), PQntuples(res), PQnfields(res));
 		return;
 	}
-	rec = PQgetvalue(res, 0, 0);
-	if (PQgetisnull(res, 0, 0) || (strcmp(rec, "t") != 0 && strcmp(rec, "f") != 0)) {
-		snprintf(p->pg_error, sizeof(p->pg_error), "unexpected in_recovery value");
+	probe_read_postgres(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
+	                    PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1), &p->pg_row);
+	if (!p->pg_row.ok) {
+		snprintf(p->pg_error, sizeof(p->pg_error), "%.100s", p->pg_row.detail);
 		return;
-	}
-	p->pg_recovery = rec[0] == 't';
-	p->pg_tli_null = PQgetisnull(res, 0, 1);
-	p->pg_tli = 0;
-	if (!p->pg_tli_null) {
-		tli = PQgetvalue(res, 0, 1);
-		errno = 0;
-		p->pg_tli = strtoll(tli, &end, 10);
-		if (errno != 0 || end == tli || *end != '\0' || p->pg_tli <= 0) {
-			snprintf(p->pg_error, sizeof(p->pg_error), "unexpected timeline value");
-			return;
-		}
 	}
 	p->pg_have_row = true;
 }
@@ -642,13 +641,35 @@ static void probe_my_error(MYSQL *m, char *buf, size_t len)
 	str_oneline(buf, len, msg);
 }
 
+void probe_read_mysql(const char *read_only, const char *innodb_read_only, struct probe_result *r)
+{
+	const char *in[2] = {read_only, innodb_read_only};
+	long v[2];
+	char *end;
+
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < 2; i++) {
+		if (in[i] == NULL) {
+			snprintf(r->detail, sizeof(r->detail), "unexpected NULL");
+			return;
+		}
+		errno = 0;
+		v[i] = strtol(in[i], &end, 10);
+		if (errno != 0 || end == in[i] || *end != '\0') {
+			snprintf(r->detail, sizeof(r->detail), "unexpected value '%.32s'", in[i]);
+			return;
+		}
+	}
+	r->ok = true;
+	r->role = v[0] == 0 && v[1] == 0 ? ROLE_WRITER : ROLE_READER;
+	snprintf(r->detail, sizeof(r->detail), "read_only=%ld innodb_read_only=%ld", v[0], v[1]);
+}
+
 static void probe_my_evaluate(struct probe *p)
 {
 	MYSQL_RES *res = p->eng.my_res;
 	MYSQL_ROW row;
-	long v[2];
-	char *end;
-	int i;
+	struct probe_result r;
 
 	if (res == NULL) {
 		probe_fail(p, "query: no result set");
@@ -659,22 +680,13 @@ static void probe_my_evaluate(struct probe *p)
 		           (unsigned long long)mysql_num_rows(res));
 		return;
 	}
-	for (i = 0; i < 2; i++) {
-		if (row[i] == NULL) {
-			probe_fail(p, "query: unexpected NULL");
-			return;
-		}
-		errno = 0;
-		v[i] = strtol(row[i], &end, 10);
-		if (errno != 0 || end == row[i] || *end != '\0') {
-			probe_fail(p, "query: unexpected value '%.32s'", row[i]);
-			return;
-		}
-	}
+	probe_read_mysql(row[0], row[1], &r);
 	mysql_free_result(res);
 	p->eng.my_res = NULL;
-	probe_answer(p, v[0] == 0 && v[1] == 0 ? ROLE_WRITER : ROLE_READER, 0,
-	             "read_only=%ld innodb_read_only=%ld", v[0], v[1]);
+	if (!r.ok)
+		probe_fail(p, "query: %s", r.detail);
+	else
+		probe_end(p, true, r.role, 0, r.detail);
 }
 
 static void probe_my_connect(struct probe *p)
@@ -690,39 +702,58 @@ static void probe_my_query(struct probe *p)
 
 /* ---- Redis ----------------------------------------------------------------------------------- */
 
-static void probe_rd_evaluate(struct probe *p, const redisReply *r)
+void probe_read_redis(const redisReply *reply, struct probe_result *r)
 {
 	const redisReply *kind;
 	const char *state = "";
 
-	if (r->type == REDIS_REPLY_ERROR) {
-		probe_fail(p, "ROLE: %s", r->str);
+	memset(r, 0, sizeof(*r));
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(r->detail, sizeof(r->detail), "ROLE: %s", reply->str);
 		/* Alive: a script running (BUSY), the data set loading (LOADING). */
-		if (strncmp(r->str, "BUSY", 4) == 0 || strncmp(r->str, "LOADING", 7) == 0)
-			p->result.busy = true;
-		p->result.loading = strncmp(r->str, "LOADING", 7) == 0;
+		r->loading = strncmp(reply->str, "LOADING", 7) == 0;
+		r->busy = r->loading || strncmp(reply->str, "BUSY", 4) == 0;
 		return;
 	}
-	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-	    (r->element[0]->type != REDIS_REPLY_STRING && r->element[0]->type != REDIS_REPLY_STATUS)) {
-		probe_fail(p, "unexpected reply to ROLE");
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    (reply->element[0]->type != REDIS_REPLY_STRING && reply->element[0]->type != REDIS_REPLY_STATUS)) {
+		snprintf(r->detail, sizeof(r->detail), "unexpected reply to ROLE");
 		return;
 	}
-	kind = r->element[0];
+	kind = reply->element[0];
 	if (strcmp(kind->str, "master") == 0) {
-		size_t replicas = r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY
-		                          ? r->element[2]->elements : 0;
-		probe_answer(p, ROLE_WRITER, 0, "role=master replicas=%zu", replicas);
+		size_t replicas = reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_ARRAY
+		                          ? reply->element[2]->elements : 0;
+		r->ok = true;
+		r->role = ROLE_WRITER;
+		snprintf(r->detail, sizeof(r->detail), "role=master replicas=%zu", replicas);
 		return;
 	}
 	if (strcmp(kind->str, "slave") == 0) {
 		/* ["slave", host, port, state, offset]: the link state helps whoever reads /status. */
-		if (r->elements >= 4 && r->element[3]->type == REDIS_REPLY_STRING)
-			state = r->element[3]->str;
-		probe_answer(p, ROLE_READER, 0, "role=slave%s%.40s", state[0] != '\0' ? " link=" : "", state);
+		if (reply->elements >= 4 && reply->element[3]->type == REDIS_REPLY_STRING)
+			state = reply->element[3]->str;
+		r->ok = true;
+		r->role = ROLE_READER;
+		snprintf(r->detail, sizeof(r->detail), "role=slave%s%.40s", state[0] != '\0' ? " link=" : "", state);
 		return;
 	}
-	probe_fail(p, "not a data node: role=%.60s", kind->str);
+	snprintf(r->detail, sizeof(r->detail), "not a data node: role=%.60s", kind->str);
+}
+
+static void probe_rd_evaluate(struct probe *p, const redisReply *reply)
+{
+	struct probe_result r;
+
+	probe_read_redis(reply, &r);
+	if (r.ok) {
+		probe_end(p, true, r.role, 0, r.detail);
+		return;
+	}
+	probe_end(p, false, ROLE_UNKNOWN, 0, r.detail);
+	/* The result is delivered later from the loop: what probe_end recorded can still be added to. */
+	p->result.busy = r.busy;
+	p->result.loading = r.loading;
 }
 
 /* Takes the replies in order: AUTH's (an error fails the check), CLIENT SETNAME's (ignored:

@@ -74,4 +74,12 @@ void probe_on_idle_lost(struct probe *p, probe_lost_cb cb);
 /* Cancels any check (no callback) and frees everything. Not to be called from inside its callback. */
 void probe_free(struct probe *p);
 
+/* How a member's answer to the role check reads, from what its client library decoded (pure; the
+ * probes use them, and tests/fuzz/fuzz_probe_reply feeds them anything): r gets ok, busy, loading,
+ * role, epoch and detail (latency_us 0). A NULL value is SQL NULL. */
+struct redisReply;
+void probe_read_redis(const struct redisReply *reply, struct probe_result *r);
+void probe_read_postgres(const char *in_recovery, const char *tli, struct probe_result *r);
+void probe_read_mysql(const char *read_only, const char *innodb_read_only, struct probe_result *r);
+
 #endif

@@ -261,9 +261,11 @@ def test_a_busy_script_is_not_a_failed_writer(start_repoint, lab, mode, threshol
 
 
 class HugeReplyServer:
-    """A 'member' that answers anything with a bulk reply declaring 1 GB, then streams bytes."""
+    """A 'member' that answers anything with a reply declaring 1 GB (a bulk string; or an array of
+    200 million elements), then streams bytes (elements)."""
 
-    def __init__(self):
+    def __init__(self, head=b"$1000000000\r\n", chunk=b"x" * 65536):
+        self.head, self.chunk = head, chunk
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -283,10 +285,10 @@ class HugeReplyServer:
             threading.Thread(target=self.stream, args=(c,), daemon=True).start()
 
     def stream(self, c):
-        chunk = b"x" * 65536
+        chunk = self.chunk
         try:
             c.recv(4096)
-            c.sendall(b"$1000000000\r\n")
+            c.sendall(self.head)
             while not self.stop.is_set() and self.sent < 2 << 30:
                 c.sendall(chunk)
                 self.sent += len(chunk)
@@ -316,6 +318,29 @@ def test_a_probe_reply_of_a_huge_declared_length_is_cut_off(tmp_path):
                  what="the probe to give up on the reply")
         wait_for(lambda: rp.service("rd")["members"][0]["probe"]["failures"] >= 3, 10, what="more probes")
         assert rss_kb(rp.proc.pid) - base < 32 * 1024
+        assert not rp.service("rd")["writer_ready"]
+    finally:
+        rp.stop()
+        fake.close()
+
+
+def test_a_probe_reply_declaring_a_huge_array_is_refused_at_its_header(tmp_path):
+    """hiredis 0.14 would allocate the 200 million element pointers (1.6 GB) at once: the probes'
+    reader refuses an array beyond its budget before anything is allocated."""
+    fake = HugeReplyServer(head=b"*200000000\r\n", chunk=b":1\r\n" * 16384)
+    admin, port = free_port(), free_port()
+    cfg = tmp_path / "huge.ini"
+    cfg.write_text(f"[repoint]\nadmin = 127.0.0.1:{admin}\n[service rd]\nprotocol = redis\n"
+                   f"listen = 127.0.0.1:{port}\nmembers = 127.0.0.1:{fake.port}\nprobe_interval = 200ms\n"
+                   "probe_timeout = 3s\n")
+    rp = Repoint(str(cfg), admin, {"rd": port})
+    try:
+        wait_for(lambda: rp.status(), 10, what="admin API")
+        base = rss_kb(rp.proc.pid)
+        wait_for(lambda: "more than 65536 array elements" in rp.service("rd")["members"][0]["probe"]["detail"], 10,
+                 what="the probe to refuse the array")
+        wait_for(lambda: rp.service("rd")["members"][0]["probe"]["failures"] >= 3, 10, what="more probes")
+        assert rss_kb(rp.proc.pid) - base < 16 * 1024
         assert not rp.service("rd")["writer_ready"]
     finally:
         rp.stop()
