@@ -31,6 +31,7 @@ class NetNS:
         self.host_addr = "%s.%d.1" % (SUBNET, third)
         self.addr = "%s.%d.2" % (SUBNET, third)
         self.procs = []
+        self.dirs = []
         try:
             _ip("netns", "add", self.name)
             _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
@@ -93,6 +94,68 @@ class NetNS:
                                     check=False).stdout.strip() == "PONG", 10, "redis in %s" % self.name)
         return p
 
+    def postgres(self, workdir, port=5432, standby=False):
+        """A PostgreSQL 15 server bound to this namespace's address (trust auth), run as the postgres user
+        (it refuses root); standby=True starts it in recovery with no primary: a standby in name only
+        that `SELECT pg_promote()` turns into a writer. Returns the Popen once it answers."""
+        import pwd
+        bindir = "/usr/lib/postgresql/15/bin"
+        pw = pwd.getpwnam("postgres")
+        import tempfile
+        data = tempfile.mkdtemp(prefix="repoint-%s-pg-" % self.name)  # under /tmp: the postgres user reaches it
+        self.dirs.append(data)
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        r = subprocess.run(as_pg + [bindir + "/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
+                                    "--no-instructions", "-E", "UTF8", "--locale=C"],
+                           capture_output=True, text=True, timeout=120, cwd="/")
+        if r.returncode != 0:
+            raise LabError("initdb in %s: %s" % (self.name, r.stdout + r.stderr))
+        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+            f.write("local all all trust\nhost all all 0.0.0.0/0 trust\n")
+        if standby:
+            open(os.path.join(data, "standby.signal"), "w").close()
+        for n in ("pg_hba.conf", "standby.signal"):
+            if os.path.exists(os.path.join(data, n)):
+                os.chown(os.path.join(data, n), pw.pw_uid, pw.pw_gid)
+        p = self.spawn(as_pg + [bindir + "/postgres", "-D", data, "-p", str(port), "-k", data,
+                                "-c", "listen_addresses=%s" % self.addr, "-c", "fsync=off"],
+                       os.path.join(workdir, "pg-%s.log" % self.name))
+        wait_until(lambda: self.run(["runuser", "-u", "postgres", "--", bindir + "/psql", "-h", self.addr, "-p",
+                                     str(port), "-U", "postgres", "-Atc", "SELECT 1"], check=False).stdout.strip()
+                   == "1", 30, "postgres in %s" % self.name)
+        return p
+
+    def mariadb(self, workdir, port=3306, read_only=False):
+        """A MariaDB server bound to this namespace's address with a TCP user test/test (all privileges on
+        test.*; SUPER-free, so read_only binds it); read_only=True is a replica in name only that
+        `SET GLOBAL read_only = 0` turns into a writer. Returns the Popen once it answers."""
+        import tempfile
+        data = tempfile.mkdtemp(prefix="repoint-%s-my-" % self.name)
+        self.dirs.append(data)
+        sock = self.mariadb_sock = os.path.join(data, "sock")
+        r = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=%s" % data, "--user=root",
+                            "--auth-root-authentication-method=normal", "--skip-test-db"],
+                           capture_output=True, text=True, timeout=120, cwd="/")
+        if r.returncode != 0:
+            raise LabError("mariadb-install-db in %s: %s" % (self.name, r.stdout + r.stderr))
+        p = self.spawn(["/usr/sbin/mariadbd", "--no-defaults", "--datadir=%s" % data, "--port=%d" % port,
+                        "--bind-address=%s" % self.addr, "--socket=%s" % sock, "--user=root", "--skip-name-resolve",
+                        "--read-only=%d" % (1 if read_only else 0), "--innodb-buffer-pool-size=16M",
+                        "--performance-schema=OFF", "--pid-file=%s/mariadbd.pid" % data],
+                       os.path.join(workdir, "mariadb-%s.log" % self.name))
+
+        def ready():
+            return self.run(["mariadb", "--no-defaults", "-S", sock, "-uroot", "-e",
+                             "CREATE DATABASE IF NOT EXISTS test; CREATE USER IF NOT EXISTS 'test'@'%' IDENTIFIED BY 'test';"
+                             " GRANT ALL ON test.* TO 'test'@'%'"], check=False).returncode == 0
+        wait_until(ready, 60, "mariadb in %s" % self.name)
+        return p
+
+    def mariadb_root(self, sql):
+        """Run SQL as root over this namespace's MariaDB socket (what the TCP user may not do)."""
+        return self.run(["mariadb", "--no-defaults", "-S", self.mariadb_sock, "-uroot", "-e", sql])
+
     def close(self):
         for p in self.procs:
             if p.poll() is None:
@@ -105,5 +168,9 @@ class NetNS:
                 except subprocess.TimeoutExpired:
                     pass
         self.procs = []
+        import shutil
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.dirs = []
         _ip("link", "del", self.host_if, check=False)
         _ip("netns", "del", self.name, check=False)

@@ -1,7 +1,8 @@
 """Network faults between repoint and the members, made with network namespaces (scripts/labkit/netns.py):
 each member lives in its own namespace behind a veth pair with a private 10.231.N.0/30; repoint and the clients
 stay in the root namespace. Partition = the member's link down, refusal = nft reject with a TCP reset,
-a member that accepts and never answers = a silent socket server at a member address."""
+a member that accepts and never answers = a silent socket server at a member address. Redis for every
+fault; the writer's partition with Postgres and MariaDB too."""
 import os
 import socket
 import subprocess
@@ -37,18 +38,22 @@ def netns(tmp_path):
 def repoint_on(tmp_path):
     started = []
 
-    def start(members, **over):
+    def start(members, protocol="redis", member_port=6379, **over):
         os.chmod(tmp_path, 0o755)
         admin, port = free_port(), free_port()
-        kv = {"protocol": "redis", "listen": "127.0.0.1:%d" % port, "route": "writer",
-              "members": ", ".join("%s:6379" % m for m in members), "probe_interval": "100ms",
+        kv = {"protocol": protocol, "listen": "127.0.0.1:%d" % port, "route": "writer",
+              "members": ", ".join("%s:%d" % (m, member_port) for m in members), "probe_interval": "100ms",
               "probe_timeout": "500ms", "hold_timeout": "15s", "drain": "graceful", "drain_timeout": "2s"}
+        if protocol == "postgres":
+            kv.update(probe_user="postgres", probe_database="postgres")
+        if protocol == "mysql":
+            kv.update(probe_user="test", probe_password="test", probe_database="test")
         kv.update(over)
         cfg = str(tmp_path / ("repoint-%d.ini" % len(started)))
         with open(cfg, "w") as f:
-            f.write("[repoint]\nadmin = 127.0.0.1:%d\nlog_level = info\n\n[service redis]\n" % admin)
+            f.write("[repoint]\nadmin = 127.0.0.1:%d\nlog_level = info\n\n[service %s]\n" % (admin, protocol))
             f.write("".join("%s = %s\n" % kv_ for kv_ in kv.items()))
-        rp = Repoint(cfg, admin, {"redis": port})
+        rp = Repoint(cfg, admin, {protocol: port})
         started.append(rp)
         wait_for(lambda: rp.status(), 10, what="repoint's admin API")
         return rp
@@ -256,3 +261,156 @@ def test_control_plane_hanging_mid_response_keeps_last_topology(lab, tmp_path):
         lab.aws_down()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def pg_client(rp, timeout=10):
+    import psycopg2
+    c = psycopg2.connect(host="127.0.0.1", port=rp.ports["postgres"], user="postgres", dbname="postgres",
+                         connect_timeout=timeout)
+    c.autocommit = True
+    return c
+
+
+def pg_direct(ns):
+    import psycopg2
+    c = psycopg2.connect(host=ns.addr, port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    c.autocommit = True
+    return c
+
+
+def pg_rows(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall() if cur.description else None
+
+
+def test_postgres_writer_partitioned_fails_over_and_old_writer_gets_nothing(netns, repoint_on, tmp_path):
+    """The same partition with Postgres: a writer whose link goes down, a standby promoted. A client that
+    arrives during the outage is held and served by the new writer; the session left on the old writer is
+    closed (not left hanging on a dead link); nothing reaches the old writer."""
+    import psycopg2
+    a, b = netns(8), netns(9)
+    a.postgres(str(tmp_path))
+    b.postgres(str(tmp_path), standby=True)  # in recovery: a standby in name only (no route between namespaces)
+    rp = repoint_on([a.addr, b.addr], protocol="postgres", member_port=5432)
+    rp.wait_writer("postgres", "%s:5432" % a.addr)
+    old = pg_client(rp)
+    pg_rows(old, "CREATE TABLE t (v text)")
+    pg_rows(old, "INSERT INTO t VALUES ('before')")
+    a.link_down()
+    wait_for(lambda: rp.service("postgres")["writer_ready"] is False, 10, what="repoint to declare the writer lost")
+    t0 = time.monotonic()
+    held = {}
+
+    def late_client():
+        try:
+            c = pg_client(rp, timeout=30)
+            pg_rows(c, "CREATE TABLE IF NOT EXISTS t (v text); INSERT INTO t VALUES ('after')")
+            held["v"] = True
+            c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            held["v"] = e
+
+    import threading
+    th = threading.Thread(target=late_client)
+    th.start()
+    pg_rows(pg_direct(b), "SELECT pg_promote()")
+    rp.wait_writer("postgres", "%s:5432" % b.addr, timeout=15)
+    th.join(30)
+    assert held.get("v") is True, "a client arriving during the outage was held then served: %r" % held.get("v")
+    # The session left on the old writer is closed by repoint, not left to TCP's timeouts.
+    late = {}
+
+    def late_query():
+        try:
+            pg_rows(old, "INSERT INTO t VALUES ('late')")
+            late["v"] = "answered"
+        except psycopg2.Error as e:
+            late["v"] = e
+    th = threading.Thread(target=late_query, daemon=True)
+    th.start()
+    th.join(10)
+    assert isinstance(late.get("v"), psycopg2.Error), "the old session: %r (still waiting if None)" % late.get("v")
+    for i in range(20):
+        c = pg_client(rp)
+        pg_rows(c, "INSERT INTO t VALUES ('k%d')" % i)
+        c.close()
+    assert sorted(r[0] for r in pg_rows(pg_direct(b), "SELECT v FROM t")) == sorted(["after"] + ["k%d" % i for i in range(20)])
+    a.heal()
+    wait_for(lambda: pg_direct(a), 10, what="the old writer reachable again")
+    assert [r[0] for r in pg_rows(pg_direct(a), "SELECT v FROM t")] == ["before"], "no write reached the old writer"
+    assert time.monotonic() - t0 < 40
+
+
+def my_client(rp, timeout=10, **kw):
+    import pymysql
+    return pymysql.connect(host="127.0.0.1", port=rp.ports["mysql"], user="test", password="test", database="test",
+                           connect_timeout=timeout, autocommit=True, **kw)
+
+
+def my_direct(ns):
+    import pymysql
+    return pymysql.connect(host=ns.addr, port=3306, user="test", password="test", database="test",
+                           connect_timeout=3, autocommit=True)
+
+
+def my_rows(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
+
+
+def test_mariadb_writer_partitioned_fails_over_and_old_writer_gets_nothing(netns, repoint_on, tmp_path):
+    """And with MariaDB: the writer's link goes down, a read-only server is made writable."""
+    import pymysql
+    import threading
+    a, b = netns(10), netns(11)
+    a.mariadb(str(tmp_path))
+    b.mariadb(str(tmp_path), read_only=True)
+    my_rows(my_direct(a), "CREATE TABLE t (v VARCHAR(16))")  # b gets it when it is the writer
+    rp = repoint_on([a.addr, b.addr], protocol="mysql", member_port=3306)
+    rp.wait_writer("mysql", "%s:3306" % a.addr)
+    old = my_client(rp, read_timeout=30)
+    my_rows(old, "INSERT INTO t VALUES ('before')")
+    a.link_down()
+    wait_for(lambda: rp.service("mysql")["writer_ready"] is False, 10, what="repoint to declare the writer lost")
+    t0 = time.monotonic()
+    held = {}
+
+    def late_client():
+        try:
+            c = my_client(rp, timeout=30)
+            my_rows(c, "CREATE TABLE IF NOT EXISTS t (v VARCHAR(16))")
+            my_rows(c, "INSERT INTO t VALUES ('after')")
+            held["v"] = True
+            c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            held["v"] = e
+
+    th = threading.Thread(target=late_client)
+    th.start()
+    b.mariadb_root("SET GLOBAL read_only = 0")
+    rp.wait_writer("mysql", "%s:3306" % b.addr, timeout=15)
+    th.join(30)
+    assert held.get("v") is True, "a client arriving during the outage was held then served: %r" % held.get("v")
+    late = {}
+
+    def late_query():
+        try:
+            my_rows(old, "INSERT INTO t VALUES ('late')")
+            late["v"] = "answered"
+        except pymysql.MySQLError as e:
+            late["v"] = e
+    th = threading.Thread(target=late_query, daemon=True)
+    th.start()
+    th.join(10)
+    assert isinstance(late.get("v"), pymysql.MySQLError), "the old session: %r (still waiting if None)" % late.get("v")
+    for i in range(20):
+        c = my_client(rp)
+        my_rows(c, "INSERT INTO t VALUES ('k%d')" % i)
+        c.close()
+    assert sorted(r[0] for r in my_rows(my_direct(b), "SELECT v FROM t")) == sorted(["after"] + ["k%d" % i for i in range(20)])
+    a.heal()
+    wait_for(lambda: my_direct(a), 10, what="the old writer reachable again")
+    assert [r[0] for r in my_rows(my_direct(a), "SELECT v FROM t")] == ["before"], "no write reached the old writer"
+    assert time.monotonic() - t0 < 40
