@@ -14,6 +14,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <unistd.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -43,6 +44,9 @@ static const char *const route_names[] = {
 	[ROUTE_WRITER] = "writer", [ROUTE_READER] = "reader", [ROUTE_ANY] = "any", NULL};
 static const char *const drain_names[] = {
 	[DRAIN_GRACEFUL] = "graceful", [DRAIN_IMMEDIATE] = "immediate", NULL};
+static const char *const tls_mode_names[] = {
+	[TLS_OFF] = "off", [TLS_REQUIRE] = "require", [TLS_VERIFY_CA] = "verify-ca", [TLS_VERIFY_FULL] = "verify-full",
+	NULL};
 static const char *const log_level_names[] = {
 	[LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error", NULL};
 static const char *const log_format_names[] = {
@@ -138,6 +142,15 @@ static bool check_source(const char *value, char *why, size_t whylen)
 	if (!all_name_chars(colon + 1)) {
 		snprintf(why, whylen, "bad character in '%s'; IDs use letters, digits, '-', '_' and '.'",
 			 value);
+		return false;
+	}
+	return true;
+}
+
+static bool check_readable(const char *value, char *why, size_t whylen)
+{
+	if (access(value, R_OK) != 0) {
+		snprintf(why, whylen, "cannot read '%s': %s", value, strerror(errno));
 		return false;
 	}
 	return true;
@@ -266,6 +279,11 @@ static const struct key_def keys[] = {
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
 	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", NULL),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
+	ENUM(SECTION_SERVICE, "tls", SVC(tls), tls_mode_names, "off", false),
+	STRING(SECTION_SERVICE, "tls_ca_file", SVC(tls_ca_file), NULL, check_readable),
+	STRING(SECTION_SERVICE, "tls_server_name", SVC(tls_server_name), NULL, NULL),
+	STRING(SECTION_SERVICE, "tls_cert_file", SVC(tls_cert_file), NULL, check_readable),
+	STRING(SECTION_SERVICE, "tls_key_file", SVC(tls_key_file), NULL, check_readable),
 	DURATION(SECTION_SERVICE, "hold_timeout", SVC(hold_timeout_ms), 0, WAIT_MAX, "30s"),
 	ENUM(SECTION_SERVICE, "drain", SVC(drain), drain_names, "graceful", false),
 	DURATION(SECTION_SERVICE, "drain_timeout", SVC(drain_timeout_ms), 0, WAIT_MAX, "10s"),
@@ -1122,6 +1140,14 @@ static void check_service(struct parser *p, size_t idx)
 		add_error(p, multiplex->line,
 			  "multiplex: only redis sessions can share a server connection, but this service is %s",
 			  protocol_name(svc->protocol));
+	{
+		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
+		if (tls->valid && svc->tls != TLS_OFF && protocol->valid && svc->protocol != PROTOCOL_REDIS)
+			add_error(p, tls->line,
+				  "tls: only redis members are reached over TLS so far (postgres and mysql "
+				  "upgrade inside their protocol: not yet), but this service is %s",
+				  protocol_name(svc->protocol));
+	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "
 					  "not rds");
@@ -1301,6 +1327,10 @@ void config_free(struct config *cfg)
 		free(svc->probe_user);
 		free(svc->probe_password);
 		free(svc->probe_database);
+		free(svc->tls_ca_file);
+		free(svc->tls_server_name);
+		free(svc->tls_cert_file);
+		free(svc->tls_key_file);
 		free(svc->source);
 		free(svc->shard);
 		free(svc);

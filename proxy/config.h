@@ -15,6 +15,9 @@
 enum protocol { PROTOCOL_POSTGRES, PROTOCOL_MYSQL, PROTOCOL_REDIS };
 enum route { ROUTE_WRITER, ROUTE_READER, ROUTE_ANY };
 enum drain_mode { DRAIN_GRACEFUL, DRAIN_IMMEDIATE };
+/* TLS to the members, in libpq's sslmode words: none; encrypted without checking who answers;
+ * a certificate chaining to the CA; and naming the member (or tls_server_name). */
+enum tls_mode { TLS_OFF, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
 
 const char *protocol_name(enum protocol p);
 const char *route_name(enum route r);
@@ -39,6 +42,11 @@ struct service_config {
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
 	char *probe_password;            /* default "" (never NULL) */
 	char *probe_database;            /* default: postgres "postgres", others NULL */
+	enum tls_mode tls;               /* to the members (sessions, shared connections, probes); default off */
+	char *tls_ca_file;               /* NULL: the system store */
+	char *tls_server_name;           /* NULL: each member's host name */
+	char *tls_cert_file;             /* client certificate for mutual TLS; NULL for none */
+	char *tls_key_file;              /* its key; NULL: in tls_cert_file */
 	int64_t hold_timeout_ms;         /* default 30s */
 	enum drain_mode drain;           /* default graceful */
 	int64_t drain_timeout_ms;        /* default 10s */

@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "net/conn.h"
 #include "net/session.h"
 #include "net/shared.h"
 #include "proto/proto.h"
@@ -96,6 +97,7 @@ struct service {
 	service_observer observer;
 	void *observer_arg;
 	const char *via;                  /* what made the observation being handled */
+	struct net_tls *tls;              /* to the members; NULL: plain */
 };
 
 static void emit(struct service *svc, enum service_event_kind kind, int member, const char *role, unsigned count);
@@ -552,8 +554,10 @@ struct shared *service_shared(struct service *svc, int member, bool resp3, bool 
 		return NULL;
 	snprintf(label, sizeof(label), "%s shared%s%s %s", svc->subject, resp3 ? " RESP3" : "",
 		 write ? "" : " reads", m->str);
-	m->shared[k] = shared_open(svc->base, (const struct sockaddr *)&m->sa, m->salen, svc->cfg->connect_timeout_ms,
-				   label, &hooks, resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
+	struct shared_target to = {.sa = (const struct sockaddr *)&m->sa, .salen = m->salen, .tls = svc->tls,
+				   .tls_name = service_member_tls_name(svc, member), .resume_key = m->str};
+	m->shared[k] = shared_open(svc->base, &to, svc->cfg->connect_timeout_ms, label, &hooks,
+				   resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
 	return m->shared[k];
 }
 
@@ -834,6 +838,14 @@ static void member_free(struct member *m)
 	free(m);
 }
 
+/* The name the member's certificate must carry: tls_server_name, else its host name. */
+static const char *member_tls_name(const struct member *m)
+{
+	const char *name = m->svc->cfg->tls_server_name;
+
+	return name != NULL && name[0] != '\0' ? name : m->hp.host;
+}
+
 /* The member's probe, with the service's current probe settings (the probe copies them). */
 static bool member_probe_start(struct member *m)
 {
@@ -846,6 +858,8 @@ static bool member_probe_start(struct member *m)
 		.password = cfg->probe_password,
 		.database = cfg->probe_database,
 		.timeout_ms = cfg->probe_timeout_ms,
+		.tls = m->svc->tls,
+		.tls_name = member_tls_name(m),
 	};
 
 	m->probe = probe_new(m->svc->base, &pp, probe_done, m);
@@ -1114,10 +1128,53 @@ static struct evconnlistener *listen_on(struct service *svc, const struct hostpo
 	return l;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* The TLS context cfg asks for (NULL when tls = off); false with the reason in err. */
+static bool tls_setup(const struct service_config *cfg, struct net_tls **out, char *err, size_t errlen)
+{
+	static const enum net_tls_mode modes[] = {[TLS_OFF] = NET_TLS_OFF, [TLS_REQUIRE] = NET_TLS_REQUIRE,
+						  [TLS_VERIFY_CA] = NET_TLS_VERIFY_CA,
+						  [TLS_VERIFY_FULL] = NET_TLS_VERIFY_FULL};
+	struct net_tls_settings st = {.mode = modes[cfg->tls], .ca_file = cfg->tls_ca_file,
+				      .cert_file = cfg->tls_cert_file, .key_file = cfg->tls_key_file};
+
+	*out = NULL;
+	if (cfg->tls == TLS_OFF)
+		return true;
+	*out = net_tls_new(&st, err, errlen);
+	return *out != NULL;
+}
+
+static bool tls_changed(const struct service_config *a, const struct service_config *b)
+{
+	return a->tls != b->tls || !same_str(a->tls_ca_file, b->tls_ca_file) ||
+	       !same_str(a->tls_cert_file, b->tls_cert_file) || !same_str(a->tls_key_file, b->tls_key_file) ||
+	       !same_str(a->tls_server_name, b->tls_server_name);
+}
+
+struct net_tls *service_tls(const struct service *svc)
+{
+	return svc->tls;
+}
+
+const char *service_member_tls_name(const struct service *svc, int member)
+{
+	return member_tls_name(svc->members[member]);
+}
+
 bool service_start(struct service *svc)
 {
 	const struct service_config *cfg = svc->cfg;
 	char err[400], addr[300];
+
+	if (!tls_setup(cfg, &svc->tls, err, sizeof(err))) {
+		log_error(svc->subject, "tls: %s", err);
+		return false;
+	}
 
 	if (cfg->source == NULL && !cfg->probes) {
 		log_error(svc->subject, "probes = off needs a source: with static members only probes tell roles");
@@ -1170,11 +1227,6 @@ void service_shutdown(struct service *svc, int64_t timeout_ms)
 
 /* --- reload --- */
 
-static bool same_str(const char *a, const char *b)
-{
-	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
-}
-
 static bool same_hostport(const struct hostport *a, const struct hostport *b)
 {
 	return a->port == b->port && strcmp(a->host, b->host) == 0;
@@ -1208,9 +1260,15 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		snprintf(err, errlen, "probes = off needs a source: with static members only probes tell roles");
 		return false;
 	}
-	if (!same_hostport(&cfg->listen, &old->listen) && (l = listen_on(svc, &cfg->listen, err, errlen)) == NULL)
+	bool tls_new = tls_changed(old, cfg);
+	struct net_tls *tls = NULL;
+	if (tls_new && !tls_setup(cfg, &tls, err, errlen))
 		return false;
-	probes_changed = cfg->probes != old->probes || !same_str(cfg->probe_user, old->probe_user) ||
+	if (!same_hostport(&cfg->listen, &old->listen) && (l = listen_on(svc, &cfg->listen, err, errlen)) == NULL) {
+		net_tls_free(tls);
+		return false;
+	}
+	probes_changed = tls_new || cfg->probes != old->probes || !same_str(cfg->probe_user, old->probe_user) ||
 			 !same_str(cfg->probe_password, old->probe_password) ||
 			 !same_str(cfg->probe_database, old->probe_database) ||
 			 cfg->probe_timeout_ms != old->probe_timeout_ms;
@@ -1219,15 +1277,25 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		for (int i = 0; !members_changed && i < cfg->nmembers; i++)
 			members_changed = !same_hostport(&cfg->members[i], &old->members[i]);
 	}
-	/* From here on the service runs on `cfg` (new members are probed with its settings). */
+	/* From here on the service runs on `cfg` (new members are probed with its settings); new
+	 * connections use the new TLS context, those open keep theirs. */
+	struct net_tls *old_tls = svc->tls;
 	svc->cfg = cfg;
+	if (tls_new)
+		svc->tls = tls;
 	if (members_changed && !set_members(svc, cfg->members, NULL, cfg->nmembers)) {
 		svc->cfg = old;
+		if (tls_new) {
+			svc->tls = old_tls;
+			net_tls_free(tls);
+		}
 		if (l != NULL)
 			evconnlistener_free(l);
 		snprintf(err, errlen, "the new members cannot be used (see the log): the running service is kept as it was");
 		return false;
 	}
+	if (tls_new)
+		net_tls_free(old_tls);
 	if (l != NULL) {
 		/* The new address accepts from now on; sessions accepted on the old one go on. */
 		evconnlistener_free(svc->listener);
@@ -1280,6 +1348,7 @@ void service_free(struct service *svc)
 	if (svc->accept_ev != NULL)
 		event_free(svc->accept_ev);
 	topo_free(&svc->topo);
+	net_tls_free(svc->tls);
 	free(svc);
 }
 

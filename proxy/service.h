@@ -89,6 +89,10 @@ const char *service_name(const struct service *svc);
 int service_pick(struct service *svc);
 const struct sockaddr *service_member_addr(const struct service *svc, int member, socklen_t *len);
 const char *service_member_str(const struct service *svc, int member);
+/* TLS to the members: the context (NULL: plain) and the name a member's certificate must carry
+ * (tls_server_name, else its host name). */
+struct net_tls *service_tls(const struct service *svc);
+const char *service_member_tls_name(const struct service *svc, int member);
 /* Whether the service is shutting down (held clients are refused at once). */
 bool service_stopping(const struct service *svc);
 /* A connection to `member` failed on the data path: counts as a failed observation and asks

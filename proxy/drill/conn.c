@@ -518,7 +518,7 @@ static void conn_rd_connect(struct drill_conn *c)
 		conn_end(c, DRILL_ERR_REFUSED, NULL, "not an IP address: %s", c->ep.host);
 		return;
 	}
-	conn_step(c, engine_rd_connect(&c->eng, (const struct sockaddr *)&ss, sslen));
+	conn_step(c, engine_rd_connect(&c->eng, (const struct sockaddr *)&ss, sslen, NULL, NULL, NULL));
 }
 
 static void conn_rd_query(struct drill_conn *c)

@@ -28,7 +28,6 @@
 #include <event2/util.h>
 
 #include "log.h"
-#include "net/io.h"
 #include "net/transport.h"
 #include "net/shared.h"
 #include "service.h"
@@ -130,10 +129,14 @@ static void side_reading(struct session_side *d, bool on)
 {
 	if (d->rev == NULL || d->reading == on)
 		return;
-	if (on)
+	if (on) {
 		event_add(d->rev, NULL);
-	else
+		/* TLS: what is decrypted already raises no socket event. */
+		if (d->conn.ops->pending(&d->conn))
+			event_active(d->rev, EV_READ, 1);
+	} else {
 		event_del(d->rev);
+	}
 	d->reading = on;
 }
 
@@ -151,7 +154,7 @@ static void side_writing(struct session_side *d, bool on)
 static bool side_open(struct session_side *d, struct event_base *base, evutil_socket_t fd, event_callback_fn rcb,
 		      event_callback_fn wcb, void *arg)
 {
-	d->fd = fd;
+	net_conn_init(&d->conn, fd);
 	d->rev = event_new(base, fd, EV_READ | EV_PERSIST, rcb, arg);
 	d->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, wcb, arg);
 	if (d->out == NULL)
@@ -166,10 +169,8 @@ static void side_close(struct session_side *d)
 		event_free(d->rev);
 	if (d->wev != NULL)
 		event_free(d->wev);
-	if (d->fd >= 0)
-		evutil_closesocket(d->fd);
+	net_conn_close(&d->conn);
 	d->rev = d->wev = NULL;
-	d->fd = -1;
 	d->reading = d->writing = d->paused = false;
 	if (d->out != NULL)
 		evbuffer_drain(d->out, evbuffer_get_length(d->out));
@@ -179,7 +180,7 @@ static void side_close(struct session_side *d)
  * False on a write error (the socket is dead). */
 static bool side_flush(struct session_side *d)
 {
-	if (evbuffer_flush_fd(d->out, d->fd, NULL) != 0)
+	if (d->conn.ops->flush(&d->conn, d->out, NULL) != 0)
 		return false;
 	side_writing(d, evbuffer_get_length(d->out) > 0);
 	return true;
@@ -191,16 +192,13 @@ static bool side_flush(struct session_side *d)
 static uint8_t session_io[SESSION_READ_MAX];
 
 /* One read of up to SESSION_READ_MAX bytes into session_io. Returns the byte count, 0 at EOF, -1 on
- * error, -2 when nothing was there. */
-static ssize_t read_once(evutil_socket_t fd)
+ * error, -2 when nothing was there. What the transport holds beyond (TLS) is read at the next turn. */
+static ssize_t read_once(struct session_side *d)
 {
-	ssize_t r;
+	ssize_t r = d->conn.ops->read(&d->conn, session_io, sizeof(session_io));
 
-	do
-		r = recv(fd, session_io, sizeof(session_io), 0);
-	while (r < 0 && errno == EINTR);
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return -2;
+	if (r > 0 && d->reading && d->conn.ops->pending(&d->conn))
+		event_active(d->rev, EV_READ, 1);
 	return r;
 }
 
@@ -211,14 +209,9 @@ static bool side_send(struct session_side *d, const uint8_t *p, size_t n)
 	ssize_t w = 0;
 
 	if (evbuffer_get_length(d->out) == 0) {
-		do
-			w = send(d->fd, p, n, MSG_NOSIGNAL);
-		while (w < 0 && errno == EINTR);
-		if (w < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return false;
-			w = 0;
-		}
+		w = d->conn.ops->write(&d->conn, p, n);
+		if (w < 0)
+			return false;
 		if ((size_t)w == n)
 			return true;
 	}
@@ -231,9 +224,9 @@ static bool side_send(struct session_side *d, const uint8_t *p, size_t n)
  * answered), the server's side is shut for writing too. */
 static void half_close_upstream(struct session *s)
 {
-	if (s->upstream_shut || s->greet || s->upstream.fd < 0 || evbuffer_get_length(s->upstream.out) > 0)
+	if (s->upstream_shut || s->greet || s->upstream.conn.fd < 0 || evbuffer_get_length(s->upstream.out) > 0)
 		return;
-	shutdown(s->upstream.fd, SHUT_WR);
+	s->upstream.conn.ops->shutdown_write(&s->upstream.conn);
 	s->upstream_shut = true;
 }
 
@@ -658,7 +651,7 @@ static void client_gone(struct session *s, bool error)
 		log_debug(subject(s, subj, sizeof(subj)), "client error: %s",
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	if (!error && !s->client_eof && s->state != SESSION_CLOSING && s->state != SESSION_REFUSING &&
-	    ((s->upstream.fd >= 0 && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) ||
+	    ((s->upstream.conn.fd >= 0 && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) ||
 	     (s->shared && s->shared_out > 0) ||
 	     (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0))) {
 		/* A half-close: deliver what the client sent (a request, a Terminate, a QUIT), then shut
@@ -725,8 +718,8 @@ static void upstream_write_failed(struct session *s)
 {
 	const struct proto_ops *proto = service_proto(s->svc);
 
-	for (int i = 0; i < 16 && s->upstream.fd >= 0; i++) {
-		ssize_t r = read_once(s->upstream.fd);
+	for (int i = 0; i < 16 && s->upstream.conn.fd >= 0; i++) {
+		ssize_t r = read_once(&s->upstream);
 		if (r <= 0)
 			break;
 		if (!s->shared)
@@ -1179,9 +1172,10 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct evbuffer *dst;
 	ssize_t r;
 
+	(void)fd;
 	(void)what;
 	if (s->shared && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
-		r = read_once(fd);
+		r = read_once(&s->client);
 		if (r == 0 || r == -1)
 			client_gone(s, r < 0);
 		else if (r > 0)
@@ -1214,12 +1208,12 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	}
 	if (dst == NULL) {
-		r = read_once(fd);
+		r = read_once(&s->client);
 		if (r == 0 || r == -1)
 			session_destroy(s);
 		return;
 	}
-	r = read_once(fd);
+	r = read_once(&s->client);
 	if (r == -2)
 		return;
 	if (r <= 0) {
@@ -1254,6 +1248,8 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static void tls_step(struct session *s);
+
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -1263,10 +1259,15 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	bool readonly = false;
 	ssize_t r;
 
+	(void)fd;
 	(void)what;
+	if (s->state == SESSION_CONNECTING && s->upstream.conn.ssl != NULL) {
+		tls_step(s);
+		return;
+	}
 	if (s->state != SESSION_ACTIVE && s->state != SESSION_DRAINING)
 		return;
-	r = read_once(fd);
+	r = read_once(&s->upstream);
 	if (r == -2)
 		return;
 	if (r <= 0) {
@@ -1406,6 +1407,25 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 
 static void on_connected(struct session *s);
 
+/* TLS to the member: the handshake goes on as the socket allows; done, the session is connected. */
+static void tls_step(struct session *s)
+{
+	char err[256];
+	int r = net_conn_handshake(&s->upstream.conn, err, sizeof(err));
+
+	if (r == EAGAIN) {
+		side_reading(&s->upstream, s->upstream.conn.want == EV_READ);
+		side_writing(&s->upstream, s->upstream.conn.want == EV_WRITE);
+		return;
+	}
+	if (r != 0) {
+		connect_failed(s, err);
+		return;
+	}
+	side_writing(&s->upstream, false);
+	on_connected(s);
+}
+
 static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -1413,11 +1433,25 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	if (s->state == SESSION_CONNECTING) {
+		if (s->upstream.conn.ssl != NULL) {
+			tls_step(s);
+			return;
+		}
 		err = net_connect_outcome(fd, s->connect_errno);
 		if (err == EINPROGRESS)
 			return;
 		if (err != 0) {
 			connect_failed(s, evutil_socket_error_to_string(err));
+			return;
+		}
+		if (service_tls(s->svc) != NULL) {
+			if (!net_conn_start_tls(&s->upstream.conn, service_tls(s->svc),
+						service_member_tls_name(s->svc, s->member),
+						service_member_str(s->svc, s->member))) {
+				connect_failed(s, "TLS: out of memory");
+				return;
+			}
+			tls_step(s);
 			return;
 		}
 		on_connected(s);
@@ -1618,8 +1652,8 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 	s->member = -1;
 	s->avoid_member = -1;
 	s->state = SESSION_HELD;
-	s->client.fd = -1;
-	s->upstream.fd = -1;
+	net_conn_init(&s->client.conn, -1);
+	net_conn_init(&s->upstream.conn, -1);
 	s->accepted_ms = now_ms();
 	s->hold_deadline_ms = s->accepted_ms + service_config(svc)->hold_timeout_ms;
 	service_proto(svc)->init(&s->ps);

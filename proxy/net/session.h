@@ -20,6 +20,7 @@
 #include <event2/util.h>
 
 #include "config.h"
+#include "net/conn.h"
 #include "proto/proto.h"
 #include "topology.h"
 
@@ -42,7 +43,7 @@ enum session_refusal { REFUSE_HOLD_TIMEOUT, REFUSE_SHUTDOWN };
  * 64 KiB per wake-up); writes are attempted at once and only what the kernel does not take waits
  * for writability, so a request costs a read and a write, no epoll_ctl. */
 struct session_side {
-	evutil_socket_t fd;          /* -1 when none */
+	struct net_conn conn;        /* the socket (conn.fd, -1 when none) and its transport */
 	struct event *rev;           /* EV_READ | EV_PERSIST, added while reading */
 	struct event *wev;           /* EV_WRITE | EV_PERSIST, added while `out` waits for the kernel */
 	struct evbuffer *out;        /* bytes owed to this socket */

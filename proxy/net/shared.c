@@ -14,7 +14,7 @@
 #include <event2/util.h>
 
 #include "log.h"
-#include "net/io.h"
+#include "net/conn.h"
 #include "net/transport.h"
 #include "net/session.h"
 #include "proto/proto.h"
@@ -37,7 +37,9 @@ struct entry {
 };
 
 struct shared {
-	evutil_socket_t fd;
+	struct net_conn conn;
+	struct net_tls *tls;             /* NULL: plain (a reference while connecting) */
+	char tls_name[256], resume_key[280];
 	struct event *rev, *wev, *flush_ev, *timer;
 	struct event *stall_ev;          /* reading stopped for a session that is not reading */
 	bool stalled;
@@ -107,8 +109,8 @@ static void destroy(struct shared *c)
 		event_free(c->timer);
 	if (c->stall_ev != NULL)
 		event_free(c->stall_ev);
-	if (c->fd >= 0)
-		evutil_closesocket(c->fd);
+	net_conn_close(&c->conn);
+	net_tls_free(c->tls);
 	if (c->out != NULL)
 		evbuffer_free(c->out);
 	free(c->q);
@@ -197,10 +199,12 @@ static void fail(struct shared *c, const char *why)
 	c->busy--;
 }
 
+static void tls_step(struct shared *c);
+
 static void flush_out(struct shared *c)
 {
 	size_t written = 0;
-	int err = evbuffer_flush_fd(c->out, c->fd, &written);
+	int err = c->conn.ops->flush(&c->conn, c->out, &written);
 
 	c->sent += written;
 	if (err != 0) {
@@ -231,6 +235,48 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	settle(c);
 }
 
+/* Connected (TLS: handshake done): reading starts, what is queued goes. */
+static void connected(struct shared *c)
+{
+	c->connected = true;
+	evtimer_del(c->timer);
+	event_add(c->rev, NULL);
+	if (!c->writing)
+		event_add(c->wev, NULL);
+	c->writing = true; /* wev is added: flush_out settles it */
+	flush_out(c);
+	if (!c->dead && !c->retired && c->hooks.ready != NULL)
+		c->hooks.ready(c->hooks.arg, c);
+}
+
+/* The TLS handshake goes on as the socket allows. */
+static void tls_step(struct shared *c)
+{
+	char err[256];
+	int r = net_conn_handshake(&c->conn, err, sizeof(err));
+
+	if (r == EAGAIN) {
+		bool rd = c->conn.want == EV_READ;
+		if (rd) {
+			event_add(c->rev, NULL);
+			event_del(c->wev);
+		} else {
+			event_del(c->rev);
+			event_add(c->wev, NULL);
+		}
+		c->writing = !rd;
+		return;
+	}
+	if (r != 0) {
+		fail(c, err);
+		return;
+	}
+	event_del(c->rev);
+	event_del(c->wev);
+	c->writing = false;
+	connected(c);
+}
+
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct shared *c = arg;
@@ -238,23 +284,22 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	c->busy++;
-	if (!c->connected) {
+	if (!c->connected && c->conn.ssl != NULL) {
+		tls_step(c);
+	} else if (!c->connected) {
 		err = net_connect_outcome(fd, c->connect_errno);
 		if (err == EINPROGRESS) {
 			c->busy--;
 			return;
 		}
-		if (err != 0) {
+		if (err != 0)
 			fail(c, evutil_socket_error_to_string(err));
-		} else {
-			c->connected = true;
-			evtimer_del(c->timer);
-			event_add(c->rev, NULL);
-			c->writing = true; /* wev is added: flush_out settles it */
-			flush_out(c);
-			if (!c->dead && !c->retired && c->hooks.ready != NULL)
-				c->hooks.ready(c->hooks.arg, c);
-		}
+		else if (c->tls != NULL && !net_conn_start_tls(&c->conn, c->tls, c->tls_name, c->resume_key))
+			fail(c, "TLS: out of memory");
+		else if (c->tls != NULL)
+			tls_step(c);
+		else
+			connected(c);
 	} else {
 		flush_out(c);
 	}
@@ -285,12 +330,22 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 	size_t pos = 0;
 	ssize_t r;
 
+	(void)fd;
 	(void)what;
-	do
-		r = recv(fd, shared_io, sizeof(shared_io), 0);
-	while (r < 0 && errno == EINTR);
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (!c->connected) {
+		if (c->conn.ssl != NULL) {
+			c->busy++;
+			tls_step(c);
+			c->busy--;
+			settle(c);
+		}
 		return;
+	}
+	r = c->conn.ops->read(&c->conn, shared_io, sizeof(shared_io));
+	if (r == -2)
+		return;
+	if (r > 0 && c->conn.ops->pending(&c->conn))
+		event_active(c->rev, EV_READ, 1);  /* TLS: decrypted already, no socket event for it */
 	c->busy++;
 	if (r <= 0) {
 		fail(c, r == 0 ? "closed by the server" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -381,10 +436,11 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg)
 	settle(c);
 }
 
-struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
-			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks,
-			   const uint8_t *hello, size_t n)
+struct shared *shared_open(struct event_base *base, const struct shared_target *to, int64_t connect_timeout_ms,
+			   const char *label, const struct shared_hooks *hooks, const uint8_t *hello, size_t n)
 {
+	const struct sockaddr *sa = to->sa;
+	socklen_t salen = to->salen;
 	struct shared *c = calloc(1, sizeof(*c));
 	struct timeval tv = {.tv_sec = connect_timeout_ms / 1000, .tv_usec = (connect_timeout_ms % 1000) * 1000};
 
@@ -393,13 +449,19 @@ struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, s
 	c->hooks = *hooks;
 	snprintf(c->label, sizeof(c->label), "%s", label);
 	resp_replies_init(&c->replies);
-	c->fd = net_tcp_socket(sa->sa_family);
-	if (c->fd < 0) {
+	net_conn_init(&c->conn, net_tcp_socket(sa->sa_family));
+	if (c->conn.fd < 0) {
 		free(c);
 		return NULL;
 	}
-	c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, read_cb, c);
-	c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, write_cb, c);
+	if (to->tls != NULL) {
+		c->tls = to->tls;
+		net_tls_ref(c->tls);
+		snprintf(c->tls_name, sizeof(c->tls_name), "%s", to->tls_name != NULL ? to->tls_name : "");
+		snprintf(c->resume_key, sizeof(c->resume_key), "%s", to->resume_key != NULL ? to->resume_key : "");
+	}
+	c->rev = event_new(base, c->conn.fd, EV_READ | EV_PERSIST, read_cb, c);
+	c->wev = event_new(base, c->conn.fd, EV_WRITE | EV_PERSIST, write_cb, c);
 	c->flush_ev = event_new(base, -1, 0, flush_cb, c);
 	c->timer = evtimer_new(base, timer_cb, c);
 	c->stall_ev = evtimer_new(base, stall_cb, c);
@@ -414,7 +476,7 @@ struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, s
 		destroy(c);
 		return NULL;
 	}
-	c->connect_errno = net_tcp_connect(c->fd, sa, salen);
+	c->connect_errno = net_tcp_connect(c->conn.fd, sa, salen);
 	if (c->connect_errno == EINPROGRESS)
 		c->connect_errno = 0;
 	if (c->connect_errno != 0) {

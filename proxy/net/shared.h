@@ -27,6 +27,7 @@
 struct event_base;
 struct session;
 struct shared;
+struct net_tls;
 
 struct shared_hooks {
 	void (*ready)(void *arg, struct shared *c);  /* connected: sessions may be bound */
@@ -34,11 +35,21 @@ struct shared_hooks {
 	void *arg;
 };
 
-/* Connects (non-blocking); NULL when no socket could be had. `hello` (n bytes, may be NULL) is a
- * command sent first, whose reply is dropped (HELLO 3 for a RESP3 connection). */
-struct shared *shared_open(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
-			   int64_t connect_timeout_ms, const char *label, const struct shared_hooks *hooks,
-			   const uint8_t *hello, size_t n);
+/* Where a shared connection goes: the address, and TLS (NULL: plain) with the name the
+ * certificate must carry and the key its session is resumed under (the member's address). */
+struct shared_target {
+	const struct sockaddr *sa;
+	socklen_t salen;
+	struct net_tls *tls;
+	const char *tls_name;
+	const char *resume_key;
+};
+
+/* Connects (non-blocking; TLS: the handshake too before `ready`); NULL when no socket could be
+ * had. `hello` (n bytes, may be NULL) is a command sent first, whose reply is dropped (HELLO 3 for
+ * a RESP3 connection). */
+struct shared *shared_open(struct event_base *base, const struct shared_target *to, int64_t connect_timeout_ms,
+			   const char *label, const struct shared_hooks *hooks, const uint8_t *hello, size_t n);
 bool shared_ready(const struct shared *c);
 bool shared_retired(const struct shared *c);
 /* Queue p[0..n), `ncmds` complete commands of session `s`. False when the connection cannot take

@@ -37,7 +37,7 @@ bool engine_init(struct engine_conn *e, struct event_base *base, enum protocol p
 	e->pg_take = pg_take;
 	e->rd_take = rd_take;
 	e->arg = arg;
-	e->rd_fd = -1;
+	net_conn_init(&e->rd_conn, -1);
 	e->io = event_new(base, -1, 0, engine_io_cb, e);
 	return e->io != NULL;
 }
@@ -94,7 +94,7 @@ int engine_fd(const struct engine_conn *e)
 	case PROTOCOL_MYSQL:
 		return e->my != NULL ? (int)mysql_get_socket(e->my) : -1;
 	case PROTOCOL_REDIS:
-		return e->rd_fd;
+		return e->rd_conn.fd;
 	}
 	return -1;
 }
@@ -126,7 +126,13 @@ bool engine_idle_alive(struct engine_conn *e)
 	case PROTOCOL_MYSQL:
 		return e->my != NULL && engine_sock_idle_alive(mysql_get_socket(e->my));
 	case PROTOCOL_REDIS:
-		return engine_sock_idle_alive(e->rd_fd);
+		if (e->rd_conn.ssl != NULL) {
+			/* TLS records come on an idle connection too (session tickets): only data, the end
+			 * or an error mean it is over. */
+			char c;
+			return e->rd_conn.ops->read(&e->rd_conn, &c, 1) == -2;
+		}
+		return engine_sock_idle_alive(e->rd_conn.fd);
 	}
 	return false;
 }
@@ -153,9 +159,8 @@ void engine_close(struct engine_conn *e, bool polite)
 	}
 	e->my = NULL;
 	e->my_idle = false;
-	if (e->rd_fd >= 0)
-		close(e->rd_fd);
-	e->rd_fd = -1;
+	net_conn_close(&e->rd_conn);
+	e->rd_handshaking = false;
 	if (e->rd_reader != NULL)
 		engine_rd_reader_free(e->rd_reader);
 	e->rd_reader = NULL;
@@ -460,30 +465,62 @@ static enum engine_step engine_rd_established(struct engine_conn *e)
 	return ENGINE_READY;
 }
 
-enum engine_step engine_rd_connect(struct engine_conn *e, const struct sockaddr *sa, socklen_t salen)
+/* TLS: the handshake goes on as the socket allows. */
+static enum engine_step engine_rd_handshake(struct engine_conn *e)
+{
+	char err[sizeof(e->msg)];
+	int r = net_conn_handshake(&e->rd_conn, err, sizeof(err));
+
+	if (r == EAGAIN)
+		return engine_watch_step(e, e->rd_conn.fd, e->rd_conn.want, -1);
+	if (r != 0)
+		return engine_fail(e, "tls", r, err);
+	e->rd_handshaking = false;
+	return engine_rd_established(e);
+}
+
+/* Connected: TLS starts, or the connection is ready. */
+static enum engine_step engine_rd_tcp_up(struct engine_conn *e)
+{
+	if (e->rd_tls == NULL)
+		return engine_rd_established(e);
+	if (!net_conn_start_tls(&e->rd_conn, e->rd_tls, e->rd_tls_name, e->rd_resume))
+		return engine_fail(e, NULL, 0, "TLS: out of memory");
+	e->rd_handshaking = true;
+	return engine_rd_handshake(e);
+}
+
+enum engine_step engine_rd_connect(struct engine_conn *e, const struct sockaddr *sa, socklen_t salen,
+				   struct net_tls *tls, const char *tls_name, const char *resume_key)
 {
 	int err;
 
 	e->connecting = true;
-	e->rd_fd = net_tcp_socket(sa->sa_family);
-	if (e->rd_fd < 0)
+	e->rd_tls = tls;
+	e->rd_tls_name = tls_name;
+	e->rd_resume = resume_key;
+	net_conn_init(&e->rd_conn, net_tcp_socket(sa->sa_family));
+	if (e->rd_conn.fd < 0)
 		return engine_fail(e, "socket", errno, strerror(errno));
-	err = net_tcp_connect(e->rd_fd, sa, salen);
+	err = net_tcp_connect(e->rd_conn.fd, sa, salen);
 	if (err == 0)
-		return engine_rd_established(e);
+		return engine_rd_tcp_up(e);
 	if (err != EINPROGRESS)
 		return engine_fail(e, "connect", err, strerror(err));
-	return engine_watch_step(e, e->rd_fd, EV_WRITE, -1);
+	return engine_watch_step(e, e->rd_conn.fd, EV_WRITE, -1);
 }
 
 /* The socket became writable while connecting: the connect's outcome is in SO_ERROR. */
 static enum engine_step engine_rd_connect_done(struct engine_conn *e)
 {
-	int err = net_connect_outcome(e->rd_fd, 0);
+	int err;
 
+	if (e->rd_handshaking)
+		return engine_rd_handshake(e);
+	err = net_connect_outcome(e->rd_conn.fd, 0);
 	if (err != 0)
 		return engine_fail(e, "connect", err, strerror(err));
-	return engine_rd_established(e);
+	return engine_rd_tcp_up(e);
 }
 
 bool engine_rd_command(struct engine_conn *e, int len, char *cmd)
@@ -514,11 +551,9 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 	ssize_t n;
 
 	while (e->rd_outoff < e->rd_outlen) {
-		n = send(e->rd_fd, e->rd_out + e->rd_outoff, e->rd_outlen - e->rd_outoff, MSG_NOSIGNAL);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		n = e->rd_conn.ops->write(&e->rd_conn, e->rd_out + e->rd_outoff, e->rd_outlen - e->rd_outoff);
+		if (n == 0)
 			break;
-		if (n < 0 && errno == EINTR)
-			continue;
 		if (n < 0) {
 			snprintf(msg, sizeof(msg), "write: %s", strerror(errno));
 			return engine_fail(e, "write", errno, msg);
@@ -531,12 +566,10 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 		e->rd_outlen = e->rd_outoff = 0;
 	}
 	for (;;) {
-		n = recv(e->rd_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		n = e->rd_conn.ops->read(&e->rd_conn, buf, sizeof(buf));
 		if (n == 0)
 			return engine_fail(e, "eof", 0, "connection closed by the server");
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -2)
 			break;
 		if (n < 0) {
 			snprintf(msg, sizeof(msg), "read: %s", strerror(errno));
@@ -569,7 +602,8 @@ enum engine_step engine_rd_pump(struct engine_conn *e)
 			return engine_fail(e, "protocol", 0, msg);
 		}
 	}
-	return engine_watch_step(e, e->rd_fd, (short)(EV_READ | (e->rd_out != NULL ? EV_WRITE : 0)), -1);
+	return engine_watch_step(e, e->rd_conn.fd,
+				 (short)(EV_READ | (e->rd_out != NULL || e->rd_conn.want == EV_WRITE ? EV_WRITE : 0)), -1);
 protocol:
 	if (engine_rd_reader_over(e->rd_reader))
 		snprintf(msg, sizeof(msg), "reply with more than %d array elements: not read further",

@@ -27,6 +27,7 @@
 #include <mysql.h>
 
 #include "config.h"
+#include "net/conn.h"
 
 enum engine_step {
 	ENGINE_WAITING,   /* the socket is watched: the io callback comes back */
@@ -74,7 +75,10 @@ struct engine_conn {
 	bool my_idle;              /* nothing in flight: mysql_close() can send COM_QUIT without waiting */
 
 	/* Redis */
-	int rd_fd;
+	struct net_conn rd_conn;   /* plain or TLS (net/conn.h) */
+	bool rd_handshaking;       /* TLS: connected, the handshake under way */
+	struct net_tls *rd_tls;    /* NULL: plain; else with the name to verify and the resume key */
+	const char *rd_tls_name, *rd_resume;
 	redisReader *rd_reader;
 	char *rd_out;              /* commands not yet written */
 	size_t rd_outlen, rd_outoff;
@@ -141,8 +145,10 @@ enum engine_step engine_my_connect(struct engine_conn *e, const char *host, uint
 /* Runs sql; READY with my_res holding the stored result, or NULL for a statement without columns. */
 enum engine_step engine_my_query(struct engine_conn *e, const char *sql, size_t len);
 
-/* Redis: connects to sa; READY once established (with the reply reader created). */
-enum engine_step engine_rd_connect(struct engine_conn *e, const struct sockaddr *sa, socklen_t salen);
+/* Redis: connects to sa (tls not NULL: then shakes hands, the certificate naming tls_name, the
+ * session resumed under resume_key); READY once established (with the reply reader created). */
+enum engine_step engine_rd_connect(struct engine_conn *e, const struct sockaddr *sa, socklen_t salen,
+				   struct net_tls *tls, const char *tls_name, const char *resume_key);
 /* Queues one command from redisFormatCommand*() (taken over) and expects its reply. */
 bool engine_rd_command(struct engine_conn *e, int len, char *cmd);
 /* Writes what is queued and hands replies to rd_take until it ends the operation. */

@@ -79,6 +79,8 @@ struct probe {
 	struct event_base *base;
 	enum protocol protocol;
 	char *host, *user, *password, *database;
+	char *tls_name;          /* Redis over TLS: the name the certificate must carry ("" when none) */
+	struct net_tls *tls;     /* NULL: plain */
 	uint16_t port;
 	int64_t timeout_ms;
 	probe_cb cb;
@@ -292,7 +294,11 @@ static void probe_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	switch (p->conn) {
 	case PROBE_CONN_RESOLVING: phase = "resolving"; break;
-	case PROBE_CONN_CONNECTING: phase = "connecting"; break;
+	case PROBE_CONN_CONNECTING:
+		/* A plaintext server takes a TLS client hello for the start of a command and waits. */
+		phase = p->eng.rd_handshaking ? "TLS handshake: no answer to it; is the member speaking TLS?"
+					      : "connecting";
+		break;
 	default: phase = "waiting for the answer"; break;
 	}
 	probe_fail(p, "timeout after %" PRId64 " ms (%s)", p->timeout_ms, phase);
@@ -820,7 +826,8 @@ static void probe_rd_connect(struct probe *p)
 {
 	const struct probe_addr *a = &p->addrs[p->addr_idx];
 
-	probe_step(p, engine_rd_connect(&p->eng, (const struct sockaddr *)&a->sa, a->salen));
+	probe_step(p, engine_rd_connect(&p->eng, (const struct sockaddr *)&a->sa, a->salen, p->tls, p->tls_name,
+					a->text));
 }
 
 /* ROLE's reply ends the check in probe_rd_take: READY never comes from a pump. */
@@ -869,9 +876,14 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 	p->user = probe_strdup0(params->user);
 	p->password = probe_strdup0(params->password);
 	p->database = probe_strdup0(params->database);
+	p->tls_name = probe_strdup0(params->tls_name);
+	if (params->tls != NULL) {
+		p->tls = params->tls;
+		net_tls_ref(p->tls);
+	}
 	p->timer = evtimer_new(base, probe_timeout_cb, p);
 	p->deliver = event_new(base, -1, 0, probe_deliver_cb, p);
-	if (p->host == NULL || p->user == NULL || p->password == NULL || p->database == NULL ||
+	if (p->host == NULL || p->user == NULL || p->password == NULL || p->database == NULL || p->tls_name == NULL ||
 	    p->timer == NULL || p->deliver == NULL) {
 		probe_free(p);
 		return NULL;
@@ -945,5 +957,7 @@ void probe_free(struct probe *p)
 	free(p->user);
 	free(p->password);
 	free(p->database);
+	free(p->tls_name);
+	net_tls_free(p->tls);
 	free(p);
 }

@@ -25,6 +25,7 @@
 #include "topology.h"
 
 struct event_base;
+struct net_tls;
 struct probe;
 
 struct probe_result {
@@ -52,6 +53,8 @@ struct probe_params {
 	const char *password;    /* may be NULL or "" */
 	const char *database;    /* may be NULL or "" */
 	int64_t timeout_ms;      /* bounds connect + query of one check */
+	struct net_tls *tls;     /* Redis over TLS (the probe keeps a reference); NULL: plain */
+	const char *tls_name;    /* the name the member's certificate must carry */
 };
 
 /* Creates an idle probe; strings in params are copied. NULL on allocation failure. */

@@ -351,7 +351,7 @@ START_TEST(test_err_unknown_key)
 		      "test.ini:5: unknown key 'weight' in [service ok]; allowed keys: protocol, "
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
 		      "failover_probe_interval, down_after, probes, multiplex, probe_user, probe_password, "
-		      "probe_database, hold_timeout, drain, drain_timeout, connect_timeout, "
+		      "probe_database, tls, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file, hold_timeout, drain, drain_timeout, connect_timeout, "
 		      "max_clients");
 	expect_errors("log_level = info\n" OK_SERVICE,
 		      "test.ini:1: 'log_level' is outside any section; put it under [repoint], "
@@ -588,6 +588,13 @@ START_TEST(test_err_source)
 		      "test.ini:5: multiplex: expected true or false, got 'maybe'\n"
 		      "test.ini:10: multiplex: only redis sessions can share a server connection, but this "
 		      "service is postgres");
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+		      "tls = verify\ntls_ca_file = /nonexistent/ca.pem\n[service b]\nprotocol = postgres\n"
+		      "listen = 127.0.0.1:3\nmembers = 127.0.0.1:4\ntls = require\n",
+		      "test.ini:5: tls: expected off, require, verify-ca or verify-full, got 'verify'\n"
+		      "test.ini:6: tls_ca_file: cannot read '/nonexistent/ca.pem': No such file or directory\n"
+		      "test.ini:11: tls: only redis members are reached over TLS so far (postgres and mysql "
+		      "upgrade inside their protocol: not yet), but this service is postgres");
 	{
 		struct config *cfg = load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\n"
 					     "members = 127.0.0.1:2\nmultiplex = on\n[service b]\nprotocol = redis\n"

@@ -1,0 +1,100 @@
+/* conn.h - the transport under every connection repoint makes or takes: a socket and the ops that
+ * move bytes over it, plain or TLS (OpenSSL), behind one table. Sessions (both sides), shared Redis
+ * connections and the Redis probes read, write, flush, shut down and close through it; what they
+ * do with the bytes (the protocol) stays theirs.
+ *
+ *   plain  recv / send / evbuffer_write: what the data path did before, one indirect call more
+ *   TLS    SSL_read_ex / SSL_write_ex over the same non-blocking socket; `want` says which event a
+ *          call that could not go on waits for (a TLS read may need the socket writable, a write
+ *          readable); a handshake is driven from the loop like a connect
+ *
+ * Contexts (struct net_tls) are per service: mode (libpq's sslmode words), CA bundle, client
+ * certificate, TLS 1.2 minimum, OpenSSL's default ciphers, and client-side session resumption
+ * keyed by the member's address (a reconnect after a failover costs one round trip less). */
+#ifndef REPOINT_NET_CONN_H
+#define REPOINT_NET_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <event2/util.h>
+
+struct evbuffer;
+struct net_conn;
+struct net_tls;
+typedef struct ssl_st SSL;
+
+enum net_tls_mode { NET_TLS_OFF, NET_TLS_REQUIRE, NET_TLS_VERIFY_CA, NET_TLS_VERIFY_FULL };
+
+struct net_ops {
+	const char *name;
+	/* Up to len bytes: the count, 0 at the peer's end, -1 on error (errno set), -2 when nothing is
+	 * there now (wait for `want`, or EV_READ when want is 0). */
+	ssize_t (*read)(struct net_conn *c, void *buf, size_t len);
+	/* Bytes taken (0: none now; wait for `want`, or EV_WRITE), -1 on error. */
+	ssize_t (*write)(struct net_conn *c, const void *p, size_t n);
+	/* Write what `out` holds until the transport takes no more: 0 or the error (as
+	 * evbuffer_flush_fd); adds the bytes written to *written when not NULL. */
+	int (*flush)(struct net_conn *c, struct evbuffer *out, size_t *written);
+	/* Plaintext already decrypted and waiting inside the transport (no socket event will come
+	 * for it). */
+	bool (*pending)(const struct net_conn *c);
+	void (*shutdown_write)(struct net_conn *c);
+};
+
+struct net_conn {
+	evutil_socket_t fd;          /* -1 when none */
+	const struct net_ops *ops;
+	SSL *ssl;                    /* TLS */
+	size_t wretry;               /* TLS: a write that could not go on is retried with at least this much */
+	short want;                  /* TLS: the event the last call waits for, 0 when the usual one */
+};
+
+extern const struct net_ops net_plain_ops;
+extern const struct net_ops net_tls_ops;
+
+/* A plain connection on fd (-1: none yet). */
+static inline void net_conn_init(struct net_conn *c, evutil_socket_t fd)
+{
+	c->fd = fd;
+	c->ops = &net_plain_ops;
+	c->ssl = NULL;
+	c->wretry = 0;
+	c->want = 0;
+}
+
+/* Closes the socket and frees the TLS state; the conn is then as net_conn_init(c, -1) left it. */
+void net_conn_close(struct net_conn *c);
+
+/* ---- TLS --------------------------------------------------------------------------------------- */
+
+struct net_tls_settings {
+	enum net_tls_mode mode;
+	const char *ca_file;         /* NULL or "": the system store */
+	const char *cert_file;       /* client certificate (mutual TLS), optional */
+	const char *key_file;
+};
+
+/* NULL with a reason in err when a file cannot be used (or the mode is off). */
+struct net_tls *net_tls_new(const struct net_tls_settings *st, char *err, size_t errlen);
+/* One more owner (a shared connection keeps its context until it is gone). */
+void net_tls_ref(struct net_tls *t);
+/* Drops the owner's reference: the context lives on while connections made with it do. */
+void net_tls_free(struct net_tls *t);
+enum net_tls_mode net_tls_mode(const struct net_tls *t);
+
+/* Turns a connected plain conn into a TLS client about to shake hands: SNI and (verify-full) the
+ * name checked are server_name (an IP literal is checked as an address, sent without SNI);
+ * resume_key picks the session to resume (the member's address). False when out of memory. */
+bool net_conn_start_tls(struct net_conn *c, struct net_tls *t, const char *server_name, const char *resume_key);
+
+/* Drives the handshake: 0 when done, EAGAIN (wait for c->want) or an error with its reason in err
+ * ("certificate verify failed: unable to get local issuer certificate", "wrong version number:
+ * is the member speaking TLS?"). */
+int net_conn_handshake(struct net_conn *c, char *err, size_t errlen);
+
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384 resumed" for logs and /status. */
+void net_conn_describe(const struct net_conn *c, char *buf, size_t len);
+
+#endif

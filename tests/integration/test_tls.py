@@ -1,0 +1,189 @@
+"""TLS to the members: TLS-only redis-servers (plaintext port off, TLS replication) behind repoint, with a
+lab CA made here with openssl. Plaintext clients through repoint reach them over TLS (sessions, shared
+connections, probes); a switchover over TLS costs a writing client nothing; a certificate from another CA,
+one that does not name the member, and a member speaking plaintext are each refused with the reason."""
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import free_port, start_custom, wait_for
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".crt",
+            "-days", "2", "-subj", "/CN=repoint test " + name, cwd=d)
+    return os.path.join(d, name + ".crt")
+
+
+def make_cert(d, ca, name, san):
+    with open(os.path.join(d, name + ".ext"), "w") as f:
+        f.write("subjectAltName=%s\n" % san)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+            "-subj", "/CN=" + name, cwd=d)
+    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key", "-CAcreateserial",
+            "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
+    return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    ca = make_ca(d, "ca")
+    other = make_ca(d, "other")
+    cert, key = make_cert(d, "ca", "server", "IP:127.0.0.1,DNS:localhost")
+    return {"dir": d, "ca": ca, "other_ca": other, "cert": cert, "key": key}
+
+
+class TlsRedis:
+    """A TLS-only redis-server on a free port (optionally a replica of another, over TLS)."""
+
+    def __init__(self, pki, workdir, replicaof=None):
+        self.port = free_port()
+        cmd = ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+               "--tls-cert-file", pki["cert"], "--tls-key-file", pki["key"], "--tls-ca-cert-file", pki["ca"],
+               "--tls-auth-clients", "no", "--tls-replication", "yes", "--save", "", "--appendonly", "no",
+               "--dir", workdir]
+        if replicaof is not None:
+            cmd += ["--replicaof", "127.0.0.1", str(replicaof.port)]
+        self.log = open(os.path.join(workdir, "redis-%d.log" % self.port), "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.ca = pki["ca"]
+        wait_for(lambda: self.client().ping(), 10, what="TLS redis on %d" % self.port)
+
+    def client(self):
+        return redis.Redis("127.0.0.1", self.port, ssl=True, ssl_ca_certs=self.ca, socket_timeout=5)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def tls_pair(pki, tmp_path):
+    a = TlsRedis(pki, str(tmp_path))
+    b = TlsRedis(pki, str(tmp_path), replicaof=a)
+    wait_for(lambda: b.client().info("replication")["master_link_status"] == "up", 15, what="TLS replication")
+    yield a, b
+    for n in (a, b):
+        n.stop()
+
+
+def service(members, pki, tls="verify-full", extra=""):
+    return ("protocol = redis\nmembers = %s\nprobe_interval = 100ms\ntls = %s\ntls_ca_file = %s\n%s"
+            % (", ".join("127.0.0.1:%d" % m.port for m in members), tls, pki["ca"], extra))
+
+
+@pytest.mark.parametrize("multiplex", ["off", "on"])
+def test_plaintext_clients_reach_tls_only_members(tls_pair, pki, tmp_path, multiplex):
+    a, b = tls_pair
+    rp = start_custom(tmp_path, {"rd": service([a, b], pki, extra="multiplex = %s\n" % multiplex)})
+    try:
+        rp.wait_writer("rd", "127.0.0.1:%d" % a.port)
+        members = {m["address"]: m for m in rp.service("rd")["members"]}
+        assert members["127.0.0.1:%d" % b.port]["role"] == "reader"
+        c = redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=20)
+        big = os.urandom(16 << 20)
+        assert c.set("tls:big", big)
+        assert c.get("tls:big") == big
+        assert a.client().get("tls:big") == big
+        pipe = c.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.set("tls:k%d" % i, i)
+        assert all(pipe.execute())
+        assert c.get("tls:k1999") == b"1999"
+        clients = [redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=10) for _ in range(20)]
+        assert all(x.incr("tls:n") for x in clients)
+        assert int(c.get("tls:n")) == 20
+    finally:
+        rp.stop()
+
+
+def test_switchover_over_tls_costs_a_writing_client_nothing(tls_pair, pki, tmp_path):
+    a, b = tls_pair
+    rp = start_custom(tmp_path, {"rd": service([a, b], pki, extra="failover_probe_interval = 20ms\n")})
+    stop, errors, acked = threading.Event(), [], []
+    try:
+        rp.wait_writer("rd", "127.0.0.1:%d" % a.port)
+
+        def writer():
+            c = redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=20)
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    c.rpush("tls:log", i)
+                    acked.append(i)
+                except redis.RedisError as e:
+                    errors.append(repr(e))
+                time.sleep(0.002)
+        th = threading.Thread(target=writer)
+        th.start()
+        wait_for(lambda: len(acked) > 200, 10, what="writes before the switchover")
+        # A planned switchover, as ElastiCache's TestFailover does it: pause writes, let the replica catch up,
+        # promote it, make the old primary its replica.
+        old, new = a.client(), b.client()
+        old.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        off = old.info("replication")["master_repl_offset"]
+        wait_for(lambda: new.info("replication")["slave_repl_offset"] >= off, 5, what="the replica to catch up")
+        new.execute_command("REPLICAOF", "NO", "ONE")
+        old.execute_command("REPLICAOF", "127.0.0.1", str(b.port))
+        old.execute_command("CLIENT", "UNPAUSE")
+        rp.wait_writer("rd", "127.0.0.1:%d" % b.port, timeout=15)
+        n = len(acked)
+        wait_for(lambda: len(acked) > n + 200, 10, what="writes after the switchover")
+        stop.set()
+        th.join(30)
+        assert errors == [], errors[:5]
+        on_new = [int(x) for x in new.lrange("tls:log", 0, -1)]
+        assert sorted(set(on_new)) == on_new and set(acked) <= set(on_new), "every acknowledged write once"
+    finally:
+        stop.set()
+        rp.stop()
+
+
+@pytest.mark.parametrize("case", ["other CA", "wrong name", "plaintext member"])
+def test_a_member_that_fails_tls_is_refused_with_the_reason(pki, tmp_path, case):
+    plain = None
+    node = None
+    try:
+        if case == "plaintext member":
+            port = free_port()
+            plain = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+            wait_for(lambda: redis.Redis("127.0.0.1", port).ping(), 10, what="plain redis")
+            body = ("protocol = redis\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\ntls = require\n" % port)
+            want = "is the member speaking TLS?"
+        else:
+            node = TlsRedis(pki, str(tmp_path))
+            if case == "other CA":
+                body = service([node], dict(pki, ca=pki["other_ca"]))
+                want = "certificate verify failed"
+            else:
+                body = service([node], pki, extra="tls_server_name = db.example.com\n")
+                want = "hostname mismatch"
+        rp = start_custom(tmp_path, {"rd": body + "hold_timeout = 1s\n"})
+        try:
+            wait_for(lambda: want in rp.service("rd")["members"][0]["probe"]["detail"], 10,
+                     what="the probe to say why (%s)" % want)
+            assert not rp.service("rd")["writer_ready"], "never a writer over a connection that failed TLS"
+            # A client is held, never passed to the member in plaintext or unverified, and refused in the end.
+            c = redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=10)
+            with pytest.raises(redis.ResponseError):
+                c.set("x", 1)
+        finally:
+            rp.stop()
+    finally:
+        if plain is not None:
+            plain.kill()
+            plain.wait()
+        if node is not None:
+            node.stop()
