@@ -208,7 +208,7 @@ static bool token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* With an admin_token, requests that change something must carry it. */
+/* The request carries the configured admin_token. */
 static bool authorized(const struct admin *a, struct evhttp_request *req)
 {
 	const char *h;
@@ -218,6 +218,29 @@ static bool authorized(const struct admin *a, struct evhttp_request *req)
 	h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	return h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, a->cfg->admin_token);
 }
+
+/* Requests that change something (start or cancel a drill) need admin_token configured and
+ * presented: without one configured they are refused (403) with how to enable them, with a wrong
+ * or missing one 401. True when the request may go on; otherwise it has been answered. */
+static bool may_change(const struct admin *a, struct evhttp_request *req, const char *what)
+{
+	char msg[300];
+
+	if (a->cfg == NULL || a->cfg->admin_token == NULL) {
+		snprintf(msg, sizeof(msg),
+			 "%s changes the cluster: set admin_token in [repoint] and send \"Authorization: Bearer "
+			 "TOKEN\" (repoint drill does so from the same configuration)", what);
+		reply_error(req, 403, "Forbidden", msg);
+		return false;
+	}
+	if (!authorized(a, req)) {
+		snprintf(msg, sizeof(msg), "%s needs the admin token (Authorization: Bearer ...)", what);
+		reply_error(req, 401, "Unauthorized", msg);
+		return false;
+	}
+	return true;
+}
+
 
 static json_t *drill_entry_json(const struct admin_drill *ad, bool full)
 {
@@ -328,10 +351,8 @@ static void drills_post(struct admin *a, struct evhttp_request *req)
 	char err[300], *text;
 	bool wait = query_flag(req, "wait");
 
-	if (!authorized(a, req)) {
-		reply_error(req, 401, "Unauthorized", "a drill needs the admin token (Authorization: Bearer ...)");
+	if (!may_change(a, req, "a drill"))
 		return;
-	}
 	if (len > 64 * 1024) {
 		reply_error(req, 413, "Payload Too Large", "drill options are a small JSON object");
 		return;
@@ -359,12 +380,6 @@ static void drills_post(struct admin *a, struct evhttp_request *req)
 		return;
 	}
 	json_decref(body);
-	if (!o.dry_run && !o.yes && (a->cfg == NULL || a->cfg->admin_token == NULL)) {
-		drill_options_free(&o);
-		reply_error(req, 403, "Forbidden",
-			    "a real drill fails the cluster over: send \"yes\": true (or configure an admin_token)");
-		return;
-	}
 	for (int i = 0; i < a->nsvcs; i++)
 		if (strcmp(service_name(a->svcs[i]), o.service) == 0)
 			svc = a->svcs[i];
@@ -463,10 +478,8 @@ static void drill_item(struct admin *a, struct evhttp_request *req, const char *
 		reply_json(req, 200, "OK", drill_entry_json(ad, true));
 		return;
 	case EVHTTP_REQ_DELETE:
-		if (!authorized(a, req)) {
-			reply_error(req, 401, "Unauthorized", "cancelling a drill needs the admin token");
+		if (!may_change(a, req, "cancelling a drill"))
 			return;
-		}
 		drill_cancel(ad->d, "cancelled through the admin API");
 		reply_json(req, 200, "OK", drill_entry_json(ad, false));
 		return;

@@ -211,19 +211,42 @@ def admin_call(port, method, path, body=None, token=None, timeout=120):
         return e.code, json.loads(e.read() or b"{}")
 
 
+def with_token(rp, tmp_path, token="s3cret"):
+    """The same configuration plus an admin_token, started on the same (now free) ports."""
+    from conftest import Repoint
+    rp.stop()
+    text = open(rp.config_path).read().replace("[repoint]\n", "[repoint]\nadmin_token = %s\n" % token, 1)
+    cfg = str(tmp_path / "token.ini")
+    with open(cfg, "w") as f:
+        f.write(text)
+    rp2 = Repoint(cfg, rp.admin_port, rp.ports)
+    wait_for(lambda: rp2.status(), 10, what="repoint's admin API")
+    for name in rp.ports:
+        rp2.wait_writer(name)
+    return rp2
+
+
 def test_drill_through_admin_api(lab, start_repoint, tmp_path):
     rp = start_repoint()
     old, target = lab.primary("redis"), a_replica(lab, "redis")
-    # A real drill needs "yes" when no token is configured.
-    st, body = admin_call(rp.admin_port, "POST", "/drills", {"service": "redis"})
-    assert st == 403, body
-    st, body = admin_call(rp.admin_port, "POST", "/drills", {"service": "nope", "yes": True})
+    # Without an admin_token configured, nothing that changes the cluster is accepted, whatever is sent.
+    for body in ({"service": "redis"}, {"service": "redis", "yes": True}, {"service": "redis", "dry_run": True}):
+        st, answer = admin_call(rp.admin_port, "POST", "/drills", body)
+        assert st == 403 and "set admin_token" in answer["error"], answer
+    rc, out, err = run_drill(rp.config_path, "redis", "--yes", "--duration-after", "500ms")
+    assert rc != 0 and "admin_token" in err, (out, err)
+    assert lab.primary("redis").name == old.name, "no drill ran"
+    rp = with_token(rp, tmp_path)
+    tok = "s3cret"
+    st, body = admin_call(rp.admin_port, "POST", "/drills", {"service": "nope", "yes": True}, token=tok)
     assert st == 404
-    st, body = admin_call(rp.admin_port, "POST", "/drills", {"service": "redis", "clients": 0, "yes": True})
+    st, body = admin_call(rp.admin_port, "POST", "/drills", {"service": "redis", "clients": 0, "yes": True},
+                          token=tok)
     assert st == 400 and "clients" in body["error"]
     # The drill runs inside that repoint, through its own listener, and answers when done.
     st, body = admin_call(rp.admin_port, "POST", "/drills?wait=1",
-                          {"service": "redis", "target": addr(target), "yes": True, "duration_after_ms": 1000})
+                          {"service": "redis", "target": addr(target), "yes": True, "duration_after_ms": 1000},
+                          token=tok)
     assert st == 200, body
     report = body["report"]
     assert report["status"] == "completed", report
@@ -235,9 +258,9 @@ def test_drill_through_admin_api(lab, start_repoint, tmp_path):
     assert st == 200 and any(d["id"] == body["id"] for d in listing["drills"])
     # One drill per service at a time.
     st, first = admin_call(rp.admin_port, "POST", "/drills", {"service": "redis", "yes": True,
-                                                               "duration_after_ms": 500})
+                                                               "duration_after_ms": 500}, token=tok)
     assert st == 202 and first["status"] == "running"
-    st, second = admin_call(rp.admin_port, "POST", "/drills", {"service": "redis", "yes": True})
+    st, second = admin_call(rp.admin_port, "POST", "/drills", {"service": "redis", "yes": True}, token=tok)
     assert st == 409, second
     done = wait_for(lambda: (lambda r: r[1] if r[1]["status"] != "running" else None)(
         admin_call(rp.admin_port, "GET", first["href"])), 120, interval=0.2, what="the second drill")
@@ -248,6 +271,7 @@ def test_drill_through_admin_api(lab, start_repoint, tmp_path):
     assert rc == 0, (out, err)
     assert "drill handed to the repoint" in err and "completed" in out
     lab.verify("redis")
+    rp.stop()
 
 
 def test_admin_token(lab, start_repoint, tmp_path):
