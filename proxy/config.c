@@ -1142,11 +1142,10 @@ static void check_service(struct parser *p, size_t idx)
 			  protocol_name(svc->protocol));
 	{
 		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
-		if (tls->valid && svc->tls != TLS_OFF && protocol->valid && svc->protocol != PROTOCOL_REDIS)
+		if (tls->valid && svc->tls != TLS_OFF && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
 			add_error(p, tls->line,
-				  "tls: only redis members are reached over TLS so far (postgres and mysql "
-				  "upgrade inside their protocol: not yet), but this service is %s",
-				  protocol_name(svc->protocol));
+				  "tls: redis and postgres members are reached over TLS so far (mysql upgrades "
+				  "inside its handshake: not yet), but this service is mysql");
 	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "

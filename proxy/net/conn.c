@@ -29,6 +29,8 @@ struct net_tls {
 	int refs;                    /* the owner's, and one per connection made with it */
 	SSL_CTX *ctx;
 	enum net_tls_mode mode;
+	char *ca_file, *cert_file, *key_file;  /* as configured (for libpq's own TLS, say) */
+	struct net_tls_settings st;
 	struct net_tls_resume resume[NET_TLS_RESUME_MAX];
 	int nresume;
 };
@@ -301,6 +303,11 @@ struct net_tls *net_tls_new(const struct net_tls_settings *st, char *err, size_t
 	}
 	t->refs = 1;
 	t->mode = st->mode;
+	t->ca_file = st->ca_file != NULL && st->ca_file[0] != '\0' ? strdup(st->ca_file) : NULL;
+	t->cert_file = st->cert_file != NULL && st->cert_file[0] != '\0' ? strdup(st->cert_file) : NULL;
+	t->key_file = st->key_file != NULL && st->key_file[0] != '\0' ? strdup(st->key_file) : NULL;
+	t->st = (struct net_tls_settings){.mode = st->mode, .ca_file = t->ca_file, .cert_file = t->cert_file,
+					  .key_file = t->key_file};
 	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
 	/* A member that dies without close_notify ends its stream as a plain socket's would. */
 	SSL_CTX_set_options(t->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -352,7 +359,15 @@ void net_tls_free(struct net_tls *t)
 	for (int i = 0; i < t->nresume; i++)
 		SSL_SESSION_free(t->resume[i].sess);
 	SSL_CTX_free(t->ctx);
+	free(t->ca_file);
+	free(t->cert_file);
+	free(t->key_file);
 	free(t);
+}
+
+const struct net_tls_settings *net_tls_get_settings(const struct net_tls *t)
+{
+	return &t->st;
 }
 
 enum net_tls_mode net_tls_mode(const struct net_tls *t)

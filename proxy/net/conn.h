@@ -83,6 +83,8 @@ void net_tls_ref(struct net_tls *t);
 /* Drops the owner's reference: the context lives on while connections made with it do. */
 void net_tls_free(struct net_tls *t);
 enum net_tls_mode net_tls_mode(const struct net_tls *t);
+/* The settings it was made from (for a client library that does TLS itself: libpq). */
+const struct net_tls_settings *net_tls_get_settings(const struct net_tls *t);
 
 /* Turns a connected plain conn into a TLS client about to shake hands: SNI and (verify-full) the
  * name checked are server_name (an IP literal is checked as an address, sent without SNI);

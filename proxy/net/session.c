@@ -270,6 +270,7 @@ void session_destroy(struct session *s)
 static void drop_upstream(struct session *s)
 {
 	side_close(&s->upstream);
+	s->tls_asking = false;
 	if (s->sh != NULL)
 		shared_forget(s->sh, s);
 	s->sh = NULL;
@@ -1127,6 +1128,23 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 		return;
 	}
 	len = evbuffer_get_length(in);
+	/* repoint makes TLS to the member itself: a client asking for TLS (or GSS encryption) of its
+	 * own is told no, and its session goes on in plaintext on loopback. */
+	while (len > 0 && service_tls(s->svc) != NULL && proto->negotiation_request != NULL) {
+		k = proto->negotiation_request(evbuffer_pullup(in, len < 8 ? (ev_ssize_t)len : 8), len < 8 ? len : 8);
+		if (k == PROTO_MORE)
+			return;
+		if (k == 0)
+			break;
+		evbuffer_drain(in, k);
+		len -= k;
+		if (!side_send(&s->client, &proto->negotiation_refused, 1)) {
+			session_destroy(s);
+			return;
+		}
+	}
+	if (len == 0)
+		return;
 	k = proto->cancel_request(evbuffer_pullup(in, len < 64 ? (ev_ssize_t)len : 64), len < 64 ? len : 64, key,
 				  &keylen);
 	if (k == PROTO_MORE)
@@ -1249,6 +1267,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void tls_step(struct session *s);
+static void tls_answer(struct session *s);
 
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1261,6 +1280,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (s->state == SESSION_CONNECTING && s->tls_asking) {
+		tls_answer(s);
+		return;
+	}
 	if (s->state == SESSION_CONNECTING && s->upstream.conn.ssl != NULL) {
 		tls_step(s);
 		return;
@@ -1407,6 +1430,45 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 
 static void on_connected(struct session *s);
 
+/* TLS to the member: the handshake starts. */
+static void tls_begin(struct session *s)
+{
+	if (!net_conn_start_tls(&s->upstream.conn, service_tls(s->svc), service_member_tls_name(s->svc, s->member),
+				service_member_str(s->svc, s->member))) {
+		connect_failed(s, "TLS: out of memory");
+		return;
+	}
+	tls_step(s);
+}
+
+/* The member's one-byte answer to the TLS request: 'S' starts the handshake; anything else is a
+ * refusal, never a fallback to plaintext. */
+static void tls_answer(struct session *s)
+{
+	const struct proto_ops *proto = service_proto(s->svc);
+	uint8_t b;
+	ssize_t r = s->upstream.conn.ops->read(&s->upstream.conn, &b, 1);
+
+	if (r == -2)
+		return;
+	s->tls_asking = false;
+	if (r <= 0) {
+		connect_failed(s, r == 0 ? "closed instead of answering the TLS request" : strerror(errno));
+		return;
+	}
+	switch (proto->tls_answer(b)) {
+	case 1:
+		tls_begin(s);
+		return;
+	case 0:
+		connect_failed(s, "the member refuses TLS (it answered no to the TLS request)");
+		return;
+	default:
+		connect_failed(s, "the member did not answer the TLS request (is it speaking TLS?)");
+		return;
+	}
+}
+
 /* TLS to the member: the handshake goes on as the socket allows; done, the session is connected. */
 static void tls_step(struct session *s)
 {
@@ -1445,13 +1507,22 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (service_tls(s->svc) != NULL) {
-			if (!net_conn_start_tls(&s->upstream.conn, service_tls(s->svc),
-						service_member_tls_name(s->svc, s->member),
-						service_member_str(s->svc, s->member))) {
-				connect_failed(s, "TLS: out of memory");
+			const struct proto_ops *proto = service_proto(s->svc);
+			if (proto->tls_request != NULL) {
+				/* Asked for inside the protocol first (SSLRequest); its one-byte answer is
+				 * read alone (upstream_read_cb), nothing after it. */
+				if (s->upstream.conn.ops->write(&s->upstream.conn, proto->tls_request,
+								proto->tls_request_len) !=
+				    (ssize_t)proto->tls_request_len) {
+					connect_failed(s, "cannot send the TLS request");
+					return;
+				}
+				s->tls_asking = true;
+				side_writing(&s->upstream, false);
+				side_reading(&s->upstream, true);
 				return;
 			}
-			tls_step(s);
+			tls_begin(s);
 			return;
 		}
 		on_connected(s);

@@ -98,6 +98,7 @@ struct session {
 	bool unshare;
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
 	bool barrier;                /* holds the service's barrier (service_barrier) */
+	bool tls_asking;             /* connecting: the member's answer to the TLS request awaited */
 	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or
 	                                PING first, its reply not passed on, before the client's bytes */
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */

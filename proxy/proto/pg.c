@@ -413,6 +413,22 @@ static size_t pg_startup_preamble(const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* SSLRequest: length 8, code 80877103. */
+static const uint8_t pg_ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+
+static int pg_tls_answer(uint8_t byte)
+{
+	return byte == 'S' ? 1 : byte == 'N' ? 0 : -1;
+}
+
+/* A client's SSLRequest or GSSENCRequest, or (fewer than 8 bytes) what may become one. */
+static size_t pg_negotiation_request(const uint8_t *p, size_t n)
+{
+	if (n < 8)
+		return memcmp(p, pg_ssl_request, n < 7 ? n : 7) == 0 ? PROTO_MORE : 0;
+	return pg_startup_preamble(p, n);
+}
+
 /* CancelRequest: length 16, code 80877102, process id, secret key. Longer keys (protocol 3.2)
  * are not ours to match: 0. */
 static size_t pg_cancel_request(const uint8_t *p, size_t n, uint8_t *key, size_t *keylen)
@@ -451,4 +467,9 @@ const struct proto_ops proto_postgres = {
 	.startup_preamble = pg_startup_preamble,
 	.cancel_request = pg_cancel_request,
 	.session_key = pg_session_key,
+	.tls_request = pg_ssl_request,
+	.tls_request_len = sizeof(pg_ssl_request),
+	.tls_answer = pg_tls_answer,
+	.negotiation_request = pg_negotiation_request,
+	.negotiation_refused = 'N',
 };

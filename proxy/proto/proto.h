@@ -85,6 +85,18 @@ struct proto_ops {
 	 *   replayed to the new server, its answer byte is not passed on again. */
 	size_t (*startup_refusal)(const uint8_t *p, size_t n);
 	size_t (*startup_preamble)(const uint8_t *p, size_t n);
+
+	/* TLS negotiated inside the protocol (optional; Postgres). When repoint makes TLS to the member
+	 * itself, it sends tls_request[0..tls_request_len) first (SSLRequest) and reads exactly one byte:
+	 * tls_answer says 1 (go: 'S'), 0 (refused: 'N') or -1 (not an answer). A client's own request at
+	 * the start of its session (negotiation_request: its length, 0 when none, PROTO_MORE when p may
+	 * be the start of one) is then answered by repoint with negotiation_refused (1 byte, 'N'): the
+	 * client's side stays plaintext on loopback. NULL tls_request: TLS from the first byte (Redis). */
+	const uint8_t *tls_request;
+	size_t tls_request_len;
+	int (*tls_answer)(uint8_t byte);
+	size_t (*negotiation_request)(const uint8_t *p, size_t n);
+	uint8_t negotiation_refused;
 };
 
 extern const struct proto_ops proto_postgres;

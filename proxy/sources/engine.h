@@ -125,8 +125,8 @@ void engine_close(struct engine_conn *e, bool polite);
 
 /* Postgres. Keyword/value pairs for PQconnectStartParams(); NULL or empty values are left out. */
 struct engine_pg_params {
-	const char *keys[12];
-	const char *vals[12];
+	const char *keys[20];
+	const char *vals[20];
 	int n;
 };
 void engine_pg_param(struct engine_pg_params *kv, const char *key, const char *val);

@@ -187,3 +187,118 @@ def test_a_member_that_fails_tls_is_refused_with_the_reason(pki, tmp_path, case)
             plain.wait()
         if node is not None:
             node.stop()
+
+
+# ---- Postgres: SSLRequest, 'S', then the handshake, on repoint's side -------------------------------
+
+class TlsPostgres:
+    """A PostgreSQL 15 that accepts TLS connections only (hostssl in pg_hba, as rds.force_ssl = 1 does), run
+    as the postgres user (it refuses root)."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self, pki):
+        import pwd
+        import shutil
+        import tempfile
+        pw = pwd.getpwnam("postgres")
+        self.dir = tempfile.mkdtemp(prefix="repoint-tls-pg-")
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.port = free_port()
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(as_pg + [self.BIN + "/initdb", "-D", self.dir + "/data", "-U", "postgres", "-A", "trust",
+                                "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"],
+                       check=True, capture_output=True, timeout=120, cwd="/")
+        data = self.dir + "/data"
+        for src, name in ((pki["cert"], "server.crt"), (pki["key"], "server.key")):
+            shutil.copy(src, os.path.join(data, name))
+            os.chown(os.path.join(data, name), pw.pw_uid, pw.pw_gid)
+            os.chmod(os.path.join(data, name), 0o600)
+        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+            f.write("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+        self.log = open(os.path.join(self.dir, "pg.log"), "wb")
+        self.proc = subprocess.Popen(as_pg + [self.BIN + "/postgres", "-D", data, "-p", str(self.port), "-k", self.dir,
+                                              "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on", "-c", "fsync=off"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.ca = pki["ca"]
+        wait_for(lambda: self.connect(sslmode="verify-full"), 30, what="TLS postgres")
+
+    def connect(self, **kw):
+        import psycopg2
+        kw.setdefault("sslrootcert", self.ca)
+        c = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                             connect_timeout=5, **kw)
+        c.autocommit = True
+        return c
+
+    def stop(self):
+        import shutil
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def tls_pg(pki):
+    pg = TlsPostgres(pki)
+    yield pg
+    pg.stop()
+
+
+def pg_service(pg, pki, tls="verify-full", extra=""):
+    return ("protocol = postgres\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\nprobe_user = postgres\n"
+            "tls = %s\ntls_ca_file = %s\n%s" % (pg.port, tls, pki["ca"], extra))
+
+
+def test_plaintext_postgres_clients_reach_a_tls_only_server(tls_pg, pki, tmp_path):
+    import psycopg2
+    with pytest.raises(psycopg2.OperationalError):
+        tls_pg.connect(sslmode="disable")  # the server takes TLS only
+    rp = start_custom(tmp_path, {"pg": pg_service(tls_pg, pki)})
+    try:
+        rp.wait_writer("pg", "127.0.0.1:%d" % tls_pg.port)
+        # libpq's default sslmode=prefer asks repoint for TLS first: told no, it goes on in plaintext on loopback,
+        # and its session reaches the server over TLS.
+        for mode in ("prefer", "disable"):
+            c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="postgres",
+                                 connect_timeout=10, sslmode=mode)
+            cur = c.cursor()
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone()[0] is True
+            cur.execute("SELECT repeat('x', 4000000)")
+            assert len(cur.fetchone()[0]) == 4000000
+            c.close()
+        # A cancel reaches its session's server over TLS too.
+        c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="postgres",
+                             connect_timeout=10)
+        cur = c.cursor()
+        threading.Timer(0.5, c.cancel).start()
+        t = time.time()
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            cur.execute("SELECT pg_sleep(20)")
+        assert time.time() - t < 10
+        c.rollback()
+        cur.execute("SELECT 1")
+        assert cur.fetchone()[0] == 1
+        c.close()
+    finally:
+        rp.stop()
+
+
+def test_a_postgres_member_whose_certificate_fails_is_refused(tls_pg, pki, tmp_path):
+    import psycopg2
+    rp = start_custom(tmp_path, {"pg": pg_service(tls_pg, dict(pki, ca=pki["other_ca"]), extra="hold_timeout = 1s\n")})
+    try:
+        wait_for(lambda: "certificate verify failed" in rp.service("pg")["members"][0]["probe"]["detail"], 10,
+                 what="the probe to say why")
+        assert not rp.service("pg")["writer_ready"]
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="postgres",
+                             connect_timeout=10)
+    finally:
+        rp.stop()
