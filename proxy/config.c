@@ -47,6 +47,8 @@ static const char *const drain_names[] = {
 static const char *const tls_mode_names[] = {
 	[TLS_OFF] = "off", [TLS_REQUIRE] = "require", [TLS_VERIFY_CA] = "verify-ca", [TLS_VERIFY_FULL] = "verify-full",
 	NULL};
+static const char *const listen_tls_names[] = {
+	[LISTEN_TLS_OFF] = "off", [LISTEN_TLS_ON] = "on", [LISTEN_TLS_REQUIRE] = "require", NULL};
 static const char *const log_level_names[] = {
 	[LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error", NULL};
 static const char *const log_format_names[] = {
@@ -284,6 +286,9 @@ static const struct key_def keys[] = {
 	STRING(SECTION_SERVICE, "tls_server_name", SVC(tls_server_name), NULL, NULL),
 	STRING(SECTION_SERVICE, "tls_cert_file", SVC(tls_cert_file), NULL, check_readable),
 	STRING(SECTION_SERVICE, "tls_key_file", SVC(tls_key_file), NULL, check_readable),
+	ENUM(SECTION_SERVICE, "listen_tls", SVC(listen_tls), listen_tls_names, "off", false),
+	STRING(SECTION_SERVICE, "listen_tls_cert_file", SVC(listen_tls_cert_file), NULL, check_readable),
+	STRING(SECTION_SERVICE, "listen_tls_key_file", SVC(listen_tls_key_file), NULL, check_readable),
 	DURATION(SECTION_SERVICE, "hold_timeout", SVC(hold_timeout_ms), 0, WAIT_MAX, "30s"),
 	ENUM(SECTION_SERVICE, "drain", SVC(drain), drain_names, "graceful", false),
 	DURATION(SECTION_SERVICE, "drain_timeout", SVC(drain_timeout_ms), 0, WAIT_MAX, "10s"),
@@ -1142,6 +1147,14 @@ static void check_service(struct parser *p, size_t idx)
 			  protocol_name(svc->protocol));
 	{
 		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
+		const struct key_seen *ltls = &st->seen[key_index(SECTION_SERVICE, "listen_tls")];
+		if (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
+			add_error(p, ltls->line,
+				  "listen_tls: redis and postgres clients can be taken over TLS so far (mysql "
+				  "upgrades inside its handshake: not yet), but this service is mysql");
+		else if (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF && svc->listen_tls_cert_file == NULL)
+			add_error(p, ltls->line, "listen_tls: needs listen_tls_cert_file (and listen_tls_key_file "
+						 "unless the key is in it)");
 		if (tls->valid && svc->tls != TLS_OFF && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
 			add_error(p, tls->line,
 				  "tls: redis and postgres members are reached over TLS so far (mysql upgrades "
@@ -1330,6 +1343,8 @@ void config_free(struct config *cfg)
 		free(svc->tls_server_name);
 		free(svc->tls_cert_file);
 		free(svc->tls_key_file);
+		free(svc->listen_tls_cert_file);
+		free(svc->listen_tls_key_file);
 		free(svc->source);
 		free(svc->shard);
 		free(svc);

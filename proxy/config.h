@@ -18,6 +18,8 @@ enum drain_mode { DRAIN_GRACEFUL, DRAIN_IMMEDIATE };
 /* TLS to the members, in libpq's sslmode words: none; encrypted without checking who answers;
  * a certificate chaining to the CA; and naming the member (or tls_server_name). */
 enum tls_mode { TLS_OFF, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
+/* TLS on a service's listener: none; plaintext and TLS clients both; TLS clients only. */
+enum listen_tls_mode { LISTEN_TLS_OFF, LISTEN_TLS_ON, LISTEN_TLS_REQUIRE };
 
 const char *protocol_name(enum protocol p);
 const char *route_name(enum route r);
@@ -47,6 +49,9 @@ struct service_config {
 	char *tls_server_name;           /* NULL: each member's host name */
 	char *tls_cert_file;             /* client certificate for mutual TLS; NULL for none */
 	char *tls_key_file;              /* its key; NULL: in tls_cert_file */
+	enum listen_tls_mode listen_tls; /* clients -> repoint; default off */
+	char *listen_tls_cert_file;      /* PEM chain; re-read when it changes (rotation) */
+	char *listen_tls_key_file;       /* NULL: in listen_tls_cert_file */
 	int64_t hold_timeout_ms;         /* default 30s */
 	enum drain_mode drain;           /* default graceful */
 	int64_t drain_timeout_ms;        /* default 10s */

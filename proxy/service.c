@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -98,6 +99,9 @@ struct service {
 	void *observer_arg;
 	const char *via;                  /* what made the observation being handled */
 	struct net_tls *tls;              /* to the members; NULL: plain */
+	struct net_tls *listen_tls;       /* clients' TLS; NULL: listen_tls = off */
+	struct timespec listen_tls_mtime[2];  /* of the certificate and key files it was made from */
+	int64_t listen_tls_checked_ms;    /* when they were last looked at (rotation) */
 };
 
 static void emit(struct service *svc, enum service_event_kind kind, int member, const char *role, unsigned count);
@@ -1161,6 +1165,63 @@ struct net_tls *service_tls(const struct service *svc)
 	return svc->tls;
 }
 
+static void file_mtime(const char *path, struct timespec *ts)
+{
+	struct stat st;
+
+	if (path != NULL && stat(path, &st) == 0)
+		*ts = st.st_mtim;
+	else
+		ts->tv_sec = ts->tv_nsec = 0;
+}
+
+/* The listener's TLS context from cfg (NULL when listen_tls = off); false with the reason in err. */
+static bool listen_tls_setup(struct service *svc, const struct service_config *cfg, struct net_tls **out,
+			     char *err, size_t errlen)
+{
+	*out = NULL;
+	if (cfg->listen_tls == LISTEN_TLS_OFF)
+		return true;
+	file_mtime(cfg->listen_tls_cert_file, &svc->listen_tls_mtime[0]);
+	file_mtime(cfg->listen_tls_key_file, &svc->listen_tls_mtime[1]);
+	svc->listen_tls_checked_ms = now_ms();
+	*out = net_tls_server_new(cfg->listen_tls_cert_file, cfg->listen_tls_key_file, err, errlen);
+	return *out != NULL;
+}
+
+struct net_tls *service_listen_tls(struct service *svc)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct timespec m[2];
+
+	if (svc->listen_tls == NULL)
+		return NULL;
+	/* Certificate rotation: the files are looked at once a second at most, when clients come. */
+	if (now_ms() - svc->listen_tls_checked_ms >= 1000) {
+		svc->listen_tls_checked_ms = now_ms();
+		file_mtime(cfg->listen_tls_cert_file, &m[0]);
+		file_mtime(cfg->listen_tls_key_file, &m[1]);
+		if (memcmp(m, svc->listen_tls_mtime, sizeof(m)) != 0) {
+			char err[300];
+			struct net_tls *t = NULL;
+			if (listen_tls_setup(svc, cfg, &t, err, sizeof(err))) {
+				net_tls_free(svc->listen_tls);
+				svc->listen_tls = t;
+				log_info(svc->subject, "listener certificate reloaded from %s", cfg->listen_tls_cert_file);
+			} else {
+				memcpy(svc->listen_tls_mtime, m, sizeof(m));  /* said once per change */
+				log_warn(svc->subject, "listen_tls: %s (the previous certificate stays)", err);
+			}
+		}
+	}
+	return svc->listen_tls;
+}
+
+enum listen_tls_mode service_listen_tls_mode(const struct service *svc)
+{
+	return svc->listen_tls != NULL ? svc->cfg->listen_tls : LISTEN_TLS_OFF;
+}
+
 const char *service_member_tls_name(const struct service *svc, int member)
 {
 	return member_tls_name(svc->members[member]);
@@ -1173,6 +1234,10 @@ bool service_start(struct service *svc)
 
 	if (!tls_setup(cfg, &svc->tls, err, sizeof(err))) {
 		log_error(svc->subject, "tls: %s", err);
+		return false;
+	}
+	if (!listen_tls_setup(svc, cfg, &svc->listen_tls, err, sizeof(err))) {
+		log_error(svc->subject, "listen_tls: %s", err);
 		return false;
 	}
 
@@ -1261,11 +1326,19 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		return false;
 	}
 	bool tls_new = tls_changed(old, cfg);
-	struct net_tls *tls = NULL;
+	struct net_tls *tls = NULL, *ltls = NULL;
+	bool ltls_new = cfg->listen_tls != old->listen_tls ||
+			!same_str(cfg->listen_tls_cert_file, old->listen_tls_cert_file) ||
+			!same_str(cfg->listen_tls_key_file, old->listen_tls_key_file);
 	if (tls_new && !tls_setup(cfg, &tls, err, errlen))
 		return false;
+	if (ltls_new && !listen_tls_setup(svc, cfg, &ltls, err, errlen)) {
+		net_tls_free(tls);
+		return false;
+	}
 	if (!same_hostport(&cfg->listen, &old->listen) && (l = listen_on(svc, &cfg->listen, err, errlen)) == NULL) {
 		net_tls_free(tls);
+		net_tls_free(ltls);
 		return false;
 	}
 	probes_changed = tls_new || cfg->probes != old->probes || !same_str(cfg->probe_user, old->probe_user) ||
@@ -1289,6 +1362,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 			svc->tls = old_tls;
 			net_tls_free(tls);
 		}
+		net_tls_free(ltls);
 		if (l != NULL)
 			evconnlistener_free(l);
 		snprintf(err, errlen, "the new members cannot be used (see the log): the running service is kept as it was");
@@ -1296,6 +1370,11 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 	}
 	if (tls_new)
 		net_tls_free(old_tls);
+	if (ltls_new) {
+		/* New clients get the new certificate (or none); sessions open keep theirs. */
+		net_tls_free(svc->listen_tls);
+		svc->listen_tls = ltls;
+	}
 	if (l != NULL) {
 		/* The new address accepts from now on; sessions accepted on the old one go on. */
 		evconnlistener_free(svc->listener);
@@ -1349,6 +1428,7 @@ void service_free(struct service *svc)
 		event_free(svc->accept_ev);
 	topo_free(&svc->topo);
 	net_tls_free(svc->tls);
+	net_tls_free(svc->listen_tls);
 	free(svc);
 }
 
@@ -1490,6 +1570,7 @@ METRIC_FN(m_drained, svc->counters.drained)
 METRIC_FN(m_drained_idle, svc->counters.drained_idle)
 METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
+METRIC_FN(m_client_tls_failures, svc->counters.client_tls_failures)
 METRIC_FN(m_migrated, svc->counters.migrated)
 METRIC_FN(m_retried, svc->counters.retried)
 METRIC_FN(m_shared_commands, svc->counters.shared_commands)
@@ -1516,6 +1597,8 @@ static const struct metric service_metric_table[] = {
 	{"repoint_accepted_total", "counter", "Client connections accepted", m_accepted},
 	{"repoint_held_total", "counter", "Clients that had to wait for a writer", m_held_total},
 	{"repoint_hold_timeouts_total", "counter", "Clients refused after hold_timeout", m_hold_timeouts},
+	{"repoint_client_tls_failures_total", "counter", "Clients whose TLS handshake with the listener failed",
+	 m_client_tls_failures},
 	{"repoint_drained_total", "counter", "Sessions closed by a drain", m_drained},
 	{"repoint_drained_idle_total", "counter", "Sessions drained at an idle point", m_drained_idle},
 	{"repoint_drained_timeout_total", "counter", "Sessions drained at drain_timeout", m_drained_timeout},

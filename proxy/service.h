@@ -92,6 +92,10 @@ const char *service_member_str(const struct service *svc, int member);
 /* TLS to the members: the context (NULL: plain) and the name a member's certificate must carry
  * (tls_server_name, else its host name). */
 struct net_tls *service_tls(const struct service *svc);
+/* TLS on the listener: the server context for a new client (its certificate re-read when the files
+ * changed; NULL when listen_tls = off) and the mode. */
+struct net_tls *service_listen_tls(struct service *svc);
+enum listen_tls_mode service_listen_tls_mode(const struct service *svc);
 const char *service_member_tls_name(const struct service *svc, int member);
 /* Whether the service is shutting down (held clients are refused at once). */
 bool service_stopping(const struct service *svc);
@@ -134,6 +138,7 @@ struct service_counters {
 	uint64_t drained_idle;       /* ... at an idle point */
 	uint64_t drained_timeout;    /* ... at drain_timeout */
 	uint64_t upstream_connect_failures;
+	uint64_t client_tls_failures;  /* listen_tls: clients whose handshake failed */
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
 	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
 	uint64_t restarted;          /* session starts refused by a server (shutting down), replayed */

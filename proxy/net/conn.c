@@ -375,6 +375,52 @@ enum net_tls_mode net_tls_mode(const struct net_tls *t)
 	return t != NULL ? t->mode : NET_TLS_OFF;
 }
 
+struct net_tls *net_tls_server_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+	struct net_tls *t = calloc(1, sizeof(*t));
+
+	if (t == NULL || (t->ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		free(t);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	t->refs = 1;
+	t->mode = NET_TLS_REQUIRE;
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(t->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+					 SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_use_certificate_chain_file(t->ctx, cert_file) != 1) {
+		tls_reason(err, errlen, "listen_tls_cert_file");
+		net_tls_free(t);
+		return NULL;
+	}
+	if (SSL_CTX_use_PrivateKey_file(t->ctx, key_file != NULL && key_file[0] != '\0' ? key_file : cert_file,
+					SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(t->ctx) != 1) {
+		tls_reason(err, errlen, "listen_tls_key_file");
+		net_tls_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+bool net_conn_accept_tls(struct net_conn *c, struct net_tls *t)
+{
+	if (resume_index < 0) {
+		resume_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, tls_unref_cb);
+		resume_key_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, resume_key_free);
+	}
+	c->ssl = SSL_new(t->ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_set_ex_data(c->ssl, resume_index, t) != 1)
+		return false;
+	t->refs++;
+	SSL_set_accept_state(c->ssl);
+	c->ops = &net_tls_ops;
+	c->want = EV_READ;
+	return true;
+}
+
 bool net_conn_start_tls(struct net_conn *c, struct net_tls *t, const char *server_name, const char *resume_key)
 {
 	unsigned char ip[16];

@@ -91,7 +91,13 @@ const struct net_tls_settings *net_tls_get_settings(const struct net_tls *t);
  * resume_key picks the session to resume (the member's address). False when out of memory. */
 bool net_conn_start_tls(struct net_conn *c, struct net_tls *t, const char *server_name, const char *resume_key);
 
-/* Drives the handshake: 0 when done, EAGAIN (wait for c->want) or an error with its reason in err
+/* The server side (a listener's): certificate chain and key (NULL: in the chain file); TLS 1.2
+ * at least. NULL with the reason in err. */
+struct net_tls *net_tls_server_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
+/* Turns an accepted plain conn into a TLS server about to shake hands. False when out of memory. */
+bool net_conn_accept_tls(struct net_conn *c, struct net_tls *t);
+
+/* Drives the handshake (either side): 0 when done, EAGAIN (wait for c->want) or an error with its reason in err
  * ("certificate verify failed: unable to get local issuer certificate", "wrong version number:
  * is the member speaking TLS?"). */
 int net_conn_handshake(struct net_conn *c, char *err, size_t errlen);

@@ -180,6 +180,8 @@ static void side_close(struct session_side *d)
  * False on a write error (the socket is dead). */
 static bool side_flush(struct session_side *d)
 {
+	if (d->handshaking)
+		return true;  /* once the client's TLS handshake is done (client_tls_step) */
 	if (d->conn.ops->flush(&d->conn, d->out, NULL) != 0)
 		return false;
 	side_writing(d, evbuffer_get_length(d->out) > 0);
@@ -208,6 +210,10 @@ static bool side_send(struct session_side *d, const uint8_t *p, size_t n)
 {
 	ssize_t w = 0;
 
+	if (d->handshaking) {
+		evbuffer_add(d->out, p, n);
+		return true;
+	}
 	if (evbuffer_get_length(d->out) == 0) {
 		w = d->conn.ops->write(&d->conn, p, n);
 		if (w < 0)
@@ -323,6 +329,9 @@ static bool refuse(struct session *s, enum session_refusal why)
 
 	if (why == REFUSE_SHUTDOWN)
 		snprintf(msg, sizeof(msg), "repoint: service \"%s\" is shutting down", service_name(s->svc));
+	else if (why == REFUSE_TLS_REQUIRED)
+		snprintf(msg, sizeof(msg), "repoint: service \"%s\" takes TLS clients only (listen_tls = require)",
+			 service_name(s->svc));
 	else
 		snprintf(msg, sizeof(msg), "repoint: no writer for service \"%s\" within %lld ms",
 			 service_name(s->svc), (long long)service_config(s->svc)->hold_timeout_ms);
@@ -1115,6 +1124,67 @@ static bool connect_to(struct session *s, int member);
  * names (not to whatever a new session would get), and the connection closes when that server
  * closes it; one that names no session here is dropped. Nothing of it is ever replayed or
  * counted against a member. */
+/* --- TLS clients (listen_tls) --- */
+
+/* The client's handshake goes on as its socket allows; done, what it is owed goes out and its
+ * bytes are read (in plaintext from here on). A failed handshake closes the client: true when the
+ * session was freed. */
+static bool client_tls_step(struct session *s)
+{
+	char err[256], subj[160];
+	int r = net_conn_handshake(&s->client.conn, err, sizeof(err));
+
+	if (r == EAGAIN) {
+		side_writing(&s->client, s->client.conn.want == EV_WRITE);
+		return false;
+	}
+	if (r != 0) {
+		log_debug(subject(s, subj, sizeof(subj)), "client's TLS handshake failed: %s", err);
+		service_counters(s->svc)->client_tls_failures++;
+		session_destroy(s);
+		return true;
+	}
+	s->client.handshaking = false;
+	side_writing(&s->client, false);
+	if (!side_flush(&s->client)) {
+		client_gone(s, true);
+		return true;
+	}
+	if (s->client.reading && s->client.conn.ops->pending(&s->client.conn))
+		event_active(s->client.rev, EV_READ, 1);
+	return false;
+}
+
+/* True when the session was freed. */
+static bool client_tls_begin(struct session *s)
+{
+	struct net_tls *t = service_listen_tls(s->svc);
+
+	if (t == NULL || !net_conn_accept_tls(&s->client.conn, t)) {
+		session_destroy(s);
+		return true;
+	}
+	s->client.handshaking = true;
+	return client_tls_step(s);
+}
+
+/* listen_tls = on, TLS from the first byte: a handshake record starts a TLS client, anything else
+ * a plaintext one. False while there is nothing to look at yet, or when the handshake took over. */
+static bool client_sniffed(struct session *s)
+{
+	uint8_t b;
+	ssize_t r = recv(s->client.conn.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return false;
+	s->client_sniff = false;
+	if (r == 1 && b == 0x16) {
+		(void)client_tls_begin(s);
+		return false;
+	}
+	return true;
+}
+
 static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 {
 	const struct proto_ops *proto = service_proto(s->svc);
@@ -1128,14 +1198,37 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 		return;
 	}
 	len = evbuffer_get_length(in);
-	/* repoint makes TLS to the member itself: a client asking for TLS (or GSS encryption) of its
-	 * own is told no, and its session goes on in plaintext on loopback. */
-	while (len > 0 && service_tls(s->svc) != NULL && proto->negotiation_request != NULL) {
-		k = proto->negotiation_request(evbuffer_pullup(in, len < 8 ? (ev_ssize_t)len : 8), len < 8 ? len : 8);
+	/* A client asking for TLS (or GSS encryption) at the start of its session, when repoint makes
+	 * the TLS to the member itself or takes TLS clients: with listen_tls its TLS request is answered
+	 * yes and the handshake is repoint's; otherwise it is told no and goes on in plaintext on
+	 * loopback. (Without either, the request passes to the member as it always did.) */
+	while (len > 0 && s->client.conn.ssl == NULL && proto->negotiation_request != NULL &&
+	       (service_tls(s->svc) != NULL || service_listen_tls_mode(s->svc) != LISTEN_TLS_OFF)) {
+		const uint8_t *head = evbuffer_pullup(in, len < 8 ? (ev_ssize_t)len : 8);
+		k = proto->negotiation_request(head, len < 8 ? len : 8);
 		if (k == PROTO_MORE)
 			return;
 		if (k == 0)
 			break;
+		if (service_listen_tls_mode(s->svc) != LISTEN_TLS_OFF && k == proto->tls_request_len &&
+		    memcmp(head, proto->tls_request, k) == 0) {
+			static const uint8_t yes = 'S';
+			/* Anything sent after the request, before the handshake, would be taken as part of
+			 * the TLS session by a careless server (CVE-2021-23214): the client is closed. */
+			if (len > k) {
+				char subj[160];
+				log_info(subject(s, subj, sizeof(subj)), "bytes after the TLS request, before the handshake: closed");
+				session_destroy(s);
+				return;
+			}
+			evbuffer_drain(in, k);
+			if (!side_send(&s->client, &yes, 1)) {
+				session_destroy(s);
+				return;
+			}
+			(void)client_tls_begin(s);
+			return;
+		}
 		evbuffer_drain(in, k);
 		len -= k;
 		if (!side_send(&s->client, &proto->negotiation_refused, 1)) {
@@ -1150,6 +1243,12 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	if (k == PROTO_MORE)
 		return;
 	s->cancel_checked = true;
+	if (k == 0 && s->client.conn.ssl == NULL && service_listen_tls_mode(s->svc) == LISTEN_TLS_REQUIRE) {
+		/* A plaintext start where TLS is required (a plaintext cancel request is still taken:
+		 * libpq before 17 sends those so). */
+		refuse(s, REFUSE_TLS_REQUIRED);
+		return;
+	}
 	if (k == 0) {
 		/* An ordinary start: on as if the bytes had just arrived. */
 		if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
@@ -1192,6 +1291,12 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (s->client_sniff && !client_sniffed(s))
+		return;
+	if (s->client.handshaking) {
+		client_tls_step(s);
+		return;
+	}
 	if (s->shared && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
 		r = read_once(&s->client);
 		if (r == 0 || r == -1)
@@ -1409,6 +1514,10 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (s->client.handshaking) {
+		client_tls_step(s);
+		return;
+	}
 	if (!side_flush(&s->client)) {
 		client_gone(s, true);
 		return;
@@ -1761,6 +1870,15 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 	side_reading(&s->client, true);
 	service_session_opened(svc, s);
 	service_counters(svc)->accepted++;
+	/* A TLS client of a protocol whose TLS starts at the first byte (Redis); Postgres clients ask
+	 * first (cancel_check). */
+	if (service_listen_tls_mode(svc) != LISTEN_TLS_OFF && service_proto(svc)->tls_request == NULL) {
+		if (service_listen_tls_mode(svc) == LISTEN_TLS_ON) {
+			s->client_sniff = true;
+		} else if (client_tls_begin(s)) {
+			return NULL;
+		}
+	}
 	if (route(s))
 		return NULL;
 	return s;

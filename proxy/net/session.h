@@ -37,7 +37,7 @@ enum session_state {
 	SESSION_CLOSING,
 };
 
-enum session_refusal { REFUSE_HOLD_TIMEOUT, REFUSE_SHUTDOWN };
+enum session_refusal { REFUSE_HOLD_TIMEOUT, REFUSE_SHUTDOWN, REFUSE_TLS_REQUIRED };
 
 /* One socket of a session. Reads go straight into the other side's `out` (one read of up to
  * 64 KiB per wake-up); writes are attempted at once and only what the kernel does not take waits
@@ -49,6 +49,7 @@ struct session_side {
 	struct evbuffer *out;        /* bytes owed to this socket */
 	bool reading, writing;
 	bool paused;                 /* reading stopped: the other side's `out` is above the high water */
+	bool handshaking;            /* a client's TLS handshake: what it is owed waits in `out` */
 };
 
 /* Fields are session.c's; the service reads `state`, `member` and walks its lists through `all`
@@ -99,6 +100,8 @@ struct session {
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
 	bool barrier;                /* holds the service's barrier (service_barrier) */
 	bool tls_asking;             /* connecting: the member's answer to the TLS request awaited */
+	bool client_sniff;           /* listen_tls = on (TLS from the first byte): its first byte
+	                                tells a TLS client (a handshake record) from a plaintext one */
 	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or
 	                                PING first, its reply not passed on, before the client's bytes */
 	struct shared *sh;           /* the connection its commands in flight are on; NULL when none */

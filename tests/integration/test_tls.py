@@ -302,3 +302,104 @@ def test_a_postgres_member_whose_certificate_fails_is_refused(tls_pg, pki, tmp_p
                              connect_timeout=10)
     finally:
         rp.stop()
+
+
+# ---- TLS on the listener (clients -> repoint) ---------------------------------------------------------
+
+def listen_tls_body(pki, mode, cert=None, key=None):
+    return "listen_tls = %s\nlisten_tls_cert_file = %s\nlisten_tls_key_file = %s\n" % (
+        mode, cert or pki["cert"], key or pki["key"])
+
+
+def test_redis_clients_over_tls_to_tls_members(tls_pair, pki, tmp_path):
+    """TLS on both sides: repoint terminates the client's TLS and originates its own to the member, so it sees
+    plaintext in between (multiplexing, the read-only retry, idle detection work as ever)."""
+    a, b = tls_pair
+    body = service([a, b], pki, extra="multiplex = on\n" + listen_tls_body(pki, "require"))
+    rp = start_custom(tmp_path, {"rd": body})
+    try:
+        rp.wait_writer("rd", "127.0.0.1:%d" % a.port)
+        c = redis.Redis("127.0.0.1", rp.ports["rd"], ssl=True, ssl_ca_certs=pki["ca"], socket_timeout=20)
+        big = os.urandom(16 << 20)
+        assert c.set("tls2:big", big) and c.get("tls2:big") == big
+        pipe = c.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.incr("tls2:n")
+        assert pipe.execute()[-1] == 1000
+        # A plaintext client is not served where TLS is required.
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=5).ping()
+        assert "repoint_client_tls_failures_total" in rp.metrics()
+    finally:
+        rp.stop()
+
+
+def test_listen_tls_on_takes_both_and_rotates_the_certificate(pki, tmp_path):
+    import shutil
+    import socket
+    import ssl
+    port = free_port()
+    plain = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    cert, key = str(tmp_path / "listen.crt"), str(tmp_path / "listen.key")
+    shutil.copy(pki["cert"], cert)
+    shutil.copy(pki["key"], key)
+    try:
+        wait_for(lambda: redis.Redis("127.0.0.1", port).ping(), 10, what="plain redis")
+        rp = start_custom(tmp_path, {"rd": "protocol = redis\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\n%s"
+                                           % (port, listen_tls_body(pki, "on", cert, key))})
+        try:
+            rp.wait_writer("rd")
+            tls_client = redis.Redis("127.0.0.1", rp.ports["rd"], ssl=True, ssl_ca_certs=pki["ca"], socket_timeout=10)
+            plain_client = redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=10)
+            assert tls_client.set("both", "tls") and plain_client.get("both") == b"tls"
+
+            def served_cn():
+                ctx = ssl.create_default_context(cafile=pki["ca"])
+                with socket.create_connection(("127.0.0.1", rp.ports["rd"]), 5) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as t:
+                        return dict(x[0] for x in t.getpeercert()["subject"])["commonName"]
+            assert served_cn() == "server"
+            # Rotation: a new certificate in the same files is served to new clients; the open one goes on.
+            make_cert(pki["dir"], "ca", "rotated", "IP:127.0.0.1")
+            shutil.copy(os.path.join(pki["dir"], "rotated.crt"), cert + ".new")
+            shutil.copy(os.path.join(pki["dir"], "rotated.key"), key + ".new")
+            os.replace(key + ".new", key)
+            os.replace(cert + ".new", cert)
+            wait_for(lambda: served_cn() == "rotated", 10, what="the rotated certificate")
+            assert tls_client.get("both") == b"tls"
+            assert "certificate reloaded" in rp.logtext()
+        finally:
+            rp.stop()
+    finally:
+        plain.kill()
+        plain.wait()
+
+
+def test_postgres_clients_over_tls(tls_pg, pki, tmp_path):
+    import psycopg2
+    import socket
+    rp = start_custom(tmp_path, {"pg": pg_service(tls_pg, pki, extra=listen_tls_body(pki, "require"))})
+    try:
+        rp.wait_writer("pg")
+        c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="postgres",
+                             connect_timeout=10, sslmode="verify-full", sslrootcert=pki["ca"])
+        assert c.info.ssl_in_use
+        cur = c.cursor()
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone()[0] is True  # and over TLS to the member too
+        threading.Timer(0.5, c.cancel).start()  # libpq 15 cancels in plaintext: still taken
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            cur.execute("SELECT pg_sleep(20)")
+        c.close()
+        # A plaintext start where TLS is required: the native refusal.
+        with pytest.raises(psycopg2.OperationalError, match="TLS clients only"):
+            psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="postgres",
+                             connect_timeout=10, sslmode="disable")
+        # Bytes sent after the SSLRequest, before the handshake, are never taken (CVE-2021-23214): closed.
+        with socket.create_connection(("127.0.0.1", rp.ports["pg"]), 5) as s:
+            s.sendall(bytes([0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]) + b"\x00\x00\x00\x08\x00\x03\x00\x00")
+            s.settimeout(5)
+            assert s.recv(10) == b"", "no 'S' and no session for an injected request"
+    finally:
+        rp.stop()
