@@ -100,6 +100,7 @@ struct service {
 	const char *via;                  /* what made the observation being handled */
 	struct net_tls *tls;              /* to the members; NULL: plain */
 	struct net_tls *listen_tls;       /* clients' TLS; NULL: listen_tls = off */
+	bool opaque_logged;               /* service_opaque_session said it once */
 	struct timespec listen_tls_mtime[2];  /* of the certificate and key files it was made from */
 	int64_t listen_tls_checked_ms;    /* when they were last looked at (rotation) */
 };
@@ -1160,6 +1161,19 @@ static bool tls_changed(const struct service_config *a, const struct service_con
 	       !same_str(a->tls_server_name, b->tls_server_name);
 }
 
+void service_opaque_session(struct service *svc)
+{
+	svc->counters.opaque_sessions++;
+	if (svc->opaque_logged)
+		return;
+	svc->opaque_logged = true;
+	log_warn(svc->subject, "a session is opaque to repoint (its client negotiated TLS or GSS encryption with the "
+			       "member itself, or spoke something repoint cannot follow): its bytes pass untouched, "
+			       "and repoint cannot see its idle points (no graceful drain, move or retry for it). "
+			       "Set tls (and listen_tls) to have repoint make the TLS itself. Said once; "
+			       "repoint_opaque_sessions_total counts them");
+}
+
 struct net_tls *service_tls(const struct service *svc)
 {
 	return svc->tls;
@@ -1571,6 +1585,7 @@ METRIC_FN(m_drained_idle, svc->counters.drained_idle)
 METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
 METRIC_FN(m_client_tls_failures, svc->counters.client_tls_failures)
+METRIC_FN(m_opaque_sessions, svc->counters.opaque_sessions)
 METRIC_FN(m_migrated, svc->counters.migrated)
 METRIC_FN(m_retried, svc->counters.retried)
 METRIC_FN(m_shared_commands, svc->counters.shared_commands)
@@ -1599,6 +1614,8 @@ static const struct metric service_metric_table[] = {
 	{"repoint_hold_timeouts_total", "counter", "Clients refused after hold_timeout", m_hold_timeouts},
 	{"repoint_client_tls_failures_total", "counter", "Clients whose TLS handshake with the listener failed",
 	 m_client_tls_failures},
+	{"repoint_opaque_sessions_total", "counter",
+	 "Sessions repoint could not follow (a client's own TLS passed through to the member)", m_opaque_sessions},
 	{"repoint_drained_total", "counter", "Sessions closed by a drain", m_drained},
 	{"repoint_drained_idle_total", "counter", "Sessions drained at an idle point", m_drained_idle},
 	{"repoint_drained_timeout_total", "counter", "Sessions drained at drain_timeout", m_drained_timeout},

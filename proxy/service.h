@@ -139,6 +139,7 @@ struct service_counters {
 	uint64_t drained_timeout;    /* ... at drain_timeout */
 	uint64_t upstream_connect_failures;
 	uint64_t client_tls_failures;  /* listen_tls: clients whose handshake failed */
+	uint64_t opaque_sessions;    /* sessions repoint could not read (a client's own TLS passed through) */
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
 	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
 	uint64_t restarted;          /* session starts refused by a server (shutting down), replayed */
@@ -148,6 +149,8 @@ struct service_counters {
 	uint64_t bytes_server_to_client;
 };
 struct service_counters *service_counters(struct service *svc);
+/* A session's bytes became unreadable to repoint: counted, and said once per service. */
+void service_opaque_session(struct service *svc);
 
 /* multiplex: the shared connection to `member` (the RESP3 one: opened with HELLO 3; the one for
  * writes, or the one for reads that a paused write cannot hold up), opened on

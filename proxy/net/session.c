@@ -1493,6 +1493,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	service_counters(svc)->bytes_server_to_client += (uint64_t)r;
+	if (!s->opaque_seen && proto->is_opaque(&s->ps)) {
+		s->opaque_seen = true;
+		service_opaque_session(svc);
+	}
 	if (!side_send(&s->client, session_io, (size_t)r)) {
 		client_gone(s, true);
 		return;

@@ -100,6 +100,7 @@ struct session {
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
 	bool barrier;                /* holds the service's barrier (service_barrier) */
 	bool tls_asking;             /* connecting: the member's answer to the TLS request awaited */
+	bool opaque_seen;            /* its bytes stopped being readable to the tracker (counted once) */
 	bool client_sniff;           /* listen_tls = on (TLS from the first byte): its first byte
 	                                tells a TLS client (a handshake record) from a plaintext one */
 	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or

@@ -403,3 +403,25 @@ def test_postgres_clients_over_tls(tls_pg, pki, tmp_path):
             assert s.recv(10) == b"", "no 'S' and no session for an injected request"
     finally:
         rp.stop()
+
+
+def test_a_clients_own_tls_passes_through_and_repoint_says_it_is_blind(tls_pg, pki, tmp_path):
+    """Neither side configured: a client's own TLS to the member passes untouched (as before), and repoint says
+    once that it cannot follow such sessions."""
+    import psycopg2
+    rp = start_custom(tmp_path, {"pg": "protocol = postgres\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\n"
+                                       "probe_user = postgres\n" % tls_pg.port})
+    try:
+        rp.wait_writer("pg")
+        for _ in range(2):
+            c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="postgres",
+                                 connect_timeout=10, sslmode="require")
+            assert c.info.ssl_in_use
+            cur = c.cursor()
+            cur.execute("SELECT 1")
+            c.close()
+        wait_for(lambda: "repoint_opaque_sessions_total{service=\"pg\"} 2" in rp.metrics(), 10,
+                 what="both sessions counted")
+        assert rp.logtext().count("is opaque to repoint") == 1
+    finally:
+        rp.stop()
