@@ -1147,6 +1147,7 @@ static void check_service(struct parser *p, size_t idx)
 			  protocol_name(svc->protocol));
 	{
 		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
+		svc->tls_given = tls->line != 0;
 		const struct key_seen *ltls = &st->seen[key_index(SECTION_SERVICE, "listen_tls")];
 		if (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
 			add_error(p, ltls->line,

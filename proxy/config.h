@@ -44,7 +44,9 @@ struct service_config {
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
 	char *probe_password;            /* default "" (never NULL) */
 	char *probe_database;            /* default: postgres "postgres", others NULL */
-	enum tls_mode tls;               /* to the members (sessions, shared connections, probes); default off */
+	enum tls_mode tls;               /* to the members (sessions, shared connections, probes); default off,
+	                                    or verify-full when an AWS source says in-transit encryption is on */
+	bool tls_given;                  /* `tls` was in the file: it wins over the control plane's word */
 	char *tls_ca_file;               /* NULL: the system store */
 	char *tls_server_name;           /* NULL: each member's host name */
 	char *tls_cert_file;             /* client certificate for mutual TLS; NULL for none */

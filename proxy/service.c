@@ -1017,6 +1017,30 @@ fail:
 }
 
 /* A poll of the control plane worked: follow its membership, and its roles when probes are off. */
+/* The control plane says in-transit encryption is on and the configuration does not say `tls`:
+ * TLS to the members from now on, verifying their certificates and names (the endpoints it
+ * reports), against tls_ca_file or the system store (where Amazon's roots are). */
+static void tls_from_source(struct service *svc)
+{
+	struct net_tls_settings st = {.mode = NET_TLS_VERIFY_FULL, .ca_file = svc->cfg->tls_ca_file,
+				      .cert_file = svc->cfg->tls_cert_file, .key_file = svc->cfg->tls_key_file};
+	char err[300];
+
+	svc->tls = net_tls_new(&st, err, sizeof(err));
+	if (svc->tls == NULL) {
+		log_error(svc->subject, "the control plane says in-transit encryption is on, but TLS cannot be set up: %s", err);
+		return;
+	}
+	log_info(svc->subject, "the control plane says in-transit encryption is on: tls = verify-full to the members "
+			       "(set tls in the configuration to choose)");
+	for (int i = 0; i < svc->nmembers; i++) {
+		struct member *m = svc->members[i];
+		member_probe_stop(m);
+		if (svc->cfg->probes && member_probe_start(m))
+			schedule_probe(m, 0);
+	}
+}
+
 static void source_view(void *arg, const struct aws_source_view *v)
 {
 	struct service *svc = arg;
@@ -1027,6 +1051,8 @@ static void source_view(void *arg, const struct aws_source_view *v)
 	svc->source_error[0] = '\0';
 	if (hps == NULL || ids == NULL)
 		goto out;
+	if (v->tls && svc->tls == NULL && !svc->cfg->tls_given)
+		tls_from_source(svc);
 	for (int i = 0; i < v->nmembers; i++) {
 		snprintf(hps[i].host, sizeof(hps[i].host), "%s", v->members[i].host);
 		hps[i].port = v->members[i].port;

@@ -417,6 +417,7 @@ static void poll_succeed(struct aws_source *src, const char *status)
 	src->nmembers = n;
 	aws_copy_text(src->status, sizeof(src->status), status);
 	src->view = (struct aws_source_view){
+		.tls = w->tls,
 		.nmembers = n,
 		.members = m,
 		.polled_ms = now_ms(),

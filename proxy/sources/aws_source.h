@@ -52,6 +52,7 @@ struct aws_source_member {
 
 struct aws_source_view {
 	char status[48];                   /* the cluster's status: "available", "failing-over", ... */
+	bool tls;                          /* the control plane says in-transit encryption is on */
 	int nmembers;                      /* members with a known endpoint, in a stable order */
 	const struct aws_source_member *members;
 	int64_t polled_ms;                 /* monotonic time the poll completed */

@@ -579,6 +579,7 @@ bool cloud_parse_ec_replication_groups(const char *body, size_t len, const char 
 	    !xstr(&x, rg, "Status", true, F_TEXT, nv.status, sizeof(nv.status)) ||
 	    !xstr(&x, rg, "Engine", false, F_TEXT, nv.engine, sizeof(nv.engine)) ||
 	    !xbool(&x, rg, "ClusterEnabled", false, &nv.cluster_mode) ||
+	    !xbool(&x, rg, "TransitEncryptionEnabled", false, &nv.tls) ||
 	    !xstr(&x, rg, "MultiAZ", false, F_TEXT, multi_az, sizeof(multi_az)) ||
 	    !xendpoint(&x, rg, "ConfigurationEndpoint", nv.endpoint, sizeof(nv.endpoint), &nv.port))
 		goto out;
@@ -882,6 +883,7 @@ bool cloud_parse_memorydb_clusters(const char *body, size_t len, const char *nam
 	if (nv.engine[0] == '\0')
 		snprintf(nv.engine, sizeof(nv.engine), "redis");
 	nv.multi_az = strcmp(mode, "multiaz") == 0;
+	nv.tls = json_is_true(json_object_get(c, "TLSEnabled"));
 	shards = jarray(&p, c, "Shards", false);
 	if (shards == NULL && json_object_get(c, "Shards") != NULL)
 		goto out; /* present but not an array */

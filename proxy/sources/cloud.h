@@ -78,6 +78,8 @@ struct cloud_view {
 	char engine_version[32];
 	bool cluster_mode;        /* ElastiCache ClusterEnabled; MemoryDB always */
 	bool multi_az;
+	bool tls;                 /* in-transit encryption on: ElastiCache TransitEncryptionEnabled,
+	                             MemoryDB TLSEnabled */
 	char endpoint[256];       /* RDS cluster (writer) endpoint, ElastiCache configuration
 	                             endpoint, MemoryDB cluster endpoint; "" when none */
 	uint16_t port;            /* its port (RDS: the cluster's), 0 when not given */

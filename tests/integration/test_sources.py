@@ -196,3 +196,26 @@ def test_control_plane_faults_keep_the_last_topology(lab, aws, tmp_path):
         lab.aws_faults_clear()
         rp.stop()
 
+
+
+def test_in_transit_encryption_from_the_control_plane_turns_tls_on(lab, aws, tmp_path):
+    """ElastiCache TransitEncryptionEnabled / MemoryDB TLSEnabled make repoint use TLS (verify-full) to the
+    members unless the configuration says `tls`. The emulator's nodes are plaintext, so once the flag is
+    on, repoint (TLS now) can no longer reach them -- and says why -- while a service with `tls = off`
+    configured keeps working: the configuration wins."""
+    lab.aws_configure(transit_encryption=True)
+    try:
+        rp = start_sources(tmp_path, aws, {"ec": "protocol = redis\nsource = elasticache:lab-redis\n",
+                                           "mdb": "protocol = redis\nsource = memorydb:lab-memorydb\n",
+                                           "ecoff": "protocol = redis\nsource = elasticache:lab-redis\ntls = off\n"})
+        try:
+            for name in ("ec", "mdb"):
+                wait_for(lambda: all("TLS handshake" in m["probe"]["detail"] for m in rp.service(name)["members"]),
+                         20, what="%s's probes to go over TLS" % name)
+                assert not rp.service(name)["writer_ready"], "never plaintext to a member that the API says is TLS"
+            rp.wait_writer("ecoff")
+            assert rp.logtext().count("in-transit encryption is on") == 2
+        finally:
+            rp.stop()
+    finally:
+        lab.aws_configure(transit_encryption=False)

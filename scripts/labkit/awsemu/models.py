@@ -63,6 +63,9 @@ class Models:
         self.test_failover_limit = int(cfg.get("test_failover_limit", 15))
         self.max_page_size = int(cfg.get("max_page_size", 100))
         self.strict_regions = bool(cfg.get("strict_regions", True))
+        # What the API says about in-transit encryption (TransitEncryptionEnabled, MemoryDB TLSEnabled); the
+        # emulator's own nodes stay plaintext, so saying True shows what a client does with the flag.
+        self.transit_encryption = bool(cfg.get("transit_encryption", False))
         # failover calls (TestFailover, FailoverShard, FailoverGlobalReplicationGroup) per service and
         # minute before APICallRateForCustomerExceeded; 0: no limit
         self.failover_rate_limit = int(cfg.get("failover_rate_limit", 0))
@@ -105,6 +108,8 @@ class Models:
                 self.max_page_size = max(1, int(d["max_page_size"]))
             if "strict_regions" in d:
                 self.strict_regions = bool(d["strict_regions"])
+            if "transit_encryption" in d:
+                self.transit_encryption = bool(d["transit_encryption"])
             if "failover_rate_limit" in d:
                 self.failover_rate_limit = int(d["failover_rate_limit"])
             if "auto_failover" in d:
@@ -120,6 +125,7 @@ class Models:
             return {"delays": {s: dict(v) for s, v in self.delays.items()},
                     "test_failover_limit": self.test_failover_limit, "max_page_size": self.max_page_size,
                     "strict_regions": self.strict_regions, "failover_rate_limit": self.failover_rate_limit,
+                    "transit_encryption": self.transit_encryption,
                     "auto_failover": self.auto_failover,
                     "quota_used": {k: len(self._quota(k)) for k in self.quota}}
 
@@ -817,7 +823,7 @@ class Models:
             "ClusterEnabled": False,
             "CacheNodeType": "cache.r6g.large",
             "AuthTokenEnabled": auth,
-            "TransitEncryptionEnabled": False,
+            "TransitEncryptionEnabled": self.transit_encryption,
             "AtRestEncryptionEnabled": False,
             "MemberClustersOutpostArns": XList("ReplicationGroupOutpostArn", []),
             "ARN": "arn:aws:elasticache:%s:%s:replicationgroup:%s" % (region, ACCOUNT, gid),
@@ -891,7 +897,7 @@ class Models:
                         "CustomerAvailabilityZone": gregion + AZS[i % len(AZS)]}])
                 d.update({"AutoMinorVersionUpgrade": True, "ReplicationGroupId": gid,
                           "SnapshotRetentionLimit": 0, "SnapshotWindow": "06:30-07:30",
-                          "AuthTokenEnabled": auth, "TransitEncryptionEnabled": False,
+                          "AuthTokenEnabled": auth, "TransitEncryptionEnabled": self.transit_encryption,
                           "AtRestEncryptionEnabled": False,
                           "ARN": "arn:aws:elasticache:%s:%s:cluster:%s" % (gregion, ACCOUNT, cc),
                           "ReplicationGroupLogDeliveryEnabled": False,
@@ -976,7 +982,7 @@ class Models:
                  "Status": "associated"} for g in groups])
         out.update({"ClusterEnabled": False,
                     "AuthTokenEnabled": bool(self.reader.state.get("redis_password")),
-                    "TransitEncryptionEnabled": False, "AtRestEncryptionEnabled": False,
+                    "TransitEncryptionEnabled": self.transit_encryption, "AtRestEncryptionEnabled": False,
                     "ARN": "arn:aws:elasticache::%s:globalreplicationgroup:%s" % (ACCOUNT, GLOBAL_ID)})
         return out
 
@@ -1070,7 +1076,7 @@ class Models:
                     "EnginePatchVersion": "7.0.7", "ParameterGroupName": "default.memorydb-redis7",
                     "ParameterGroupStatus": "in-sync",
                     "SecurityGroups": [{"SecurityGroupId": "sg-0lab0lab0lab0lab0", "Status": "active"}],
-                    "SubnetGroupName": "default", "TLSEnabled": False,
+                    "SubnetGroupName": "default", "TLSEnabled": self.transit_encryption,
                     "ARN": "arn:aws:memorydb:%s:%s:cluster/%s" % (region, ACCOUNT, name),
                     "SnapshotRetentionLimit": 0, "MaintenanceWindow": "sun:05:00-sun:06:00",
                     "SnapshotWindow": "06:30-07:30", "ACLName": "open-access",
