@@ -93,7 +93,7 @@ struct service {
 	                                     to their own connection (shared sends wait for them) */
 	unsigned next_pick;               /* round robin among equals */
 	struct event *release_ev;         /* deferred release of held sessions */
-	struct service_counters counters;
+	struct session_host host;         /* what its sessions see of it (their counters too) */
 	char subject[200];                /* "service NAME" */
 	service_observer observer;
 	void *observer_arg;
@@ -106,6 +106,29 @@ struct service {
 };
 
 static void emit(struct service *svc, enum service_event_kind kind, int member, const char *role, unsigned count);
+static const struct session_host_ops host_ops;
+/* What sessions reach through host_ops (net/session.h), and the service itself. */
+static int service_pick(struct service *svc);
+static struct net_tls *service_listen_tls(struct service *svc);
+static enum listen_tls_mode service_listen_tls_mode(const struct service *svc);
+static const char *service_member_tls_name(const struct service *svc, int member);
+static bool service_stopping(const struct service *svc);
+static void service_upstream_failed(struct service *svc, int member, const char *why);
+static void service_confirm_role(struct service *svc, int member);
+static void service_kick_held(struct service *svc);
+static void service_probe_soon(struct service *svc, int member);
+static void service_session_opened(struct service *svc, struct session *s);
+static void service_hold(struct service *svc, struct session *s);
+static void service_unhold(struct service *svc, struct session *s);
+static void service_attach(struct service *svc, struct session *s, int member);
+static void service_detach(struct service *svc, struct session *s);
+static void service_session_closed(struct service *svc, struct session *s);
+static int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
+				  size_t keylen);
+static void service_barrier(struct service *svc, bool on);
+static bool service_barred(const struct service *svc);
+static struct shared *service_shared(struct service *svc, int member, bool resp3, bool write);
+static void service_opaque_session(struct service *svc);
 
 static const struct proto_ops *proto_for(enum protocol p)
 {
@@ -127,29 +150,21 @@ const struct service_config *service_config(const struct service *svc)
 	return svc->cfg;
 }
 
-const struct proto_ops *service_proto(const struct service *svc)
-{
-	return svc->proto;
-}
 
-struct event_base *service_base(const struct service *svc)
-{
-	return svc->base;
-}
 
 const char *service_name(const struct service *svc)
 {
 	return svc->cfg->name;
 }
 
-bool service_stopping(const struct service *svc)
+static bool service_stopping(const struct service *svc)
 {
 	return svc->stopping;
 }
 
 struct service_counters *service_counters(struct service *svc)
 {
-	return &svc->counters;
+	return &svc->host.counters;
 }
 
 const struct sockaddr *service_member_addr(const struct service *svc, int member, socklen_t *len)
@@ -209,7 +224,7 @@ static void kick_held(struct service *svc)
 		event_active(svc->release_ev, EV_TIMEOUT, 0);
 }
 
-void service_kick_held(struct service *svc)
+static void service_kick_held(struct service *svc)
 {
 	if (service_pick(svc) >= 0)
 		kick_held(svc);
@@ -477,7 +492,7 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 	probe_run(m->probe);
 }
 
-void service_confirm_role(struct service *svc, int member)
+static void service_confirm_role(struct service *svc, int member)
 {
 	struct member *m;
 	int64_t now = now_ms();
@@ -497,7 +512,7 @@ void service_confirm_role(struct service *svc, int member)
 	}
 }
 
-void service_upstream_failed(struct service *svc, int member, const char *why)
+static void service_upstream_failed(struct service *svc, int member, const char *why)
 {
 	if (member < 0 || member >= svc->nmembers)
 		return;
@@ -507,7 +522,7 @@ void service_upstream_failed(struct service *svc, int member, const char *why)
 	service_probe_soon(svc, member);
 }
 
-void service_probe_soon(struct service *svc, int member)
+static void service_probe_soon(struct service *svc, int member)
 {
 	struct member *m;
 
@@ -537,7 +552,7 @@ static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const ch
 			m->shared[k] = NULL;
 	if (!was_ready) {
 		m->shared_failed_ms = now_ms();
-		svc->counters.upstream_connect_failures++;
+		svc->host.counters.upstream_connect_failures++;
 		service_upstream_failed(svc, m->index, why);
 		return;
 	}
@@ -545,11 +560,13 @@ static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const ch
 	service_probe_soon(svc, m->index);
 }
 
-struct shared *service_shared(struct service *svc, int member, bool resp3, bool write)
+static struct shared *service_shared(struct service *svc, int member, bool resp3, bool write)
 {
 	static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 	struct member *m = svc->members[member];
-	struct shared_hooks hooks = {.ready = shared_ready_cb, .lost = shared_lost_cb, .arg = m};
+	static const struct shared_owner_ops owners = {.reply = session_shared_reply, .owed = session_owed,
+						       .lost = session_shared_lost, .unsent = session_shared_unsent};
+	struct shared_hooks hooks = {.owners = &owners, .ready = shared_ready_cb, .lost = shared_lost_cb, .arg = m};
 	int k = SHARED_INDEX(resp3, write);
 	char label[512];
 
@@ -566,7 +583,7 @@ struct shared *service_shared(struct service *svc, int member, bool resp3, bool 
 	return m->shared[k];
 }
 
-int service_pick(struct service *svc)
+static int service_pick(struct service *svc)
 {
 	const struct topology *t = &svc->topo;
 	int best = -1, n = svc->nmembers;
@@ -625,7 +642,7 @@ bool service_started(const struct service *svc)
 	return svc->nmembers > 0;
 }
 
-void service_barrier(struct service *svc, bool on)
+static void service_barrier(struct service *svc, bool on)
 {
 	struct session *s, *next;
 
@@ -643,21 +660,21 @@ void service_barrier(struct service *svc, bool on)
 	}
 }
 
-bool service_barred(const struct service *svc)
+static bool service_barred(const struct service *svc)
 {
 	return svc->barriers > 0;
 }
 
 /* --- session bookkeeping --- */
 
-void service_session_opened(struct service *svc, struct session *s)
+static void service_session_opened(struct service *svc, struct session *s)
 {
 	TAILQ_INSERT_TAIL(&svc->sessions, s, all);
 	svc->nsessions++;
 
 }
 
-void service_hold(struct service *svc, struct session *s)
+static void service_hold(struct service *svc, struct session *s)
 {
 	if (s->in_held)
 		return;
@@ -666,7 +683,7 @@ void service_hold(struct service *svc, struct session *s)
 	svc->nheld++;
 }
 
-void service_unhold(struct service *svc, struct session *s)
+static void service_unhold(struct service *svc, struct session *s)
 {
 	if (!s->in_held)
 		return;
@@ -675,13 +692,13 @@ void service_unhold(struct service *svc, struct session *s)
 	svc->nheld--;
 }
 
-void service_attach(struct service *svc, struct session *s, int member)
+static void service_attach(struct service *svc, struct session *s, int member)
 {
 	s->member = member;
 	svc->members[member]->sessions++;
 }
 
-void service_detach(struct service *svc, struct session *s)
+static void service_detach(struct service *svc, struct session *s)
 {
 	if (s->member < 0)
 		return;
@@ -689,7 +706,7 @@ void service_detach(struct service *svc, struct session *s)
 	s->member = -1;
 }
 
-int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
+static int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
 				  size_t keylen)
 {
 	const struct session *s;
@@ -707,11 +724,11 @@ int service_session_member_by_key(const struct service *svc, const struct sessio
 	return -1;
 }
 
-void service_session_closed(struct service *svc, struct session *s)
+static void service_session_closed(struct service *svc, struct session *s)
 {
 	TAILQ_REMOVE(&svc->sessions, s, all);
 	svc->nsessions--;
-	svc->counters.closed++;
+	svc->host.counters.closed++;
 
 }
 
@@ -755,7 +772,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		log_refusals(svc);
 		return;
 	}
-	session_accept(svc, fd, sa);
+	session_accept(&svc->host, fd, sa);
 }
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -1120,6 +1137,8 @@ struct service *service_new(struct event_base *base, const struct service_config
 	svc->aws = aws;
 	svc->base = base;
 	svc->proto = proto_for(cfg->protocol);
+	svc->host = (struct session_host){.ops = &host_ops, .proto = svc->proto, .cfg = cfg, .base = base,
+					  .name = cfg->name};
 	svc->api_writer = -1;
 	snprintf(svc->subject, sizeof(svc->subject), "service %s", cfg->name);
 	TAILQ_INIT(&svc->sessions);
@@ -1187,9 +1206,9 @@ static bool tls_changed(const struct service_config *a, const struct service_con
 	       !same_str(a->tls_server_name, b->tls_server_name);
 }
 
-void service_opaque_session(struct service *svc)
+static void service_opaque_session(struct service *svc)
 {
-	svc->counters.opaque_sessions++;
+	svc->host.counters.opaque_sessions++;
 	if (svc->opaque_logged)
 		return;
 	svc->opaque_logged = true;
@@ -1200,10 +1219,6 @@ void service_opaque_session(struct service *svc)
 			       "repoint_opaque_sessions_total counts them");
 }
 
-struct net_tls *service_tls(const struct service *svc)
-{
-	return svc->tls;
-}
 
 static void file_mtime(const char *path, struct timespec *ts)
 {
@@ -1229,7 +1244,7 @@ static bool listen_tls_setup(struct service *svc, const struct service_config *c
 	return *out != NULL;
 }
 
-struct net_tls *service_listen_tls(struct service *svc)
+static struct net_tls *service_listen_tls(struct service *svc)
 {
 	const struct service_config *cfg = svc->cfg;
 	struct timespec m[2];
@@ -1257,12 +1272,12 @@ struct net_tls *service_listen_tls(struct service *svc)
 	return svc->listen_tls;
 }
 
-enum listen_tls_mode service_listen_tls_mode(const struct service *svc)
+static enum listen_tls_mode service_listen_tls_mode(const struct service *svc)
 {
 	return svc->listen_tls != NULL ? svc->cfg->listen_tls : LISTEN_TLS_OFF;
 }
 
-const char *service_member_tls_name(const struct service *svc, int member)
+static const char *service_member_tls_name(const struct service *svc, int member)
 {
 	return member_tls_name(svc->members[member]);
 }
@@ -1394,10 +1409,14 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 	 * connections use the new TLS context, those open keep theirs. */
 	struct net_tls *old_tls = svc->tls;
 	svc->cfg = cfg;
+	svc->host.cfg = cfg;
+	svc->host.name = cfg->name;
 	if (tls_new)
 		svc->tls = tls;
 	if (members_changed && !set_members(svc, cfg->members, NULL, cfg->nmembers)) {
 		svc->cfg = old;
+		svc->host.cfg = old;
+		svc->host.name = old->name;
 		if (tls_new) {
 			svc->tls = old_tls;
 			net_tls_free(tls);
@@ -1564,20 +1583,20 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "last_failover", last);
 	json_object_set_new(o, "counters",
 			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted",
-				      (json_int_t)svc->counters.accepted, "closed", (json_int_t)svc->counters.closed,
-				      "held_total", (json_int_t)svc->counters.held_total, "hold_timeouts",
-				      (json_int_t)svc->counters.hold_timeouts, "drained", (json_int_t)svc->counters.drained,
-				      "drained_idle", (json_int_t)svc->counters.drained_idle, "drained_timeout",
-				      (json_int_t)svc->counters.drained_timeout, "upstream_connect_failures",
-				      (json_int_t)svc->counters.upstream_connect_failures, "migrated",
-				      (json_int_t)svc->counters.migrated, "retried", (json_int_t)svc->counters.retried,
-				      "restarted", (json_int_t)svc->counters.restarted,
+				      (json_int_t)svc->host.counters.accepted, "closed", (json_int_t)svc->host.counters.closed,
+				      "held_total", (json_int_t)svc->host.counters.held_total, "hold_timeouts",
+				      (json_int_t)svc->host.counters.hold_timeouts, "drained", (json_int_t)svc->host.counters.drained,
+				      "drained_idle", (json_int_t)svc->host.counters.drained_idle, "drained_timeout",
+				      (json_int_t)svc->host.counters.drained_timeout, "upstream_connect_failures",
+				      (json_int_t)svc->host.counters.upstream_connect_failures, "migrated",
+				      (json_int_t)svc->host.counters.migrated, "retried", (json_int_t)svc->host.counters.retried,
+				      "restarted", (json_int_t)svc->host.counters.restarted,
 				      "bytes_client_to_server",
-				      (json_int_t)svc->counters.bytes_client_to_server, "bytes_server_to_client",
-				      (json_int_t)svc->counters.bytes_server_to_client));
+				      (json_int_t)svc->host.counters.bytes_client_to_server, "bytes_server_to_client",
+				      (json_int_t)svc->host.counters.bytes_server_to_client));
 	json_object_set_new(json_object_get(o, "counters"), "shared_commands",
-			    json_integer((json_int_t)svc->counters.shared_commands));
-	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->counters.pinned));
+			    json_integer((json_int_t)svc->host.counters.shared_commands));
+	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->host.counters.pinned));
 	json_object_set_new(json_object_get(o, "counters"), "refused_no_fd", json_integer((json_int_t)svc->refused_fds));
 	json_object_set_new(json_object_get(o, "counters"), "refused_max_clients",
 			    json_integer((json_int_t)svc->refused_max));
@@ -1603,21 +1622,21 @@ METRIC_FN(m_writer_ready, topo_writer_ready(&svc->topo) >= 0)
 METRIC_FN(m_conflict, svc->topo.conflict)
 METRIC_FN(m_failovers, svc->topo.failovers)
 METRIC_FN(m_conflicts, svc->topo.conflicts)
-METRIC_FN(m_accepted, svc->counters.accepted)
-METRIC_FN(m_held_total, svc->counters.held_total)
-METRIC_FN(m_hold_timeouts, svc->counters.hold_timeouts)
-METRIC_FN(m_drained, svc->counters.drained)
-METRIC_FN(m_drained_idle, svc->counters.drained_idle)
-METRIC_FN(m_drained_timeout, svc->counters.drained_timeout)
-METRIC_FN(m_connect_failures, svc->counters.upstream_connect_failures)
-METRIC_FN(m_client_tls_failures, svc->counters.client_tls_failures)
-METRIC_FN(m_opaque_sessions, svc->counters.opaque_sessions)
-METRIC_FN(m_migrated, svc->counters.migrated)
-METRIC_FN(m_retried, svc->counters.retried)
-METRIC_FN(m_shared_commands, svc->counters.shared_commands)
-METRIC_FN(m_pinned, svc->counters.pinned)
+METRIC_FN(m_accepted, svc->host.counters.accepted)
+METRIC_FN(m_held_total, svc->host.counters.held_total)
+METRIC_FN(m_hold_timeouts, svc->host.counters.hold_timeouts)
+METRIC_FN(m_drained, svc->host.counters.drained)
+METRIC_FN(m_drained_idle, svc->host.counters.drained_idle)
+METRIC_FN(m_drained_timeout, svc->host.counters.drained_timeout)
+METRIC_FN(m_connect_failures, svc->host.counters.upstream_connect_failures)
+METRIC_FN(m_client_tls_failures, svc->host.counters.client_tls_failures)
+METRIC_FN(m_opaque_sessions, svc->host.counters.opaque_sessions)
+METRIC_FN(m_migrated, svc->host.counters.migrated)
+METRIC_FN(m_retried, svc->host.counters.retried)
+METRIC_FN(m_shared_commands, svc->host.counters.shared_commands)
+METRIC_FN(m_pinned, svc->host.counters.pinned)
 METRIC_FN(m_shared_connections, shared_connections(svc))
-METRIC_FN(m_restarted, svc->counters.restarted)
+METRIC_FN(m_restarted, svc->host.counters.restarted)
 METRIC_FN(m_refused_fds, svc->refused_fds)
 METRIC_FN(m_refused_max, svc->refused_max)
 METRIC_FN(m_src_polls, svc->source ? aws_source_polls(svc->source) : 0)
@@ -1625,8 +1644,8 @@ METRIC_FN(m_src_failures, svc->source ? aws_source_failures(svc->source) : 0)
 METRIC_FN(m_src_throttles, svc->source ? aws_source_throttles(svc->source) : 0)
 METRIC_FN(m_src_retries, svc->source ? aws_source_retries(svc->source) : 0)
 METRIC_FN(m_src_backoff, svc->source ? aws_source_last_backoff_ms(svc->source) : 0)
-METRIC_FN(m_bytes_in, svc->counters.bytes_client_to_server)
-METRIC_FN(m_bytes_out, svc->counters.bytes_server_to_client)
+METRIC_FN(m_bytes_in, svc->host.counters.bytes_client_to_server)
+METRIC_FN(m_bytes_out, svc->host.counters.bytes_server_to_client)
 
 static const struct metric service_metric_table[] = {
 	{"repoint_clients", "gauge", "Client connections open", m_clients},
@@ -1717,3 +1736,151 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
 					    (double)svcs[i]->members[j]->last.latency_us / 1e6);
 }
+
+/* --- the session host: what sessions see of their service (net/session.h) --- */
+
+static struct service *host_svc(struct session_host *h)
+{
+	return (struct service *)(void *)((char *)h - offsetof(struct service, host));
+}
+
+static int host_pick(struct session_host *h)
+{
+	return service_pick(host_svc(h));
+}
+
+static const struct sockaddr *host_member_addr(struct session_host *h, int member, socklen_t *len)
+{
+	return service_member_addr(host_svc(h), member, len);
+}
+
+static const char *host_member_str(struct session_host *h, int member)
+{
+	return service_member_str(host_svc(h), member);
+}
+
+static const char *host_member_tls_name(struct session_host *h, int member)
+{
+	return service_member_tls_name(host_svc(h), member);
+}
+
+static struct net_tls *host_tls(struct session_host *h)
+{
+	return host_svc(h)->tls;
+}
+
+static struct net_tls *host_listen_tls(struct session_host *h)
+{
+	return service_listen_tls(host_svc(h));
+}
+
+static enum listen_tls_mode host_listen_tls_mode(struct session_host *h)
+{
+	return service_listen_tls_mode(host_svc(h));
+}
+
+static struct shared *host_shared(struct session_host *h, int member, bool resp3, bool write)
+{
+	return service_shared(host_svc(h), member, resp3, write);
+}
+
+static int host_member_by_key(struct session_host *h, const struct session *except, const uint8_t *key, size_t keylen)
+{
+	return service_session_member_by_key(host_svc(h), except, key, keylen);
+}
+
+static bool host_stopping(struct session_host *h)
+{
+	return service_stopping(host_svc(h));
+}
+
+static void host_upstream_failed(struct session_host *h, int member, const char *why)
+{
+	service_upstream_failed(host_svc(h), member, why);
+}
+
+static void host_confirm_role(struct session_host *h, int member)
+{
+	service_confirm_role(host_svc(h), member);
+}
+
+static void host_probe_soon(struct session_host *h, int member)
+{
+	service_probe_soon(host_svc(h), member);
+}
+
+static void host_opaque(struct session_host *h)
+{
+	service_opaque_session(host_svc(h));
+}
+
+static void host_opened(struct session_host *h, struct session *s)
+{
+	service_session_opened(host_svc(h), s);
+}
+
+static void host_hold(struct session_host *h, struct session *s)
+{
+	service_hold(host_svc(h), s);
+}
+
+static void host_unhold(struct session_host *h, struct session *s)
+{
+	service_unhold(host_svc(h), s);
+}
+
+static void host_attach(struct session_host *h, struct session *s, int member)
+{
+	service_attach(host_svc(h), s, member);
+}
+
+static void host_detach(struct session_host *h, struct session *s)
+{
+	service_detach(host_svc(h), s);
+}
+
+static void host_closed(struct session_host *h, struct session *s)
+{
+	service_session_closed(host_svc(h), s);
+}
+
+static void host_kick_held(struct session_host *h)
+{
+	service_kick_held(host_svc(h));
+}
+
+static void host_barrier(struct session_host *h, bool on)
+{
+	service_barrier(host_svc(h), on);
+}
+
+static bool host_barred(struct session_host *h)
+{
+	return service_barred(host_svc(h));
+}
+
+static const struct session_host_ops host_ops = {
+	.pick = host_pick,
+	.member_addr = host_member_addr,
+	.member_str = host_member_str,
+	.member_tls_name = host_member_tls_name,
+	.tls = host_tls,
+	.listen_tls = host_listen_tls,
+	.listen_tls_mode = host_listen_tls_mode,
+	.shared = host_shared,
+	.member_by_key = host_member_by_key,
+	.stopping = host_stopping,
+	.upstream_failed = host_upstream_failed,
+	.confirm_role = host_confirm_role,
+	.probe_soon = host_probe_soon,
+	.opaque = host_opaque,
+	.opened = host_opened,
+	.hold = host_hold,
+	.unhold = host_unhold,
+	.attach = host_attach,
+	.detach = host_detach,
+	.closed = host_closed,
+	.kick_held = host_kick_held,
+	.barrier = host_barrier,
+	.barred = host_barred,
+};

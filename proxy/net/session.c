@@ -30,7 +30,6 @@
 #include "log.h"
 #include "net/transport.h"
 #include "net/shared.h"
-#include "service.h"
 #include "util.h"
 
 /* One read takes at most this much. */
@@ -90,7 +89,7 @@ const char *session_state_name(enum session_state st)
 
 static const char *subject(const struct session *s, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s client#%llu %s", service_name(s->svc), (unsigned long long)s->id, s->peer);
+	snprintf(buf, len, "%s client#%llu %s", (s->host)->name, (unsigned long long)s->id, s->peer);
 	return buf;
 }
 
@@ -244,7 +243,7 @@ static void barrier_release(struct session *s)
 	if (!s->barrier)
 		return;
 	s->barrier = false;
-	service_barrier(s->svc, false);
+	s->host->ops->barrier(s->host, false);
 }
 
 void session_destroy(struct session *s)
@@ -254,9 +253,9 @@ void session_destroy(struct session *s)
 		shared_forget(s->sh, s);
 	s->sh = NULL;
 	if (s->in_held)
-		service_unhold(s->svc, s);
+		s->host->ops->unhold(s->host, s);
 	if (s->member >= 0)
-		service_detach(s->svc, s);
+		s->host->ops->detach(s->host, s);
 	side_close(&s->upstream);
 	side_close(&s->client);
 	if (s->upstream.out != NULL)
@@ -268,7 +267,7 @@ void session_destroy(struct session *s)
 	event_free(s->timer);
 	if (s->held_reply != NULL)
 		evbuffer_free(s->held_reply);
-	service_session_closed(s->svc, s);
+	s->host->ops->closed(s->host, s);
 	free(s->retry);
 	free(s);
 }
@@ -285,7 +284,7 @@ static void drop_upstream(struct session *s)
 	s->shared_reply = 0;
 	s->shared_need = 0;
 	if (s->member >= 0)
-		service_detach(s->svc, s);
+		s->host->ops->detach(s->host, s);
 	/* The client may have been paused because the upstream's output was full. */
 	if (s->client.paused) {
 		s->client.paused = false;
@@ -300,7 +299,7 @@ static bool close_after_flush(struct session *s, const char *why)
 	barrier_release(s);
 	drop_upstream(s);
 	if (s->in_held)
-		service_unhold(s->svc, s);
+		s->host->ops->unhold(s->host, s);
 	if (s->state != SESSION_CLOSING)
 		set_state(s, SESSION_CLOSING, why);
 	side_reading(&s->client, false);
@@ -322,24 +321,24 @@ static struct evbuffer *client_input(struct session *s)
 
 static bool refuse(struct session *s, enum session_refusal why)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 	enum proto_refuse_step step;
 	struct evbuffer *in = client_input(s);
 	char msg[256];
 
 	if (why == REFUSE_SHUTDOWN)
-		snprintf(msg, sizeof(msg), "repoint: service \"%s\" is shutting down", service_name(s->svc));
+		snprintf(msg, sizeof(msg), "repoint: service \"%s\" is shutting down", (s->host)->name);
 	else if (why == REFUSE_TLS_REQUIRED)
 		snprintf(msg, sizeof(msg), "repoint: service \"%s\" takes TLS clients only (listen_tls = require)",
-			 service_name(s->svc));
+			 (s->host)->name);
 	else
 		snprintf(msg, sizeof(msg), "repoint: no writer for service \"%s\" within %lld ms",
-			 service_name(s->svc), (long long)service_config(s->svc)->hold_timeout_ms);
+			 (s->host)->name, (long long)(s->host)->cfg->hold_timeout_ms);
 	s->refusal = why;
 
 	drop_upstream(s);
 	if (s->in_held)
-		service_unhold(s->svc, s);
+		s->host->ops->unhold(s->host, s);
 	if (s->state != SESSION_REFUSING)
 		set_state(s, SESSION_REFUSING, msg);
 	evtimer_del(s->timer);
@@ -362,7 +361,7 @@ static bool refuse(struct session *s, enum session_refusal why)
 
 static bool hold_timeout_refuse(struct session *s)
 {
-	service_counters(s->svc)->hold_timeouts++;
+	(&(s->host)->counters)->hold_timeouts++;
 	return refuse(s, REFUSE_HOLD_TIMEOUT);
 }
 
@@ -378,15 +377,15 @@ static bool hold(struct session *s, const char *why)
 	int64_t left = s->hold_deadline_ms - now_ms();
 
 	barrier_release(s);  /* waiting for a server: the others do not wait for it */
-	if (service_stopping(s->svc))
+	if (s->host->ops->stopping(s->host))
 		return refuse(s, REFUSE_SHUTDOWN);
 	if (left <= 0)
 		return hold_timeout_refuse(s);
 	if (s->state != SESSION_HELD)
 		set_state(s, SESSION_HELD, why);
 	if (!s->in_held) {
-		service_hold(s->svc, s);
-		service_counters(s->svc)->held_total++;
+		s->host->ops->hold(s->host, s);
+		(&(s->host)->counters)->held_total++;
 	}
 	/* Wake up at the deadline, or earlier to try again once a refusing member may be retried. */
 	if (s->avoid_member >= 0 && s->avoid_until_ms > now_ms() && s->avoid_until_ms - now_ms() < left)
@@ -399,7 +398,7 @@ static bool hold(struct session *s, const char *why)
 static bool hold_again(struct session *s, const char *why)
 {
 	drop_upstream(s);
-	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
+	s->hold_deadline_ms = now_ms() + (s->host)->cfg->hold_timeout_ms;
 	return hold(s, why);
 }
 
@@ -432,7 +431,7 @@ static void retry_append(struct session *s, const uint8_t *p, size_t n)
  * kept (while small) so that a request refused as read-only can be sent to the new writer. */
 static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 
 	if (proto->retryable != NULL && proto->is_idle(&s->ps)) {
 		s->retry_len = 0;
@@ -441,7 +440,7 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, p, n);
 	if (proto->retryable != NULL || s->starting)
 		retry_append(s, p, n);
-	service_counters(s->svc)->bytes_client_to_server += n;
+	(&(s->host)->counters)->bytes_client_to_server += n;
 }
 
 /* Forward what the client sent while it had no server. */
@@ -471,12 +470,12 @@ static void forward_client_input(struct session *s)
  * server refused is sent first. Returns true when the session was freed. */
 static bool migrate(struct session *s, const char *why, bool replay)
 {
-	struct service_counters *c = service_counters(s->svc);
+	struct service_counters *c = (&(s->host)->counters);
 	char reason[160];
 
 	c->migrated++;
 	snprintf(reason, sizeof(reason), "(moving: %s)", why);
-	service_proto(s->svc)->init(&s->ps);
+	(s->host)->proto->init(&s->ps);
 	s->replay = replay && s->retry_valid && s->retry_len > 0;
 	if (!s->replay)
 		s->retry_len = 0;
@@ -490,43 +489,43 @@ static bool migrate(struct session *s, const char *why, bool replay)
  * the session was freed. */
 static bool restart(struct session *s, const char *why)
 {
-	struct service *svc = s->svc;
+	struct session_host *svc = s->host;
 	int member = s->member;
 
 	int64_t avoid = SESSION_AVOID_MS << (s->restarts < 6 ? s->restarts : 6);
 
 	s->restarts++;
-	service_counters(svc)->restarted++;
+	(&(svc)->counters)->restarted++;
 	s->avoid_member = member;
 	s->avoid_until_ms = now_ms() + (avoid < SESSION_AVOID_MAX_MS ? avoid : SESSION_AVOID_MAX_MS);
 	drop_upstream(s);
-	service_proto(svc)->init(&s->ps);
+	(svc)->proto->init(&s->ps);
 	s->replay = s->retry_len > 0;
 	if (hold(s, why))
 		return true;
 	/* The server's own word on itself, yet no observation of the member: its probe decides. */
-	service_probe_soon(svc, member);
+	svc->ops->probe_soon(svc, member);
 	route_if_ready(s);
 	return false;
 }
 
 static bool can_restart(const struct session *s)
 {
-	return s->starting && s->retry_valid && s->restarts < SESSION_RESTARTS_MAX && !service_stopping(s->svc);
+	return s->starting && s->retry_valid && s->restarts < SESSION_RESTARTS_MAX && !s->host->ops->stopping(s->host);
 }
 
 static bool can_migrate(const struct session *s)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 
-	return proto->can_migrate != NULL && service_config(s->svc)->route == ROUTE_WRITER &&
-	       !service_stopping(s->svc) && proto->can_migrate(&s->ps);
+	return proto->can_migrate != NULL && (s->host)->cfg->route == ROUTE_WRITER &&
+	       !s->host->ops->stopping(s->host) && proto->can_migrate(&s->ps);
 }
 
 /* After a migration: connect now if the service already knows where to. */
 static void route_if_ready(struct session *s)
 {
-	if (s->state == SESSION_HELD && service_pick(s->svc) >= 0)
+	if (s->state == SESSION_HELD && s->host->ops->pick(s->host) >= 0)
 		route(s);
 }
 
@@ -536,7 +535,7 @@ static void route_if_ready(struct session *s)
 static void retry_elsewhere(struct session *s)
 {
 	s->retry_streak++;
-	service_counters(s->svc)->retried++;
+	(&(s->host)->counters)->retried++;
 	if (migrate(s, "the server refused a write as read-only", true))
 		return;
 	route_if_ready(s);
@@ -548,14 +547,14 @@ static bool pin(struct session *s);
 /* Deliver the reply held back while the member's word was awaited, and go on as before. */
 static void deliver_held_reply(struct session *s)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 	size_t n = evbuffer_get_length(s->held_reply);
 	uint8_t *p = evbuffer_pullup(s->held_reply, -1);
 
 	if (n > 0) {
 		if (!s->shared)
 			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, n);
-		service_counters(s->svc)->bytes_server_to_client += n;
+		(&(s->host)->counters)->bytes_server_to_client += n;
 		if (!side_send(&s->client, p, n)) {
 			evbuffer_drain(s->held_reply, n);
 			client_gone(s, true);
@@ -597,8 +596,8 @@ static bool confirm_readonly(struct session *s, int member, const uint8_t *p, si
 	side_reading(&s->upstream, false);
 	/* A draining session keeps its drain deadline, which bounds the wait too. */
 	if (s->state == SESSION_ACTIVE)
-		arm_timer(s, service_config(s->svc)->probe_timeout_ms + SESSION_CONFIRM_SLACK_MS);
-	service_confirm_role(s->svc, member);
+		arm_timer(s, (s->host)->cfg->probe_timeout_ms + SESSION_CONFIRM_SLACK_MS);
+	s->host->ops->confirm_role(s->host, member);
 	return true;
 }
 
@@ -628,20 +627,20 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 			close_after_flush(s, "(closed by its server)");
 			return;
 		}
-		service_counters(s->svc)->migrated++;
+		(&(s->host)->counters)->migrated++;
 		route_if_ready(s);
 	}
 }
 
 static bool drain_now(struct session *s, bool idle)
 {
-	struct service_counters *c = service_counters(s->svc);
+	struct service_counters *c = (&(s->host)->counters);
 
 	if (idle && can_migrate(s)) {
 		/* Routed from the service's deferred release, not from here: drains run inside loops over
 		 * the service's sessions, which a nested connect failure must not disturb. */
 		if (!migrate(s, "its server is no longer the writer", false))
-			service_kick_held(s->svc);
+			s->host->ops->kick_held(s->host);
 		return false;
 	}
 	c->drained++;
@@ -697,28 +696,28 @@ static void upstream_gone(struct session *s, bool error)
 	 * held until it comes, then closed or moved. Otherwise the client gets what was already read,
 	 * then the close, and the member is probed now (a crashed writer shows itself here first). */
 	if (can_migrate(s) && evbuffer_get_length(s->client.out) == 0) {
-		struct service *svc = s->svc;
+		struct session_host *svc = s->host;
 		int member = s->member;
-		bool writer = service_pick(svc) == member;
+		bool writer = svc->ops->pick(svc) == member;
 
-		service_proto(svc)->init(&s->ps);
+		(svc)->proto->init(&s->ps);
 		s->retry_len = 0;
 		s->retry_valid = false;
 		if (writer) {
 			s->confirming = CONFIRM_CLOSE;
 			s->confirm_member = member;
 		} else {
-			service_counters(svc)->migrated++;
+			(&(svc)->counters)->migrated++;
 		}
 		if (hold_again(s, error ? "(its server reset the connection)" : "(its server closed the connection)"))
 			return;
 		if (writer)
-			service_confirm_role(svc, member);
+			svc->ops->confirm_role(svc, member);
 		else
 			route_if_ready(s);
 		return;
 	}
-	service_probe_soon(s->svc, s->member);
+	s->host->ops->probe_soon(s->host, s->member);
 	close_after_flush(s, why);
 }
 
@@ -726,7 +725,7 @@ static void upstream_gone(struct session *s, bool error)
  * (an error about the request) waiting in the socket. Deliver what can still be read first. */
 static void upstream_write_failed(struct session *s)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 
 	for (int i = 0; i < 16 && s->upstream.conn.fd >= 0; i++) {
 		ssize_t r = read_once(&s->upstream);
@@ -734,7 +733,7 @@ static void upstream_write_failed(struct session *s)
 			break;
 		if (!s->shared)
 			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
-		service_counters(s->svc)->bytes_server_to_client += (uint64_t)r;
+		(&(s->host)->counters)->bytes_server_to_client += (uint64_t)r;
 		if (!side_send(&s->client, session_io, (size_t)r))
 			break;
 	}
@@ -750,14 +749,14 @@ static bool session_idle(const struct session *s)
 		return false;  /* a reply is held back: not answered yet, as far as the client knows */
 	if (s->shared)
 		return s->shared_out == 0;
-	return service_proto(s->svc)->is_idle(&s->ps);
+	return (s->host)->proto->is_idle(&s->ps);
 }
 
 /* Read the client only while it has room: what it is owed, what it has in flight and what waits
  * unsent are all bounded. */
 static void shared_flow(struct session *s)
 {
-	bool stop = s->confirming || s->client_eof || (!s->barrier && service_barred(s->svc)) ||
+	bool stop = s->confirming || s->client_eof || (!s->barrier && s->host->ops->barred(s->host)) ||
 		    evbuffer_get_length(s->client.out) >= SESSION_HIGH_WATER ||
 		    s->shared_out >= SESSION_SHARED_INFLIGHT_MAX || s->shared_bytes >= SESSION_HIGH_WATER ||
 		    (s->client_in != NULL && evbuffer_get_length(s->client_in) >= SESSION_SHARED_INPUT_MAX);
@@ -772,7 +771,7 @@ static void shared_flow(struct session *s)
  * session is like any other, starting with what client_in holds. Returns true when freed. */
 static bool pin(struct session *s)
 {
-	service_counters(s->svc)->pinned++;
+	(&(s->host)->counters)->pinned++;
 	s->shared = false;
 	s->unshare = false;
 	/* Its own connection is greeted first, its reply not passed on: HELLO 3 when its replies so
@@ -781,10 +780,10 @@ static bool pin(struct session *s)
 	 * client sends on the shared connection after it cannot run first (service_barrier). */
 	s->greet = true;
 	drop_upstream(s);
-	service_proto(s->svc)->init(&s->ps);
+	(s->host)->proto->init(&s->ps);
 	s->retry_valid = false;
 	s->retry_len = 0;
-	s->hold_deadline_ms = now_ms() + service_config(s->svc)->hold_timeout_ms;
+	s->hold_deadline_ms = now_ms() + (s->host)->cfg->hold_timeout_ms;
 	return route(s);
 }
 
@@ -799,7 +798,7 @@ static struct shared *shared_target(struct session *s, bool write)
 	 * order) -- a write only on the writes' connection: it waits for the reads to be answered. */
 	if (s->shared_out > 0)
 		return shared_retired(s->sh) || (write && !s->sh_write) ? NULL : s->sh;
-	sh = service_shared(s->svc, s->member, s->resp3, write);
+	sh = s->host->ops->shared(s->host, s->member, s->resp3, write);
 	return sh != NULL && shared_ready(sh) ? sh : NULL;
 }
 
@@ -835,11 +834,11 @@ static bool pending_pins(struct session *s)
  * Returns true when the session was freed. */
 static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 {
-	struct service_counters *c = service_counters(s->svc);
+	struct service_counters *c = (&(s->host)->counters);
 	struct shared *sh;
 	bool buffered = s->client_in != NULL && evbuffer_get_length(s->client_in) > 0;
 
-	if (!s->barrier && service_barred(s->svc)) {
+	if (!s->barrier && s->host->ops->barred(s->host)) {
 		/* Another session's pinning command is not with the server yet: nothing shared overtakes
 		 * it. A session whose own next command pins sends nothing shared and goes on (else
 		 * sessions pinning at once would each wait for the one before to be greeted). */
@@ -952,7 +951,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		 * shared command read after it may leave (it could run first). */
 		if (!s->barrier) {
 			s->barrier = true;
-			service_barrier(s->svc, true);
+			s->host->ops->barrier(s->host, true);
 		}
 	}
 	if (ncmds > 0) {
@@ -991,7 +990,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 static bool bind_shared(struct session *s, int member)
 {
 	bool write = pending_write(s);
-	struct shared *sh = service_shared(s->svc, member, s->resp3, write);
+	struct shared *sh = s->host->ops->shared(s->host, member, s->resp3, write);
 	char what[160];
 
 	if (sh == NULL) {
@@ -1004,9 +1003,9 @@ static bool bind_shared(struct session *s, int member)
 		return hold(s, "(connecting to the writer)");
 	evtimer_del(s->timer);
 	if (s->in_held)
-		service_unhold(s->svc, s);
-	service_attach(s->svc, s, member);
-	snprintf(what, sizeof(what), "(shared connection to %s)", service_member_str(s->svc, member));
+		s->host->ops->unhold(s->host, s);
+	s->host->ops->attach(s->host, s, member);
+	snprintf(what, sizeof(what), "(shared connection to %s)", s->host->ops->member_str(s->host, member));
 	set_state(s, SESSION_ACTIVE, what);
 	if (s->replay) {
 		/* The request a demoted writer refused goes first. */
@@ -1020,15 +1019,15 @@ static bool bind_shared(struct session *s, int member)
 		s->sh_write = write;
 		s->shared_out = 1;
 		s->shared_bytes = s->retry_len;
-		service_counters(s->svc)->shared_commands++;
+		(&(s->host)->counters)->shared_commands++;
 	}
 	return shared_input(s, NULL, 0);
 }
 
 void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes)
 {
-	struct service *svc = s->svc;
-	const struct proto_ops *proto = service_proto(svc);
+	struct session_host *svc = s->host;
+	const struct proto_ops *proto = (svc)->proto;
 	int member = s->member;
 	bool readonly = false;
 
@@ -1043,14 +1042,14 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		} else if (ro == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
 			   s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) &&
-			   service_config(svc)->route == ROUTE_WRITER && !service_stopping(svc) && !s->client_eof &&
+			   (svc)->cfg->route == ROUTE_WRITER && !svc->ops->stopping(svc) && !s->client_eof &&
 			   confirm_readonly(s, member, p, n)) {
 			return;
 		} else {
 			readonly = true;
 		}
 	}
-	service_counters(svc)->bytes_server_to_client += n;
+	(&(svc)->counters)->bytes_server_to_client += n;
 	/* Large replies go on a connection of the session's own from now on, like large commands. */
 	s->shared_reply += n;
 	if (replies > 0 ? s->shared_reply > (size_t)SESSION_SHARE_MAX * replies : s->shared_reply > SESSION_SHARE_MAX)
@@ -1078,7 +1077,7 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		return;
 	}
 	if (readonly)
-		service_probe_soon(svc, member);  /* a reason to ask, never an observation */
+		svc->ops->probe_soon(svc, member);  /* a reason to ask, never an observation */
 }
 
 void session_shared_unsent(struct session *s, struct evbuffer *unsent)
@@ -1093,7 +1092,7 @@ void session_shared_unsent(struct session *s, struct evbuffer *unsent)
 	evbuffer_free(unsent);
 	/* The service releases it once there is a connection to send them on. */
 	if (!hold_again(s, "(its shared connection failed before its commands left)"))
-		service_kick_held(s->svc);
+		s->host->ops->kick_held(s->host);
 }
 
 void session_shared_kick(struct session *s)
@@ -1140,7 +1139,7 @@ static bool client_tls_step(struct session *s)
 	}
 	if (r != 0) {
 		log_debug(subject(s, subj, sizeof(subj)), "client's TLS handshake failed: %s", err);
-		service_counters(s->svc)->client_tls_failures++;
+		(&(s->host)->counters)->client_tls_failures++;
 		session_destroy(s);
 		return true;
 	}
@@ -1158,7 +1157,7 @@ static bool client_tls_step(struct session *s)
 /* True when the session was freed. */
 static bool client_tls_begin(struct session *s)
 {
-	struct net_tls *t = service_listen_tls(s->svc);
+	struct net_tls *t = s->host->ops->listen_tls(s->host);
 
 	if (t == NULL || !net_conn_accept_tls(&s->client.conn, t)) {
 		session_destroy(s);
@@ -1187,7 +1186,7 @@ static bool client_sniffed(struct session *s)
 
 static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 	struct evbuffer *in = client_input(s);
 	uint8_t key[PROTO_KEY_MAX];
 	size_t keylen = 0, len, k;
@@ -1203,14 +1202,14 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	 * yes and the handshake is repoint's; otherwise it is told no and goes on in plaintext on
 	 * loopback. (Without either, the request passes to the member as it always did.) */
 	while (len > 0 && s->client.conn.ssl == NULL && proto->negotiation_request != NULL &&
-	       (service_tls(s->svc) != NULL || service_listen_tls_mode(s->svc) != LISTEN_TLS_OFF)) {
+	       (s->host->ops->tls(s->host) != NULL || s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF)) {
 		const uint8_t *head = evbuffer_pullup(in, len < 8 ? (ev_ssize_t)len : 8);
 		k = proto->negotiation_request(head, len < 8 ? len : 8);
 		if (k == PROTO_MORE)
 			return;
 		if (k == 0)
 			break;
-		if (service_listen_tls_mode(s->svc) != LISTEN_TLS_OFF && k == proto->tls_request_len &&
+		if (s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF && k == proto->tls_request_len &&
 		    memcmp(head, proto->tls_request, k) == 0) {
 			static const uint8_t yes = 'S';
 			/* Anything sent after the request, before the handshake, would be taken as part of
@@ -1243,7 +1242,7 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	if (k == PROTO_MORE)
 		return;
 	s->cancel_checked = true;
-	if (k == 0 && s->client.conn.ssl == NULL && service_listen_tls_mode(s->svc) == LISTEN_TLS_REQUIRE) {
+	if (k == 0 && s->client.conn.ssl == NULL && s->host->ops->listen_tls_mode(s->host) == LISTEN_TLS_REQUIRE) {
 		/* A plaintext start where TLS is required (a plaintext cancel request is still taken:
 		 * libpq before 17 sends those so). */
 		refuse(s, REFUSE_TLS_REQUIRED);
@@ -1263,7 +1262,7 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	s->cancel = true;
 	s->starting = false;
 	side_reading(&s->client, false);
-	target = service_session_member_by_key(s->svc, s, key, keylen);
+	target = s->host->ops->member_by_key(s->host, s, key, keylen);
 	if (target < 0) {
 		char subj[160];
 		log_debug(subject(s, subj, sizeof(subj)), "cancel request for no session of this service: dropped");
@@ -1278,14 +1277,14 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	}
 	drop_upstream(s);
 	if (s->in_held)
-		service_unhold(s->svc, s);
+		s->host->ops->unhold(s->host, s);
 	connect_to(s, target);
 }
 
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 	struct evbuffer *dst;
 	ssize_t r;
 
@@ -1377,8 +1376,8 @@ static void tls_answer(struct session *s);
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	struct service *svc = s->svc;
-	const struct proto_ops *proto = service_proto(svc);
+	struct session_host *svc = s->host;
+	const struct proto_ops *proto = (svc)->proto;
 	int member = s->member;
 	bool readonly = false;
 	ssize_t r;
@@ -1492,10 +1491,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
-	service_counters(svc)->bytes_server_to_client += (uint64_t)r;
+	(&(svc)->counters)->bytes_server_to_client += (uint64_t)r;
 	if (!s->opaque_seen && proto->is_opaque(&s->ps)) {
 		s->opaque_seen = true;
-		service_opaque_session(svc);
+		svc->ops->opaque(svc);
 	}
 	if (!side_send(&s->client, session_io, (size_t)r)) {
 		client_gone(s, true);
@@ -1509,7 +1508,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		s = NULL;
 	/* Last: telling the service may drain (and free) this very session. */
 	if (readonly)
-		service_probe_soon(svc, member);  /* a reason to ask, never an observation */
+		svc->ops->probe_soon(svc, member);  /* a reason to ask, never an observation */
 }
 
 static void client_write_cb(evutil_socket_t fd, short what, void *arg)
@@ -1546,8 +1545,8 @@ static void on_connected(struct session *s);
 /* TLS to the member: the handshake starts. */
 static void tls_begin(struct session *s)
 {
-	if (!net_conn_start_tls(&s->upstream.conn, service_tls(s->svc), service_member_tls_name(s->svc, s->member),
-				service_member_str(s->svc, s->member))) {
+	if (!net_conn_start_tls(&s->upstream.conn, s->host->ops->tls(s->host), s->host->ops->member_tls_name(s->host, s->member),
+				s->host->ops->member_str(s->host, s->member))) {
 		connect_failed(s, "TLS: out of memory");
 		return;
 	}
@@ -1558,7 +1557,7 @@ static void tls_begin(struct session *s)
  * refusal, never a fallback to plaintext. */
 static void tls_answer(struct session *s)
 {
-	const struct proto_ops *proto = service_proto(s->svc);
+	const struct proto_ops *proto = (s->host)->proto;
 	uint8_t b;
 	ssize_t r = s->upstream.conn.ops->read(&s->upstream.conn, &b, 1);
 
@@ -1619,8 +1618,8 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 			connect_failed(s, evutil_socket_error_to_string(err));
 			return;
 		}
-		if (service_tls(s->svc) != NULL) {
-			const struct proto_ops *proto = service_proto(s->svc);
+		if (s->host->ops->tls(s->host) != NULL) {
+			const struct proto_ops *proto = (s->host)->proto;
 			if (proto->tls_request != NULL) {
 				/* Asked for inside the protocol first (SSLRequest); its one-byte answer is
 				 * read alone (upstream_read_cb), nothing after it. */
@@ -1662,12 +1661,12 @@ static void on_connected(struct session *s)
 
 	evtimer_del(s->timer);
 	if (s->in_held)
-		service_unhold(s->svc, s);
-	snprintf(what, sizeof(what), "(%s)", service_member_str(s->svc, s->member));
+		s->host->ops->unhold(s->host, s);
+	snprintf(what, sizeof(what), "(%s)", s->host->ops->member_str(s->host, s->member));
 	set_state(s, SESSION_ACTIVE, what);
 	side_reading(&s->upstream, true);
 	if (s->replay) {
-		const struct proto_ops *proto = service_proto(s->svc);
+		const struct proto_ops *proto = (s->host)->proto;
 		size_t pre = s->starting && proto->startup_preamble != NULL
 				     ? proto->startup_preamble(s->retry, s->retry_len)
 				     : 0;
@@ -1696,7 +1695,7 @@ static void on_connected(struct session *s)
 		side_reading(&s->client, false);
 	} else if (s->swallow == 0) {
 		/* Not before it is known whether they are a cancel request (cancel_check). */
-		if (service_proto(s->svc)->cancel_request == NULL || s->cancel_checked)
+		if ((s->host)->proto->cancel_request == NULL || s->cancel_checked)
 			forward_client_input(s);
 		s->client.paused = false;
 		side_reading(&s->client, !s->cancel && !s->client_eof);
@@ -1719,8 +1718,8 @@ static bool connect_failed(struct session *s, const char *why)
 	int member = s->member;
 	char reason[200];
 
-	snprintf(reason, sizeof(reason), "connect to %s: %s", service_member_str(s->svc, member), why);
-	service_counters(s->svc)->upstream_connect_failures++;
+	snprintf(reason, sizeof(reason), "connect to %s: %s", s->host->ops->member_str(s->host, member), why);
+	(&(s->host)->counters)->upstream_connect_failures++;
 	s->connect_errno = 0;
 	drop_upstream(s);
 	if (s->cancel) {
@@ -1732,9 +1731,9 @@ static bool connect_failed(struct session *s, const char *why)
 	 * still here, so the session can wait for a writer again as if it had just arrived. */
 	if (hold(s, reason))
 		return true;
-	service_upstream_failed(s->svc, member, why);
+	s->host->ops->upstream_failed(s->host, member, why);
 	/* The failure may have moved the writer: route again if the service says so. */
-	if (s->state == SESSION_HELD && service_pick(s->svc) >= 0)
+	if (s->state == SESSION_HELD && s->host->ops->pick(s->host) >= 0)
 		return route(s);
 	return false;
 }
@@ -1742,8 +1741,8 @@ static bool connect_failed(struct session *s, const char *why)
 static bool connect_to(struct session *s, int member)
 {
 	socklen_t salen;
-	const struct sockaddr *sa = service_member_addr(s->svc, member, &salen);
-	struct event_base *base = service_base(s->svc);
+	const struct sockaddr *sa = s->host->ops->member_addr(s->host, member, &salen);
+	struct event_base *base = (s->host)->base;
 	evutil_socket_t fd;
 	char what[128];
 
@@ -1754,10 +1753,10 @@ static bool connect_to(struct session *s, int member)
 		side_close(&s->upstream);
 		return hold(s, "(out of memory)");
 	}
-	service_attach(s->svc, s, member);
-	snprintf(what, sizeof(what), "(%s)", service_member_str(s->svc, member));
+	s->host->ops->attach(s->host, s, member);
+	snprintf(what, sizeof(what), "(%s)", s->host->ops->member_str(s->host, member));
 	set_state(s, SESSION_CONNECTING, what);
-	arm_timer(s, service_config(s->svc)->connect_timeout_ms);
+	arm_timer(s, (s->host)->cfg->connect_timeout_ms);
 	s->connect_errno = net_tcp_connect(fd, sa, salen);
 	if (s->connect_errno == EINPROGRESS)
 		s->connect_errno = 0;
@@ -1773,7 +1772,7 @@ static bool connect_to(struct session *s, int member)
 
 static bool route(struct session *s)
 {
-	int member = service_pick(s->svc);
+	int member = s->host->ops->pick(s->host);
 
 	if (s->confirming)
 		return hold(s, "(waiting for its server's word on its role)");
@@ -1802,7 +1801,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	case SESSION_CONNECTING:
 		snprintf(msg, sizeof(msg), "timeout after %lld ms",
-			 (long long)service_config(s->svc)->connect_timeout_ms);
+			 (long long)(s->host)->cfg->connect_timeout_ms);
 		connect_failed(s, msg);
 		return;
 	case SESSION_DRAINING:
@@ -1821,9 +1820,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct session *session_accept(struct service *svc, int fd, const struct sockaddr *peer)
+struct session *session_accept(struct session_host *svc, int fd, const struct sockaddr *peer)
 {
-	struct event_base *base = service_base(svc);
+	struct event_base *base = (svc)->base;
 	struct session *s = calloc(1, sizeof(*s));
 	int one = 1;
 
@@ -1831,7 +1830,7 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 		evutil_closesocket(fd);
 		return NULL;
 	}
-	s->svc = svc;
+	s->host = svc;
 	s->id = session_next_id++;
 	s->member = -1;
 	s->avoid_member = -1;
@@ -1839,11 +1838,11 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 	net_conn_init(&s->client.conn, -1);
 	net_conn_init(&s->upstream.conn, -1);
 	s->accepted_ms = now_ms();
-	s->hold_deadline_ms = s->accepted_ms + service_config(svc)->hold_timeout_ms;
-	service_proto(svc)->init(&s->ps);
-	s->starting = service_proto(svc)->startup_refusal != NULL;
+	s->hold_deadline_ms = s->accepted_ms + (svc)->cfg->hold_timeout_ms;
+	(svc)->proto->init(&s->ps);
+	s->starting = (svc)->proto->startup_refusal != NULL;
 	s->retry_valid = s->starting;
-	s->shared = service_config(svc)->multiplex;
+	s->shared = (svc)->cfg->multiplex;
 	if (peer->sa_family == AF_INET || peer->sa_family == AF_INET6) {
 		struct hostport hp;
 		char host[INET6_ADDRSTRLEN];
@@ -1872,12 +1871,12 @@ struct session *session_accept(struct service *svc, int fd, const struct sockadd
 		return NULL;
 	}
 	side_reading(&s->client, true);
-	service_session_opened(svc, s);
-	service_counters(svc)->accepted++;
+	svc->ops->opened(svc, s);
+	(&(svc)->counters)->accepted++;
 	/* A TLS client of a protocol whose TLS starts at the first byte (Redis); Postgres clients ask
 	 * first (cancel_check). */
-	if (service_listen_tls_mode(svc) != LISTEN_TLS_OFF && service_proto(svc)->tls_request == NULL) {
-		if (service_listen_tls_mode(svc) == LISTEN_TLS_ON) {
+	if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && (svc)->proto->tls_request == NULL) {
+		if (svc->ops->listen_tls_mode(svc) == LISTEN_TLS_ON) {
 			s->client_sniff = true;
 		} else if (client_tls_begin(s)) {
 			return NULL;

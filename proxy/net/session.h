@@ -24,9 +24,83 @@
 #include "proto/proto.h"
 #include "topology.h"
 
-struct service;
 struct event;
 struct evbuffer;
+struct net_tls;
+struct shared;
+struct session;
+
+/* Counters a session bumps (the service shows them in /status and /metrics). */
+struct service_counters {
+	uint64_t accepted;
+	uint64_t closed;
+	uint64_t hold_timeouts;      /* clients refused after hold_timeout */
+	uint64_t held_total;         /* clients that had to wait for a writer */
+	uint64_t drained;            /* sessions closed by a drain */
+	uint64_t drained_idle;       /* ... at an idle point */
+	uint64_t drained_timeout;    /* ... at drain_timeout */
+	uint64_t upstream_connect_failures;
+	uint64_t client_tls_failures;  /* listen_tls: clients whose handshake failed */
+	uint64_t opaque_sessions;    /* sessions repoint could not read (a client's own TLS passed through) */
+	uint64_t migrated;           /* sessions moved to another server without the client noticing */
+	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
+	uint64_t restarted;          /* session starts refused by a server (shutting down), replayed */
+	uint64_t shared_commands;    /* multiplex: commands sent over shared connections */
+	uint64_t pinned;             /* multiplex: sessions that needed a connection of their own */
+	uint64_t bytes_client_to_server;
+	uint64_t bytes_server_to_client;
+};
+
+struct session_host;
+/* What a session asks of, and tells, the service that accepted it. service.c implements it and
+ * hands it over with each client (session_accept): the data path names nothing of service.c, so
+ * calls run one way, from the service down to its sessions. */
+struct session_host_ops {
+	/* where to go */
+	int (*pick)(struct session_host *h);  /* the member for a new client now, or -1: hold it */
+	const struct sockaddr *(*member_addr)(struct session_host *h, int member, socklen_t *len);
+	const char *(*member_str)(struct session_host *h, int member);
+	const char *(*member_tls_name)(struct session_host *h, int member);
+	struct net_tls *(*tls)(struct session_host *h);         /* to the members; NULL: plain */
+	struct net_tls *(*listen_tls)(struct session_host *h);  /* for a new TLS client */
+	enum listen_tls_mode (*listen_tls_mode)(struct session_host *h);
+	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */
+	struct shared *(*shared)(struct session_host *h, int member, bool resp3, bool write);
+	/* the member holding the session whose cancel key is key[0..keylen), or -1 */
+	int (*member_by_key)(struct session_host *h, const struct session *except, const uint8_t *key,
+			     size_t keylen);
+	bool (*stopping)(struct session_host *h);  /* shutting down: held clients are refused */
+	/* what it saw */
+	void (*upstream_failed)(struct session_host *h, int member, const char *why);  /* an observation */
+	/* `member`'s own word on its role is wanted, from a check that starts now: every session
+	 * with `confirming` set hears it through session_confirmed() (later, from the loop) */
+	void (*confirm_role)(struct session_host *h, int member);
+	void (*probe_soon)(struct session_host *h, int member);  /* a reason to ask, never an observation */
+	void (*opaque)(struct session_host *h);  /* a session's bytes became unreadable (counted, said once) */
+	/* its bookkeeping: held list, member attachment, open/closed */
+	void (*opened)(struct session_host *h, struct session *s);
+	void (*hold)(struct session_host *h, struct session *s);
+	void (*unhold)(struct session_host *h, struct session *s);
+	void (*attach)(struct session_host *h, struct session *s, int member);
+	void (*detach)(struct session_host *h, struct session *s);
+	void (*closed)(struct session_host *h, struct session *s);
+	void (*kick_held)(struct session_host *h);  /* route held sessions soon, if it knows where */
+	/* multiplex: a session pinning with a command raises the barrier until that command is with its
+	 * own connection; meanwhile no shared session sends (a command sent later must not overtake
+	 * it: the XADD an XREAD BLOCK waits for). Lifting it resumes the others. */
+	void (*barrier)(struct session_host *h, bool on);
+	bool (*barred)(struct session_host *h);
+};
+
+/* The service as its sessions see it: the calls above and what they read directly. */
+struct session_host {
+	const struct session_host_ops *ops;
+	const struct proto_ops *proto;
+	const struct service_config *cfg;  /* the service's current configuration (a reload replaces it) */
+	struct event_base *base;
+	const char *name;
+	struct service_counters counters;
+};
 
 enum session_state {
 	SESSION_HELD,
@@ -55,7 +129,7 @@ struct session_side {
 /* Fields are session.c's; the service reads `state`, `member` and walks its lists through `all`
  * and `held`. */
 struct session {
-	struct service *svc;
+	struct session_host *host;
 	TAILQ_ENTRY(session) all;    /* every session of the service */
 	TAILQ_ENTRY(session) held;   /* sessions waiting for a writer */
 	bool in_held;
@@ -98,7 +172,7 @@ struct session {
 	bool shared;
 	bool unshare;
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
-	bool barrier;                /* holds the service's barrier (service_barrier) */
+	bool barrier;                /* holds the service's barrier (the host's barrier) */
 	bool tls_asking;             /* connecting: the member's answer to the TLS request awaited */
 	bool opaque_seen;            /* its bytes stopped being readable to the tracker (counted once) */
 	bool client_sniff;           /* listen_tls = on (TLS from the first byte): its first byte
@@ -132,7 +206,7 @@ const char *session_state_name(enum session_state st);
 
 /* Takes ownership of the accepted, non-blocking fd; routes the client at once (or holds it).
  * NULL (fd closed) on allocation failure. */
-struct session *session_accept(struct service *svc, int fd, const struct sockaddr *peer);
+struct session *session_accept(struct session_host *host, int fd, const struct sockaddr *peer);
 
 /* The service has a writer (again): a held session connects now. */
 void session_release(struct session *s);
@@ -141,7 +215,7 @@ void session_release(struct session *s);
 void session_drain(struct session *s, enum drain_mode mode, int64_t timeout_ms);
 /* Refuse a held session now with the protocol's native error (e.g. on shutdown). */
 void session_refuse(struct session *s, enum session_refusal why);
-/* The answer to service_confirm_role for the member this session waits on: `role` is its own
+/* The answer to the host's confirm_role for the member this session waits on: `role` is its own
  * word (ROLE_WRITER/ROLE_READER), ROLE_UNKNOWN when alive but it could not say, ROLE_DOWN when the
  * check failed; `is_writer`: the service routes writes to it. */
 void session_confirmed(struct session *s, enum role role, bool is_writer);

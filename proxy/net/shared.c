@@ -16,7 +16,6 @@
 #include "log.h"
 #include "net/conn.h"
 #include "net/transport.h"
-#include "net/session.h"
 #include "proto/proto.h"
 
 #define SHARED_READ_MAX (64 * 1024)
@@ -190,9 +189,9 @@ static void fail(struct shared *c, const char *why)
 			if (entry_at(c, j)->s == s)
 				entry_at(c, j)->s = NULL;
 		if (back != NULL)
-			session_shared_unsent(s, back);
+			c->hooks.owners->unsent(s, back);
 		else
-			session_shared_lost(s, why);
+			c->hooks.owners->lost(s, why);
 	}
 	c->live = 0;
 	c->len = 0;
@@ -379,7 +378,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		/* May queue more commands here, or forget this session: `e` is not used after. */
 		if (s != NULL)
-			session_shared_reply(s, shared_io + pos, used, (uint32_t)got, done_bytes);
+			c->hooks.owners->reply(s, shared_io + pos, used, (uint32_t)got, done_bytes);
 		pos += used;
 	}
 	check_stall(c);
@@ -394,7 +393,7 @@ static void check_stall(struct shared *c)
 	struct session *s = c->len > 0 ? entry_at(c, 0)->s : NULL;
 	struct timeval tv = {SHARED_STALL_MS / 1000, (SHARED_STALL_MS % 1000) * 1000};
 
-	if (c->dead || c->stalled || s == NULL || session_owed(s) < SHARED_OWED_MAX)
+	if (c->dead || c->stalled || s == NULL || c->hooks.owners->owed(s) < SHARED_OWED_MAX)
 		return;
 	c->stalled = true;
 	event_del(c->rev);
@@ -413,7 +412,7 @@ static void unstall(struct shared *c)
 
 void shared_owed_less(struct shared *c, struct session *s)
 {
-	if (c->stalled && c->len > 0 && entry_at(c, 0)->s == s && session_owed(s) < SHARED_OWED_MAX / 2)
+	if (c->stalled && c->len > 0 && entry_at(c, 0)->s == s && c->hooks.owners->owed(s) < SHARED_OWED_MAX / 2)
 		unstall(c);
 }
 
@@ -425,11 +424,11 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	c->busy++;
-	if (s != NULL && session_owed(s) >= SHARED_OWED_MAX / 2) {
+	if (s != NULL && c->hooks.owners->owed(s) >= SHARED_OWED_MAX / 2) {
 		log_warn(c->label, "closing a session whose client has not read %zu bytes of replies for %d ms",
-			 session_owed(s), SHARED_STALL_MS);
+			 c->hooks.owners->owed(s), SHARED_STALL_MS);
 		/* Forgets its entries: what is still to come for it is read and dropped. */
-		session_shared_lost(s, "its client did not read its replies");
+		c->hooks.owners->lost(s, "its client did not read its replies");
 	}
 	unstall(c);
 	c->busy--;
@@ -546,6 +545,7 @@ void shared_forget(struct shared *c, struct session *s)
 void shared_retire(struct shared *c)
 {
 	c->retired = true;
-	c->hooks = (struct shared_hooks){0};
+	/* The service lets go; the sessions still owed replies keep being told. */
+	c->hooks = (struct shared_hooks){.owners = c->hooks.owners};
 	settle(c);
 }

@@ -27,9 +27,21 @@
 struct event_base;
 struct session;
 struct shared;
+struct evbuffer;
 struct net_tls;
 
+/* What a shared connection tells the sessions whose commands it carries: the session layer's
+ * functions, handed over by whoever opens the connection (shared.c knows sessions only as the
+ * owners of its entries, and calls nothing of net/session.c by name). */
+struct shared_owner_ops {
+	void (*reply)(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes);
+	size_t (*owed)(const struct session *s);
+	void (*lost)(struct session *s, const char *why);
+	void (*unsent)(struct session *s, struct evbuffer *unsent);
+};
+
 struct shared_hooks {
+	const struct shared_owner_ops *owners;
 	void (*ready)(void *arg, struct shared *c);  /* connected: sessions may be bound */
 	void (*lost)(void *arg, struct shared *c, bool was_ready, const char *why); /* failed; gone after */
 	void *arg;
