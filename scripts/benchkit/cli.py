@@ -5,6 +5,8 @@ to repoint's), `repoint` (a lab configuration, log_level = warn) and, for the Re
 (redis-benchmark rows and the failover test), `repoint-mux`: a second repoint process, same binary
 and same configuration except `multiplex = on` in the redis service. Each workload runs `--reps`
 times, the order of the paths rotating between repetitions; the tables show the median and [min-max].
+The `tls` workload (benchkit/tls.py) has paths of its own around one TLS-only redis-server: direct TLS,
+HAProxy and repoint with TLS on both sides, and repoint originating TLS for a plaintext client.
 """
 
 import argparse
@@ -24,6 +26,7 @@ from .common import BenchError, cpu_seconds, raise_nofile, ratio, summary
 from . import conns as conns_mod
 from . import failover as failover_mod
 from . import report, throughput
+from . import tls as tls_mod
 from .proxies import HAProxy, Repoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,10 +35,11 @@ sys.path.insert(0, os.path.join(TOP, "scripts"))
 
 from labkit import Lab  # noqa: E402
 
-WORKLOADS = ("redis", "pg", "mysql", "conns", "failover")
+WORKLOADS = ("redis", "pg", "mysql", "conns", "failover", "tls")
 ALIASES = {"postgres": "pg", "postgresql": "pg", "mariadb": "mysql", "my": "mysql", "conn": "conns",
            "connections": "conns", "fo": "failover", "all": None}
-ENGINE_OF = {"redis": "redis", "pg": "postgres", "mysql": "mysql", "conns": "redis", "failover": "redis"}
+ENGINE_OF = {"redis": "redis", "pg": "postgres", "mysql": "mysql", "conns": "redis", "failover": "redis",
+             "tls": "redis"}
 PATHS = ("direct", "haproxy", "repoint")
 MUX = "repoint-mux"
 REDIS_PATHS = PATHS + (MUX,)
@@ -290,6 +294,10 @@ class Bench:
         tests = throughput.redis_tests(self.port("direct", "redis"), self.a.seconds / 2.0, self.a.smoke)
         self.run_throughput("redis", tests)
 
+    def workload_tls(self):
+        """TLS rows (benchkit/tls.py): a TLS-only redis-server of its own, direct / HAProxy / repoint."""
+        self.results["tls"] = tls_mod.run(self, log)
+
     def workload_pg(self):
         tests = throughput.pg_tests(max(1, int(round(self.a.seconds))), self.workdir)
         self.run_throughput("postgres", tests)
@@ -498,6 +506,9 @@ def main(argv=None):
     if b.results.get("failover"):
         print()
         print(report.failover_table(b.results["failover"]))
+    if b.results.get("tls"):
+        print()
+        print(tls_mod.table(b.results["tls"]))
     if b.errors:
         print("\nerrors:\n  " + "\n  ".join(b.errors))
     print("\nresults: %s" % path)

@@ -13,9 +13,9 @@ REDIS_CLIENTS = 50
 
 
 # ---- Redis ----------------------------------------------------------------------------------------
-def redis_benchmark(port, test, requests, pipeline=1, size=3, clients=REDIS_CLIENTS, timeout=300):
+def redis_benchmark(port, test, requests, pipeline=1, size=3, clients=REDIS_CLIENTS, timeout=300, extra=()):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients), "-n", str(requests),
-           "-t", test, "-d", str(size), "-P", str(pipeline), "--csv"]
+           "-t", test, "-d", str(size), "-P", str(pipeline), "--csv"] + list(extra)
     out = run(cmd, timeout, "redis-benchmark")
     rows = list(csv.DictReader(io.StringIO(out)))
     for row in rows:
