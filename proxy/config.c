@@ -666,8 +666,9 @@ static bool set_value(struct parser *p, const struct key_def *k, void *base, con
 		return true;
 	}
 	case TYPE_ENUM:
+		/* Words as people write them: log_level = INFO, protocol = Redis. */
 		for (int i = 0; k->names[i] != NULL; i++) {
-			if (strcmp(value, k->names[i]) == 0) {
+			if (strcasecmp(value, k->names[i]) == 0) {
 				*(int *)(void *)field = i;
 				return true;
 			}

@@ -92,7 +92,13 @@ bool parse_hostport(const char *s, struct hostport *out, char *err, size_t errle
 		hostlen = (size_t)(colon - s);
 		portstr = colon + 1;
 	}
-	if (hostlen == 0 || hostlen >= sizeof(out->host)) {
+	if (hostlen == 0) {
+		snprintf(err, errlen,
+			 "no host in '%s': write 127.0.0.1:%s for this machine only, 0.0.0.0:%s for every IPv4 "
+			 "address or [::]:%s for every address", s, portstr, portstr, portstr);
+		return false;
+	}
+	if (hostlen >= sizeof(out->host)) {
 		snprintf(err, errlen, "bad host in '%s'", s);
 		return false;
 	}

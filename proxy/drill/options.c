@@ -61,6 +61,7 @@ const char drill_usage_text[] =
 	"      --repl-user U        MariaDB: user the old writer replicates as (password from\n"
 	"                           $REPOINT_DRILL_REPL_PASSWORD; default the promote user)\n"
 	"  -h, --help               this help\n"
+	"  -V, --version            print the version and exit\n"
 	"\n"
 	"Exit status: 0 done and within the gates, 1 a gate was breached (or no recovery), 2 usage or\n"
 	"configuration error, 3 the drill could not run (refused, AWS error, ...).\n";
@@ -183,6 +184,7 @@ int drill_options_parse(int argc, char **argv, struct drill_options *o, char *er
 		{"promote-user", required_argument, NULL, OPT_PROMOTE_USER},
 		{"repl-user", required_argument, NULL, OPT_REPL_USER},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
@@ -199,7 +201,7 @@ int drill_options_parse(int argc, char **argv, struct drill_options *o, char *er
 	int idx = -1;
 	char name[64];
 
-	while ((c = getopt_long(argc, argv, ":c:s:h", opts, &idx)) != -1) {
+	while ((c = getopt_long(argc, argv, ":c:s:hV", opts, &idx)) != -1) {
 		bool ok = true;
 
 		/* Named as typed: the long name when getopt found one, else the word itself. */
@@ -290,6 +292,9 @@ int drill_options_parse(int argc, char **argv, struct drill_options *o, char *er
 		case OPT_QUIET: o->quiet = true; break;
 		case 'h':
 			fputs(drill_usage_text, stdout);
+			return 1;
+		case 'V':
+			printf("repoint %s\n", PACKAGE_VERSION);
 			return 1;
 		case ':':
 			snprintf(err, errlen, "%s needs a value", name);

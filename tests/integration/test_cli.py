@@ -34,12 +34,21 @@ def test_help_and_version():
     assert r.returncode == 0 and "-c FILE" in r.stdout and "--test" in r.stdout
     r = run("--version")
     assert r.returncode == 0 and re.match(r"repoint \d+\.\d+\.\d+", r.stdout)
+    for flag in ("--version", "-V"):
+        r = run("drill", flag)
+        assert r.returncode == 0 and re.match(r"repoint \d+\.\d+\.\d+", r.stdout), (flag, r.stdout, r.stderr)
 
 
 def test_check_mode_accepts_a_valid_config(tmp_path):
     r = run("-t", "-c", write(tmp_path, VALID))
     assert r.returncode == 0, r.stderr
     assert "valid" in r.stdout
+
+
+def test_config_words_in_any_case(tmp_path):
+    r = run("-t", "-c", write(tmp_path, VALID.replace("admin = 127.0.0.1:9901", "admin = 127.0.0.1:9901\nlog_level = INFO")
+                                   .replace("protocol = postgres", "protocol = Postgres")))
+    assert r.returncode == 0, r.stderr
 
 
 def test_example_config_is_valid():
@@ -56,6 +65,7 @@ def test_example_config_is_valid():
      "127.0.0.1:6432"),
     (VALID.replace("listen = 127.0.0.1:6432\n", ""), 4, "listen"),
     (VALID.replace("127.0.0.1:25433", "127.0.0.1:99999"), 7, "members"),
+    (VALID.replace("listen = 127.0.0.1:6432", "listen = :6432"), 6, "write 127.0.0.1:6432 for this machine only"),
 ])
 def test_bad_config_names_file_and_line_and_exits_2(tmp_path, text, line, words):
     path = write(tmp_path, text)

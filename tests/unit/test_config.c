@@ -384,6 +384,9 @@ START_TEST(test_err_bad_values)
 		      "test.ini:3: log_format: expected text or json, got 'xml'");
 	expect_errors("[repoint]\nadmin = 9901\n" OK_SERVICE,
 		      "test.ini:2: admin: expected HOST:PORT, got '9901'");
+	expect_errors("[service a]\nprotocol = redis\nlisten = :6434\nmembers = 127.0.0.1:1\n",
+		      "test.ini:3: listen: no host in ':6434': write 127.0.0.1:6434 for this machine only, "
+		      "0.0.0.0:6434 for every IPv4 address or [::]:6434 for every address");
 	expect_errors("[service a]\nprotocol = pg\nlisten = localhost:70000\n"
 		      "members = 127.0.0.1:1\n",
 		      "test.ini:2: protocol: expected postgres, mysql or redis, got 'pg'\n"
@@ -399,6 +402,22 @@ START_TEST(test_err_bad_values)
 		      "test.ini:2: region: expected a region name like us-east-1, got 'US East'\n"
 		      "test.ini:3: endpoint_url: expected an http:// or https:// URL, got "
 		      "'localhost:4566'");
+}
+END_TEST
+
+/* Words as people write them. */
+START_TEST(test_words_any_case)
+{
+	struct config *cfg = load_ok("[repoint]\nlog_level = INFO\nlog_format = Json\n[service a]\n"
+				     "protocol = Redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+				     "route = Writer\ndrain = IMMEDIATE\nmultiplex = ON\ntls = Verify-Full\n");
+	ck_assert_int_eq(cfg->log_level, LOG_INFO);
+	ck_assert_int_eq(cfg->log_format, LOG_FORMAT_JSON);
+	ck_assert_int_eq(cfg->services[0].protocol, PROTOCOL_REDIS);
+	ck_assert_int_eq(cfg->services[0].drain, DRAIN_IMMEDIATE);
+	ck_assert(cfg->services[0].multiplex);
+	ck_assert_int_eq(cfg->services[0].tls, TLS_VERIFY_FULL);
+	config_free(cfg);
 }
 END_TEST
 
@@ -809,6 +828,7 @@ int main(void)
 	tcase_add_test(tc, test_err_unknown_key);
 	tcase_add_test(tc, test_err_bad_values);
 	tcase_add_test(tc, test_err_ranges);
+	tcase_add_test(tc, test_words_any_case);
 	tcase_add_test(tc, test_err_duplicates);
 	tcase_add_test(tc, test_err_service_names);
 	tcase_add_test(tc, test_err_missing);
