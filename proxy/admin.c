@@ -56,6 +56,7 @@ struct admin {
 	const struct config *cfg;            /* admin_token, [aws] for the drills */
 	TAILQ_HEAD(, admin_drill) drills;    /* oldest first */
 	int ndrills;
+	struct admin_hooks hooks;            /* POST /reload */
 	struct evconnlistener *listener;     /* paused while ADMIN_MAX_CONNS connections are open */
 	struct bufferevent *conns[ADMIN_MAX_CONNS];  /* open admin connections (conns_reap) */
 	int nconns;
@@ -559,8 +560,33 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
 	return bev;
 }
 
+/* POST /reload: the file is checked now; a valid one is applied from the loop right after. */
+static void reload_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	char err[8192];
+
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		reply_error(req, 405, "Method Not Allowed", "use POST");
+		return;
+	}
+	if (!may_change(a, req, "a reload"))
+		return;
+	if (a->hooks.reload == NULL) {
+		reply_error(req, 503, "Service Unavailable", "reloads are not possible here");
+		return;
+	}
+	if (!a->hooks.reload(a->hooks.arg, err, sizeof(err))) {
+		reply_error(req, 400, "Bad Request", err);
+		return;
+	}
+	reply_json(req, 202, "Accepted",
+		   json_pack("{s:s, s:s}", "status", "reloading", "message",
+			     "the configuration is valid and is being applied now (the log says what changed)"));
+}
+
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
-			  int nsvcs)
+			  int nsvcs, const struct admin_hooks *hooks)
 {
 	struct admin *a = calloc(1, sizeof(*a));
 	const struct hostport *addr = &cfg->admin;
@@ -571,6 +597,8 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 		return NULL;
 	a->svcs = svcs;
 	a->nsvcs = nsvcs;
+	if (hooks != NULL)
+		a->hooks = *hooks;
 	a->started_ms = now_ms();
 	a->base = base;
 	TAILQ_INIT(&a->drills);
@@ -600,6 +628,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 	evhttp_set_cb(a->http, "/startup", startup_cb, a);
 	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
 	evhttp_set_cb(a->http, "/drills", drills_cb, a);
+	evhttp_set_cb(a->http, "/reload", reload_cb, a);
 	evhttp_set_gencb(a->http, notfound_cb, a);
 	log_info("admin", "listening on http://%s", hostport_str(addr, buf, sizeof(buf)));
 	return a;

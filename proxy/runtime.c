@@ -162,7 +162,7 @@ bool runtime_reload(struct runtime *rt)
 		admin_free(rt->admin);
 		rt->admin = NULL;
 		if (cfg->has_admin)
-			rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs);
+			rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs, &rt->admin_hooks);
 		if (cfg->has_admin)
 			rt->boot_admin = cfg->admin;
 	} else if (rt->admin != NULL) {
@@ -171,6 +171,35 @@ bool runtime_reload(struct runtime *rt)
 	rt->reloads++;
 	log_info("repoint", "configuration reloaded from %s: %d service(s) changed in place, %d added, %d removed, %d kept as they were",
 		 cfg->path, changed, added, removed, kept);
+	return true;
+}
+
+static void reload_now_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	runtime_reload(arg);
+}
+
+/* POST /reload: checked now (its messages go back to the caller), applied from the loop. */
+static bool admin_reload(void *arg, char *err, size_t errlen)
+{
+	struct runtime *rt = arg;
+	struct config *cfg;
+
+	if (rt->stopping) {
+		snprintf(err, errlen, "repoint is stopping");
+		return false;
+	}
+	cfg = config_load(rt->cfg->path, err, errlen);
+	if (cfg == NULL)
+		return false;
+	config_free(cfg);
+	log_info("repoint", "reload asked through the admin API");
+	if (event_base_once(rt->base, -1, EV_TIMEOUT, reload_now_cb, rt, NULL) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
 	return true;
 }
 
@@ -225,8 +254,9 @@ struct runtime *runtime_start(struct config *cfg)
 		if (!service_start(svc))
 			goto fail;
 	}
+	rt->admin_hooks = (struct admin_hooks){.reload = admin_reload, .arg = rt};
 	if (cfg->has_admin) {
-		rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs);
+		rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs, &rt->admin_hooks);
 		if (rt->admin == NULL)
 			goto fail;
 	}

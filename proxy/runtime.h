@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "admin.h"
 #include "util.h"
 
 struct config;
@@ -29,6 +30,7 @@ struct runtime {
 	struct service **retired;    /* removed by a reload: draining, freed with the runtime */
 	int nretired;
 	unsigned reloads, reload_failures;
+	struct admin_hooks admin_hooks;  /* POST /reload */
 	struct hostport boot_admin;  /* where the admin API listens */
 	bool stopping;
 	int64_t stop_deadline_ms;

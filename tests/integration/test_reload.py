@@ -186,3 +186,41 @@ def test_services_added_removed_and_moved_in_place(start_repoint):
     assert "service cache2: protocol changed: that needs a restart" in rp.logtext()
     assert redis.Redis(host="127.0.0.1", port=added, socket_timeout=10).ping()
     rp.ports.pop("postgres")
+
+
+def test_post_reload_needs_the_token_and_says_what_is_wrong(start_repoint, tmp_path):
+    """POST /reload: refused without admin_token (403) or with another (401); a file that fails the check is
+    answered 400 with its file:line messages and changes nothing; a good one is applied."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def post(token=None):
+        req = urllib.request.Request("http://127.0.0.1:%d/reload" % rp.admin_port, data=b"", method="POST")
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    rp = start_repoint()
+    assert post()[0] == 403
+    with open(rp.config_path) as f:
+        good = f.read().replace("[repoint]\n", "[repoint]\nadmin_token = t0ken\n", 1)
+    reload(rp, good)  # the token itself comes with a SIGHUP
+    assert post()[0] == 401 and post("wrong")[0] == 401
+    bad = set_key(good, "redis", "probe_interval", "fast")
+    line = next(i + 1 for i, ln in enumerate(bad.splitlines()) if ln.startswith("probe_interval = fast"))
+    with open(rp.config_path, "w") as f:
+        f.write(bad)
+    status, body = post("t0ken")
+    assert status == 400 and f"{rp.config_path}:{line}: probe_interval" in body["error"], body
+    n = rp.logtext().count("configuration reloaded from")
+    with open(rp.config_path, "w") as f:
+        f.write(set_key(good, "redis", "probe_interval", "200ms"))
+    status, body = post("t0ken")
+    assert status == 202 and body["status"] == "reloading", body
+    wait_for(lambda: rp.logtext().count("configuration reloaded from") > n, 10, what="the reload")
+    assert redis.Redis(host="127.0.0.1", port=rp.ports["redis"], socket_timeout=10).ping()
