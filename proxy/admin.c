@@ -498,7 +498,7 @@ static void notfound_cb(struct evhttp_request *req, void *arg)
 		drill_item(arg, req, path + 8);
 		return;
 	}
-	reply_text(req, 404, "Not Found", "not found: try /status, /metrics, /live, /ready, /startup or /drills");
+	reply_text(req, 404, "Not Found", "not found: try /status, /metrics, /clients, /live, /ready, /startup, /drills or /reload");
 }
 
 /* Forget the admin connections evhttp has freed. libevent 2.1 tells nothing when it frees one,
@@ -558,6 +558,35 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
 		evtimer_add(a->reap, &tv);
 	}
 	return bev;
+}
+
+/* GET /clients[?service=NAME]: every session. */
+static void clients_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	struct evkeyvalq q;
+	const char *only;
+	json_t *all = json_array();
+
+	if (!health_method(req))
+		return;
+	TAILQ_INIT(&q);
+	evhttp_parse_query_str(evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)) != NULL
+				       ? evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req))
+				       : "",
+			       &q);
+	only = evhttp_find_header(&q, "service");
+	for (int i = 0; all != NULL && i < a->nsvcs; i++) {
+		json_t *s;
+		if (only != NULL && strcmp(only, service_name(a->svcs[i])) != 0)
+			continue;
+		s = service_clients_json(a->svcs[i]);
+		if (s != NULL)
+			json_array_extend(all, s);
+		json_decref(s);
+	}
+	evhttp_clear_headers(&q);
+	reply_json(req, 200, "OK", json_pack("{s:o}", "clients", all != NULL ? all : json_array()));
 }
 
 /* POST /reload: the file is checked now; a valid one is applied from the loop right after. */
@@ -629,6 +658,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
 	evhttp_set_cb(a->http, "/drills", drills_cb, a);
 	evhttp_set_cb(a->http, "/reload", reload_cb, a);
+	evhttp_set_cb(a->http, "/clients", clients_cb, a);
 	evhttp_set_gencb(a->http, notfound_cb, a);
 	log_info("admin", "listening on http://%s", hostport_str(addr, buf, sizeof(buf)));
 	return a;

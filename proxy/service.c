@@ -1521,6 +1521,31 @@ static json_t *ms_to_wall_json(int64_t mono_ms)
 	return json_string(buf);
 }
 
+json_t *service_clients_json(const struct service *svc)
+{
+	json_t *a = json_array();
+	const struct session *s;
+	int64_t now = now_ms();
+
+	if (a == NULL)
+		return NULL;
+	TAILQ_FOREACH(s, &svc->sessions, all) {
+		json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:b, s:b}", "id", (json_int_t)s->id,
+				      "client", s->peer, "service", svc->cfg->name, "state", session_state_name(s->state),
+				      "age_s", (double)(now - s->accepted_ms) / 1000.0, "idle_s",
+				      (double)(now - s->active_ms) / 1000.0, "bytes_in", (json_int_t)s->bytes_in,
+				      "bytes_out", (json_int_t)s->bytes_out, "tls", s->client.conn.ssl != NULL,
+				      "shared", s->shared);
+		if (o == NULL)
+			continue;
+		json_object_set_new(o, "member", s->member >= 0 && s->member < svc->nmembers
+							 ? json_string(svc->members[s->member]->str)
+							 : json_null());
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
 json_t *service_status_json(const struct service *svc)
 {
 	const struct topology *t = &svc->topo;

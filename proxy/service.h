@@ -49,6 +49,8 @@ void service_retire(struct service *svc, int64_t timeout_ms);
 void service_free(struct service *svc);
 
 json_t *service_status_json(const struct service *svc);
+/* GET /clients: each session (client, member, state, age, idle time, bytes either way). */
+json_t *service_clients_json(const struct service *svc);
 /* Whether a new client would be routed now (false: why, e.g. "service orders: no confirmed
  * writer (new clients are held)"); and whether every member has been probed once (startup). */
 bool service_ready(const struct service *svc, char *why, size_t len);

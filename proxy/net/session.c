@@ -89,7 +89,7 @@ const char *session_state_name(enum session_state st)
 
 static const char *subject(const struct session *s, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s client#%llu %s", (s->host)->name, (unsigned long long)s->id, s->peer);
+	snprintf(buf, len, "%s client#%llu %s", s->host->name, (unsigned long long)s->id, s->peer);
 	return buf;
 }
 
@@ -321,19 +321,19 @@ static struct evbuffer *client_input(struct session *s)
 
 static bool refuse(struct session *s, enum session_refusal why)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 	enum proto_refuse_step step;
 	struct evbuffer *in = client_input(s);
 	char msg[256];
 
 	if (why == REFUSE_SHUTDOWN)
-		snprintf(msg, sizeof(msg), "repoint: service \"%s\" is shutting down", (s->host)->name);
+		snprintf(msg, sizeof(msg), "repoint: service \"%s\" is shutting down", s->host->name);
 	else if (why == REFUSE_TLS_REQUIRED)
 		snprintf(msg, sizeof(msg), "repoint: service \"%s\" takes TLS clients only (listen_tls = require)",
-			 (s->host)->name);
+			 s->host->name);
 	else
 		snprintf(msg, sizeof(msg), "repoint: no writer for service \"%s\" within %lld ms",
-			 (s->host)->name, (long long)(s->host)->cfg->hold_timeout_ms);
+			 s->host->name, (long long)s->host->cfg->hold_timeout_ms);
 	s->refusal = why;
 
 	drop_upstream(s);
@@ -361,7 +361,7 @@ static bool refuse(struct session *s, enum session_refusal why)
 
 static bool hold_timeout_refuse(struct session *s)
 {
-	(&(s->host)->counters)->hold_timeouts++;
+	s->host->counters.hold_timeouts++;
 	return refuse(s, REFUSE_HOLD_TIMEOUT);
 }
 
@@ -385,7 +385,7 @@ static bool hold(struct session *s, const char *why)
 		set_state(s, SESSION_HELD, why);
 	if (!s->in_held) {
 		s->host->ops->hold(s->host, s);
-		(&(s->host)->counters)->held_total++;
+		s->host->counters.held_total++;
 	}
 	/* Wake up at the deadline, or earlier to try again once a refusing member may be retried. */
 	if (s->avoid_member >= 0 && s->avoid_until_ms > now_ms() && s->avoid_until_ms - now_ms() < left)
@@ -398,7 +398,7 @@ static bool hold(struct session *s, const char *why)
 static bool hold_again(struct session *s, const char *why)
 {
 	drop_upstream(s);
-	s->hold_deadline_ms = now_ms() + (s->host)->cfg->hold_timeout_ms;
+	s->hold_deadline_ms = now_ms() + s->host->cfg->hold_timeout_ms;
 	return hold(s, why);
 }
 
@@ -431,7 +431,7 @@ static void retry_append(struct session *s, const uint8_t *p, size_t n)
  * kept (while small) so that a request refused as read-only can be sent to the new writer. */
 static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 
 	if (proto->retryable != NULL && proto->is_idle(&s->ps)) {
 		s->retry_len = 0;
@@ -440,7 +440,9 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, p, n);
 	if (proto->retryable != NULL || s->starting)
 		retry_append(s, p, n);
-	(&(s->host)->counters)->bytes_client_to_server += n;
+	s->host->counters.bytes_client_to_server += n;
+	s->bytes_in += n;
+	s->active_ms = now_ms();
 }
 
 /* Forward what the client sent while it had no server. */
@@ -470,12 +472,12 @@ static void forward_client_input(struct session *s)
  * server refused is sent first. Returns true when the session was freed. */
 static bool migrate(struct session *s, const char *why, bool replay)
 {
-	struct service_counters *c = (&(s->host)->counters);
+	struct service_counters *c = &s->host->counters;
 	char reason[160];
 
 	c->migrated++;
 	snprintf(reason, sizeof(reason), "(moving: %s)", why);
-	(s->host)->proto->init(&s->ps);
+	s->host->proto->init(&s->ps);
 	s->replay = replay && s->retry_valid && s->retry_len > 0;
 	if (!s->replay)
 		s->retry_len = 0;
@@ -495,11 +497,11 @@ static bool restart(struct session *s, const char *why)
 	int64_t avoid = SESSION_AVOID_MS << (s->restarts < 6 ? s->restarts : 6);
 
 	s->restarts++;
-	(&(svc)->counters)->restarted++;
+	svc->counters.restarted++;
 	s->avoid_member = member;
 	s->avoid_until_ms = now_ms() + (avoid < SESSION_AVOID_MAX_MS ? avoid : SESSION_AVOID_MAX_MS);
 	drop_upstream(s);
-	(svc)->proto->init(&s->ps);
+	svc->proto->init(&s->ps);
 	s->replay = s->retry_len > 0;
 	if (hold(s, why))
 		return true;
@@ -516,9 +518,9 @@ static bool can_restart(const struct session *s)
 
 static bool can_migrate(const struct session *s)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 
-	return proto->can_migrate != NULL && (s->host)->cfg->route == ROUTE_WRITER &&
+	return proto->can_migrate != NULL && s->host->cfg->route == ROUTE_WRITER &&
 	       !s->host->ops->stopping(s->host) && proto->can_migrate(&s->ps);
 }
 
@@ -535,7 +537,7 @@ static void route_if_ready(struct session *s)
 static void retry_elsewhere(struct session *s)
 {
 	s->retry_streak++;
-	(&(s->host)->counters)->retried++;
+	s->host->counters.retried++;
 	if (migrate(s, "the server refused a write as read-only", true))
 		return;
 	route_if_ready(s);
@@ -547,14 +549,15 @@ static bool pin(struct session *s);
 /* Deliver the reply held back while the member's word was awaited, and go on as before. */
 static void deliver_held_reply(struct session *s)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 	size_t n = evbuffer_get_length(s->held_reply);
 	uint8_t *p = evbuffer_pullup(s->held_reply, -1);
 
 	if (n > 0) {
 		if (!s->shared)
 			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, n);
-		(&(s->host)->counters)->bytes_server_to_client += n;
+		s->host->counters.bytes_server_to_client += n;
+		s->bytes_out += n;
 		if (!side_send(&s->client, p, n)) {
 			evbuffer_drain(s->held_reply, n);
 			client_gone(s, true);
@@ -596,7 +599,7 @@ static bool confirm_readonly(struct session *s, int member, const uint8_t *p, si
 	side_reading(&s->upstream, false);
 	/* A draining session keeps its drain deadline, which bounds the wait too. */
 	if (s->state == SESSION_ACTIVE)
-		arm_timer(s, (s->host)->cfg->probe_timeout_ms + SESSION_CONFIRM_SLACK_MS);
+		arm_timer(s, s->host->cfg->probe_timeout_ms + SESSION_CONFIRM_SLACK_MS);
 	s->host->ops->confirm_role(s->host, member);
 	return true;
 }
@@ -627,14 +630,14 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 			close_after_flush(s, "(closed by its server)");
 			return;
 		}
-		(&(s->host)->counters)->migrated++;
+		s->host->counters.migrated++;
 		route_if_ready(s);
 	}
 }
 
 static bool drain_now(struct session *s, bool idle)
 {
-	struct service_counters *c = (&(s->host)->counters);
+	struct service_counters *c = &s->host->counters;
 
 	if (idle && can_migrate(s)) {
 		/* Routed from the service's deferred release, not from here: drains run inside loops over
@@ -700,14 +703,14 @@ static void upstream_gone(struct session *s, bool error)
 		int member = s->member;
 		bool writer = svc->ops->pick(svc) == member;
 
-		(svc)->proto->init(&s->ps);
+		svc->proto->init(&s->ps);
 		s->retry_len = 0;
 		s->retry_valid = false;
 		if (writer) {
 			s->confirming = CONFIRM_CLOSE;
 			s->confirm_member = member;
 		} else {
-			(&(svc)->counters)->migrated++;
+			svc->counters.migrated++;
 		}
 		if (hold_again(s, error ? "(its server reset the connection)" : "(its server closed the connection)"))
 			return;
@@ -725,7 +728,7 @@ static void upstream_gone(struct session *s, bool error)
  * (an error about the request) waiting in the socket. Deliver what can still be read first. */
 static void upstream_write_failed(struct session *s)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 
 	for (int i = 0; i < 16 && s->upstream.conn.fd >= 0; i++) {
 		ssize_t r = read_once(&s->upstream);
@@ -733,7 +736,8 @@ static void upstream_write_failed(struct session *s)
 			break;
 		if (!s->shared)
 			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
-		(&(s->host)->counters)->bytes_server_to_client += (uint64_t)r;
+		s->host->counters.bytes_server_to_client += (uint64_t)r;
+		s->bytes_out += (uint64_t)r;
 		if (!side_send(&s->client, session_io, (size_t)r))
 			break;
 	}
@@ -749,7 +753,7 @@ static bool session_idle(const struct session *s)
 		return false;  /* a reply is held back: not answered yet, as far as the client knows */
 	if (s->shared)
 		return s->shared_out == 0;
-	return (s->host)->proto->is_idle(&s->ps);
+	return s->host->proto->is_idle(&s->ps);
 }
 
 /* Read the client only while it has room: what it is owed, what it has in flight and what waits
@@ -771,7 +775,7 @@ static void shared_flow(struct session *s)
  * session is like any other, starting with what client_in holds. Returns true when freed. */
 static bool pin(struct session *s)
 {
-	(&(s->host)->counters)->pinned++;
+	s->host->counters.pinned++;
 	s->shared = false;
 	s->unshare = false;
 	/* Its own connection is greeted first, its reply not passed on: HELLO 3 when its replies so
@@ -780,10 +784,10 @@ static bool pin(struct session *s)
 	 * client sends on the shared connection after it cannot run first (service_barrier). */
 	s->greet = true;
 	drop_upstream(s);
-	(s->host)->proto->init(&s->ps);
+	s->host->proto->init(&s->ps);
 	s->retry_valid = false;
 	s->retry_len = 0;
-	s->hold_deadline_ms = now_ms() + (s->host)->cfg->hold_timeout_ms;
+	s->hold_deadline_ms = now_ms() + s->host->cfg->hold_timeout_ms;
 	return route(s);
 }
 
@@ -834,7 +838,7 @@ static bool pending_pins(struct session *s)
  * Returns true when the session was freed. */
 static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 {
-	struct service_counters *c = (&(s->host)->counters);
+	struct service_counters *c = &s->host->counters;
 	struct shared *sh;
 	bool buffered = s->client_in != NULL && evbuffer_get_length(s->client_in) > 0;
 
@@ -971,6 +975,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		s->shared_bytes += n_sent;
 		c->shared_commands += ncmds;
 		c->bytes_client_to_server += n_sent;
+		s->bytes_in += n_sent;
+		s->active_ms = now_ms();
 	}
 	if (buffered)
 		evbuffer_drain(s->client_in, off);
@@ -1019,7 +1025,7 @@ static bool bind_shared(struct session *s, int member)
 		s->sh_write = write;
 		s->shared_out = 1;
 		s->shared_bytes = s->retry_len;
-		(&(s->host)->counters)->shared_commands++;
+		s->host->counters.shared_commands++;
 	}
 	return shared_input(s, NULL, 0);
 }
@@ -1027,7 +1033,7 @@ static bool bind_shared(struct session *s, int member)
 void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_t replies, uint32_t done_bytes)
 {
 	struct session_host *svc = s->host;
-	const struct proto_ops *proto = (svc)->proto;
+	const struct proto_ops *proto = svc->proto;
 	int member = s->member;
 	bool readonly = false;
 
@@ -1042,14 +1048,16 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		} else if (ro == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
 			   s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) &&
-			   (svc)->cfg->route == ROUTE_WRITER && !svc->ops->stopping(svc) && !s->client_eof &&
+			   svc->cfg->route == ROUTE_WRITER && !svc->ops->stopping(svc) && !s->client_eof &&
 			   confirm_readonly(s, member, p, n)) {
 			return;
 		} else {
 			readonly = true;
 		}
 	}
-	(&(svc)->counters)->bytes_server_to_client += n;
+	svc->counters.bytes_server_to_client += n;
+	s->bytes_out += n;
+	s->active_ms = now_ms();
 	/* Large replies go on a connection of the session's own from now on, like large commands. */
 	s->shared_reply += n;
 	if (replies > 0 ? s->shared_reply > (size_t)SESSION_SHARE_MAX * replies : s->shared_reply > SESSION_SHARE_MAX)
@@ -1139,7 +1147,7 @@ static bool client_tls_step(struct session *s)
 	}
 	if (r != 0) {
 		log_debug(subject(s, subj, sizeof(subj)), "client's TLS handshake failed: %s", err);
-		(&(s->host)->counters)->client_tls_failures++;
+		s->host->counters.client_tls_failures++;
 		session_destroy(s);
 		return true;
 	}
@@ -1186,7 +1194,7 @@ static bool client_sniffed(struct session *s)
 
 static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 	struct evbuffer *in = client_input(s);
 	uint8_t key[PROTO_KEY_MAX];
 	size_t keylen = 0, len, k;
@@ -1284,7 +1292,7 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 	struct evbuffer *dst;
 	ssize_t r;
 
@@ -1377,7 +1385,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 	struct session_host *svc = s->host;
-	const struct proto_ops *proto = (svc)->proto;
+	const struct proto_ops *proto = svc->proto;
 	int member = s->member;
 	bool readonly = false;
 	ssize_t r;
@@ -1491,7 +1499,9 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
-	(&(svc)->counters)->bytes_server_to_client += (uint64_t)r;
+	svc->counters.bytes_server_to_client += (uint64_t)r;
+	s->bytes_out += (uint64_t)r;
+	s->active_ms = now_ms();
 	if (!s->opaque_seen && proto->is_opaque(&s->ps)) {
 		s->opaque_seen = true;
 		svc->ops->opaque(svc);
@@ -1557,7 +1567,7 @@ static void tls_begin(struct session *s)
  * refusal, never a fallback to plaintext. */
 static void tls_answer(struct session *s)
 {
-	const struct proto_ops *proto = (s->host)->proto;
+	const struct proto_ops *proto = s->host->proto;
 	uint8_t b;
 	ssize_t r = s->upstream.conn.ops->read(&s->upstream.conn, &b, 1);
 
@@ -1619,7 +1629,7 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (s->host->ops->tls(s->host) != NULL) {
-			const struct proto_ops *proto = (s->host)->proto;
+			const struct proto_ops *proto = s->host->proto;
 			if (proto->tls_request != NULL) {
 				/* Asked for inside the protocol first (SSLRequest); its one-byte answer is
 				 * read alone (upstream_read_cb), nothing after it. */
@@ -1666,7 +1676,7 @@ static void on_connected(struct session *s)
 	set_state(s, SESSION_ACTIVE, what);
 	side_reading(&s->upstream, true);
 	if (s->replay) {
-		const struct proto_ops *proto = (s->host)->proto;
+		const struct proto_ops *proto = s->host->proto;
 		size_t pre = s->starting && proto->startup_preamble != NULL
 				     ? proto->startup_preamble(s->retry, s->retry_len)
 				     : 0;
@@ -1695,7 +1705,7 @@ static void on_connected(struct session *s)
 		side_reading(&s->client, false);
 	} else if (s->swallow == 0) {
 		/* Not before it is known whether they are a cancel request (cancel_check). */
-		if ((s->host)->proto->cancel_request == NULL || s->cancel_checked)
+		if (s->host->proto->cancel_request == NULL || s->cancel_checked)
 			forward_client_input(s);
 		s->client.paused = false;
 		side_reading(&s->client, !s->cancel && !s->client_eof);
@@ -1719,7 +1729,7 @@ static bool connect_failed(struct session *s, const char *why)
 	char reason[200];
 
 	snprintf(reason, sizeof(reason), "connect to %s: %s", s->host->ops->member_str(s->host, member), why);
-	(&(s->host)->counters)->upstream_connect_failures++;
+	s->host->counters.upstream_connect_failures++;
 	s->connect_errno = 0;
 	drop_upstream(s);
 	if (s->cancel) {
@@ -1742,7 +1752,7 @@ static bool connect_to(struct session *s, int member)
 {
 	socklen_t salen;
 	const struct sockaddr *sa = s->host->ops->member_addr(s->host, member, &salen);
-	struct event_base *base = (s->host)->base;
+	struct event_base *base = s->host->base;
 	evutil_socket_t fd;
 	char what[128];
 
@@ -1756,7 +1766,7 @@ static bool connect_to(struct session *s, int member)
 	s->host->ops->attach(s->host, s, member);
 	snprintf(what, sizeof(what), "(%s)", s->host->ops->member_str(s->host, member));
 	set_state(s, SESSION_CONNECTING, what);
-	arm_timer(s, (s->host)->cfg->connect_timeout_ms);
+	arm_timer(s, s->host->cfg->connect_timeout_ms);
 	s->connect_errno = net_tcp_connect(fd, sa, salen);
 	if (s->connect_errno == EINPROGRESS)
 		s->connect_errno = 0;
@@ -1801,7 +1811,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	case SESSION_CONNECTING:
 		snprintf(msg, sizeof(msg), "timeout after %lld ms",
-			 (long long)(s->host)->cfg->connect_timeout_ms);
+			 (long long)s->host->cfg->connect_timeout_ms);
 		connect_failed(s, msg);
 		return;
 	case SESSION_DRAINING:
@@ -1822,7 +1832,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 struct session *session_accept(struct session_host *svc, int fd, const struct sockaddr *peer)
 {
-	struct event_base *base = (svc)->base;
+	struct event_base *base = svc->base;
 	struct session *s = calloc(1, sizeof(*s));
 	int one = 1;
 
@@ -1838,11 +1848,12 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	net_conn_init(&s->client.conn, -1);
 	net_conn_init(&s->upstream.conn, -1);
 	s->accepted_ms = now_ms();
-	s->hold_deadline_ms = s->accepted_ms + (svc)->cfg->hold_timeout_ms;
-	(svc)->proto->init(&s->ps);
-	s->starting = (svc)->proto->startup_refusal != NULL;
+	s->active_ms = s->accepted_ms;
+	s->hold_deadline_ms = s->accepted_ms + svc->cfg->hold_timeout_ms;
+	svc->proto->init(&s->ps);
+	s->starting = svc->proto->startup_refusal != NULL;
 	s->retry_valid = s->starting;
-	s->shared = (svc)->cfg->multiplex;
+	s->shared = svc->cfg->multiplex;
 	if (peer->sa_family == AF_INET || peer->sa_family == AF_INET6) {
 		struct hostport hp;
 		char host[INET6_ADDRSTRLEN];
@@ -1872,10 +1883,10 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	}
 	side_reading(&s->client, true);
 	svc->ops->opened(svc, s);
-	(&(svc)->counters)->accepted++;
+	svc->counters.accepted++;
 	/* A TLS client of a protocol whose TLS starts at the first byte (Redis); Postgres clients ask
 	 * first (cancel_check). */
-	if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && (svc)->proto->tls_request == NULL) {
+	if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && svc->proto->tls_request == NULL) {
 		if (svc->ops->listen_tls_mode(svc) == LISTEN_TLS_ON) {
 			s->client_sniff = true;
 		} else if (client_tls_begin(s)) {

@@ -143,6 +143,8 @@ struct session {
 	struct event *timer;         /* hold, connect, drain or refuse deadline */
 	int connect_errno;           /* connect() failed at once: reported from the loop */
 	int64_t accepted_ms;         /* monotonic */
+	int64_t active_ms;           /* the last bytes either way (monotonic): GET /clients' idle time */
+	uint64_t bytes_in, bytes_out;  /* from the client, to the client */
 	int64_t hold_deadline_ms;    /* accepted + hold_timeout */
 	bool client_eof;             /* client closed its side: flush to upstream, then close */
 	enum session_refusal refusal;

@@ -259,3 +259,33 @@ def test_an_ordinary_connection_logs_nothing_at_info(lab, tmp_path):
         assert rp.logtext().count("\n") == before, rp.logtext().splitlines()[before:][:5]
     finally:
         rp.stop()
+
+
+def test_get_clients_lists_each_session(lab, tmp_path):
+    writer = lab.primary("redis").addr
+    pg = lab.primary("postgres").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n",
+                                 "pg": f"protocol = postgres\nmembers = {pg}\nprobe_interval = 100ms\n"})
+    try:
+        rp.wait_writer("rd")
+        rp.wait_writer("pg")
+        r = redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=10)
+        r.set("clients:k", "x" * 1000)
+        conn = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", connect_timeout=10)
+        conn.cursor().execute("SELECT 1")
+        status, body = http("GET", rp.admin_port, "/clients")
+        assert status == 200
+        clients = json.loads(body)["clients"]
+        rd = [c for c in clients if c["service"] == "rd"]
+        assert len(rd) == 1 and rd[0]["member"] == writer and rd[0]["state"] == "active", rd
+        assert rd[0]["bytes_in"] > 1000 and rd[0]["bytes_out"] >= 5 and rd[0]["age_s"] >= rd[0]["idle_s"] >= 0
+        local = r.connection_pool.get_connection("PING")
+        assert rd[0]["client"] == "127.0.0.1:%d" % local._sock.getsockname()[1]
+        r.connection_pool.release(local)
+        status, body = http("GET", rp.admin_port, "/clients?service=pg")
+        only = json.loads(body)["clients"]
+        assert [c["service"] for c in only] == ["pg"] and only[0]["member"] == pg
+        assert http("POST", rp.admin_port, "/clients")[0] == 405
+        conn.close()
+    finally:
+        rp.stop()
