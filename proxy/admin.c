@@ -566,10 +566,11 @@ static void clients_cb(struct evhttp_request *req, void *arg)
 	struct admin *a = arg;
 	struct evkeyvalq q;
 	const char *only;
-	json_t *all = json_array();
+	json_t *all;
 
 	if (!health_method(req))
 		return;
+	all = json_array();
 	TAILQ_INIT(&q);
 	evhttp_parse_query_str(evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)) != NULL
 				       ? evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req))
