@@ -1,7 +1,8 @@
 """TLS to the members: TLS-only redis-servers (plaintext port off, TLS replication) behind repoint, with a
 lab CA made here with openssl. Plaintext clients through repoint reach them over TLS (sessions, shared
 connections, probes); a switchover over TLS costs a writing client nothing; a certificate from another CA,
-one that does not name the member, and a member speaking plaintext are each refused with the reason."""
+one that does not name the member, an expired one and a member speaking plaintext are each refused with the
+reason."""
 import os
 import subprocess
 import threading
@@ -33,19 +34,38 @@ def make_cert(d, ca, name, san):
     return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
 
 
+def make_expired(d, ca, name, san):
+    """A certificate from `ca` for `san` that expired in 2020 (openssl ca takes explicit dates)."""
+    with open(os.path.join(d, name + ".cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = %s.index\nnew_certs_dir = .\nserial = %s.serial\n"
+                "default_md = sha256\npolicy = p\ncopy_extensions = copy\n[p]\ncommonName = supplied\n"
+                "[ext]\nsubjectAltName = %s\n" % (name, name, san))
+    open(os.path.join(d, name + ".index"), "w").close()
+    with open(os.path.join(d, name + ".serial"), "w") as f:
+        f.write("1000\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+            "-subj", "/CN=" + name, cwd=d)
+    openssl("ca", "-batch", "-config", name + ".cnf", "-extensions", "ext", "-startdate", "20200101000000Z",
+            "-enddate", "20200102000000Z", "-cert", ca + ".crt", "-keyfile", ca + ".key", "-in", name + ".csr",
+            "-out", name + ".crt", "-notext", cwd=d)
+    return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("pki"))
     ca = make_ca(d, "ca")
     other = make_ca(d, "other")
     cert, key = make_cert(d, "ca", "server", "IP:127.0.0.1,DNS:localhost")
-    return {"dir": d, "ca": ca, "other_ca": other, "cert": cert, "key": key}
+    expired, expired_key = make_expired(d, "ca", "expired", "IP:127.0.0.1")
+    return {"dir": d, "ca": ca, "other_ca": other, "cert": cert, "key": key, "expired": expired,
+            "expired_key": expired_key}
 
 
 class TlsRedis:
     """A TLS-only redis-server on a free port (optionally a replica of another, over TLS)."""
 
-    def __init__(self, pki, workdir, replicaof=None):
+    def __init__(self, pki, workdir, replicaof=None, check=True):
         self.port = free_port()
         cmd = ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
                "--tls-cert-file", pki["cert"], "--tls-key-file", pki["key"], "--tls-ca-cert-file", pki["ca"],
@@ -56,7 +76,12 @@ class TlsRedis:
         self.log = open(os.path.join(workdir, "redis-%d.log" % self.port), "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.ca = pki["ca"]
-        wait_for(lambda: self.client().ping(), 10, what="TLS redis on %d" % self.port)
+        if check:
+            wait_for(lambda: self.client().ping(), 10, what="TLS redis on %d" % self.port)
+        else:  # a certificate no client accepts: listening is all there is to see
+            import socket
+            wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() or True, 10,
+                     what="redis on %d" % self.port)
 
     def client(self):
         return redis.Redis("127.0.0.1", self.port, ssl=True, ssl_ca_certs=self.ca, socket_timeout=5)
@@ -150,7 +175,7 @@ def test_switchover_over_tls_costs_a_writing_client_nothing(tls_pair, pki, tmp_p
         rp.stop()
 
 
-@pytest.mark.parametrize("case", ["other CA", "wrong name", "plaintext member"])
+@pytest.mark.parametrize("case", ["other CA", "wrong name", "expired", "plaintext member"])
 def test_a_member_that_fails_tls_is_refused_with_the_reason(pki, tmp_path, case):
     plain = None
     node = None
@@ -162,6 +187,10 @@ def test_a_member_that_fails_tls_is_refused_with_the_reason(pki, tmp_path, case)
             wait_for(lambda: redis.Redis("127.0.0.1", port).ping(), 10, what="plain redis")
             body = ("protocol = redis\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\ntls = require\n" % port)
             want = "is the member speaking TLS?"
+        elif case == "expired":
+            node = TlsRedis(dict(pki, cert=pki["expired"], key=pki["expired_key"]), str(tmp_path), check=False)
+            body = service([node], pki)
+            want = "certificate has expired"
         else:
             node = TlsRedis(pki, str(tmp_path))
             if case == "other CA":
