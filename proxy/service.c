@@ -1541,6 +1541,11 @@ json_t *service_clients_json(const struct service *svc)
 		json_object_set_new(o, "member", s->member >= 0 && s->member < svc->nmembers
 							 ? json_string(svc->members[s->member]->str)
 							 : json_null());
+		if (s->upstream.conn.ssl != NULL) {
+			char tls[160];
+			net_conn_describe(&s->upstream.conn, tls, sizeof(tls));
+			json_object_set_new(o, "member_tls", json_string(tls));
+		}
 		json_array_append_new(a, o);
 	}
 	return a;

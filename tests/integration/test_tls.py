@@ -128,6 +128,14 @@ def test_plaintext_clients_reach_tls_only_members(tls_pair, pki, tmp_path, multi
         clients = [redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=10) for _ in range(20)]
         assert all(x.incr("tls:n") for x in clients)
         assert int(c.get("tls:n")) == 20
+        if multiplex == "off":
+            # Each session has its own TLS connection to the member; after the first, they resume the session.
+            import json
+            import urllib.request
+            with urllib.request.urlopen("http://127.0.0.1:%d/clients" % rp.admin_port, timeout=5) as r:
+                seen = [x.get("member_tls", "") for x in json.load(r)["clients"]]
+            assert len(seen) == 21 and all(t.startswith("TLSv1.3") for t in seen), seen
+            assert sum("resumed" in t for t in seen) >= 19, seen
     finally:
         rp.stop()
 
