@@ -1,5 +1,7 @@
 /* main.c - repoint's command line: run a configuration, check one, print help or version. */
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +32,8 @@ static const char usage_text[] =
 	"\n"
 	"Options:\n"
 	"  -c, --config FILE   configuration file (INI; see the example installed as repoint.ini)\n"
-	"  -t, --test          validate the configuration and exit\n"
+	"  -t, --test          validate the configuration and exit (warnings: an admin\n"
+	"                      address beyond loopback, a member name that does not resolve)\n"
 	"  -V, --version       print the version and exit\n"
 	"  -h, --help          print this help and exit\n"
 	"\n"
@@ -49,6 +52,44 @@ static int run(struct config *cfg)
 	runtime_run(rt);
 	runtime_free(rt);
 	return 0;
+}
+
+/* Whether an address is this machine only (127.0.0.0/8, ::1, localhost). */
+static bool loopback_only(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
+/* -t: what is valid but likely a mistake, said as warnings (the exit status stays 0). */
+static void test_warnings(const struct config *cfg)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+
+	if (cfg->has_admin && !loopback_only(cfg->admin.host))
+		printf("repoint: warning: admin listens on %s, beyond loopback: /status, /metrics and /clients are "
+		       "readable from the network%s\n",
+		       cfg->admin.host,
+		       cfg->admin_token == NULL ? "; drills and reloads stay refused until admin_token is set" : "");
+	for (const struct service_config *sc = cfg->services; sc != NULL; sc = sc->next)
+		for (int i = 0; i < sc->nmembers; i++) {
+			int rc = getaddrinfo(sc->members[i].host, NULL, &hints, &ai);
+			if (rc != 0) {
+				printf("repoint: warning: service %s: member %s does not resolve now (%s); repoint starts "
+				       "anyway and tries again at each probe\n",
+				       sc->name, sc->members[i].host, gai_strerror(rc));
+				continue;
+			}
+			freeaddrinfo(ai);
+		}
 }
 
 int main(int argc, char **argv)
@@ -102,6 +143,7 @@ int main(int argc, char **argv)
 	}
 	if (test) {
 		printf("repoint: %s is valid (%d service(s))\n", path, cfg->nservices);
+		test_warnings(cfg);
 		config_free(cfg);
 		return 0;
 	}

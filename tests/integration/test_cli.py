@@ -45,6 +45,17 @@ def test_check_mode_accepts_a_valid_config(tmp_path):
     assert "valid" in r.stdout
 
 
+def test_check_mode_warns_about_likely_mistakes(tmp_path):
+    r = run("-t", "-c", write(tmp_path, VALID))
+    assert r.returncode == 0 and "warning" not in r.stdout, r.stdout
+    text = VALID.replace("admin = 127.0.0.1:9901", "admin = 0.0.0.0:9901").replace(
+        "127.0.0.1:25433", "no-such-member.invalid:25433")
+    r = run("-t", "-c", write(tmp_path, text))
+    assert r.returncode == 0, r.stderr
+    assert "admin listens on 0.0.0.0, beyond loopback" in r.stdout and "until admin_token is set" in r.stdout
+    assert "member no-such-member.invalid does not resolve now" in r.stdout
+
+
 def test_config_words_in_any_case(tmp_path):
     r = run("-t", "-c", write(tmp_path, VALID.replace("admin = 127.0.0.1:9901", "admin = 127.0.0.1:9901\nlog_level = INFO")
                                    .replace("protocol = postgres", "protocol = Postgres")))
