@@ -490,15 +490,59 @@ static void drill_item(struct admin *a, struct evhttp_request *req, const char *
 	}
 }
 
+/* POST /services/NAME/pause | resume | drain. */
+static void service_action(struct admin *a, struct evhttp_request *req, const char *rest)
+{
+	const char *slash = strchr(rest, '/');
+	struct service *svc = NULL;
+	char name[128], what[64];
+	const char *action;
+
+	if (slash == NULL || (size_t)(slash - rest) >= sizeof(name)) {
+		reply_error(req, 404, "Not Found", "use POST /services/NAME/pause, /resume or /drain");
+		return;
+	}
+	memcpy(name, rest, (size_t)(slash - rest));
+	name[slash - rest] = '\0';
+	action = slash + 1;
+	if (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0 && strcmp(action, "drain") != 0) {
+		reply_error(req, 404, "Not Found", "use POST /services/NAME/pause, /resume or /drain");
+		return;
+	}
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		reply_error(req, 405, "Method Not Allowed", "use POST");
+		return;
+	}
+	snprintf(what, sizeof(what), "%s a service", action);
+	if (!may_change(a, req, what))
+		return;
+	for (int i = 0; i < a->nsvcs; i++)
+		if (strcmp(service_name(a->svcs[i]), name) == 0)
+			svc = a->svcs[i];
+	if (svc == NULL) {
+		reply_error(req, 404, "Not Found", "no such service");
+		return;
+	}
+	if (strcmp(action, "drain") == 0)
+		service_drain_all(svc, "drained through the admin API");
+	else
+		service_pause(svc, strcmp(action, "pause") == 0);
+	reply_json(req, 200, "OK", json_pack("{s:s, s:b}", "service", name, "paused", service_paused(svc)));
+}
+
 static void notfound_cb(struct evhttp_request *req, void *arg)
 {
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 
+	if (path != NULL && strncmp(path, "/services/", 10) == 0) {
+		service_action(arg, req, path + 10);
+		return;
+	}
 	if (path != NULL && strncmp(path, "/drills/", 8) == 0 && path[8] != '\0' && strchr(path + 8, '/') == NULL) {
 		drill_item(arg, req, path + 8);
 		return;
 	}
-	reply_text(req, 404, "Not Found", "not found: try /status, /metrics, /clients, /live, /ready, /startup, /drills or /reload");
+	reply_text(req, 404, "Not Found", "not found: try /status, /metrics, /clients, /live, /ready, /startup, /drills, /reload or /services/NAME/pause");
 }
 
 /* Forget the admin connections evhttp has freed. libevent 2.1 tells nothing when it frees one,

@@ -95,6 +95,7 @@ struct service {
 	struct event *release_ev;         /* deferred release of held sessions */
 	struct session_host host;         /* what its sessions see of it (their counters too) */
 	char subject[200];                /* "service NAME" */
+	bool paused;                      /* POST /services/NAME/pause: new clients held, sessions drained */
 	service_observer observer;
 	void *observer_arg;
 	const char *via;                  /* what made the observation being handled */
@@ -293,7 +294,7 @@ static void retire_shared(struct member *m)
 	}
 }
 
-static void drain_member(struct service *svc, int member, const char *why)
+static void drain_member_as(struct service *svc, int member, const char *why, enum drain_mode mode)
 {
 	struct session *s, *next;
 	unsigned n = 0;
@@ -309,14 +310,46 @@ static void drain_member(struct service *svc, int member, const char *why)
 	if (n == 0)
 		return;
 	log_info(svc->subject, "draining %u session(s) on %s (%s, %s)", n, svc->members[member]->str, why,
-		 drain_mode_name(svc->cfg->drain));
+		 drain_mode_name(mode));
 	emit(svc, SERVICE_EV_DRAIN_STARTED, member, NULL, n);
 	/* session_drain may free the session; `next` is taken before and sessions never free others. */
 	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, all);
 		if (s->member == member)
-			session_drain(s, svc->cfg->drain, svc->cfg->drain_timeout_ms);
+			session_drain(s, mode, svc->cfg->drain_timeout_ms);
 	}
+}
+
+static void drain_member(struct service *svc, int member, const char *why)
+{
+	drain_member_as(svc, member, why, svc->cfg->drain);
+}
+
+void service_drain_all(struct service *svc, const char *why)
+{
+	/* Graceful: each session at its next idle point (a Redis session moves on, a Postgres or MySQL
+	 * one is closed there), at the latest after drain_timeout. */
+	for (int i = 0; i < svc->nmembers; i++)
+		drain_member_as(svc, i, why, DRAIN_GRACEFUL);
+}
+
+void service_pause(struct service *svc, bool on)
+{
+	if (svc->paused == on)
+		return;
+	svc->paused = on;
+	if (on) {
+		log_info(svc->subject, "paused through the admin API: new clients are held, sessions drained at idle points");
+		service_drain_all(svc, "paused");
+		return;
+	}
+	log_info(svc->subject, "resumed through the admin API");
+	service_kick_held(svc);
+}
+
+bool service_paused(const struct service *svc)
+{
+	return svc->paused;
 }
 
 static void react(struct service *svc, unsigned ev, int member)
@@ -588,6 +621,8 @@ static int service_pick(struct service *svc)
 	const struct topology *t = &svc->topo;
 	int best = -1, n = svc->nmembers;
 
+	if (svc->paused)
+		return -1;  /* held until resumed (at most hold_timeout, as always) */
 	if (svc->cfg->route == ROUTE_WRITER)
 		return topo_writer_ready(t);
 	/* Readers (or any healthy member): the one with the fewest sessions, round robin among equals. */
@@ -614,6 +649,10 @@ bool service_ready(const struct service *svc, char *why, size_t len)
 
 	if (svc->stopping) {
 		snprintf(why, len, "service %s: stopping", svc->cfg->name);
+		return false;
+	}
+	if (svc->paused) {
+		snprintf(why, len, "service %s: paused (new clients are held)", svc->cfg->name);
 		return false;
 	}
 	if (svc->cfg->route == ROUTE_WRITER) {
@@ -1595,6 +1634,7 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "state", json_string(topo_state_name(t->state)));
 	json_object_set_new(o, "writer", w >= 0 ? json_string(svc->members[w]->str) : json_null());
 	json_object_set_new(o, "writer_ready", json_boolean(topo_writer_ready(t) >= 0));
+	json_object_set_new(o, "paused", json_boolean(svc->paused));
 	json_object_set_new(o, "conflict", json_boolean(t->conflict));
 	json_object_set_new(o, "members", members);
 	if (svc->source != NULL) {

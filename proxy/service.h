@@ -49,6 +49,13 @@ void service_retire(struct service *svc, int64_t timeout_ms);
 void service_free(struct service *svc);
 
 json_t *service_status_json(const struct service *svc);
+/* POST /services/NAME/pause and /resume (pgbouncer's PAUSE/RESUME, for planned maintenance): while
+ * paused, new clients are held (at most hold_timeout) and open sessions drained at their idle points
+ * (a Redis session is held there, its connection kept; a Postgres or MySQL one is closed); resume
+ * routes the held ones. /drain drains every session without pausing. */
+void service_pause(struct service *svc, bool on);
+bool service_paused(const struct service *svc);
+void service_drain_all(struct service *svc, const char *why);
 /* GET /clients: each session (client, member, state, age, idle time, bytes either way). */
 json_t *service_clients_json(const struct service *svc);
 /* Whether a new client would be routed now (false: why, e.g. "service orders: no confirmed

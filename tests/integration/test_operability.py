@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 import psycopg2
+import pytest
 import redis
 
 from conftest import REPOINT_BIN, free_port, rss_kb, start_custom, wait_for
@@ -287,5 +288,67 @@ def test_get_clients_lists_each_session(lab, tmp_path):
         assert [c["service"] for c in only] == ["pg"] and only[0]["member"] == pg
         assert http("POST", rp.admin_port, "/clients")[0] == 405
         conn.close()
+    finally:
+        rp.stop()
+
+
+def test_pause_and_resume_hold_clients_for_maintenance(lab, tmp_path):
+    """POST /services/NAME/pause: new clients wait, open sessions are drained at idle points (a Redis session
+    keeps its connection and waits too; a Postgres one is closed there); /resume lets them all go on."""
+    import threading
+    import urllib.request
+    import urllib.error
+    writer, pg = lab.primary("redis").addr, lab.primary("postgres").addr
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nmembers = {writer}\nprobe_interval = 100ms\n",
+                                 "pg": f"protocol = postgres\nmembers = {pg}\nprobe_interval = 100ms\n"},
+                      extra="admin_token = m41nt")
+
+    def post(path, token="m41nt"):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (rp.admin_port, path), data=b"", method="POST")
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    try:
+        rp.wait_writer("rd")
+        rp.wait_writer("pg")
+        r = redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=30)
+        assert r.set("pause:k", "1")
+        conn = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", connect_timeout=30)
+        conn.autocommit = True  # idle between statements (inside a transaction it would be drained at its end)
+        conn.cursor().execute("SELECT 1")
+        assert post("/services/rd/pause", token=None)[0] == 401
+        assert post("/services/nope/pause")[0] == 404
+        assert post("/services/rd/pause") == (200, {"service": "rd", "paused": True})
+        assert post("/services/pg/pause")[1]["paused"] is True
+        assert http("GET", rp.admin_port, "/ready")[0] == 503
+        done = {}
+
+        def later(key, fn):
+            try:
+                done[key] = fn()
+            except Exception as e:  # noqa: BLE001 - reported below
+                done[key] = e
+        t1 = threading.Thread(target=later, args=("redis", lambda: r.incr("pause:k")))
+        t2 = threading.Thread(target=later, args=("pg", lambda: psycopg2.connect(
+            host="127.0.0.1", port=rp.ports["pg"], user="postgres", connect_timeout=30).cursor().execute("SELECT 1")))
+        t1.start()
+        t2.start()
+        wait_for(lambda: rp.service("rd")["held"] >= 1 and rp.service("pg")["held"] >= 1, 10,
+                 what="both clients held while paused")
+        assert done == {}, done
+        with pytest.raises(psycopg2.Error):  # the idle Postgres session was closed at its idle point
+            conn.cursor().execute("SELECT 1")
+        assert post("/services/rd/resume")[1]["paused"] is False
+        assert post("/services/pg/resume")[1]["paused"] is False
+        t1.join(20)
+        t2.join(20)
+        assert done["redis"] == 2, done  # the same Redis connection, its command run once
+        assert done["pg"] is None, done
+        assert http("GET", rp.admin_port, "/ready")[0] == 200
     finally:
         rp.stop()
