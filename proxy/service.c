@@ -1679,6 +1679,7 @@ struct metric {
 	const char *type;
 	const char *help;
 	uint64_t (*get)(const struct service *svc);
+	bool source_only;  /* shown for services with a source only (no zeros for the others) */
 };
 
 #define METRIC_FN(fn, expr)                                                                        \
@@ -1713,60 +1714,76 @@ METRIC_FN(m_src_polls, svc->source ? aws_source_polls(svc->source) : 0)
 METRIC_FN(m_src_failures, svc->source ? aws_source_failures(svc->source) : 0)
 METRIC_FN(m_src_throttles, svc->source ? aws_source_throttles(svc->source) : 0)
 METRIC_FN(m_src_retries, svc->source ? aws_source_retries(svc->source) : 0)
-METRIC_FN(m_src_backoff, svc->source ? aws_source_last_backoff_ms(svc->source) : 0)
 METRIC_FN(m_bytes_in, svc->host.counters.bytes_client_to_server)
 METRIC_FN(m_bytes_out, svc->host.counters.bytes_server_to_client)
 
 static const struct metric service_metric_table[] = {
-	{"repoint_clients", "gauge", "Client connections open", m_clients},
-	{"repoint_held_clients", "gauge", "Clients waiting for a writer", m_held},
-	{"repoint_writer_ready", "gauge", "1 when new clients are sent to a confirmed writer", m_writer_ready},
-	{"repoint_conflict", "gauge", "1 while several members claim the writer role", m_conflict},
-	{"repoint_failovers_total", "counter", "Completed failovers", m_failovers},
-	{"repoint_conflicts_total", "counter", "Times several members claimed the writer role", m_conflicts},
-	{"repoint_accepted_total", "counter", "Client connections accepted", m_accepted},
-	{"repoint_held_total", "counter", "Clients that had to wait for a writer", m_held_total},
-	{"repoint_hold_timeouts_total", "counter", "Clients refused after hold_timeout", m_hold_timeouts},
+	{"repoint_clients", "gauge", "Client connections open", m_clients, false},
+	{"repoint_held_clients", "gauge", "Clients waiting for a writer", m_held, false},
+	{"repoint_writer_ready", "gauge", "1 when new clients are sent to a confirmed writer", m_writer_ready, false},
+	{"repoint_conflict", "gauge", "1 while several members claim the writer role", m_conflict, false},
+	{"repoint_failovers_total", "counter", "Completed failovers", m_failovers, false},
+	{"repoint_conflicts_total", "counter", "Times several members claimed the writer role", m_conflicts, false},
+	{"repoint_accepted_total", "counter", "Client connections accepted", m_accepted, false},
+	{"repoint_held_total", "counter", "Clients that had to wait for a writer", m_held_total, false},
+	{"repoint_hold_timeouts_total", "counter", "Clients refused after hold_timeout", m_hold_timeouts, false},
 	{"repoint_client_tls_failures_total", "counter", "Clients whose TLS handshake with the listener failed",
-	 m_client_tls_failures},
+	 m_client_tls_failures, false},
 	{"repoint_opaque_sessions_total", "counter",
-	 "Sessions repoint could not follow (a client's own TLS passed through to the member)", m_opaque_sessions},
-	{"repoint_drained_total", "counter", "Sessions closed by a drain", m_drained},
-	{"repoint_drained_idle_total", "counter", "Sessions drained at an idle point", m_drained_idle},
-	{"repoint_drained_timeout_total", "counter", "Sessions drained at drain_timeout", m_drained_timeout},
+	 "Sessions repoint could not follow (a client's own TLS passed through to the member)", m_opaque_sessions, false},
+	{"repoint_drained_total", "counter", "Sessions closed by a drain", m_drained, false},
+	{"repoint_drained_idle_total", "counter", "Sessions drained at an idle point", m_drained_idle, false},
+	{"repoint_drained_timeout_total", "counter", "Sessions drained at drain_timeout", m_drained_timeout, false},
 	{"repoint_upstream_connect_failures_total", "counter", "Failed connections to members",
-	 m_connect_failures},
+	 m_connect_failures, false},
 	{"repoint_migrated_total", "counter", "Sessions moved to another server without the client noticing",
-	 m_migrated},
+	 m_migrated, false},
 	{"repoint_retried_total", "counter", "Requests refused as read-only by an old writer and sent again",
-	 m_retried},
+	 m_retried, false},
 	{"repoint_shared_commands_total", "counter", "Commands sent over shared server connections (multiplex)",
-	 m_shared_commands},
+	 m_shared_commands, false},
 	{"repoint_pinned_total", "counter", "Sessions that needed a server connection of their own (multiplex)",
-	 m_pinned},
-	{"repoint_shared_connections", "gauge", "Open shared server connections (multiplex)", m_shared_connections},
-	{"repoint_restarted_total", "counter", "Session starts refused by a server and replayed", m_restarted},
-	{"repoint_refused_no_fd_total", "counter", "Clients refused at once: no file descriptor left", m_refused_fds},
+	 m_pinned, false},
+	{"repoint_shared_connections", "gauge", "Open shared server connections (multiplex)", m_shared_connections, false},
+	{"repoint_restarted_total", "counter", "Session starts refused by a server and replayed", m_restarted, false},
+	{"repoint_refused_no_fd_total", "counter", "Clients refused at once: no file descriptor left", m_refused_fds, false},
 	{"repoint_refused_max_clients_total", "counter", "Clients refused at once: max_clients reached",
-	 m_refused_max},
-	{"repoint_source_polls_total", "counter", "Successful polls of the control plane", m_src_polls},
+	 m_refused_max, false},
+	{"repoint_source_polls_total", "counter", "Successful polls of the control plane", m_src_polls, true},
 	{"repoint_source_failures_total", "counter", "Failed polls of the control plane (after retries)",
-	 m_src_failures},
-	{"repoint_source_throttles_total", "counter", "Throttled control-plane requests", m_src_throttles},
-	{"repoint_source_retries_total", "counter", "Retried control-plane requests", m_src_retries},
-	{"repoint_source_last_backoff_ms", "gauge", "Last backoff before a control-plane retry", m_src_backoff},
-	{"repoint_client_bytes_total", "counter", "Bytes forwarded from clients to servers", m_bytes_in},
-	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out},
+	 m_src_failures, true},
+	{"repoint_source_throttles_total", "counter", "Throttled control-plane requests", m_src_throttles, true},
+	{"repoint_source_retries_total", "counter", "Retried control-plane requests", m_src_retries, true},
+	{"repoint_client_bytes_total", "counter", "Bytes forwarded from clients to servers", m_bytes_in, false},
+	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out, false},
 };
 
 void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 {
+	bool sources = false;
+
+	for (int i = 0; i < n; i++)
+		sources = sources || svcs[i]->source != NULL;
+	evbuffer_add_printf(out, "# HELP repoint_build_info repoint's version\n# TYPE repoint_build_info gauge\n"
+				 "repoint_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	for (size_t k = 0; k < ARRAY_LEN(service_metric_table); k++) {
 		const struct metric *m = &service_metric_table[k];
+		if (m->source_only && !sources)
+			continue;
 		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
 		for (int i = 0; i < n; i++)
-			evbuffer_add_printf(out, "%s{service=\"%s\"} %llu\n", m->name, svcs[i]->cfg->name,
-					    (unsigned long long)m->get(svcs[i]));
+			if (!m->source_only || svcs[i]->source != NULL)
+				evbuffer_add_printf(out, "%s{service=\"%s\"} %llu\n", m->name, svcs[i]->cfg->name,
+						    (unsigned long long)m->get(svcs[i]));
+	}
+	if (sources) {
+		evbuffer_add_printf(out, "# HELP repoint_source_last_backoff_seconds Last backoff before a control-plane "
+					 "retry\n# TYPE repoint_source_last_backoff_seconds gauge\n");
+		for (int i = 0; i < n; i++)
+			if (svcs[i]->source != NULL)
+				evbuffer_add_printf(out, "repoint_source_last_backoff_seconds{service=\"%s\"} %.3f\n",
+						    svcs[i]->cfg->name,
+						    (double)aws_source_last_backoff_ms(svcs[i]->source) / 1000.0);
 	}
 	evbuffer_add_printf(out, "# HELP repoint_last_failover_seconds Duration of the last completed failover\n"
 				 "# TYPE repoint_last_failover_seconds gauge\n");
@@ -1781,10 +1798,19 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 				 "# TYPE repoint_member_up gauge\n");
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < svcs[i]->nmembers; j++)
-			evbuffer_add_printf(out, "repoint_member_up{service=\"%s\",member=\"%s\",role=\"%s\"} %d\n",
+			evbuffer_add_printf(out, "repoint_member_up{service=\"%s\",member=\"%s\"} %d\n",
 					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
-					    role_name(topo_member_role(&svcs[i]->topo, j)),
 					    topo_member_healthy(&svcs[i]->topo, j) ? 1 : 0);
+	/* The role as a value, not a label: a failover changes values, not series. */
+	evbuffer_add_printf(out, "# HELP repoint_member_role The member's role: 2 writer, 1 reader, 0 unknown or down\n"
+				 "# TYPE repoint_member_role gauge\n");
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < svcs[i]->nmembers; j++) {
+			enum role r = topo_member_role(&svcs[i]->topo, j);
+			evbuffer_add_printf(out, "repoint_member_role{service=\"%s\",member=\"%s\"} %d\n",
+					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
+					    r == ROLE_WRITER ? 2 : r == ROLE_READER ? 1 : 0);
+		}
 	evbuffer_add_printf(out, "# HELP repoint_member_clients Sessions attached to the member\n"
 				 "# TYPE repoint_member_clients gauge\n");
 	for (int i = 0; i < n; i++)

@@ -2,6 +2,7 @@
 import os
 import signal
 import socket
+import re
 import time
 
 import psycopg2
@@ -97,6 +98,13 @@ def test_status_and_metrics(start_repoint, lab):
     m = rp.metrics()
     assert "# TYPE repoint_clients gauge" in m
     assert 'repoint_member_up{service="redis"' in m
+    assert re.search(r'^repoint_build_info\{version="\d+\.\d+\.\d+"\} 1$', m, re.M)
+    # The role is a value (2 writer, 1 reader): a failover changes values, not series.
+    writer = lab.primary("redis")
+    assert 'repoint_member_role{service="redis",member="127.0.0.1:%d"} 2' % writer.port in m
+    assert "role=" not in m
+    # No control-plane families for services without a source.
+    assert "repoint_source_" not in m
 
 
 def test_sigterm_closes_idle_sessions_and_exits_0(start_repoint):
