@@ -96,6 +96,8 @@ struct service {
 	struct session_host host;         /* what its sessions see of it (their counters too) */
 	char subject[200];                /* "service NAME" */
 	bool paused;                      /* POST /services/NAME/pause: new clients held, sessions drained */
+	struct histogram failover_time;   /* writer lost -> new writer confirmed (seconds) */
+	uint64_t failovers_seen;          /* topo.failovers already in failover_time */
 	service_observer observer;
 	void *observer_arg;
 	const char *via;                  /* what made the observation being handled */
@@ -392,6 +394,10 @@ static void react(struct service *svc, unsigned ev, int member)
 		log_error(svc->subject, "conflict: several members claim to be writer (%s); %s", list,
 			  t->writer >= 0 ? "keeping the current writer" : "holding clients until one remains");
 		emit(svc, SERVICE_EV_CONFLICT, t->writer, NULL, 0);
+	}
+	if ((ev & TOPO_EV_WRITER_CONFIRMED) && t->failovers != svc->failovers_seen) {
+		svc->failovers_seen = t->failovers;
+		hist_observe(&svc->failover_time, (double)(t->last.confirmed_ms - t->last.started_ms) / 1000.0);
 	}
 	if (ev & TOPO_EV_WRITER_CONFIRMED) {
 		emit(svc, SERVICE_EV_WRITER_CONFIRMED, t->writer, NULL, 0);
@@ -1758,6 +1764,41 @@ static const struct metric service_metric_table[] = {
 	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out, false},
 };
 
+static const struct histogram *hist_failover(const struct service *svc)
+{
+	return &svc->failover_time;
+}
+
+static const struct histogram *hist_hold_wait(const struct service *svc)
+{
+	return &svc->host.counters.hold_wait;
+}
+
+static const struct histogram *hist_connect(const struct service *svc)
+{
+	return &svc->host.counters.connect_time;
+}
+
+/* One histogram family: cumulative buckets, +Inf, sum and count per service. */
+static void hist_family(struct evbuffer *out, const char *name, const char *help, struct service *const *svcs,
+			int n, const struct histogram *(*get)(const struct service *svc))
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (int i = 0; i < n; i++) {
+		const struct histogram *h = get(svcs[i]);
+		uint64_t acc = 0;
+		for (int b = 0; b < HIST_NBOUNDS; b++) {
+			acc += h->buckets[b];
+			evbuffer_add_printf(out, "%s_bucket{service=\"%s\",le=\"%g\"} %llu\n", name, svcs[i]->cfg->name,
+					    hist_bounds[b], (unsigned long long)acc);
+		}
+		evbuffer_add_printf(out, "%s_bucket{service=\"%s\",le=\"+Inf\"} %llu\n%s_sum{service=\"%s\"} %.6f\n"
+					 "%s_count{service=\"%s\"} %llu\n",
+				    name, svcs[i]->cfg->name, (unsigned long long)h->count, name, svcs[i]->cfg->name, h->sum,
+				    name, svcs[i]->cfg->name, (unsigned long long)h->count);
+	}
+}
+
 void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 {
 	bool sources = false;
@@ -1794,6 +1835,12 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 					    svcs[i]->cfg->name,
 					    (double)(t->last.confirmed_ms - t->last.started_ms) / 1000.0);
 	}
+	hist_family(out, "repoint_failover_duration_seconds", "From the writer's loss to the new writer's confirmation",
+		    svcs, n, hist_failover);
+	hist_family(out, "repoint_hold_wait_seconds", "How long clients waited for a writer before connecting",
+		    svcs, n, hist_hold_wait);
+	hist_family(out, "repoint_upstream_connect_seconds", "Connecting to a member (TLS handshake included)",
+		    svcs, n, hist_connect);
 	evbuffer_add_printf(out, "# HELP repoint_member_up 1 when the member answered its last probe\n"
 				 "# TYPE repoint_member_up gauge\n");
 	for (int i = 0; i < n; i++)

@@ -196,3 +196,19 @@ void str_printable(char *dst, size_t len, const char *src)
 	if (src != NULL && n + 1 == len && len > 4 && strlen(src) > n)
 		memcpy(dst + n - 3, "...", 3);
 }
+
+const double hist_bounds[HIST_NBOUNDS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+					  0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+void hist_observe(struct histogram *h, double seconds)
+{
+	int i = 0;
+
+	if (seconds < 0)
+		seconds = 0;
+	while (i < HIST_NBOUNDS && seconds > hist_bounds[i])
+		i++;
+	h->buckets[i]++;
+	h->count++;
+	h->sum += seconds;
+}

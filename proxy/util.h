@@ -48,4 +48,15 @@ void str_printable(char *dst, size_t len, const char *src);
 /* Trim leading and trailing white space in place; returns s. */
 char *str_trim(char *s);
 
+/* A Prometheus histogram of durations in seconds, with fixed buckets from 1 ms to 30 s (counts per
+ * bucket, not cumulative; the printer adds them up). */
+#define HIST_NBOUNDS 14
+extern const double hist_bounds[HIST_NBOUNDS];
+struct histogram {
+	uint64_t buckets[HIST_NBOUNDS + 1];  /* the last: above every bound */
+	uint64_t count;
+	double sum;
+};
+void hist_observe(struct histogram *h, double seconds);
+
 #endif

@@ -386,6 +386,8 @@ static bool hold(struct session *s, const char *why)
 	if (!s->in_held) {
 		s->host->ops->hold(s->host, s);
 		s->host->counters.held_total++;
+		if (s->held_since_ms == 0)
+			s->held_since_ms = now_ms();
 	}
 	/* Wake up at the deadline, or earlier to try again once a refusing member may be retried. */
 	if (s->avoid_member >= 0 && s->avoid_until_ms > now_ms() && s->avoid_until_ms - now_ms() < left)
@@ -1668,7 +1670,13 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 static void on_connected(struct session *s)
 {
 	char what[128];
+	int64_t now = now_ms();
 
+	hist_observe(&s->host->counters.connect_time, (double)(now - s->connect_started_ms) / 1000.0);
+	if (s->held_since_ms != 0) {
+		hist_observe(&s->host->counters.hold_wait, (double)(now - s->held_since_ms) / 1000.0);
+		s->held_since_ms = 0;
+	}
 	evtimer_del(s->timer);
 	if (s->in_held)
 		s->host->ops->unhold(s->host, s);
@@ -1767,6 +1775,7 @@ static bool connect_to(struct session *s, int member)
 	snprintf(what, sizeof(what), "(%s)", s->host->ops->member_str(s->host, member));
 	set_state(s, SESSION_CONNECTING, what);
 	arm_timer(s, s->host->cfg->connect_timeout_ms);
+	s->connect_started_ms = now_ms();
 	s->connect_errno = net_tcp_connect(fd, sa, salen);
 	if (s->connect_errno == EINPROGRESS)
 		s->connect_errno = 0;

@@ -49,6 +49,8 @@ struct service_counters {
 	uint64_t pinned;             /* multiplex: sessions that needed a connection of their own */
 	uint64_t bytes_client_to_server;
 	uint64_t bytes_server_to_client;
+	struct histogram hold_wait;     /* held -> connected to a writer (seconds) */
+	struct histogram connect_time;  /* upstream connect, TLS handshake included (seconds) */
 };
 
 struct session_host;
@@ -144,6 +146,8 @@ struct session {
 	int connect_errno;           /* connect() failed at once: reported from the loop */
 	int64_t accepted_ms;         /* monotonic */
 	int64_t active_ms;           /* the last bytes either way (monotonic): GET /clients' idle time */
+	int64_t held_since_ms;       /* when it started waiting for a writer, 0 when not waiting */
+	int64_t connect_started_ms;  /* when its upstream connect began */
 	uint64_t bytes_in, bytes_out;  /* from the client, to the client */
 	int64_t hold_deadline_ms;    /* accepted + hold_timeout */
 	bool client_eof;             /* client closed its side: flush to upstream, then close */

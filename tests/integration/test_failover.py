@@ -76,6 +76,14 @@ def test_switchover_keeps_writes_flowing(lab, start_repoint, name):
     s = rp.service(name)
     assert s["failovers"] >= 1 and s["last_failover"]["to"] == addr(new)
     assert result is not None
+    # The failover and the waits it caused are in the histograms too.
+    import re
+    m = rp.metrics()
+    count = lambda fam: int(re.search(r'^%s_count\{service="%s"\} (\d+)$' % (fam, name), m, re.M).group(1))  # noqa: E731
+    assert count("repoint_failover_duration_seconds") == s["failovers"]
+    assert count("repoint_upstream_connect_seconds") >= 1
+    assert re.search(r'^repoint_failover_duration_seconds_bucket\{service="%s",le="\+Inf"\} %d$'
+                     % (name, s["failovers"]), m, re.M)
 
 
 @pytest.mark.parametrize("name", ENGINE_NAMES)
