@@ -46,16 +46,19 @@ void runtime_stop(struct runtime *rt)
 
 	if (rt->stopping)
 		return;
+	unsigned nopen = open_sessions(rt);
+
 	rt->stopping = true;
 	rt->stop_deadline_ms = now_ms() + rt->cfg->shutdown_timeout_ms;
-	log_info("repoint", "stopping; %u connection(s) may finish for up to %lld ms", open_sessions(rt),
-		 (long long)rt->cfg->shutdown_timeout_ms);
 	if (rt->admin != NULL) {
 		admin_free(rt->admin);
 		rt->admin = NULL;
 	}
 	for (int i = 0; i < rt->nsvcs; i++)
 		service_shutdown(rt->svcs[i], rt->cfg->shutdown_timeout_ms);
+	/* Said once the listeners are closed: from this line on, new clients are refused. */
+	log_info("repoint", "stopping; listeners closed, %u connection(s) may finish for up to %lld ms", nopen,
+		 (long long)rt->cfg->shutdown_timeout_ms);
 	rt->tick = event_new(rt->base, -1, EV_PERSIST, tick_cb, rt);
 	event_add(rt->tick, &tv);
 	tick_cb(-1, 0, rt);

@@ -556,7 +556,7 @@ class Lab:
             admin = "127.0.0.1:%d" % free_port()
         elif isinstance(admin, int):
             admin = "127.0.0.1:%d" % admin
-        ports = {}
+        ports = {"admin": int(admin.rsplit(":", 1)[1])}  # a service never gets the admin's port
         lines = ["[repoint]", "admin = %s" % admin, "log_level = %s" % log_level, ""]
         per_engine = {e: overrides.pop(e) for e in list(overrides) if e in ENGINES}
         for e in engines:
@@ -581,7 +581,6 @@ class Lab:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             f.write("\n".join(lines))
-        ports["admin"] = int(admin.rsplit(":", 1)[1])
         with self._op():
             self.state["config"] = {"path": os.path.abspath(path), "admin": admin,
                                     "services": {e: ports[e] for e in engines}}

@@ -106,6 +106,8 @@ def start_custom(tmp_path, services, admin=True, extra=""):
     ports = {}
     for name, body in services.items():
         ports[name] = free_port()
+        while ports[name] == admin_port or list(ports.values()).count(ports[name]) > 1:
+            ports[name] = free_port()  # nothing is bound yet: the kernel may hand out the same port twice
         text += f"[service {name}]\nlisten = 127.0.0.1:{ports[name]}\n{body}\n"
     path = tmp_path / "custom.ini"
     path.write_text(text)
