@@ -1150,17 +1150,9 @@ static void check_service(struct parser *p, size_t idx)
 		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
 		svc->tls_given = tls->line != 0;
 		const struct key_seen *ltls = &st->seen[key_index(SECTION_SERVICE, "listen_tls")];
-		if (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
-			add_error(p, ltls->line,
-				  "listen_tls: redis and postgres clients can be taken over TLS so far (mysql "
-				  "upgrades inside its handshake: not yet), but this service is mysql");
-		else if (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF && svc->listen_tls_cert_file == NULL)
+		if (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF && svc->listen_tls_cert_file == NULL)
 			add_error(p, ltls->line, "listen_tls: needs listen_tls_cert_file (and listen_tls_key_file "
 						 "unless the key is in it)");
-		if (tls->valid && svc->tls != TLS_OFF && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
-			add_error(p, tls->line,
-				  "tls: redis and postgres members are reached over TLS so far (mysql upgrades "
-				  "inside its handshake: not yet), but this service is mysql");
 	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "

@@ -399,7 +399,7 @@ static void conn_my_finish(struct drill_conn *c)
 static void conn_my_connect(struct drill_conn *c)
 {
 	conn_step(c, engine_my_connect(&c->eng, c->ep.host, c->ep.port, c->user, c->password, c->database,
-				       c->timeout_ms, "repoint-drill"));
+				       c->timeout_ms, "repoint-drill", NULL, NULL));
 }
 
 static void conn_my_query(struct drill_conn *c)

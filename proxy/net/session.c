@@ -60,6 +60,14 @@
 
 enum session_confirm { CONFIRM_NONE, CONFIRM_READONLY, CONFIRM_CLOSE };
 
+/* A server-first TLS upgrade repoint conducts (proto->upgrade: MySQL), step by step. */
+enum med_step {
+	MED_NONE,
+	MED_GREETING,    /* connecting: the member's greeting is read whole */
+	MED_HELLO,       /* the client has the greeting: its TLS request or hello is awaited */
+	MED_MEMBER_TLS,  /* the hello is in hand: repoint's TLS handshake with the member */
+};
+
 /* multiplex: the largest command (and average reply) that may share a connection (a partial
  * command waits in client_in until complete), and the commands one session may have in flight
  * before it is not read. Larger ones get a connection of their own: one stream carrying everyone's
@@ -267,6 +275,8 @@ void session_destroy(struct session *s)
 	event_free(s->timer);
 	if (s->held_reply != NULL)
 		evbuffer_free(s->held_reply);
+	if (s->greeting != NULL)
+		evbuffer_free(s->greeting);
 	s->host->ops->closed(s->host, s);
 	free(s->retry);
 	free(s);
@@ -276,6 +286,11 @@ static void drop_upstream(struct session *s)
 {
 	side_close(&s->upstream);
 	s->tls_asking = false;
+	s->upstream.handshaking = false;
+	s->med = 0;
+	s->relay_on = false;
+	if (s->greeting != NULL)
+		evbuffer_drain(s->greeting, evbuffer_get_length(s->greeting));
 	if (s->sh != NULL)
 		shared_forget(s->sh, s);
 	s->sh = NULL;
@@ -429,6 +444,20 @@ static void retry_append(struct session *s, const uint8_t *p, size_t n)
 	s->retry_len += (uint32_t)n;
 }
 
+/* The server took the session: its start can no longer be replayed elsewhere. */
+static void started(struct session *s)
+{
+	s->starting = false;
+	s->retry_valid = false;
+	s->retry_len = 0;
+	if (s->host->proto->retryable == NULL) {
+		/* Nothing else keeps client bytes for this protocol: give the memory back. */
+		free(s->retry);
+		s->retry = NULL;
+		s->retry_cap = 0;
+	}
+}
+
 /* Client bytes about to go upstream: the tracker sees them, and from an idle point on they are
  * kept (while small) so that a request refused as read-only can be sent to the new writer. */
 static void client_bytes(struct session *s, const uint8_t *p, size_t n)
@@ -461,6 +490,9 @@ static void forward_client_input(struct session *s)
 		int used = n < (int)ARRAY_LEN(vec) ? n : (int)ARRAY_LEN(vec);
 		for (int i = 0; i < used; i++) {
 			client_bytes(s, vec[i].iov_base, vec[i].iov_len);
+			if (s->relay_on)
+				s->relay_on = s->host->proto->upgrade->relay(&s->relay, PROTO_CLIENT_TO_SERVER,
+									     vec[i].iov_base, vec[i].iov_len);
 			moved += vec[i].iov_len;
 		}
 		evbuffer_remove_buffer(in, s->upstream.out, moved);
@@ -1291,6 +1323,8 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	connect_to(s, target);
 }
 
+static void med_client_read(struct session *s);
+
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -1304,6 +1338,10 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (s->client.handshaking) {
 		client_tls_step(s);
+		return;
+	}
+	if (s->med != 0 && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
+		med_client_read(s);
 		return;
 	}
 	if (s->shared && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
@@ -1358,6 +1396,8 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 		client_bytes(s, session_io, (size_t)r);
+		if (s->relay_on)
+			s->relay_on = proto->upgrade->relay(&s->relay, PROTO_CLIENT_TO_SERVER, session_io, (size_t)r);
 		if (!side_send(&s->upstream, session_io, (size_t)r)) {
 			upstream_write_failed(s);
 			return;
@@ -1382,6 +1422,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static void tls_step(struct session *s);
 static void tls_answer(struct session *s);
+static void med_upstream_read(struct session *s);
 
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1394,6 +1435,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (s->med != 0) {
+		med_upstream_read(s);
+		return;
+	}
 	if (s->state == SESSION_CONNECTING && s->tls_asking) {
 		tls_answer(s);
 		return;
@@ -1476,17 +1521,8 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		/* Anything but a lone negotiation answer means the server took the session. */
-		if (!(r == 1 && session_io[0] == 'N')) {
-			s->starting = false;
-			s->retry_valid = false;
-			s->retry_len = 0;
-			if (proto->retryable == NULL) {
-				/* Nothing else keeps client bytes for this protocol: give the memory back. */
-				free(s->retry);
-				s->retry = NULL;
-				s->retry_cap = 0;
-			}
-		}
+		if (!(r == 1 && session_io[0] == 'N'))
+			started(s);
 	}
 	if (proto->readonly_reply != NULL) {
 		size_t ro = proto->readonly_reply(session_io, (size_t)r);
@@ -1500,6 +1536,8 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			readonly = true;
 		}
 	}
+	if (s->relay_on)
+		s->relay_on = proto->upgrade->relay(&s->relay, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	svc->counters.bytes_server_to_client += (uint64_t)r;
 	s->bytes_out += (uint64_t)r;
@@ -1552,7 +1590,7 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 		shared_flow(s);
 }
 
-static void on_connected(struct session *s);
+static bool on_connected(struct session *s);
 
 /* TLS to the member: the handshake starts. */
 static void tls_begin(struct session *s)
@@ -1612,12 +1650,272 @@ static void tls_step(struct session *s)
 	on_connected(s);
 }
 
+/* --- a server-first TLS upgrade (MySQL's CLIENT_SSL), conducted by repoint --- */
+
+/* When the member is reached over TLS or clients may bring TLS: then neither side's TLS request
+ * passes through, and the two sides' packet numbers are reconciled (proto_upgrade). */
+static bool med_wanted(const struct session *s)
+{
+	return s->host->proto->upgrade != NULL &&
+	       (s->host->ops->tls(s->host) != NULL || s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF);
+}
+
+static void med_hello(struct session *s);
+
+/* The client has the greeting and cannot be moved: an error in the protocol's words, then close. */
+static void med_refuse(struct session *s, bool tls_required, const char *msg, const char *why)
+{
+	s->host->proto->upgrade->refuse_hello(s->med_seq, s->client.out, tls_required, msg);
+	close_after_flush(s, why);
+}
+
+/* The member's greeting, read whole while connecting; passed on with the TLS offer the listener
+ * makes, or (a refusal, a greeting without TLS where TLS is wanted) not. */
+static void med_greeting(struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+	const struct proto_upgrade *up = proto->upgrade;
+	ssize_t r = read_once(&s->upstream);
+	size_t len, k;
+	uint8_t *p;
+	int offered;
+
+	if (r == -2)
+		return;
+	if (r <= 0) {
+		connect_failed(s, r == 0 ? "closed before its greeting" : strerror(errno));
+		return;
+	}
+	if (s->greeting == NULL && (s->greeting = evbuffer_new()) == NULL) {
+		connect_failed(s, "out of memory");
+		return;
+	}
+	evbuffer_add(s->greeting, session_io, (size_t)r);
+	len = evbuffer_get_length(s->greeting);
+	k = up->packet(evbuffer_pullup(s->greeting, len < 4 ? (ev_ssize_t)len : 4), len);
+	if (k == PROTO_MORE) {
+		if (len > up->max_packet)
+			connect_failed(s, "its greeting is too long");
+		return;
+	}
+	if (k != len) {
+		connect_failed(s, "it sent more than its greeting before the client answered");
+		return;
+	}
+	p = evbuffer_pullup(s->greeting, -1);
+	if (proto->startup_refusal != NULL && proto->startup_refusal(p, k) == k && can_restart(s)) {
+		restart(s, "(the server refused new sessions)");
+		return;
+	}
+	offered = up->greeting(p, k, s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF);
+	if (offered < 0) {
+		/* An error instead of a greeting (too many connections): the client's, as it would be
+		 * directly. */
+		evbuffer_add_buffer(s->client.out, s->greeting);
+		close_after_flush(s, "(the member refused the session)");
+		return;
+	}
+	if (offered == 0 && s->host->ops->tls(s->host) != NULL) {
+		connect_failed(s, "the member does not offer TLS (no CLIENT_SSL in its greeting)");
+		return;
+	}
+	started(s);
+	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, k);
+	s->host->counters.bytes_server_to_client += k;
+	s->bytes_out += k;
+	evbuffer_add_buffer(s->client.out, s->greeting);
+	s->med = MED_HELLO;
+	if (on_connected(s))
+		return;
+	if (!side_flush(&s->client)) {
+		client_gone(s, true);
+		return;
+	}
+	/* A client that spoke before the greeting: its bytes are taken as its first packet. */
+	if (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0)
+		med_hello(s);
+}
+
+/* The member's TLS handshake failed (or timed out) under a session the client has started: it
+ * hears why in its protocol's words, and the member's failure is reported. */
+static void med_member_failed(struct session *s, const char *err)
+{
+	char msg[300];
+	int member = s->member;
+
+	snprintf(msg, sizeof(msg), "repoint: TLS to %s failed: %s", s->host->ops->member_str(s->host, member), err);
+	s->host->counters.upstream_connect_failures++;
+	s->host->ops->upstream_failed(s->host, member, err);
+	med_refuse(s, false, msg, "(TLS to the member failed)");
+}
+
+/* Repoint's TLS handshake with the member; done, the hello goes out, then what followed it. */
+static void med_member_tls(struct session *s)
+{
+	char err[256];
+	int r = net_conn_handshake(&s->upstream.conn, err, sizeof(err));
+
+	if (r == EAGAIN) {
+		side_reading(&s->upstream, s->upstream.conn.want != EV_WRITE);
+		side_writing(&s->upstream, s->upstream.conn.want == EV_WRITE);
+		return;
+	}
+	if (r != 0) {
+		med_member_failed(s, err);
+		return;
+	}
+	s->med = MED_NONE;
+	s->upstream.handshaking = false;
+	evtimer_del(s->timer);
+	side_writing(&s->upstream, false);
+	side_reading(&s->upstream, true);
+	forward_client_input(s);
+	s->client.paused = false;
+	side_reading(&s->client, !s->client_eof);
+	if (!side_flush(&s->upstream))
+		upstream_write_failed(s);
+}
+
+/* The client's first packet after the greeting: a TLS request (the handshake follows), or its
+ * hello, which goes to the member renumbered, its TLS flag as the member's side has it. */
+static void med_hello(struct session *s)
+{
+	const struct proto_upgrade *up = s->host->proto->upgrade;
+	struct evbuffer *in = s->client_in;
+	enum listen_tls_mode lmode = s->host->ops->listen_tls_mode(s->host);
+	struct net_tls *member_tls = s->host->ops->tls(s->host);
+	size_t len = in != NULL ? evbuffer_get_length(in) : 0, k;
+	uint8_t *p, sseq;
+	int kind;
+
+	if (len == 0)
+		return;
+	k = up->packet(evbuffer_pullup(in, len < 4 ? (ev_ssize_t)len : 4), len);
+	if (k == PROTO_MORE && len <= up->max_packet)
+		return;
+	if (k == PROTO_MORE || k > up->max_packet) {
+		close_after_flush(s, "(the client's handshake is too long)");
+		return;
+	}
+	p = evbuffer_pullup(in, (ev_ssize_t)k);
+	kind = up->hello(p, k);
+	s->med_seq = up->hello_seq(p);
+	if (kind == 1 && s->client.conn.ssl == NULL && lmode != LISTEN_TLS_OFF) {
+		/* Anything sent after the request, before the handshake, would be taken as part of the
+		 * TLS session by a careless server (CVE-2021-23214): the client is closed. */
+		if (len > k) {
+			char subj[160];
+			log_info(subject(s, subj, sizeof(subj)), "bytes after the TLS request, before the handshake: closed");
+			session_destroy(s);
+			return;
+		}
+		evbuffer_drain(in, k);
+		(void)client_tls_begin(s);
+		return;
+	}
+	if (kind != 0) {
+		med_refuse(s, false, "repoint: not a handshake repoint can take", "(malformed handshake)");
+		return;
+	}
+	if (s->client.conn.ssl == NULL && lmode == LISTEN_TLS_REQUIRE) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "repoint: service \"%s\" takes TLS clients only (listen_tls = require)",
+			 s->host->name);
+		med_refuse(s, true, msg, "(refused: TLS required)");
+		return;
+	}
+	/* The tracker sees a plaintext hello; the member sees its own side's. */
+	up->hello_set(p, k, false, s->med_seq);
+	client_bytes(s, p, k);
+	sseq = member_tls != NULL ? up->seq_tls : up->seq_plain;
+	up->hello_set(p, k, member_tls != NULL, sseq);
+	memset(&s->relay, 0, sizeof(s->relay));
+	s->relay.shift = (int8_t)(sseq - s->med_seq);
+	s->relay_on = s->relay.shift != 0;
+	if (member_tls == NULL) {
+		s->med = MED_NONE;
+		evbuffer_remove_buffer(in, s->upstream.out, k);
+		forward_client_input(s);
+		if (!side_flush(&s->upstream))
+			upstream_write_failed(s);
+		return;
+	}
+	/* The TLS request, in plaintext and whole, before the handshake; the hello waits for it. */
+	struct evbuffer *req = evbuffer_new();
+	if (req == NULL) {
+		session_destroy(s);
+		return;
+	}
+	up->tls_request_from(p, k, req);
+	size_t rlen = evbuffer_get_length(req);
+	ssize_t w = s->upstream.conn.ops->write(&s->upstream.conn, evbuffer_pullup(req, -1), rlen);
+	evbuffer_free(req);
+	if (w != (ssize_t)rlen) {
+		med_member_failed(s, "cannot send the TLS request");
+		return;
+	}
+	evbuffer_remove_buffer(in, s->upstream.out, k);
+	if (!net_conn_start_tls(&s->upstream.conn, member_tls, s->host->ops->member_tls_name(s->host, s->member),
+				s->host->ops->member_str(s->host, s->member))) {
+		med_member_failed(s, "out of memory");
+		return;
+	}
+	s->med = MED_MEMBER_TLS;
+	s->upstream.handshaking = true;
+	side_reading(&s->client, false);
+	arm_timer(s, s->host->cfg->connect_timeout_ms);
+	med_member_tls(s);
+}
+
+/* Client bytes while repoint conducts the start: kept until a whole packet is there. */
+static void med_client_read(struct session *s)
+{
+	struct evbuffer *in;
+	ssize_t r = read_once(&s->client);
+
+	if (r == -2)
+		return;
+	if (r <= 0) {
+		session_destroy(s);
+		return;
+	}
+	if ((in = client_input(s)) == NULL || evbuffer_add(in, session_io, (size_t)r) < 0) {
+		session_destroy(s);
+		return;
+	}
+	if (s->med == MED_HELLO)
+		med_hello(s);
+}
+
+static void med_upstream_read(struct session *s)
+{
+	ssize_t r;
+
+	if (s->med == MED_GREETING) {
+		med_greeting(s);
+		return;
+	}
+	if (s->med == MED_MEMBER_TLS) {
+		med_member_tls(s);
+		return;
+	}
+	/* MED_HELLO: the member waits for the client; it has nothing to say but a close. */
+	r = read_once(&s->upstream);
+	if (r == -2)
+		return;
+	close_after_flush(s, r == 0 ? "upstream closed" : "(the member spoke out of turn)");
+}
+
 static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 	int err = 0;
 
 	(void)what;
+	if (s->med == MED_MEMBER_TLS) {
+		med_member_tls(s);
+		return;
+	}
 	if (s->state == SESSION_CONNECTING) {
 		if (s->upstream.conn.ssl != NULL) {
 			tls_step(s);
@@ -1628,6 +1926,13 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		if (err != 0) {
 			connect_failed(s, evutil_socket_error_to_string(err));
+			return;
+		}
+		if (med_wanted(s)) {
+			/* The member speaks first: its greeting is read whole (med_upstream_read). */
+			s->med = MED_GREETING;
+			side_writing(&s->upstream, false);
+			side_reading(&s->upstream, true);
 			return;
 		}
 		if (s->host->ops->tls(s->host) != NULL) {
@@ -1667,7 +1972,8 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void on_connected(struct session *s)
+/* Connected (and through any handshake): the session is the member's. True when it was freed. */
+static bool on_connected(struct session *s)
 {
 	char what[128];
 	int64_t now = now_ms();
@@ -1712,15 +2018,16 @@ static void on_connected(struct session *s)
 			evbuffer_add(s->upstream.out, ping, sizeof(ping) - 1);
 		side_reading(&s->client, false);
 	} else if (s->swallow == 0) {
-		/* Not before it is known whether they are a cancel request (cancel_check). */
-		if (s->host->proto->cancel_request == NULL || s->cancel_checked)
+		/* Not before it is known whether they are a cancel request (cancel_check), nor while
+		 * repoint conducts the start (they are the client's hello: med_client_read). */
+		if ((s->host->proto->cancel_request == NULL || s->cancel_checked) && s->med == 0)
 			forward_client_input(s);
 		s->client.paused = false;
 		side_reading(&s->client, !s->cancel && !s->client_eof);
 	}
 	if (!side_flush(&s->upstream)) {
 		upstream_write_failed(s);
-		return;
+		return true;
 	}
 	/* Its pinning command is handed to the server: the shared sessions behind it go on. */
 	if (!s->greet)
@@ -1729,6 +2036,7 @@ static void on_connected(struct session *s)
 		arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
 		half_close_upstream(s);
 	}
+	return false;
 }
 
 static bool connect_failed(struct session *s, const char *why)
@@ -1827,7 +2135,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		drain_now(s, false);
 		return;
 	case SESSION_ACTIVE:
-		if (s->confirming == CONFIRM_READONLY)
+		if (s->med == MED_MEMBER_TLS)
+			med_member_failed(s, "TLS handshake: timeout");
+		else if (s->confirming == CONFIRM_READONLY)
 			session_confirmed(s, ROLE_UNKNOWN, false);  /* no word in time: the reply goes on */
 		else if (s->client_eof)
 			session_destroy(s);
@@ -1895,7 +2205,8 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	svc->counters.accepted++;
 	/* A TLS client of a protocol whose TLS starts at the first byte (Redis); Postgres clients ask
 	 * first (cancel_check). */
-	if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && svc->proto->tls_request == NULL) {
+	if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && svc->proto->tls_request == NULL &&
+	    svc->proto->upgrade == NULL) {
 		if (svc->ops->listen_tls_mode(svc) == LISTEN_TLS_ON) {
 			s->client_sniff = true;
 		} else if (client_tls_begin(s)) {

@@ -180,6 +180,14 @@ struct session {
 	bool resp3;                  /* said HELLO 3: on the RESP3 shared connection */
 	bool barrier;                /* holds the service's barrier (the host's barrier) */
 	bool tls_asking;             /* connecting: the member's answer to the TLS request awaited */
+	/* A server-first TLS upgrade repoint conducts itself (MySQL: proto->upgrade): the member's
+	 * greeting is read whole (`greeting`), passed on with the listener's TLS offer, the client's
+	 * hello taken (after its TLS handshake), and sent on (after repoint's). */
+	uint8_t med;                 /* where it is (enum med_step, session.c); 0 when not conducting */
+	uint8_t med_seq;             /* the client's hello's number */
+	bool relay_on;               /* the two sides number packets differently until authentication ends */
+	struct proto_relay relay;
+	struct evbuffer *greeting;
 	bool opaque_seen;            /* its bytes stopped being readable to the tracker (counted once) */
 	bool client_sniff;           /* listen_tls = on (TLS from the first byte): its first byte
 	                                tells a TLS client (a handshake record) from a plaintext one */

@@ -812,7 +812,159 @@ static size_t my_startup_refusal(const uint8_t *p, size_t n)
 	return 4 + len;
 }
 
+/* --- the TLS upgrade (CLIENT_SSL), conducted by repoint (struct proto_upgrade) --- */
+
+/* A greeting, a hello, or a TLS request longer than this is not one. Connection attributes make
+ * hellos of a few hundred bytes; servers accept up to 64 KiB of them. */
+#define MY_UPGRADE_MAX (64u * 1024u)
+/* A TLS request is the hello's first 32 bytes: capabilities, max packet, charset, 23 zero bytes. */
+#define MY_TLS_REQUEST_LEN 32u
+#define MY_ER_HANDSHAKE 1043u           /* ER_HANDSHAKE_ERROR "Bad handshake", 08S01 */
+#define MY_ER_SECURE_TRANSPORT 3159u    /* ER_SECURE_TRANSPORT_REQUIRED, 08004 in MariaDB */
+
+static size_t my_up_packet(const uint8_t *p, size_t n)
+{
+	if (n < 4)
+		return PROTO_MORE;
+	size_t len = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16;
+	return n < 4 + len ? PROTO_MORE : 4 + len;
+}
+
+/* Protocol 10 greeting: version byte, NUL-terminated server version, connection id (4), scramble
+ * (8), filler, capabilities low 16 bits -- CLIENT_SSL is bit 3 of their second byte. */
+static int my_up_greeting(uint8_t *p, size_t n, bool offer)
+{
+	const uint8_t *nul;
+	size_t at;
+
+	if (n < 5 || p[3] != 0 || p[4] != 10)
+		return -1;
+	nul = memchr(p + 5, 0, n - 5);
+	if (nul == NULL)
+		return -1;
+	at = (size_t)(nul - p) + 15;  /* header (4) + 1 + version + NUL + 4 + 8 + 1 + 1 */
+	if (at >= n)
+		return -1;
+	int offered = (p[at] & (CLIENT_SSL >> 8)) != 0;
+	if (offer)
+		p[at] |= CLIENT_SSL >> 8;
+	else
+		p[at] &= (uint8_t)~(CLIENT_SSL >> 8);
+	return offered;
+}
+
+static uint32_t my_caps(const uint8_t *p)
+{
+	return (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+}
+
+static int my_up_hello(const uint8_t *p, size_t n)
+{
+	if (n < 4 + MY_TLS_REQUEST_LEN || !(my_caps(p) & CLIENT_PROTOCOL_41))
+		return -1;
+	return n == 4 + MY_TLS_REQUEST_LEN && (my_caps(p) & CLIENT_SSL) ? 1 : 0;
+}
+
+static uint8_t my_up_hello_seq(const uint8_t *p)
+{
+	return p[3];
+}
+
+static void my_up_hello_set(uint8_t *p, size_t n, bool tls, uint8_t seq)
+{
+	(void)n;
+	if (tls)
+		p[5] |= CLIENT_SSL >> 8;
+	else
+		p[5] &= (uint8_t)~(CLIENT_SSL >> 8);
+	p[3] = seq;
+}
+
+static void my_up_tls_request(const uint8_t *hello, size_t n, struct evbuffer *out)
+{
+	uint8_t req[4 + MY_TLS_REQUEST_LEN];
+
+	(void)n;
+	memcpy(req, hello, sizeof(req));
+	req[0] = MY_TLS_REQUEST_LEN;
+	req[1] = req[2] = 0;
+	req[3] = 1;
+	req[5] |= CLIENT_SSL >> 8;
+	evbuffer_add(out, req, sizeof(req));
+}
+
+static void my_up_refuse_hello(uint8_t hello_seq, struct evbuffer *out, bool tls_required, const char *msg)
+{
+	if (tls_required)
+		mysql_err_packet(out, (uint8_t)(hello_seq + 1), MY_ER_SECURE_TRANSPORT, "08004", msg);
+	else
+		mysql_err_packet(out, (uint8_t)(hello_seq + 1), MY_ER_HANDSHAKE, "08S01", msg);
+}
+
+/* Sequence ids during authentication: client packets get + shift, server packets - shift. It ends
+ * with the server's OK or ERR (first payload byte 0x00 / 0xFF; auth switch 0xFE and more-data
+ * 0x01 go on), and on the client's side at a command (sequence id 0: pipelined behind the hello),
+ * after which numbers restart at 0 on both sides with every command. */
+static bool my_up_relay(struct proto_relay *r, enum proto_dir dir, uint8_t *p, size_t n)
+{
+	const int d = dir == PROTO_CLIENT_TO_SERVER ? 0 : 1;
+
+	while (n > 0 && !r->done[d]) {
+		if (r->hdr[d] < 4) {
+			uint8_t h = r->hdr[d]++;
+			if (h == 0)
+				r->left[d] = 0;
+			if (h < 3) {
+				r->left[d] |= (uint32_t)*p << (8 * h);
+			} else if (d == 0) {
+				if (*p == 0) {
+					r->done[0] = true;
+					break;
+				}
+				*p = (uint8_t)(*p + r->shift);
+			} else {
+				*p = (uint8_t)(*p - r->shift);
+				r->first = true;
+			}
+			p++;
+			n--;
+			if (r->hdr[d] == 4 && r->left[d] == 0)
+				r->hdr[d] = 0;
+			continue;
+		}
+		if (d == 1 && r->first) {
+			r->first = false;
+			r->ending = *p == 0x00 || *p == 0xFF;
+		}
+		size_t k = r->left[d] < n ? r->left[d] : n;
+		r->left[d] -= (uint32_t)k;
+		p += k;
+		n -= k;
+		if (r->left[d] == 0) {
+			r->hdr[d] = 0;
+			if (d == 1 && r->ending)
+				r->done[0] = r->done[1] = true;
+		}
+	}
+	return !(r->done[0] && r->done[1]);
+}
+
+static const struct proto_upgrade my_upgrade = {
+	.max_packet = MY_UPGRADE_MAX,
+	.packet = my_up_packet,
+	.greeting = my_up_greeting,
+	.hello = my_up_hello,
+	.hello_seq = my_up_hello_seq,
+	.hello_set = my_up_hello_set,
+	.seq_tls = 2,
+	.seq_plain = 1,
+	.tls_request_from = my_up_tls_request,
+	.refuse_hello = my_up_refuse_hello,
+	.relay = my_up_relay,
+};
+
 const struct proto_ops proto_mysql = {
+	.upgrade = &my_upgrade,
 	.name = "mysql",
 	.init = my_init,
 	.feed = my_feed,

@@ -97,6 +97,51 @@ struct proto_ops {
 	int (*tls_answer)(uint8_t byte);
 	size_t (*negotiation_request)(const uint8_t *p, size_t n);
 	uint8_t negotiation_refused;
+
+	/* TLS offered inside a handshake the server opens (optional; MySQL's CLIENT_SSL). */
+	const struct proto_upgrade *upgrade;
+};
+
+/* A server-first TLS upgrade (MySQL): when repoint makes the TLS to the member or takes TLS
+ * clients, it conducts the start of the session itself, with these pure functions over packets:
+ *
+ *   member:  greeting ──▶ repoint ──▶ client   (the TLS offer set as the listener has it)
+ *   client:  [TLS request, handshake]  hello ──▶ repoint
+ *   repoint: [its TLS request from the hello, handshake]  hello ──▶ member
+ *
+ * Packets are numbered within an exchange, so each side's numbers then differ by the packets the
+ * other side did not see: `relay` renumbers them until authentication ends. */
+struct proto_relay {
+	uint32_t left[2];   /* payload bytes of the current packet still to pass, per direction */
+	uint8_t hdr[2];     /* header bytes of the current packet seen, per direction */
+	int8_t shift;       /* server's number = client's number + shift */
+	bool first;         /* server: the next byte is a payload's first */
+	bool ending;        /* server: this packet ends authentication */
+	bool done[2];
+};
+
+struct proto_upgrade {
+	size_t max_packet;  /* a greeting or hello longer than this is refused */
+	/* The length of the complete packet at the start of p[0..n), PROTO_MORE when it is not. */
+	size_t (*packet)(const uint8_t *p, size_t n);
+	/* The server's first packet (complete): its TLS offer is set to `offer` in place. 1 when the
+	 * server offered TLS, 0 when it did not, -1 when it is no greeting (an error: pass it on). */
+	int (*greeting)(uint8_t *p, size_t n, bool offer);
+	/* The client's packet after the greeting (complete): 1 a TLS request, 0 a hello, -1 neither. */
+	int (*hello)(const uint8_t *p, size_t n);
+	/* A hello's number; set its TLS flag and its number in place. */
+	uint8_t (*hello_seq)(const uint8_t *p);
+	void (*hello_set)(uint8_t *p, size_t n, bool tls, uint8_t seq);
+	/* The hello's number on the member's side when repoint sends its own TLS request first, and
+	 * when it does not. */
+	uint8_t seq_tls, seq_plain;
+	/* Appends to out the TLS request made from the client's hello (its capabilities). */
+	void (*tls_request_from)(const uint8_t *hello, size_t n, struct evbuffer *out);
+	/* Appends to out the error answering a hello numbered hello_seq: the server's own "TLS
+	 * required" error when tls_required, else its "bad handshake" (the member failed under it). */
+	void (*refuse_hello)(uint8_t hello_seq, struct evbuffer *out, bool tls_required, const char *msg);
+	/* Renumber p[0..n) (in place) going `dir`; false once authentication is over both ways. */
+	bool (*relay)(struct proto_relay *r, enum proto_dir dir, uint8_t *p, size_t n);
 };
 
 extern const struct proto_ops proto_postgres;

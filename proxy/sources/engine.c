@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/conn.h"
 #include "net/transport.h"
 #include "util.h"
 
@@ -300,6 +301,10 @@ static enum engine_step engine_my_advance(struct engine_conn *e, int status)
 		case ENGINE_MY_CONNECT:
 			if (e->my_ret == NULL)
 				return ENGINE_LIB_ERROR;
+			/* libmariadb 3.3 refuses a server without TLS only when it verifies the name: what
+			 * was asked for is checked here, for every mode. */
+			if (e->my_tls && mysql_get_ssl_cipher(e->my) == NULL)
+				return engine_fail(e, NULL, 0, "the member does not offer TLS (no CLIENT_SSL in its greeting)");
 			e->connecting = false;
 			e->my_idle = true;
 			return ENGINE_READY;
@@ -326,7 +331,7 @@ static enum engine_step engine_my_advance(struct engine_conn *e, int status)
 
 enum engine_step engine_my_connect(struct engine_conn *e, const char *host, uint16_t port, const char *user,
 				   const char *password, const char *database, int64_t timeout_ms,
-				   const char *program_name)
+				   const char *program_name, const struct net_tls_settings *tls, const char *tls_name)
 {
 	/* libmariadb's own timeouts are whole seconds and only a backstop: a second more than the
 	 * owner's, so that its timer speaks first and the message is its own. */
@@ -347,6 +352,23 @@ enum engine_step engine_my_connect(struct engine_conn *e, const char *host, uint
 	/* "localhost" would otherwise mean the Unix socket; we always hand it an address. */
 	mysql_options(e->my, MYSQL_OPT_PROTOCOL, &proto);
 	mysql_options4(e->my, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", program_name);
+	e->my_tls = tls != NULL && tls->mode != NET_TLS_OFF;
+	if (e->my_tls) {
+		my_bool on = 1;
+		my_bool verify = tls->mode == NET_TLS_VERIFY_FULL && tls_name != NULL &&
+				 (tls_name[0] == '\0' || strcmp(tls_name, host) == 0);
+		/* Never plaintext; with a CA the chain is verified (verify-ca and up). */
+		mysql_options(e->my, MYSQL_OPT_SSL_ENFORCE, &on);
+		if (tls->mode != NET_TLS_REQUIRE)
+			mysql_options(e->my, MYSQL_OPT_SSL_CA,
+				      tls->ca_file != NULL && tls->ca_file[0] != '\0' ? tls->ca_file
+										  : "/etc/ssl/certs/ca-certificates.crt");
+		mysql_options(e->my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+		if (tls->cert_file != NULL) {
+			mysql_options(e->my, MYSQL_OPT_SSL_CERT, tls->cert_file);
+			mysql_options(e->my, MYSQL_OPT_SSL_KEY, tls->key_file != NULL ? tls->key_file : tls->cert_file);
+		}
+	}
 	e->my_phase = ENGINE_MY_CONNECT;
 	e->my_ret = NULL;
 	return engine_my_advance(e, mysql_real_connect_start(&e->my_ret, e->my, host,

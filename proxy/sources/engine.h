@@ -73,6 +73,7 @@ struct engine_conn {
 	int my_rc;
 	enum engine_my_phase my_phase;
 	bool my_idle;              /* nothing in flight: mysql_close() can send COM_QUIT without waiting */
+	bool my_tls;               /* TLS asked for: a connection without it is a failure */
 
 	/* Redis */
 	struct net_conn rd_conn;   /* plain or TLS (net/conn.h) */
@@ -138,10 +139,13 @@ enum engine_step engine_pg_query(struct engine_conn *e, const char *sql);
 void engine_pg_error(const struct engine_conn *e, char *buf, size_t len);
 
 /* MySQL. host must be an address (libmariadb would resolve a name synchronously); timeout_ms sets
- * libmariadb's own timeouts, a backstop a second behind the owner's timer. */
+ * libmariadb's own timeouts, a backstop a second behind the owner's timer. tls (NULL: plain):
+ * libmariadb does the TLS with these settings; it checks the certificate's name against host, so
+ * verify-full checks the name only where tls_name is that address (else the chain, as verify-ca;
+ * the data path checks the name itself). */
 enum engine_step engine_my_connect(struct engine_conn *e, const char *host, uint16_t port, const char *user,
 				   const char *password, const char *database, int64_t timeout_ms,
-				   const char *program_name);
+				   const char *program_name, const struct net_tls_settings *tls, const char *tls_name);
 /* Runs sql; READY with my_res holding the stored result, or NULL for a statement without columns. */
 enum engine_step engine_my_query(struct engine_conn *e, const char *sql, size_t len);
 

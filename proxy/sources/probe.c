@@ -712,7 +712,8 @@ static void probe_my_evaluate(struct probe *p)
 static void probe_my_connect(struct probe *p)
 {
 	probe_step(p, engine_my_connect(&p->eng, p->addrs[p->addr_idx].text, p->port, p->user, p->password,
-	                                p->database, p->timeout_ms, "repoint-probe"));
+	                                p->database, p->timeout_ms, "repoint-probe",
+	                                p->tls != NULL ? net_tls_get_settings(p->tls) : NULL, p->tls_name));
 }
 
 static void probe_my_query(struct probe *p)

@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <string.h>
+
+#include <event2/buffer.h>
+
 #include "proto/proto.h"
 
 /* Fail loudly: libFuzzer reports the input that got here. */
@@ -57,6 +61,45 @@ static inline void fuzz_table_functions(const struct proto_ops *ops, const uint8
 		k = ops->cancel_request(p, n, key, &keylen);
 		FUZZ_CHECK(k == PROTO_MORE || k <= n);
 		FUZZ_CHECK(k == 0 || k == PROTO_MORE || keylen <= PROTO_KEY_MAX);
+	}
+	if (ops->upgrade != NULL) {
+		/* A member's greeting, a client's hello: one complete packet each, copied to a buffer of
+		 * exactly its size (so that a read past it is caught); then renumbering both ways. */
+		const struct proto_upgrade *up = ops->upgrade;
+		struct proto_relay r = {.shift = n > 0 ? (int8_t)(p[0] % 3) - 1 : 1};
+		k = up->packet(p, n);
+		FUZZ_CHECK(k == PROTO_MORE || (k >= 4 && k <= n));
+		if (k != PROTO_MORE) {
+			uint8_t *pkt = malloc(k);
+			if (pkt != NULL) {
+				memcpy(pkt, p, k);
+				int g = up->greeting(pkt, k, n % 2 == 0);
+				FUZZ_CHECK(g >= -1 && g <= 1);
+				memcpy(pkt, p, k);
+				int h = up->hello(pkt, k);
+				FUZZ_CHECK(h >= -1 && h <= 1);
+				if (h >= 0) {
+					struct evbuffer *req = evbuffer_new();
+					up->hello_set(pkt, k, h == 0, up->hello_seq(pkt));
+					up->tls_request_from(pkt, k, req);
+					FUZZ_CHECK(evbuffer_get_length(req) <= k);
+					evbuffer_free(req);
+				}
+				free(pkt);
+			}
+		}
+		uint8_t *copy = malloc(n ? n : 1);
+		if (copy != NULL) {
+			memcpy(copy, p, n);
+			for (size_t at = 0; at < n;) {
+				size_t step = 1 + copy[at] % 7;
+				if (step > n - at)
+					step = n - at;
+				(void)up->relay(&r, at % 2 ? PROTO_SERVER_TO_CLIENT : PROTO_CLIENT_TO_SERVER, copy + at, step);
+				at += step;
+			}
+			free(copy);
+		}
 	}
 }
 

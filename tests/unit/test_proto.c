@@ -1151,6 +1151,101 @@ START_TEST(test_my_err_encoder)
 }
 END_TEST
 
+/* The CLIENT_SSL upgrade repoint conducts (proto_mysql.upgrade). */
+START_TEST(test_my_upgrade)
+{
+	const struct proto_upgrade *up = proto_mysql.upgrade;
+	/* MariaDB-like greeting: protocol 10, "5.5.5-x\0", id, scramble 8, filler, caps low (0xFFF7:
+	 * CLIENT_SSL off), charset, status, caps high, ... */
+	uint8_t greet[] = {0x1d, 0, 0, 0, 10, '5', '.', '5', '.', '5', '-', 'x', 0, 1, 0, 0, 0, 'a', 'b', 'c', 'd',
+			   'e', 'f', 'g', 'h', 0, 0xf7, 0xf7, 8, 2, 0, 0xff, 0x81};
+	uint8_t err_greet[] = {0x05, 0, 0, 0, 0xff, 0x10, 0x04, '#', 'x'};
+	uint8_t hello[4 + 40] = {40, 0, 0, 1, 0x0d, 0xa2, 0x0a, 0x00, 0, 0, 0, 1, 33};
+	uint8_t tls_req[4 + 32] = {32, 0, 0, 1, 0x0d, 0xaa, 0x0a, 0x00, 0, 0, 0, 1, 33};
+	struct evbuffer *out = evbuffer_new();
+
+	ck_assert_uint_eq(up->packet(greet, 3), PROTO_MORE);
+	ck_assert_uint_eq(up->packet(greet, sizeof(greet) - 1), PROTO_MORE);
+	ck_assert_uint_eq(up->packet(greet, sizeof(greet)), sizeof(greet));
+	/* Not offered; offered on the way to the client; the offer taken away again. */
+	ck_assert_int_eq(up->greeting(greet, sizeof(greet), true), 0);
+	ck_assert_uint_eq(greet[27], 0xff);
+	ck_assert_int_eq(up->greeting(greet, sizeof(greet), false), 1);
+	ck_assert_uint_eq(greet[27], 0xf7);
+	ck_assert_int_eq(up->greeting(err_greet, sizeof(err_greet), false), -1);
+	ck_assert_int_eq(up->greeting(greet, 14, false), -1);  /* cut before the capabilities */
+
+	ck_assert_int_eq(up->hello(hello, sizeof(hello)), 0);
+	ck_assert_int_eq(up->hello(tls_req, sizeof(tls_req)), 1);
+	ck_assert_int_eq(up->hello(hello, 20), -1);
+	hello[5] &= (uint8_t)~0x02;  /* not protocol 4.1 */
+	ck_assert_int_eq(up->hello(hello, sizeof(hello)), -1);
+	hello[5] |= 0x02;
+	ck_assert_uint_eq(up->hello_seq(hello), 1);
+	up->hello_set(hello, sizeof(hello), true, 2);
+	ck_assert_uint_eq(hello[3], 2);
+	ck_assert_uint_eq(hello[5], 0xaa);
+	up->tls_request_from(hello, sizeof(hello), out);
+	EXPECT_BYTES(out, "\x20\x00\x00\x01\x0d\xaa\x0a\x00\x00\x00\x00\x01\x21"
+			  "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+		     "TLS request from the hello");
+	evbuffer_drain(out, evbuffer_get_length(out));
+	up->hello_set(hello, sizeof(hello), false, 1);
+	ck_assert_uint_eq(hello[5], 0xa2);
+
+	up->refuse_hello(2, out, true, "TLS only");
+	EXPECT_BYTES(out, "\x11\x00\x00\x03\xff\x57\x0c#08004TLS only", "TLS required");
+	evbuffer_free(out);
+}
+END_TEST
+
+/* Renumbering until authentication ends: server auth switch (0xFE), more data (0x01), then OK; the
+ * client's answers in between; a command pipelined behind (sequence 0) and its answer untouched. */
+START_TEST(test_my_relay)
+{
+	const struct proto_upgrade *up = proto_mysql.upgrade;
+	uint8_t s1[] = {3, 0, 0, 2, 0xfe, 'x', 0};      /* auth switch, client's numbering 2 */
+	uint8_t c1[] = {2, 0, 0, 3, 'p', 'w'};          /* answer */
+	uint8_t c2[] = {1, 0, 0, 0, 0x0e};              /* COM_PING pipelined */
+	uint8_t s2[] = {2, 0, 0, 4, 0x01, 0x03};        /* more data */
+	uint8_t s3[] = {7, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0}; /* OK */
+	uint8_t s4[] = {7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0}; /* the ping's OK */
+
+	for (int split = 0; split < 2; split++) {
+		struct proto_relay r = {.shift = 1};
+		uint8_t a[sizeof(s1)], b[sizeof(c1)], c[sizeof(c2)], d[sizeof(s2)], e[sizeof(s3)], f[sizeof(s4)];
+		memcpy(a, s1, sizeof(a));
+		memcpy(b, c1, sizeof(b));
+		memcpy(c, c2, sizeof(c));
+		memcpy(d, s2, sizeof(d));
+		memcpy(e, s3, sizeof(e));
+		memcpy(f, s4, sizeof(f));
+		a[3] = 3;  /* the member numbers one more (repoint's TLS request was its 1) */
+		d[3] = 5;
+		e[3] = 6;
+		if (split) {
+			for (size_t i = 0; i < sizeof(a); i++)
+				ck_assert(up->relay(&r, PROTO_SERVER_TO_CLIENT, a + i, 1));
+		} else {
+			ck_assert(up->relay(&r, PROTO_SERVER_TO_CLIENT, a, sizeof(a)));
+		}
+		ck_assert_uint_eq(a[3], 2);
+		ck_assert(up->relay(&r, PROTO_CLIENT_TO_SERVER, b, sizeof(b)));
+		ck_assert_uint_eq(b[3], 4);
+		ck_assert(up->relay(&r, PROTO_CLIENT_TO_SERVER, c, sizeof(c)));
+		ck_assert_uint_eq(c[3], 0);
+		ck_assert(up->relay(&r, PROTO_SERVER_TO_CLIENT, d, sizeof(d)));
+		ck_assert_uint_eq(d[3], 4);
+		ck_assert(!up->relay(&r, PROTO_SERVER_TO_CLIENT, e, split ? 5 : sizeof(e)) == !split);
+		if (split)
+			ck_assert(!up->relay(&r, PROTO_SERVER_TO_CLIENT, e + 5, sizeof(e) - 5));
+		ck_assert_uint_eq(e[3], 5);
+		ck_assert(!up->relay(&r, PROTO_SERVER_TO_CLIENT, f, sizeof(f)));
+		ck_assert_uint_eq(f[3], 1);
+	}
+}
+END_TEST
+
 /* ==== Redis ==== */
 
 /* RESP2 pipelining, nulls, nested arrays, errors */
@@ -1863,6 +1958,8 @@ int main(void)
 	tcase_add_test(my, test_my_fresh);
 	tcase_add_test(my, test_my_refuse);
 	tcase_add_test(my, test_my_err_encoder);
+	tcase_add_test(my, test_my_upgrade);
+	tcase_add_test(my, test_my_relay);
 	tcase_add_test(rd, test_resp_sessions);
 	tcase_add_test(rd, test_resp_hostile);
 	tcase_add_test(rd, test_resp_big_bulk);
