@@ -115,6 +115,8 @@ def test_plaintext_mysql_clients_reach_a_tls_only_server(tls_my, pki, tmp_path):
             cur.execute("COMMIT")
         assert [x["member_tls"] for x in clients(rp) if x.get("member_tls")], clients(rp)
         c.close()
+        # repoint followed every session (TLS to the member, plaintext to it): none became opaque.
+        assert 'repoint_opaque_sessions_total{service="my"} 0' in rp.metrics()
         # The mysql CLI (libmariadb), asking for no TLS on loopback, starting with another authentication
         # plugin than the account's: the server's auth switch request and the answer are renumbered too.
         out = subprocess.run(["mysql", "--no-defaults", "-h127.0.0.1", "-P%d" % rp.ports["my"], "-utest", "-ptest",
@@ -192,6 +194,7 @@ def test_listen_tls_on_in_front_of_a_plaintext_mysql(lab, pki, tmp_path):  # noq
             assert cur.fetchone()[0] == "test"
         tls_c.close()
         plain_c.close()
+        assert 'repoint_opaque_sessions_total{service="my"} 0' in rp.metrics()
     finally:
         rp.stop()
 
