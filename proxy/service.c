@@ -114,7 +114,6 @@ static const struct session_host_ops host_ops;
 static int service_pick(struct service *svc);
 static struct net_tls *service_listen_tls(struct service *svc);
 static enum listen_tls_mode service_listen_tls_mode(const struct service *svc);
-static const char *service_member_tls_name(const struct service *svc, int member);
 static bool service_stopping(const struct service *svc);
 static void service_upstream_failed(struct service *svc, int member, const char *why);
 static void service_confirm_role(struct service *svc, int member);
@@ -1322,9 +1321,14 @@ static enum listen_tls_mode service_listen_tls_mode(const struct service *svc)
 	return svc->listen_tls != NULL ? svc->cfg->listen_tls : LISTEN_TLS_OFF;
 }
 
-static const char *service_member_tls_name(const struct service *svc, int member)
+const char *service_member_tls_name(const struct service *svc, int member)
 {
 	return member_tls_name(svc->members[member]);
+}
+
+struct net_tls *service_tls(const struct service *svc)
+{
+	return svc->tls;
 }
 
 bool service_start(struct service *svc)

@@ -96,7 +96,11 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out);
 const struct service_config *service_config(const struct service *svc);
 const char *service_name(const struct service *svc);
 const struct sockaddr *service_member_addr(const struct service *svc, int member, socklen_t *len);
+struct net_tls;
 const char *service_member_str(const struct service *svc, int member);
+/* TLS to the members (NULL: plain) and the name a member's certificate must carry. */
+struct net_tls *service_tls(const struct service *svc);
+const char *service_member_tls_name(const struct service *svc, int member);
 struct service_counters *service_counters(struct service *svc);
 
 #endif

@@ -299,7 +299,8 @@ static void conn_pg_connect(struct drill_conn *c)
 
 	snprintf(port, sizeof(port), "%u", (unsigned)c->ep.port);
 	/* hostaddr: libpq must not resolve (synchronously); host is an IP literal anyway. */
-	engine_pg_param(&kv, "host", c->ep.host);
+	engine_pg_tls_params(&kv, c->ep.tls != NULL ? net_tls_get_settings(c->ep.tls) : NULL,
+			     c->ep.tls_name[0] != '\0' ? c->ep.tls_name : c->ep.host);
 	engine_pg_param(&kv, "hostaddr", c->ep.host);
 	engine_pg_param(&kv, "port", port);
 	engine_pg_param(&kv, "user", c->user);
@@ -399,7 +400,8 @@ static void conn_my_finish(struct drill_conn *c)
 static void conn_my_connect(struct drill_conn *c)
 {
 	conn_step(c, engine_my_connect(&c->eng, c->ep.host, c->ep.port, c->user, c->password, c->database,
-				       c->timeout_ms, "repoint-drill", NULL, NULL));
+				       c->timeout_ms, "repoint-drill",
+				       c->ep.tls != NULL ? net_tls_get_settings(c->ep.tls) : NULL, c->ep.tls_name));
 }
 
 static void conn_my_query(struct drill_conn *c)
@@ -518,7 +520,8 @@ static void conn_rd_connect(struct drill_conn *c)
 		conn_end(c, DRILL_ERR_REFUSED, NULL, "not an IP address: %s", c->ep.host);
 		return;
 	}
-	conn_step(c, engine_rd_connect(&c->eng, (const struct sockaddr *)&ss, sslen, NULL, NULL, NULL));
+	conn_step(c, engine_rd_connect(&c->eng, (const struct sockaddr *)&ss, sslen, c->ep.tls,
+				       c->ep.tls_name[0] != '\0' ? c->ep.tls_name : c->ep.host, c->ep.host));
 }
 
 static void conn_rd_query(struct drill_conn *c)
@@ -621,6 +624,8 @@ struct drill_conn *drill_conn_new(struct event_base *base, const struct drill_en
 	c->ep.user = c->user;
 	c->ep.password = c->password;
 	c->ep.database = c->database;
+	if (c->ep.tls != NULL)
+		net_tls_ref(c->ep.tls);
 	c->timer = evtimer_new(base, conn_timeout_cb, c);
 	c->deliver = event_new(base, -1, 0, conn_deliver_cb, c);
 	if (c->user == NULL || c->password == NULL || c->database == NULL || c->timer == NULL ||
@@ -708,5 +713,6 @@ void drill_conn_free(struct drill_conn *c)
 	free(c->user);
 	free(c->password);
 	free(c->database);
+	net_tls_free(c->ep.tls);
 	free(c);
 }

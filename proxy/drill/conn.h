@@ -23,6 +23,7 @@
 
 struct event_base;
 struct drill_conn;
+struct net_tls;
 
 enum drill_kind {
 	DRILL_OK,
@@ -46,6 +47,8 @@ struct drill_endpoint {
 	const char *user;       /* NULL or "": the library's default (Redis: no AUTH) */
 	const char *password;
 	const char *database;
+	struct net_tls *tls;    /* NULL: plain; else TLS with these settings (the conn keeps a reference) */
+	char tls_name[256];     /* the name the certificate must carry ("": the address) */
 };
 
 struct drill_result {

@@ -298,6 +298,9 @@ static bool read_members(struct drill *d)
 			continue;
 		dm->ep.port = dm->hp.port;
 		dm->ep.protocol = d->scfg->protocol;
+		/* Statements to a member (static promotions) go as the service's own connections do. */
+		dm->ep.tls = service_tls(d->svc);
+		snprintf(dm->ep.tls_name, sizeof(dm->ep.tls_name), "%s", service_member_tls_name(d->svc, (int)i));
 		dm->role = ROLE_UNKNOWN;
 		{
 			const char *r = json_string_value(json_object_get(m, "role"));
@@ -603,6 +606,16 @@ static bool listen_endpoint(struct drill *d)
 	d->listen_ep.user = d->scfg->probe_user;
 	d->listen_ep.password = d->scfg->probe_password;
 	d->listen_ep.database = d->scfg->probe_database;
+	if (d->scfg->listen_tls == LISTEN_TLS_REQUIRE) {
+		/* The load comes as a TLS client then: encrypted, not verified (it is repoint's own
+		 * listener, on this host). */
+		struct net_tls_settings st = {.mode = NET_TLS_REQUIRE};
+		char err[200];
+		d->listen_tls = net_tls_new(&st, err, sizeof(err));
+		if (d->listen_tls == NULL)
+			return false;
+		d->listen_ep.tls = d->listen_tls;
+	}
 	hostport_str(hp, d->listen_str, sizeof(d->listen_str));
 	return true;
 }
@@ -816,6 +829,7 @@ void drill_free(struct drill *d)
 		free((char *)d->recs[i].message);
 	free(d->recs);
 	free(d->members);
+	net_tls_free(d->listen_tls);
 	free(d->write_tmpl);
 	json_decref(d->service_events);
 	json_decref(d->failover);

@@ -94,6 +94,7 @@ struct drill {
 
 	/* load */
 	struct drill_endpoint listen_ep;
+	struct net_tls *listen_tls;        /* listen_tls = require: the load's TLS client context */
 	char listen_str[300];
 	char *write_tmpl;
 	struct drill_client *clients;

@@ -219,6 +219,24 @@ static enum engine_step engine_pg_connect_step(struct engine_conn *e, PostgresPo
 	}
 }
 
+void engine_pg_tls_params(struct engine_pg_params *kv, const struct net_tls_settings *tls, const char *host)
+{
+	/* libpq does the TLS itself, with the service's settings (sslmode's words are ours). */
+	static const char *const modes[] = {[NET_TLS_OFF] = "disable", [NET_TLS_REQUIRE] = "require",
+					    [NET_TLS_VERIFY_CA] = "verify-ca", [NET_TLS_VERIFY_FULL] = "verify-full"};
+
+	engine_pg_param(kv, "host", host);
+	if (tls == NULL)
+		return;
+	engine_pg_param(kv, "sslmode", modes[tls->mode]);
+	/* libpq 15 knows no "system" root: the system store is Debian's bundle. */
+	engine_pg_param(kv, "sslrootcert", tls->ca_file != NULL ? tls->ca_file : "/etc/ssl/certs/ca-certificates.crt");
+	if (tls->cert_file != NULL) {
+		engine_pg_param(kv, "sslcert", tls->cert_file);
+		engine_pg_param(kv, "sslkey", tls->key_file != NULL ? tls->key_file : tls->cert_file);
+	}
+}
+
 enum engine_step engine_pg_connect(struct engine_conn *e, const struct engine_pg_params *kv)
 {
 	e->pg_flushing = false;

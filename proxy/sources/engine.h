@@ -135,6 +135,9 @@ void engine_pg_param(struct engine_pg_params *kv, const char *key, const char *v
 enum engine_step engine_pg_connect(struct engine_conn *e, const struct engine_pg_params *kv);
 /* Sends sql and drains what is there; results go to pg_take, READY after the last. */
 enum engine_step engine_pg_query(struct engine_conn *e, const char *sql);
+/* TLS for a libpq connection (tls NULL: none): host (the name the certificate must carry: libpq
+ * checks it; the address goes in hostaddr), sslmode, sslrootcert, sslcert and sslkey. */
+void engine_pg_tls_params(struct engine_pg_params *kv, const struct net_tls_settings *tls, const char *host);
 /* libpq's last error, one line, without 'connection to server at "h", port N failed: '. */
 void engine_pg_error(const struct engine_conn *e, char *buf, size_t len);
 

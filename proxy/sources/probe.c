@@ -514,21 +514,8 @@ static void probe_pg_connect(struct probe *p)
 
 	snprintf(port, sizeof(port), "%u", (unsigned)p->port);
 	/* hostaddr keeps libpq from resolving (synchronously); host still names the server for TLS. */
-	engine_pg_param(&kv, "host", p->tls != NULL && p->tls_name[0] != '\0' ? p->tls_name : p->host);
-	if (p->tls != NULL) {
-		/* libpq does the TLS itself, with the service's settings (sslmode's words are ours). */
-		static const char *const modes[] = {[NET_TLS_OFF] = "disable", [NET_TLS_REQUIRE] = "require",
-						    [NET_TLS_VERIFY_CA] = "verify-ca",
-						    [NET_TLS_VERIFY_FULL] = "verify-full"};
-		const struct net_tls_settings *st = net_tls_get_settings(p->tls);
-		engine_pg_param(&kv, "sslmode", modes[st->mode]);
-		/* libpq 15 knows no "system" root: the system store is Debian's bundle. */
-		engine_pg_param(&kv, "sslrootcert", st->ca_file != NULL ? st->ca_file : "/etc/ssl/certs/ca-certificates.crt");
-		if (st->cert_file != NULL) {
-			engine_pg_param(&kv, "sslcert", st->cert_file);
-			engine_pg_param(&kv, "sslkey", st->key_file != NULL ? st->key_file : st->cert_file);
-		}
-	}
+	engine_pg_tls_params(&kv, p->tls != NULL ? net_tls_get_settings(p->tls) : NULL,
+			     p->tls != NULL && p->tls_name[0] != '\0' ? p->tls_name : p->host);
 	engine_pg_param(&kv, "hostaddr", p->addrs[p->addr_idx].text);
 	engine_pg_param(&kv, "port", port);
 	engine_pg_param(&kv, "user", p->user);
