@@ -1579,10 +1579,12 @@ json_t *service_clients_json(const struct service *svc)
 	if (a == NULL)
 		return NULL;
 	TAILQ_FOREACH(s, &svc->sessions, all) {
+		/* active_ms is read off the coarse clock: never before the accept */
+		int64_t active = s->active_ms > s->accepted_ms ? s->active_ms : s->accepted_ms;
 		json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:b, s:b}", "id", (json_int_t)s->id,
 				      "client", s->peer, "service", svc->cfg->name, "state", session_state_name(s->state),
 				      "age_s", (double)(now - s->accepted_ms) / 1000.0, "idle_s",
-				      (double)(now - s->active_ms) / 1000.0, "bytes_in", (json_int_t)s->bytes_in,
+				      (double)(now - active) / 1000.0, "bytes_in", (json_int_t)s->bytes_in,
 				      "bytes_out", (json_int_t)s->bytes_out, "tls", s->client.conn.ssl != NULL,
 				      "shared", s->shared);
 		if (o == NULL)

@@ -18,6 +18,9 @@ struct hostport {
 /* Monotonic clock in milliseconds / microseconds (CLOCK_MONOTONIC). */
 int64_t now_ms(void);
 int64_t now_us(void);
+/* Monotonic ms at the clock's coarse resolution (a few ms), without a clock read: for what only
+ * shows (a session's idle time), on the data path. */
+int64_t now_ms_coarse(void);
 /* Wall clock in milliseconds since the epoch (for reports and /status). */
 int64_t wall_ms(void);
 

@@ -77,6 +77,18 @@ static int plain_flush(struct net_conn *c, struct evbuffer *out, size_t *written
 	return 0;
 }
 
+ssize_t net_conn_peek(struct net_conn *c, uint8_t *b)
+{
+	ssize_t r;
+
+	do
+		r = recv(c->fd, b, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return -2;
+	return r;
+}
+
 static bool plain_pending(const struct net_conn *c)
 {
 	(void)c;

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <event2/util.h>
@@ -63,6 +64,10 @@ static inline void net_conn_init(struct net_conn *c, evutil_socket_t fd)
 	c->wretry = 0;
 	c->want = 0;
 }
+
+/* The first byte waiting on a plain conn's socket, left there (a listener telling a TLS client from
+ * a plaintext one): 1, 0 at the peer's end, -1 on error, -2 when nothing is there yet. */
+ssize_t net_conn_peek(struct net_conn *c, uint8_t *b);
 
 /* Closes the socket and frees the TLS state; the conn is then as net_conn_init(c, -1) left it. */
 void net_conn_close(struct net_conn *c);

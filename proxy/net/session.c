@@ -206,7 +206,7 @@ static ssize_t read_once(struct session_side *d)
 {
 	ssize_t r = d->conn.ops->read(&d->conn, session_io, sizeof(session_io));
 
-	if (r > 0 && d->reading && d->conn.ops->pending(&d->conn))
+	if (r > 0 && d->conn.ssl != NULL && d->reading && d->conn.ops->pending(&d->conn))
 		event_active(d->rev, EV_READ, 1);
 	return r;
 }
@@ -473,7 +473,7 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 		retry_append(s, p, n);
 	s->host->counters.bytes_client_to_server += n;
 	s->bytes_in += n;
-	s->active_ms = now_ms();
+	s->active_ms = now_ms_coarse();
 }
 
 /* Forward what the client sent while it had no server. */
@@ -1010,7 +1010,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		c->shared_commands += ncmds;
 		c->bytes_client_to_server += n_sent;
 		s->bytes_in += n_sent;
-		s->active_ms = now_ms();
+		s->active_ms = now_ms_coarse();
 	}
 	if (buffered)
 		evbuffer_drain(s->client_in, off);
@@ -1091,7 +1091,7 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 	}
 	svc->counters.bytes_server_to_client += n;
 	s->bytes_out += n;
-	s->active_ms = now_ms();
+	s->active_ms = now_ms_coarse();
 	/* Large replies go on a connection of the session's own from now on, like large commands. */
 	s->shared_reply += n;
 	if (replies > 0 ? s->shared_reply > (size_t)SESSION_SHARE_MAX * replies : s->shared_reply > SESSION_SHARE_MAX)
@@ -1214,9 +1214,9 @@ static bool client_tls_begin(struct session *s)
 static bool client_sniffed(struct session *s)
 {
 	uint8_t b;
-	ssize_t r = recv(s->client.conn.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	ssize_t r = net_conn_peek(&s->client.conn, &b);
 
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+	if (r == -2)
 		return false;
 	s->client_sniff = false;
 	if (r == 1 && b == 0x16) {
@@ -1541,7 +1541,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	svc->counters.bytes_server_to_client += (uint64_t)r;
 	s->bytes_out += (uint64_t)r;
-	s->active_ms = now_ms();
+	s->active_ms = now_ms_coarse();
 	if (!s->opaque_seen && proto->is_opaque(&s->ps)) {
 		s->opaque_seen = true;
 		svc->ops->opaque(svc);

@@ -145,7 +145,7 @@ struct session {
 	struct event *timer;         /* hold, connect, drain or refuse deadline */
 	int connect_errno;           /* connect() failed at once: reported from the loop */
 	int64_t accepted_ms;         /* monotonic */
-	int64_t active_ms;           /* the last bytes either way (monotonic): GET /clients' idle time */
+	int64_t active_ms;           /* the last bytes either way (monotonic, coarse: a few ms): GET /clients' idle time */
 	int64_t held_since_ms;       /* when it started waiting for a writer, 0 when not waiting */
 	int64_t connect_started_ms;  /* when its upstream connect began */
 	uint64_t bytes_in, bytes_out;  /* from the client, to the client */
