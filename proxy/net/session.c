@@ -1209,6 +1209,25 @@ static bool client_tls_begin(struct session *s)
 	return client_tls_step(s);
 }
 
+/* A client's TLS request, the first k bytes of `in`, is granted: the answer (if the protocol has one)
+ * goes out and the handshake begins. Anything sent after the request, before the handshake, would be
+ * taken as part of the TLS session by a careless server (CVE-2021-23214): such a client is closed. */
+static void client_tls_requested(struct session *s, struct evbuffer *in, size_t k, const uint8_t *answer, size_t alen)
+{
+	if (evbuffer_get_length(in) > k) {
+		char subj[160];
+		log_info(subject(s, subj, sizeof(subj)), "bytes after the TLS request, before the handshake: closed");
+		session_destroy(s);
+		return;
+	}
+	evbuffer_drain(in, k);
+	if (alen > 0 && !side_send(&s->client, answer, alen)) {
+		session_destroy(s);
+		return;
+	}
+	(void)client_tls_begin(s);
+}
+
 /* listen_tls = on, TLS from the first byte: a handshake record starts a TLS client, anything else
  * a plaintext one. False while there is nothing to look at yet, or when the handshake took over. */
 static bool client_sniffed(struct session *s)
@@ -1254,20 +1273,7 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 		if (s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF && k == proto->tls_request_len &&
 		    memcmp(head, proto->tls_request, k) == 0) {
 			static const uint8_t yes = 'S';
-			/* Anything sent after the request, before the handshake, would be taken as part of
-			 * the TLS session by a careless server (CVE-2021-23214): the client is closed. */
-			if (len > k) {
-				char subj[160];
-				log_info(subject(s, subj, sizeof(subj)), "bytes after the TLS request, before the handshake: closed");
-				session_destroy(s);
-				return;
-			}
-			evbuffer_drain(in, k);
-			if (!side_send(&s->client, &yes, 1)) {
-				session_destroy(s);
-				return;
-			}
-			(void)client_tls_begin(s);
+			client_tls_requested(s, in, k, &yes, 1);
 			return;
 		}
 		evbuffer_drain(in, k);
@@ -1801,16 +1807,7 @@ static void med_hello(struct session *s)
 	kind = up->hello(p, k);
 	s->med_seq = up->hello_seq(p);
 	if (kind == 1 && s->client.conn.ssl == NULL && lmode != LISTEN_TLS_OFF) {
-		/* Anything sent after the request, before the handshake, would be taken as part of the
-		 * TLS session by a careless server (CVE-2021-23214): the client is closed. */
-		if (len > k) {
-			char subj[160];
-			log_info(subject(s, subj, sizeof(subj)), "bytes after the TLS request, before the handshake: closed");
-			session_destroy(s);
-			return;
-		}
-		evbuffer_drain(in, k);
-		(void)client_tls_begin(s);
+		client_tls_requested(s, in, k, NULL, 0);
 		return;
 	}
 	if (kind != 0) {
