@@ -49,6 +49,9 @@ static const char *const tls_mode_names[] = {
 	NULL};
 static const char *const listen_tls_names[] = {
 	[LISTEN_TLS_OFF] = "off", [LISTEN_TLS_ON] = "on", [LISTEN_TLS_REQUIRE] = "require", NULL};
+static const char *const auth_names[] = {[AUTH_PASSTHROUGH] = "passthrough", [AUTH_REPOINT] = "repoint", NULL};
+static const char *const client_auth_names[] = {
+	[CLIENT_AUTH_SCRAM] = "scram-sha-256", [CLIENT_AUTH_MD5] = "md5", [CLIENT_AUTH_TRUST] = "trust", NULL};
 static const char *const log_level_names[] = {
 	[LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error", NULL};
 static const char *const log_format_names[] = {
@@ -60,6 +63,8 @@ _Static_assert(sizeof(enum route) == sizeof(int), "enum route is not int-sized")
 _Static_assert(sizeof(enum drain_mode) == sizeof(int), "enum drain_mode is not int-sized");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
 _Static_assert(sizeof(enum log_format) == sizeof(int), "enum log_format is not int-sized");
+_Static_assert(sizeof(enum auth_mode) == sizeof(int), "enum auth_mode is not int-sized");
+_Static_assert(sizeof(enum client_auth) == sizeof(int), "enum client_auth is not int-sized");
 
 static const char *enum_name(const char *const *names, size_t n, int v)
 {
@@ -289,6 +294,9 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_SERVICE, "listen_tls", SVC(listen_tls), listen_tls_names, "off", false),
 	STRING(SECTION_SERVICE, "listen_tls_cert_file", SVC(listen_tls_cert_file), NULL, check_readable),
 	STRING(SECTION_SERVICE, "listen_tls_key_file", SVC(listen_tls_key_file), NULL, check_readable),
+	ENUM(SECTION_SERVICE, "auth", SVC(auth), auth_names, "passthrough", false),
+	STRING(SECTION_SERVICE, "auth_file", SVC(auth_file), NULL, check_readable),
+	ENUM(SECTION_SERVICE, "client_auth", SVC(client_auth), client_auth_names, "scram-sha-256", false),
 	DURATION(SECTION_SERVICE, "hold_timeout", SVC(hold_timeout_ms), 0, WAIT_MAX, "30s"),
 	ENUM(SECTION_SERVICE, "drain", SVC(drain), drain_names, "graceful", false),
 	DURATION(SECTION_SERVICE, "drain_timeout", SVC(drain_timeout_ms), 0, WAIT_MAX, "10s"),
@@ -1154,6 +1162,25 @@ static void check_service(struct parser *p, size_t idx)
 			add_error(p, ltls->line, "listen_tls: needs listen_tls_cert_file (and listen_tls_key_file "
 						 "unless the key is in it)");
 	}
+	{
+		const struct key_seen *auth = &st->seen[key_index(SECTION_SERVICE, "auth")];
+		const struct key_seen *cauth = &st->seen[key_index(SECTION_SERVICE, "client_auth")];
+		const struct key_seen *afile = &st->seen[key_index(SECTION_SERVICE, "auth_file")];
+		bool own = svc->auth == AUTH_REPOINT;
+		if (auth->valid && own && protocol->valid && svc->protocol != PROTOCOL_POSTGRES)
+			add_error(p, auth->line, "auth: repoint authenticates postgres clients so far (mysql: not yet), "
+						 "but this service is %s", protocol_name(svc->protocol));
+		else if (auth->valid && own && svc->client_auth != CLIENT_AUTH_TRUST)
+			add_error(p, cauth->line ? cauth->line : auth->line,
+				  "client_auth: %s is not there yet (trust is)", client_auth_names[svc->client_auth]);
+		else if (auth->valid && own && listen->valid && !host_is_loopback(svc->listen.host))
+			add_error(p, cauth->line ? cauth->line : auth->line,
+				  "client_auth: trust is for loopback listeners only, but this service listens on %s",
+				  svc->listen.host[0] ? svc->listen.host : "every address");
+		if (!own && (cauth->line || afile->line))
+			add_error(p, cauth->line ? cauth->line : afile->line, "%s: only with auth = repoint",
+				  cauth->line ? "client_auth" : "auth_file");
+	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "
 					  "not rds");
@@ -1337,6 +1364,7 @@ void config_free(struct config *cfg)
 		free(svc->tls_server_name);
 		free(svc->tls_cert_file);
 		free(svc->tls_key_file);
+		free(svc->auth_file);
 		free(svc->listen_tls_cert_file);
 		free(svc->listen_tls_key_file);
 		free(svc->source);

@@ -20,6 +20,8 @@ enum drain_mode { DRAIN_GRACEFUL, DRAIN_IMMEDIATE };
 enum tls_mode { TLS_OFF, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
 /* TLS on a service's listener: none; plaintext and TLS clients both; TLS clients only. */
 enum listen_tls_mode { LISTEN_TLS_OFF, LISTEN_TLS_ON, LISTEN_TLS_REQUIRE };
+enum auth_mode { AUTH_PASSTHROUGH, AUTH_REPOINT };
+enum client_auth { CLIENT_AUTH_SCRAM, CLIENT_AUTH_MD5, CLIENT_AUTH_TRUST };
 
 const char *protocol_name(enum protocol p);
 const char *route_name(enum route r);
@@ -54,6 +56,10 @@ struct service_config {
 	enum listen_tls_mode listen_tls; /* clients -> repoint; default off */
 	char *listen_tls_cert_file;      /* PEM chain; re-read when it changes (rotation) */
 	char *listen_tls_key_file;       /* NULL: in listen_tls_cert_file */
+	enum auth_mode auth;             /* passthrough (default): the member authenticates the client;
+	                                    repoint: repoint does, and logs in to members itself */
+	char *auth_file;                 /* auth = repoint: users and their secrets (pgbouncer's format) */
+	enum client_auth client_auth;    /* auth = repoint: how clients prove who they are */
 	int64_t hold_timeout_ms;         /* default 30s */
 	enum drain_mode drain;           /* default graceful */
 	int64_t drain_timeout_ms;        /* default 10s */

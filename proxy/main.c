@@ -54,27 +54,12 @@ static int run(struct config *cfg)
 	return 0;
 }
 
-/* Whether an address is this machine only (127.0.0.0/8, ::1, localhost). */
-static bool loopback_only(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (strcmp(host, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (inet_pton(AF_INET6, host, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6);
-	return false;
-}
-
 /* -t: what is valid but likely a mistake, said as warnings (the exit status stays 0). */
 static void test_warnings(const struct config *cfg)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
 
-	if (cfg->has_admin && !loopback_only(cfg->admin.host))
+	if (cfg->has_admin && !host_is_loopback(cfg->admin.host))
 		printf("repoint: warning: admin listens on %s, beyond loopback: /status, /metrics and /clients are "
 		       "readable from the network%s\n",
 		       cfg->admin.host,

@@ -125,8 +125,8 @@ static void service_unhold(struct service *svc, struct session *s);
 static void service_attach(struct service *svc, struct session *s, int member);
 static void service_detach(struct service *svc, struct session *s);
 static void service_session_closed(struct service *svc, struct session *s);
-static int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
-				  size_t keylen);
+static const struct session *service_session_by_key(const struct service *svc, const struct session *except,
+						    const uint8_t *key, size_t keylen);
 static void service_barrier(struct service *svc, bool on);
 static bool service_barred(const struct service *svc);
 static struct shared *service_shared(struct service *svc, int member, bool resp3, bool write);
@@ -527,6 +527,10 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	m->probe_started_ms = now_ms();
+	/* Sessions wait for the member's word on what they just saw (a close, a read-only refusal):
+	 * from a new connection, so that it cannot predate what they saw. */
+	if (m->confirm_after_ms != 0)
+		probe_fresh(m->probe);
 	probe_run(m->probe);
 }
 
@@ -750,22 +754,22 @@ static void service_detach(struct service *svc, struct session *s)
 	s->member = -1;
 }
 
-static int service_session_member_by_key(const struct service *svc, const struct session *except, const uint8_t *key,
-				  size_t keylen)
+static const struct session *service_session_by_key(const struct service *svc, const struct session *except,
+						    const uint8_t *key, size_t keylen)
 {
 	const struct session *s;
 	uint8_t k[PROTO_KEY_MAX];
 	size_t klen;
 
 	if (svc->proto->session_key == NULL)
-		return -1;
+		return NULL;
 	TAILQ_FOREACH(s, &svc->sessions, all) {
 		if (s == except || s->member < 0 || !svc->proto->session_key(&s->ps, k, &klen))
 			continue;
 		if (klen == keylen && memcmp(k, key, keylen) == 0)
-			return s->member;
+			return s;
 	}
-	return -1;
+	return NULL;
 }
 
 static void service_session_closed(struct service *svc, struct session *s)
@@ -1713,6 +1717,8 @@ METRIC_FN(m_drained_idle, svc->host.counters.drained_idle)
 METRIC_FN(m_drained_timeout, svc->host.counters.drained_timeout)
 METRIC_FN(m_connect_failures, svc->host.counters.upstream_connect_failures)
 METRIC_FN(m_client_tls_failures, svc->host.counters.client_tls_failures)
+METRIC_FN(m_client_auth_failures, svc->host.counters.client_auth_failures)
+METRIC_FN(m_outcome_unknown, svc->host.counters.outcome_unknown)
 METRIC_FN(m_opaque_sessions, svc->host.counters.opaque_sessions)
 METRIC_FN(m_migrated, svc->host.counters.migrated)
 METRIC_FN(m_retried, svc->host.counters.retried)
@@ -1741,6 +1747,12 @@ static const struct metric service_metric_table[] = {
 	{"repoint_hold_timeouts_total", "counter", "Clients refused after hold_timeout", m_hold_timeouts, false},
 	{"repoint_client_tls_failures_total", "counter", "Clients whose TLS handshake with the listener failed",
 	 m_client_tls_failures, false},
+	{"repoint_client_auth_failures_total", "counter",
+	 "Clients repoint refused at authentication (auth = repoint: unknown user, wrong password, malformed start)",
+	 m_client_auth_failures, false},
+	{"repoint_requests_outcome_unknown_total", "counter",
+	 "Requests in flight when their server went away, answered 'outcome unknown' while the session moved on "
+	 "(auth = repoint)", m_outcome_unknown, false},
 	{"repoint_opaque_sessions_total", "counter",
 	 "Sessions repoint could not follow (a client's own TLS passed through to the member)", m_opaque_sessions, false},
 	{"repoint_drained_total", "counter", "Sessions closed by a drain", m_drained, false},
@@ -1933,9 +1945,10 @@ static struct shared *host_shared(struct session_host *h, int member, bool resp3
 	return service_shared(host_svc(h), member, resp3, write);
 }
 
-static int host_member_by_key(struct session_host *h, const struct session *except, const uint8_t *key, size_t keylen)
+static const struct session *host_session_by_key(struct session_host *h, const struct session *except,
+						 const uint8_t *key, size_t keylen)
 {
-	return service_session_member_by_key(host_svc(h), except, key, keylen);
+	return service_session_by_key(host_svc(h), except, key, keylen);
 }
 
 static bool host_stopping(struct session_host *h)
@@ -2017,7 +2030,7 @@ static const struct session_host_ops host_ops = {
 	.listen_tls = host_listen_tls,
 	.listen_tls_mode = host_listen_tls_mode,
 	.shared = host_shared,
-	.member_by_key = host_member_by_key,
+	.session_by_key = host_session_by_key,
 	.stopping = host_stopping,
 	.upstream_failed = host_upstream_failed,
 	.confirm_role = host_confirm_role,

@@ -33,6 +33,8 @@ bool parse_hostport(const char *s, struct hostport *out, char *err, size_t errle
 
 /* Formats "host:port" (IPv6 hosts in brackets) into buf; returns buf. */
 const char *hostport_str(const struct hostport *hp, char *buf, size_t len);
+/* Whether an address is this machine only (127.0.0.0/8, ::1, localhost). */
+bool host_is_loopback(const char *host);
 
 /* The length of s cut to at most max bytes without splitting a UTF-8 character (clients decode
  * error texts as UTF-8). */

@@ -42,6 +42,8 @@
 #define SESSION_REFUSE_TIMEOUT_MS 5000
 /* How long a closing session may take to flush what it owes the client. */
 #define SESSION_FLUSH_TIMEOUT_MS 10000
+/* ... and then to close its side after its last words (see linger()). */
+#define SESSION_LINGER_MS 1000
 
 /* The largest request kept for a retry on the new writer. */
 #define SESSION_RETRY_MAX (16 * 1024)
@@ -67,6 +69,8 @@ enum med_step {
 	MED_HELLO,       /* the client has the greeting: its TLS request or hello is awaited */
 	MED_MEMBER_TLS,  /* the hello is in hand: repoint's TLS handshake with the member */
 };
+
+static void login_forget(struct session *s);
 
 /* multiplex: the largest command (and average reply) that may share a connection (a partial
  * command waits in client_in until complete), and the commands one session may have in flight
@@ -245,6 +249,39 @@ static void half_close_upstream(struct session *s)
 
 /* --- lifecycle --- */
 
+/* The server's last words to an idle session (proto->termination), held back: the client's after
+ * all (the close was for it), or forgotten (the session moves). */
+static void term_deliver(struct session *s)
+{
+	if (s->term_held)
+		evbuffer_add_buffer(s->client.out, s->held_reply);
+	s->term_held = false;
+}
+
+static void term_forget(struct session *s)
+{
+	if (s->term_held)
+		evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
+	s->term_held = false;
+}
+
+/* The session moves on after its server went away with requests in flight: each is answered with
+ * the protocol's "outcome unknown" (they may have run: never sent again). */
+static void owed_deliver(struct session *s)
+{
+	char msg[200];
+
+	if (s->owed == 0)
+		return;
+	snprintf(msg, sizeof(msg), "repoint: the server went away while this request was in flight: it may or may "
+				   "not have run; the session goes on on the new writer");
+	for (uint32_t i = 0; i < s->owed; i++)
+		s->host->proto->outcome_unknown(s->client.out, msg);
+	s->host->counters.outcome_unknown += s->owed;
+	s->owed = 0;
+	(void)side_flush(&s->client);  /* a dead client shows at its next read */
+}
+
 /* This session's pinning command is on its own connection (or will never be): others may send. */
 static void barrier_release(struct session *s)
 {
@@ -277,6 +314,7 @@ void session_destroy(struct session *s)
 		evbuffer_free(s->held_reply);
 	if (s->greeting != NULL)
 		evbuffer_free(s->greeting);
+	login_forget(s);
 	s->host->ops->closed(s->host, s);
 	free(s->retry);
 	free(s);
@@ -289,6 +327,10 @@ static void drop_upstream(struct session *s)
 	s->upstream.handshaking = false;
 	s->med = 0;
 	s->relay_on = false;
+	s->logging_in = false;
+	s->logged_in = false;
+	if (s->login_in != NULL)
+		evbuffer_drain(s->login_in, evbuffer_get_length(s->login_in));
 	if (s->greeting != NULL)
 		evbuffer_drain(s->greeting, evbuffer_get_length(s->greeting));
 	if (s->sh != NULL)
@@ -308,9 +350,22 @@ static void drop_upstream(struct session *s)
 	}
 }
 
+/* The client has been sent its last words: our side is shut, and what it still sends is read and
+ * dropped until it closes (at most SESSION_LINGER_MS). Closing a socket with unread input makes the
+ * kernel reset the connection, and the client would lose those words before reading them. */
+static void linger(struct session *s)
+{
+	s->client.conn.ops->shutdown_write(&s->client.conn);
+	side_writing(&s->client, false);
+	side_reading(&s->client, true);
+	arm_timer(s, SESSION_LINGER_MS);
+}
+
 /* Close the session once the client has read what it is owed. Returns true when freed now. */
 static bool close_after_flush(struct session *s, const char *why)
 {
+	size_t owed = evbuffer_get_length(s->client.out);
+
 	barrier_release(s);
 	drop_upstream(s);
 	if (s->in_held)
@@ -318,11 +373,15 @@ static bool close_after_flush(struct session *s, const char *why)
 	if (s->state != SESSION_CLOSING)
 		set_state(s, SESSION_CLOSING, why);
 	side_reading(&s->client, false);
-	if (!side_flush(&s->client) || evbuffer_get_length(s->client.out) == 0) {
+	if (!side_flush(&s->client) || owed == 0) {
 		session_destroy(s);
 		return true;
 	}
-	/* The write callback frees the session once the output is flushed. */
+	if (evbuffer_get_length(s->client.out) == 0) {
+		linger(s);
+		return false;
+	}
+	/* The write callback lingers once the output is flushed. */
 	arm_timer(s, SESSION_FLUSH_TIMEOUT_MS);
 	return false;
 }
@@ -554,8 +613,66 @@ static bool can_migrate(const struct session *s)
 {
 	const struct proto_ops *proto = s->host->proto;
 
-	return proto->can_migrate != NULL && s->host->cfg->route == ROUTE_WRITER &&
+	/* A protocol whose login repoint can own moves a session only when repoint owns it. */
+	return proto->can_migrate != NULL && (proto->login == NULL || s->login != NULL) &&
+	       s->host->cfg->route == ROUTE_WRITER &&
 	       !s->host->ops->stopping(s->host) && proto->can_migrate(&s->ps);
+}
+
+/* Whether a session whose tracker is at `st` can outlive its server connection (auth = repoint):
+ * idle with nothing to lose, or with requests in flight whose client can be told their outcome is
+ * unknown (*owed of them). */
+static bool survives_at(const struct session *s, const struct proto_state *st, uint32_t *owed)
+{
+	const struct proto_ops *proto = s->host->proto;
+	uint32_t n = 0;
+
+	*owed = 0;
+	if (s->login == NULL || s->client_eof || s->host->cfg->route != ROUTE_WRITER || s->host->ops->stopping(s->host))
+		return false;
+	if (proto->can_migrate != NULL && proto->can_migrate(st))
+		return true;
+	if (proto->inflight_lost == NULL || !proto->inflight_lost(st, &n))
+		return false;
+	*owed = n;
+	return true;
+}
+
+static bool can_survive(const struct session *s, uint32_t *owed)
+{
+	*owed = 0;
+	return can_migrate(s) || survives_at(s, &s->ps, owed);
+}
+
+/* A read that ends with the server's last words (proto->termination) on a session that could move
+ * once they are out of the way: what comes before them goes to the client, they are held back
+ * (term_held) until the close shows whether they were for the client (upstream_gone). True when
+ * the read was handled so. */
+static bool held_last_words(struct session *s, size_t n)
+{
+	const struct proto_ops *proto = s->host->proto;
+	size_t at = proto->termination(&s->ps, session_io, n);
+	struct proto_state after = s->ps;
+	uint32_t owed;
+
+	if (at >= n)
+		return false;
+	proto->feed(&after, PROTO_SERVER_TO_CLIENT, session_io, at);
+	if (!survives_at(s, &after, &owed))
+		return false;
+	if (s->held_reply == NULL && (s->held_reply = evbuffer_new()) == NULL)
+		return false;
+	if (evbuffer_add(s->held_reply, session_io + at, n - at) < 0)
+		return false;
+	s->term_held = true;
+	if (at > 0) {
+		s->ps = after;
+		s->host->counters.bytes_server_to_client += at;
+		s->bytes_out += at;
+		if (!side_send(&s->client, session_io, at))
+			client_gone(s, true);
+	}
+	return true;
 }
 
 /* After a migration: connect now if the service already knows where to. */
@@ -661,10 +778,14 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 		/* The server closed an idle session while it is still the healthy writer: that close was
 		 * for the client (CLIENT KILL, an idle timeout), who gets it as it would directly. */
 		if (role == ROLE_WRITER && is_writer) {
+			term_deliver(s);
+			s->owed = 0;
 			close_after_flush(s, "(closed by its server)");
 			return;
 		}
 		s->host->counters.migrated++;
+		term_forget(s);
+		owed_deliver(s);
 		route_if_ready(s);
 	}
 }
@@ -724,7 +845,11 @@ static void upstream_gone(struct session *s, bool error)
 
 	/* A cancel request, a client that already left, a session the server never accepted (what
 	 * the client sent may be why): the close is the client's, and says nothing of the member. */
-	if (s->cancel || s->client_eof || s->starting || s->state != SESSION_ACTIVE || s->member < 0) {
+	uint32_t owed = 0;
+
+	if (s->cancel || s->client_eof || s->starting || (s->state != SESSION_ACTIVE && s->state != SESSION_DRAINING) ||
+	    s->member < 0) {
+		term_deliver(s);
 		close_after_flush(s, why);
 		return;
 	}
@@ -732,11 +857,12 @@ static void upstream_gone(struct session *s, bool error)
 	 * is its server gone (a crash, a demotion)? Only the member's own word tells; the client is
 	 * held until it comes, then closed or moved. Otherwise the client gets what was already read,
 	 * then the close, and the member is probed now (a crashed writer shows itself here first). */
-	if (can_migrate(s) && evbuffer_get_length(s->client.out) == 0) {
+	if (can_survive(s, &owed) && (owed > 0 || evbuffer_get_length(s->client.out) == 0)) {
 		struct session_host *svc = s->host;
 		int member = s->member;
 		bool writer = svc->ops->pick(svc) == member;
 
+		s->owed = owed;
 		svc->proto->init(&s->ps);
 		s->retry_len = 0;
 		s->retry_valid = false;
@@ -745,6 +871,8 @@ static void upstream_gone(struct session *s, bool error)
 			s->confirm_member = member;
 		} else {
 			svc->counters.migrated++;
+			term_forget(s);
+			owed_deliver(s);
 		}
 		if (hold_again(s, error ? "(its server reset the connection)" : "(its server closed the connection)"))
 			return;
@@ -755,6 +883,7 @@ static void upstream_gone(struct session *s, bool error)
 		return;
 	}
 	s->host->ops->probe_soon(s->host, s->member);
+	term_deliver(s);
 	close_after_flush(s, why);
 }
 
@@ -1165,6 +1294,113 @@ static bool connect_to(struct session *s, int member);
  * names (not to whatever a new session would get), and the connection closes when that server
  * closes it; one that names no session here is dropped. Nothing of it is ever replayed or
  * counted against a member. */
+/* --- auth = repoint (proto->login): repoint's own side of the session's start --- */
+
+static bool on_connected(struct session *s);
+static bool connect_failed(struct session *s, const char *why);
+
+static void login_forget(struct session *s)
+{
+	if (s->login != NULL)
+		s->host->proto->login->destroy(s->login);
+	s->login = NULL;
+	if (s->login_in != NULL)
+		evbuffer_free(s->login_in);
+	s->login_in = NULL;
+}
+
+/* The client's start, answered by repoint: once it is authenticated, the session goes to a member. */
+static void login_front(struct session *s)
+{
+	struct evbuffer *in = client_input(s);
+
+	if (in == NULL) {
+		session_destroy(s);
+		return;
+	}
+	switch (s->host->proto->login->front(s->login, in, s->client.out)) {
+	case PROTO_LOGIN_MORE:
+		if (!side_flush(&s->client))
+			session_destroy(s);
+		return;
+	case PROTO_LOGIN_FAIL:
+		s->host->counters.client_auth_failures++;
+		close_after_flush(s, "(authentication failed)");
+		return;
+	case PROTO_LOGIN_DONE:
+		if (!side_flush(&s->client)) {
+			session_destroy(s);
+			return;
+		}
+		route(s);
+		return;
+	}
+}
+
+/* Connected to a member (and through TLS): repoint logs in before anything of the client's goes. */
+static bool login_back_begin(struct session *s)
+{
+	if (s->login_in == NULL && (s->login_in = evbuffer_new()) == NULL)
+		return connect_failed(s, "out of memory");
+	s->host->proto->login->back_start(s->login, s->upstream.out);
+	s->logging_in = true;
+	side_reading(&s->upstream, true);
+	if (!side_flush(&s->upstream))
+		return connect_failed(s, "cannot send the login");
+	return false;
+}
+
+/* The member's answers while repoint logs in. Done, the session is the member's (the first time,
+ * the client hears that it is in; a moved session tells it nothing). */
+static void login_back_read(struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+	bool told = proto->login->told(s->login);
+	char err[256];
+	ssize_t r = read_once(&s->upstream);
+
+	if (r == -2)
+		return;
+	if (r <= 0) {
+		connect_failed(s, r == 0 ? "closed while repoint logged in" : strerror(errno));
+		return;
+	}
+	evbuffer_add(s->login_in, session_io, (size_t)r);
+	err[0] = '\0';
+	switch (proto->login->back(s->login, s->login_in, s->upstream.out, s->client.out, err, sizeof(err))) {
+	case PROTO_LOGIN_MORE:
+		if (!side_flush(&s->upstream))
+			connect_failed(s, "cannot send the login");
+		return;
+	case PROTO_LOGIN_FAIL: {
+		size_t n = evbuffer_get_length(s->client.out);
+		const uint8_t *p = evbuffer_pullup(s->client.out, -1);
+		char reason[300];
+		snprintf(reason, sizeof(reason), "(logging in to %s: %s)", s->host->ops->member_str(s->host, s->member), err);
+		if (!told && proto->startup_refusal != NULL && n > 0 && proto->startup_refusal(p, n) == n &&
+		    s->restarts < SESSION_RESTARTS_MAX && !s->host->ops->stopping(s->host)) {
+			/* A member that takes no new sessions now (shutting down, starting): another may. */
+			evbuffer_drain(s->client.out, n);
+			s->starting = true;
+			s->retry_valid = true;
+			restart(s, reason);
+			return;
+		}
+		close_after_flush(s, reason);
+		return;
+	}
+	case PROTO_LOGIN_DONE:
+		break;
+	}
+	s->logging_in = false;
+	s->logged_in = true;
+	proto->login->track_idle(s->login, &s->ps);
+	if (on_connected(s))
+		return;
+	if (!told && !side_flush(&s->client))
+		client_gone(s, true);
+}
+
 /* --- TLS clients (listen_tls) --- */
 
 /* The client's handshake goes on as its socket allows; done, what it is owed goes out and its
@@ -1251,6 +1487,7 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	struct evbuffer *in = client_input(s);
 	uint8_t key[PROTO_KEY_MAX];
 	size_t keylen = 0, len, k;
+	const struct session *t;
 	int target;
 
 	if (in == NULL || evbuffer_add(in, p, n) < 0) {
@@ -1259,11 +1496,13 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	}
 	len = evbuffer_get_length(in);
 	/* A client asking for TLS (or GSS encryption) at the start of its session, when repoint makes
-	 * the TLS to the member itself or takes TLS clients: with listen_tls its TLS request is answered
+	 * the TLS to the member itself, takes TLS clients or answers the start itself (auth = repoint):
+	 * with listen_tls its TLS request is answered
 	 * yes and the handshake is repoint's; otherwise it is told no and goes on in plaintext on
 	 * loopback. (Without either, the request passes to the member as it always did.) */
 	while (len > 0 && s->client.conn.ssl == NULL && proto->negotiation_request != NULL &&
-	       (s->host->ops->tls(s->host) != NULL || s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF)) {
+	       (s->host->ops->tls(s->host) != NULL || s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF ||
+		s->login != NULL)) {
 		const uint8_t *head = evbuffer_pullup(in, len < 8 ? (ev_ssize_t)len : 8);
 		k = proto->negotiation_request(head, len < 8 ? len : 8);
 		if (k == PROTO_MORE)
@@ -1298,7 +1537,9 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	}
 	if (k == 0) {
 		/* An ordinary start: on as if the bytes had just arrived. */
-		if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
+		if (s->login != NULL) {
+			login_front(s);
+		} else if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 			forward_client_input(s);
 			if (!side_flush(&s->upstream))
 				upstream_write_failed(s);
@@ -1310,7 +1551,17 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 	s->cancel = true;
 	s->starting = false;
 	side_reading(&s->client, false);
-	target = s->host->ops->member_by_key(s->host, s, key, keylen);
+	login_forget(s);
+	t = s->host->ops->session_by_key(s->host, s, key, keylen);
+	target = t != NULL ? t->member : -1;
+	if (t != NULL && t->login != NULL) {
+		/* The client has repoint's key; the member knows its own. */
+		uint8_t member_key[PROTO_KEY_MAX];
+		if (!proto->login->member_key(t->login, key, keylen, member_key))
+			target = -1;
+		else
+			memcpy(evbuffer_pullup(in, (ev_ssize_t)k) + k - keylen, member_key, keylen);
+	}
 	if (target < 0) {
 		char subj[160];
 		log_debug(subject(s, subj, sizeof(subj)), "cancel request for no session of this service: dropped");
@@ -1400,6 +1651,19 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		cancel_check(s, session_io, (size_t)r);
 		return;
 	}
+	if ((s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && s->term_held) {
+		/* Its server is ending the session: what the client sends now waits for the next one. */
+		struct evbuffer *in = client_input(s);
+		if (in == NULL || evbuffer_add(in, session_io, (size_t)r) < 0) {
+			session_destroy(s);
+			return;
+		}
+		if (evbuffer_get_length(in) >= SESSION_HELD_INPUT_MAX) {
+			side_reading(&s->client, false);
+			s->client.paused = true;
+		}
+		return;
+	}
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 		client_bytes(s, session_io, (size_t)r);
 		if (s->relay_on)
@@ -1417,6 +1681,10 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	evbuffer_add(dst, session_io, (size_t)r);
 	if (s->state == SESSION_REFUSING) {
 		refuse(s, s->refusal);
+		return;
+	}
+	if (s->login != NULL && !proto->login->front_done(s->login) && s->cancel_checked) {
+		login_front(s);
 		return;
 	}
 	/* Held or connecting: stop reading past the limit; the rest waits in the kernel. */
@@ -1443,6 +1711,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->med != 0) {
 		med_upstream_read(s);
+		return;
+	}
+	if (s->logging_in) {
+		login_back_read(s);
 		return;
 	}
 	if (s->state == SESSION_CONNECTING && s->tls_asking) {
@@ -1530,6 +1802,9 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (!(r == 1 && session_io[0] == 'N'))
 			started(s);
 	}
+	if (proto->termination != NULL && s->login != NULL && !s->term_held && s->confirming == CONFIRM_NONE &&
+	    held_last_words(s, (size_t)r))
+		return;
 	if (proto->readonly_reply != NULL) {
 		size_t ro = proto->readonly_reply(session_io, (size_t)r);
 		if (ro == 0) {
@@ -1583,7 +1858,7 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->state == SESSION_CLOSING) {
 		if (evbuffer_get_length(s->client.out) == 0)
-			session_destroy(s);
+			linger(s);
 		return;
 	}
 	if (s->upstream.paused && evbuffer_get_length(s->client.out) < SESSION_HIGH_WATER / 2) {
@@ -1973,6 +2248,9 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 static bool on_connected(struct session *s)
 {
 	char what[128];
+
+	if (s->login != NULL && !s->logged_in)
+		return login_back_begin(s);
 	int64_t now = now_ms();
 
 	hist_observe(&s->host->counters.connect_time, (double)(now - s->connect_started_ms) / 1000.0);
@@ -2100,6 +2378,8 @@ static bool route(struct session *s)
 
 	if (s->confirming)
 		return hold(s, "(waiting for its server's word on its role)");
+	if (s->login != NULL && !s->host->proto->login->front_done(s->login))
+		return hold(s, "(authenticating the client)");
 	if (member < 0)
 		return hold(s, "(waiting for a writer)");
 	if (member == s->avoid_member && now_ms() < s->avoid_until_ms)
@@ -2200,6 +2480,16 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	side_reading(&s->client, true);
 	svc->ops->opened(svc, s);
 	svc->counters.accepted++;
+	if (svc->cfg->auth == AUTH_REPOINT && svc->proto->login != NULL) {
+		s->login = svc->proto->login->create(svc->cfg->client_auth, NULL);
+		if (s->login == NULL) {
+			session_destroy(s);
+			return NULL;
+		}
+		/* repoint answers the start itself: nothing to replay to a member. */
+		s->starting = false;
+		s->retry_valid = false;
+	}
 	/* A TLS client of a protocol whose TLS starts at the first byte (Redis); Postgres clients ask
 	 * first (cancel_check). */
 	if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && svc->proto->tls_request == NULL &&
@@ -2209,6 +2499,12 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 		} else if (client_tls_begin(s)) {
 			return NULL;
 		}
+	}
+	if (s->login != NULL) {
+		/* A writer is needed once the client is authenticated (login_front); hold_timeout bounds
+		 * the wait for its start. */
+		arm_timer(s, svc->cfg->hold_timeout_ms);
+		return s;
 	}
 	if (route(s))
 		return NULL;

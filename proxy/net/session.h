@@ -41,6 +41,8 @@ struct service_counters {
 	uint64_t drained_timeout;    /* ... at drain_timeout */
 	uint64_t upstream_connect_failures;
 	uint64_t client_tls_failures;  /* listen_tls: clients whose handshake failed */
+	uint64_t client_auth_failures; /* auth = repoint: clients refused at authentication */
+	uint64_t outcome_unknown;    /* requests in flight when their server went away, answered so */
 	uint64_t opaque_sessions;    /* sessions repoint could not read (a client's own TLS passed through) */
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
 	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
@@ -68,9 +70,9 @@ struct session_host_ops {
 	enum listen_tls_mode (*listen_tls_mode)(struct session_host *h);
 	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */
 	struct shared *(*shared)(struct session_host *h, int member, bool resp3, bool write);
-	/* the member holding the session whose cancel key is key[0..keylen), or -1 */
-	int (*member_by_key)(struct session_host *h, const struct session *except, const uint8_t *key,
-			     size_t keylen);
+	/* the session (on a member) whose cancel key, as its client knows it, is key[0..keylen), or NULL */
+	const struct session *(*session_by_key)(struct session_host *h, const struct session *except,
+						const uint8_t *key, size_t keylen);
 	bool (*stopping)(struct session_host *h);  /* shutting down: held clients are refused */
 	/* what it saw */
 	void (*upstream_failed)(struct session_host *h, int member, const char *why);  /* an observation */
@@ -210,6 +212,15 @@ struct session {
 	bool cancel;                 /* a cancel request: forwarded once to the member of the session
 	                                it names, then closed; never replayed, never a failure */
 	bool upstream_shut;          /* the client half-closed: the server's write side is shut too */
+	/* auth = repoint (proto->login): repoint authenticated the client and logs in to members
+	 * itself, so the session can move to another member at an idle point. */
+	struct proto_login *login;
+	struct evbuffer *login_in;   /* the member's bytes during a login */
+	bool logging_in;             /* connecting: the login to the member is under way */
+	bool logged_in;              /* the current member connection is logged in */
+	bool term_held;              /* held_reply holds the server's last words (proto->termination) */
+	uint32_t owed;               /* requests in flight when its server went away: answered "outcome
+	                                unknown" if the session moves on */
 	struct proto_state ps;
 	char peer[48];
 };

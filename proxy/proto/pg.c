@@ -67,6 +67,14 @@ struct pg_state {
 	uint8_t key[PROTO_KEY_MAX]; /* BackendKeyData: process id + secret key */
 	uint8_t key_got;         /* bytes of it received so far */
 	bool has_key;
+	/* Session state a fresh connection would not have (a moved session would lose it): a named
+	 * prepared statement, or a command whose tag says it set something (SET, PREPARE, DECLARE,
+	 * LISTEN, CREATE TABLE: a temporary one cannot be told apart). */
+	bool stateful;
+	uint8_t last_status;     /* the last ReadyForQuery's status ('I', 'T', 'E'; 0: none yet) */
+	bool c_first;            /* the next client byte is the first of a Parse's payload */
+	uint8_t tag_len;         /* CommandComplete: bytes of its tag gathered */
+	char tag[14];
 };
 
 _Static_assert(sizeof(struct pg_state) <= sizeof(struct proto_state), "pg_state must fit in proto_state");
@@ -173,6 +181,12 @@ static void pg_feed_client(struct pg_state *s, const uint8_t *p, size_t n)
 		s->client_since_ready = true;
 	while (n && !s->opaque) {
 		if (s->c.remaining) {
+			if (s->c_first) {
+				/* Parse: the statement's name comes first; "" is the unnamed statement. */
+				s->c_first = false;
+				if (*p != 0)
+					s->stateful = true;
+			}
 			size_t k = n < s->c.remaining ? n : s->c.remaining;
 			s->c.remaining -= (uint32_t)k;
 			p += k;
@@ -203,6 +217,7 @@ static void pg_feed_client(struct pg_state *s, const uint8_t *p, size_t n)
 		}
 		s->c.type = s->c.hdr[0];
 		s->c.remaining = len - 4;
+		s->c_first = s->c.type == 'P' && s->c.remaining > 0;
 		pg_client_message(s, s->c.type);
 	}
 }
@@ -220,6 +235,19 @@ static void pg_server_negotiation(struct pg_state *s, uint8_t b)
 	s->opaque = true;
 }
 
+/* The start of a CommandComplete tag (NUL-terminated, cut to the buffer). */
+static void pg_command_tag(struct pg_state *s)
+{
+	static const char *const words[] = {"SET", "PREPARE", "DECLARE", "LISTEN", "CREATE TABLE"};
+	size_t n = strnlen(s->tag, s->tag_len);
+
+	for (size_t i = 0; i < ARRAY_LEN(words); i++) {
+		size_t w = strlen(words[i]);
+		if (n >= w && memcmp(s->tag, words[i], w) == 0 && (n == w || s->tag[w] == ' ' || s->tag[w] == '\0'))
+			s->stateful = true;
+	}
+}
+
 static void pg_server_ready(struct pg_state *s, uint8_t status)
 {
 	if (status != 'I' && status != 'T' && status != 'E') {
@@ -229,6 +257,7 @@ static void pg_server_ready(struct pg_state *s, uint8_t status)
 	if (s->pending_sync)
 		s->pending_sync--;
 	s->ready_idle = status == 'I';
+	s->last_status = status;
 	s->client_since_ready = false;
 }
 
@@ -242,6 +271,14 @@ static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
 				n--;
 				s->s.remaining--;
 				s->has_key = s->key_got == PROTO_KEY_MAX;
+				continue;
+			}
+			if (s->s.type == 'C' && s->tag_len < sizeof(s->tag)) {
+				s->tag[s->tag_len++] = (char)*p++;
+				n--;
+				s->s.remaining--;
+				if (s->tag_len == sizeof(s->tag) || s->s.remaining == 0)
+					pg_command_tag(s);
 				continue;
 			}
 			if (s->s.type == 'Z') {
@@ -283,6 +320,8 @@ static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
 			s->key_got = 0;
 			s->has_key = false;
 		}
+		if (type == 'C')
+			s->tag_len = 0;
 		/* Asynchronous messages are complete by themselves and say nothing about the session. */
 		if (type != 'A' && type != 'N' && type != 'S' && type != 'Z')
 			s->ready_idle = false;
@@ -308,6 +347,33 @@ static bool pg_is_idle(const struct proto_state *st)
 	return !s->opaque && s->cphase == PGC_TYPED && s->ready_idle && !s->client_since_ready &&
 	       s->pending_sync == 0 && !s->unsynced && s->c.hdr_len == 0 && s->c.remaining == 0 &&
 	       s->s.hdr_len == 0 && s->s.remaining == 0;
+}
+
+/* A session a fresh, logged-in connection can carry on: idle, nothing set in its server's state. */
+static bool pg_can_migrate(const struct proto_state *st)
+{
+	return pg_is_idle(st) && !pg_c(st)->stateful;
+}
+
+static bool pg_inflight_lost(const struct proto_state *st, uint32_t *owed)
+{
+	const struct pg_state *s = pg_c(st);
+
+	if (s->opaque || s->stateful || s->cphase != PGC_TYPED || s->last_status != 'I' || s->unsynced ||
+	    s->pending_sync == 0 || s->copy_syncs != 0 || s->c.hdr_len != 0 || s->c.remaining != 0 ||
+	    s->s.hdr_len != 0 || s->s.remaining != 0)
+		return false;
+	*owed = s->pending_sync;
+	return true;
+}
+
+/* 08007 transaction_resolution_unknown, then ReadyForQuery (idle: no transaction was open). */
+static void pg_outcome_unknown(struct evbuffer *out, const char *msg)
+{
+	static const uint8_t ready[] = {'Z', 0, 0, 0, 5, 'I'};
+
+	pg_error_response(out, "ERROR", "08007", msg);
+	evbuffer_add(out, ready, sizeof(ready));
 }
 
 static bool pg_is_opaque(const struct proto_state *st)
@@ -403,6 +469,43 @@ static size_t pg_startup_refusal(const uint8_t *p, size_t n)
 	return 1 + len;
 }
 
+/* A complete ErrorResponse at p[0..n) whose severity (the non-localized 'V', else 'S') is FATAL or
+ * PANIC. */
+static bool pg_fatal(const uint8_t *p, size_t n)
+{
+	const uint8_t *sev = NULL;
+
+	for (size_t i = 5; i < n && p[i] != 0;) {
+		const uint8_t *v = p + i + 1, *nul = memchr(v, 0, n - i - 1);
+		if (nul == NULL)
+			return false;
+		if (p[i] == 'V' || (p[i] == 'S' && sev == NULL))
+			sev = v;
+		i = (size_t)(nul - p) + 1;
+	}
+	return sev != NULL && (strcmp((const char *)sev, "FATAL") == 0 || strcmp((const char *)sev, "PANIC") == 0);
+}
+
+/* Where the server's last words start: a FATAL ErrorResponse that ends p[0..n), every message before
+ * it complete (a server that answered, then was told to shut down, sends both in one go). */
+static size_t pg_termination(const struct proto_state *st, const uint8_t *p, size_t n)
+{
+	const struct pg_state *s = pg_c(st);
+	size_t at = 0;
+
+	if (s->opaque || s->cphase != PGC_TYPED || s->s.hdr_len != 0 || s->s.remaining != 0)
+		return n;
+	while (n - at >= 5) {
+		size_t len = (size_t)p[at + 1] << 24 | (size_t)p[at + 2] << 16 | (size_t)p[at + 3] << 8 | (size_t)p[at + 4];
+		if (len < 4 || n - at < 1 + len)
+			return n;
+		if (at + 1 + len == n)
+			return p[at] == 'E' && pg_fatal(p + at, 1 + len) ? at : n;
+		at += 1 + len;
+	}
+	return n;
+}
+
 /* An SSLRequest or GSSENCRequest: 8 bytes, length 8, code 80877103 / 80877104. */
 static size_t pg_startup_preamble(const uint8_t *p, size_t n)
 {
@@ -462,9 +565,13 @@ const struct proto_ops proto_postgres = {
 	.is_idle = pg_is_idle,
 	.is_opaque = pg_is_opaque,
 	.refuse = pg_refuse,
+	.can_migrate = pg_can_migrate,
 	.readonly_reply = pg_readonly_reply,
 	.startup_refusal = pg_startup_refusal,
 	.startup_preamble = pg_startup_preamble,
+	.termination = pg_termination,
+	.inflight_lost = pg_inflight_lost,
+	.outcome_unknown = pg_outcome_unknown,
 	.cancel_request = pg_cancel_request,
 	.session_key = pg_session_key,
 	.tls_request = pg_ssl_request,
@@ -472,4 +579,5 @@ const struct proto_ops proto_postgres = {
 	.tls_answer = pg_tls_answer,
 	.negotiation_request = pg_negotiation_request,
 	.negotiation_refused = 'N',
+	.login = &pg_login_ops,
 };

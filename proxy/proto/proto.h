@@ -85,6 +85,19 @@ struct proto_ops {
 	 *   replayed to the new server, its answer byte is not passed on again. */
 	size_t (*startup_refusal)(const uint8_t *p, size_t n);
 	size_t (*startup_preamble)(const uint8_t *p, size_t n);
+	/* The server ending a session (optional; Postgres): where, in what one read returned, the error
+	 * after which it closes the connection starts (severity FATAL or PANIC: a shutdown, a crash, or
+	 * a backend terminated) -- the read must end with it, every message before it complete; n when
+	 * there is none. For a session that can move, it is held back until the member's own word says
+	 * whether the close was for the client. */
+	size_t (*termination)(const struct proto_state *st, const uint8_t *p, size_t n);
+	/* Requests in flight when the server went away (optional; Postgres): true when the client can
+	 * be told in the protocol that their outcome is unknown and go on elsewhere -- no transaction
+	 * open, no session state, nothing half-sent either way -- with *owed the answers it waits for
+	 * (one per synchronisation point). outcome_unknown appends one such answer: an error saying
+	 * the request may or may not have run (never sent again: it may have). */
+	bool (*inflight_lost)(const struct proto_state *st, uint32_t *owed);
+	void (*outcome_unknown)(struct evbuffer *out, const char *msg);
 
 	/* TLS negotiated inside the protocol (optional; Postgres). When repoint makes TLS to the member
 	 * itself, it sends tls_request[0..tls_request_len) first (SSLRequest) and reads exactly one byte:
@@ -100,6 +113,50 @@ struct proto_ops {
 
 	/* TLS offered inside a handshake the server opens (optional; MySQL's CLIENT_SSL). */
 	const struct proto_upgrade *upgrade;
+	/* repoint's own side of the session's start, for auth = repoint (optional; Postgres). */
+	const struct proto_login_ops *login;
+};
+
+/* auth = repoint: the client's start ends at repoint, which authenticates the client itself
+ * (client_auth), keeps its startup packet, and logs in to whichever member the session is on --
+ * the first one, and any later one a moved session goes to:
+ *
+ *   client ──start──▶ front ──(authenticated)──▶ route ──▶ back ──start──▶ member
+ *   client ◀──what a login ends with (first login only: a moved session tells it nothing)── back
+ *
+ * Pure state machines over evbuffers: the session moves the bytes, these read and write them. The
+ * client holds a cancel key of repoint's making; the member's key is kept, so that a cancel
+ * reaches whichever member holds the session now. */
+enum client_auth;
+struct auth_users;
+struct proto_login;
+
+enum proto_login_step {
+	PROTO_LOGIN_MORE,  /* wants more bytes */
+	PROTO_LOGIN_DONE,  /* front: the client is authenticated; back: logged in to the member */
+	PROTO_LOGIN_FAIL,  /* front: a native error is in the client's output (flush, close);
+	                      back: the member refused (the reason in err; on a first login its own
+	                      error, if it sent one, is in to_client) */
+};
+
+struct proto_login_ops {
+	/* users: auth_file's (NULL: none), kept by the caller for the login's lifetime. */
+	struct proto_login *(*create)(enum client_auth how, const struct auth_users *users);
+	void (*destroy)(struct proto_login *l);
+	/* The client's bytes are in `in` (consumed as read); what it is owed goes to `out`. */
+	enum proto_login_step (*front)(struct proto_login *l, struct evbuffer *in, struct evbuffer *out);
+	bool (*front_done)(const struct proto_login *l);
+	/* A new member connection: what to send it first. */
+	void (*back_start)(struct proto_login *l, struct evbuffer *to_member);
+	/* The member's bytes (consumed up to the end of its login). DONE: logged in; on the first login
+	 * what the client is owed was appended to to_client. */
+	enum proto_login_step (*back)(struct proto_login *l, struct evbuffer *in, struct evbuffer *to_member,
+				      struct evbuffer *to_client, char *err, size_t errlen);
+	bool (*told)(const struct proto_login *l);  /* the first login is done: the client has its session */
+	/* The tracker's state at an idle point after the login: what a moved session starts from. */
+	void (*track_idle)(const struct proto_login *l, struct proto_state *st);
+	/* The member's cancel key for the client's key[0..keylen), false when it is not this session's. */
+	bool (*member_key)(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key);
 };
 
 /* A server-first TLS upgrade (MySQL): when repoint makes the TLS to the member or takes TLS
@@ -147,6 +204,7 @@ struct proto_upgrade {
 extern const struct proto_ops proto_postgres;
 extern const struct proto_ops proto_mysql;
 extern const struct proto_ops proto_redis;
+extern const struct proto_login_ops pg_login_ops;
 
 /* Native error encoders, also used by the drill and tests. Append to `out`.
  * In all three, a NULL msg is empty text and msg is cut to 8 KiB (never inside a UTF-8 character). */

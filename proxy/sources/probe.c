@@ -934,6 +934,12 @@ bool probe_run(struct probe *p)
 	return true;
 }
 
+void probe_fresh(struct probe *p)
+{
+	if (!p->busy && p->conn == PROBE_CONN_IDLE)
+		probe_conn_close(p, true);
+}
+
 void probe_on_idle_lost(struct probe *p, probe_lost_cb cb)
 {
 	p->lost_cb = cb;

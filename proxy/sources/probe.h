@@ -65,6 +65,10 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 bool probe_run(struct probe *p);
 
 bool probe_busy(const struct probe *p);
+/* The next check connects afresh (the connection kept open is closed now): its answer then comes
+ * from a session the server accepted after this call, never one it may be ending (a server that
+ * shuts down answers on its old connections for a moment). */
+void probe_fresh(struct probe *p);
 /* The address the probe reached the node at (resolved off the loop, in the lookup thread); false
  * before any address is known. */
 bool probe_address(const struct probe *p, struct sockaddr_storage *sa, socklen_t *len);

@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+#include "config.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -25,6 +26,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o->init(&st);
 	fuzz_feed(o, &st, data, ncuts, data + ncuts, size - ncuts);
 	fuzz_table_functions(o, data + ncuts, size - ncuts);
+	if (o->termination != NULL)
+		FUZZ_CHECK(o->termination(&st, data + ncuts, size - ncuts) <= size - ncuts);
+	if (o->inflight_lost != NULL) {
+		uint32_t owed = 0;
+		if (o->inflight_lost(&st, &owed))
+			FUZZ_CHECK(owed > 0);
+	}
+	if (o->login != NULL) {
+		/* repoint's side of the start: the bytes as a client's start, then as a member's answers. */
+		struct proto_login *l = o->login->create(CLIENT_AUTH_TRUST, NULL);
+		struct evbuffer *a = evbuffer_new(), *b = evbuffer_new(), *c = evbuffer_new();
+		char err[256];
+		if (l != NULL && a != NULL && b != NULL && c != NULL) {
+			evbuffer_add(a, data + ncuts, size - ncuts);
+			if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
+				o->login->back_start(l, c);
+				(void)o->login->back(l, a, c, b, err, sizeof(err));
+			} else {
+				o->login->back_start(l, c);
+				evbuffer_add(a, data + ncuts, size - ncuts);
+				(void)o->login->back(l, a, c, b, err, sizeof(err));
+			}
+		}
+		if (l != NULL)
+			o->login->destroy(l);
+		if (a != NULL)
+			evbuffer_free(a);
+		if (b != NULL)
+			evbuffer_free(b);
+		if (c != NULL)
+			evbuffer_free(c);
+	}
 	if (o->session_key != NULL) {
 		uint8_t key[PROTO_KEY_MAX];
 		size_t keylen = 0;

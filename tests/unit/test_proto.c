@@ -7,6 +7,7 @@
  * partial message), except in steps marked non-atomic (several complete frames that may each
  * leave the session idle). Hostile input must end opaque; random garbage and mutated scripts must
  * never crash (run under ASan/UBSan too), and an opaque tracker is never idle and never recovers. */
+#include "config.h"
 #include "proto/proto.h"
 
 #include <check.h>
@@ -552,6 +553,188 @@ START_TEST(test_pg_error_encoder)
 	/* Malformed SQLSTATE and NULL text stay well-formed. */
 	pg_error_response(out, "FATAL", "5703", NULL);
 	EXPECT_BYTES(out, "E\x00\x00\x00\x1cSFATAL\x00VFATAL\x00" "CXX000\x00M\x00\x00", "pg ErrorResponse sanitized");
+	evbuffer_free(out);
+}
+END_TEST
+
+/* auth = repoint: repoint's own side of the start (proto_postgres.login). */
+static const char pg_startup_alice[] = "\x00\x00\x00" "\x21\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00\x00";
+
+static void feed_evbuffer(struct evbuffer *b, const char *p, size_t n)
+{
+	evbuffer_add(b, p, n);
+}
+
+START_TEST(test_pg_login)
+{
+	const struct proto_login_ops *lo = proto_postgres.login;
+	static const char member[] = "R\x00\x00\x00\x08\x00\x00\x00\x00"                 /* AuthenticationOk */
+				     "S\x00\x00\x00\x18server_version\x00" "15.8\x00"   /* ParameterStatus */
+				     "K\x00\x00\x00\x0c\x00\x00\x01\x02\xaa\xbb\xcc\xdd"  /* BackendKeyData */
+				     "Z\x00\x00\x00\x05I";                               /* ReadyForQuery */
+
+	for (int split = 0; split < 2; split++) {
+		struct proto_login *l = lo->create(CLIENT_AUTH_TRUST, NULL);
+		struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+		char err[200];
+		enum proto_login_step st = PROTO_LOGIN_MORE;
+		size_t n = sizeof(pg_startup_alice) - 1;
+
+		ck_assert_ptr_nonnull(l);
+		for (size_t i = 0; i < n; i += split ? 1 : n) {
+			feed_evbuffer(in, pg_startup_alice + i, split ? 1 : n);
+			st = lo->front(l, in, out);
+			ck_assert_int_eq(st, i + (split ? 1 : n) < n ? PROTO_LOGIN_MORE : PROTO_LOGIN_DONE);
+		}
+		ck_assert(lo->front_done(l));
+		ck_assert_uint_eq(evbuffer_get_length(out), 0);
+		/* The member gets the client's own startup packet. */
+		lo->back_start(l, up);
+		ck_assert_uint_eq(evbuffer_get_length(up), n);
+		ck_assert(memcmp(evbuffer_pullup(up, -1), pg_startup_alice, n) == 0);
+		n = sizeof(member) - 1;
+		for (size_t i = 0; i < n; i += split ? 1 : n) {
+			feed_evbuffer(min, member + i, split ? 1 : n);
+			st = lo->back(l, min, up, out, err, sizeof(err));
+			ck_assert_int_eq(st, i + (split ? 1 : n) < n ? PROTO_LOGIN_MORE : PROTO_LOGIN_DONE);
+		}
+		ck_assert(lo->told(l));
+		/* The client: Ok, the parameter, repoint's key (not the member's), ready. */
+		const uint8_t *c = evbuffer_pullup(out, -1);
+		ck_assert_uint_eq(evbuffer_get_length(out), 9 + 25 + 13 + 6);
+		ck_assert(memcmp(c, member, 9 + 25) == 0);
+		ck_assert_uint_eq(c[34], 'K');
+		ck_assert(memcmp(c + 39, "\x00\x00\x01\x02\xaa\xbb\xcc\xdd", 8) != 0);
+		ck_assert(memcmp(c + 47, "Z\x00\x00\x00\x05I", 6) == 0);
+		uint8_t mk[PROTO_KEY_MAX];
+		ck_assert(lo->member_key(l, c + 39, 8, mk));
+		ck_assert(memcmp(mk, "\x00\x00\x01\x02\xaa\xbb\xcc\xdd", 8) == 0);
+		ck_assert(!lo->member_key(l, (const uint8_t *)"\x00\x00\x01\x02\xaa\xbb\xcc\xdd", 8, mk));
+		/* Its tracker, as at an idle point after the login: idle, movable, the client's key. */
+		struct proto_state ps;
+		size_t klen;
+		lo->track_idle(l, &ps);
+		ck_assert(proto_postgres.is_idle(&ps));
+		ck_assert(proto_postgres.can_migrate(&ps));
+		ck_assert(proto_postgres.session_key(&ps, mk, &klen) && memcmp(mk, c + 39, 8) == 0);
+		/* A second login (a moved session) tells the client nothing. */
+		evbuffer_drain(out, evbuffer_get_length(out));
+		lo->back_start(l, up);
+		feed_evbuffer(min, member, n);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+		ck_assert_uint_eq(evbuffer_get_length(out), 0);
+		lo->destroy(l);
+		evbuffer_free(in);
+		evbuffer_free(out);
+		evbuffer_free(up);
+		evbuffer_free(min);
+	}
+}
+END_TEST
+
+START_TEST(test_pg_login_refusals)
+{
+	const struct proto_login_ops *lo = proto_postgres.login;
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+	struct proto_login *l;
+	char err[200];
+
+	/* No user name: the server's own 28000. */
+	l = lo->create(CLIENT_AUTH_TRUST, NULL);
+	feed_evbuffer(in, "\x00\x00\x00\x17\x00\x03\x00\x00" "database\x00" "app\x00\x00", 0x17);
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_FAIL);
+	ck_assert(memmem(evbuffer_pullup(out, -1), evbuffer_get_length(out), "C28000", 7) != NULL);
+	lo->destroy(l);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	evbuffer_drain(in, evbuffer_get_length(in));
+	/* Protocol 2, a huge length: 08P01. */
+	l = lo->create(CLIENT_AUTH_TRUST, NULL);
+	feed_evbuffer(in, "\x00\x00\x00\x10\x00\x02\x00\x00user\x00x\x00\x00", 16);
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_FAIL);
+	ck_assert(memmem(evbuffer_pullup(out, -1), evbuffer_get_length(out), "C08P01", 7) != NULL);
+	lo->destroy(l);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	evbuffer_drain(in, evbuffer_get_length(in));
+	/* The member refuses: its error reaches the client on a first login; a method repoint cannot
+	 * do is a failure with the reason. */
+	l = lo->create(CLIENT_AUTH_TRUST, NULL);
+	feed_evbuffer(in, pg_startup_alice, sizeof(pg_startup_alice) - 1);
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+	lo->back_start(l, up);
+	feed_evbuffer(min, "E\x00\x00\x00\x1dSFATAL\x00" "C28000\x00" "Mno role\x00\x00", 0x1e);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert_str_eq(err, "no role");
+	ck_assert_uint_eq(evbuffer_get_length(out), 0x1e);
+	lo->back_start(l, up);
+	feed_evbuffer(min, "R\x00\x00\x00\x0c\x00\x00\x00\x05salt", 13);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert(strstr(err, "method 5") != NULL);
+	lo->destroy(l);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	evbuffer_free(up);
+	evbuffer_free(min);
+}
+END_TEST
+
+/* What a session carries that a fresh connection would not; a server's last words; requests in
+ * flight when it went away. */
+START_TEST(test_pg_state_and_last_words)
+{
+	struct proto_state st;
+	uint32_t owed = 0;
+	static const char ready[] = "R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I";
+	static const char fatal[] = "E\x00\x00\x00\x18SFATAL\x00" "C57P01\x00" "Mbye\x00\x00";
+	static const char error[] = "E\x00\x00\x00\x18SERROR\x00" "C42P01\x00" "Mbye\x00\x00";
+
+	proto_postgres.init(&st);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ready, sizeof(ready) - 1);
+	ck_assert(proto_postgres.can_migrate(&st));
+	/* A query in flight: not idle, but its client can be told its outcome is unknown. */
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0bINSERT\x00", 12);
+	ck_assert(!proto_postgres.can_migrate(&st));
+	ck_assert(proto_postgres.inflight_lost(&st, &owed) && owed == 1);
+	/* Its answer, and a FATAL in the same read: the last words start after the answer. */
+	static const char answer_fatal[] = "C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05I"
+					   "E\x00\x00\x00\x18SFATAL\x00" "C57P01\x00" "Mbye\x00\x00";
+	ck_assert_uint_eq(proto_postgres.termination(&st, (const uint8_t *)answer_fatal, sizeof(answer_fatal) - 1), 22);
+	ck_assert_uint_eq(proto_postgres.termination(&st, (const uint8_t *)fatal, sizeof(fatal) - 1), 0);
+	ck_assert_uint_eq(proto_postgres.termination(&st, (const uint8_t *)error, sizeof(error) - 1), sizeof(error) - 1);
+	ck_assert_uint_eq(proto_postgres.termination(&st, (const uint8_t *)fatal, sizeof(fatal) - 3), sizeof(fatal) - 3);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)answer_fatal, 22);
+	ck_assert(proto_postgres.can_migrate(&st));
+	/* SET leaves state in the backend: the session cannot move any more, nor outlive its server. */
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0cSET x=1\x00", 13);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x08SET\x00Z\x00\x00\x00\x05I", 15);
+	ck_assert(proto_postgres.is_idle(&st));
+	ck_assert(!proto_postgres.can_migrate(&st));
+	ck_assert(!proto_postgres.inflight_lost(&st, &owed));
+	/* So does a named prepared statement; an unnamed one does not; "SETOF"-like words are not SET. */
+	proto_postgres.init(&st);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ready, sizeof(ready) - 1);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"P\x00\x00\x00\x0e\x00SELECT\x00\x00\x00S\x00\x00\x00\x04", 20);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"1\x00\x00\x00\x04Z\x00\x00\x00\x05I", 11);
+	ck_assert(proto_postgres.can_migrate(&st));
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0aSETOF\x00", 11);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"Z\x00\x00\x00\x05I", 6);
+	ck_assert(proto_postgres.can_migrate(&st));
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"P\x00\x00\x00\x10s1\x00SELECT\x00\x00\x00S\x00\x00\x00\x04", 22);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"1\x00\x00\x00\x04Z\x00\x00\x00\x05I", 11);
+	ck_assert(proto_postgres.is_idle(&st));
+	ck_assert(!proto_postgres.can_migrate(&st));
+	/* Inside a transaction: nothing to tell a client whose transaction is gone. */
+	proto_postgres.init(&st);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05T", 15);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0bINSERT\x00", 12);
+	ck_assert(!proto_postgres.inflight_lost(&st, &owed));
+	/* The answer to such a request. */
+	struct evbuffer *out = evbuffer_new();
+	proto_postgres.outcome_unknown(out, "lost");
+	ck_assert(memmem(evbuffer_pullup(out, -1), evbuffer_get_length(out), "C08007", 7) != NULL);
+	ck_assert(memcmp(evbuffer_pullup(out, -1) + evbuffer_get_length(out) - 6, "Z\x00\x00\x00\x05I", 6) == 0);
 	evbuffer_free(out);
 }
 END_TEST
@@ -1952,6 +2135,9 @@ int main(void)
 	tcase_add_test(pg, test_pg_refuse_plain);
 	tcase_add_test(pg, test_pg_refuse_ssl);
 	tcase_add_test(pg, test_pg_error_encoder);
+	tcase_add_test(pg, test_pg_login);
+	tcase_add_test(pg, test_pg_login_refusals);
+	tcase_add_test(pg, test_pg_state_and_last_words);
 	tcase_add_test(my, test_my_sessions);
 	tcase_add_test(my, test_my_hostile);
 	tcase_add_test(my, test_my_big_packets);

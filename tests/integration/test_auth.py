@@ -1,0 +1,150 @@
+"""auth = repoint (Postgres): repoint answers the client's start itself, logs in to members on the
+client's behalf, and so can move an idle session to the new writer at a failover: the application's
+connections survive a switchover with no error and no reconnect."""
+import socket
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from labkit.clients import ENGINES, WriterLoop
+from conftest import wait_for
+
+AUTH = {"postgres": {"auth": "repoint", "client_auth": "trust"}}
+
+
+def backend_pid(c):
+    with c.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), inet_server_port()")
+        return cur.fetchone()
+
+
+def test_repoint_answers_the_start_and_logs_in(lab, start_repoint):
+    rp = start_repoint(**AUTH)
+    port = rp.ports["postgres"]
+    c = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=10,
+                         application_name="auth-test", options="-c statement_timeout=12345")
+    c.autocommit = True
+    with c.cursor() as cur:
+        # The startup parameters reached the member unchanged.
+        cur.execute("SELECT current_setting('application_name'), current_setting('statement_timeout'), "
+                    "inet_server_port()")
+        assert cur.fetchone() == ("auth-test", "12345ms", lab.primary("postgres").port)
+    # The client got the member's parameters (server_version, encoding, ...) and a cancel key of
+    # repoint's; a cancel reaches the member's backend all the same.
+    assert c.server_version >= 150000 and c.encoding == "UTF8"
+    threading.Timer(0.5, c.cancel).start()
+    t = time.time()
+    with pytest.raises(psycopg2.errors.QueryCanceled):
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_sleep(20)")
+    assert time.time() - t < 10
+    with c.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    c.close()
+    # A start without a user name: the server's own refusal, from repoint, and counted.
+    with socket.create_connection(("127.0.0.1", port), 5) as s:
+        body = b"\x00\x03\x00\x00" + b"database\x00postgres\x00\x00"
+        s.sendall(len(body + b"1234").to_bytes(4, "big") + body)
+        s.settimeout(5)
+        reply = s.recv(1000)
+        assert reply[:1] == b"E" and b"C28000\x00" in reply and b"no PostgreSQL user name" in reply
+    assert 'repoint_client_auth_failures_total{service="postgres"} 1' in rp.metrics()
+
+
+def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint):
+    engine = ENGINES["postgres"]
+    rp = start_repoint(**AUTH)
+    port = rp.ports["postgres"]
+    c = engine.connect(port)
+    engine.setup(c)
+    engine.close(c)
+    old = lab.primary("postgres")
+    idle = engine.connect(port)
+    before = backend_pid(idle)
+    assert before[1] == old.port
+    loops = [WriterLoop(engine, port, name=f"auth-w{i}-{time.time_ns()}") for i in range(4)]
+    for w in loops:
+        w.start()
+    wait_for(lambda: all(w.successes() for w in loops), 20, what="writers to start")
+    accepted = rp.service("postgres")["counters"]["accepted"]
+    t0 = time.time()
+    lab.switchover("postgres")
+    new = lab.primary("postgres")
+    rp.wait_writer("postgres", f"127.0.0.1:{new.port}")
+    wait_for(lambda: all(len([t for t in w.successes() if t > t0]) >= 20 for w in loops), 60,
+             what="every writer to write again")
+    for w in loops:
+        w.stop()
+    errors = [e for w in loops for e in w.errors()]
+    # Idle sessions lose nothing; a request in flight when the old writer shut down is answered "outcome
+    # unknown" (08007: it may have committed, so it is never sent again) and its session goes on.
+    assert all("may or may not have run" in e for t, e in errors), errors
+    assert all(len(w.errors()) <= 1 for w in loops), errors
+    m = rp.metrics()
+    assert 'repoint_requests_outcome_unknown_total{service="postgres"} %d' % len(errors) in m, errors
+    # The same client connections, now on the new writer's backends.
+    # No client connection was closed under its application (an error makes the loop reconnect, as a pool
+    # would; that is the loop's choice, not repoint's).
+    assert rp.service("postgres")["counters"]["accepted"] - accepted <= len(errors) + 1
+    after = backend_pid(idle)
+    assert after[1] == new.port and after[0] != before[0]
+    assert rp.service("postgres")["counters"]["migrated"] >= 5
+    direct = engine.connect(new.port)
+    for w in loops:
+        assert engine.read(direct, w.tag) == str(w.seq)  # every acknowledged write is on the new writer
+    engine.close(direct)
+    engine.close(idle)
+
+
+def test_a_session_with_state_is_closed_at_its_idle_point(lab, start_repoint):
+    """A SET lives in the old backend: such a session cannot move, and ends at its idle point as before."""
+    engine = ENGINES["postgres"]
+    rp = start_repoint(drain_timeout="2s", **AUTH)
+    port = rp.ports["postgres"]
+    plain = engine.connect(port)
+    stateful = engine.connect(port)
+    with stateful.cursor() as cur:
+        cur.execute("SET work_mem = '7MB'")
+    lab.switchover("postgres")
+    new = lab.primary("postgres")
+    rp.wait_writer("postgres", f"127.0.0.1:{new.port}")
+    assert backend_pid(plain)[1] == new.port
+    with pytest.raises(psycopg2.OperationalError):
+        backend_pid(stateful)
+    engine.close(plain)
+    engine.close(stateful)
+
+
+def test_idle_sessions_survive_a_crash_and_a_terminated_backend_is_the_clients(lab, start_repoint):
+    """A crash: the idle sessions move once the member's own probe says it is gone. A backend terminated
+    while its member stays the writer (pg_terminate_backend): that was for the client, who gets it."""
+    engine = ENGINES["postgres"]
+    rp = start_repoint(hold_timeout="60s", **AUTH)
+    port = rp.ports["postgres"]
+    old = lab.primary("postgres")
+    target = next(n for n in lab.nodes("postgres") if n.name != old.name and n.alive())
+    idle = [engine.connect(port) for _ in range(3)]
+    victim = engine.connect(port)
+    pid = backend_pid(victim)[0]
+    direct = engine.connect(old.port)
+    with direct.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    engine.close(direct)
+    migrated = rp.service("postgres")["counters"]["migrated"]
+    with pytest.raises(psycopg2.OperationalError):   # as directly: libpq says "server closed the connection"
+        backend_pid(victim)
+    assert victim.closed
+    assert rp.service("postgres")["counters"]["migrated"] == migrated  # not moved: the close was the client's
+    lab.crash("postgres", old.name)
+    lab.promote("postgres", target.name)
+    lab.repoint("postgres", primary=target.name)
+    rp.wait_writer("postgres", f"127.0.0.1:{target.port}")
+    for c in idle:
+        assert backend_pid(c)[1] == target.port
+        engine.close(c)
+    lab.restart("postgres", old.name, as_replica=True)
+    wait_for(lambda: any(m["address"] == f"127.0.0.1:{old.port}" and m["role"] == "reader"
+                         for m in rp.service("postgres")["members"]), 60, what="the old writer back as a reader")
