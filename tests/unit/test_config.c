@@ -352,7 +352,7 @@ START_TEST(test_err_unknown_key)
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
 		      "failover_probe_interval, down_after, probes, multiplex, probe_user, probe_password, "
 		      "probe_database, tls, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file, listen_tls, "
-		      "listen_tls_cert_file, listen_tls_key_file, hold_timeout, drain, drain_timeout, connect_timeout, "
+		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, hold_timeout, drain, drain_timeout, connect_timeout, "
 		      "max_clients");
 	expect_errors("log_level = info\n" OK_SERVICE,
 		      "test.ini:1: 'log_level' is outside any section; put it under [repoint], "
@@ -619,6 +619,24 @@ START_TEST(test_err_source)
 					     "listen = 127.0.0.1:3\nmembers = 127.0.0.1:4\n");
 		ck_assert(cfg->services->multiplex);
 		ck_assert(!cfg->services->next->multiplex);
+		config_free(cfg);
+	}
+	/* auth = repoint: postgres only, trust on loopback only so far, its keys only with it. */
+	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
+		      "client_auth = trust\n[service b]\nprotocol = postgres\nlisten = 0.0.0.0:3\nmembers = 127.0.0.1:4\n"
+		      "auth = repoint\nclient_auth = trust\n[service c]\nprotocol = postgres\nlisten = 127.0.0.1:5\n"
+		      "members = 127.0.0.1:6\nauth = repoint\n[service d]\nprotocol = postgres\nlisten = 127.0.0.1:7\n"
+		      "members = 127.0.0.1:8\nclient_auth = trust\n",
+		      "test.ini:5: auth: repoint authenticates postgres clients so far (mysql: not yet), but this service "
+		      "is mysql\n"
+		      "test.ini:12: client_auth: trust is for loopback listeners only, but this service listens on 0.0.0.0\n"
+		      "test.ini:17: client_auth: scram-sha-256 is not there yet (trust is)\n"
+		      "test.ini:22: client_auth: only with auth = repoint");
+	{
+		struct config *cfg = load_ok("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\n"
+					     "members = 127.0.0.1:2\nauth = REPOINT\nclient_auth = trust\n");
+		ck_assert_int_eq(cfg->services->auth, AUTH_REPOINT);
+		ck_assert_int_eq(cfg->services->client_auth, CLIENT_AUTH_TRUST);
 		config_free(cfg);
 	}
 	expect_errors("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\nshard = 0001\n"
