@@ -148,3 +148,31 @@ def test_idle_sessions_survive_a_crash_and_a_terminated_backend_is_the_clients(l
     lab.restart("postgres", old.name, as_replica=True)
     wait_for(lambda: any(m["address"] == f"127.0.0.1:{old.port}" and m["role"] == "reader"
                          for m in rp.service("postgres")["members"]), 60, what="the old writer back as a reader")
+
+
+def test_a_postgres_drill_costs_the_application_nothing(lab, tmp_path):
+    """`repoint drill` (static pg_promote) with auth = repoint: the long-lived clients' sessions move to the
+    new writer; the report shows no error and no reconnect."""
+    import json
+    import os
+    import subprocess
+    from conftest import REPOINT_BIN, free_port
+    from test_drill import a_replica, addr, repair
+    os.chmod(tmp_path, 0o755)
+    cfg = str(tmp_path / "drill.ini")
+    lab.write_config(cfg, admin=f"127.0.0.1:{free_port()}", postgres=AUTH["postgres"])
+    target = a_replica(lab, "postgres")
+    out = str(tmp_path / "report.json")
+    p = subprocess.run([REPOINT_BIN, "drill", "-c", cfg, "--service", "postgres", "--target", addr(target), "--yes",
+                        "--json", out, "--warmup", "2s", "--duration-after", "3s"],
+                       capture_output=True, text=True, timeout=180)
+    try:
+        run = json.load(open(out))["runs"][0]
+        assert run["status"] == "completed", (run.get("error"), p.stdout[-3000:], p.stderr[-3000:])
+        assert run["errors"]["total"] == 0, run["errors"]
+        assert run["requests"]["ok"] > 100
+        long_clients = [c for c in run["outage"]["per_client"] if c["mode"] == "long"]
+        assert long_clients and all(c["reconnects"] == 0 for c in long_clients), long_clients
+        assert "migrated" in p.stdout and run["failover"]["new_writer"] == addr(target)
+    finally:
+        repair(lab, "postgres", target.name)
