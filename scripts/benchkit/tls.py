@@ -15,6 +15,7 @@ import time
 from .common import BenchError, cpu_seconds, free_port, ratio, summary, wait_for
 from .proxies import HAPROXY_BIN, Proc
 from .throughput import REDIS_CLIENTS, redis_benchmark
+from . import tls_pg
 
 PATHS = ("direct-tls", "haproxy-tls", "repoint-tls", "repoint-origin")
 VARIANTS = (("small", 1, 3), ("small_p16", 16, 3), ("16k", 1, 16384))
@@ -180,6 +181,8 @@ def run(bench, log):
             results[tid] = w
         # The cost of a new TLS connection: connect, handshake, PING, close (redis-benchmark has no -C).
         results["tls.connect"] = _connect_rate(rig, a, log)
+        # Postgres over TLS (benchkit/tls_pg.py), with the same CA.
+        results.update(tls_pg.run(bench, rig.pki, log))
     finally:
         rig.stop()
     return results
@@ -216,7 +219,7 @@ def table(results):
     lines = ["TLS (one TLS-only redis-server; medians)",
              "%-16s %-15s %12s %9s %9s %12s" % ("row", "path", "req/s", "p50 ms", "p99 ms", "cpu us/op")]
     for tid, w in results.items():
-        if tid == "tls.connect":
+        if tid == "tls.connect" or tid.startswith("tls.pg."):
             continue
         for p in PATHS:
             d = w["paths"][p]
@@ -231,6 +234,24 @@ def table(results):
                      "repoint-origin/direct-tls %s" % ("", _r(r["repoint-tls/haproxy-tls"]),
                                                        _r(r["cpu repoint-tls/haproxy-tls"]),
                                                        _r(r["repoint-origin/direct-tls"])))
+    pg_rows = [tid for tid in results if tid.startswith("tls.pg.")]
+    if pg_rows:
+        lines.append("TLS (one TLS-only PostgreSQL 15, hostssl only; medians; -C: a new TLS connection per transaction)")
+        lines.append("%-16s %-15s %12s %9s %9s %12s" % ("row", "path", "tps", "p50 ms", "p99 ms", "cpu us/op"))
+    for tid in pg_rows:
+        w = results[tid]
+        for p in tls_pg.PATHS:
+            d = w["paths"][p]
+            med = lambda k: (d.get(k) or {}).get("median")  # noqa: E731
+            lines.append("%-16s %-15s %12s %9s %9s %12s" % (
+                tid[7:], p, "%.0f" % med("throughput") if med("throughput") else "-",
+                "%.3f" % med("p50_ms") if med("p50_ms") is not None else "-",
+                "%.3f" % med("p99_ms") if med("p99_ms") is not None else "-",
+                "%.1f" % med("cpu_us_per_op") if med("cpu_us_per_op") is not None else "-"))
+        r = w["ratios"]
+        lines.append("%-16s ratios: repoint-tls/direct-tls %s, repoint-tls/haproxy-pass %s, repoint-origin/direct-tls %s"
+                     % ("", _r(r["repoint-tls/direct-tls"]), _r(r["repoint-tls/haproxy-pass"]),
+                        _r(r["repoint-origin/direct-tls"])))
     c = results.get("tls.connect")
     if c:
         lines.append("new connections: " + ", ".join(
