@@ -6,7 +6,8 @@ to repoint's), `repoint` (a lab configuration, log_level = warn) and, for the Re
 and same configuration except `multiplex = on` in the redis service. Each workload runs `--reps`
 times, the order of the paths rotating between repetitions; the tables show the median and [min-max].
 The `tls` workload (benchkit/tls.py) has paths of its own around one TLS-only redis-server: direct TLS,
-HAProxy and repoint with TLS on both sides, and repoint originating TLS for a plaintext client.
+HAProxy and repoint with TLS on both sides, and repoint originating TLS for a plaintext client; and
+around one TLS-only PostgreSQL (benchkit/tls_pg.py: pgbench -S and -S -C, HAProxy passing TLS through).
 """
 
 import argparse
