@@ -56,6 +56,9 @@ def main(argv=None):
     p.add_argument("--engines", default=",".join(ALL_ENGINES), help="comma list (default: all)")
     p.add_argument("--base-port", type=int, help="fixed ports: pg1..3=N..N+2, my1..2=N+3..4, rd1..3=N+5..7")
     p.add_argument("--redis-password", help="requirepass/masterauth for the redis nodes")
+    p.add_argument("--tls", action="store_true",
+                   help="every server serves TLS only (a lab CA in DIR/tls; replication over TLS too); "
+                        "`config` then writes tls = verify-full")
     p = cmd("down", "stop every server and remove the data dir")
     p.add_argument("--keep", action="store_true", help="keep the data dir")
     p = cmd("status", "every node: address, pid, alive, role, upstream")
@@ -103,7 +106,7 @@ def main(argv=None):
 
     try:
         if a.cmd == "up":
-            t = lab.up(a.engines.split(","), redis_password=a.redis_password)
+            t = lab.up(a.engines.split(","), redis_password=a.redis_password, tls=a.tls)
 
             def human(t):
                 for e in lab.engines():

@@ -228,8 +228,14 @@ class Lab:
         return self._engine(engine).connect(self.node(engine, node), **kw)
 
     # ---- up / down ------------------------------------------------------------------------------
-    def up(self, engines=ALL_ENGINES, redis_password=None):
-        """Start the requested engines; returns {engine: seconds, 'total': seconds}."""
+    @property
+    def tls(self):
+        """The lab's TLS ({ca, cert, key}: every node serves TLS only) or None."""
+        return self.state.get("tls")
+
+    def up(self, engines=ALL_ENGINES, redis_password=None, tls=False):
+        """Start the requested engines; returns {engine: seconds, 'total': seconds}. tls: every server
+        serves TLS only (a lab CA in DIR/tls), replication included."""
         if isinstance(engines, str):
             engines = engines.split(",")
         engines = [engine_name(e.strip()) for e in engines if e.strip()]
@@ -251,6 +257,9 @@ class Lab:
             if redis_password is not None:
                 self.state["redis_password"] = redis_password
             self.state.setdefault("redis_password", None)
+            if tls and not self.state.get("tls"):
+                from .pki import lab_pki
+                self.state["tls"] = lab_pki(os.path.join(self.dir, "tls"))
             self.state["root"] = is_root()
             ports = self._allocate_ports(engines)
             for e in engines:
@@ -570,6 +579,8 @@ class Lab:
             kv += [("members", ", ".join(n.addr for n in self.nodes(e)))]
             kv += list(self.SERVICE_DEFAULTS[1:])
             kv += list(eng.service_config().items())
+            if self.tls:
+                kv += [("tls", "verify-full"), ("tls_ca_file", self.tls["ca"])]
             kv += list(self.SERVICE_TAIL)
             d = dict(kv)
             for k, v in list(overrides.items()) + list(per_engine.get(e, {}).items()):

@@ -58,6 +58,8 @@ class MariaDB(Engine):
     # ---- plumbing -------------------------------------------------------------------------------
     def connect(self, node, user=TEST_USER, password=TEST_PASSWORD, database="test", connect_timeout=3, **kw):
         import pymysql
+        if self.lab.tls:
+            kw.setdefault("ssl", {"ca": self.lab.tls["ca"], "check_hostname": True})
         return pymysql.connect(host=node.host, port=node.port, user=user, password=password, database=database,
                                autocommit=True, connect_timeout=connect_timeout, **kw)
 
@@ -92,6 +94,10 @@ class MariaDB(Engine):
                "--read-only=%d" % (1 if read_only else 0), "--innodb-buffer-pool-size=32M",
                "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--performance-schema=OFF",
                "--max-connections=500", "--max-allowed-packet=64M", "--report-host=127.0.0.1", "--report-port=%d" % node.port]
+        if self.lab.tls:
+            # TLS only over TCP (the unix socket the lab administers through counts as secure).
+            cmd += ["--ssl-cert=%s" % self.lab.tls["cert"], "--ssl-key=%s" % self.lab.tls["key"],
+                    "--ssl-ca=%s" % self.lab.tls["ca"], "--require-secure-transport=ON"]
         if skip_slave_start:
             cmd.append("--skip-slave-start")
         if is_root():
@@ -260,8 +266,10 @@ class MariaDB(Engine):
         self.q(node, "SET GLOBAL read_only = 1", "STOP SLAVE",
                "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos",
                "CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', "
-               "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1"
-               % (primary.host, primary.port, REPL_USER, REPL_PASSWORD),
+               "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1%s"
+               % (primary.host, primary.port, REPL_USER, REPL_PASSWORD,
+                  ", MASTER_SSL=1, MASTER_SSL_CA='%s', MASTER_SSL_VERIFY_SERVER_CERT=1" % self.lab.tls["ca"]
+                  if self.lab.tls else ""),
                "START SLAVE")
 
     def start(self, node, as_replica_of=None):

@@ -52,10 +52,13 @@ class Postgres(Engine):
         return os.path.join(PG_BIN, prog)
 
     def _dsn(self, node, dbname="postgres"):
-        return "host=%s port=%d user=postgres dbname=%s" % (node.host, node.port, dbname)
+        return "host=%s port=%d user=postgres dbname=%s%s" % (node.host, node.port, dbname, self._ssl())
 
     def connect(self, node, dbname="test", user="postgres", password=None, connect_timeout=3, **kw):
         import psycopg2
+        if self.lab.tls:
+            kw.setdefault("sslmode", "verify-full")
+            kw.setdefault("sslrootcert", self.lab.tls["ca"])
         conn = psycopg2.connect(host=node.host, port=node.port, user=user, password=password,
                                 dbname=dbname, connect_timeout=connect_timeout, **kw)
         conn.autocommit = True
@@ -75,7 +78,24 @@ class Postgres(Engine):
             conn.close()
 
     def _conninfo(self, node, primary):
-        return "host=%s port=%d user=postgres application_name=%s" % (primary.host, primary.port, node.name)
+        return "host=%s port=%d user=postgres application_name=%s%s" % (primary.host, primary.port, node.name,
+                                                                         self._ssl())
+
+    def _server_files(self):
+        """The lab's certificate and key, as the server user's own files (Postgres refuses a key others
+        can read)."""
+        d = os.path.join(os.path.dirname(self.lab.tls["key"]), "postgres")
+        cert, key = os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+        if not os.path.exists(key):
+            self.runas.mkdir(d, 0o700)
+            for src, dst in ((self.lab.tls["cert"], cert), (self.lab.tls["key"], key)):
+                with open(src) as f:
+                    self.runas.write(dst, f.read(), 0o600)
+        return cert, key
+
+    def _ssl(self):
+        """conninfo words for a TLS lab (hostssl only): verified against the lab CA."""
+        return " sslmode=verify-full sslrootcert=%s" % self.lab.tls["ca"] if self.lab.tls else ""
 
     def _controldata(self, node):
         out = run([self._bin("pg_controldata"), "-D", node.dir], runas=self.runas, what="pg_controldata")
@@ -103,6 +123,9 @@ class Postgres(Engine):
         self._clear_stale_pidfile(node)
         cmd = [self._bin("postgres"), "-D", node.dir, "-p", str(node.port), "-k", node.sockdir,
                "-c", "listen_addresses=127.0.0.1", "-c", "cluster_name=%s" % node.name]
+        if self.lab.tls:
+            cert, key = self._server_files()
+            cmd += ["-c", "ssl=on", "-c", "ssl_cert_file=%s" % cert, "-c", "ssl_key_file=%s" % key]
         self._spawn(node, cmd)
         self.wait_ready(node, lambda: self.q(node, "SELECT 1"))
 
@@ -138,8 +161,8 @@ class Postgres(Engine):
         if os.path.isdir(node.dir):
             shutil.rmtree(node.dir)
         self.runas.mkdir(node.dir)
-        run([self._bin("pg_basebackup"), "-h", primary.host, "-p", str(primary.port), "-U", "postgres",
-             "-D", node.dir, "-X", "stream", "-c", "fast", "-N", "-R"],
+        run([self._bin("pg_basebackup"), "-d", self._dsn(primary), "-D", node.dir, "-X", "stream", "-c", "fast",
+             "-N", "-R"],
             runas=self.runas, cwd=os.path.dirname(node.dir), what="pg_basebackup of %s" % node.name)
         self._set_standby_config(node, primary)
 
@@ -185,7 +208,9 @@ class Postgres(Engine):
              "--no-sync", "--no-instructions"], runas=self.runas, cwd=os.path.dirname(p.dir), what="initdb")
         with open(os.path.join(p.dir, "postgresql.conf"), "a") as f:
             f.write(CONF)
-        self.runas.write(os.path.join(p.dir, "pg_hba.conf"), HBA)
+        # A TLS lab takes TCP connections over TLS only (hostssl), as rds.force_ssl = 1 does.
+        self.runas.write(os.path.join(p.dir, "pg_hba.conf"),
+                         HBA.replace("\nhost ", "\nhostssl ") if self.lab.tls else HBA)
         self._start_proc(p)
         self.q(p, "CREATE DATABASE test", fetch=None)
 

@@ -21,6 +21,9 @@ class Redis(Engine):
     def connect(self, node, decode_responses=True, socket_timeout=3, **kw):
         import redis
         kw.setdefault("password", self.password)
+        if self.lab.tls:
+            kw.setdefault("ssl", True)
+            kw.setdefault("ssl_ca_certs", self.lab.tls["ca"])
         return redis.Redis(host=node.host, port=node.port, decode_responses=decode_responses,
                            socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, **kw)
 
@@ -39,7 +42,11 @@ class Redis(Engine):
             c.close()
 
     def _start_proc(self, node, replicaof=None, wait=True):
-        cmd = ["/usr/bin/redis-server", "--port", str(node.port), "--bind", "127.0.0.1", "--save", "",
+        tls = self.lab.tls
+        port = ["--port", str(node.port)] if not tls else [
+            "--port", "0", "--tls-port", str(node.port), "--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"],
+            "--tls-ca-cert-file", tls["ca"], "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        cmd = ["/usr/bin/redis-server"] + port + ["--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--daemonize", "no", "--dir", node.dir, "--logfile", node.log,
                # disk-based sync: the primary puts a replica online as soon as the RDB is sent (a diskless
                # sync waits for the replica's next REPLCONF ACK, up to 1 s, before streaming writes to it)

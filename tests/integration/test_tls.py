@@ -12,43 +12,7 @@ import pytest
 import redis
 
 from conftest import free_port, start_custom, wait_for
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".crt",
-            "-days", "2", "-subj", "/CN=repoint test " + name, cwd=d)
-    return os.path.join(d, name + ".crt")
-
-
-def make_cert(d, ca, name, san):
-    with open(os.path.join(d, name + ".ext"), "w") as f:
-        f.write("subjectAltName=%s\n" % san)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
-            "-subj", "/CN=" + name, cwd=d)
-    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key", "-CAcreateserial",
-            "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
-    return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
-
-
-def make_expired(d, ca, name, san):
-    """A certificate from `ca` for `san` that expired in 2020 (openssl ca takes explicit dates)."""
-    with open(os.path.join(d, name + ".cnf"), "w") as f:
-        f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = %s.index\nnew_certs_dir = .\nserial = %s.serial\n"
-                "default_md = sha256\npolicy = p\ncopy_extensions = copy\n[p]\ncommonName = supplied\n"
-                "[ext]\nsubjectAltName = %s\n" % (name, name, san))
-    open(os.path.join(d, name + ".index"), "w").close()
-    with open(os.path.join(d, name + ".serial"), "w") as f:
-        f.write("1000\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
-            "-subj", "/CN=" + name, cwd=d)
-    openssl("ca", "-batch", "-config", name + ".cnf", "-extensions", "ext", "-startdate", "20200101000000Z",
-            "-enddate", "20200102000000Z", "-cert", ca + ".crt", "-keyfile", ca + ".key", "-in", name + ".csr",
-            "-out", name + ".crt", "-notext", cwd=d)
-    return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
+from labkit.pki import make_ca, make_cert, make_expired
 
 
 @pytest.fixture(scope="module")
