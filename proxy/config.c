@@ -1170,10 +1170,14 @@ static void check_service(struct parser *p, size_t idx)
 		if (auth->valid && own && protocol->valid && svc->protocol != PROTOCOL_POSTGRES)
 			add_error(p, auth->line, "auth: repoint authenticates postgres clients so far (mysql: not yet), "
 						 "but this service is %s", protocol_name(svc->protocol));
-		else if (auth->valid && own && svc->client_auth != CLIENT_AUTH_TRUST)
+		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_MD5)
 			add_error(p, cauth->line ? cauth->line : auth->line,
-				  "client_auth: %s is not there yet (trust is)", client_auth_names[svc->client_auth]);
-		else if (auth->valid && own && listen->valid && !host_is_loopback(svc->listen.host))
+				  "client_auth: md5 is not there yet (scram-sha-256 and trust are)");
+		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_SCRAM && svc->auth_file == NULL)
+			add_error(p, cauth->line ? cauth->line : auth->line,
+				  "client_auth: scram-sha-256 needs auth_file (the users and their passwords or SCRAM verifiers)");
+		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_TRUST && listen->valid &&
+			 !host_is_loopback(svc->listen.host))
 			add_error(p, cauth->line ? cauth->line : auth->line,
 				  "client_auth: trust is for loopback listeners only, but this service listens on %s",
 				  svc->listen.host[0] ? svc->listen.host : "every address");

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "auth/auth.h"
 #include "net/conn.h"
 #include "net/session.h"
 #include "net/shared.h"
@@ -103,6 +104,9 @@ struct service {
 	const char *via;                  /* what made the observation being handled */
 	struct net_tls *tls;              /* to the members; NULL: plain */
 	struct net_tls *listen_tls;       /* clients' TLS; NULL: listen_tls = off */
+	struct auth_users *users;         /* auth = repoint: auth_file's users (NULL without one) */
+	struct timespec users_mtime;      /* of auth_file when it was read */
+	int64_t users_checked_ms;         /* when it was last looked at (a changed file is read again) */
 	bool opaque_logged;               /* service_opaque_session said it once */
 	struct timespec listen_tls_mtime[2];  /* of the certificate and key files it was made from */
 	int64_t listen_tls_checked_ms;    /* when they were last looked at (rotation) */
@@ -1320,6 +1324,46 @@ static struct net_tls *service_listen_tls(struct service *svc)
 	return svc->listen_tls;
 }
 
+/* auth_file's users (NULL when none); false with the reason ("file:line: ...") in err. */
+static bool users_setup(struct service *svc, const struct service_config *cfg, struct auth_users **out, char *err,
+			size_t errlen)
+{
+	*out = NULL;
+	if (cfg->auth != AUTH_REPOINT || cfg->auth_file == NULL)
+		return true;
+	file_mtime(cfg->auth_file, &svc->users_mtime);
+	svc->users_checked_ms = now_ms();
+	*out = auth_users_load(cfg->auth_file, err, errlen);
+	return *out != NULL;
+}
+
+static struct auth_users *service_users(struct service *svc)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct timespec m;
+
+	if (svc->users == NULL)
+		return NULL;
+	/* Rotation: the file is looked at once a second at most, when clients come. */
+	if (now_ms() - svc->users_checked_ms >= 1000) {
+		svc->users_checked_ms = now_ms();
+		file_mtime(cfg->auth_file, &m);
+		if (memcmp(&m, &svc->users_mtime, sizeof(m)) != 0) {
+			char err[300];
+			struct auth_users *u = NULL;
+			if (users_setup(svc, cfg, &u, err, sizeof(err))) {
+				auth_users_unref(svc->users);
+				svc->users = u;
+				log_info(svc->subject, "auth_file %s read again", cfg->auth_file);
+			} else {
+				svc->users_mtime = m;  /* said once per change */
+				log_warn(svc->subject, "auth_file: %s (the users read before stay)", err);
+			}
+		}
+	}
+	return svc->users;
+}
+
 static enum listen_tls_mode service_listen_tls_mode(const struct service *svc)
 {
 	return svc->listen_tls != NULL ? svc->cfg->listen_tls : LISTEN_TLS_OFF;
@@ -1346,6 +1390,10 @@ bool service_start(struct service *svc)
 	}
 	if (!listen_tls_setup(svc, cfg, &svc->listen_tls, err, sizeof(err))) {
 		log_error(svc->subject, "listen_tls: %s", err);
+		return false;
+	}
+	if (!users_setup(svc, cfg, &svc->users, err, sizeof(err))) {
+		log_error(svc->subject, "auth_file: %s", err);
 		return false;
 	}
 
@@ -1435,6 +1483,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 	}
 	bool tls_new = tls_changed(old, cfg);
 	struct net_tls *tls = NULL, *ltls = NULL;
+	struct auth_users *users = NULL;
 	bool ltls_new = cfg->listen_tls != old->listen_tls ||
 			!same_str(cfg->listen_tls_cert_file, old->listen_tls_cert_file) ||
 			!same_str(cfg->listen_tls_key_file, old->listen_tls_key_file);
@@ -1444,9 +1493,15 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		net_tls_free(tls);
 		return false;
 	}
+	if (!users_setup(svc, cfg, &users, err, errlen)) {
+		net_tls_free(tls);
+		net_tls_free(ltls);
+		return false;
+	}
 	if (!same_hostport(&cfg->listen, &old->listen) && (l = listen_on(svc, &cfg->listen, err, errlen)) == NULL) {
 		net_tls_free(tls);
 		net_tls_free(ltls);
+		auth_users_unref(users);
 		return false;
 	}
 	probes_changed = tls_new || cfg->probes != old->probes || !same_str(cfg->probe_user, old->probe_user) ||
@@ -1475,6 +1530,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 			net_tls_free(tls);
 		}
 		net_tls_free(ltls);
+		auth_users_unref(users);
 		if (l != NULL)
 			evconnlistener_free(l);
 		snprintf(err, errlen, "the new members cannot be used (see the log): the running service is kept as it was");
@@ -1487,6 +1543,9 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		net_tls_free(svc->listen_tls);
 		svc->listen_tls = ltls;
 	}
+	/* New clients log in with the users read now; sessions already in keep theirs. */
+	auth_users_unref(svc->users);
+	svc->users = users;
 	if (l != NULL) {
 		/* The new address accepts from now on; sessions accepted on the old one go on. */
 		evconnlistener_free(svc->listener);
@@ -1541,6 +1600,7 @@ void service_free(struct service *svc)
 	topo_free(&svc->topo);
 	net_tls_free(svc->tls);
 	net_tls_free(svc->listen_tls);
+	auth_users_unref(svc->users);
 	free(svc);
 }
 
@@ -1935,6 +1995,11 @@ static struct net_tls *host_listen_tls(struct session_host *h)
 	return service_listen_tls(host_svc(h));
 }
 
+static struct auth_users *host_auth_users(struct session_host *h)
+{
+	return service_users(host_svc(h));
+}
+
 static enum listen_tls_mode host_listen_tls_mode(struct session_host *h)
 {
 	return service_listen_tls_mode(host_svc(h));
@@ -2028,6 +2093,7 @@ static const struct session_host_ops host_ops = {
 	.member_tls_name = host_member_tls_name,
 	.tls = host_tls,
 	.listen_tls = host_listen_tls,
+	.auth_users = host_auth_users,
 	.listen_tls_mode = host_listen_tls_mode,
 	.shared = host_shared,
 	.session_by_key = host_session_by_key,

@@ -2481,7 +2481,7 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	svc->ops->opened(svc, s);
 	svc->counters.accepted++;
 	if (svc->cfg->auth == AUTH_REPOINT && svc->proto->login != NULL) {
-		s->login = svc->proto->login->create(svc->cfg->client_auth, NULL);
+		s->login = svc->proto->login->create(svc->cfg->client_auth, svc->ops->auth_users(svc));
 		if (s->login == NULL) {
 			session_destroy(s);
 			return NULL;

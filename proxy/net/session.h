@@ -68,6 +68,7 @@ struct session_host_ops {
 	struct net_tls *(*tls)(struct session_host *h);         /* to the members; NULL: plain */
 	struct net_tls *(*listen_tls)(struct session_host *h);  /* for a new TLS client */
 	enum listen_tls_mode (*listen_tls_mode)(struct session_host *h);
+	struct auth_users *(*auth_users)(struct session_host *h);  /* auth = repoint: auth_file's, or NULL */
 	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */
 	struct shared *(*shared)(struct session_host *h, int member, bool resp3, bool write);
 	/* the session (on a member) whose cancel key, as its client knows it, is key[0..keylen), or NULL */

@@ -8,6 +8,7 @@
  * ParameterStatus ('S'), BackendKeyData ('K'), notices ('N'), NegotiateProtocolVersion ('v') and
  * ReadyForQuery ('Z').
  */
+#include "auth/auth.h"
 #include "config.h"
 #include "proto/proto.h"
 
@@ -17,18 +18,26 @@
 
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #define PG_STARTUP_MAX 10000u       /* the server's own limit on a startup packet */
 #define PG_LOGIN_MSG_MAX (64u * 1024u)  /* an authentication-phase message longer than this is not one */
 #define PG_PROTOCOL_3 0x00030000u
 
-enum front_state { FRONT_STARTUP, FRONT_DONE, FRONT_FAILED };
+enum front_state { FRONT_STARTUP, FRONT_SASL_INIT, FRONT_SASL_FINAL, FRONT_DONE, FRONT_FAILED };
 enum back_state { BACK_NONE, BACK_AUTH, BACK_PARAMS, BACK_DONE };
 
 struct proto_login {
 	enum client_auth how;
-	const struct auth_users *users;
+	struct auth_users *users;   /* a reference */
+	struct auth_user cred;      /* the user's entry (password copied), when auth_file has one */
+	bool has_cred;
+	bool known;                 /* the user is in auth_file (an unknown one goes through a mock exchange) */
+	bool has_scram_key;         /* the client's SCRAM proof gave its ClientKey (for cred.verifier) */
+	uint8_t scram_key[SCRAM_KEY_LEN];
+	struct scram_server *ss;    /* the client's SCRAM exchange, while it lasts */
+	struct scram_client *sc;    /* a member's, while it lasts */
 	enum front_state front;
 	enum back_state back;
 	bool told;                  /* the client has had its AuthenticationOk .. ReadyForQuery */
@@ -74,7 +83,7 @@ static void auth_ok(struct evbuffer *out)
 
 static void pgl_free(struct proto_login *l);
 
-static struct proto_login *pgl_new(enum client_auth how, const struct auth_users *users)
+static struct proto_login *pgl_new(enum client_auth how, struct auth_users *users)
 {
 	struct proto_login *l = calloc(1, sizeof(*l));
 
@@ -82,6 +91,7 @@ static struct proto_login *pgl_new(enum client_auth how, const struct auth_users
 		return NULL;
 	l->how = how;
 	l->users = users;
+	auth_users_ref(users);
 	l->first = evbuffer_new();
 	/* The client's cancel key: random, so that nobody can cancel another client's query by
 	 * guessing (the server's own keys are random for the same reason). */
@@ -99,6 +109,20 @@ static void pgl_free(struct proto_login *l)
 	if (l->first != NULL)
 		evbuffer_free(l->first);
 	free(l->startup);
+	if (l->cred.password != NULL) {
+		OPENSSL_cleanse(l->cred.password, strlen(l->cred.password));
+		free(l->cred.password);
+	}
+	if (l->ss != NULL) {
+		OPENSSL_cleanse(l->ss, sizeof(*l->ss));
+		free(l->ss);
+	}
+	if (l->sc != NULL) {
+		OPENSSL_cleanse(l->sc, sizeof(*l->sc));
+		free(l->sc);
+	}
+	OPENSSL_cleanse(l->scram_key, sizeof(l->scram_key));
+	auth_users_unref(l->users);
 	free(l);
 }
 
@@ -142,11 +166,114 @@ static bool startup_user(struct proto_login *l)
 	return p == end - 1 && l->user[0] != '\0';
 }
 
+/* A complete typed message from `in` (its type and body copied out, NUL-terminated), or false
+ * (*more set) when not all there yet. */
+static bool take_message(struct evbuffer *in, uint8_t *type, char *body, size_t cap, size_t *len, bool *more,
+			 bool *bad)
+{
+	uint8_t hdr[5];
+	size_t have = evbuffer_get_length(in);
+
+	*more = *bad = false;
+	if (have < 5) {
+		*more = true;
+		return false;
+	}
+	evbuffer_copyout(in, hdr, sizeof(hdr));
+	uint32_t mlen = be32(hdr + 1);
+	if (mlen < 4 || mlen - 4 >= cap) {
+		*bad = true;
+		return false;
+	}
+	if (have < 1 + (size_t)mlen) {
+		*more = true;
+		return false;
+	}
+	evbuffer_drain(in, 5);
+	evbuffer_remove(in, body, mlen - 4);
+	body[mlen - 4] = '\0';
+	*type = hdr[0];
+	*len = mlen - 4;
+	return true;
+}
+
+static enum proto_login_step password_failed(struct proto_login *l, struct evbuffer *out)
+{
+	char msg[200];
+
+	snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", l->user);
+	return front_fail(l, out, "28P01", msg);
+}
+
+/* The client's SCRAM-SHA-256 exchange with repoint (AuthenticationSASL was sent). An unknown user,
+ * or one without a secret, goes through the same exchange with a verifier nobody knows, as the
+ * server does, so that the answer does not tell who exists. */
+static enum proto_login_step front_sasl(struct proto_login *l, struct evbuffer *in, struct evbuffer *out)
+{
+	char body[2048], reply[600], err[200];
+	size_t len;
+	uint8_t type;
+	bool more, bad;
+
+	while (l->front == FRONT_SASL_INIT || l->front == FRONT_SASL_FINAL) {
+		if (!take_message(in, &type, body, sizeof(body), &len, &more, &bad)) {
+			if (bad)
+				return front_fail(l, out, "08P01", "invalid SASL message");
+			return PROTO_LOGIN_MORE;
+		}
+		if (type != 'p')
+			return front_fail(l, out, "08P01", "expected a SASL response");
+		if (l->front == FRONT_SASL_INIT) {
+			/* SASLInitialResponse: mechanism, NUL, int32 length (-1: none), data */
+			size_t mlen = strnlen(body, len);
+			struct scram_verifier v;
+			if (mlen == len || strcmp(body, "SCRAM-SHA-256") != 0)
+				return front_fail(l, out, "28000", "the client selected an invalid SASL authentication mechanism");
+			if (len < mlen + 5 || be32((const uint8_t *)body + mlen + 1) != len - mlen - 5)
+				return front_fail(l, out, "08P01", "malformed SASLInitialResponse");
+			if (l->has_cred && l->cred.has_verifier)
+				v = l->cred.verifier;
+			else if (!(l->has_cred && l->cred.password != NULL &&
+				   scram_verifier_from_password(l->cred.password, NULL, 0, 0, &v)) &&
+				 !scram_verifier_from_password("", NULL, 0, 0, &v))
+				return front_fail(l, out, "53200", "out of memory");
+			if (!(l->has_cred && (l->cred.has_verifier || l->cred.password != NULL))) {
+				l->known = false;  /* a mock exchange: its proof can never match */
+				RAND_bytes(v.stored_key, sizeof(v.stored_key));
+			}
+			if ((l->ss = calloc(1, sizeof(*l->ss))) == NULL)
+				return front_fail(l, out, "53200", "out of memory");
+			if (!scram_server_first(l->ss, &v, body + mlen + 5, len - mlen - 5, reply + 4, sizeof(reply) - 4, err,
+						sizeof(err)))
+				return front_fail(l, out, "08P01", err);
+			memcpy(reply, "\0\0\0\x0b", 4);  /* AuthenticationSASLContinue */
+			pg_message(out, 'R', reply, 4 + strlen(reply + 4));
+			l->front = FRONT_SASL_FINAL;
+			continue;
+		}
+		if (!scram_server_final(l->ss, body, len, reply + 4, sizeof(reply) - 4, err, sizeof(err)) || !l->known)
+			return password_failed(l, out);
+		memcpy(reply, "\0\0\0\x0c", 4);  /* AuthenticationSASLFinal */
+		pg_message(out, 'R', reply, 4 + strlen(reply + 4));
+		if (l->cred.has_verifier) {
+			memcpy(l->scram_key, l->ss->client_key, SCRAM_KEY_LEN);
+			l->has_scram_key = true;
+		}
+		OPENSSL_cleanse(l->ss, sizeof(*l->ss));
+		free(l->ss);
+		l->ss = NULL;
+		l->front = FRONT_DONE;
+	}
+	return l->front == FRONT_DONE ? PROTO_LOGIN_DONE : PROTO_LOGIN_FAIL;
+}
+
 static enum proto_login_step pgl_front(struct proto_login *l, struct evbuffer *in, struct evbuffer *out)
 {
 	size_t have = evbuffer_get_length(in);
 	uint8_t hdr[8];
 
+	if (l->front == FRONT_SASL_INIT || l->front == FRONT_SASL_FINAL)
+		return front_sasl(l, in, out);
 	if (l->front != FRONT_STARTUP)
 		return l->front == FRONT_DONE ? PROTO_LOGIN_DONE : PROTO_LOGIN_FAIL;
 	if (have < 8)
@@ -164,11 +291,25 @@ static enum proto_login_step pgl_front(struct proto_login *l, struct evbuffer *i
 	l->startup_len = len;
 	if (!startup_user(l))
 		return front_fail(l, out, "28000", "no PostgreSQL user name specified in startup packet");
+	const struct auth_user *u = auth_users_find(l->users, l->user);
+	if (u != NULL) {
+		l->cred = *u;
+		l->cred.password = NULL;
+		if (u->password != NULL && (l->cred.password = strdup(u->password)) == NULL)
+			return front_fail(l, out, "53200", "out of memory");
+		l->has_cred = l->known = true;
+	}
 	switch (l->how) {
 	case CLIENT_AUTH_TRUST:
 		l->front = FRONT_DONE;
 		return PROTO_LOGIN_DONE;
-	default:
+	case CLIENT_AUTH_SCRAM: {
+		static const char mechs[] = "\0\0\0\x0aSCRAM-SHA-256\0";  /* AuthenticationSASL, one mechanism */
+		pg_message(out, 'R', mechs, sizeof(mechs));
+		l->front = FRONT_SASL_INIT;
+		return front_sasl(l, in, out);
+	}
+	case CLIENT_AUTH_MD5:
 		break;
 	}
 	return front_fail(l, out, "28000", "repoint: this client authentication method is not available");
@@ -200,12 +341,136 @@ static void error_field(const uint8_t *body, size_t len, char field, char *buf, 
 	}
 }
 
+/* A 'p' message (password, SASL) to the member. */
+static void to_member_p(struct evbuffer *out, const void *a, size_t alen, const void *b, size_t blen)
+{
+	uint8_t hdr[5] = {'p'};
+
+	put_be32(hdr + 1, (uint32_t)(4 + alen + blen));
+	evbuffer_add(out, hdr, sizeof(hdr));
+	evbuffer_add(out, a, alen);
+	if (blen > 0)
+		evbuffer_add(out, b, blen);
+}
+
+/* md5(hex of md5(a + b)) as PostgreSQL's "md5" method chains it; out gets 32 hex digits and a NUL. */
+static bool md5_hex(const void *a, size_t alen, const void *b, size_t blen, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t d[16];
+	unsigned int n = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 && EVP_DigestUpdate(ctx, a, alen) == 1 &&
+		  EVP_DigestUpdate(ctx, b, blen) == 1 && EVP_DigestFinal_ex(ctx, d, &n) == 1 && n == 16;
+
+	EVP_MD_CTX_free(ctx);
+	for (int i = 0; ok && i < 16; i++) {
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 15];
+	}
+	out[32] = '\0';
+	return ok;
+}
+
+/* The member asks the login to prove itself (an Authentication request other than Ok): SCRAM with
+ * the password or the client's ClientKey, or the password in clear or as md5 when auth_file has it. */
+static enum proto_login_step back_auth(struct proto_login *l, const uint8_t *body, size_t blen,
+				       struct evbuffer *to_member, char *err, size_t errlen)
+{
+	uint32_t code = be32(body);
+	const char *data = (const char *)body + 4;
+	size_t dlen = blen - 4;
+	char msg[600];
+	const char *pw = l->has_cred ? l->cred.password : NULL;
+
+	switch (code) {
+	case 3:  /* AuthenticationCleartextPassword */
+	case 5:  /* AuthenticationMD5Password: salt (4) */
+		if (pw == NULL) {
+			snprintf(err, errlen, "the member asks user \"%s\" for a password, and auth_file has none for it",
+				 l->user);
+			return PROTO_LOGIN_FAIL;
+		}
+		if (code == 3) {
+			to_member_p(to_member, pw, strlen(pw) + 1, NULL, 0);
+			return PROTO_LOGIN_MORE;
+		}
+		if (dlen != 4) {
+			snprintf(err, errlen, "malformed AuthenticationMD5Password");
+			return PROTO_LOGIN_FAIL;
+		}
+		char inner[33], outer[36] = "md5";
+		if (!md5_hex(pw, strlen(pw), l->user, strlen(l->user), inner) || !md5_hex(inner, 32, data, 4, outer + 3)) {
+			snprintf(err, errlen, "md5 failed");
+			return PROTO_LOGIN_FAIL;
+		}
+		to_member_p(to_member, outer, 36, NULL, 0);
+		return PROTO_LOGIN_MORE;
+	case 10: {  /* AuthenticationSASL: the mechanisms, each NUL-terminated, then an empty one */
+		bool scram = false;
+		for (size_t i = 0; i < dlen && data[i] != '\0';) {
+			size_t n = strnlen(data + i, dlen - i);
+			if (n == 13 && memcmp(data + i, "SCRAM-SHA-256", 13) == 0)
+				scram = true;
+			i += n + 1;
+		}
+		if (!scram) {
+			snprintf(err, errlen, "the member offers no SASL mechanism repoint speaks (SCRAM-SHA-256)");
+			return PROTO_LOGIN_FAIL;
+		}
+		if (l->sc == NULL && (l->sc = calloc(1, sizeof(*l->sc))) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return PROTO_LOGIN_FAIL;
+		}
+		memset(l->sc, 0, sizeof(*l->sc));
+		l->sc->password = pw;
+		if (pw == NULL && l->has_scram_key) {
+			l->sc->has_key = true;
+			memcpy(l->sc->client_key, l->scram_key, SCRAM_KEY_LEN);
+			l->sc->v = l->cred.verifier;
+		} else if (pw == NULL) {
+			snprintf(err, errlen, "nothing to log in to the member with for user \"%s\" (auth_file: a password, or a "
+				 "SCRAM verifier with client_auth = scram-sha-256)", l->user);
+			return PROTO_LOGIN_FAIL;
+		}
+		if (!scram_client_first(l->sc, msg, sizeof(msg))) {
+			snprintf(err, errlen, "out of randomness");
+			return PROTO_LOGIN_FAIL;
+		}
+		uint8_t len[4];
+		put_be32(len, (uint32_t)strlen(msg));
+		uint8_t head[14 + 4];
+		memcpy(head, "SCRAM-SHA-256", 14);
+		memcpy(head + 14, len, 4);
+		to_member_p(to_member, head, sizeof(head), msg, strlen(msg));
+		return PROTO_LOGIN_MORE;
+	}
+	case 11:  /* AuthenticationSASLContinue: server-first-message */
+		if (l->sc == NULL || !scram_client_final(l->sc, data, dlen, msg, sizeof(msg), err, errlen)) {
+			if (l->sc == NULL)
+				snprintf(err, errlen, "a SASL continuation out of place");
+			return PROTO_LOGIN_FAIL;
+		}
+		to_member_p(to_member, msg, strlen(msg), NULL, 0);
+		return PROTO_LOGIN_MORE;
+	case 12:  /* AuthenticationSASLFinal: the server's signature */
+		if (l->sc == NULL || !scram_client_check(l->sc, data, dlen, err, errlen)) {
+			if (l->sc == NULL)
+				snprintf(err, errlen, "a SASL final out of place");
+			return PROTO_LOGIN_FAIL;
+		}
+		return PROTO_LOGIN_MORE;
+	default:
+		snprintf(err, errlen, "the member asks for authentication method %u, which repoint cannot do", code);
+		return PROTO_LOGIN_FAIL;
+	}
+}
+
 static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in, struct evbuffer *to_member,
 				 struct evbuffer *to_client, char *err, size_t errlen)
 {
 	uint8_t hdr[5];
 
-	(void)to_member;
 	for (;;) {
 		size_t have = evbuffer_get_length(in);
 		if (l->back == BACK_DONE)
@@ -236,9 +501,17 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 				return PROTO_LOGIN_FAIL;
 			}
 			if (be32(body) != 0) {
-				snprintf(err, errlen, "the member asks for authentication method %u, which repoint cannot do "
-					 "for this user", be32(body));
-				return PROTO_LOGIN_FAIL;
+				enum proto_login_step st = back_auth(l, body, blen, to_member, err, errlen);
+				if (st == PROTO_LOGIN_FAIL) {
+					if (!l->told) {
+						char msg[400];
+						snprintf(msg, sizeof(msg), "repoint cannot log in to the member as \"%s\": %s",
+							 l->user, err);
+						pg_error_response(to_client, "FATAL", "28000", msg);
+					}
+					return st;
+				}
+				break;
 			}
 			l->back = BACK_PARAMS;
 			break;

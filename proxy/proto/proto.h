@@ -140,8 +140,8 @@ enum proto_login_step {
 };
 
 struct proto_login_ops {
-	/* users: auth_file's (NULL: none), kept by the caller for the login's lifetime. */
-	struct proto_login *(*create)(enum client_auth how, const struct auth_users *users);
+	/* users: auth_file's (NULL: none); the login keeps a reference. */
+	struct proto_login *(*create)(enum client_auth how, struct auth_users *users);
 	void (*destroy)(struct proto_login *l);
 	/* The client's bytes are in `in` (consumed as read); what it is owed goes to `out`. */
 	enum proto_login_step (*front)(struct proto_login *l, struct evbuffer *in, struct evbuffer *out);

@@ -176,3 +176,150 @@ def test_a_postgres_drill_costs_the_application_nothing(lab, tmp_path):
         assert "migrated" in p.stdout and run["failover"]["new_writer"] == addr(target)
     finally:
         repair(lab, "postgres", target.name)
+
+
+# ---- client_auth = scram-sha-256 and SCRAM logins to members -------------------------------------------------
+
+class ScramPostgres:
+    """A PostgreSQL 15 that takes TCP logins by scram-sha-256 only, with a role `app` (password `s3cret`)."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self):
+        import os
+        import pwd
+        import subprocess
+        import tempfile
+        from conftest import free_port
+        pw = pwd.getpwnam("postgres")
+        self.dir = tempfile.mkdtemp(prefix="repoint-scram-pg-")
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.port = free_port()
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(as_pg + [self.BIN + "/initdb", "-D", self.dir + "/data", "-U", "postgres", "-A", "trust",
+                                "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"],
+                       check=True, capture_output=True, timeout=120, cwd="/")
+        with open(self.dir + "/data/pg_hba.conf", "w") as f:
+            f.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        self.log = open(self.dir + "/pg.log", "wb")
+        self.proc = subprocess.Popen(as_pg + [self.BIN + "/postgres", "-D", self.dir + "/data", "-p", str(self.port),
+                                              "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.local().close() or True, 30, what="the scram postgres")
+        c = self.local()
+        with c.cursor() as cur:
+            cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute("CREATE ROLE app LOGIN PASSWORD 's3cret'")
+            cur.execute("CREATE ROLE other LOGIN PASSWORD 'other-secret'")
+            cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+            self.verifier = cur.fetchone()[0]
+        c.close()
+
+    def local(self):
+        c = psycopg2.connect(host=self.dir, port=self.port, user="postgres", dbname="postgres", connect_timeout=5)
+        c.autocommit = True
+        return c
+
+    def stop(self):
+        import shutil
+        import subprocess
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def scram_pg():
+    pg = ScramPostgres()
+    yield pg
+    pg.stop()
+
+
+def verifier(password, salt, iterations=4096):
+    """A SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802's keys), computed here with hashlib."""
+    import base64
+    import hashlib
+    import hmac
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(hashlib.sha256(client_key).digest()),
+                                          b64(server_key))
+
+
+def scram_service(pg, auth_file, client_auth="scram-sha-256"):
+    return ("protocol = postgres\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\nprobe_user = app\n"
+            "probe_password = s3cret\nauth = repoint\nclient_auth = %s\nauth_file = %s\nhold_timeout = 2s\n"
+            % (pg.port, client_auth, auth_file))
+
+
+def connect_app(port, password, user="app"):
+    return psycopg2.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="postgres",
+                            connect_timeout=10)
+
+
+def test_scram_with_only_the_verifier(scram_pg, tmp_path):
+    """auth_file holds the verifier the member stores, no password: the client's SCRAM proof gives repoint the
+    key that logs it in to the member; a wrong password, an unknown user and a member whose verifier differs are
+    refused with the server's own errors."""
+    from conftest import start_custom
+    users = tmp_path / "users.txt"
+    users.write_text('; comment\n"app" "%s"\n"nobody" "SCRAM-SHA-256$4096:%s$%s:%s"\n"other" "%s"\n'
+                     % (scram_pg.verifier, "c2FsdHNhbHRzYWx0c2FsdA==", "A" * 43 + "=", "B" * 43 + "=",
+                        verifier("other-secret", b"another salt....")))
+    rp = start_custom(tmp_path, {"pg": scram_service(scram_pg, users)})
+    try:
+        rp.wait_writer("pg")
+        c = connect_app(rp.ports["pg"], "s3cret")
+        with c.cursor() as cur:
+            cur.execute("SELECT current_user, inet_server_port()")
+            assert cur.fetchone() == ("app", scram_pg.port)
+        c.close()
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
+            connect_app(rp.ports["pg"], "wrong")
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "ghost"'):
+            connect_app(rp.ports["pg"], "s3cret", user="ghost")
+        # "nobody" has a verifier in auth_file whose password nobody knows.
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "nobody"'):
+            connect_app(rp.ports["pg"], "whatever", user="nobody")
+        # "other": the client proves the password of auth_file's verifier, but the member stores another one
+        # (another salt): repoint cannot log in with that key, and says so.
+        with pytest.raises(psycopg2.OperationalError, match="verifier differs from auth_file's"):
+            connect_app(rp.ports["pg"], "other-secret", user="other")
+        m = rp.metrics()
+        assert 'repoint_client_auth_failures_total{service="pg"} 3' in m, m
+        # The secret never reaches the log.
+        assert "s3cret" not in rp.logtext() and scram_pg.verifier.split("$")[2] not in rp.logtext()
+    finally:
+        rp.stop()
+
+
+def test_scram_with_a_password_and_file_rotation(scram_pg, tmp_path):
+    """A plaintext password in auth_file logs in to the member by SCRAM with the member's own salt; auth_file
+    is read again when it changes (a new user works without a restart)."""
+    import os
+    import time as _time
+    from conftest import start_custom
+    users = tmp_path / "users.txt"
+    users.write_text('"app" "s3cret"\n')
+    rp = start_custom(tmp_path, {"pg": scram_service(scram_pg, users)})
+    try:
+        rp.wait_writer("pg")
+        c = connect_app(rp.ports["pg"], "s3cret")
+        c.close()
+        with pytest.raises(psycopg2.OperationalError):
+            connect_app(rp.ports["pg"], "other-secret", user="other")
+        users.write_text('"app" "s3cret"\n"other" "other-secret"\n')
+        future = _time.time() + 2
+        os.utime(users, (future, future))
+        wait_for(lambda: connect_app(rp.ports["pg"], "other-secret", user="other").close() or True, 10,
+                 what="the new user to log in")
+        assert "auth_file" in rp.logtext()
+    finally:
+        rp.stop()

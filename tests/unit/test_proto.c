@@ -668,7 +668,7 @@ START_TEST(test_pg_login_refusals)
 	lo->back_start(l, up);
 	feed_evbuffer(min, "R\x00\x00\x00\x0c\x00\x00\x00\x05salt", 13);
 	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
-	ck_assert(strstr(err, "method 5") != NULL);
+	ck_assert(strstr(err, "for a password") != NULL);  /* md5, and auth_file has no password */
 	lo->destroy(l);
 	evbuffer_free(in);
 	evbuffer_free(out);

@@ -1,0 +1,89 @@
+/* auth.h - who may log in, and the SCRAM-SHA-256 exchange both ways (RFC 5802 / 7677, as PostgreSQL
+ * speaks it), for auth = repoint. Pure functions over strings; every primitive from OpenSSL.
+ *
+ * auth_file: pgbouncer's userlist format, one user per line: "name" "secret" (a quote inside is
+ * doubled), blank lines and lines starting with ';' or '#' ignored. A secret is a SCRAM verifier as
+ * PostgreSQL stores it (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64) or a
+ * plaintext password. With a verifier repoint needs no password: the client's proof gives it the
+ * ClientKey, which logs it in to a member holding the same verifier (every member of a replicated
+ * cluster does: the catalog is replicated). */
+#ifndef REPOINT_AUTH_H
+#define REPOINT_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_KEY_LEN 32   /* SHA-256 */
+#define SCRAM_SALT_MAX 64
+#define SCRAM_NONCE_MAX 96
+
+struct scram_verifier {
+	int iterations;
+	uint8_t salt[SCRAM_SALT_MAX];
+	size_t salt_len;
+	uint8_t stored_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+};
+
+struct auth_user {
+	char name[128];
+	bool has_verifier;
+	struct scram_verifier verifier;
+	char *password;           /* plaintext, or NULL */
+};
+
+struct auth_users;
+
+/* NULL with "file:line: why" in err. */
+struct auth_users *auth_users_load(const char *path, char *err, size_t errlen);
+void auth_users_ref(struct auth_users *u);
+void auth_users_unref(struct auth_users *u);
+/* NULL when unknown. Valid while the caller holds a reference. */
+const struct auth_user *auth_users_find(const struct auth_users *u, const char *name);
+
+/* "SCRAM-SHA-256$..." into v; false when it is not one. */
+bool scram_parse_verifier(const char *s, struct scram_verifier *v);
+/* The verifier of a password (a fresh salt, 4096 iterations; or the given salt and iterations). */
+bool scram_verifier_from_password(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+				  struct scram_verifier *v);
+
+/* The server's side (repoint authenticating a client). */
+struct scram_server {
+	struct scram_verifier v;
+	char client_first_bare[512];
+	char server_first[512];
+	char nonce[SCRAM_NONCE_MAX * 2];
+	char gs2[8];
+	uint8_t client_key[SCRAM_KEY_LEN];  /* recovered from a valid proof */
+};
+/* client-first-message -> server-first-message (out). False (err) when malformed or asking for
+ * channel binding. */
+bool scram_server_first(struct scram_server *s, const struct scram_verifier *v, const char *client_first, size_t n,
+			char *out, size_t outlen, char *err, size_t errlen);
+/* client-final-message -> server-final-message (out). False (err) when malformed or the proof is
+ * wrong (timing-safe); on success s->client_key holds the client's key. */
+bool scram_server_final(struct scram_server *s, const char *client_final, size_t n, char *out, size_t outlen,
+			char *err, size_t errlen);
+
+/* The client's side (repoint logging in to a member): with a password, or with a ClientKey and the
+ * verifier it belongs to (then the member's salt and iterations must be the verifier's). */
+struct scram_client {
+	const char *password;                 /* or NULL */
+	bool has_key;
+	uint8_t client_key[SCRAM_KEY_LEN];
+	struct scram_verifier v;              /* with has_key: the verifier (server_key used to check) */
+	char nonce[64];
+	char client_first_bare[128];
+	uint8_t server_key[SCRAM_KEY_LEN];    /* for the server's signature */
+	char auth_message[1536];
+};
+/* client-first-message into out. */
+bool scram_client_first(struct scram_client *c, char *out, size_t outlen);
+/* server-first-message -> client-final-message. */
+bool scram_client_final(struct scram_client *c, const char *server_first, size_t n, char *out, size_t outlen,
+			char *err, size_t errlen);
+/* server-final-message: the server proved it knows the verifier. */
+bool scram_client_check(struct scram_client *c, const char *server_final, size_t n, char *err, size_t errlen);
+
+#endif
