@@ -2142,8 +2142,29 @@ static void med_hello(struct session *s)
 /* Client bytes while repoint conducts the start: kept until a whole packet is there. */
 static void med_client_read(struct session *s)
 {
-	struct evbuffer *in;
-	ssize_t r = read_once(&s->client);
+	struct evbuffer *in = client_input(s);
+	size_t want = SESSION_READ_MAX, have = in != NULL ? evbuffer_get_length(in) : 0;
+	ssize_t r;
+
+	if (in == NULL) {
+		session_destroy(s);
+		return;
+	}
+	if (s->med == MED_HELLO && s->client.conn.ssl == NULL) {
+		/* Not a byte past the packet: a client that asks for TLS starts its handshake right
+		 * after the request, without waiting, and those bytes are OpenSSL's to read. */
+		const struct proto_upgrade *up = s->host->proto->upgrade;
+		size_t k = have < 4 ? PROTO_MORE : up->packet(evbuffer_pullup(in, 4), have);
+		if (have < 4)
+			want = 4 - have;
+		else if (k == PROTO_MORE) {
+			uint8_t h[4];
+			evbuffer_copyout(in, h, 4);
+			size_t total = 4 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16);
+			want = total - have < SESSION_READ_MAX ? total - have : SESSION_READ_MAX;
+		}
+	}
+	r = s->client.conn.ops->read(&s->client.conn, session_io, want);
 
 	if (r == -2)
 		return;
@@ -2151,7 +2172,7 @@ static void med_client_read(struct session *s)
 		session_destroy(s);
 		return;
 	}
-	if ((in = client_input(s)) == NULL || evbuffer_add(in, session_io, (size_t)r) < 0) {
+	if (evbuffer_add(in, session_io, (size_t)r) < 0) {
 		session_destroy(s);
 		return;
 	}
