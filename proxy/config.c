@@ -224,6 +224,7 @@ struct key_def {
 	const char *const *names;  /* enum: accepted words, indexed by value */
 	value_check check;         /* string: extra validation */
 	bool required;
+	bool secret;               /* string: a secret (env:NAME, file:/path, or a literal -t warns about) */
 };
 
 #define TOP(f) offsetof(struct config, f)
@@ -239,6 +240,9 @@ struct key_def {
 #define STRING(sec, key, off, dflt, chk)                                                           \
 	{ .section = sec, .name = key, .type = TYPE_STRING, .def = dflt, .offset = off,            \
 	  .aux = NO_AUX, .check = chk }
+#define SECRET(sec, key, off, dflt)                                                                \
+	{ .section = sec, .name = key, .type = TYPE_STRING, .def = dflt, .offset = off,            \
+	  .aux = NO_AUX, .secret = true }
 #define ENUM(sec, key, off, nm, dflt, req)                                                         \
 	{ .section = sec, .name = key, .type = TYPE_ENUM, .def = dflt, .offset = off,              \
 	  .aux = NO_AUX, .names = nm, .required = req }
@@ -260,7 +264,7 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_REPOINT, "log_level", TOP(log_level), log_level_names, "info", false),
 	ENUM(SECTION_REPOINT, "log_format", TOP(log_format), log_format_names, "text", false),
 	DURATION(SECTION_REPOINT, "shutdown_timeout", TOP(shutdown_timeout_ms), 0, WAIT_MAX, "10s"),
-	STRING(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL, NULL),
+	SECRET(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL),
 
 	STRING(SECTION_AWS, "region", AWS(region), NULL, check_region),
 	STRING(SECTION_AWS, "profile", AWS(profile), NULL, NULL),
@@ -284,7 +288,7 @@ static const struct key_def keys[] = {
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
-	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", NULL),
+	SECRET(SECTION_SERVICE, "probe_password", SVC(probe_password), ""),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
 	ENUM(SECTION_SERVICE, "tls", SVC(tls), tls_mode_names, "off", false),
 	STRING(SECTION_SERVICE, "tls_ca_file", SVC(tls_ca_file), NULL, check_readable),
@@ -400,6 +404,50 @@ static char *xstrdup(struct parser *p, const char *s)
 		p->oom = true;
 	return d;
 }
+
+/* The largest secret read from a file. */
+#define SECRET_FILE_MAX (64 * 1024)
+
+/* A secret as the file gives it: env:NAME (the environment's value), file:/path (the file's
+ * contents, one trailing newline dropped), or the value itself (said by -t: secrets belong
+ * outside the file). NULL after an error naming file:line (never the secret). */
+static char *secret_value(struct parser *p, const char *key, const char *value)
+{
+	if (strncmp(value, "env:", 4) == 0) {
+		const char *v = getenv(value + 4);
+		if (value[4] == '\0' || v == NULL) {
+			add_error(p, p->line, "%s: the environment has no %s", key, value + 4);
+			return NULL;
+		}
+		return xstrdup(p, v);
+	}
+	if (strncmp(value, "file:", 5) == 0) {
+		FILE *f = fopen(value + 5, "r");
+		char *buf;
+		size_t n;
+		if (f == NULL) {
+			add_error(p, p->line, "%s: cannot read '%s': %s", key, value + 5, strerror(errno));
+			return NULL;
+		}
+		buf = calloc(1, SECRET_FILE_MAX + 1);
+		n = buf != NULL ? fread(buf, 1, SECRET_FILE_MAX + 1, f) : 0;
+		fclose(f);
+		if (buf == NULL || n > SECRET_FILE_MAX) {
+			add_error(p, p->line, "%s: '%s' is larger than %d bytes", key, value + 5, SECRET_FILE_MAX);
+			free(buf);
+			return NULL;
+		}
+		if (n > 0 && buf[n - 1] == '\n')
+			buf[--n] = '\0';
+		if (n > 0 && buf[n - 1] == '\r')
+			buf[--n] = '\0';
+		return buf;
+	}
+	if (value[0] != '\0' && p->cfg->literal_secret[0] == '\0')
+		snprintf(p->cfg->literal_secret, sizeof(p->cfg->literal_secret), "%s:%d: %s", p->name, p->line, key);
+	return xstrdup(p, value);
+}
+
 
 /* "[repoint]", "[aws]", "[service orders]" for messages. */
 static const char *section_label(enum section_kind kind, const char *service, char *buf, size_t len)
@@ -666,6 +714,9 @@ static bool set_value(struct parser *p, const struct key_def *k, void *base, con
 		} else if (k->check != NULL && !k->check(value, why, sizeof(why))) {
 			add_error(p, p->line, "%s: %s", k->name, why);
 			return false;
+		} else if (k->secret) {
+			if ((copy = secret_value(p, k->name, value)) == NULL)
+				return false;
 		} else if ((copy = xstrdup(p, value)) == NULL) {
 			return false;
 		}

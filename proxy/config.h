@@ -88,6 +88,8 @@ struct config {
 	enum log_format log_format;         /* default text */
 	int64_t shutdown_timeout_ms;        /* grace period on SIGTERM/SIGINT; default 10s */
 	char *admin_token;                  /* bearer token the admin API requires for POST; NULL: none */
+	char literal_secret[160];           /* "file:line: key" of the first secret written in the file itself
+	                                       (not env: or file:), for -t to warn about; "" when none */
 	struct aws_config aws;
 	struct service_config *services;    /* in file order */
 	int nservices;

@@ -33,7 +33,8 @@ static const char usage_text[] =
 	"Options:\n"
 	"  -c, --config FILE   configuration file (INI; see the example installed as repoint.ini)\n"
 	"  -t, --test          validate the configuration and exit (warnings: an admin\n"
-	"                      address beyond loopback, a member name that does not resolve)\n"
+	"                      address beyond loopback, a member name that does not resolve,\n"
+	"                      a secret written in the file instead of env:NAME or file:/path)\n"
 	"  -V, --version       print the version and exit\n"
 	"  -h, --help          print this help and exit\n"
 	"\n"
@@ -59,6 +60,9 @@ static void test_warnings(const struct config *cfg)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
 
+	if (cfg->literal_secret[0] != '\0')
+		printf("repoint: warning: %s: a secret written in the configuration itself; prefer env:NAME or "
+		       "file:/path (a mounted secret)\n", cfg->literal_secret);
 	if (cfg->has_admin && !host_is_loopback(cfg->admin.host))
 		printf("repoint: warning: admin listens on %s, beyond loopback: /status, /metrics and /clients are "
 		       "readable from the network%s\n",

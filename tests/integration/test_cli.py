@@ -54,6 +54,14 @@ def test_check_mode_warns_about_likely_mistakes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "admin listens on 0.0.0.0, beyond loopback" in r.stdout and "until admin_token is set" in r.stdout
     assert "member no-such-member.invalid does not resolve now" in r.stdout
+    # A secret written in the file: said (never the secret itself); from the environment: not.
+    r = run("-t", "-c", write(tmp_path, VALID + "probe_password = hunter2\n"))
+    assert r.returncode == 0 and "a secret written in the configuration itself" in r.stdout, r.stdout
+    assert "hunter2" not in r.stdout + r.stderr
+    env = dict(os.environ, REPOINT_TEST_PW="hunter2")
+    r = subprocess.run([REPOINT_BIN, "-t", "-c", write(tmp_path, VALID + "probe_password = env:REPOINT_TEST_PW\n")],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and "warning" not in r.stdout, r.stdout
 
 
 def test_config_words_in_any_case(tmp_path):

@@ -621,6 +621,31 @@ START_TEST(test_err_source)
 		ck_assert(!cfg->services->next->multiplex);
 		config_free(cfg);
 	}
+	/* Secrets from the environment or a file; a literal one is noted for -t; errors never show them. */
+	{
+		FILE *f = fopen("/tmp/repoint-test-secret", "w");
+		ck_assert(f != NULL);
+		fputs("from-a-file\n", f);
+		fclose(f);
+		setenv("REPOINT_TEST_PW", "from-the-env", 1);
+		struct config *cfg = load_ok("[repoint]\nadmin_token = file:/tmp/repoint-test-secret\n[service a]\n"
+					     "protocol = postgres\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+					     "probe_password = env:REPOINT_TEST_PW\n");
+		ck_assert_str_eq(cfg->admin_token, "from-a-file");
+		ck_assert_str_eq(cfg->services->probe_password, "from-the-env");
+		ck_assert_str_eq(cfg->literal_secret, "");
+		config_free(cfg);
+		cfg = load_ok("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+			      "probe_password = hunter2\n");
+		ck_assert_str_eq(cfg->literal_secret, "test.ini:5: probe_password");
+		config_free(cfg);
+		unlink("/tmp/repoint-test-secret");
+		unsetenv("REPOINT_TEST_PW");
+	}
+	expect_errors("[repoint]\nadmin_token = file:/nonexistent/token\n[service a]\nprotocol = postgres\n"
+		      "listen = 127.0.0.1:1\nmembers = 127.0.0.1:2\nprobe_password = env:REPOINT_NO_SUCH_VAR\n",
+		      "test.ini:2: admin_token: cannot read '/nonexistent/token': No such file or directory\n"
+		      "test.ini:7: probe_password: the environment has no REPOINT_NO_SUCH_VAR");
 	/* auth = repoint: postgres only, trust on loopback only so far, its keys only with it. */
 	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
 		      "client_auth = trust\n[service b]\nprotocol = postgres\nlisten = 0.0.0.0:3\nmembers = 127.0.0.1:4\n"
