@@ -103,3 +103,20 @@ def test_missing_config_file(tmp_path):
 def test_usage_errors_exit_2():
     assert run().returncode == 2
     assert run("--frobnicate").returncode == 2
+
+
+def test_an_in_tree_build_does_not_break_the_scripts(tmp_path):
+    """README's quick build (./configure at the top) must not stop the scripts' out-of-tree builds."""
+    src = str(tmp_path / "src")
+    subprocess.run(["git", "clone", "-q", TOP, src], check=True, timeout=120)
+    subprocess.run(["autoreconf", "-fi"], cwd=src, check=True, capture_output=True, timeout=300)
+    subprocess.run(["./configure", "-q"], cwd=src, check=True, capture_output=True, timeout=300)
+    os.makedirs(os.path.join(src, "build", "x"))
+    r = subprocess.run(["../../configure", "-q"], cwd=os.path.join(src, "build", "x"), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "already configured" in r.stderr   # what the scripts met before
+    r = subprocess.run([os.path.join(src, "scripts", "undo-intree-build")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "undoing the in-tree build" in r.stderr, r.stderr
+    r = subprocess.run(["../../configure", "-q"], cwd=os.path.join(src, "build", "x"), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
