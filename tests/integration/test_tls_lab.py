@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from labkit import Lab
+from test_auth import test_a_switchover_costs_persistent_connections_nothing  # noqa: F401 - auth = repoint, over TLS
 from test_failover import (test_crash_of_the_writer_holds_new_clients_then_recovers,  # noqa: F401 - collected here
                            test_switchover_keeps_writes_flowing)
 
