@@ -272,6 +272,8 @@ static const struct key_def keys[] = {
 	DURATION(SECTION_AWS, "poll_interval", AWS(poll_interval_ms), INTERVAL_MIN, WAIT_MAX, "5s"),
 	DURATION(SECTION_AWS, "failover_poll_interval", AWS(failover_poll_interval_ms), INTERVAL_MIN,
 		 WAIT_MAX, "1s"),
+	DURATION(SECTION_AWS, "request_timeout", AWS(request_timeout_ms), 100, WAIT_MAX, "10s"),
+	INT(SECTION_AWS, "max_attempts", AWS(max_attempts), 1, 20, "5"),
 
 	ENUM(SECTION_SERVICE, "protocol", SVC(protocol), protocol_names, NULL, true),
 	HOSTPORT(SECTION_SERVICE, "listen", SVC(listen), NO_AUX, true),

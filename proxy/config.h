@@ -78,6 +78,8 @@ struct aws_config {
 	char *endpoint_url;           /* override, e.g. http://127.0.0.1:4566; NULL for the real one */
 	int64_t poll_interval_ms;     /* default 5s (with jitter) */
 	int64_t failover_poll_interval_ms; /* while a failover is under way; default 1s */
+	int64_t request_timeout_ms;   /* one attempt of an API call; default 10s */
+	int max_attempts;             /* attempts of a call (throttling, 5xx, timeouts retried); default 5 */
 };
 
 struct config {

@@ -531,7 +531,11 @@ void drill_aws_preflight(struct drill *d)
 	snprintf(a->shard, sizeof(a->shard), "%s",
 		 d->o.shard != NULL ? d->o.shard : d->scfg->shard != NULL ? d->scfg->shard : "0001");
 	a->poll = evtimer_new(d->base, poll_cb, a);
-	a->http = aws_http_new(d->base, NULL);
+	{
+		struct aws_http_options ho = {.timeout_ms = d->aws != NULL ? d->aws->request_timeout_ms : 0,
+					      .max_attempts = d->aws != NULL ? d->aws->max_attempts : 0};
+		a->http = aws_http_new(d->base, &ho);
+	}
 	if (a->poll == NULL || a->http == NULL) {
 		drill_fail(d, "refused", "Internal", "cannot set up the AWS client");
 		return;

@@ -73,6 +73,7 @@ struct aws_source {
 	char *endpoint_url;
 	char *profile;
 	char *region_cfg;
+	struct aws_http_options http_opts;  /* [aws] request_timeout, max_attempts */
 	int64_t poll_ms, fast_ms;
 	aws_source_view_cb view_cb;
 	aws_source_error_cb err_cb;
@@ -859,6 +860,8 @@ struct aws_source *aws_source_new(struct event_base *base, const struct aws_conf
 	                                                          : AWS_SOURCE_DEFAULT_FAST_MS;
 	src->shard = dup_or_null(shard);
 	if (aws != NULL) {
+		src->http_opts.timeout_ms = aws->request_timeout_ms;
+		src->http_opts.max_attempts = aws->max_attempts;
 		src->endpoint_url = dup_or_null(aws->endpoint_url);
 		src->profile = dup_or_null(aws->profile);
 		src->region_cfg = dup_or_null(aws->region);
@@ -938,7 +941,7 @@ bool aws_source_start(struct aws_source *src)
 		log_error(src->subject, "source: %s", why);
 		return false;
 	}
-	src->http = aws_http_new(src->base, NULL);
+	src->http = aws_http_new(src->base, &src->http_opts);
 	if (src->http == NULL) {
 		log_error(src->subject, "%s: cannot set up the AWS client", src->source);
 		return false;

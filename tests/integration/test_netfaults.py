@@ -228,8 +228,9 @@ class StallingRelay:
 
 
 def test_control_plane_hanging_mid_response_keeps_last_topology(lab, tmp_path):
-    """Each API attempt times out after 10 s and is tried 5 times (proxy/aws/http.h), so a hung control plane
-    shows in /status after about a minute; routing goes on with probes meanwhile."""
+    """Each API attempt times out after [aws] request_timeout and is tried max_attempts times (10 s and 5 by
+    default: about a minute); here 1 s and 2, so the hung control plane shows in /status within seconds.
+    Routing goes on with probes meanwhile."""
     from test_sources import start_sources
     url = lab.aws_up(delays={"promote": 0.3, "settle": 0.3})
     saved = dict(os.environ)
@@ -239,11 +240,13 @@ def test_control_plane_hanging_mid_response_keeps_last_topology(lab, tmp_path):
     rp = None
     try:
         rp = start_sources(tmp_path, relay.url, {"ec": "protocol = redis\nsource = elasticache:lab-redis\n"},
-                           poll="200ms")
+                           poll="200ms", aws_extra="request_timeout = 1s\nmax_attempts = 2\n")
         writer = rp.wait_writer("ec")
         relay.stall.set()
-        wait_for(lambda: rp.service("ec")["source"]["last_error"] is not None, 90,
+        t0 = time.time()
+        wait_for(lambda: rp.service("ec")["source"]["last_error"] is not None, 30,
                  what="the hung poll reported as the source error")
+        assert time.time() - t0 < 15, "2 attempts of 1 s (and a backoff) took %.1f s" % (time.time() - t0)
         assert rp.writer("ec") == writer and rp.service("ec")["writer_ready"], "kept the last topology"
         c = redis.Redis("127.0.0.1", rp.ports["ec"], socket_timeout=10)
         for i in range(10):

@@ -31,10 +31,11 @@ def aws(lab):
         lab.aws_down()
 
 
-def start_sources(tmp_path, url, services, poll="300ms"):
+def start_sources(tmp_path, url, services, poll="300ms", aws_extra=""):
     admin = free_port()
     text = (f"[repoint]\nadmin = 127.0.0.1:{admin}\nshutdown_timeout = 5s\n\n"
-            f"[aws]\nregion = us-east-1\nendpoint_url = {url}\npoll_interval = {poll}\nfailover_poll_interval = 100ms\n\n")
+            f"[aws]\nregion = us-east-1\nendpoint_url = {url}\npoll_interval = {poll}\nfailover_poll_interval = 100ms\n"
+            f"{aws_extra}\n")
     ports = {}
     for name, body in services.items():
         ports[name] = free_port()

@@ -346,7 +346,7 @@ START_TEST(test_err_unknown_key)
 		      "log_level, log_format, shutdown_timeout, admin_token");
 	expect_errors("[aws]\nzone = a\n" OK_SERVICE,
 		      "test.ini:2: unknown key 'zone' in [aws]; allowed keys: region, profile, "
-		      "endpoint_url, poll_interval, failover_poll_interval");
+		      "endpoint_url, poll_interval, failover_poll_interval, request_timeout, max_attempts");
 	expect_errors(OK_SERVICE "weight = 3\n",
 		      "test.ini:5: unknown key 'weight' in [service ok]; allowed keys: protocol, "
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
