@@ -184,3 +184,62 @@ def pytest_terminal_summary(terminalreporter):
     if out:
         with open(out, "w") as f:
             json.dump(OUTAGES, f, indent=2)
+
+
+class OwnServer:
+    """A server a test starts for itself (one process, its own temp dir, its log there); stop() ends it and
+    removes the dir."""
+
+    def _spawn(self, argv):
+        self.log = open(os.path.join(self.dir, "server.log"), "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        import shutil
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OwnPostgres(OwnServer):
+    """A PostgreSQL 15 of a test's own, run as the postgres user (it refuses root), with the pg_hba.conf given,
+    `files` {name in the data dir: source} copied in as the server's own (0600), and extra -c settings."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self, hba, settings=(), files=None, prefix="repoint-pg-"):
+        import pwd
+        import shutil
+        import tempfile
+        pw = pwd.getpwnam("postgres")
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.port = free_port()
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        data = self.dir + "/data"
+        subprocess.run(as_pg + [self.BIN + "/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
+                                "--no-instructions", "-E", "UTF8", "--locale=C"],
+                       check=True, capture_output=True, timeout=120, cwd="/")
+        for name, src in (files or {}).items():
+            shutil.copy(src, os.path.join(data, name))
+            os.chown(os.path.join(data, name), pw.pw_uid, pw.pw_gid)
+            os.chmod(os.path.join(data, name), 0o600)
+        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+            f.write(hba)
+        argv = as_pg + [self.BIN + "/postgres", "-D", data, "-p", str(self.port), "-k", self.dir,
+                        "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        for s in settings:
+            argv += ["-c", s]
+        self._spawn(argv)
+
+    def local(self):
+        """The superuser over the unix socket (whatever pg_hba says of TCP)."""
+        import psycopg2
+        c = psycopg2.connect(host=self.dir, port=self.port, user="postgres", dbname="postgres", connect_timeout=5)
+        c.autocommit = True
+        return c

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from labkit.clients import ENGINES, WriterLoop
-from conftest import wait_for
+from conftest import OwnPostgres, wait_for
 
 AUTH = {"postgres": {"auth": "repoint", "client_auth": "trust"}}
 
@@ -180,31 +180,11 @@ def test_a_postgres_drill_costs_the_application_nothing(lab, tmp_path):
 
 # ---- client_auth = scram-sha-256 and SCRAM logins to members -------------------------------------------------
 
-class ScramPostgres:
+class ScramPostgres(OwnPostgres):
     """A PostgreSQL 15 that takes TCP logins by scram-sha-256 only, with a role `app` (password `s3cret`)."""
 
-    BIN = "/usr/lib/postgresql/15/bin"
-
     def __init__(self):
-        import os
-        import pwd
-        import subprocess
-        import tempfile
-        from conftest import free_port
-        pw = pwd.getpwnam("postgres")
-        self.dir = tempfile.mkdtemp(prefix="repoint-scram-pg-")
-        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.port = free_port()
-        as_pg = ["runuser", "-u", "postgres", "--"]
-        subprocess.run(as_pg + [self.BIN + "/initdb", "-D", self.dir + "/data", "-U", "postgres", "-A", "trust",
-                                "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"],
-                       check=True, capture_output=True, timeout=120, cwd="/")
-        with open(self.dir + "/data/pg_hba.conf", "w") as f:
-            f.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-        self.log = open(self.dir + "/pg.log", "wb")
-        self.proc = subprocess.Popen(as_pg + [self.BIN + "/postgres", "-D", self.dir + "/data", "-p", str(self.port),
-                                              "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n", prefix="repoint-scram-pg-")
         wait_for(lambda: self.local().close() or True, 30, what="the scram postgres")
         c = self.local()
         with c.cursor() as cur:
@@ -214,23 +194,6 @@ class ScramPostgres:
             cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
             self.verifier = cur.fetchone()[0]
         c.close()
-
-    def local(self):
-        c = psycopg2.connect(host=self.dir, port=self.port, user="postgres", dbname="postgres", connect_timeout=5)
-        c.autocommit = True
-        return c
-
-    def stop(self):
-        import shutil
-        import subprocess
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from conftest import free_port, start_custom, wait_for
+from conftest import OwnPostgres, free_port, start_custom, wait_for
 from labkit.pki import make_ca, make_cert, make_expired
 
 
@@ -192,35 +192,12 @@ def test_a_member_that_fails_tls_is_refused_with_the_reason(pki, tmp_path, case)
 
 # ---- Postgres: SSLRequest, 'S', then the handshake, on repoint's side -------------------------------
 
-class TlsPostgres:
-    """A PostgreSQL 15 that accepts TLS connections only (hostssl in pg_hba, as rds.force_ssl = 1 does), run
-    as the postgres user (it refuses root)."""
-
-    BIN = "/usr/lib/postgresql/15/bin"
+class TlsPostgres(OwnPostgres):
+    """A PostgreSQL 15 that accepts TLS connections only (hostssl in pg_hba, as rds.force_ssl = 1 does)."""
 
     def __init__(self, pki):
-        import pwd
-        import shutil
-        import tempfile
-        pw = pwd.getpwnam("postgres")
-        self.dir = tempfile.mkdtemp(prefix="repoint-tls-pg-")
-        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.port = free_port()
-        as_pg = ["runuser", "-u", "postgres", "--"]
-        subprocess.run(as_pg + [self.BIN + "/initdb", "-D", self.dir + "/data", "-U", "postgres", "-A", "trust",
-                                "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"],
-                       check=True, capture_output=True, timeout=120, cwd="/")
-        data = self.dir + "/data"
-        for src, name in ((pki["cert"], "server.crt"), (pki["key"], "server.key")):
-            shutil.copy(src, os.path.join(data, name))
-            os.chown(os.path.join(data, name), pw.pw_uid, pw.pw_gid)
-            os.chmod(os.path.join(data, name), 0o600)
-        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
-            f.write("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
-        self.log = open(os.path.join(self.dir, "pg.log"), "wb")
-        self.proc = subprocess.Popen(as_pg + [self.BIN + "/postgres", "-D", data, "-p", str(self.port), "-k", self.dir,
-                                              "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on", "-c", "fsync=off"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__("local all all trust\nhostssl all all 127.0.0.1/32 trust\n", settings=("ssl=on",),
+                         files={"server.crt": pki["cert"], "server.key": pki["key"]}, prefix="repoint-tls-pg-")
         self.ca = pki["ca"]
         wait_for(lambda: self.connect(sslmode="verify-full"), 30, what="TLS postgres")
 
@@ -231,17 +208,6 @@ class TlsPostgres:
                              connect_timeout=5, **kw)
         c.autocommit = True
         return c
-
-    def stop(self):
-        import shutil
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ certificate, the mysql CLI), a plaintext client where TLS is required gets Maria
 the TLS request are never taken, and a member whose certificate fails is refused with the reason."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -13,13 +12,13 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, start_custom, wait_for
+from conftest import OwnServer, free_port, start_custom, wait_for
 from test_tls import listen_tls_body, pki  # noqa: F401 - pki is a fixture
 
 TLS_REQUIRED = 3159   # ER_SECURE_TRANSPORT_REQUIRED
 
 
-class TlsMariadb:
+class TlsMariadb(OwnServer):
     """A MariaDB 10.11 that takes TLS connections only (require_secure_transport = ON)."""
 
     def __init__(self, pki):
@@ -30,14 +29,12 @@ class TlsMariadb:
         subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=%s/data" % self.dir,
                         "--auth-root-authentication-method=normal", "--skip-test-db"] + root,
                        check=True, capture_output=True, timeout=120, cwd=self.dir)
-        self.log = open(os.path.join(self.dir, "my.log"), "wb")
-        self.proc = subprocess.Popen(
+        self._spawn(
             ["/usr/sbin/mariadbd", "--no-defaults", "--datadir=%s/data" % self.dir, "--port=%d" % self.port,
              "--bind-address=127.0.0.1", "--socket=%s" % self.sock, "--pid-file=%s/pid" % self.dir,
              "--tmpdir=%s" % self.dir, "--skip-name-resolve", "--innodb-buffer-pool-size=32M",
              "--performance-schema=OFF", "--max-allowed-packet=64M", "--ssl-cert=%s" % pki["cert"],
-             "--ssl-key=%s" % pki["key"], "--ssl-ca=%s" % pki["ca"], "--require-secure-transport=ON"] + root,
-            stdout=self.log, stderr=subprocess.STDOUT)
+             "--ssl-key=%s" % pki["key"], "--ssl-ca=%s" % pki["ca"], "--require-secure-transport=ON"] + root)
         self.ca = pki["ca"]
         wait_for(lambda: self.admin(), 60, what="TLS mariadb")
         c = self.admin()
@@ -51,16 +48,6 @@ class TlsMariadb:
     def admin(self):
         import pymysql
         return pymysql.connect(unix_socket=self.sock, user="root", autocommit=True, connect_timeout=2)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
