@@ -113,7 +113,9 @@ def main():
     try:
         admin = free_port()
         cfg = os.path.join(work, "repoint.ini")
-        ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}")
+        # Postgres with auth = repoint (the lab trusts loopback): repoint logs in to the members itself, so idle
+        # sessions move to the new writer instead of being closed.
+        ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}", postgres={"auth": "repoint", "client_auth": "trust"})
         ports.pop("admin", None)
         proxy = Proxy(args.repoint, cfg, admin)
         for name in engines:
