@@ -1397,6 +1397,15 @@ static void login_back_read(struct session *s)
 	proto->login->track_idle(s->login, &s->ps);
 	if (on_connected(s))
 		return;
+	/* What the member sent right behind its ReadyForQuery (a notice, a parameter) is the client's. */
+	if (evbuffer_get_length(s->login_in) > 0) {
+		size_t n = evbuffer_get_length(s->login_in);
+		proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, evbuffer_pullup(s->login_in, -1), n);
+		s->host->counters.bytes_server_to_client += n;
+		s->bytes_out += n;
+		evbuffer_add_buffer(s->client.out, s->login_in);
+		told = false;  /* flush below */
+	}
 	if (!told && !side_flush(&s->client))
 		client_gone(s, true);
 }
