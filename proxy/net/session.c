@@ -523,12 +523,15 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 {
 	const struct proto_ops *proto = s->host->proto;
 
-	if (proto->retryable != NULL && proto->is_idle(&s->ps)) {
+	/* From an idle point on, the request is kept while small: to send it again (Redis, refused as
+	 * read-only) or to set again on the next server what it set (auth = repoint: a SET). */
+	bool keep = proto->retryable != NULL || s->login != NULL;
+	if (keep && proto->is_idle(&s->ps)) {
 		s->retry_len = 0;
 		s->retry_valid = true;
 	}
 	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, p, n);
-	if (proto->retryable != NULL || s->starting)
+	if (keep || s->starting)
 		retry_append(s, p, n);
 	s->host->counters.bytes_client_to_server += n;
 	s->bytes_in += n;
@@ -614,9 +617,21 @@ static bool can_migrate(const struct session *s)
 	const struct proto_ops *proto = s->host->proto;
 
 	/* A protocol whose login repoint can own moves a session only when repoint owns it. */
-	return proto->can_migrate != NULL && (proto->login == NULL || s->login != NULL) &&
+	return proto->can_migrate != NULL && (proto->login == NULL || s->login != NULL) && !s->unmovable &&
 	       s->host->cfg->route == ROUTE_WRITER &&
 	       !s->host->ops->stopping(s->host) && proto->can_migrate(&s->ps);
+}
+
+/* A request the server just answered changed the session in a way replaying it rebuilds (a SET):
+ * kept for the next server, or the session cannot move any more. */
+static void take_replayable(struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+
+	if (proto->replayable == NULL || !proto->replayable(&s->ps))
+		return;
+	if (!s->retry_valid || s->retry_len == 0 || !proto->login->replay(s->login, s->retry, s->retry_len))
+		s->unmovable = true;
 }
 
 /* Whether a session whose tracker is at `st` can outlive its server connection (auth = repoint):
@@ -628,7 +643,8 @@ static bool survives_at(const struct session *s, const struct proto_state *st, u
 	uint32_t n = 0;
 
 	*owed = 0;
-	if (s->login == NULL || s->client_eof || s->host->cfg->route != ROUTE_WRITER || s->host->ops->stopping(s->host))
+	if (s->login == NULL || s->unmovable || s->client_eof || s->host->cfg->route != ROUTE_WRITER ||
+	    s->host->ops->stopping(s->host))
 		return false;
 	if (proto->can_migrate != NULL && proto->can_migrate(st))
 		return true;
@@ -667,6 +683,7 @@ static bool held_last_words(struct session *s, size_t n)
 	s->term_held = true;
 	if (at > 0) {
 		s->ps = after;
+		take_replayable(s);
 		s->host->counters.bytes_server_to_client += at;
 		s->bytes_out += at;
 		if (!side_send(&s->client, session_io, at))
@@ -1383,6 +1400,7 @@ static void login_back_read(struct session *s)
 			evbuffer_drain(s->client.out, n);
 			s->starting = true;
 			s->retry_valid = true;
+			s->retry_len = 0;   /* nothing of the client's to replay: repoint makes the start */
 			restart(s, reason);
 			return;
 		}
@@ -1829,6 +1847,8 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->relay_on)
 		s->relay_on = proto->upgrade->relay(&s->relay, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
+	if (s->login != NULL)
+		take_replayable(s);
 	svc->counters.bytes_server_to_client += (uint64_t)r;
 	s->bytes_out += (uint64_t)r;
 	s->active_ms = now_ms_coarse();

@@ -220,6 +220,7 @@ struct session {
 	bool logging_in;             /* connecting: the login to the member is under way */
 	bool logged_in;              /* the current member connection is logged in */
 	bool term_held;              /* held_reply holds the server's last words (proto->termination) */
+	bool unmovable;              /* it set something it cannot set again elsewhere (replay out of room) */
 	uint32_t owed;               /* requests in flight when its server went away: answered "outcome
 	                                unknown" if the session moves on */
 	struct proto_state ps;

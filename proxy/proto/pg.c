@@ -71,6 +71,11 @@ struct pg_state {
 	 * prepared statement, or a command whose tag says it set something (SET, PREPARE, DECLARE,
 	 * LISTEN, CREATE TABLE: a temporary one cannot be told apart). */
 	bool stateful;
+	/* A lone SET/RESET sent as a simple Query at an idle point can be replayed on another server:
+	 * q_simple while such a query's answer comes, q_tags its command tags so far, q_set whether they
+	 * were all SET/RESET; set_ready once it ended at an idle point again (proto->replayable). */
+	bool q_simple, q_set, set_ready;
+	uint8_t q_tags;
 	uint8_t last_status;     /* the last ReadyForQuery's status ('I', 'T', 'E'; 0: none yet) */
 	bool c_first;            /* the next client byte is the first of a Parse's payload */
 	uint8_t tag_len;         /* CommandComplete: bytes of its tag gathered */
@@ -143,6 +148,12 @@ static void pg_client_startup(struct pg_state *s)
 /* A complete typed header from the client: account for what the server will answer. */
 static void pg_client_message(struct pg_state *s, uint8_t type)
 {
+	if (s->set_ready)
+		s->stateful = true;  /* a SET the session did not take for replay: its state stays behind */
+	s->q_simple = type == 'Q' && s->ready_idle && s->pending_sync == 0 && !s->unsynced && s->last_status == 'I';
+	s->q_tags = 0;
+	s->q_set = true;
+	s->set_ready = false;
 	switch (type) {
 	case 'Q': /* Query */
 	case 'F': /* FunctionCall */
@@ -236,16 +247,30 @@ static void pg_server_negotiation(struct pg_state *s, uint8_t b)
 }
 
 /* The start of a CommandComplete tag (NUL-terminated, cut to the buffer). */
+static bool tag_is(const char *tag, size_t n, const char *word)
+{
+	size_t w = strlen(word);
+
+	return n >= w && memcmp(tag, word, w) == 0 && (n == w || tag[w] == ' ' || tag[w] == '\0');
+}
+
 static void pg_command_tag(struct pg_state *s)
 {
-	static const char *const words[] = {"SET", "PREPARE", "DECLARE", "LISTEN", "CREATE TABLE"};
+	static const char *const words[] = {"PREPARE", "DECLARE", "LISTEN", "CREATE TABLE"};
 	size_t n = strnlen(s->tag, s->tag_len);
+	bool set = tag_is(s->tag, n, "SET") || tag_is(s->tag, n, "RESET");
 
-	for (size_t i = 0; i < ARRAY_LEN(words); i++) {
-		size_t w = strlen(words[i]);
-		if (n >= w && memcmp(s->tag, words[i], w) == 0 && (n == w || s->tag[w] == ' ' || s->tag[w] == '\0'))
+	for (size_t i = 0; i < ARRAY_LEN(words); i++)
+		if (tag_is(s->tag, n, words[i]))
 			s->stateful = true;
-	}
+	if (s->q_tags < UINT8_MAX)
+		s->q_tags++;
+	if (!set)
+		s->q_set = false;
+	/* A SET the session can replay elsewhere only when it came alone in a simple Query at an idle
+	 * point (pg_server_ready decides); any other leaves state behind. */
+	if (set && !s->q_simple)
+		s->stateful = true;
 }
 
 static void pg_server_ready(struct pg_state *s, uint8_t status)
@@ -258,6 +283,13 @@ static void pg_server_ready(struct pg_state *s, uint8_t status)
 		s->pending_sync--;
 	s->ready_idle = status == 'I';
 	s->last_status = status;
+	if (s->q_simple && s->q_tags > 0 && s->q_set) {
+		if (s->q_tags == 1 && status == 'I')
+			s->set_ready = true;
+		else
+			s->stateful = true;  /* several SETs in one query, or inside a transaction */
+	}
+	s->q_simple = false;
 	s->client_since_ready = false;
 }
 
@@ -349,17 +381,28 @@ static bool pg_is_idle(const struct proto_state *st)
 	       s->s.hdr_len == 0 && s->s.remaining == 0;
 }
 
+/* The request just answered was a lone SET/RESET at an idle point: true once (it is taken). The
+ * session keeps the request to replay it on the next server, or counts itself unmovable. */
+static bool pg_replayable(struct proto_state *st)
+{
+	struct pg_state *s = pg(st);
+	bool r = s->set_ready;
+
+	s->set_ready = false;
+	return r;
+}
+
 /* A session a fresh, logged-in connection can carry on: idle, nothing set in its server's state. */
 static bool pg_can_migrate(const struct proto_state *st)
 {
-	return pg_is_idle(st) && !pg_c(st)->stateful;
+	return pg_is_idle(st) && !pg_c(st)->stateful && !pg_c(st)->set_ready;
 }
 
 static bool pg_inflight_lost(const struct proto_state *st, uint32_t *owed)
 {
 	const struct pg_state *s = pg_c(st);
 
-	if (s->opaque || s->stateful || s->cphase != PGC_TYPED || s->last_status != 'I' || s->unsynced ||
+	if (s->opaque || s->stateful || s->set_ready || s->cphase != PGC_TYPED || s->last_status != 'I' || s->unsynced ||
 	    s->pending_sync == 0 || s->copy_syncs != 0 || s->c.hdr_len != 0 || s->c.remaining != 0 ||
 	    s->s.hdr_len != 0 || s->s.remaining != 0)
 		return false;
@@ -566,6 +609,7 @@ const struct proto_ops proto_postgres = {
 	.is_opaque = pg_is_opaque,
 	.refuse = pg_refuse,
 	.can_migrate = pg_can_migrate,
+	.replayable = pg_replayable,
 	.readonly_reply = pg_readonly_reply,
 	.startup_refusal = pg_startup_refusal,
 	.startup_preamble = pg_startup_preamble,

@@ -26,7 +26,10 @@
 #define PG_PROTOCOL_3 0x00030000u
 
 enum front_state { FRONT_STARTUP, FRONT_SASL_INIT, FRONT_SASL_FINAL, FRONT_DONE, FRONT_FAILED };
-enum back_state { BACK_NONE, BACK_AUTH, BACK_PARAMS, BACK_DONE };
+enum back_state { BACK_NONE, BACK_AUTH, BACK_PARAMS, BACK_REPLAY, BACK_DONE };
+
+/* The most a session keeps to replay after a move (its SETs). */
+#define PG_REPLAY_MAX (64u * 1024u)
 
 struct proto_login {
 	enum client_auth how;
@@ -48,6 +51,9 @@ struct proto_login {
 	uint8_t member_key[PROTO_KEY_MAX];  /* the key the member gave repoint's connection */
 	bool has_member_key;
 	struct evbuffer *first;     /* the first login's messages for the client, until ReadyForQuery */
+	struct evbuffer *replay;    /* Queries to send again after a later login (SETs) */
+	uint32_t replay_count;      /* ... how many */
+	uint32_t replay_left;       /* ReadyForQuery still owed for them during a login */
 };
 
 static uint32_t be32(const uint8_t *p)
@@ -93,9 +99,10 @@ static struct proto_login *pgl_new(enum client_auth how, struct auth_users *user
 	l->users = users;
 	auth_users_ref(users);
 	l->first = evbuffer_new();
+	l->replay = evbuffer_new();
 	/* The client's cancel key: random, so that nobody can cancel another client's query by
 	 * guessing (the server's own keys are random for the same reason). */
-	if (l->first == NULL || RAND_bytes(l->client_key, sizeof(l->client_key)) != 1) {
+	if (l->first == NULL || l->replay == NULL || RAND_bytes(l->client_key, sizeof(l->client_key)) != 1) {
 		pgl_free(l);
 		return NULL;
 	}
@@ -108,6 +115,8 @@ static void pgl_free(struct proto_login *l)
 		return;
 	if (l->first != NULL)
 		evbuffer_free(l->first);
+	if (l->replay != NULL)
+		evbuffer_free(l->replay);
 	free(l->startup);
 	if (l->cred.password != NULL) {
 		OPENSSL_cleanse(l->cred.password, strlen(l->cred.password));
@@ -491,6 +500,12 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 		switch (hdr[0]) {
 		case 'E':
 			error_field(body, blen, 'M', err, errlen);
+			if (l->back == BACK_REPLAY) {
+				char what[200];
+				snprintf(what, sizeof(what), "%s", err);
+				snprintf(err, errlen, "setting again what the session set: %s", what);
+				return PROTO_LOGIN_FAIL;
+			}
 			if (!l->told)
 				evbuffer_add(to_client, m, 1 + len);
 			evbuffer_drain(in, 1 + len);
@@ -515,6 +530,14 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 			}
 			l->back = BACK_PARAMS;
 			break;
+		case 'C':
+		case 'T':
+		case 'D':
+			if (l->back != BACK_REPLAY) {
+				snprintf(err, errlen, "an unexpected message ('%c') while logging in", hdr[0]);
+				return PROTO_LOGIN_FAIL;
+			}
+			break;
 		case 'K':
 			if (blen != PROTO_KEY_MAX) {
 				snprintf(err, errlen, "a cancel key repoint cannot hold (%zu bytes)", blen);
@@ -530,9 +553,25 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 				evbuffer_add(l->first, m, 1 + len);
 			break;
 		case 'Z':
+			if (l->back == BACK_REPLAY) {
+				evbuffer_drain(in, 1 + len);
+				if (--l->replay_left > 0)
+					continue;
+				l->back = BACK_DONE;
+				return PROTO_LOGIN_DONE;
+			}
 			if (l->back != BACK_PARAMS) {
 				snprintf(err, errlen, "ready before logged in");
 				return PROTO_LOGIN_FAIL;
+			}
+			if (l->told && l->replay_count > 0) {
+				/* A moved session: what it set on its old server, set again. */
+				evbuffer_drain(in, 1 + len);
+				uint8_t *p = evbuffer_pullup(l->replay, -1);
+				evbuffer_add(to_member, p, evbuffer_get_length(l->replay));
+				l->replay_left = l->replay_count;
+				l->back = BACK_REPLAY;
+				continue;
 			}
 			if (!l->told) {
 				auth_ok(to_client);
@@ -568,6 +607,15 @@ static void pgl_track_idle(const struct proto_login *l, struct proto_state *st)
 	evbuffer_free(b);
 }
 
+static bool pgl_replay(struct proto_login *l, const uint8_t *msgs, size_t n)
+{
+	if (evbuffer_get_length(l->replay) + n > PG_REPLAY_MAX)
+		return false;
+	evbuffer_add(l->replay, msgs, n);
+	l->replay_count++;
+	return true;
+}
+
 static bool pgl_member_key(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key)
 {
 	if (!l->has_member_key || keylen != PROTO_KEY_MAX || CRYPTO_memcmp(key, l->client_key, PROTO_KEY_MAX) != 0)
@@ -586,4 +634,5 @@ const struct proto_login_ops pg_login_ops = {
 	.told = pgl_told,
 	.track_idle = pgl_track_idle,
 	.member_key = pgl_member_key,
+	.replay = pgl_replay,
 };

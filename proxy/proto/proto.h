@@ -59,6 +59,10 @@ struct proto_ops {
 	 *   executing it (a read-only error), the request may be sent again to the new writer. */
 	bool (*can_migrate)(const struct proto_state *st);
 	bool (*retryable)(const struct proto_state *st);
+	/* The request just answered changed the server's session in a way that replaying the request
+	 * rebuilds (optional; Postgres: a lone SET/RESET at an idle point). True once per such request;
+	 * the session keeps it for the next server it moves to (proto_login_ops.replay). */
+	bool (*replayable)(struct proto_state *st);
 
 	/* The length of a complete error reply at the start of p[0..n) that says the server is not a
 	 * writer (Postgres SQLSTATE 25006, MySQL/MariaDB errors 1290/1836, Redis -READONLY), else 0.
@@ -157,6 +161,10 @@ struct proto_login_ops {
 	void (*track_idle)(const struct proto_login *l, struct proto_state *st);
 	/* The member's cancel key for the client's key[0..keylen), false when it is not this session's. */
 	bool (*member_key)(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key);
+	/* Requests (proto_ops.replayable) to send again after every later login, their answers not
+	 * passed on (an error fails the login); `count` of them in msgs[0..n). False when out of room:
+	 * the session cannot move then. */
+	bool (*replay)(struct proto_login *l, const uint8_t *msgs, size_t n);
 };
 
 /* A server-first TLS upgrade (MySQL): when repoint makes the TLS to the member or takes TLS

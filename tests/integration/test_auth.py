@@ -99,23 +99,44 @@ def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint):
     engine.close(idle)
 
 
-def test_a_session_with_state_is_closed_at_its_idle_point(lab, start_repoint):
-    """A SET lives in the old backend: such a session cannot move, and ends at its idle point as before."""
+def show(c, name):
+    with c.cursor() as cur:
+        cur.execute("SELECT current_setting(%s)", (name,))
+        return cur.fetchone()[0]
+
+
+def test_settings_move_and_other_state_closes_at_idle(lab, start_repoint):
+    """A lone SET at an idle point is set again on the new writer (the session moves, its settings with it);
+    a SET inside a transaction or a prepared statement lives in the old backend only: such sessions end at
+    their idle point as before."""
     engine = ENGINES["postgres"]
     rp = start_repoint(drain_timeout="2s", **AUTH)
     port = rp.ports["postgres"]
-    plain = engine.connect(port)
-    stateful = engine.connect(port)
-    with stateful.cursor() as cur:
+    settled = engine.connect(port)
+    with settled.cursor() as cur:
         cur.execute("SET work_mem = '7MB'")
+        cur.execute("SET search_path TO pg_catalog, public")
+        cur.execute("RESET statement_timeout")
+    in_tx = engine.connect(port)
+    in_tx.autocommit = False
+    with in_tx.cursor() as cur:
+        cur.execute("SET work_mem = '9MB'")
+    in_tx.commit()
+    prepared = engine.connect(port)
+    with prepared.cursor() as cur:
+        cur.execute("PREPARE p AS SELECT 1")
+    old_pid = backend_pid(settled)[0]
     lab.switchover("postgres")
     new = lab.primary("postgres")
     rp.wait_writer("postgres", f"127.0.0.1:{new.port}")
-    assert backend_pid(plain)[1] == new.port
-    with pytest.raises(psycopg2.OperationalError):
-        backend_pid(stateful)
-    engine.close(plain)
-    engine.close(stateful)
+    pid, port_now = backend_pid(settled)
+    assert port_now == new.port and pid != old_pid
+    assert show(settled, "work_mem") == "7MB" and show(settled, "search_path") == "pg_catalog, public"
+    for c in (in_tx, prepared):
+        with pytest.raises(psycopg2.OperationalError):
+            backend_pid(c)
+    for c in (settled, in_tx, prepared):
+        engine.close(c)
 
 
 def test_idle_sessions_survive_a_crash_and_a_terminated_backend_is_the_clients(lab, start_repoint):

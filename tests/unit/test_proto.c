@@ -704,12 +704,33 @@ START_TEST(test_pg_state_and_last_words)
 	ck_assert_uint_eq(proto_postgres.termination(&st, (const uint8_t *)fatal, sizeof(fatal) - 3), sizeof(fatal) - 3);
 	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)answer_fatal, 22);
 	ck_assert(proto_postgres.can_migrate(&st));
-	/* SET leaves state in the backend: the session cannot move any more, nor outlive its server. */
+	/* A lone SET at an idle point: the session can move once it took the request for replay. */
 	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0cSET x=1\x00", 13);
 	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x08SET\x00Z\x00\x00\x00\x05I", 15);
 	ck_assert(proto_postgres.is_idle(&st));
 	ck_assert(!proto_postgres.can_migrate(&st));
 	ck_assert(!proto_postgres.inflight_lost(&st, &owed));
+	ck_assert(proto_postgres.replayable(&st));
+	ck_assert(!proto_postgres.replayable(&st));
+	ck_assert(proto_postgres.can_migrate(&st));
+	/* ... not taken before the next request: the state stays behind. */
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0cSET x=2\x00", 13);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x08SET\x00Z\x00\x00\x00\x05I", 15);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0bSELECT\x00", 12);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0bSELECT\x00Z\x00\x00\x00\x05I", 18);
+	ck_assert(!proto_postgres.can_migrate(&st));
+	ck_assert(!proto_postgres.inflight_lost(&st, &owed));
+	/* A SET inside a transaction (BEGIN; SET; COMMIT in one query, or ending in 'T'): not replayable. */
+	proto_postgres.init(&st);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ready, sizeof(ready) - 1);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0cSET x=1\x00", 13);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x08SET\x00Z\x00\x00\x00\x05T", 15);
+	ck_assert(!proto_postgres.replayable(&st));
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0b" "COMMIT\x00", 12);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0b" "COMMIT\x00Z\x00\x00\x00\x05I", 18);
+	ck_assert(proto_postgres.is_idle(&st));
+	ck_assert(!proto_postgres.can_migrate(&st));
 	/* So does a named prepared statement; an unnamed one does not; "SETOF"-like words are not SET. */
 	proto_postgres.init(&st);
 	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
