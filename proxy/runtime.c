@@ -1,7 +1,10 @@
 /* runtime.c - services + admin on one loop, and the graceful stop. */
 #include "runtime.h"
 
+#include <systemd/sd-daemon.h>
+
 #include <signal.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +52,7 @@ void runtime_stop(struct runtime *rt)
 	unsigned nopen = open_sessions(rt);
 
 	rt->stopping = true;
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping: sessions may finish");
 	rt->stop_deadline_ms = now_ms() + rt->cfg->shutdown_timeout_ms;
 	if (rt->admin != NULL) {
 		admin_free(rt->admin);
@@ -93,7 +97,21 @@ static void log_lines(enum log_level lvl, const char *prefix, const char *text)
 	}
 }
 
+static bool runtime_reload_now(struct runtime *rt);
+
 bool runtime_reload(struct runtime *rt)
+{
+	bool ok;
+
+	if (rt->stopping)
+		return false;
+	sd_notify(0, "RELOADING=1");
+	ok = runtime_reload_now(rt);
+	sd_notify(0, "READY=1");
+	return ok;
+}
+
+static bool runtime_reload_now(struct runtime *rt)
 {
 	char err[8192], why[512];
 	struct config *cfg;
@@ -101,8 +119,6 @@ bool runtime_reload(struct runtime *rt)
 	int n = 0, added = 0, changed = 0, removed = 0, kept = 0;
 	bool admin_moved;
 
-	if (rt->stopping)
-		return false;
 	cfg = config_load(rt->cfg->path, err, sizeof(err));
 	if (cfg == NULL) {
 		rt->reload_failures++;
@@ -272,6 +288,10 @@ struct runtime *runtime_start(struct config *cfg)
 	evsignal_add(rt->sigint, NULL);
 	evsignal_add(rt->sighup, NULL);
 	log_info("repoint", "repoint %s running with %d service(s) from %s", PACKAGE_VERSION, rt->nsvcs, cfg->path);
+	/* systemd (Type=notify): every listener is bound and every service started. Without
+	 * NOTIFY_SOCKET this does nothing. */
+	sd_notifyf(0, "READY=1\nSTATUS=%d service(s) from %s\nMAINPID=%lu", rt->nsvcs, cfg->path,
+		   (unsigned long)getpid());
 	return rt;
 fail:
 	runtime_free(rt);

@@ -1,0 +1,87 @@
+"""Packaging: `make install` puts the binary, the example configuration and a systemd unit where they belong;
+the unit passes `systemd-analyze verify`; repoint speaks systemd's notify protocol (READY=1 once it listens,
+RELOADING=1 / READY=1 around a reload, STOPPING=1 when it stops)."""
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from conftest import REPOINT_BIN, free_port
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    dest = str(tmp_path_factory.mktemp("dest"))
+    build = os.path.dirname(os.path.dirname(REPOINT_BIN))
+    r = subprocess.run(["make", "-s", "-C", build, "install", "DESTDIR=" + dest], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return dest
+
+
+def installed_files(dest):
+    return {os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs}
+
+
+def test_make_install(installed):
+    files = installed_files(installed)
+    units = [f for f in files if f.endswith("lib/systemd/system/repoint.service")]
+    assert any(f.endswith("bin/repoint") for f in files), files
+    assert any(f.endswith("etc/repoint.ini") for f in files), files
+    assert units, files
+    # The unit names the installed binary and configuration.
+    unit = open(os.path.join(installed, units[0])).read()
+    prefix = "/" + units[0].split("/lib/systemd/")[0]
+    assert "ExecStart=%s/bin/repoint -c %s/etc/repoint.ini" % (prefix, prefix) in unit, unit
+    assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit and "DynamicUser=yes" in unit
+
+
+def verify(tmp_path, text):
+    path = tmp_path / "repoint.service"
+    path.write_text(text)
+    return subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_unit_passes_systemd_analyze_verify(installed, tmp_path):
+    files = installed_files(installed)
+    unit_rel = next(f for f in files if f.endswith("lib/systemd/system/repoint.service"))
+    prefix = "/" + unit_rel.split("/lib/systemd/")[0]
+    # The binary it names lives under DESTDIR here: point the unit there, nothing else changes.
+    text = open(os.path.join(installed, unit_rel)).read().replace(prefix, installed + prefix)
+    r = verify(tmp_path, text)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+    # The check can fail: a unit whose binary is missing does.
+    r = verify(tmp_path, text.replace("bin/repoint -c", "bin/nonexistent -c"))
+    assert r.returncode != 0 and "nonexistent" in r.stdout + r.stderr
+
+
+def test_sd_notify(tmp_path):
+    sock_path = str(tmp_path / "notify")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(sock_path)
+    srv.settimeout(20)
+    port, admin = free_port(), free_port()
+    cfg = tmp_path / "r.ini"
+    cfg.write_text("[repoint]\nadmin = 127.0.0.1:%d\n[service rd]\nprotocol = redis\nlisten = 127.0.0.1:%d\n"
+                   "members = 127.0.0.1:1\n" % (admin, port))
+    p = subprocess.Popen([REPOINT_BIN, "-c", str(cfg)], env=dict(os.environ, NOTIFY_SOCKET=sock_path),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        msg = srv.recv(4096).decode()
+        assert "READY=1" in msg and "MAINPID=%d" % p.pid in msg, msg
+        # Ready means listening: the listener takes a connection at once.
+        socket.create_connection(("127.0.0.1", port), 2).close()
+        p.send_signal(signal.SIGHUP)
+        assert srv.recv(4096).decode() == "RELOADING=1"
+        assert srv.recv(4096).decode() == "READY=1"
+        p.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in srv.recv(4096).decode()
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        srv.close()
