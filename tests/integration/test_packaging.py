@@ -85,3 +85,42 @@ def test_sd_notify(tmp_path):
             p.kill()
             p.wait()
         srv.close()
+
+
+def allowed_keys(tmp_path, section):
+    """The keys the configuration parser takes in a section, from its own error for an unknown one."""
+    body = {"repoint": "[repoint]\nnot_a_key = 1\n", "aws": "[aws]\nnot_a_key = 1\n", "service": ""}[section]
+    text = body + "[service s]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+    if section == "service":
+        text += "not_a_key = 1\n"
+    path = tmp_path / ("keys-%s.ini" % section)
+    path.write_text(text)
+    r = subprocess.run([REPOINT_BIN, "-t", "-c", str(path)], capture_output=True, text=True, timeout=30)
+    return set(r.stderr.split("allowed keys: ")[1].strip().split(", "))
+
+
+def test_man_pages(installed, tmp_path):
+    import re
+    pages = {os.path.basename(f): os.path.join(installed, f) for f in installed_files(installed)
+             if re.search(r"share/man/man[15]/repoint", f)}
+    assert set(pages) == {"repoint.1", "repoint.ini.5"}, pages
+    for path in pages.values():
+        r = subprocess.run(["groff", "-mdoc", "-Tutf8", "-ww", "-z", path], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    # repoint.ini(5) documents every key the parser takes, in its section, and no other.
+    text = open(pages["repoint.ini.5"]).read()
+    documented, section = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\.Ss \[(\w+)", line)
+        if m:
+            section = m.group(1)
+        m = re.match(r"\.It Cm (\w+)", line)
+        if m and section:
+            documented.setdefault(section, set()).add(m.group(1))
+    for section in ("repoint", "aws", "service"):
+        assert documented.get(section) == allowed_keys(tmp_path, section), section
+    # repoint(1) documents every option --help shows.
+    help_text = subprocess.run([REPOINT_BIN, "--help"], capture_output=True, text=True, timeout=30).stdout
+    page = open(pages["repoint.1"]).read()
+    for opt in set(re.findall(r"--(\w+)", help_text)):
+        assert "Fl -%s" % opt in page, opt
