@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPOINT_BIN, free_port
+from conftest import REPOINT_BIN, TOP, free_port
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,65 @@ def test_man_pages(installed, tmp_path):
     page = open(pages["repoint.1"]).read()
     for opt in set(re.findall(r"--(\w+)", help_text)):
         assert "Fl -%s" % opt in page, opt
+
+
+def test_deploy_examples_match_their_configuration(tmp_path):
+    """deploy/: the Kubernetes sidecar's probes hit the admin port and paths its ConfigMap's repoint.ini serves,
+    that configuration passes `repoint -t`, its secrets come from what the pod mounts or sets; the Dockerfile
+    copies paths that exist, installs packages Debian has and runs the configuration where it installs it;
+    the ECS task runs that image with it."""
+    import json
+    import re
+    import yaml
+    deploy = os.path.join(TOP, "deploy")
+    docs = list(yaml.safe_load_all(open(os.path.join(deploy, "kubernetes.yaml"))))
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    ini = cm["data"]["repoint.ini"]
+    rp = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "repoint")
+    mounts = {m["name"]: m["mountPath"] for m in rp["volumeMounts"]}
+    # Where the config lives: the args name it in the ConfigMap's mount.
+    assert rp["args"] == ["-c", mounts["config"] + "/repoint.ini"], rp["args"]
+    # Secrets: env: names what the container sets, file: what the Secret mount holds.
+    envs = {e["name"] for e in rp["env"]}
+    for name in re.findall(r"env:(\w+)", ini):
+        assert name in envs, name
+    files = re.findall(r"file:(\S+)", ini)
+    assert files and all(f.startswith(mounts["secrets"] + "/") for f in files), files
+    # It passes the check (the secret file stands in a temp dir here, the token in the environment).
+    (tmp_path / "probe-password").write_text("x\n")
+    path = tmp_path / "repoint.ini"
+    path.write_text(ini.replace(mounts["secrets"], str(tmp_path)))
+    r = subprocess.run([REPOINT_BIN, "-t", "-c", str(path)], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, **{n: "t" for n in envs}))
+    assert r.returncode == 0, r.stderr
+    admin_port = int(re.search(r"^admin = [^:\n]+:(\d+)", ini, re.M).group(1))
+    for probe, want in (("startupProbe", "/startup"), ("readinessProbe", "/ready"), ("livenessProbe", "/live")):
+        assert rp[probe]["httpGet"] == {"path": want, "port": admin_port}, (probe, rp[probe])
+    assert any(p["containerPort"] == admin_port for p in rp["ports"])
+    # The health paths are the admin API's.
+    admin_c = open(os.path.join(TOP, "proxy", "admin.c")).read()
+    for want in ("/startup", "/ready", "/live"):
+        assert 'evhttp_set_cb(a->http, "%s"' % want in admin_c, want
+    # The Dockerfile: its COPY sources exist in the tree, its runtime packages exist in Debian, and it runs
+    # the configuration where `configure --sysconfdir` puts it.
+    dockerfile = open(os.path.join(deploy, "Dockerfile")).read()
+    assert "COPY . /src" in dockerfile
+    sysconfdir = re.search(r"--sysconfdir=(\S+)", dockerfile).group(1)
+    assert 'CMD ["-c", "%s/repoint.ini"]' % sysconfdir in dockerfile
+    assert "COPY --from=build /out%s/repoint.ini %s/repoint.ini" % (sysconfdir, sysconfdir) in dockerfile
+    runtime = dockerfile.split("FROM debian:bookworm-slim\n")[1]
+    pkgs = re.findall(r"\b(lib[\w.+-]+|ca-certificates)\b", runtime.split("&&")[1])
+    assert len(pkgs) >= 10, pkgs
+    r = subprocess.run(["apt-cache", "policy"] + pkgs, capture_output=True, text=True, timeout=60)
+    assert r.stdout.count("Candidate: ") == len(pkgs) and "Candidate: (none)" not in r.stdout, r.stdout
+    assert "USER repoint" in dockerfile
+    # ECS: the same image and configuration, the admin port mapped, the app started after repoint.
+    task = json.load(open(os.path.join(deploy, "ecs-task-definition.json")))
+    ecs_rp = next(c for c in task["containerDefinitions"] if c["name"] == "repoint")
+    assert ecs_rp["command"] == ["-c", "%s/repoint.ini" % sysconfdir]
+    example_admin = int(re.search(r"^admin = [^:\n]+:(\d+)", open(os.path.join(TOP, "conf", "repoint.ini")).read(),
+                                  re.M).group(1))
+    assert ecs_rp["portMappings"][0]["containerPort"] == example_admin
+    app = next(c for c in task["containerDefinitions"] if c["name"] == "app")
+    assert app["dependsOn"] == [{"containerName": "repoint", "condition": "START"}]
