@@ -30,19 +30,33 @@ const char *log_level_name(enum log_level level)
 	return level_names[level];
 }
 
-void log_msg(enum log_level level, const char *subject, const char *fmt, ...)
+/* What a subject says, as fields: "service NAME" -> service; "NAME client#ID PEER" -> service,
+ * session, client. */
+static void subject_fields(json_t *o, const char *subject)
+{
+	char name[128];
+	unsigned long long id;
+	int n = 0;
+
+	if (strncmp(subject, "service ", 8) == 0) {
+		json_object_set_new(o, "service", json_string(subject + 8));
+		return;
+	}
+	if (sscanf(subject, "%127s client#%llu %n", name, &id, &n) == 2 && n > 0) {
+		json_object_set_new(o, "service", json_string(name));
+		json_object_set_new(o, "session", json_integer((json_int_t)id));
+		json_object_set_new(o, "client", json_string(subject + n));
+	}
+}
+
+static void log_line(enum log_level level, const char *subject, const struct log_fields *f, const char *fmt,
+		     va_list ap)
 {
 	char msg[2048], ts[96];
 	struct timespec now;
 	struct tm tm;
-	va_list ap;
 
-	if (level < min_level)
-		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
@@ -51,7 +65,20 @@ void log_msg(enum log_level level, const char *subject, const char *fmt, ...)
 	if (format == LOG_FORMAT_JSON) {
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[level],
 				      "subject", subject ? subject : "repoint", "msg", msg);
-		char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		char *line;
+		if (o != NULL && subject != NULL)
+			subject_fields(o, subject);
+		if (o != NULL && f != NULL) {
+			if (f->event != NULL)
+				json_object_set_new(o, "event", json_string(f->event));
+			if (f->member != NULL)
+				json_object_set_new(o, "member", json_string(f->member));
+			if (f->reason != NULL)
+				json_object_set_new(o, "reason", json_string(f->reason));
+			if (f->duration_ms >= 0)
+				json_object_set_new(o, "duration_ms", json_integer((json_int_t)f->duration_ms));
+		}
+		line = o ? json_dumps(o, JSON_COMPACT) : NULL;
 		if (line != NULL) {
 			fprintf(stderr, "%s\n", line);
 			free(line);
@@ -60,4 +87,26 @@ void log_msg(enum log_level level, const char *subject, const char *fmt, ...)
 	} else {
 		fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[level], subject ? subject : "repoint", msg);
 	}
+}
+
+void log_msg(enum log_level level, const char *subject, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level < min_level)
+		return;
+	va_start(ap, fmt);
+	log_line(level, subject, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_event(enum log_level level, const char *subject, const struct log_fields *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level < min_level)
+		return;
+	va_start(ap, fmt);
+	log_line(level, subject, f, fmt, ap);
+	va_end(ap);
 }

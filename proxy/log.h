@@ -13,6 +13,18 @@ bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *subject, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* The same line with fields that JSON logs carry as such (text logs say them in the message):
+ * an event name, the member, the reason, a duration (-1: none). The subject's service, session and
+ * client become fields too. */
+struct log_fields {
+	const char *event;
+	const char *member;
+	const char *reason;
+	long long duration_ms;
+};
+void log_event(enum log_level level, const char *subject, const struct log_fields *f, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 const char *log_level_name(enum log_level level);
 
 #define log_debug(subj, ...)                                                                       \

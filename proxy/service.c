@@ -379,8 +379,11 @@ static void react(struct service *svc, unsigned ev, int member)
 	if (ev & TOPO_EV_WRITER_LOST) {
 		int lost = t->last_writer;
 		emit(svc, SERVICE_EV_WRITER_LOST, lost, NULL, 0);
-		log_warn(svc->subject, "writer %s lost (%s): failing over, new clients are held",
-			 service_member_str(svc, lost), lost >= 0 ? svc->members[lost]->last.detail : "");
+		log_event(LOG_WARN, svc->subject,
+			  &(struct log_fields){.event = "writer_lost", .member = service_member_str(svc, lost),
+					       .reason = lost >= 0 ? svc->members[lost]->last.detail : NULL, .duration_ms = -1},
+			  "writer %s lost (%s): failing over, new clients are held", service_member_str(svc, lost),
+			  lost >= 0 ? svc->members[lost]->last.detail : "");
 		if (lost >= 0 && svc->cfg->route == ROUTE_WRITER)
 			drain_member(svc, lost, "writer lost");
 	}
@@ -406,9 +409,11 @@ static void react(struct service *svc, unsigned ev, int member)
 		emit(svc, SERVICE_EV_WRITER_CONFIRMED, t->writer, NULL, 0);
 		if (t->last.started_ms > 0 && t->last.confirmed_ms > 0 && t->last.to == t->writer &&
 		    (ev & TOPO_EV_WRITER_CHANGED) && t->last.from >= 0)
-			log_warn(svc->subject, "new writer %s confirmed, failover from %s took %lld ms",
-				 svc->members[t->writer]->str, service_member_str(svc, t->last.from),
-				 (long long)(t->last.confirmed_ms - t->last.started_ms));
+			log_event(LOG_WARN, svc->subject,
+				  &(struct log_fields){.event = "failover", .member = svc->members[t->writer]->str,
+						       .duration_ms = t->last.confirmed_ms - t->last.started_ms},
+				  "new writer %s confirmed, failover from %s took %lld ms", svc->members[t->writer]->str,
+				  service_member_str(svc, t->last.from), (long long)(t->last.confirmed_ms - t->last.started_ms));
 		else
 			log_info(svc->subject, "writer is %s", svc->members[t->writer]->str);
 	}

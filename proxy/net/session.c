@@ -116,9 +116,12 @@ static void set_state(struct session *s, enum session_state st, const char *why)
 	    (st == SESSION_HELD && s->state != SESSION_HELD) ||
 	    (s->state == SESSION_HELD && st == SESSION_CONNECTING && s->in_held))
 		lvl = LOG_INFO;
-	if (log_enabled(lvl))
-		log_msg(lvl, subject(s, subj, sizeof(subj)), "%s -> %s%s%s", state_names[s->state],
-			state_names[st], why ? " " : "", why ? why : "");
+	if (log_enabled(lvl)) {
+		struct log_fields f = {.event = state_names[st], .reason = why, .duration_ms = -1,
+				       .member = s->member >= 0 ? s->host->ops->member_str(s->host, s->member) : NULL};
+		log_event(lvl, subject(s, subj, sizeof(subj)), &f, "%s -> %s%s%s", state_names[s->state],
+			  state_names[st], why ? " " : "", why ? why : "");
+	}
 	s->state = st;
 }
 

@@ -550,7 +550,7 @@ class Lab:
     SERVICE_DEFAULTS = (("route", "writer"), ("probe_interval", "100ms"), ("probe_timeout", "1s"))
     SERVICE_TAIL = (("hold_timeout", "30s"), ("drain", "graceful"), ("drain_timeout", "5s"))
 
-    def write_config(self, path=None, admin=None, engines=None, log_level="info", **overrides):
+    def write_config(self, path=None, admin=None, engines=None, log_level="info", log_format="text", **overrides):
         """Write a repoint INI for the running lab; returns {engine: listen port, ..., 'admin': port}.
 
         overrides: key=value applied to every service (value None drops the key), or
@@ -566,7 +566,7 @@ class Lab:
         elif isinstance(admin, int):
             admin = "127.0.0.1:%d" % admin
         ports = {"admin": int(admin.rsplit(":", 1)[1])}  # a service never gets the admin's port
-        lines = ["[repoint]", "admin = %s" % admin, "log_level = %s" % log_level, ""]
+        lines = ["[repoint]", "admin = %s" % admin, "log_level = %s" % log_level, "log_format = %s" % log_format, ""]
         per_engine = {e: overrides.pop(e) for e in list(overrides) if e in ENGINES}
         for e in engines:
             eng = self._engine(e)

@@ -45,11 +45,18 @@ def make_expired(d, ca, name, san):
 
 
 def lab_pki(d):
-    """The lab's: a CA and one server certificate for 127.0.0.1 / localhost that every node serves."""
-    os.makedirs(d, exist_ok=True)
+    """The lab's, in a fresh `d`: a CA (ca.pem) and one server certificate for 127.0.0.1 / localhost (server.crt,
+    server.key) that every node serves."""
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)   # a certificate left from an earlier lab is no longer signed by this CA
+    os.makedirs(d)
     os.chmod(d, 0o755)
-    ca = make_ca(d, "ca")
+    make_ca(d, "ca")
     cert, key = make_cert(d, "ca", "server", "IP:127.0.0.1,DNS:localhost")
+    ca = os.path.join(d, "ca.pem")
+    os.replace(os.path.join(d, "ca.crt"), ca)
+    for f in ("ca.srl", "server.csr", "server.ext"):
+        os.unlink(os.path.join(d, f))
     for p in (ca, cert, key):
         os.chmod(p, 0o644)   # servers run as their own users; a test lab's key is no secret
     return {"ca": ca, "cert": cert, "key": key}
