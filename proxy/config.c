@@ -307,6 +307,7 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_SERVICE, "drain", SVC(drain), drain_names, "graceful", false),
 	DURATION(SECTION_SERVICE, "drain_timeout", SVC(drain_timeout_ms), 0, WAIT_MAX, "10s"),
 	DURATION(SECTION_SERVICE, "connect_timeout", SVC(connect_timeout_ms), 1, WAIT_MAX, "5s"),
+	DURATION(SECTION_SERVICE, "resolve_interval", SVC(resolve_interval_ms), 0, WAIT_MAX, "30s"),
 	INT(SECTION_SERVICE, "max_clients", SVC(max_clients), 1, 1000000, "10000"),
 };
 

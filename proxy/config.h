@@ -64,6 +64,7 @@ struct service_config {
 	enum drain_mode drain;           /* default graceful */
 	int64_t drain_timeout_ms;        /* default 10s */
 	int64_t connect_timeout_ms;      /* upstream connect; default 5s */
+	int64_t resolve_interval_ms;     /* members given by name are looked up again this often; default 30s */
 	int max_clients;                 /* default 10000 */
 	char *source;                    /* "rds:ID", "elasticache:ID", "elasticache-global:ID",
 	                                    "memorydb:NAME"; NULL for static members */

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,8 @@ struct member {
 	bool resolved;                    /* sa holds its address (a name that did not resolve is
 	                                     tried again at each probe, and never routed to) */
 	int64_t resolve_tried_ms;
+	int64_t resolved_ms;              /* when its name was last looked up (names only; resolve_interval) */
+	bool reresolving;                 /* the next check connects afresh and looks the name up again */
 	struct probe *probe;
 	struct event *timer;              /* next probe */
 	int64_t probe_started_ms;         /* when the check under way (or the last one) started */
@@ -436,6 +439,13 @@ static void observe(struct service *svc, int member, bool ok, enum role role, in
 
 static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
 
+static bool is_ip_literal(const char *host)
+{
+	struct in6_addr a;
+
+	return inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1;
+}
+
 /* Whether the member has an address to connect to. A name that did not resolve is taken from the
  * probe once it reaches the node (its lookup runs off the loop); without probes it is tried again
  * here, at most every few seconds (a blocking lookup). */
@@ -457,6 +467,7 @@ static bool member_resolved(struct member *m)
 			return false;
 		}
 	}
+	m->resolved_ms = now_ms();
 	log_info(m->svc->subject, "member %s resolved", m->str);
 	m->resolved = true;
 	return true;
@@ -471,6 +482,20 @@ static void probe_done(void *arg, const struct probe_result *r)
 
 	m->last = *r;
 	m->probes++;
+	if (m->reresolving && r->ok) {
+		/* The name looked up again: sessions from now on go where it points now. */
+		struct sockaddr_storage sa;
+		socklen_t salen;
+		m->reresolving = false;
+		if (probe_address(m->probe, &sa, &salen) && (salen != m->salen || memcmp(&sa, &m->sa, salen) != 0)) {
+			char was[INET6_ADDRSTRLEN + 8] = "", now[INET6_ADDRSTRLEN + 8] = "";
+			getnameinfo((struct sockaddr *)&m->sa, m->salen, was, sizeof(was), NULL, 0, NI_NUMERICHOST);
+			getnameinfo((struct sockaddr *)&sa, salen, now, sizeof(now), NULL, 0, NI_NUMERICHOST);
+			m->sa = sa;
+			m->salen = salen;
+			log_info(svc->subject, "member %s now resolves to %s (was %s)", m->str, now, was);
+		}
+	}
 	if (!member_resolved(m)) {
 		m->last.ok = false;
 		m->last.busy = false;
@@ -540,6 +565,14 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 	 * from a new connection, so that it cannot predate what they saw. */
 	if (m->confirm_after_ms != 0)
 		probe_fresh(m->probe);
+	/* A member given by name: looked up again every resolve_interval (a new connection looks it up,
+	 * off the loop); the address it gives is taken once the member answers there. */
+	if (m->resolved && !is_ip_literal(m->hp.host) && m->svc->cfg->resolve_interval_ms > 0 &&
+	    m->probe_started_ms - m->resolved_ms >= m->svc->cfg->resolve_interval_ms) {
+		m->resolved_ms = m->probe_started_ms;
+		m->reresolving = true;
+		probe_fresh(m->probe);
+	}
 	probe_run(m->probe);
 }
 

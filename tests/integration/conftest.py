@@ -47,11 +47,13 @@ def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
 class Repoint:
     """A repoint process under test."""
 
-    def __init__(self, config_path, admin_port, ports):
+    def __init__(self, config_path, admin_port, ports, wrap=None):
+        """wrap: a function from repoint's argv to the argv that runs it (it must exec repoint in place)."""
         self.config_path, self.admin_port, self.ports = config_path, admin_port, ports
         self.log_path = config_path + ".log"
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([REPOINT_BIN, "-c", config_path], stdout=self.log, stderr=subprocess.STDOUT)
+        argv = [REPOINT_BIN, "-c", config_path]
+        self.proc = subprocess.Popen(wrap(argv) if wrap else argv, stdout=self.log, stderr=subprocess.STDOUT)
 
     def status(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/status", timeout=5) as r:

@@ -120,3 +120,50 @@ def test_an_in_tree_build_does_not_break_the_scripts(tmp_path):
     r = subprocess.run(["../../configure", "-q"], cwd=os.path.join(src, "build", "x"), capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_member_name_is_looked_up_again(tmp_path):
+    """A member given by name follows its DNS: repoint runs in a mount namespace of its own whose /etc/hosts is
+    a file of the test's; when the name moves to another address, new sessions go there (resolve_interval)."""
+    import shlex
+    import redis
+    from conftest import Repoint, free_port, wait_for
+    port = free_port()
+    servers = [subprocess.Popen(["redis-server", "--bind", ip, "--port", str(port), "--save", "", "--appendonly",
+                                 "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+               for ip in ("127.0.0.2", "127.0.0.3")]
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2 member.repoint.test\n")
+    listen, admin = free_port(), free_port()
+    cfg = tmp_path / "names.ini"
+    cfg.write_text("[repoint]\nadmin = 127.0.0.1:%d\n[service rd]\nprotocol = redis\nlisten = 127.0.0.1:%d\n"
+                   "members = member.repoint.test:%d\nprobe_interval = 100ms\nresolve_interval = 1s\n"
+                   % (admin, listen, port))
+
+    def in_own_hosts(argv):
+        return ["unshare", "-m", "sh", "-c", "mount --bind %s /etc/hosts && exec %s" % (
+            shlex.quote(str(hosts)), " ".join(shlex.quote(a) for a in argv))]
+    rp = None
+    try:
+        for ip in ("127.0.0.2", "127.0.0.3"):
+            wait_for(lambda ip=ip: redis.Redis(ip, port, socket_timeout=2).ping(), 10, what="redis on " + ip)
+        rp = Repoint(str(cfg), admin, {"rd": listen}, wrap=in_own_hosts)
+        wait_for(lambda: rp.status(), 10, what="repoint")
+        rp.wait_writer("rd")
+        c = redis.Redis("127.0.0.1", listen, socket_timeout=5)
+        c.set("where", "first")
+        c.close()
+        assert redis.Redis("127.0.0.2", port).get("where") == b"first"
+        hosts.write_text("127.0.0.3 member.repoint.test\n")   # the same file, seen through the bind mount
+        wait_for(lambda: "now resolves to 127.0.0.3" in rp.logtext(), 15, what="the name looked up again")
+        c = redis.Redis("127.0.0.1", listen, socket_timeout=5)
+        c.set("where", "second")
+        c.close()
+        assert redis.Redis("127.0.0.3", port).get("where") == b"second"
+        assert redis.Redis("127.0.0.2", port).get("where") == b"first"
+    finally:
+        if rp is not None:
+            rp.stop()
+        for s in servers:
+            s.kill()
+            s.wait()

@@ -168,7 +168,7 @@ def test_sessions_on_the_old_writer_are_drained(lab, start_repoint, name):
     c = engine.connect(port)
     assert engine.server_port(c) == new.port
     engine.close(c)
-    direct = engine.connect(old.port)
+    direct = engine.connect_node(old)
     assert engine.live_ids(direct, ids) == set()
     engine.close(direct)
 
@@ -199,7 +199,7 @@ def test_two_writers_never_both_receive_writes(lab, start_repoint, name):
             engine.close(cc)
         assert ports == {winner.port}
         assert rp.writer(name) == addr(winner)
-        direct = engine.connect(loser.port)
+        direct = engine.connect_node(loser)
         assert all(engine.read(direct, f"split-{i}") is None for i in range(40))
         engine.close(direct)
     finally:
