@@ -738,6 +738,17 @@ void drill_begin(struct drill *d)
 		drill_fail(d, "refused", "BadListener", "cannot reach the listener of service %s", d->scfg->name);
 		return;
 	}
+	if (d->scfg->protocol == PROTOCOL_POSTGRES && d->scfg->source == NULL && d->o.runs > 1) {
+		/* pg_promote leaves the old primary on its own timeline, and the other standbys still
+		 * following it; only pg_rewind (or a new base backup) on the old primary's own host makes
+		 * it a standby again, which repoint, a client of the cluster, cannot do. A second run
+		 * would promote a standby of the old timeline. */
+		drill_fail(d, "refused", "OneRunAtATime",
+			   "--runs %d: a static Postgres drill promotes a standby (pg_promote) and leaves the old primary on "
+			   "its timeline; rejoin it as a standby (pg_rewind on its host) and repoint the other standbys "
+			   "before the next run: run the drills one at a time", d->o.runs);
+		return;
+	}
 	if (d->scfg->protocol == PROTOCOL_MYSQL && d->o.write == NULL &&
 	    (d->scfg->probe_database == NULL || d->scfg->probe_database[0] == '\0')) {
 		drill_fail(d, "refused", "NoDatabase",

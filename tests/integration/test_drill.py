@@ -408,3 +408,15 @@ def test_aws_ledger_refuses_past_the_limit(aws, tmp_path):
     assert result["runs"][0]["error"]["code"] == "TestFailoverLedgerFull"
     assert "15 elasticache test failovers" in out
     assert not lab.aws_calls(action="TestFailover", since=seq)
+
+
+def test_static_postgres_drills_run_one_at_a_time(lab, tmp_path):
+    """A static Postgres drill leaves the old primary on its timeline (only pg_rewind on its own host makes it a
+    standby again): --runs 2 is refused before anything is touched, and says why."""
+    os.chmod(tmp_path, 0o755)
+    cfg = str(tmp_path / "drill.ini")
+    lab.write_config(cfg, admin=f"127.0.0.1:{free_port()}")
+    before = lab.roles("postgres")
+    rc, out, err = run_drill(cfg, "postgres", "--runs", "2", "--yes")
+    assert rc != 0 and "one at a time" in out + err and "pg_rewind" in out + err, (rc, out, err)
+    assert lab.roles("postgres") == before
