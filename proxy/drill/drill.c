@@ -629,7 +629,7 @@ static const char *default_write(enum protocol p)
 	case PROTOCOL_MYSQL:
 		return "REPLACE INTO repoint_drill (id, v) VALUES (?, ?)";
 	case PROTOCOL_REDIS:
-		return "SET repoint:drill:? ?";
+		return "SET repoint:drill:? ? EX 3600";  /* the drill leaves nothing behind for long */
 	}
 	return "";
 }

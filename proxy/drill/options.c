@@ -35,7 +35,7 @@ const char drill_usage_text[] =
 	"      --mode M             long | per-request | both (default both: half keep a connection,\n"
 	"                           half connect for each request)\n"
 	"      --write STMT         the write (default: Postgres SELECT txid_current(); MariaDB REPLACE\n"
-	"                           INTO repoint_drill (id, v) VALUES (?, ?); Redis SET repoint:drill:? ?);\n"
+	"                           INTO repoint_drill (id, v) VALUES (?, ?); Redis SET repoint:drill:? ? EX 3600);\n"
 	"                           each '?' becomes the client number, then the request's sequence number\n"
 	"      --warmup D           load before the failover is requested (default 1s)\n"
 	"      --duration-after D   load kept after the recovery (default 3s)\n"
