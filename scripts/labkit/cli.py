@@ -32,10 +32,11 @@ def _print_report(r):
 
 
 def _print_status(rows):
-    print("%-9s %-5s %-16s %-8s %-6s %-8s %s" % ("ENGINE", "NODE", "ADDRESS", "PID", "ALIVE", "ROLE", "UPSTREAM"))
+    f = "%-9s %-5s %-16s %-8s %-6s %-8s %-8s %s"
+    print(f % ("ENGINE", "NODE", "ADDRESS", "PID", "ALIVE", "ROLE", "UPSTREAM", "TLS"))
     for r in rows:
-        print("%-9s %-5s %-16s %-8s %-6s %-8s %s" % (r["engine"], r["name"], r["address"], r["pid"] or "-",
-                                                     "yes" if r["alive"] else "no", r["role"], r["upstream"] or "-"))
+        print(f % (r["engine"], r["name"], r["address"], r["pid"] or "-", "yes" if r["alive"] else "no", r["role"],
+                   r["upstream"] or "-", "only" if r["tls"] else "no"))
 
 
 def main(argv=None):
@@ -57,8 +58,8 @@ def main(argv=None):
     p.add_argument("--base-port", type=int, help="fixed ports: pg1..3=N..N+2, my1..2=N+3..4, rd1..3=N+5..7")
     p.add_argument("--redis-password", help="requirepass/masterauth for the redis nodes")
     p.add_argument("--tls", action="store_true",
-                   help="every server serves TLS only (a lab CA in DIR/tls; replication over TLS too); "
-                        "`config` then writes tls = verify-full")
+                   help="every server serves TLS only, replication included (a lab CA: DIR/tls/ca.pem); every "
+                        "later command on DIR goes over TLS, and `config` writes tls = verify-full")
     p = cmd("down", "stop every server and remove the data dir")
     p.add_argument("--keep", action="store_true", help="keep the data dir")
     p = cmd("status", "every node: address, pid, alive, role, upstream")
@@ -106,7 +107,7 @@ def main(argv=None):
 
     try:
         if a.cmd == "up":
-            t = lab.up(a.engines.split(","), redis_password=a.redis_password, tls=a.tls)
+            t = lab.up(a.engines.split(","), redis_password=a.redis_password, tls=a.tls or None)
 
             def human(t):
                 for e in lab.engines():

@@ -62,6 +62,7 @@ class Node:
     sock = property(lambda self: self.st.get("sock"))
     sockdir = property(lambda self: self.st.get("sockdir"))
     addr = property(lambda self: "%s:%d" % (self.host, self.port))
+    tls_ca = property(lambda self: (self._lab.tls or {}).get("ca"))   # the CA to verify it with (a TLS lab)
 
     def alive(self):
         return self._lab._engine(self.engine).alive(self)
@@ -77,9 +78,11 @@ class Node:
 
 
 class Lab:
-    def __init__(self, dir=None, base_port=None, stop_timeout=10.0):
+    def __init__(self, dir=None, base_port=None, stop_timeout=10.0, tls=False):
+        """tls: `up` makes a TLS-only lab (as up(tls=True)); a lab already made keeps what it was made with."""
         self.dir = os.path.abspath(dir or default_dir())
         self.base_port = base_port
+        self.want_tls = tls
         self.stop_timeout = stop_timeout
         self.state_path = os.path.join(self.dir, "state.json")
         self._mutex = threading.RLock()     # state mutations / saves (also from worker threads)
@@ -216,7 +219,8 @@ class Lab:
                     except Exception:  # noqa: BLE001
                         pass
                 out.append({"engine": e, "name": n.name, "address": n.addr, "pid": n.pid,
-                            "alive": n.alive(), "role": role, "upstream": upstream, "log": n.log})
+                            "alive": n.alive(), "role": role, "upstream": upstream, "log": n.log,
+                            "tls": bool(self.tls)})
         return out
 
     def env(self):
@@ -233,9 +237,10 @@ class Lab:
         """The lab's TLS ({ca, cert, key}: every node serves TLS only) or None."""
         return self.state.get("tls")
 
-    def up(self, engines=ALL_ENGINES, redis_password=None, tls=False):
+    def up(self, engines=ALL_ENGINES, redis_password=None, tls=None):
         """Start the requested engines; returns {engine: seconds, 'total': seconds}. tls: every server
-        serves TLS only (a lab CA in DIR/tls), replication included."""
+        serves TLS only (a lab CA in DIR/tls), replication included; None: as Lab(tls=...) said, or as the
+        engines already up are (a lab is TLS-only or not at all)."""
         if isinstance(engines, str):
             engines = engines.split(",")
         engines = [engine_name(e.strip()) for e in engines if e.strip()]
@@ -257,9 +262,17 @@ class Lab:
             if redis_password is not None:
                 self.state["redis_password"] = redis_password
             self.state.setdefault("redis_password", None)
-            if tls and not self.state.get("tls"):
+            have = bool(self.state.get("tls"))
+            if self.state["engines"]:
+                if tls is not None and bool(tls) != have:
+                    raise LabError("the lab in %s is up %s TLS (%s): every engine of a lab is TLS-only or none is; "
+                                   "run `lab down` first" % (self.dir, "with" if have else "without",
+                                                            ", ".join(self.engines())))
+            elif (self.want_tls if tls is None else tls):
                 from .pki import lab_pki
                 self.state["tls"] = lab_pki(os.path.join(self.dir, "tls"))
+            else:
+                self.state["tls"] = None
             self.state["root"] = is_root()
             ports = self._allocate_ports(engines)
             for e in engines:
@@ -367,6 +380,7 @@ class Lab:
                             os.unlink(os.path.join(self.dir, name + ".log"))
                 shutil.rmtree(os.path.join(self.dir, "sock"), ignore_errors=True)
                 shutil.rmtree(os.path.join(self.dir, "tmp"), ignore_errors=True)
+                shutil.rmtree(os.path.join(self.dir, "tls"), ignore_errors=True)
                 h = hashlib.sha1(self.dir.encode()).hexdigest()[:10]
                 shutil.rmtree(os.path.join("/tmp", "rlab-" + h), ignore_errors=True)
         if not keep:

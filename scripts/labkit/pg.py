@@ -125,7 +125,8 @@ class Postgres(Engine):
                "-c", "listen_addresses=127.0.0.1", "-c", "cluster_name=%s" % node.name]
         if self.lab.tls:
             cert, key = self._server_files()
-            cmd += ["-c", "ssl=on", "-c", "ssl_cert_file=%s" % cert, "-c", "ssl_key_file=%s" % key]
+            cmd += ["-c", "ssl=on", "-c", "ssl_cert_file=%s" % cert, "-c", "ssl_key_file=%s" % key,
+                    "-c", "ssl_ca_file=%s" % self.lab.tls["ca"]]
         self._spawn(node, cmd)
         self.wait_ready(node, lambda: self.q(node, "SELECT 1"))
 

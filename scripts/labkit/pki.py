@@ -9,21 +9,21 @@ def openssl(*args, cwd):
     subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def make_ca(d, name):
+def make_ca(d, name, days=2):
     """A self-signed CA `name`; returns the path of its certificate (its key is next to it)."""
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".crt",
-            "-days", "2", "-subj", "/CN=repoint test " + name, cwd=d)
+            "-days", str(days), "-subj", "/CN=repoint test " + name, cwd=d)
     return os.path.join(d, name + ".crt")
 
 
-def make_cert(d, ca, name, san):
+def make_cert(d, ca, name, san, days=2):
     """A certificate for `san` (e.g. "IP:127.0.0.1,DNS:localhost") signed by the CA `ca`: (cert, key)."""
     with open(os.path.join(d, name + ".ext"), "w") as f:
         f.write("subjectAltName=%s\n" % san)
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
             "-subj", "/CN=" + name, cwd=d)
     openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key", "-CAcreateserial",
-            "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
+            "-out", name + ".crt", "-days", str(days), "-extfile", name + ".ext", cwd=d)
     return os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
 
 
@@ -51,8 +51,8 @@ def lab_pki(d):
     shutil.rmtree(d, ignore_errors=True)   # a certificate left from an earlier lab is no longer signed by this CA
     os.makedirs(d)
     os.chmod(d, 0o755)
-    make_ca(d, "ca")
-    cert, key = make_cert(d, "ca", "server", "IP:127.0.0.1,DNS:localhost")
+    make_ca(d, "ca", days=7)              # a lab may stay up for days
+    cert, key = make_cert(d, "ca", "server", "IP:127.0.0.1,DNS:localhost", days=7)
     ca = os.path.join(d, "ca.pem")
     os.replace(os.path.join(d, "ca.crt"), ca)
     for f in ("ca.srl", "server.csr", "server.ext"):
