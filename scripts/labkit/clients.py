@@ -13,8 +13,13 @@ class Engine:
 
     name = None
 
-    def connect(self, port, timeout=10):
+    def connect(self, port, timeout=10, ca=None):
+        """A connection to 127.0.0.1:port (repoint's listener or a server); ca: over TLS, verified with it."""
         raise NotImplementedError
+
+    def connect_node(self, node, timeout=10):
+        """A connection straight to a lab node, over TLS if the lab is TLS-only."""
+        return self.connect(node.port, timeout, ca=node.tls_ca)
 
     def setup(self, conn):
         """Create what write() needs (idempotent)."""
@@ -51,9 +56,10 @@ class Engine:
 class Postgres(Engine):
     name = "postgres"
 
-    def connect(self, port, timeout=10):
+    def connect(self, port, timeout=10, ca=None):
+        tls = {"sslmode": "verify-full", "sslrootcert": ca} if ca else {}
         conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                                connect_timeout=timeout)
+                                connect_timeout=timeout, **tls)
         conn.autocommit = True
         return conn
 
@@ -94,10 +100,11 @@ class Postgres(Engine):
 class MySQL(Engine):
     name = "mysql"
 
-    def connect(self, port, timeout=10):
+    def connect(self, port, timeout=10, ca=None):
+        tls = {"ssl": {"ca": ca, "check_hostname": True}} if ca else {}
         return pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", database="test",
                                connect_timeout=timeout, read_timeout=30, write_timeout=30, autocommit=True,
-                               max_allowed_packet=64 * 1024 * 1024)
+                               max_allowed_packet=64 * 1024 * 1024, **tls)
 
     def setup(self, conn):
         with conn.cursor() as c:
@@ -135,9 +142,10 @@ class MySQL(Engine):
 class Redis(Engine):
     name = "redis"
 
-    def connect(self, port, timeout=10):
+    def connect(self, port, timeout=10, ca=None):
+        tls = {"ssl": True, "ssl_ca_certs": ca} if ca else {}
         r = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout, socket_timeout=30,
-                        single_connection_client=True)
+                        single_connection_client=True, **tls)
         r.ping()
         return r
 
