@@ -58,6 +58,8 @@ struct admin {
 	int ndrills;
 	struct admin_hooks hooks;            /* POST /reload */
 	struct evconnlistener *listener;     /* paused while ADMIN_MAX_CONNS connections are open */
+	struct evhttp *metrics_http;         /* [repoint] metrics: /metrics alone, on an address of its own */
+	struct evconnlistener *metrics_listener;  /* paused with the other (one cap for both) */
 	struct bufferevent *conns[ADMIN_MAX_CONNS];  /* open admin connections (conns_reap) */
 	int nconns;
 	struct event *reap;
@@ -564,6 +566,8 @@ static void conns_reap(struct admin *a)
 	}
 	if (a->nconns < ADMIN_MAX_CONNS && a->listener != NULL)
 		evconnlistener_enable(a->listener);
+	if (a->nconns < ADMIN_MAX_CONNS && a->metrics_listener != NULL)
+		evconnlistener_enable(a->metrics_listener);
 	if (a->nconns > 0 && !evtimer_pending(a->reap, NULL)) {
 		struct timeval tv = {0, 200 * 1000};
 		evtimer_add(a->reap, &tv);
@@ -597,6 +601,8 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
 	}
 	if (a->nconns >= ADMIN_MAX_CONNS && a->listener != NULL)
 		evconnlistener_disable(a->listener);
+	if (a->nconns >= ADMIN_MAX_CONNS && a->metrics_listener != NULL)
+		evconnlistener_disable(a->metrics_listener);
 	if (!evtimer_pending(a->reap, NULL)) {
 		struct timeval tv = {0, 200 * 1000};
 		evtimer_add(a->reap, &tv);
@@ -659,13 +665,46 @@ static void reload_cb(struct evhttp_request *req, void *arg)
 			     "the configuration is valid and is being applied now (the log says what changed)"));
 }
 
+/* An HTTP server on addr with the admin API's bounds (headers, bodies, time, connections). NULL when
+ * it cannot listen there. */
+static struct evhttp *http_on(struct admin *a, const struct hostport *addr, struct evconnlistener **listener)
+{
+	struct evhttp *http = evhttp_new(a->base);
+	struct evhttp_bound_socket *bound = NULL;
+	char buf[300];
+
+	if (http == NULL || (bound = evhttp_bind_socket_with_handle(http, addr->host, addr->port)) == NULL) {
+		log_error("admin", "cannot listen on %s", hostport_str(addr, buf, sizeof(buf)));
+		if (http != NULL)
+			evhttp_free(http);
+		return NULL;
+	}
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
+	/* Everything a client sends is bounded before it is read: a request's headers and body by size
+	 * (larger: 431/413 and the connection closed, nothing kept), and a request or an idle connection
+	 * that dribbles by time. */
+	evhttp_set_max_headers_size(http, ADMIN_MAX_HEADERS);
+	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
+	*listener = evhttp_bound_socket_get_listener(bound);
+	evhttp_set_bevcb(http, conn_new, a);
+	{
+		struct timeval tv = {ADMIN_TIMEOUT_S, 0};
+		evhttp_set_timeout_tv(http, &tv);
+	}
+	log_info("admin", "listening on http://%s", hostport_str(addr, buf, sizeof(buf)));
+	return http;
+}
+
+static void metrics_only_cb(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	reply_text(req, 404, "Not Found", "not found: this address serves /metrics only");
+}
+
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,
 			  int nsvcs, const struct admin_hooks *hooks)
 {
 	struct admin *a = calloc(1, sizeof(*a));
-	const struct hostport *addr = &cfg->admin;
-	struct evhttp_bound_socket *bound = NULL;
-	char buf[300];
 
 	if (a == NULL)
 		return NULL;
@@ -677,35 +716,27 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 	a->base = base;
 	TAILQ_INIT(&a->drills);
 	a->cfg = cfg;
-	a->http = evhttp_new(base);
 	a->reap = evtimer_new(base, reap_cb, a);
-	if (a->http == NULL || a->reap == NULL || (bound = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port)) == NULL) {
-		log_error("admin", "cannot listen on %s", hostport_str(addr, buf, sizeof(buf)));
+	if (a->reap == NULL || (cfg->has_admin && (a->http = http_on(a, &cfg->admin, &a->listener)) == NULL) ||
+	    (cfg->has_metrics && (a->metrics_http = http_on(a, &cfg->metrics, &a->metrics_listener)) == NULL)) {
 		admin_free(a);
 		return NULL;
 	}
-	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
-	/* Everything a client sends is bounded before it is read: a request's headers and body by size
-	 * (larger: 431/413 and the connection closed, nothing kept), and a request or an idle connection
-	 * that dribbles by time. */
-	evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
-	evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
-	a->listener = evhttp_bound_socket_get_listener(bound);
-	evhttp_set_bevcb(a->http, conn_new, a);
-	{
-		struct timeval tv = {ADMIN_TIMEOUT_S, 0};
-		evhttp_set_timeout_tv(a->http, &tv);
+	if (a->http != NULL) {
+		evhttp_set_cb(a->http, "/status", status_cb, a);
+		evhttp_set_cb(a->http, "/live", live_cb, a);
+		evhttp_set_cb(a->http, "/ready", ready_cb, a);
+		evhttp_set_cb(a->http, "/startup", startup_cb, a);
+		evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
+		evhttp_set_cb(a->http, "/drills", drills_cb, a);
+		evhttp_set_cb(a->http, "/reload", reload_cb, a);
+		evhttp_set_cb(a->http, "/clients", clients_cb, a);
+		evhttp_set_gencb(a->http, notfound_cb, a);
 	}
-	evhttp_set_cb(a->http, "/status", status_cb, a);
-	evhttp_set_cb(a->http, "/live", live_cb, a);
-	evhttp_set_cb(a->http, "/ready", ready_cb, a);
-	evhttp_set_cb(a->http, "/startup", startup_cb, a);
-	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
-	evhttp_set_cb(a->http, "/drills", drills_cb, a);
-	evhttp_set_cb(a->http, "/reload", reload_cb, a);
-	evhttp_set_cb(a->http, "/clients", clients_cb, a);
-	evhttp_set_gencb(a->http, notfound_cb, a);
-	log_info("admin", "listening on http://%s", hostport_str(addr, buf, sizeof(buf)));
+	if (a->metrics_http != NULL) {
+		evhttp_set_cb(a->metrics_http, "/metrics", metrics_cb, a);
+		evhttp_set_gencb(a->metrics_http, metrics_only_cb, a);
+	}
 	return a;
 }
 
@@ -718,8 +749,11 @@ void admin_free(struct admin *a)
 	/* First the HTTP side (its connections' close callbacks still see the drills), then the
 	 * drills, whose load and promotions stop where they are. */
 	a->listener = NULL;  /* freed with the evhttp */
+	a->metrics_listener = NULL;
 	if (a->http != NULL)
 		evhttp_free(a->http);
+	if (a->metrics_http != NULL)
+		evhttp_free(a->metrics_http);
 	for (int i = 0; i < a->nconns; i++)
 		bufferevent_decref(a->conns[i]);
 	if (a->reap != NULL)

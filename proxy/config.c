@@ -261,6 +261,7 @@ struct key_def {
 
 static const struct key_def keys[] = {
 	HOSTPORT(SECTION_REPOINT, "admin", TOP(admin), TOP(has_admin), false),
+	HOSTPORT(SECTION_REPOINT, "metrics", TOP(metrics), TOP(has_metrics), false),
 	ENUM(SECTION_REPOINT, "log_level", TOP(log_level), log_level_names, "info", false),
 	ENUM(SECTION_REPOINT, "log_format", TOP(log_format), log_format_names, "text", false),
 	DURATION(SECTION_REPOINT, "shutdown_timeout", TOP(shutdown_timeout_ms), 0, WAIT_MAX, "10s"),
@@ -1254,6 +1255,10 @@ static void check_service(struct parser *p, size_t idx)
 		if (p->cfg->has_admin && hostport_overlaps(&svc->listen, &p->cfg->admin))
 			add_error(p, listen->line, "listen %s is already used by the admin API (line %d)",
 				  hostport_str(&svc->listen, a, sizeof(a)), admin->line);
+		if (p->cfg->has_metrics && hostport_overlaps(&svc->listen, &p->cfg->metrics))
+			add_error(p, listen->line, "listen %s is already used by metrics (line %d)",
+				  hostport_str(&svc->listen, a, sizeof(a)),
+				  p->top_seen[key_index(SECTION_REPOINT, "metrics")].line);
 		for (size_t j = 0; j < idx; j++) {
 			const struct service_state *o = &p->services[j];
 			const struct key_seen *olisten = &o->seen[key_index(SECTION_SERVICE, "listen")];
@@ -1365,6 +1370,9 @@ static struct config *parse(struct parser *p, char *err, size_t errlen)
 			check_service(p, i);
 		if (p->service_headers == 0)
 			add_error(p, 0, "no services: add a [service NAME] section");
+		if (cfg->has_admin && cfg->has_metrics && hostport_overlaps(&cfg->admin, &cfg->metrics))
+			add_error(p, p->top_seen[key_index(SECTION_REPOINT, "metrics")].line,
+				  "metrics: the admin API listens there already (it serves /metrics too)");
 	}
 
 	if (p->nerrors > 0 || p->oom) {

@@ -86,6 +86,8 @@ struct aws_config {
 struct config {
 	char *path;
 	bool has_admin;
+	bool has_metrics;
+	struct hostport metrics;            /* [repoint] metrics: /metrics alone on an address of its own */
 	struct hostport admin;              /* [repoint] admin; off when absent */
 	enum log_level log_level;           /* default info */
 	enum log_format log_format;         /* default text */

@@ -174,16 +174,20 @@ static bool runtime_reload_now(struct runtime *rt)
 	/* The previous configuration stays alive: services kept as they were, and retired ones, read it. */
 	rt->old_cfgs[rt->nold_cfgs++] = rt->cfg == rt->boot_cfg ? NULL : rt->cfg;
 	rt->cfg = cfg;
-	admin_moved = cfg->has_admin != (rt->admin != NULL) ||
+	admin_moved = cfg->has_admin != rt->boot_has_admin || cfg->has_metrics != rt->boot_has_metrics ||
 		      (cfg->has_admin && (cfg->admin.port != rt->boot_admin.port ||
-					  strcmp(cfg->admin.host, rt->boot_admin.host) != 0));
+					  strcmp(cfg->admin.host, rt->boot_admin.host) != 0)) ||
+		      (cfg->has_metrics && (cfg->metrics.port != rt->boot_metrics.port ||
+					    strcmp(cfg->metrics.host, rt->boot_metrics.host) != 0));
 	if (admin_moved) {
 		admin_free(rt->admin);
 		rt->admin = NULL;
-		if (cfg->has_admin)
+		if (cfg->has_admin || cfg->has_metrics)
 			rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs, &rt->admin_hooks);
-		if (cfg->has_admin)
-			rt->boot_admin = cfg->admin;
+		rt->boot_admin = cfg->admin;
+		rt->boot_metrics = cfg->metrics;
+		rt->boot_has_admin = cfg->has_admin;
+		rt->boot_has_metrics = cfg->has_metrics;
 	} else if (rt->admin != NULL) {
 		admin_reconfigure(rt->admin, cfg, rt->svcs, rt->nsvcs);
 	}
@@ -255,6 +259,9 @@ struct runtime *runtime_start(struct config *cfg)
 	rt->cfg = cfg;
 	rt->boot_cfg = cfg;
 	rt->boot_admin = cfg->admin;
+	rt->boot_metrics = cfg->metrics;
+	rt->boot_has_admin = cfg->has_admin;
+	rt->boot_has_metrics = cfg->has_metrics;
 	signal(SIGPIPE, SIG_IGN);
 	rt->base = event_base_new();
 	rt->svcs = calloc((size_t)(cfg->nservices > 0 ? cfg->nservices : 1), sizeof(*rt->svcs));
@@ -274,7 +281,7 @@ struct runtime *runtime_start(struct config *cfg)
 			goto fail;
 	}
 	rt->admin_hooks = (struct admin_hooks){.reload = admin_reload, .arg = rt};
-	if (cfg->has_admin) {
+	if (cfg->has_admin || cfg->has_metrics) {
 		rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs, &rt->admin_hooks);
 		if (rt->admin == NULL)
 			goto fail;

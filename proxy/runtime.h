@@ -32,6 +32,8 @@ struct runtime {
 	unsigned reloads, reload_failures;
 	struct admin_hooks admin_hooks;  /* POST /reload */
 	struct hostport boot_admin;  /* where the admin API listens */
+	struct hostport boot_metrics;  /* where /metrics alone listens ([repoint] metrics) */
+	bool boot_has_admin, boot_has_metrics;
 	bool stopping;
 	int64_t stop_deadline_ms;
 };

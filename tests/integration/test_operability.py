@@ -352,3 +352,24 @@ def test_pause_and_resume_hold_clients_for_maintenance(lab, tmp_path):
         assert http("GET", rp.admin_port, "/ready")[0] == 200
     finally:
         rp.stop()
+
+
+def test_metrics_on_an_address_of_their_own(tmp_path):
+    """[repoint] metrics: /metrics alone on its own address (the admin API can stay on loopback while
+    metrics are scraped)."""
+    import urllib.error
+    import urllib.request
+    from conftest import free_port, start_custom
+    mport = free_port()
+    rp = start_custom(tmp_path, {"rd": "protocol = redis\nmembers = 127.0.0.1:1\n"},
+                      extra="metrics = 127.0.0.1:%d\n" % mport)
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            body = r.read().decode()
+        assert "repoint_build_info" in body and 'service="rd"' in body
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen("http://127.0.0.1:%d/status" % mport, timeout=5)
+        assert e.value.code == 404
+        assert rp.status()  # the admin API as before
+    finally:
+        rp.stop()

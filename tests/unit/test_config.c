@@ -343,7 +343,7 @@ START_TEST(test_err_unknown_key)
 		      "[service NAME]");
 	expect_errors("[repoint]\nverbose = yes\n" OK_SERVICE,
 		      "test.ini:2: unknown key 'verbose' in [repoint]; allowed keys: admin, "
-		      "log_level, log_format, shutdown_timeout, admin_token");
+		      "metrics, log_level, log_format, shutdown_timeout, admin_token");
 	expect_errors("[aws]\nzone = a\n" OK_SERVICE,
 		      "test.ini:2: unknown key 'zone' in [aws]; allowed keys: region, profile, "
 		      "endpoint_url, poll_interval, failover_poll_interval, request_timeout, max_attempts");
