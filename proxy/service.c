@@ -601,6 +601,8 @@ static void service_upstream_failed(struct service *svc, int member, const char 
 	if (member < 0 || member >= svc->nmembers)
 		return;
 	log_warn(svc->subject, "cannot connect to %s: %s", svc->members[member]->str, why);
+	/* A name may point elsewhere now: its next check looks it up again (resolve_interval). */
+	svc->members[member]->resolved_ms = INT64_MIN / 2;
 	snprintf(svc->members[member]->last.detail, sizeof(svc->members[member]->last.detail), "data path: %s", why);
 	observe(svc, member, false, ROLE_UNKNOWN, 0, "data path");
 	service_probe_soon(svc, member);
