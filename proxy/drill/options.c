@@ -64,7 +64,9 @@ const char drill_usage_text[] =
 	"  -V, --version            print the version and exit\n"
 	"\n"
 	"Exit status: 0 done and within the gates, 1 a gate was breached (or no recovery), 2 usage or\n"
-	"configuration error, 3 the drill could not run (refused, AWS error, ...).\n";
+	"configuration error, 3 the drill could not run (refused, AWS error, ...).\n"
+	"\n"
+	"Reference (what each kind of cluster does, the JSON report, the admin API): " DOCDIR "/drill.md\n";
 
 const char *drill_mode_name(enum drill_mode m)
 {

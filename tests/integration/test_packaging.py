@@ -36,6 +36,10 @@ def test_make_install(installed):
     prefix = "/" + units[0].split("/lib/systemd/")[0]
     assert "ExecStart=%s/bin/repoint -c %s/etc/repoint.ini" % (prefix, prefix) in unit, unit
     assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit and "DynamicUser=yes" in unit
+    # `repoint drill --help` points to a reference that is installed.
+    help_text = subprocess.run([REPOINT_BIN, "drill", "--help"], capture_output=True, text=True, timeout=30).stdout
+    ref = help_text.split("Reference")[1].split(": ", 1)[1].strip()
+    assert ref.endswith("/drill.md") and os.path.exists(installed + ref), (ref, files)
 
 
 def verify(tmp_path, text):
