@@ -21,27 +21,16 @@ PATHS = ("direct-tls", "haproxy-tls", "repoint-tls", "repoint-origin")
 VARIANTS = (("small", 1, 3), ("small_p16", 16, 3), ("16k", 1, 16384))
 
 
-def _openssl(args, cwd):
-    r = subprocess.run(["openssl"] + args, cwd=cwd, capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise BenchError("openssl %s: %s" % (args[0], r.stderr.strip()[-300:]))
-
-
 def make_pki(d):
-    _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-              "-subj", "/CN=repoint bench CA"], d)
-    with open(os.path.join(d, "server.ext"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-              "-subj", "/CN=server"], d)
-    _openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-              "-out", "server.crt", "-days", "2", "-extfile", "server.ext"], d)
-    with open(os.path.join(d, "server.pem"), "w") as out:  # HAProxy wants certificate and key in one file
-        for n in ("server.crt", "server.key"):
-            with open(os.path.join(d, n)) as f:
+    """The lab's CA and server certificate (labkit/pki.py), and the PEM of both that HAProxy wants."""
+    from labkit.pki import lab_pki
+    pki = lab_pki(os.path.join(d, "pki"))
+    pem = os.path.join(d, "server.pem")
+    with open(pem, "w") as out:
+        for n in ("cert", "key"):
+            with open(pki[n]) as f:
                 out.write(f.read())
-    return {k: os.path.join(d, v) for k, v in (("ca", "ca.crt"), ("cert", "server.crt"), ("key", "server.key"),
-                                               ("pem", "server.pem"))}
+    return dict(pki, pem=pem)
 
 
 class TlsRig:
