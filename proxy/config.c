@@ -1039,7 +1039,7 @@ static char *line_reader(char *out, int num, void *stream)
 
 static void unknown_key(struct parser *p, const char *name)
 {
-	char buf[SERVICE_NAME_MAX + 16], other[SERVICE_NAME_MAX + 16], list[512];
+	char buf[SERVICE_NAME_MAX + 16], other[SERVICE_NAME_MAX + 16], list[2048];
 	const char *label = section_label(p->section, p->svc ? p->svc->name : NULL, buf, sizeof(buf));
 	const char *best = NULL;
 	int best_distance = SUGGEST_DISTANCE + 1;
