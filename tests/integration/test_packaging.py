@@ -29,17 +29,53 @@ def test_make_install(installed):
     files = installed_files(installed)
     units = [f for f in files if f.endswith("lib/systemd/system/repoint.service")]
     assert any(f.endswith("bin/repoint") for f in files), files
-    assert any(f.endswith("etc/repoint.ini") for f in files), files
     assert units, files
-    # The unit names the installed binary and configuration.
-    unit = open(os.path.join(installed, units[0])).read()
+    # The example configuration, in its own directory under sysconfdir: where the unit runs it and
+    # --help says it is.
     prefix = "/" + units[0].split("/lib/systemd/")[0]
-    assert "ExecStart=%s/bin/repoint -c %s/etc/repoint.ini" % (prefix, prefix) in unit, unit
-    assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit and "DynamicUser=yes" in unit
+    example = "%s/etc/repoint/repoint.ini" % prefix
+    with open(installed + example) as f, open(os.path.join(TOP, "conf", "repoint.ini")) as shipped:
+        assert f.read() == shipped.read()
+    unit = open(os.path.join(installed, units[0])).read()
+    assert "ExecStart=%s/bin/repoint -c %s\n" % (prefix, example) in unit, unit
+    assert "ExecStartPre=%s/bin/repoint -t -c %s\n" % (prefix, example) in unit, unit
+    for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
+                 "ConfigurationDirectory=repoint"):
+        assert line + "\n" in unit.split("[Service]")[1], line
+    help_text = subprocess.run([REPOINT_BIN, "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert example in " ".join(help_text.split()), help_text
     # `repoint drill --help` points to a reference that is installed.
     help_text = subprocess.run([REPOINT_BIN, "drill", "--help"], capture_output=True, text=True, timeout=30).stdout
     ref = help_text.split("Reference")[1].split(": ", 1)[1].strip()
     assert ref.endswith("/drill.md") and os.path.exists(installed + ref), (ref, files)
+
+
+def test_reinstall_and_uninstall_keep_an_edited_configuration(tmp_path):
+    dest = str(tmp_path / "dest")
+    build = os.path.dirname(os.path.dirname(REPOINT_BIN))
+
+    def make(target):
+        r = subprocess.run(["make", "-C", build, target, "DESTDIR=" + dest], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return r.stdout
+
+    make("install")
+    example = next(os.path.join(dest, f) for f in installed_files(dest) if f.endswith("etc/repoint/repoint.ini"))
+    with open(example, "a") as f:
+        f.write("; edited here\n")
+    edited = open(example).read()
+    assert "already there: left as it is" in make("install")
+    assert open(example).read() == edited
+    make("uninstall")
+    assert open(example).read() == edited
+    assert not any(f.endswith("bin/repoint") or f.endswith(".service") for f in installed_files(dest))
+    # Unedited, it goes with the rest.
+    with open(os.path.join(TOP, "conf", "repoint.ini")) as f:
+        open(example, "w").write(f.read())
+    make("uninstall")
+    assert not os.path.exists(example)
 
 
 def verify(tmp_path, text):
@@ -173,8 +209,8 @@ def test_deploy_examples_match_their_configuration(tmp_path):
     dockerfile = open(os.path.join(deploy, "Dockerfile")).read()
     assert "COPY . /src" in dockerfile
     sysconfdir = re.search(r"--sysconfdir=(\S+)", dockerfile).group(1)
-    assert 'CMD ["-c", "%s/repoint.ini"]' % sysconfdir in dockerfile
-    assert "COPY --from=build /out%s/repoint.ini %s/repoint.ini" % (sysconfdir, sysconfdir) in dockerfile
+    assert 'CMD ["-c", "%s/repoint/repoint.ini"]' % sysconfdir in dockerfile
+    assert "COPY --from=build /out%s/repoint/repoint.ini %s/repoint/repoint.ini" % (sysconfdir, sysconfdir) in dockerfile
     runtime = dockerfile.split("FROM debian:bookworm-slim\n")[1]
     pkgs = re.findall(r"\b(lib[\w.+-]+|ca-certificates)\b", runtime.split("&&")[1])
     assert len(pkgs) >= 10, pkgs
@@ -184,7 +220,7 @@ def test_deploy_examples_match_their_configuration(tmp_path):
     # ECS: the same image and configuration, the admin port mapped, the app started after repoint.
     task = json.load(open(os.path.join(deploy, "ecs-task-definition.json")))
     ecs_rp = next(c for c in task["containerDefinitions"] if c["name"] == "repoint")
-    assert ecs_rp["command"] == ["-c", "%s/repoint.ini" % sysconfdir]
+    assert ecs_rp["command"] == ["-c", "%s/repoint/repoint.ini" % sysconfdir]
     example_admin = int(re.search(r"^admin = [^:\n]+:(\d+)", open(os.path.join(TOP, "conf", "repoint.ini")).read(),
                                   re.M).group(1))
     assert ecs_rp["portMappings"][0]["containerPort"] == example_admin
