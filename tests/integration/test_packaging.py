@@ -212,11 +212,17 @@ def test_deploy_examples_match_their_configuration(tmp_path):
     assert 'CMD ["-c", "%s/repoint/repoint.ini"]' % sysconfdir in dockerfile
     assert "COPY --from=build /out%s/repoint/repoint.ini %s/repoint/repoint.ini" % (sysconfdir, sysconfdir) in dockerfile
     runtime = dockerfile.split("FROM debian:bookworm-slim\n")[1]
-    pkgs = re.findall(r"\b(lib[\w.+-]+|ca-certificates)\b", runtime.split("&&")[1])
+    pkgs = re.findall(r"\b(lib[\w.+-]+|ca-certificates|curl)\b", runtime.split("&&")[1])
     assert len(pkgs) >= 10, pkgs
     r = subprocess.run(["apt-cache", "policy"] + pkgs, capture_output=True, text=True, timeout=60)
     assert r.stdout.count("Candidate: ") == len(pkgs) and "Candidate: (none)" not in r.stdout, r.stdout
     assert "USER repoint" in dockerfile
+    # Its HEALTHCHECK asks /live (a route of the admin API) where the configuration it ships listens.
+    shipped_admin = re.search(r"^admin = ([^\n;]+?)\s*(;|$)", open(os.path.join(TOP, "conf", "repoint.ini")).read(),
+                              re.M).group(1)
+    health = re.search(r"^HEALTHCHECK .*\n?.*CMD (\[.*\])$", dockerfile, re.M)
+    assert health and json.loads(health.group(1))[-1] == "http://%s/live" % shipped_admin, dockerfile
+    assert "curl" in pkgs
     # ECS: the same image and configuration, the admin port mapped, the app started after repoint.
     task = json.load(open(os.path.join(deploy, "ecs-task-definition.json")))
     ecs_rp = next(c for c in task["containerDefinitions"] if c["name"] == "repoint")
