@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "admin.h"
+#include "aws/token_cli.h"
 #include "config.h"
 #include "drill/drill.h"
 #include "log.h"
@@ -22,6 +23,8 @@ static const char usage_text[] =
 	"Usage: repoint -c FILE          run in the foreground, logging to stderr\n"
 	"       repoint -t -c FILE       check FILE and exit (0 valid, 2 invalid)\n"
 	"       repoint drill -c FILE --service NAME [options]   (repoint drill --help)\n"
+	"       repoint iam-token --engine E --user U ...        print an IAM auth token\n"
+	"                                                         (repoint iam-token --help)\n"
 	"       repoint --version | --help\n"
 	"\n"
 	"repoint keeps applications pointed at the current writer of their Postgres, MySQL/MariaDB\n"
@@ -109,6 +112,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "drill") == 0)
 		return drill_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "iam-token") == 0)
+		return iam_token_main(argc - 1, argv + 1);
 	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':

@@ -5,6 +5,9 @@ byte for byte; tests/integration/test_iam_token.py runs this again and checks th
 still what botocore computes.
 
     /usr/bin/python3 tests/unit/data/presign/make_vectors.py > tests/unit/data/presign/vectors.tsv
+    /usr/bin/python3 make_vectors.py [--crt] --token rds HOST PORT USER REGION AKID SECRET TOKEN NOW_S
+    /usr/bin/python3 make_vectors.py [--crt] --token elasticache|memorydb NAME USER SERVERLESS REGION AKID
+                                     SECRET TOKEN NOW_S          (one token, for the integration tests)
 
 botocore signs presigned URLs with awscrt when python3-awscrt is installed, and then puts
 X-Amz-SignedHeaders before X-Amz-Expires (the signature is the same: the canonical query is
@@ -21,7 +24,8 @@ import sys
 from unittest import mock
 from urllib.parse import urlencode
 
-os.environ["BOTO_DISABLE_CRT"] = "true"   # before botocore is imported: botocore's own signer
+if "--crt" not in sys.argv:
+    os.environ["BOTO_DISABLE_CRT"] = "true"   # before botocore is imported: botocore's own signer
 
 import botocore.session  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
@@ -99,7 +103,21 @@ def vectors():
     return out
 
 
+def one(args):
+    kind, rest = args[0], args[1:]
+    tok = lambda t: None if t == "-" else t  # noqa: E731
+    if kind == "rds":
+        host, port, user, region, akid, secret, token, now = rest
+        return rds_token(host, int(port), user, region, akid, secret, tok(token), int(now))
+    name, user, serverless, region, akid, secret, token, now = rest
+    return cache_token(kind, name, user, serverless == "1", region, akid, secret, tok(token), int(now))
+
+
 def main():
+    args = [a for a in sys.argv[1:] if a != "--crt"]
+    if args and args[0] == "--token":
+        print(one(args[1:]))
+        return
     for v in vectors():
         assert not any("\t" in f or "\n" in f for f in v)
         sys.stdout.write("\t".join(v) + "\n")
