@@ -12,6 +12,8 @@
  * are written as they would be in the file and go through the same parsers. */
 #include "config.h"
 
+#include "secret.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <unistd.h>
@@ -158,6 +160,50 @@ static bool check_readable(const char *value, char *why, size_t whylen)
 	return true;
 }
 
+/* A secret: a literal, env:NAME (set now), file:/PATH (readable now), secretsmanager:ID[#KEY]
+ * (fetched at run time). Messages never quote the value: it may be the secret itself. */
+static bool check_secret(const char *value, bool iam_ok, char *why, size_t whylen)
+{
+	struct secret_ref r;
+
+	if (!secret_ref_parse(value, &r, why, whylen))
+		return false;
+	switch (r.kind) {
+	case SECRET_IAM:
+		if (!iam_ok) {
+			snprintf(why, whylen, "iam is for probe_password (an RDS IAM token per connection)");
+			return false;
+		}
+		return true;
+	case SECRET_ENV:
+		if (getenv(r.arg) == NULL) {
+			snprintf(why, whylen, "env:%s is not set", r.arg);
+			return false;
+		}
+		return true;
+	case SECRET_FILE:
+		if (access(r.arg, R_OK) != 0) {
+			snprintf(why, whylen, "file:%s: cannot read it: %s", r.arg, strerror(errno));
+			return false;
+		}
+		return true;
+	case SECRET_LITERAL:
+	case SECRET_SECRETSMANAGER:
+		return true;
+	}
+	return true;
+}
+
+static bool check_probe_password(const char *value, char *why, size_t whylen)
+{
+	return check_secret(value, true, why, whylen);
+}
+
+static bool check_admin_token(const char *value, char *why, size_t whylen)
+{
+	return check_secret(value, false, why, whylen);
+}
+
 static bool check_shard(const char *value, char *why, size_t whylen)
 {
 	if (!all_name_chars(value)) {
@@ -255,7 +301,8 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_REPOINT, "log_level", TOP(log_level), log_level_names, "info", false),
 	ENUM(SECTION_REPOINT, "log_format", TOP(log_format), log_format_names, "text", false),
 	DURATION(SECTION_REPOINT, "shutdown_timeout", TOP(shutdown_timeout_ms), 0, WAIT_MAX, "10s"),
-	STRING(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL, NULL),
+	STRING(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL, check_admin_token),
+	DURATION(SECTION_REPOINT, "secret_refresh", TOP(secret_refresh_ms), MS_PER_S, 24 * (int64_t)MS_PER_H, "5m"),
 
 	STRING(SECTION_AWS, "region", AWS(region), NULL, check_region),
 	STRING(SECTION_AWS, "profile", AWS(profile), NULL, NULL),
@@ -279,7 +326,7 @@ static const struct key_def keys[] = {
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
-	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", NULL),
+	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_probe_password),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
 	ENUM(SECTION_SERVICE, "tls", SVC(tls), tls_mode_names, "off", false),
 	STRING(SECTION_SERVICE, "tls_ca_file", SVC(tls_ca_file), NULL, check_readable),
@@ -1189,6 +1236,24 @@ static void check_service(struct parser *p, size_t idx)
 		}
 	}
 
+	{
+		const struct key_seen *pw = &st->seen[key_index(SECTION_SERVICE, "probe_password")];
+		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
+		struct secret_ref r;
+		char why[200];
+
+		svc->probe_user_given = svc->probe_user != NULL;
+		if (pw->valid && secret_ref_parse(svc->probe_password, &r, why, sizeof(why)) && r.kind == SECRET_IAM) {
+			if (protocol->valid && svc->protocol == PROTOCOL_REDIS)
+				add_error(p, pw->line, "probe_password: iam signs RDS tokens (postgres and mysql services); "
+						       "redis services take a password, env:, file: or secretsmanager:");
+			else if ((tls->line == 0 || tls->valid) && svc->tls != TLS_VERIFY_FULL)
+				add_error(p, pw->line, "probe_password: iam sends an IAM token, a password valid for 15 "
+						       "minutes, in the clear: it needs tls = verify-full (this service has "
+						       "tls = %s%s)", tls_mode_names[svc->tls], tls->line ? "" : ", the default");
+		}
+	}
+
 	/* Protocol-dependent defaults: a probe has to log in as someone. */
 	if (svc->probe_user == NULL && svc->protocol == PROTOCOL_POSTGRES)
 		svc->probe_user = xstrdup(p, "postgres");
@@ -1232,6 +1297,34 @@ static void write_errors(struct parser *p, char *err, size_t errlen)
 		if (w < 0)
 			break;
 		used += (size_t)w;
+	}
+}
+
+/* What is valid but unwise, said by `repoint -t` and logged at start: secrets written in the
+ * file. Formatted as the errors are ("file:line: ..."), through the same list, once it is known
+ * to hold no error. */
+static void collect_warnings(struct parser *p)
+{
+	static const char advice[] = "prefer env:NAME, file:/PATH or secretsmanager:ID (the file may be read by "
+				     "more people than the secret should be)";
+	const struct key_seen *at = &p->top_seen[key_index(SECTION_REPOINT, "admin_token")];
+	struct secret_ref r;
+	char why[200], text[8192];
+
+	if (p->cfg->admin_token != NULL && secret_ref_parse(p->cfg->admin_token, &r, why, sizeof(why)) &&
+	    r.kind == SECRET_LITERAL)
+		add_error(p, at->line, "admin_token: the token is written in the file; %s", advice);
+	for (size_t i = 0; i < p->nservices; i++) {
+		const struct service_config *svc = p->services[i].svc;
+		const struct key_seen *pw = &p->services[i].seen[key_index(SECTION_SERVICE, "probe_password")];
+		if (svc->probe_password[0] != '\0' && secret_ref_parse(svc->probe_password, &r, why, sizeof(why)) &&
+		    r.kind == SECRET_LITERAL)
+			add_error(p, pw->line, "probe_password of service %s: the password is written in the file; %s",
+				  svc->name, advice);
+	}
+	if (p->nerrors > 0) {
+		write_errors(p, text, sizeof(text));
+		p->cfg->warnings = xstrdup(p, text);
 	}
 }
 
@@ -1286,8 +1379,10 @@ static struct config *parse(struct parser *p, char *err, size_t errlen)
 		write_errors(p, err, errlen);
 		config_free(cfg);
 		cfg = NULL;
-	} else if (err != NULL && errlen > 0) {
-		err[0] = '\0';
+	} else {
+		if (err != NULL && errlen > 0)
+			err[0] = '\0';
+		collect_warnings(p);
 	}
 	for (size_t i = 0; i < p->nerrors; i++)
 		free(p->errors[i].msg);
@@ -1331,6 +1426,8 @@ void config_free(struct config *cfg)
 		free(svc->name);
 		free(svc->members);
 		free(svc->probe_user);
+		if (svc->probe_password != NULL)
+			explicit_bzero(svc->probe_password, strlen(svc->probe_password));
 		free(svc->probe_password);
 		free(svc->probe_database);
 		free(svc->tls_ca_file);
@@ -1346,6 +1443,7 @@ void config_free(struct config *cfg)
 	if (cfg->admin_token != NULL)
 		explicit_bzero(cfg->admin_token, strlen(cfg->admin_token));
 	free(cfg->admin_token);
+	free(cfg->warnings);
 	free(cfg->aws.region);
 	free(cfg->aws.profile);
 	free(cfg->aws.endpoint_url);

@@ -36,7 +36,8 @@ static const char usage_text[] =
 	"Options:\n"
 	"  -c, --config FILE   configuration file (INI; see the example installed as repoint.ini)\n"
 	"  -t, --test          validate the configuration and exit (warnings: an admin\n"
-	"                      address beyond loopback, a member name that does not resolve)\n"
+	"                      address beyond loopback, a member name that does not resolve,\n"
+	"                      a secret written in the file instead of env:, file:, secretsmanager:)\n"
 	"  -V, --version       print the version and exit\n"
 	"  -h, --help          print this help and exit\n"
 	"\n"
@@ -77,6 +78,12 @@ static void test_warnings(const struct config *cfg)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
 
+	/* file:line warnings from the check itself (secrets written in the file) */
+	for (const char *w = cfg->warnings; w != NULL && *w != '\0';) {
+		size_t n = strcspn(w, "\n");
+		printf("repoint: warning: %.*s\n", (int)n, w);
+		w += n + (w[n] == '\n');
+	}
 	if (cfg->has_admin && !loopback_only(cfg->admin.host))
 		printf("repoint: warning: admin listens on %s, beyond loopback: /status, /metrics and /clients are "
 		       "readable from the network%s\n",
