@@ -380,18 +380,18 @@ static void sm_fail(struct secret *s, const char *code, const char *msg)
 }
 
 /* SecretString -> the value (and the username of an RDS-managed secret); false with why. */
-static bool sm_extract(const struct secret *s, const char *str, char **value, char **user, char *why, size_t len)
+static bool sm_extract(const char *key, const char *str, char **value, char **user, char *why, size_t len)
 {
 	json_t *j = NULL, *m;
 	const char *v = str, *u = NULL;
 	bool ok = true;
 
-	if (s->r.key[0] != '\0' || str[0] == '{')
+	if (key[0] != '\0' || str[0] == '{')
 		j = json_loads(str, JSON_REJECT_DUPLICATES, NULL);
-	if (s->r.key[0] != '\0') {
-		m = json_object_get(j, s->r.key);
+	if (key[0] != '\0') {
+		m = json_object_get(j, key);
 		if (!json_is_string(m)) {
-			snprintf(why, len, "the secret's value is not a JSON object with a string \"%.60s\"", s->r.key);
+			snprintf(why, len, "the secret's value is not a JSON object with a string \"%.60s\"", key);
 			ok = false;
 		}
 		v = json_string_value(m);
@@ -411,12 +411,35 @@ static bool sm_extract(const struct secret *s, const char *str, char **value, ch
 	return ok;
 }
 
+bool secret_parse_reply(const char *body, size_t len, const char *key, char **value, char **user, char *version,
+                        size_t vlen, char *why, size_t whylen)
+{
+	json_t *j = json_loadb(body, len, 0, NULL);
+	const char *str = json_string_value(json_object_get(j, "SecretString"));
+	const char *vid = json_string_value(json_object_get(j, "VersionId"));
+	bool ok = false;
+
+	*value = *user = NULL;
+	if (!json_is_object(j))
+		snprintf(why, whylen, "the reply is not a JSON object");
+	else if (str == NULL)
+		snprintf(why, whylen, "%s", json_object_get(j, "SecretBinary") != NULL
+		                            ? "the secret holds SecretBinary only: repoint reads SecretString"
+		                            : "no SecretString in the reply");
+	else if (strlen(str) > SECRET_MAX_BYTES)
+		snprintf(why, whylen, "SecretString larger than 64 KiB");
+	else
+		ok = sm_extract(key != NULL ? key : "", str, value, user, why, whylen);
+	if (ok)
+		aws_copy_text(version, vlen, vid != NULL ? vid : "");
+	json_decref(j);
+	return ok;
+}
+
 static void sm_reply(void *arg, const struct aws_response *resp)
 {
 	struct secret *s = arg;
-	json_t *j;
-	const char *str, *vid;
-	char *value = NULL, *user = NULL, why[160];
+	char *value = NULL, *user = NULL, why[160], version[sizeof(s->version)];
 
 	s->req = NULL;
 	if (!resp->ok) {
@@ -427,26 +450,15 @@ static void sm_reply(void *arg, const struct aws_response *resp)
 		sm_fail(s, resp->error_code, resp->error_message);
 		return;
 	}
-	j = json_loadb(resp->body, resp->body_len, 0, NULL);
-	str = json_string_value(json_object_get(j, "SecretString"));
-	vid = json_string_value(json_object_get(j, "VersionId"));
-	if (str == NULL) {
-		bool binary = json_object_get(j, "SecretBinary") != NULL;
-		json_decref(j);
-		sm_fail(s, "parse", binary ? "the secret holds SecretBinary only: repoint reads SecretString"
-		                           : "no SecretString in the reply");
-		return;
-	}
-	if (!sm_extract(s, str, &value, &user, why, sizeof(why))) {
-		json_decref(j);
+	if (!secret_parse_reply(resp->body, resp->body_len, s->r.key, &value, &user, version, sizeof(version), why,
+	                        sizeof(why))) {
 		sm_fail(s, "parse", why);
 		return;
 	}
-	if (s->value == NULL || strcmp(s->version, vid != NULL ? vid : "") != 0)
+	if (s->value == NULL || strcmp(s->version, version) != 0)
 		log_info(s->subject, "%s version %s", s->value == NULL ? "fetched," : "a new version is in use:",
-		         vid != NULL ? vid : "(none)");
-	snprintf(s->version, sizeof(s->version), "%s", vid != NULL ? vid : "");
-	json_decref(j);
+		         version[0] ? version : "(none)");
+	snprintf(s->version, sizeof(s->version), "%s", version);
 	replace_value(&s->value, value);
 	replace_value(&s->user, user);
 	s->fetches++;

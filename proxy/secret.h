@@ -57,6 +57,13 @@ struct secret_ref {
  * name, a relative path, a secretsmanager id or ARN that cannot be one. */
 bool secret_ref_parse(const char *value, struct secret_ref *out, char *why, size_t whylen);
 
+/* A GetSecretValue reply -> the value (SecretString; with key, that member of the JSON object it
+ * holds; without, an RDS-managed secret's "password" and its "username" in *user, else the whole
+ * string), both malloc'ed (*user may be NULL), and the VersionId (printable, cut to vlen). False
+ * with the reason in why (never the value). Pure: the fuzzer and the unit tests feed it. */
+bool secret_parse_reply(const char *body, size_t len, const char *key, char **value, char **user, char *version,
+                        size_t vlen, char *why, size_t whylen);
+
 /* ---- on the loop ---- */
 
 /* One per running configuration: the secrets it reads, shared by reference (two services naming
