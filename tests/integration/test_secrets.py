@@ -142,6 +142,38 @@ def test_env_password(lab, tmp_path):
     assert pw not in rp.logtext()
 
 
+def test_drill_handed_over_with_secrets(lab, tmp_path):
+    """repoint drill reads admin_token as the running repoint does (env: here) to hand it the drill;
+    the drill logs in to the members with the probes' password (file: here)."""
+    user, pw, adm = "rp_drill", token("drill-pw"), token("drill-admin")
+    acl_set(lab, user, pw)
+    f = tmp_path / "pw"
+    write_atomically(f, pw)
+    env = env_for({"REPOINT_T_ADMIN": adm})
+    rp = start_custom(tmp_path, {"redis": "protocol = redis\nmembers = %s\nprobe_user = %s\nprobe_password = file:%s\n"
+                                          % (redis_members(lab), user, f)},
+                      extra="admin_token = env:REPOINT_T_ADMIN\n", env=env)
+    outs = []
+    try:
+        wait_for(lambda: probes_ok(rp, "redis"), 15, what="probes logged in")
+        before = lab.roles("redis")
+        p = subprocess.run([REPOINT_BIN, "drill", "-c", rp.config_path, "--service", "redis", "--dry-run"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        outs.append(p.stdout + p.stderr)
+        assert p.returncode == 0, outs[-1]
+        assert "drill handed to the repoint" in p.stderr and "dry run: nothing was changed" in p.stdout
+        assert "REPLICAOF NO ONE" in p.stdout and lab.roles("redis") == before
+        p = subprocess.run([REPOINT_BIN, "drill", "-c", rp.config_path, "--service", "redis", "--dry-run"],
+                           env=env_for({}), capture_output=True, text=True, timeout=60)
+        outs.append(p.stdout + p.stderr)
+        assert p.returncode == 2 and "admin_token: env:REPOINT_T_ADMIN is not set" in p.stderr, outs[-1]
+    finally:
+        rp.stop()
+        acl_del(lab, user)
+    outs.append(rp.logtext())
+    assert pw not in "".join(outs) and adm not in "".join(outs)
+
+
 # ---- the configuration: -t's warning, iam's refusal ------------------------------------------------------
 def run_t(path, env=None):
     p = subprocess.run([REPOINT_BIN, "-t", "-c", str(path)], capture_output=True, text=True, timeout=30, env=env)
