@@ -651,7 +651,11 @@ static char *iam_token(struct secret *s, const struct secret_target *t, char *wh
 	char err[160];
 	char *tok;
 
-	if (t == NULL || t->host == NULL || t->user == NULL || t->user[0] == '\0') {
+	if (t == NULL || t->host == NULL) {
+		snprintf(why, whylen, "iam: an IAM token is made for one member (no writer is known)");
+		return NULL;
+	}
+	if (t->user == NULL || t->user[0] == '\0') {
 		snprintf(why, whylen, "iam: an IAM token needs a user (probe_user)");
 		return NULL;
 	}
