@@ -18,6 +18,7 @@
 #include "config.h"
 #include "drill/drill.h"
 #include "log.h"
+#include "secret.h"
 #include "service.h"
 
 /* Finished drills kept for GET /drills/ID; the oldest go first. */
@@ -54,6 +55,7 @@ struct admin {
 	int nsvcs;
 	int64_t started_ms;
 	const struct config *cfg;            /* admin_token, [aws] for the drills */
+	struct secret *token;                /* admin_token through hooks.secrets; NULL: as written */
 	TAILQ_HEAD(, admin_drill) drills;    /* oldest first */
 	int ndrills;
 	struct admin_hooks hooks;            /* POST /reload */
@@ -211,23 +213,36 @@ static bool token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* The request carries the configured admin_token. */
-static bool authorized(const struct admin *a, struct evhttp_request *req)
+/* The request carries the configured admin_token: 1 yes, 0 no, -1 the token cannot be read now
+ * (a secretsmanager: one not fetched yet; why says so). */
+static int authorized(const struct admin *a, struct evhttp_request *req, char *why, size_t whylen)
 {
 	const char *h;
+	char *want;
+	int ok;
 
 	if (a->cfg == NULL || a->cfg->admin_token == NULL)
-		return true;
+		return 1;
+	want = a->token != NULL ? secret_get(a->token, NULL, NULL, why, whylen) : strdup(a->cfg->admin_token);
+	if (want == NULL) {
+		if (a->token == NULL)
+			snprintf(why, whylen, "out of memory");
+		return -1;
+	}
 	h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	return h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, a->cfg->admin_token);
+	ok = h != NULL && strncmp(h, "Bearer ", 7) == 0 && token_equal(h + 7, want);
+	secret_value_free(want);
+	return ok;
 }
 
 /* Requests that change something (start or cancel a drill) need admin_token configured and
  * presented: without one configured they are refused (403) with how to enable them, with a wrong
- * or missing one 401. True when the request may go on; otherwise it has been answered. */
+ * or missing one 401, and 503 while the token itself cannot be read. True when the request may go
+ * on; otherwise it has been answered. */
 static bool may_change(const struct admin *a, struct evhttp_request *req, const char *what)
 {
-	char msg[300];
+	char msg[300], why[200] = "";
+	int auth;
 
 	if (a->cfg == NULL || a->cfg->admin_token == NULL) {
 		snprintf(msg, sizeof(msg),
@@ -236,7 +251,13 @@ static bool may_change(const struct admin *a, struct evhttp_request *req, const 
 		reply_error(req, 403, "Forbidden", msg);
 		return false;
 	}
-	if (!authorized(a, req)) {
+	auth = authorized(a, req, why, sizeof(why));
+	if (auth < 0) {
+		snprintf(msg, sizeof(msg), "%s needs the admin token, which cannot be read now: %s", what, why);
+		reply_error(req, 503, "Service Unavailable", msg);
+		return false;
+	}
+	if (auth == 0) {
 		snprintf(msg, sizeof(msg), "%s needs the admin token (Authorization: Bearer ...)", what);
 		reply_error(req, 401, "Unauthorized", msg);
 		return false;
@@ -716,6 +737,11 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 	a->base = base;
 	TAILQ_INIT(&a->drills);
 	a->cfg = cfg;
+	if (a->hooks.secrets != NULL && cfg->admin_token != NULL &&
+	    (a->token = secret_open(a->hooks.secrets, cfg->admin_token)) == NULL) {
+		admin_free(a);
+		return NULL;
+	}
 	a->reap = evtimer_new(base, reap_cb, a);
 	if (a->reap == NULL || (cfg->has_admin && (a->http = http_on(a, &cfg->admin, &a->listener)) == NULL) ||
 	    (cfg->has_metrics && (a->metrics_http = http_on(a, &cfg->metrics, &a->metrics_listener)) == NULL)) {
@@ -762,11 +788,23 @@ void admin_free(struct admin *a)
 		TAILQ_REMOVE(&a->drills, ad, link);
 		drill_entry_free(ad);
 	}
+	secret_close(a->token);
 	free(a);
 }
 
 void admin_reconfigure(struct admin *a, const struct config *cfg, struct service *const *svcs, int nsvcs)
 {
+	struct secret *token = NULL;
+
+	if (a->hooks.secrets != NULL && cfg->admin_token != NULL) {
+		token = secret_open(a->hooks.secrets, cfg->admin_token);
+		if (token == NULL) {
+			log_error("admin", "reload: out of memory: admin_token stays as it was");
+			return;
+		}
+	}
+	secret_close(a->token);
+	a->token = token;
 	a->cfg = cfg;
 	a->svcs = svcs;
 	a->nsvcs = nsvcs;

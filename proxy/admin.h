@@ -15,9 +15,11 @@ struct admin;
 /* POST /reload asks this of whoever runs the services (the runtime): check the configuration file
  * now (false: err holds its file:line messages) and, when it is valid, apply it from the loop
  * shortly (the admin API may move with it). */
+struct secrets;
 struct admin_hooks {
 	bool (*reload)(void *arg, char *err, size_t errlen);
 	void *arg;
+	struct secrets *secrets;   /* where admin_token comes from (NULL: taken as written) */
 };
 
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct service *const *svcs,

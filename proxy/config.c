@@ -12,6 +12,8 @@
  * are written as they would be in the file and go through the same parsers. */
 #include "config.h"
 
+#include "secret.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <unistd.h>
@@ -163,6 +165,50 @@ static bool check_readable(const char *value, char *why, size_t whylen)
 	return true;
 }
 
+/* A secret: a literal, env:NAME (set now), file:/PATH (readable now), secretsmanager:ID[#KEY]
+ * (fetched at run time). Messages never quote the value: it may be the secret itself. */
+static bool check_secret(const char *value, bool iam_ok, char *why, size_t whylen)
+{
+	struct secret_ref r;
+
+	if (!secret_ref_parse(value, &r, why, whylen))
+		return false;
+	switch (r.kind) {
+	case SECRET_IAM:
+		if (!iam_ok) {
+			snprintf(why, whylen, "iam is for probe_password (an RDS IAM token per connection)");
+			return false;
+		}
+		return true;
+	case SECRET_ENV:
+		if (getenv(r.arg) == NULL) {
+			snprintf(why, whylen, "env:%s is not set", r.arg);
+			return false;
+		}
+		return true;
+	case SECRET_FILE:
+		if (access(r.arg, R_OK) != 0) {
+			snprintf(why, whylen, "file:%s: cannot read it: %s", r.arg, strerror(errno));
+			return false;
+		}
+		return true;
+	case SECRET_LITERAL:
+	case SECRET_SECRETSMANAGER:
+		return true;
+	}
+	return true;
+}
+
+static bool check_probe_password(const char *value, char *why, size_t whylen)
+{
+	return check_secret(value, true, why, whylen);
+}
+
+static bool check_admin_token(const char *value, char *why, size_t whylen)
+{
+	return check_secret(value, false, why, whylen);
+}
+
 static bool check_shard(const char *value, char *why, size_t whylen)
 {
 	if (!all_name_chars(value)) {
@@ -224,7 +270,6 @@ struct key_def {
 	const char *const *names;  /* enum: accepted words, indexed by value */
 	value_check check;         /* string: extra validation */
 	bool required;
-	bool secret;               /* string: a secret (env:NAME, file:/path, or a literal -t warns about) */
 };
 
 #define TOP(f) offsetof(struct config, f)
@@ -240,9 +285,6 @@ struct key_def {
 #define STRING(sec, key, off, dflt, chk)                                                           \
 	{ .section = sec, .name = key, .type = TYPE_STRING, .def = dflt, .offset = off,            \
 	  .aux = NO_AUX, .check = chk }
-#define SECRET(sec, key, off, dflt)                                                                \
-	{ .section = sec, .name = key, .type = TYPE_STRING, .def = dflt, .offset = off,            \
-	  .aux = NO_AUX, .secret = true }
 #define ENUM(sec, key, off, nm, dflt, req)                                                         \
 	{ .section = sec, .name = key, .type = TYPE_ENUM, .def = dflt, .offset = off,              \
 	  .aux = NO_AUX, .names = nm, .required = req }
@@ -265,7 +307,8 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_REPOINT, "log_level", TOP(log_level), log_level_names, "info", false),
 	ENUM(SECTION_REPOINT, "log_format", TOP(log_format), log_format_names, "text", false),
 	DURATION(SECTION_REPOINT, "shutdown_timeout", TOP(shutdown_timeout_ms), 0, WAIT_MAX, "10s"),
-	SECRET(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL),
+	STRING(SECTION_REPOINT, "admin_token", TOP(admin_token), NULL, check_admin_token),
+	DURATION(SECTION_REPOINT, "secret_refresh", TOP(secret_refresh_ms), MS_PER_S, 24 * (int64_t)MS_PER_H, "5m"),
 
 	STRING(SECTION_AWS, "region", AWS(region), NULL, check_region),
 	STRING(SECTION_AWS, "profile", AWS(profile), NULL, NULL),
@@ -291,7 +334,7 @@ static const struct key_def keys[] = {
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
-	SECRET(SECTION_SERVICE, "probe_password", SVC(probe_password), ""),
+	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_probe_password),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
 	ENUM(SECTION_SERVICE, "tls", SVC(tls), tls_mode_names, "off", false),
 	STRING(SECTION_SERVICE, "tls_ca_file", SVC(tls_ca_file), NULL, check_readable),
@@ -409,48 +452,6 @@ static char *xstrdup(struct parser *p, const char *s)
 	return d;
 }
 
-/* The largest secret read from a file. */
-#define SECRET_FILE_MAX (64 * 1024)
-
-/* A secret as the file gives it: env:NAME (the environment's value), file:/path (the file's
- * contents, one trailing newline dropped), or the value itself (said by -t: secrets belong
- * outside the file). NULL after an error naming file:line (never the secret). */
-static char *secret_value(struct parser *p, const char *key, const char *value)
-{
-	if (strncmp(value, "env:", 4) == 0) {
-		const char *v = getenv(value + 4);
-		if (value[4] == '\0' || v == NULL) {
-			add_error(p, p->line, "%s: the environment has no %s", key, value + 4);
-			return NULL;
-		}
-		return xstrdup(p, v);
-	}
-	if (strncmp(value, "file:", 5) == 0) {
-		FILE *f = fopen(value + 5, "r");
-		char *buf;
-		size_t n;
-		if (f == NULL) {
-			add_error(p, p->line, "%s: cannot read '%s': %s", key, value + 5, strerror(errno));
-			return NULL;
-		}
-		buf = calloc(1, SECRET_FILE_MAX + 1);
-		n = buf != NULL ? fread(buf, 1, SECRET_FILE_MAX + 1, f) : 0;
-		fclose(f);
-		if (buf == NULL || n > SECRET_FILE_MAX) {
-			add_error(p, p->line, "%s: '%s' is larger than %d bytes", key, value + 5, SECRET_FILE_MAX);
-			free(buf);
-			return NULL;
-		}
-		if (n > 0 && buf[n - 1] == '\n')
-			buf[--n] = '\0';
-		if (n > 0 && buf[n - 1] == '\r')
-			buf[--n] = '\0';
-		return buf;
-	}
-	if (value[0] != '\0' && p->cfg->literal_secret[0] == '\0')
-		snprintf(p->cfg->literal_secret, sizeof(p->cfg->literal_secret), "%s:%d: %s", p->name, p->line, key);
-	return xstrdup(p, value);
-}
 
 
 /* "[repoint]", "[aws]", "[service orders]" for messages. */
@@ -718,9 +719,6 @@ static bool set_value(struct parser *p, const struct key_def *k, void *base, con
 		} else if (k->check != NULL && !k->check(value, why, sizeof(why))) {
 			add_error(p, p->line, "%s: %s", k->name, why);
 			return false;
-		} else if (k->secret) {
-			if ((copy = secret_value(p, k->name, value)) == NULL)
-				return false;
 		} else if ((copy = xstrdup(p, value)) == NULL) {
 			return false;
 		}
@@ -1279,6 +1277,24 @@ static void check_service(struct parser *p, size_t idx)
 		}
 	}
 
+	{
+		const struct key_seen *pw = &st->seen[key_index(SECTION_SERVICE, "probe_password")];
+		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
+		struct secret_ref r;
+		char why[200];
+
+		svc->probe_user_given = svc->probe_user != NULL;
+		if (pw->valid && secret_ref_parse(svc->probe_password, &r, why, sizeof(why)) && r.kind == SECRET_IAM) {
+			if (protocol->valid && svc->protocol == PROTOCOL_REDIS)
+				add_error(p, pw->line, "probe_password: iam signs RDS tokens (postgres and mysql services); "
+						       "redis services take a password, env:, file: or secretsmanager:");
+			else if ((tls->line == 0 || tls->valid) && svc->tls != TLS_VERIFY_FULL)
+				add_error(p, pw->line, "probe_password: iam sends an IAM token, a password valid for 15 "
+						       "minutes, in the clear: it needs tls = verify-full (this service has "
+						       "tls = %s%s)", tls_mode_names[svc->tls], tls->line ? "" : ", the default");
+		}
+	}
+
 	/* Protocol-dependent defaults: a probe has to log in as someone. */
 	if (svc->probe_user == NULL && svc->protocol == PROTOCOL_POSTGRES)
 		svc->probe_user = xstrdup(p, "postgres");
@@ -1322,6 +1338,34 @@ static void write_errors(struct parser *p, char *err, size_t errlen)
 		if (w < 0)
 			break;
 		used += (size_t)w;
+	}
+}
+
+/* What is valid but unwise, said by `repoint -t` and logged at start: secrets written in the
+ * file. Formatted as the errors are ("file:line: ..."), through the same list, once it is known
+ * to hold no error. */
+static void collect_warnings(struct parser *p)
+{
+	static const char advice[] = "prefer env:NAME, file:/PATH or secretsmanager:ID (the file may be read by "
+				     "more people than the secret should be)";
+	const struct key_seen *at = &p->top_seen[key_index(SECTION_REPOINT, "admin_token")];
+	struct secret_ref r;
+	char why[200], text[8192];
+
+	if (p->cfg->admin_token != NULL && secret_ref_parse(p->cfg->admin_token, &r, why, sizeof(why)) &&
+	    r.kind == SECRET_LITERAL)
+		add_error(p, at->line, "admin_token: the token is written in the file; %s", advice);
+	for (size_t i = 0; i < p->nservices; i++) {
+		const struct service_config *svc = p->services[i].svc;
+		const struct key_seen *pw = &p->services[i].seen[key_index(SECTION_SERVICE, "probe_password")];
+		if (svc->probe_password[0] != '\0' && secret_ref_parse(svc->probe_password, &r, why, sizeof(why)) &&
+		    r.kind == SECRET_LITERAL)
+			add_error(p, pw->line, "probe_password of service %s: the password is written in the file; %s",
+				  svc->name, advice);
+	}
+	if (p->nerrors > 0) {
+		write_errors(p, text, sizeof(text));
+		p->cfg->warnings = xstrdup(p, text);
 	}
 }
 
@@ -1379,8 +1423,10 @@ static struct config *parse(struct parser *p, char *err, size_t errlen)
 		write_errors(p, err, errlen);
 		config_free(cfg);
 		cfg = NULL;
-	} else if (err != NULL && errlen > 0) {
-		err[0] = '\0';
+	} else {
+		if (err != NULL && errlen > 0)
+			err[0] = '\0';
+		collect_warnings(p);
 	}
 	for (size_t i = 0; i < p->nerrors; i++)
 		free(p->errors[i].msg);
@@ -1424,6 +1470,8 @@ void config_free(struct config *cfg)
 		free(svc->name);
 		free(svc->members);
 		free(svc->probe_user);
+		if (svc->probe_password != NULL)
+			explicit_bzero(svc->probe_password, strlen(svc->probe_password));
 		free(svc->probe_password);
 		free(svc->probe_database);
 		free(svc->tls_ca_file);
@@ -1440,6 +1488,7 @@ void config_free(struct config *cfg)
 	if (cfg->admin_token != NULL)
 		explicit_bzero(cfg->admin_token, strlen(cfg->admin_token));
 	free(cfg->admin_token);
+	free(cfg->warnings);
 	free(cfg->aws.region);
 	free(cfg->aws.profile);
 	free(cfg->aws.endpoint_url);

@@ -44,7 +44,10 @@ struct service_config {
 	bool multiplex;                  /* redis: stateless commands of all clients share one
 	                                    connection per server (default off) */
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
-	char *probe_password;            /* default "" (never NULL) */
+	bool probe_user_given;           /* probe_user was in the file (else an RDS-managed secret's
+	                                    username is used, when probe_password names one) */
+	char *probe_password;            /* a secret reference (secret.h: a literal, env:, file:,
+	                                    secretsmanager:, iam); default "" (never NULL) */
 	char *probe_database;            /* default: postgres "postgres", others NULL */
 	enum tls_mode tls;               /* to the members (sessions, shared connections, probes); default off,
 	                                    or verify-full when an AWS source says in-transit encryption is on */
@@ -92,9 +95,10 @@ struct config {
 	enum log_level log_level;           /* default info */
 	enum log_format log_format;         /* default text */
 	int64_t shutdown_timeout_ms;        /* grace period on SIGTERM/SIGINT; default 10s */
-	char *admin_token;                  /* bearer token the admin API requires for POST; NULL: none */
-	char literal_secret[160];           /* "file:line: key" of the first secret written in the file itself
-	                                       (not env: or file:), for -t to warn about; "" when none */
+	char *admin_token;                  /* bearer token the admin API requires for POST (a secret
+	                                       reference, secret.h); NULL: none */
+	int64_t secret_refresh_ms;          /* secretsmanager: secrets are fetched again this often; 5m */
+	char *warnings;                     /* "file:line: ..." lines (repoint -t prints them), or NULL */
 	struct aws_config aws;
 	struct service_config *services;    /* in file order */
 	int nservices;

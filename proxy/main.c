@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "admin.h"
+#include "aws/token_cli.h"
 #include "config.h"
 #include "drill/drill.h"
 #include "log.h"
@@ -22,6 +23,8 @@ static const char usage_text[] =
 	"Usage: repoint -c FILE          run in the foreground, logging to stderr\n"
 	"       repoint -t -c FILE       check FILE and exit (0 valid, 2 invalid)\n"
 	"       repoint drill -c FILE --service NAME [options]   (repoint drill --help)\n"
+	"       repoint iam-token --engine E --user U ...        print an IAM auth token\n"
+	"                                                         (repoint iam-token --help)\n"
 	"       repoint --version | --help\n"
 	"\n"
 	"repoint keeps applications pointed at the current writer of their Postgres, MySQL/MariaDB\n"
@@ -35,7 +38,7 @@ static const char usage_text[] =
 	"                      in " SYSCONFDIR "/repoint/repoint.ini)\n"
 	"  -t, --test          validate the configuration and exit (warnings: an admin\n"
 	"                      address beyond loopback, a member name that does not resolve,\n"
-	"                      a secret written in the file instead of env:NAME or file:/path)\n"
+	"                      a secret written in the file instead of env:, file:, secretsmanager:)\n"
 	"  -V, --version       print the version and exit\n"
 	"  -h, --help          print this help and exit\n"
 	"\n"
@@ -61,9 +64,12 @@ static void test_warnings(const struct config *cfg)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
 
-	if (cfg->literal_secret[0] != '\0')
-		printf("repoint: warning: %s: a secret written in the configuration itself; prefer env:NAME or "
-		       "file:/path (a mounted secret)\n", cfg->literal_secret);
+	/* file:line warnings from the check itself (secrets written in the file) */
+	for (const char *w = cfg->warnings; w != NULL && *w != '\0';) {
+		size_t n = strcspn(w, "\n");
+		printf("repoint: warning: %.*s\n", (int)n, w);
+		w += n + (w[n] == '\n');
+	}
 	if (cfg->has_admin && !host_is_loopback(cfg->admin.host))
 		printf("repoint: warning: admin listens on %s, beyond loopback: /status, /metrics and /clients are "
 		       "readable from the network%s\n",
@@ -99,6 +105,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "drill") == 0)
 		return drill_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "iam-token") == 0)
+		return iam_token_main(argc - 1, argv + 1);
 	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':

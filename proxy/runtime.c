@@ -13,6 +13,7 @@
 #include "admin.h"
 #include "config.h"
 #include "log.h"
+#include "secret.h"
 #include "service.h"
 #include "util.h"
 
@@ -134,6 +135,8 @@ static bool runtime_reload_now(struct runtime *rt)
 		return false;
 	}
 	log_setup(cfg->log_level, cfg->log_format);
+	log_lines(LOG_WARN, "warning: ", cfg->warnings != NULL ? cfg->warnings : "");
+	secrets_set_refresh(rt->secrets, cfg->secret_refresh_ms);
 	for (struct service_config *sc = cfg->services; sc != NULL; sc = sc->next) {
 		struct service *svc = find_service(rt->svcs, rt->nsvcs, sc->name);
 		if (svc != NULL) {
@@ -146,7 +149,7 @@ static bool runtime_reload_now(struct runtime *rt)
 			next[n++] = svc;
 			continue;
 		}
-		svc = service_new(rt->base, sc, &cfg->aws);
+		svc = service_new(rt->base, sc, &cfg->aws, rt->secrets);
 		if (svc == NULL || !service_start(svc)) {
 			log_error("repoint", "reload: service %s could not start (see above); it is left out", sc->name);
 			service_free(svc);
@@ -265,12 +268,15 @@ struct runtime *runtime_start(struct config *cfg)
 	signal(SIGPIPE, SIG_IGN);
 	rt->base = event_base_new();
 	rt->svcs = calloc((size_t)(cfg->nservices > 0 ? cfg->nservices : 1), sizeof(*rt->svcs));
-	if (rt->base == NULL || rt->svcs == NULL) {
+	/* Secrets are read with the [aws] section the proxy starts with, as sources are. */
+	rt->secrets = rt->base != NULL ? secrets_new(rt->base, &cfg->aws, cfg->secret_refresh_ms) : NULL;
+	if (rt->base == NULL || rt->svcs == NULL || rt->secrets == NULL) {
 		log_error("repoint", "out of memory");
 		goto fail;
 	}
+	log_lines(LOG_WARN, "warning: ", cfg->warnings != NULL ? cfg->warnings : "");
 	for (sc = cfg->services; sc != NULL; sc = sc->next) {
-		struct service *svc = service_new(rt->base, sc, &cfg->aws);
+		struct service *svc = service_new(rt->base, sc, &cfg->aws, rt->secrets);
 		if (svc == NULL) {
 			log_error("repoint", "out of memory");
 			goto fail;
@@ -280,7 +286,7 @@ struct runtime *runtime_start(struct config *cfg)
 		if (!service_start(svc))
 			goto fail;
 	}
-	rt->admin_hooks = (struct admin_hooks){.reload = admin_reload, .arg = rt};
+	rt->admin_hooks = (struct admin_hooks){.reload = admin_reload, .arg = rt, .secrets = rt->secrets};
 	if (cfg->has_admin || cfg->has_metrics) {
 		rt->admin = admin_start(rt->base, cfg, rt->svcs, rt->nsvcs, &rt->admin_hooks);
 		if (rt->admin == NULL)
@@ -330,6 +336,7 @@ void runtime_free(struct runtime *rt)
 		service_free(rt->retired[i]);
 	free(rt->svcs);
 	free(rt->retired);
+	secrets_free(rt->secrets);  /* after everything that opened one of them */
 	if (rt->cfg != rt->boot_cfg)
 		config_free(rt->cfg);
 	for (int i = 0; i < rt->nold_cfgs; i++)

@@ -15,6 +15,7 @@ struct event_base;
 struct service;
 struct admin;
 struct event;
+struct secrets;
 
 struct runtime {
 	struct event_base *base;
@@ -22,6 +23,7 @@ struct runtime {
 	struct service **svcs;
 	int nsvcs;
 	struct admin *admin;
+	struct secrets *secrets;     /* probe_password, admin_token ([aws] of the first configuration) */
 	struct event *sigterm, *sigint, *sighup, *tick;
 	struct config *boot_cfg;     /* the configuration it started with (the caller's) */
 	struct config **old_cfgs;    /* earlier configurations, owned: retired or unchanged services

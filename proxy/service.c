@@ -31,6 +31,7 @@
 #include "net/session.h"
 #include "net/shared.h"
 #include "proto/proto.h"
+#include "secret.h"
 #include "sources/aws_source.h"
 #include "sources/probe.h"
 #include "util.h"
@@ -73,6 +74,8 @@ struct member {
 struct service {
 	const struct service_config *cfg;
 	const struct aws_config *aws;
+	struct secrets *secrets;          /* the runtime's; NULL: probe_password is taken as written */
+	struct secret *probe_secret;      /* probe_password, opened through secrets */
 	struct event_base *base;
 	const struct proto_ops *proto;
 	struct evconnlistener *listener;
@@ -482,6 +485,8 @@ static void probe_done(void *arg, const struct probe_result *r)
 
 	m->last = *r;
 	m->probes++;
+	if (r->auth_failed && svc->probe_secret != NULL)
+		secret_login_failed(svc->probe_secret);
 	if (m->reresolving && r->ok) {
 		/* The name looked up again: sessions from now on go where it points now. */
 		struct sockaddr_storage sa;
@@ -970,6 +975,8 @@ static bool member_probe_start(struct member *m)
 		.port = m->hp.port,
 		.user = cfg->probe_user,
 		.password = cfg->probe_password,
+		.password_secret = m->svc->probe_secret,
+		.user_from_secret = !cfg->probe_user_given,
 		.database = cfg->probe_database,
 		.timeout_ms = cfg->probe_timeout_ms,
 		.tls = m->svc->tls,
@@ -1219,7 +1226,7 @@ static void source_error(void *arg, const char *code, const char *message)
 }
 
 struct service *service_new(struct event_base *base, const struct service_config *cfg,
-			    const struct aws_config *aws)
+			    const struct aws_config *aws, struct secrets *secrets)
 {
 	struct service *svc = calloc(1, sizeof(*svc));
 
@@ -1227,6 +1234,11 @@ struct service *service_new(struct event_base *base, const struct service_config
 		return NULL;
 	svc->cfg = cfg;
 	svc->aws = aws;
+	svc->secrets = secrets;
+	if (secrets != NULL && (svc->probe_secret = secret_open(secrets, cfg->probe_password)) == NULL) {
+		free(svc);
+		return NULL;
+	}
 	svc->base = base;
 	svc->proto = proto_for(cfg->protocol);
 	svc->host = (struct session_host){.ops = &host_ops, .proto = svc->proto, .cfg = cfg, .base = base,
@@ -1409,6 +1421,26 @@ static enum listen_tls_mode service_listen_tls_mode(const struct service *svc)
 	return svc->listen_tls != NULL ? svc->cfg->listen_tls : LISTEN_TLS_OFF;
 }
 
+char *service_probe_credentials(struct service *svc, int member, char **user, char *why, size_t whylen)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct secret_target t = {.user = cfg->probe_user};
+	char *pw;
+
+	*user = NULL;
+	if (member >= 0 && member < svc->nmembers) {
+		t.host = svc->members[member]->hp.host;
+		t.port = svc->members[member]->hp.port;
+	}
+	if (svc->probe_secret == NULL) {
+		pw = strdup(cfg->probe_password);
+		if (pw == NULL)
+			snprintf(why, whylen, "out of memory");
+		return pw;
+	}
+	return secret_get(svc->probe_secret, &t, cfg->probe_user_given ? NULL : user, why, whylen);
+}
+
 const char *service_member_tls_name(const struct service *svc, int member)
 {
 	return member_tls_name(svc->members[member]);
@@ -1544,7 +1576,21 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		auth_users_unref(users);
 		return false;
 	}
+	/* Another probe_password: its secret is opened now (a secretsmanager: one starts fetching), the
+	 * probes move to it below, and the old one is closed once no probe holds it. */
+	struct secret *psec = NULL;
+	if (svc->secrets != NULL && !same_str(cfg->probe_password, old->probe_password) &&
+	    (psec = secret_open(svc->secrets, cfg->probe_password)) == NULL) {
+		net_tls_free(tls);
+		net_tls_free(ltls);
+		auth_users_unref(users);
+		if (l != NULL)
+			evconnlistener_free(l);
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
 	probes_changed = tls_new || cfg->probes != old->probes || !same_str(cfg->probe_user, old->probe_user) ||
+			 cfg->probe_user_given != old->probe_user_given ||
 			 !same_str(cfg->probe_password, old->probe_password) ||
 			 !same_str(cfg->probe_database, old->probe_database) ||
 			 cfg->probe_timeout_ms != old->probe_timeout_ms;
@@ -1573,6 +1619,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		auth_users_unref(users);
 		if (l != NULL)
 			evconnlistener_free(l);
+		secret_close(psec);
 		snprintf(err, errlen, "the new members cannot be used (see the log): the running service is kept as it was");
 		return false;
 	}
@@ -1595,6 +1642,11 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		log_info(svc->subject, "now listening on %s", hostport_str(&cfg->listen, addr, sizeof(addr)));
 	}
 	svc->topo.down_after = cfg->down_after < 1 ? 1 : cfg->down_after;
+	struct secret *old_secret = NULL;
+	if (psec != NULL) {
+		old_secret = svc->probe_secret;
+		svc->probe_secret = psec;
+	}
 	if (probes_changed) {
 		for (int i = 0; i < svc->nmembers; i++) {
 			struct member *m = svc->members[i];
@@ -1603,6 +1655,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 				schedule_probe(m, 0);
 		}
 	}
+	secret_close(old_secret);
 	return true;
 }
 
@@ -1633,6 +1686,7 @@ void service_free(struct service *svc)
 	if (svc->source != NULL)
 		aws_source_free(svc->source);
 	free(svc->members);
+	secret_close(svc->probe_secret);
 	if (svc->release_ev != NULL)
 		event_free(svc->release_ev);
 	if (svc->accept_ev != NULL)
@@ -1753,6 +1807,8 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "paused", json_boolean(svc->paused));
 	json_object_set_new(o, "conflict", json_boolean(t->conflict));
 	json_object_set_new(o, "members", members);
+	if (svc->probe_secret != NULL)
+		json_object_set_new(o, "probe_password", secret_status_json(svc->probe_secret));
 	if (svc->source != NULL) {
 		json_t *src = aws_source_status(svc->source);
 		json_object_set_new(src, "writer", svc->api_writer >= 0 && svc->api_writer < svc->nmembers

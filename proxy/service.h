@@ -27,9 +27,11 @@ typedef struct json_t json_t;
 
 struct service;
 
-/* `aws` is the [aws] section, used by services with `source = ...`. */
+struct secrets;
+/* `aws` is the [aws] section, used by services with `source = ...`; `secrets` (the runtime's,
+ * which outlives the service) is where probe_password comes from (NULL: taken as written). */
 struct service *service_new(struct event_base *base, const struct service_config *cfg,
-			    const struct aws_config *aws);
+			    const struct aws_config *aws, struct secrets *secrets);
 /* Binds the listener and starts the probes. False (logged) when the address cannot be bound. */
 bool service_start(struct service *svc) __attribute__((warn_unused_result));
 /* Stops accepting and drains every session (closing each when idle), at the latest after
@@ -102,5 +104,10 @@ const char *service_member_str(const struct service *svc, int member);
 struct net_tls *service_tls(const struct service *svc);
 const char *service_member_tls_name(const struct service *svc, int member);
 struct service_counters *service_counters(struct service *svc);
+/* The probe credentials for member `member` (-1: none in particular; an iam token needs one) as
+ * the probes use them now: the password (malloc'ed, free with secret_value_free) and, when an
+ * RDS-managed secret names one and probe_user is not set, the user (*user, malloc'ed, else NULL).
+ * NULL with the reason in why when the password is not available. */
+char *service_probe_credentials(struct service *svc, int member, char **user, char *why, size_t whylen);
 
 #endif

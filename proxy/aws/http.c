@@ -731,6 +731,8 @@ static void req_free(struct aws_http_req *r)
 		explicit_bzero(r->body, r->body_len); /* STS bodies carry a web identity token */
 	free(r->body);
 	free(r->sigv4);
+	if (r->resp)
+		explicit_bzero(r->resp, r->resp_cap); /* credentials, secret values */
 	free(r->resp);
 	free(r);
 }
@@ -804,9 +806,16 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 		char *np;
 		while (cap < r->resp_len + n + 1)
 			cap *= 2;
-		np = realloc(r->resp, cap);
+		/* Not realloc: replies carry secrets (credentials, GetSecretValue), and the old block is
+		 * wiped before it goes back to the allocator. */
+		np = malloc(cap);
 		if (np == NULL)
 			return 0;
+		if (r->resp != NULL) {
+			memcpy(np, r->resp, r->resp_len + 1);
+			explicit_bzero(r->resp, r->resp_cap);
+			free(r->resp);
+		}
 		r->resp = np;
 		r->resp_cap = cap;
 	}

@@ -9,14 +9,15 @@
  * credentials add the X-Amz-Security-Token header. Two AWS protocols are spoken:
  *   Query     POST application/x-www-form-urlencoded "Action=..&Version=..&k=v", XML replies
  *             (RDS 2014-10-31, ElastiCache 2015-02-02, STS 2011-06-15)
- *   JSON 1.1  POST application/x-amz-json-1.1 with X-Amz-Target "AmazonMemoryDB.DescribeClusters"
+ *   JSON 1.1  POST application/x-amz-json-1.1 with X-Amz-Target "AmazonMemoryDB.DescribeClusters",
+ *             "secretsmanager.GetSecretValue"
  *
  * Retries live here so that every caller gets the same policy: throttling codes, HTTP 5xx/429 and
  * transport failures (timeouts included) are retried with exponential backoff and full jitter
  * (base 100 ms, cap 10 s, max_attempts attempts in all); any other error is handed back at once.
  *
- * Secrets (secret key, session token) are handed to libcurl and never logged; their copies are
- * wiped when a request is freed.
+ * Secrets (secret key, session token) are handed to libcurl and never logged; their copies, and
+ * every reply body (credentials, secret values), are wiped when a request is freed.
  */
 #ifndef REPOINT_AWS_HTTP_H
 #define REPOINT_AWS_HTTP_H

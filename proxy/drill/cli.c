@@ -22,15 +22,19 @@
 #include "drill/svg.h"
 #include "log.h"
 #include "runtime.h"
+#include "secret.h"
 #include "service.h"
 #include "util.h"
 
 /* How long the admin address gets to say a repoint is there. */
 #define CLI_ADMIN_PROBE_MS 1500
 #define CLI_POLL_MS 250
+/* How long a secretsmanager: admin_token may take to fetch. */
+#define CLI_SECRET_MS 15000
 
 struct cli {
 	struct config *cfg;
+	char *admin_token;         /* admin_token's value (env:, file:, secretsmanager: read once) */
 	struct drill_options *o;
 	bool tty;
 	bool progress_shown;
@@ -247,8 +251,8 @@ static long http_call(const struct cli *c, const char *method, const char *path,
 		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
 	}
-	if (c->cfg->admin_token != NULL) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->cfg->admin_token);
+	if (c->admin_token != NULL) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->admin_token);
 		hdrs = curl_slist_append(hdrs, auth);
 		explicit_bzero(auth, sizeof(auth));
 	}
@@ -256,6 +260,8 @@ static long http_call(const struct cli *c, const char *method, const char *path,
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	if (curl_easy_perform(h) == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	for (struct curl_slist *l = hdrs; l != NULL; l = l->next)
+		explicit_bzero(l->data, strlen(l->data)); /* the token */
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	*out = b.data;
@@ -465,9 +471,16 @@ int drill_main(int argc, char **argv)
 	c.o = &o;
 	c.tty = isatty(STDERR_FILENO) == 1;
 	c.runs = json_array();
-	if (c.cfg->has_admin && !o.local && admin_answers(&c))
-		exit_code = run_remote(&c);
-	else
+	if (c.cfg->has_admin && !o.local && admin_answers(&c)) {
+		/* The running repoint checks the token: read it as it does (env:, file:, secretsmanager:). */
+		if (c.cfg->admin_token != NULL &&
+		    (c.admin_token = secret_fetch_once(c.cfg, c.cfg->admin_token, CLI_SECRET_MS, err, sizeof(err))) == NULL) {
+			fprintf(stderr, "repoint drill: admin_token: %s\n", err);
+			exit_code = DRILL_EXIT_NOT_RUN;
+		} else {
+			exit_code = run_remote(&c);
+		}
+	} else
 		exit_code = run_local(&c);
 	gate = (struct drill_gate){.max_outage_ms = o.max_outage_ms, .max_errors = o.max_errors};
 	result = drill_result_new(o.service, c.runs);
@@ -488,6 +501,7 @@ int drill_main(int argc, char **argv)
 	}
 	json_decref(result);
 	curl_global_cleanup();
+	secret_value_free(c.admin_token);
 	config_free(c.cfg);
 	drill_options_free(&o);
 	return exit_code;

@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "secret.h"
 
 static void drill_finish(struct drill *d, const char *status);
 static void drill_enter(struct drill *d, enum drill_phase ph, int64_t deadline_ms);
@@ -576,6 +577,24 @@ static bool parse_source(struct drill *d)
 	return false;
 }
 
+/* The probes' credentials as they are now (a secret read, an IAM token for the writer): the load
+ * through the listener and the promotion statements log in with them. */
+static bool drill_credentials(struct drill *d)
+{
+	char why[300];
+	int w = -1;
+
+	for (int i = 0; i < service_nmembers(d->svc) && w < 0; i++)
+		if (service_member_role(d->svc, i) == ROLE_WRITER)
+			w = i;
+	d->probe_password = service_probe_credentials(d->svc, w, &d->probe_user, why, sizeof(why));
+	if (d->probe_password == NULL) {
+		drill_fail(d, "refused", "Credentials", "probe_password of service %s: %s", d->scfg->name, why);
+		return false;
+	}
+	return true;
+}
+
 /* The listener as a client reaches it: a wildcard address means this host. */
 static bool listen_endpoint(struct drill *d)
 {
@@ -603,8 +622,8 @@ static bool listen_endpoint(struct drill *d)
 	evutil_freeaddrinfo(res);
 	d->listen_ep.port = hp->port;
 	d->listen_ep.protocol = d->scfg->protocol;
-	d->listen_ep.user = d->scfg->probe_user;
-	d->listen_ep.password = d->scfg->probe_password;
+	d->listen_ep.user = d->probe_user != NULL ? d->probe_user : d->scfg->probe_user;
+	d->listen_ep.password = d->probe_password;
 	d->listen_ep.database = d->scfg->probe_database;
 	if (d->scfg->listen_tls == LISTEN_TLS_REQUIRE) {
 		/* The load comes as a TLS client then: encrypted, not verified (it is repoint's own
@@ -734,6 +753,8 @@ void drill_begin(struct drill *d)
 		drill_fail(d, "refused", "UnsupportedSource", "source '%s' cannot be drilled", d->scfg->source);
 		return;
 	}
+	if (!drill_credentials(d))
+		return;
 	if (!listen_endpoint(d)) {
 		drill_fail(d, "refused", "BadListener", "cannot reach the listener of service %s", d->scfg->name);
 		return;
@@ -842,6 +863,8 @@ void drill_free(struct drill *d)
 	free(d->members);
 	net_tls_free(d->listen_tls);
 	free(d->write_tmpl);
+	secret_value_free(d->probe_password);
+	free(d->probe_user);
 	json_decref(d->service_events);
 	json_decref(d->failover);
 	json_decref(d->options_json);

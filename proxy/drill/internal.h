@@ -92,6 +92,10 @@ struct drill {
 	int64_t requested_us;         /* -1 until requested */
 	int64_t confirmed_us;         /* new writer confirmed, -1 before */
 
+	/* the probes' credentials when the drill began (probe_password's secret read, or an IAM token
+	 * for the writer), wiped when the drill is freed; probe_user NULL: the configured one */
+	char *probe_password, *probe_user;
+
 	/* load */
 	struct drill_endpoint listen_ep;
 	struct net_tls *listen_tls;        /* listen_tls = require: the load's TLS client context */

@@ -183,7 +183,7 @@ static bool plan_mysql_follow(struct drill_promote *p, int member)
 						       : d->scfg->probe_user;
 	const char *pw = d->o.repl_password != NULL ? d->o.repl_password
 			 : d->o.promote_password != NULL ? d->o.promote_password
-							 : d->scfg->probe_password;
+							 : d->probe_password;
 	char host[600], u[300], pwe[300], cmd[1600], shown[1600];
 	bool ok = true;
 
@@ -288,7 +288,7 @@ bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
 		d->members[i].ep.user = d->o.promote_user != NULL ? d->o.promote_user : d->scfg->probe_user;
 		d->members[i].ep.password = d->o.promote_password != NULL ? d->o.promote_password
 					    : d->o.promote_user != NULL    ? ""
-									   : d->scfg->probe_password;
+									   : d->probe_password;
 		d->members[i].ep.database = d->scfg->probe_database;
 	}
 	p = calloc(1, sizeof(*p));

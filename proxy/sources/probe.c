@@ -39,6 +39,7 @@
 #include <libpq-fe.h>
 #include <mysql.h>
 
+#include "secret.h"
 #include "sources/engine.h"
 #include "util.h"
 
@@ -79,6 +80,10 @@ struct probe {
 	struct event_base *base;
 	enum protocol protocol;
 	char *host, *user, *password, *database;
+	char *conf_user;         /* user as configured (user may come from the secret) */
+	struct secret *secret;   /* where password comes from at each new connection; NULL: fixed */
+	bool user_from_secret;
+	bool auth_failed;        /* this check's login was refused */
 	char *tls_name;          /* Redis over TLS: the name the certificate must carry ("" when none) */
 	struct net_tls *tls;     /* NULL: plain */
 	uint16_t port;
@@ -156,6 +161,7 @@ static void probe_end(struct probe *p, bool ok, enum role role, int64_t epoch, c
 	r->role = ok ? role : ROLE_UNKNOWN;
 	r->epoch = ok ? epoch : 0;
 	r->latency_us = now_us() - p->started_us;
+	r->auth_failed = !ok && p->auth_failed;
 	str_oneline(r->detail, sizeof(r->detail), detail);
 	if (!ok && p->idle_lost) {
 		size_t n = strlen(r->detail);
@@ -229,6 +235,19 @@ static void probe_lib_error(struct probe *p, char *buf, size_t len)
 		engine_pg_error(&p->eng, buf, len);
 }
 
+/* Whether a failed connect was the server refusing the credentials (not a network or TLS failure):
+ * MySQL's access-denied errors; libpq reports the server's FATAL text only (no SQLSTATE while
+ * connecting), in English unless lc_messages says otherwise. */
+static bool probe_auth_refused(struct probe *p, const char *err)
+{
+	if (p->protocol == PROTOCOL_MYSQL) {
+		unsigned e = p->eng.my != NULL ? mysql_errno(p->eng.my) : 0;
+		return e == 1045 || e == 1698 || e == 1862; /* access denied, no password, expired */
+	}
+	return strstr(err, "password authentication failed") != NULL || strstr(err, "PAM authentication failed") != NULL ||
+	       strstr(err, "no password supplied") != NULL;
+}
+
 /* Acts on how an engine step ended, in the phase the check is in: connected, answered, or failed
  * (the next address is tried when connecting). */
 static void probe_step(struct probe *p, enum engine_step st)
@@ -248,6 +267,8 @@ static void probe_step(struct probe *p, enum engine_step st)
 		return;
 	case ENGINE_LIB_ERROR:
 		probe_lib_error(p, err, sizeof(err));
+		if (connecting && probe_auth_refused(p, err))
+			p->auth_failed = true;
 		if (connecting)
 			probe_connect_failed(p, err);
 		else
@@ -470,12 +491,40 @@ static void probe_lookup_abandon(struct probe *p)
 	p->lookup = NULL;
 }
 
+/* The password (and maybe user) for a new connection, from the secret: a file read again when it
+ * changed, the last secret fetched, a fresh IAM token for this member. False (the check failed,
+ * with the reason: never the value) when there is none. */
+static bool probe_credentials(struct probe *p)
+{
+	struct secret_target t = {.host = p->host, .port = p->port, .user = p->conf_user};
+	char why[sizeof(p->result.detail)], *user = NULL, *pw;
+
+	if (p->secret == NULL)
+		return true;
+	pw = secret_get(p->secret, &t, p->user_from_secret ? &user : NULL, why, sizeof(why));
+	if (pw == NULL) {
+		probe_fail(p, "probe_password: %s", why);
+		return false;
+	}
+	secret_value_free(p->password);
+	p->password = pw;
+	if (user == NULL && (user = strdup(p->conf_user)) == NULL) {
+		probe_fail(p, "out of memory");
+		return false;
+	}
+	free(p->user);
+	p->user = user;
+	return true;
+}
+
 /* Opens a new connection: at once for an IP literal; after a fresh lookup for a name, so that a
  * DNS change (a cloud endpoint moving) is followed on the next reconnect. */
 static void probe_start_connect(struct probe *p)
 {
 	const char *why = NULL;
 
+	if (!probe_credentials(p))
+		return;
 	if (p->literal || p->addrs_fresh) {
 		p->addrs_fresh = false;
 		p->addr_idx = 0;
@@ -772,8 +821,12 @@ static bool probe_rd_take(void *arg, redisReply *r)
 
 	if (p->rd_auth_left > 0) {
 		p->rd_auth_left--;
-		if (r->type == REDIS_REPLY_ERROR)
+		if (r->type == REDIS_REPLY_ERROR) {
+			/* WRONGPASS (ACL users), "ERR invalid password" (requirepass before Redis 6) */
+			p->auth_failed = strncmp(r->str, "WRONGPASS", 9) == 0 || strstr(r->str, "invalid password") != NULL ||
+					 strstr(r->str, "invalid username-password") != NULL;
 			probe_fail(p, "AUTH: %s", r->str);
+		}
 		return p->done;
 	}
 	if (p->rd_ignore_left > 0) {
@@ -876,6 +929,9 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 	}
 	p->host = probe_strdup0(params->host);
 	p->user = probe_strdup0(params->user);
+	p->conf_user = probe_strdup0(params->user);
+	p->secret = params->password_secret;
+	p->user_from_secret = params->user_from_secret;
 	p->password = probe_strdup0(params->password);
 	p->database = probe_strdup0(params->database);
 	p->tls_name = probe_strdup0(params->tls_name);
@@ -885,7 +941,8 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 	}
 	p->timer = evtimer_new(base, probe_timeout_cb, p);
 	p->deliver = event_new(base, -1, 0, probe_deliver_cb, p);
-	if (p->host == NULL || p->user == NULL || p->password == NULL || p->database == NULL || p->tls_name == NULL ||
+	if (p->host == NULL || p->user == NULL || p->conf_user == NULL || p->password == NULL || p->database == NULL ||
+	    p->tls_name == NULL ||
 	    p->timer == NULL || p->deliver == NULL) {
 		probe_free(p);
 		return NULL;
@@ -916,6 +973,7 @@ bool probe_run(struct probe *p)
 		return false;
 	p->busy = true;
 	p->done = false;
+	p->auth_failed = false;
 	/* The loop's cached time may be a whole busy iteration old: without a refresh the check's
 	 * timer would fire that much early. */
 	event_base_update_cache_time(p->base);
@@ -963,7 +1021,8 @@ void probe_free(struct probe *p)
 		event_free(p->deliver);
 	free(p->host);
 	free(p->user);
-	free(p->password);
+	free(p->conf_user);
+	secret_value_free(p->password);
 	free(p->database);
 	free(p->tls_name);
 	net_tls_free(p->tls);

@@ -27,6 +27,7 @@
 struct event_base;
 struct net_tls;
 struct probe;
+struct secret;
 
 struct probe_result {
 	bool ok;              /* the node answered with a role */
@@ -37,6 +38,8 @@ struct probe_result {
 	int64_t epoch;        /* Postgres: timeline of the WAL being written (writer), or received /
 	                         last restartpoint's (standby; 0 when the user may not see either); else 0 */
 	int64_t latency_us;   /* from the start of the check to its end */
+	bool auth_failed;     /* the member refused the probe's credentials (a login failed): a secret
+	                         that may have been rotated is worth looking at again */
 	char detail[160];     /* on failure: why ("connect: Connection refused", "timeout after 1000 ms
 	                         (connecting)", "ROLE: LOADING ...", the server's error); on success: what
 	                         was seen ("in_recovery=f tli=3", "read_only=1 innodb_read_only=0",
@@ -50,7 +53,11 @@ struct probe_params {
 	const char *host;        /* IP literal or name */
 	uint16_t port;
 	const char *user;        /* may be NULL or "" */
-	const char *password;    /* may be NULL or "" */
+	const char *password;    /* may be NULL or ""; unused with password_secret */
+	struct secret *password_secret; /* the password, read anew for each new connection (a file
+	                            rotated, a secret fetched again, an IAM token for this member);
+	                            the probe does not own it: it outlives the probe */
+	bool user_from_secret;   /* an RDS-managed secret's username replaces user */
 	const char *database;    /* may be NULL or "" */
 	int64_t timeout_ms;      /* bounds connect + query of one check */
 	struct net_tls *tls;     /* Redis over TLS (the probe keeps a reference); NULL: plain */

@@ -47,13 +47,15 @@ def wait_for(cond, timeout=20.0, interval=0.02, what="condition"):
 class Repoint:
     """A repoint process under test."""
 
-    def __init__(self, config_path, admin_port, ports, wrap=None):
-        """wrap: a function from repoint's argv to the argv that runs it (it must exec repoint in place)."""
+    def __init__(self, config_path, admin_port, ports, wrap=None, env=None):
+        """wrap: a function from repoint's argv to the argv that runs it (it must exec repoint in place);
+        env: the environment it runs with (None: this one)."""
         self.config_path, self.admin_port, self.ports = config_path, admin_port, ports
         self.log_path = config_path + ".log"
         self.log = open(self.log_path, "wb")
         argv = [REPOINT_BIN, "-c", config_path]
-        self.proc = subprocess.Popen(wrap(argv) if wrap else argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(wrap(argv) if wrap else argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env)
 
     def status(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/status", timeout=5) as r:
@@ -101,8 +103,9 @@ class Repoint:
         assert self.proc.returncode == 0, f"repoint exited {self.proc.returncode}\n{text[-4000:]}"
 
 
-def start_custom(tmp_path, services, admin=True, extra=""):
-    """A repoint with hand-written services ({name: body}), each on a free port; admin API up."""
+def start_custom(tmp_path, services, admin=True, extra="", env=None, tail=""):
+    """A repoint with hand-written services ({name: body}), each on a free port; admin API up.
+    extra goes into [repoint], tail after the services (an [aws] section); env: the process's."""
     admin_port = free_port()
     text = f"[repoint]\nadmin = 127.0.0.1:{admin_port}\nshutdown_timeout = 5s\n{extra}\n"
     ports = {}
@@ -112,8 +115,8 @@ def start_custom(tmp_path, services, admin=True, extra=""):
             ports[name] = free_port()  # nothing is bound yet: the kernel may hand out the same port twice
         text += f"[service {name}]\nlisten = 127.0.0.1:{ports[name]}\n{body}\n"
     path = tmp_path / "custom.ini"
-    path.write_text(text)
-    rp = Repoint(str(path), admin_port, ports)
+    path.write_text(text + tail)
+    rp = Repoint(str(path), admin_port, ports, env=env)
     wait_for(lambda: rp.status(), 10, what="admin API")
     return rp
 

@@ -405,6 +405,33 @@ def test_automatic_failover_after_a_crash(emu):
     emu.verify("redis")
 
 
+# ---- Secrets Manager -------------------------------------------------------------------------------------
+def test_secretsmanager_versions_with_the_cli_and_boto3(emu, cli_env):
+    rc, out, err = aws(cli_env, "secretsmanager", "create-secret", "--name", "emu/test-db",
+                       "--secret-string", '{"username": "app", "password": "first"}')
+    assert rc == 0, err
+    arn = out["ARN"]
+    assert arn.startswith("arn:aws:secretsmanager:us-east-1:123456789012:secret:emu/test-db-")
+    rc, out, err = aws(cli_env, "secretsmanager", "put-secret-value", "--secret-id", "emu/test-db",
+                       "--secret-string", '{"username": "app", "password": "second"}')
+    assert rc == 0 and out["VersionStages"] == ["AWSCURRENT"], err
+    sm = client(emu, "secretsmanager")
+    cur = sm.get_secret_value(SecretId=arn)
+    prev = sm.get_secret_value(SecretId="emu/test-db", VersionStage="AWSPREVIOUS")
+    assert json.loads(cur["SecretString"])["password"] == "second" and cur["VersionStages"] == ["AWSCURRENT"]
+    assert json.loads(prev["SecretString"])["password"] == "first" and prev["VersionId"] != cur["VersionId"]
+    rc, out, err = aws(cli_env, "secretsmanager", "get-secret-value", "--secret-id", "emu/nothing")
+    assert rc != 0 and "ResourceNotFoundException" in err
+    rc, out, err = aws(cli_env, "secretsmanager", "get-secret-value", "--secret-id", "emu/test-db",
+                       region="us-west-2")
+    assert rc != 0 and "ResourceNotFoundException" in err          # secrets live in their region
+    rc, out, err = aws(cli_env, "secretsmanager", "create-secret", "--name", "emu/test-db", "--secret-string", "x")
+    assert rc != 0 and "ResourceExistsException" in err
+    # the call log keeps the calls, never the values
+    calls = emu.aws_calls(service="secretsmanager")
+    assert calls and all("second" not in json.dumps(c) and "first" not in json.dumps(c) for c in calls)
+
+
 # ---- SigV4 -----------------------------------------------------------------------------------------
 def signed(lab, creds, service="rds", body="Action=DescribeDBClusters&Version=2014-10-31", method="POST",
            headers=None, region="us-east-1"):

@@ -56,7 +56,7 @@ def test_check_mode_warns_about_likely_mistakes(tmp_path):
     assert "member no-such-member.invalid does not resolve now" in r.stdout
     # A secret written in the file: said (never the secret itself); from the environment: not.
     r = run("-t", "-c", write(tmp_path, VALID + "probe_password = hunter2\n"))
-    assert r.returncode == 0 and "a secret written in the configuration itself" in r.stdout, r.stdout
+    assert r.returncode == 0 and "the password is written in the file" in r.stdout, r.stdout
     assert "hunter2" not in r.stdout + r.stderr
     env = dict(os.environ, REPOINT_TEST_PW="hunter2")
     r = subprocess.run([REPOINT_BIN, "-t", "-c", write(tmp_path, VALID + "probe_password = env:REPOINT_TEST_PW\n")],

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "secret.h"
 
 static char err[8192];
 
@@ -343,7 +344,7 @@ START_TEST(test_err_unknown_key)
 		      "[service NAME]");
 	expect_errors("[repoint]\nverbose = yes\n" OK_SERVICE,
 		      "test.ini:2: unknown key 'verbose' in [repoint]; allowed keys: admin, "
-		      "metrics, log_level, log_format, shutdown_timeout, admin_token");
+		      "metrics, log_level, log_format, shutdown_timeout, admin_token, secret_refresh");
 	expect_errors("[aws]\nzone = a\n" OK_SERVICE,
 		      "test.ini:2: unknown key 'zone' in [aws]; allowed keys: region, profile, "
 		      "endpoint_url, poll_interval, failover_poll_interval, request_timeout, max_attempts");
@@ -621,31 +622,6 @@ START_TEST(test_err_source)
 		ck_assert(!cfg->services->next->multiplex);
 		config_free(cfg);
 	}
-	/* Secrets from the environment or a file; a literal one is noted for -t; errors never show them. */
-	{
-		FILE *f = fopen("/tmp/repoint-test-secret", "w");
-		ck_assert(f != NULL);
-		fputs("from-a-file\n", f);
-		fclose(f);
-		setenv("REPOINT_TEST_PW", "from-the-env", 1);
-		struct config *cfg = load_ok("[repoint]\nadmin_token = file:/tmp/repoint-test-secret\n[service a]\n"
-					     "protocol = postgres\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
-					     "probe_password = env:REPOINT_TEST_PW\n");
-		ck_assert_str_eq(cfg->admin_token, "from-a-file");
-		ck_assert_str_eq(cfg->services->probe_password, "from-the-env");
-		ck_assert_str_eq(cfg->literal_secret, "");
-		config_free(cfg);
-		cfg = load_ok("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
-			      "probe_password = hunter2\n");
-		ck_assert_str_eq(cfg->literal_secret, "test.ini:5: probe_password");
-		config_free(cfg);
-		unlink("/tmp/repoint-test-secret");
-		unsetenv("REPOINT_TEST_PW");
-	}
-	expect_errors("[repoint]\nadmin_token = file:/nonexistent/token\n[service a]\nprotocol = postgres\n"
-		      "listen = 127.0.0.1:1\nmembers = 127.0.0.1:2\nprobe_password = env:REPOINT_NO_SUCH_VAR\n",
-		      "test.ini:2: admin_token: cannot read '/nonexistent/token': No such file or directory\n"
-		      "test.ini:7: probe_password: the environment has no REPOINT_NO_SUCH_VAR");
 	/* auth = repoint: postgres only, trust on loopback only so far, its keys only with it. */
 	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
 		      "client_auth = trust\n[service b]\nprotocol = postgres\nlisten = 0.0.0.0:3\nmembers = 127.0.0.1:4\n"
@@ -760,6 +736,117 @@ START_TEST(test_err_truncated)
 END_TEST
 
 /* ---- files ---- */
+
+/* ---- secrets ---- */
+
+START_TEST(test_secret_refs)
+{
+	struct secret_ref r;
+	char why[200];
+
+	ck_assert(secret_ref_parse("hunter2", &r, why, sizeof(why)) && r.kind == SECRET_LITERAL);
+	ck_assert(secret_ref_parse("", &r, why, sizeof(why)) && r.kind == SECRET_LITERAL);
+	ck_assert(secret_ref_parse("iam", &r, why, sizeof(why)) && r.kind == SECRET_IAM);
+	ck_assert(secret_ref_parse("IAM", &r, why, sizeof(why)) && r.kind == SECRET_LITERAL);
+	ck_assert(secret_ref_parse("env:DB_PASS_1", &r, why, sizeof(why)) && r.kind == SECRET_ENV);
+	ck_assert_str_eq(r.arg, "DB_PASS_1");
+	ck_assert(secret_ref_parse("file:/run/secrets/db", &r, why, sizeof(why)) && r.kind == SECRET_FILE);
+	ck_assert_str_eq(r.arg, "/run/secrets/db");
+	ck_assert(secret_ref_parse("secretsmanager:prod/orders-db", &r, why, sizeof(why)));
+	ck_assert(r.kind == SECRET_SECRETSMANAGER && strcmp(r.arg, "prod/orders-db") == 0 && r.key[0] == '\0' &&
+		  r.region[0] == '\0');
+	ck_assert(secret_ref_parse("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-12ab-Xy1z#password",
+				   &r, why, sizeof(why)) == false); /* '!' is not in a name */
+	ck_assert(secret_ref_parse("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-Xy1zAb#password",
+				   &r, why, sizeof(why)));
+	ck_assert_str_eq(r.arg, "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-Xy1zAb");
+	ck_assert_str_eq(r.key, "password");
+	ck_assert_str_eq(r.region, "eu-west-1");
+
+	ck_assert(!secret_ref_parse("env:", &r, why, sizeof(why)));
+	ck_assert_str_eq(why, "env: needs a variable name (letters, digits, '_'), as in env:DB_PASSWORD");
+	ck_assert(!secret_ref_parse("env:1X", &r, why, sizeof(why)));
+	ck_assert(!secret_ref_parse("file:relative/path", &r, why, sizeof(why)));
+	ck_assert_str_eq(why, "file: needs an absolute path, as in file:/run/secrets/db-password");
+	ck_assert(!secret_ref_parse("secretsmanager:", &r, why, sizeof(why)));
+	ck_assert(!secret_ref_parse("secretsmanager:db#", &r, why, sizeof(why)));
+	ck_assert(!secret_ref_parse("secretsmanager:arn:aws:s3:::bucket", &r, why, sizeof(why)));
+	ck_assert(!secret_ref_parse("secretsmanager:arn:aws:secretsmanager:eu-west-1:1234:secret:x", &r, why, sizeof(why)));
+}
+END_TEST
+
+START_TEST(test_secrets_in_config)
+{
+	char path[] = "/tmp/repoint-test-secret-XXXXXX";
+	int fd = mkstemp(path);
+	char text[2048];
+	struct config *cfg;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "pw\n", 3), 3);
+	close(fd);
+	setenv("REPOINT_TEST_SECRET", "from-env", 1);
+	unsetenv("REPOINT_TEST_UNSET");
+	snprintf(text, sizeof(text),
+		 "[repoint]\nadmin_token = env:REPOINT_TEST_SECRET\nsecret_refresh = 30s\n"
+		 "[service a]\nprotocol = postgres\nlisten = 127.0.0.1:7000\nmembers = 127.0.0.1:7001\n"
+		 "probe_password = file:%s\n"
+		 "[service b]\nprotocol = mysql\nlisten = 127.0.0.1:7002\nmembers = db.example:3306\n"
+		 "probe_password = iam\ntls = verify-full\n"
+		 "[service c]\nprotocol = redis\nlisten = 127.0.0.1:7004\nmembers = 127.0.0.1:7005\n"
+		 "probe_user = app\nprobe_password = secretsmanager:lab/redis#password\n",
+		 path);
+	cfg = load_ok(text);
+	ck_assert_str_eq(cfg->admin_token, "env:REPOINT_TEST_SECRET");
+	ck_assert_int_eq(cfg->secret_refresh_ms, 30000);
+	ck_assert_ptr_null(cfg->warnings);
+	ck_assert(!cfg->services->probe_user_given && cfg->services->next->next->probe_user_given);
+	config_free(cfg);
+
+	/* the default refresh, and literals: valid, with warnings that name the line, not the value */
+	cfg = load_ok("[repoint]\nadmin_token = tok-en\n" OK_SERVICE "probe_password = s3cret\n");
+	ck_assert_int_eq(cfg->secret_refresh_ms, 300000);
+	ck_assert_str_eq(cfg->warnings,
+			 "test.ini:2: admin_token: the token is written in the file; prefer env:NAME, file:/PATH or "
+			 "secretsmanager:ID (the file may be read by more people than the secret should be)\n"
+			 "test.ini:7: probe_password of service ok: the password is written in the file; prefer env:NAME, "
+			 "file:/PATH or secretsmanager:ID (the file may be read by more people than the secret should be)");
+	config_free(cfg);
+	cfg = load_ok(OK_SERVICE "probe_password =\n");
+	ck_assert_ptr_null(cfg->warnings);
+	config_free(cfg);
+
+	snprintf(text, sizeof(text),
+		 "[repoint]\nadmin_token = iam\n"
+		 "[service a]\nprotocol = postgres\nlisten = 127.0.0.1:7000\nmembers = 127.0.0.1:7001\n"
+		 "probe_password = iam\n"
+		 "[service b]\nprotocol = mysql\nlisten = 127.0.0.1:7002\nmembers = 127.0.0.1:7003\n"
+		 "probe_password = iam\ntls = verify-ca\n"
+		 "[service c]\nprotocol = redis\nlisten = 127.0.0.1:7004\nmembers = 127.0.0.1:7005\n"
+		 "probe_password = iam\ntls = verify-full\n"
+		 "[service d]\nprotocol = postgres\nlisten = 127.0.0.1:7006\nmembers = 127.0.0.1:7007\n"
+		 "probe_password = env:REPOINT_TEST_UNSET\n"
+		 "[service e]\nprotocol = postgres\nlisten = 127.0.0.1:7008\nmembers = 127.0.0.1:7009\n"
+		 "probe_password = file:/nonexistent/repoint-secret\n"
+		 "[service f]\nprotocol = postgres\nlisten = 127.0.0.1:7010\nmembers = 127.0.0.1:7011\n"
+		 "probe_password = secretsmanager:no spaces\n");
+	expect_errors(text,
+		      "test.ini:2: admin_token: iam is for probe_password (an RDS IAM token per connection)\n"
+		      "test.ini:7: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
+		      "it needs tls = verify-full (this service has tls = off, the default)\n"
+		      "test.ini:12: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
+		      "it needs tls = verify-full (this service has tls = verify-ca)\n"
+		      "test.ini:18: probe_password: iam signs RDS tokens (postgres and mysql services); redis services take "
+		      "a password, env:, file: or secretsmanager:\n"
+		      "test.ini:24: probe_password: env:REPOINT_TEST_UNSET is not set\n"
+		      "test.ini:29: probe_password: file:/nonexistent/repoint-secret: cannot read it: No such file or directory\n"
+		      "test.ini:34: probe_password: secretsmanager: expected a secret name (letters, digits, /_+=.@-) or an "
+		      "ARN, then optionally #KEY");
+	expect_errors("[repoint]\nsecret_refresh = 10ms\n" OK_SERVICE,
+		      "test.ini:2: secret_refresh: must be at least 1s, got '10ms'");
+	unlink(path);
+}
+END_TEST
 
 START_TEST(test_load_file)
 {
@@ -882,6 +969,11 @@ int main(void)
 	tcase_add_test(tc, test_err_long_line);
 	tcase_add_test(tc, test_err_many);
 	tcase_add_test(tc, test_err_truncated);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("secrets");
+	tcase_add_test(tc, test_secret_refs);
+	tcase_add_test(tc, test_secrets_in_config);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("files");

@@ -2,7 +2,7 @@
 
 Routing: the service is the SigV4 credential scope's (Authorization header or presigned query);
 the Query protocol's Action (form POST body or GET query string) or JSON 1.1's X-Amz-Target names
-the operation. /_lab/... is the (unsigned) control API:
+the operation (AmazonMemoryDB.*, secretsmanager.*: see secrets.py). /_lab/... is the (unsigned) control API:
 
     GET    /_lab/health                       {"ok": true, "pid", "port", "dir"}
     GET    /_lab/state                        config, operations (with timings), faults, models
@@ -37,6 +37,7 @@ import urllib.parse
 
 from . import sigv4
 from .models import Models
+from .secrets import Secrets
 from .wire import (EC_NS, EC_VERSION, JSON_CT, RDS_NS, RDS_VERSION, XML_CT, ApiError, json_error,
                    json_response, malformed, request_id, xml_error, xml_response)
 
@@ -48,7 +49,11 @@ DEFAULT_CREDENTIALS = {
 DEFAULT_REGION = "us-east-1"
 FAULT_KINDS = ("throttle", "500", "503", "error", "slow", "malformed", "truncated", "timeout", "reset")
 SERVICES = {"rds": ("query", RDS_NS, RDS_VERSION), "elasticache": ("query", EC_NS, EC_VERSION),
-            "memorydb": ("json", None, None)}
+            "memorydb": ("json", None, None), "secretsmanager": ("json", None, None)}
+# JSON 1.1 services: the X-Amz-Target prefix, and how their error bodies name the message
+TARGETS = {"memorydb": ("AmazonMemoryDB.", "message"), "secretsmanager": ("secretsmanager.", "Message")}
+# request fields never kept in the call log (GET /_lab/calls)
+SECRET_FIELDS = ("SecretString", "SecretBinary")
 MAX_CALLS = 20000
 
 
@@ -59,6 +64,7 @@ class Emulator:
         self.region = region
         self.credentials = dict(credentials or DEFAULT_CREDENTIALS)
         self.models = Models(self.lab_dir, cfg)
+        self.secrets = Secrets(lambda: self.models.strict_regions)
         self.quiet = quiet
         self.lock = threading.Lock()
         self.calls = []
@@ -78,6 +84,9 @@ class Emulator:
                             "FailoverGlobalReplicationGroup": m.ec_failover_global_replication_group},
             "memorydb": {"DescribeClusters": m.mdb_describe_clusters,
                          "FailoverShard": m.mdb_failover_shard},
+            "secretsmanager": {"CreateSecret": self.secrets.create_secret,
+                               "GetSecretValue": self.secrets.get_secret_value,
+                               "PutSecretValue": self.secrets.put_secret_value},
         }
         self.httpd = _Server((host, port), _Handler)
         self.httpd.emu = self
@@ -162,8 +171,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 def _service_guess(headers, params_q, target):
-    if target and target.startswith("AmazonMemoryDB"):
-        return "memorydb"
+    for service, (prefix, _) in TARGETS.items():
+        if target and target.startswith(prefix):
+            return service
     v = params_q.get("Version")
     if v == RDS_VERSION:
         return "rds"
@@ -341,7 +351,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         def reply_error(err):
             entry.update(status=err.status, error=err.code, message=err.message)
             if proto == "json":
-                self._send(err.status, json_error(err), JSON_CT, rid, {"x-amzn-ErrorType": err.code})
+                self._send(err.status, json_error(err, TARGETS.get(service, ("", "message"))[1]), JSON_CT, rid,
+                           {"x-amzn-ErrorType": err.code})
             else:
                 self._send(err.status, xml_error(ns or "", err, rid), XML_CT, rid)
 
@@ -357,7 +368,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         raise ApiError("SerializationException", 400, "Request body must be a JSON object.")
                 else:
                     jp = {}
-                entry["params"] = jp
+                entry["params"] = {k: ("[secret]" if k in SECRET_FIELDS else v) for k, v in jp.items()}
             else:
                 entry["params"] = {k: v for k, v in params.items()
                                    if not k.startswith("X-Amz-") or k == "X-Amz-Target"}
@@ -372,10 +383,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             entry["session_token"] = bool(auth.token)
             if service not in SERVICES:
                 raise ApiError("InvalidAction", 400, "Service %r is not served by this endpoint "
-                               "(rds, elasticache, memorydb)." % service)
+                               "(rds, elasticache, memorydb, secretsmanager)." % service)
             # ---- operation
             if proto == "json":
-                if not target or not target.startswith("AmazonMemoryDB."):
+                prefix = TARGETS[service][0]
+                if not target or not target.startswith(prefix):
                     raise ApiError("UnknownOperationException", 400,
                                    "Missing or unknown X-Amz-Target %r." % target)
                 if ctype not in ("application/x-amz-json-1.1", "application/x-amz-json-1.0"):
@@ -426,7 +438,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     entry["status"] = 0
                     return self._abort(rst=True)
             # ---- the call
-            result = fn(entry["params"] if proto == "json" else params, auth.region)
+            result = fn(jp if proto == "json" else params, auth.region)
             if proto == "json":
                 out, ct = json_response(result), JSON_CT
             else:

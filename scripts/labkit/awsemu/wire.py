@@ -87,8 +87,9 @@ def json_response(obj):
     return json.dumps(_jsonable(obj), separators=(",", ":")).encode("utf-8")
 
 
-def json_error(err):
-    return json.dumps({"__type": err.code, "message": err.message}).encode("utf-8")
+def json_error(err, message_key="message"):
+    """{"__type": CODE, "message": ...}; Secrets Manager says "Message"."""
+    return json.dumps({"__type": err.code, message_key: err.message}).encode("utf-8")
 
 
 def malformed(protocol, action, ns):
