@@ -156,6 +156,21 @@ static bool check_source(const char *value, char *why, size_t whylen)
 	return true;
 }
 
+/* What a Redis IAM token names: elasticache:ID, elasticache-serverless:NAME or memorydb:NAME. */
+static bool check_iam_resource(const char *value, char *why, size_t whylen)
+{
+	static const char *const kinds[] = {"elasticache:", "elasticache-serverless:", "memorydb:"};
+
+	for (size_t i = 0; i < ARRAY_LEN(kinds); i++) {
+		size_t len = strlen(kinds[i]);
+		if (strncmp(value, kinds[i], len) == 0 && value[len] != '\0' && all_name_chars(value + len))
+			return true;
+	}
+	snprintf(why, whylen, "expected elasticache:ID, elasticache-serverless:NAME or memorydb:NAME (letters, "
+			      "digits, '-', '_', '.'), got '%s'", value);
+	return false;
+}
+
 static bool check_readable(const char *value, char *why, size_t whylen)
 {
 	if (access(value, R_OK) != 0) {
@@ -176,7 +191,7 @@ static bool check_secret(const char *value, bool iam_ok, char *why, size_t whyle
 	switch (r.kind) {
 	case SECRET_IAM:
 		if (!iam_ok) {
-			snprintf(why, whylen, "iam is for probe_password (an RDS IAM token per connection)");
+			snprintf(why, whylen, "iam is for probe_password and member_password (IAM tokens for the members)");
 			return false;
 		}
 		return true;
@@ -199,7 +214,7 @@ static bool check_secret(const char *value, bool iam_ok, char *why, size_t whyle
 	return true;
 }
 
-static bool check_probe_password(const char *value, char *why, size_t whylen)
+static bool check_member_secret(const char *value, char *why, size_t whylen)
 {
 	return check_secret(value, true, why, whylen);
 }
@@ -334,7 +349,7 @@ static const struct key_def keys[] = {
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
-	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_probe_password),
+	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_member_secret),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
 	ENUM(SECTION_SERVICE, "tls", SVC(tls), tls_mode_names, "off", false),
 	STRING(SECTION_SERVICE, "tls_ca_file", SVC(tls_ca_file), NULL, check_readable),
@@ -347,6 +362,10 @@ static const struct key_def keys[] = {
 	ENUM(SECTION_SERVICE, "auth", SVC(auth), auth_names, "passthrough", false),
 	STRING(SECTION_SERVICE, "auth_file", SVC(auth_file), NULL, check_readable),
 	ENUM(SECTION_SERVICE, "client_auth", SVC(client_auth), client_auth_names, "scram-sha-256", false),
+	STRING(SECTION_SERVICE, "member_user", SVC(member_user), NULL, NULL),
+	STRING(SECTION_SERVICE, "member_password", SVC(member_password), NULL, check_member_secret),
+	DURATION(SECTION_SERVICE, "reauth_interval", SVC(reauth_interval_ms), MS_PER_S, 12 * (int64_t)MS_PER_H, "11h"),
+	STRING(SECTION_SERVICE, "iam_resource", SVC(iam_resource), NULL, check_iam_resource),
 	DURATION(SECTION_SERVICE, "hold_timeout", SVC(hold_timeout_ms), 0, WAIT_MAX, "30s"),
 	ENUM(SECTION_SERVICE, "drain", SVC(drain), drain_names, "graceful", false),
 	DURATION(SECTION_SERVICE, "drain_timeout", SVC(drain_timeout_ms), 0, WAIT_MAX, "10s"),
@@ -1219,10 +1238,22 @@ static void check_service(struct parser *p, size_t idx)
 		const struct key_seen *auth = &st->seen[key_index(SECTION_SERVICE, "auth")];
 		const struct key_seen *cauth = &st->seen[key_index(SECTION_SERVICE, "client_auth")];
 		const struct key_seen *afile = &st->seen[key_index(SECTION_SERVICE, "auth_file")];
+		const struct key_seen *muser = &st->seen[key_index(SECTION_SERVICE, "member_user")];
+		const struct key_seen *mpw = &st->seen[key_index(SECTION_SERVICE, "member_password")];
 		bool own = svc->auth == AUTH_REPOINT;
-		if (auth->valid && own && protocol->valid && svc->protocol != PROTOCOL_POSTGRES)
-			add_error(p, auth->line, "auth: repoint authenticates postgres clients so far (mysql: not yet), "
-						 "but this service is %s", protocol_name(svc->protocol));
+		bool redis = protocol->valid && svc->protocol == PROTOCOL_REDIS;
+		/* Redis: repoint logs in to the members; whoever reaches the listener is trusted. */
+		if (own && redis && !cauth->line)
+			svc->client_auth = CLIENT_AUTH_TRUST;
+		if (auth->valid && own && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
+			add_error(p, auth->line, "auth: repoint authenticates postgres clients and logs in to redis members "
+						 "so far (mysql: not yet), but this service is mysql");
+		else if (auth->valid && own && redis && svc->client_auth != CLIENT_AUTH_TRUST)
+			add_error(p, cauth->line, "client_auth: redis clients are trusted on loopback (trust); %s is for "
+						  "postgres", client_auth_names[svc->client_auth]);
+		else if (auth->valid && own && redis && svc->member_password == NULL)
+			add_error(p, auth->line, "auth: repoint logs in to the redis members itself: set member_password "
+						 "(and member_user for an ACL user)");
 		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_MD5)
 			add_error(p, cauth->line ? cauth->line : auth->line,
 				  "client_auth: md5 is not there yet (scram-sha-256 and trust are)");
@@ -1237,6 +1268,14 @@ static void check_service(struct parser *p, size_t idx)
 		if (!own && (cauth->line || afile->line))
 			add_error(p, cauth->line ? cauth->line : afile->line, "%s: only with auth = repoint",
 				  cauth->line ? "client_auth" : "auth_file");
+		const struct key_seen *ires = &st->seen[key_index(SECTION_SERVICE, "iam_resource")];
+		if (ires->line && protocol->valid && !redis)
+			add_error(p, ires->line, "iam_resource: names an ElastiCache or MemoryDB resource (redis services), "
+						 "but this service is %s", protocol_name(svc->protocol));
+		if ((!own || (protocol->valid && !redis)) && (muser->line || mpw->line))
+			add_error(p, muser->line ? muser->line : mpw->line,
+				  "%s: only for redis services with auth = repoint (postgres logs in with auth_file's "
+				  "secrets)", muser->line ? "member_user" : "member_password");
 	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "
@@ -1284,14 +1323,30 @@ static void check_service(struct parser *p, size_t idx)
 		char why[200];
 
 		svc->probe_user_given = svc->probe_user != NULL;
-		if (pw->valid && secret_ref_parse(svc->probe_password, &r, why, sizeof(why)) && r.kind == SECRET_IAM) {
-			if (protocol->valid && svc->protocol == PROTOCOL_REDIS)
-				add_error(p, pw->line, "probe_password: iam signs RDS tokens (postgres and mysql services); "
-						       "redis services take a password, env:, file: or secretsmanager:");
+		const struct key_seen *mpw = &st->seen[key_index(SECTION_SERVICE, "member_password")];
+		const struct {
+			const char *key, *user_key, *value, *user;
+			const struct key_seen *seen;
+		} iam[] = {{"probe_password", "probe_user", svc->probe_password, svc->probe_user, pw},
+			   {"member_password", "member_user", svc->member_password, svc->member_user, mpw}};
+		for (size_t i = 0; i < ARRAY_LEN(iam); i++) {
+			if (!iam[i].seen->valid || iam[i].value == NULL ||
+			    !secret_ref_parse(iam[i].value, &r, why, sizeof(why)) || r.kind != SECRET_IAM)
+				continue;
+			if (protocol->valid && svc->protocol == PROTOCOL_REDIS && config_iam_resource(svc) == NULL)
+				add_error(p, iam[i].seen->line, "%s: iam on redis signs an ElastiCache or MemoryDB token, "
+								"which names the replication group or cluster: it needs "
+								"iam_resource, or source = elasticache:ID or memorydb:NAME",
+					  iam[i].key);
+			else if (protocol->valid && svc->protocol == PROTOCOL_REDIS &&
+				 (iam[i].user == NULL || iam[i].user[0] == '\0'))
+				add_error(p, iam[i].seen->line, "%s: iam logs in as an IAM-enabled ACL user: set %s",
+					  iam[i].key, iam[i].user_key);
 			else if ((tls->line == 0 || tls->valid) && svc->tls != TLS_VERIFY_FULL)
-				add_error(p, pw->line, "probe_password: iam sends an IAM token, a password valid for 15 "
-						       "minutes, in the clear: it needs tls = verify-full (this service has "
-						       "tls = %s%s)", tls_mode_names[svc->tls], tls->line ? "" : ", the default");
+				add_error(p, iam[i].seen->line, "%s: iam sends an IAM token, a password valid for 15 "
+								"minutes, in the clear: it needs tls = verify-full (this "
+								"service has tls = %s%s)", iam[i].key, tls_mode_names[svc->tls],
+					  tls->line ? "" : ", the default");
 		}
 	}
 
@@ -1302,6 +1357,15 @@ static void check_service(struct parser *p, size_t idx)
 		svc->probe_user = xstrdup(p, "root");
 	if (svc->probe_database == NULL && svc->protocol == PROTOCOL_POSTGRES)
 		svc->probe_database = xstrdup(p, "postgres");
+}
+
+const char *config_iam_resource(const struct service_config *svc)
+{
+	enum source_kind k = source_kind_of(svc->source);
+
+	if (svc->iam_resource != NULL)
+		return svc->iam_resource;
+	return k == SOURCE_ELASTICACHE || k == SOURCE_MEMORYDB ? svc->source : NULL;
 }
 
 static int error_order(const void *a, const void *b)
@@ -1361,6 +1425,11 @@ static void collect_warnings(struct parser *p)
 		if (svc->probe_password[0] != '\0' && secret_ref_parse(svc->probe_password, &r, why, sizeof(why)) &&
 		    r.kind == SECRET_LITERAL)
 			add_error(p, pw->line, "probe_password of service %s: the password is written in the file; %s",
+				  svc->name, advice);
+		const struct key_seen *mpw = &p->services[i].seen[key_index(SECTION_SERVICE, "member_password")];
+		if (svc->member_password != NULL && secret_ref_parse(svc->member_password, &r, why, sizeof(why)) &&
+		    r.kind == SECRET_LITERAL)
+			add_error(p, mpw->line, "member_password of service %s: the password is written in the file; %s",
 				  svc->name, advice);
 	}
 	if (p->nerrors > 0) {
@@ -1479,6 +1548,11 @@ void config_free(struct config *cfg)
 		free(svc->tls_cert_file);
 		free(svc->tls_key_file);
 		free(svc->auth_file);
+		free(svc->member_user);
+		free(svc->iam_resource);
+		if (svc->member_password != NULL)
+			explicit_bzero(svc->member_password, strlen(svc->member_password));
+		free(svc->member_password);
 		free(svc->listen_tls_cert_file);
 		free(svc->listen_tls_key_file);
 		free(svc->source);

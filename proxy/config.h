@@ -63,6 +63,11 @@ struct service_config {
 	                                    repoint: repoint does, and logs in to members itself */
 	char *auth_file;                 /* auth = repoint: users and their secrets (pgbouncer's format) */
 	enum client_auth client_auth;    /* auth = repoint: how clients prove who they are */
+	char *member_user;               /* auth = repoint, redis: the user repoint logs in to members as */
+	char *member_password;           /* its secret (secret.h: a literal, env:, file:, secretsmanager:, iam) */
+	int64_t reauth_interval_ms;      /* redis: each server connection logs in again this often; 11h */
+	char *iam_resource;              /* redis iam: "elasticache:ID", "elasticache-serverless:NAME",
+	                                    "memorydb:NAME"; NULL: from source */
 	int64_t hold_timeout_ms;         /* default 30s */
 	enum drain_mode drain;           /* default graceful */
 	int64_t drain_timeout_ms;        /* default 10s */
@@ -74,6 +79,10 @@ struct service_config {
 	char *shard;                     /* ElastiCache/MemoryDB node group to pin; NULL for none */
 	struct service_config *next;
 };
+
+/* What an ElastiCache/MemoryDB IAM token of this service names: iam_resource, else its source
+ * when that is elasticache:ID or memorydb:NAME; NULL when neither. */
+const char *config_iam_resource(const struct service_config *svc);
 
 /* [aws]: the control plane used by `source = ...` services. */
 struct aws_config {

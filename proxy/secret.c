@@ -214,6 +214,11 @@ struct secret {
 	int64_t done_ms;            /* monotonic: when the last fetch ended */
 	int64_t login_failed_ms;    /* monotonic: the last failed login that asked for a fetch */
 	int retries;
+	/* iam: the ElastiCache/MemoryDB token last made, for whom, and when (monotonic) */
+	char *tok;
+	char tok_for[600];
+	int64_t tok_ms;
+	uint64_t tokens;
 };
 
 /* ---- file: ---- */
@@ -564,6 +569,7 @@ static void secret_destroy(struct secret *s)
 		event_free(s->timer);
 	replace_value(&s->value, NULL);
 	replace_value(&s->user, NULL);
+	aws_presign_free(s->tok);
 	secret_value_free(s->ref);
 	explicit_bzero(&s->r, sizeof(s->r));
 	free(s);
@@ -651,7 +657,7 @@ static char *iam_token(struct secret *s, const struct secret_target *t, char *wh
 	char err[160];
 	char *tok;
 
-	if (t == NULL || t->host == NULL) {
+	if (t == NULL || (t->host == NULL && t->resource == NULL)) {
 		snprintf(why, whylen, "iam: an IAM token is made for one member (no writer is known)");
 		return NULL;
 	}
@@ -674,9 +680,41 @@ static char *iam_token(struct secret *s, const struct secret_target *t, char *wh
 		snprintf(why, whylen, "iam: no AWS region: set [aws] region, AWS_REGION or the profile's");
 		return NULL;
 	}
-	tok = aws_rds_auth_token(t->host, t->port, t->user, region, c, (int64_t)time(NULL), err, sizeof(err));
+	if (t->resource == NULL) {
+		tok = aws_rds_auth_token(t->host, t->port, t->user, region, c, (int64_t)time(NULL), err, sizeof(err));
+		if (tok == NULL)
+			snprintf(why, whylen, "iam: %s", err);
+		else
+			s->tokens++;
+		return tok;
+	}
+	/* ElastiCache, MemoryDB: one token for every connection while it is fresh. */
+	char whom[sizeof(s->tok_for)];
+	const char *colon = strchr(t->resource, ':');
+	bool memorydb = strncmp(t->resource, "memorydb:", 9) == 0;
+	bool serverless = strncmp(t->resource, "elasticache-serverless:", 23) == 0;
+	if (colon == NULL || (!memorydb && !serverless && strncmp(t->resource, "elasticache:", 12) != 0)) {
+		snprintf(why, whylen, "iam: tokens are made for elasticache:, elasticache-serverless: and memorydb: "
+		                      "resources");
+		return NULL;
+	}
+	snprintf(whom, sizeof(whom), "%s %s %s %s", t->resource, t->user, region, c->access_key_id);
+	if (s->tok == NULL || strcmp(whom, s->tok_for) != 0 || now_ms() - s->tok_ms >= SECRET_CACHE_TOKEN_REUSE_MS) {
+		tok = aws_cache_auth_token(memorydb ? "memorydb" : "elasticache", colon + 1, t->user, serverless, region, c,
+		                           (int64_t)time(NULL), err, sizeof(err));
+		if (tok == NULL) {
+			snprintf(why, whylen, "iam: %s", err);
+			return NULL;
+		}
+		aws_presign_free(s->tok);
+		s->tok = tok;
+		s->tokens++;
+		s->tok_ms = now_ms();
+		snprintf(s->tok_for, sizeof(s->tok_for), "%s", whom);
+	}
+	tok = strdup(s->tok);
 	if (tok == NULL)
-		snprintf(why, whylen, "iam: %s", err);
+		snprintf(why, whylen, "out of memory");
 	return tok;
 }
 
@@ -782,6 +820,8 @@ json_t *secret_status_json(const struct secret *s)
 		json_object_set_new(o, "failures", json_integer((json_int_t)s->failures));
 		json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
 	}
+	if (s->r.kind == SECRET_IAM)
+		json_object_set_new(o, "tokens_made", json_integer((json_int_t)s->tokens));
 	if (s->r.kind == SECRET_IAM || s->r.kind == SECRET_SECRETSMANAGER) {
 		const char *e = s->reg->creds != NULL ? aws_creds_last_error(s->reg->creds) : s->reg->aws_err;
 		json_object_set_new(o, "credentials", json_string(s->reg->creds != NULL

@@ -14,8 +14,10 @@
  *                         which the probe uses when probe_user is not set). Cached; fetched again
  *                         every secret_refresh, and at once when a login with it fails (at most
  *                         every SECRET_RETRY_MIN_MS); a failed fetch keeps the value it had
- *   iam                   probe_password only: a fresh RDS IAM auth token for each connection
- *                         (member host and port, probe_user), signed with the [aws] credentials
+ *   iam                   an IAM auth token signed with the [aws] credentials: RDS (a fresh one
+ *                         for each connection: member host and port, probe_user), or ElastiCache
+ *                         and MemoryDB (the group or cluster and the user; one token serves every
+ *                         connection for SECRET_CACHE_TOKEN_REUSE_MS)
  *
  * Values never reach a log line, /status, /metrics or a message: what is shown of a secret is its
  * kind and reference (env:NAME, the path, the secret's name or ARN, its version id), never the
@@ -83,12 +85,18 @@ struct secret *secret_open(struct secrets *r, const char *ref);
 void secret_close(struct secret *s);
 enum secret_kind secret_kind(const struct secret *s);
 
-/* What an iam token is for. */
+/* What an iam token is for: an RDS member (host, port) or, with resource set, an ElastiCache
+ * replication group ("elasticache:ID") or MemoryDB cluster ("memorydb:NAME"), for user. */
 struct secret_target {
 	const char *host;
 	uint16_t port;
 	const char *user;
+	const char *resource;
 };
+
+/* An ElastiCache/MemoryDB token is made again once it is this old (they are valid 15 minutes;
+ * the connection it logs in stays in after that). */
+#define SECRET_CACHE_TOKEN_REUSE_MS (10 * 60 * 1000)
 
 /* The current value (malloc'ed; free with secret_value_free), or NULL with the reason in why:
  * "secretsmanager:ID: not fetched yet", "env:NAME is not set", "no AWS credentials: ...". t is

@@ -76,6 +76,7 @@ struct service {
 	const struct aws_config *aws;
 	struct secrets *secrets;          /* the runtime's; NULL: probe_password is taken as written */
 	struct secret *probe_secret;      /* probe_password, opened through secrets */
+	struct secret *member_secret;     /* member_password (auth = repoint, Redis); NULL: none or as written */
 	struct event_base *base;
 	const struct proto_ops *proto;
 	struct evconnlistener *listener;
@@ -641,6 +642,11 @@ static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const ch
 	for (int k = 0; k < 4; k++)
 		if (m->shared[k] == c)
 			m->shared[k] = NULL;
+	if (!was_ready && shared_login_refused(c)) {
+		/* Said by shared_refused_cb; the member's health is not in question. */
+		m->shared_failed_ms = now_ms();
+		return;
+	}
 	if (!was_ready) {
 		m->shared_failed_ms = now_ms();
 		svc->host.counters.upstream_connect_failures++;
@@ -651,26 +657,65 @@ static void shared_lost_cb(void *arg, struct shared *c, bool was_ready, const ch
 	service_probe_soon(svc, m->index);
 }
 
+static int service_member_login(struct service *svc, int member, struct evbuffer *out, char *why, size_t whylen);
+static void service_member_login_refused(struct service *svc, int member, const char *why);
+
+static int shared_login_cb(void *arg, struct evbuffer *out)
+{
+	struct member *m = arg;
+	char why[256];
+	int r = service_member_login(m->svc, m->index, out, why, sizeof(why));
+
+	if (r < 0)
+		log_warn(m->svc->subject, "shared connection to %s: cannot log in again now: %s", m->str, why);
+	else if (r > 0)
+		m->svc->host.counters.relogins++;
+	return r;
+}
+
+static void shared_refused_cb(void *arg, const char *why)
+{
+	struct member *m = arg;
+
+	service_member_login_refused(m->svc, m->index, why);
+}
+
 static struct shared *service_shared(struct service *svc, int member, bool resp3, bool write)
 {
 	static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 	struct member *m = svc->members[member];
 	static const struct shared_owner_ops owners = {.reply = session_shared_reply, .owed = session_owed,
 						       .lost = session_shared_lost, .unsent = session_shared_unsent};
-	struct shared_hooks hooks = {.owners = &owners, .ready = shared_ready_cb, .lost = shared_lost_cb, .arg = m};
+	struct shared_hooks hooks = {.owners = &owners, .ready = shared_ready_cb, .lost = shared_lost_cb,
+				     .login = shared_login_cb, .refused = shared_refused_cb,
+				     .relogin_ms = svc->cfg->reauth_interval_ms, .arg = m};
 	int k = SHARED_INDEX(resp3, write);
-	char label[512];
+	char label[512], why[256];
+	struct evbuffer *login;
+	int r;
 
 	if (m->shared[k] != NULL)
 		return m->shared[k];
 	if (m->shared_failed_ms != 0 && now_ms() - m->shared_failed_ms < SHARED_RETRY_MS)
 		return NULL;
+	if ((login = evbuffer_new()) == NULL)
+		return NULL;
+	r = service_member_login(svc, member, login, why, sizeof(why));
+	if (r < 0) {
+		/* No credential now: tried again in a moment; the sessions wait meanwhile. */
+		log_warn(svc->subject, "shared connection to %s: cannot log in now: %s", m->str, why);
+		m->shared_failed_ms = now_ms();
+		evbuffer_free(login);
+		return NULL;
+	}
 	snprintf(label, sizeof(label), "%s shared%s%s %s", svc->subject, resp3 ? " RESP3" : "",
 		 write ? "" : " reads", m->str);
 	struct shared_target to = {.sa = (const struct sockaddr *)&m->sa, .salen = m->salen, .tls = svc->tls,
 				   .tls_name = service_member_tls_name(svc, member), .resume_key = m->str};
 	m->shared[k] = shared_open(svc->base, &to, svc->cfg->connect_timeout_ms, label, &hooks,
+				   r > 0 ? evbuffer_pullup(login, -1) : NULL, evbuffer_get_length(login),
 				   resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
+	evbuffer_free(login);
 	return m->shared[k];
 }
 
@@ -977,6 +1022,7 @@ static bool member_probe_start(struct member *m)
 		.password = cfg->probe_password,
 		.password_secret = m->svc->probe_secret,
 		.user_from_secret = !cfg->probe_user_given,
+		.iam_resource = cfg->protocol == PROTOCOL_REDIS ? config_iam_resource(cfg) : NULL,
 		.database = cfg->probe_database,
 		.timeout_ms = cfg->probe_timeout_ms,
 		.tls = m->svc->tls,
@@ -1236,6 +1282,12 @@ struct service *service_new(struct event_base *base, const struct service_config
 	svc->aws = aws;
 	svc->secrets = secrets;
 	if (secrets != NULL && (svc->probe_secret = secret_open(secrets, cfg->probe_password)) == NULL) {
+		free(svc);
+		return NULL;
+	}
+	if (secrets != NULL && cfg->member_password != NULL &&
+	    (svc->member_secret = secret_open(secrets, cfg->member_password)) == NULL) {
+		secret_close(svc->probe_secret);
 		free(svc);
 		return NULL;
 	}
@@ -1578,9 +1630,13 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 	}
 	/* Another probe_password: its secret is opened now (a secretsmanager: one starts fetching), the
 	 * probes move to it below, and the old one is closed once no probe holds it. */
-	struct secret *psec = NULL;
-	if (svc->secrets != NULL && !same_str(cfg->probe_password, old->probe_password) &&
-	    (psec = secret_open(svc->secrets, cfg->probe_password)) == NULL) {
+	struct secret *psec = NULL, *msec = NULL;
+	bool member_secret_new = svc->secrets != NULL && !same_str(cfg->member_password, old->member_password);
+	if ((svc->secrets != NULL && !same_str(cfg->probe_password, old->probe_password) &&
+	     (psec = secret_open(svc->secrets, cfg->probe_password)) == NULL) ||
+	    (member_secret_new && cfg->member_password != NULL &&
+	     (msec = secret_open(svc->secrets, cfg->member_password)) == NULL)) {
+		secret_close(psec);
 		net_tls_free(tls);
 		net_tls_free(ltls);
 		auth_users_unref(users);
@@ -1620,6 +1676,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		if (l != NULL)
 			evconnlistener_free(l);
 		secret_close(psec);
+		secret_close(msec);
 		snprintf(err, errlen, "the new members cannot be used (see the log): the running service is kept as it was");
 		return false;
 	}
@@ -1642,10 +1699,15 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		log_info(svc->subject, "now listening on %s", hostport_str(&cfg->listen, addr, sizeof(addr)));
 	}
 	svc->topo.down_after = cfg->down_after < 1 ? 1 : cfg->down_after;
-	struct secret *old_secret = NULL;
+	struct secret *old_secret = NULL, *old_member_secret = NULL;
 	if (psec != NULL) {
 		old_secret = svc->probe_secret;
 		svc->probe_secret = psec;
+	}
+	if (member_secret_new) {
+		/* New server connections log in with it; those logged in already stay so. */
+		old_member_secret = svc->member_secret;
+		svc->member_secret = msec;
 	}
 	if (probes_changed) {
 		for (int i = 0; i < svc->nmembers; i++) {
@@ -1656,6 +1718,7 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		}
 	}
 	secret_close(old_secret);
+	secret_close(old_member_secret);
 	return true;
 }
 
@@ -1687,6 +1750,7 @@ void service_free(struct service *svc)
 		aws_source_free(svc->source);
 	free(svc->members);
 	secret_close(svc->probe_secret);
+	secret_close(svc->member_secret);
 	if (svc->release_ev != NULL)
 		event_free(svc->release_ev);
 	if (svc->accept_ev != NULL)
@@ -1809,6 +1873,8 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "members", members);
 	if (svc->probe_secret != NULL)
 		json_object_set_new(o, "probe_password", secret_status_json(svc->probe_secret));
+	if (svc->member_secret != NULL)
+		json_object_set_new(o, "member_password", secret_status_json(svc->member_secret));
 	if (svc->source != NULL) {
 		json_t *src = aws_source_status(svc->source);
 		json_object_set_new(src, "writer", svc->api_writer >= 0 && svc->api_writer < svc->nmembers
@@ -1839,6 +1905,11 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(json_object_get(o, "counters"), "shared_commands",
 			    json_integer((json_int_t)svc->host.counters.shared_commands));
 	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->host.counters.pinned));
+	json_object_set_new(json_object_get(o, "counters"), "member_logins",
+			    json_integer((json_int_t)svc->host.counters.member_logins));
+	json_object_set_new(json_object_get(o, "counters"), "member_login_failures",
+			    json_integer((json_int_t)svc->host.counters.member_login_failures));
+	json_object_set_new(json_object_get(o, "counters"), "relogins", json_integer((json_int_t)svc->host.counters.relogins));
 	json_object_set_new(json_object_get(o, "counters"), "refused_no_fd", json_integer((json_int_t)svc->refused_fds));
 	json_object_set_new(json_object_get(o, "counters"), "refused_max_clients",
 			    json_integer((json_int_t)svc->refused_max));
@@ -1875,6 +1946,9 @@ METRIC_FN(m_connect_failures, svc->host.counters.upstream_connect_failures)
 METRIC_FN(m_client_tls_failures, svc->host.counters.client_tls_failures)
 METRIC_FN(m_client_auth_failures, svc->host.counters.client_auth_failures)
 METRIC_FN(m_outcome_unknown, svc->host.counters.outcome_unknown)
+METRIC_FN(m_member_logins, svc->host.counters.member_logins)
+METRIC_FN(m_member_login_failures, svc->host.counters.member_login_failures)
+METRIC_FN(m_relogins, svc->host.counters.relogins)
 METRIC_FN(m_opaque_sessions, svc->host.counters.opaque_sessions)
 METRIC_FN(m_migrated, svc->host.counters.migrated)
 METRIC_FN(m_retried, svc->host.counters.retried)
@@ -1906,6 +1980,14 @@ static const struct metric service_metric_table[] = {
 	{"repoint_client_auth_failures_total", "counter",
 	 "Clients repoint refused at authentication (auth = repoint: unknown user, wrong password, malformed start)",
 	 m_client_auth_failures, false},
+	{"repoint_member_logins_total", "counter",
+	 "Logins repoint made to members itself (auth = repoint, Redis: sessions and shared connections)",
+	 m_member_logins, false},
+	{"repoint_member_login_failures_total", "counter", "Logins of repoint's that a member refused",
+	 m_member_login_failures, false},
+	{"repoint_relogins_total", "counter",
+	 "Logins again on long-lived server connections (reauth_interval), before the service cuts them",
+	 m_relogins, false},
 	{"repoint_requests_outcome_unknown_total", "counter",
 	 "Requests in flight when their server went away, answered 'outcome unknown' while the session moved on "
 	 "(auth = repoint)", m_outcome_unknown, false},
@@ -2096,6 +2178,59 @@ static struct auth_users *host_auth_users(struct session_host *h)
 	return service_users(host_svc(h));
 }
 
+/* auth = repoint, Redis: the command that logs a new connection to `member` in, with
+ * member_password as it reads now (a file rotated, a secret fetched again, a fresh IAM token). */
+static int service_member_login(struct service *svc, int member, struct evbuffer *out, char *why, size_t whylen)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct secret_target t = {.user = cfg->member_user, .resource = config_iam_resource(cfg)};
+	char *pw;
+	bool ok;
+
+	if (cfg->auth != AUTH_REPOINT || cfg->member_password == NULL || svc->proto->login_command == NULL)
+		return 0;
+	if (member >= 0 && member < svc->nmembers) {
+		t.host = svc->members[member]->hp.host;
+		t.port = svc->members[member]->hp.port;
+	}
+	pw = svc->member_secret != NULL ? secret_get(svc->member_secret, &t, NULL, why, whylen)
+					: strdup(cfg->member_password);
+	if (pw == NULL) {
+		if (svc->member_secret == NULL)
+			snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	ok = svc->proto->login_command(out, cfg->member_user, pw);
+	secret_value_free(pw);
+	if (!ok) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	svc->host.counters.member_logins++;
+	return 1;
+}
+
+static void service_member_login_refused(struct service *svc, int member, const char *why)
+{
+	svc->host.counters.member_login_failures++;
+	log_warn(svc->subject, "%s refused repoint's login as %s (member_password %s): %s",
+		 member >= 0 && member < svc->nmembers ? svc->members[member]->str : "a member",
+		 svc->cfg->member_user != NULL ? svc->cfg->member_user : "the default user",
+		 svc->member_secret != NULL ? secret_kind_name(secret_kind(svc->member_secret)) : "literal", why);
+	if (svc->member_secret != NULL)
+		secret_login_failed(svc->member_secret);
+}
+
+static int host_member_login(struct session_host *h, int member, struct evbuffer *out, char *why, size_t whylen)
+{
+	return service_member_login(host_svc(h), member, out, why, whylen);
+}
+
+static void host_member_login_refused(struct session_host *h, int member, const char *why)
+{
+	service_member_login_refused(host_svc(h), member, why);
+}
+
 static enum listen_tls_mode host_listen_tls_mode(struct session_host *h)
 {
 	return service_listen_tls_mode(host_svc(h));
@@ -2190,6 +2325,8 @@ static const struct session_host_ops host_ops = {
 	.tls = host_tls,
 	.listen_tls = host_listen_tls,
 	.auth_users = host_auth_users,
+	.member_login = host_member_login,
+	.member_login_refused = host_member_login_refused,
 	.listen_tls_mode = host_listen_tls_mode,
 	.shared = host_shared,
 	.session_by_key = host_session_by_key,

@@ -59,6 +59,12 @@
 #define SESSION_AVOID_MAX_MS 2000
 /* How long a session waits for its member's own word on its role (a probe's timeout and more). */
 #define SESSION_CONFIRM_SLACK_MS 500
+/* A refused login (auth = repoint, one-command logins) is tried again on that member after this. */
+#define SESSION_LOGIN_RETRY_MS 1000
+/* A session busy when it is due to log in again is looked at again this often... */
+#define SESSION_RELOGIN_BUSY_MS 1000
+/* ... and one whose new login failed (the old one holds meanwhile) after this. */
+#define SESSION_RELOGIN_FAILED_MS 60000
 
 enum session_confirm { CONFIRM_NONE, CONFIRM_READONLY, CONFIRM_CLOSE };
 
@@ -318,6 +324,8 @@ void session_destroy(struct session *s)
 	if (s->greeting != NULL)
 		evbuffer_free(s->greeting);
 	login_forget(s);
+	if (s->relogin_ev != NULL)
+		event_free(s->relogin_ev);
 	s->host->ops->closed(s->host, s);
 	free(s->retry);
 	free(s);
@@ -332,6 +340,14 @@ static void drop_upstream(struct session *s)
 	s->relay_on = false;
 	s->logging_in = false;
 	s->logged_in = false;
+	s->member_authing = false;
+	s->member_authed = false;
+	if (s->relogging) {
+		s->relogging = false;
+		s->client.paused = false;
+	}
+	if (s->relogin_ev != NULL)
+		evtimer_del(s->relogin_ev);
 	if (s->login_in != NULL)
 		evbuffer_drain(s->login_in, evbuffer_get_length(s->login_in));
 	if (s->greeting != NULL)
@@ -1318,6 +1334,7 @@ static bool connect_to(struct session *s, int member);
 
 static bool on_connected(struct session *s);
 static bool connect_failed(struct session *s, const char *why);
+static void relogin_cb(evutil_socket_t fd, short what, void *arg);
 
 static void login_forget(struct session *s)
 {
@@ -1429,6 +1446,189 @@ static void login_back_read(struct session *s)
 	}
 	if (!told && !side_flush(&s->client))
 		client_gone(s, true);
+}
+
+/* --- auth = repoint with one-command logins (proto->login_command: Redis AUTH) --- */
+
+static void auth_reply_reset(struct session *s)
+{
+	resp_replies_init(&s->auth_ps);
+	s->auth_reply_len = 0;
+	s->auth_reply[0] = '\0';
+}
+
+/* Takes the login's one reply from p[0..n): 1 when it is complete (*used: its bytes), 0 when more
+ * is to come, -1 when it is not RESP. Its start is kept to say why it was refused. */
+static int auth_reply_take(struct session *s, const uint8_t *p, size_t n, size_t *used)
+{
+	uint64_t got = 0;
+	size_t u = resp_replies_scan(&s->auth_ps, p, n, 1, &got);
+	size_t room = sizeof(s->auth_reply) - 1 - s->auth_reply_len;
+
+	if (u == (size_t)-1)
+		return -1;
+	if (u < room)
+		room = u;
+	for (size_t i = 0; i < room; i++) {
+		/* From the member: one printable line of it, no more. */
+		char c = (char)p[i];
+		s->auth_reply[s->auth_reply_len++] = c >= 0x20 && c < 0x7f ? c : c == '\r' || c == '\n' ? '\0' : '?';
+	}
+	s->auth_reply[s->auth_reply_len] = '\0';
+	*used = u;
+	return got > 0 ? 1 : 0;
+}
+
+static void relogin_arm(struct session *s, int64_t ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+	if (s->relogin_ev != NULL)
+		evtimer_add(s->relogin_ev, &tv);
+}
+
+/* The member refused repoint's login (by_member), or there is no credential to log in with: the
+ * session waits and tries again (a rotated secret is looked at again meanwhile), until its hold
+ * deadline. Never an observation of the member's health. True when the session was freed. */
+static bool member_auth_refused(struct session *s, const char *why, bool by_member)
+{
+	int member = s->member;
+	char reason[300];
+
+	snprintf(reason, sizeof(reason), "(logging in to %s: %s)", s->host->ops->member_str(s->host, member), why);
+	if (by_member)
+		s->host->ops->member_login_refused(s->host, member, why);
+	drop_upstream(s);
+	s->avoid_member = member;
+	s->avoid_until_ms = now_ms() + SESSION_LOGIN_RETRY_MS;
+	return hold(s, reason);
+}
+
+/* Connected (and through TLS): repoint's login goes first; nothing of the client's before its
+ * answer. True when the session was freed. */
+static bool member_auth_begin(struct session *s)
+{
+	char why[256];
+	int r = s->host->ops->member_login(s->host, s->member, s->upstream.out, why, sizeof(why));
+
+	if (r == 0) {
+		s->member_authed = true;
+		return on_connected(s);
+	}
+	if (r < 0)
+		return member_auth_refused(s, why, false);
+	auth_reply_reset(s);
+	s->member_authing = true;
+	side_reading(&s->upstream, true);
+	if (!side_flush(&s->upstream))
+		return connect_failed(s, "cannot send the login");
+	return false;
+}
+
+static void member_auth_read(struct session *s)
+{
+	ssize_t r = read_once(&s->upstream);
+	size_t used = 0;
+
+	if (r == -2)
+		return;
+	if (r <= 0) {
+		connect_failed(s, r == 0 ? "closed while repoint logged in" : strerror(errno));
+		return;
+	}
+	switch (auth_reply_take(s, session_io, (size_t)r, &used)) {
+	case -1:
+		connect_failed(s, "its answer to the login is not RESP");
+		return;
+	case 0:
+		return;
+	}
+	if (used != (size_t)r) {
+		connect_failed(s, "it sent more than its answer to the login");
+		return;
+	}
+	s->member_authing = false;
+	if (s->auth_reply[0] == '-') {
+		member_auth_refused(s, s->auth_reply + 1, true);
+		return;
+	}
+	s->member_authed = true;
+	if (s->relogin_ev == NULL)
+		s->relogin_ev = evtimer_new(s->host->base, relogin_cb, s);
+	relogin_arm(s, s->host->cfg->reauth_interval_ms);
+	on_connected(s);
+}
+
+/* Due to log in again: at an idle point (nothing in flight, not subscribed, the login repoint's),
+ * the login goes in on the connection, the client paused until its answer. */
+static void relogin_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	const struct proto_ops *proto = s->host->proto;
+	char why[256];
+	int r;
+
+	(void)fd;
+	(void)what;
+	if (s->state != SESSION_ACTIVE || s->shared || !s->member_authed || s->relogging || s->resp3 ||
+	    proto->can_relogin == NULL)
+		return;
+	if (!proto->can_relogin(&s->ps) || s->confirming || s->client.paused || s->client_eof ||
+	    evbuffer_get_length(s->upstream.out) > 0) {
+		relogin_arm(s, SESSION_RELOGIN_BUSY_MS);
+		return;
+	}
+	r = s->host->ops->member_login(s->host, s->member, s->upstream.out, why, sizeof(why));
+	if (r <= 0) {
+		if (r < 0)
+			log_warn(s->host->name, "session %llu: cannot log in again now: %s", (unsigned long long)s->id, why);
+		relogin_arm(s, SESSION_RELOGIN_FAILED_MS);
+		return;
+	}
+	auth_reply_reset(s);
+	s->relogging = true;
+	s->client.paused = true;
+	side_reading(&s->client, false);
+	if (!side_flush(&s->upstream))
+		upstream_write_failed(s);
+}
+
+/* The answer to a new login on an active connection: the client goes on either way (a refused
+ * new login leaves the old one in place; it is tried again later). */
+static void relogin_read(struct session *s)
+{
+	ssize_t r = read_once(&s->upstream);
+	size_t used = 0;
+
+	if (r == -2)
+		return;
+	if (r <= 0) {
+		s->relogging = false;
+		s->client.paused = false;
+		upstream_gone(s, r < 0);
+		return;
+	}
+	switch (auth_reply_take(s, session_io, (size_t)r, &used)) {
+	case -1:
+		close_after_flush(s, "(the server's answer to repoint's login is not RESP)");
+		return;
+	case 0:
+		return;
+	}
+	if (used != (size_t)r) {
+		close_after_flush(s, "(the server sent more than its answer to repoint's login)");
+		return;
+	}
+	s->relogging = false;
+	s->host->counters.relogins++;
+	if (s->auth_reply[0] == '-') {
+		s->host->ops->member_login_refused(s->host, s->member, s->auth_reply + 1);
+		relogin_arm(s, SESSION_RELOGIN_FAILED_MS);
+	} else {
+		relogin_arm(s, s->host->cfg->reauth_interval_ms);
+	}
+	s->client.paused = false;
+	side_reading(&s->client, !s->client_eof);
 }
 
 /* --- TLS clients (listen_tls) --- */
@@ -1745,6 +1945,14 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->logging_in) {
 		login_back_read(s);
+		return;
+	}
+	if (s->member_authing) {
+		member_auth_read(s);
+		return;
+	}
+	if (s->relogging) {
+		relogin_read(s);
 		return;
 	}
 	if (s->state == SESSION_CONNECTING && s->tls_asking) {
@@ -2304,6 +2512,8 @@ static bool on_connected(struct session *s)
 
 	if (s->login != NULL && !s->logged_in)
 		return login_back_begin(s);
+	if (!s->member_authed && s->host->ops->member_login != NULL && !s->cancel)
+		return member_auth_begin(s);
 	int64_t now = now_ms();
 
 	hist_observe(&s->host->counters.connect_time, (double)(now - s->connect_started_ms) / 1000.0);

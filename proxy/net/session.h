@@ -42,6 +42,9 @@ struct service_counters {
 	uint64_t upstream_connect_failures;
 	uint64_t client_tls_failures;  /* listen_tls: clients whose handshake failed */
 	uint64_t client_auth_failures; /* auth = repoint: clients refused at authentication */
+	uint64_t member_logins;      /* auth = repoint, Redis: repoint's logins to members (first and again) */
+	uint64_t member_login_failures; /* ... refused by the member */
+	uint64_t relogins;           /* ... logins again on a long-lived connection */
 	uint64_t outcome_unknown;    /* requests in flight when their server went away, answered so */
 	uint64_t opaque_sessions;    /* sessions repoint could not read (a client's own TLS passed through) */
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
@@ -69,6 +72,12 @@ struct session_host_ops {
 	struct net_tls *(*listen_tls)(struct session_host *h);  /* for a new TLS client */
 	enum listen_tls_mode (*listen_tls_mode)(struct session_host *h);
 	struct auth_users *(*auth_users)(struct session_host *h);  /* auth = repoint: auth_file's, or NULL */
+	/* auth = repoint where logging in is one command (proto->login_command, Redis): appends to
+	 * out the command logging a new connection to `member` in and returns 1; 0 when repoint does
+	 * not log in; -1 with the reason (never the secret) when there is no credential now. */
+	int (*member_login)(struct session_host *h, int member, struct evbuffer *out, char *why, size_t whylen);
+	/* ... and the member refused it (`why`: its error): said, counted, the secret looked at again. */
+	void (*member_login_refused)(struct session_host *h, int member, const char *why);
 	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */
 	struct shared *(*shared)(struct session_host *h, int member, bool resp3, bool write);
 	/* the session (on a member) whose cancel key, as its client knows it, is key[0..keylen), or NULL */
@@ -220,6 +229,15 @@ struct session {
 	bool logging_in;             /* connecting: the login to the member is under way */
 	bool logged_in;              /* the current member connection is logged in */
 	bool term_held;              /* held_reply holds the server's last words (proto->termination) */
+	/* auth = repoint, one-command logins (host member_login, Redis AUTH): the connection is logged
+	 * in before anything of the client's goes, and again every reauth_interval at an idle point. */
+	bool member_authing;         /* connecting: the answer to repoint's login is awaited */
+	bool member_authed;          /* the current connection is logged in (or needs no login) */
+	bool relogging;              /* active: the answer to a new login is awaited, the client paused */
+	struct event *relogin_ev;    /* when to log in again; NULL until the first login */
+	struct proto_state auth_ps;  /* counts the login's one reply */
+	char auth_reply[128];        /* the start of that reply (an error says why) */
+	uint8_t auth_reply_len;
 	bool unmovable;              /* it set something it cannot set again elsewhere (replay out of room) */
 	uint32_t owed;               /* requests in flight when its server went away: answered "outcome
 	                                unknown" if the session moves on */

@@ -33,6 +33,7 @@ struct entry {
 	uint32_t n;
 	uint32_t bytes;
 	uint64_t end;                    /* stream offset just past its bytes */
+	bool mine;                       /* repoint's own login: its reply is looked at */
 };
 
 struct shared {
@@ -53,6 +54,11 @@ struct shared {
 	int connect_errno;               /* connect() failed at once */
 	unsigned busy;                   /* inside one of our callbacks: free at its end */
 	bool connected, retired, dead, flush_pending, writing;
+	bool logging_in;                 /* repoint's first login is not answered yet: not ready */
+	bool login_refused;              /* ... and the member refused it */
+	struct event *relogin_ev;        /* hooks.login again, every hooks.relogin_ms */
+	char mine_head[128];             /* its start (an error says why), one printable line */
+	size_t mine_len;
 	char label[160];
 };
 
@@ -65,12 +71,12 @@ static struct entry *entry_at(struct shared *c, size_t i)
 	return &c->q[(c->head + i) % c->cap];
 }
 
-static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t bytes)
+static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t bytes, bool mine)
 {
-	if (c->len > 0) {
+	if (c->len > 0 && !mine) {
 		/* Consecutive batches of one session fold into one entry. */
 		struct entry *last = entry_at(c, c->len - 1);
-		if (last->s == s && s != NULL && last->n <= UINT32_MAX - n && last->bytes <= UINT32_MAX - bytes) {
+		if (last->s == s && s != NULL && !last->mine && last->n <= UINT32_MAX - n && last->bytes <= UINT32_MAX - bytes) {
 			last->n += n;
 			last->bytes += bytes;
 			last->end += bytes;
@@ -89,7 +95,7 @@ static bool queue_push(struct shared *c, struct session *s, uint32_t n, uint32_t
 		c->cap = cap;
 		c->head = 0;
 	}
-	*entry_at(c, c->len) = (struct entry){.s = s, .n = n, .bytes = bytes, .end = c->queued + bytes};
+	*entry_at(c, c->len) = (struct entry){.s = s, .n = n, .bytes = bytes, .end = c->queued + bytes, .mine = mine};
 	c->len++;
 	if (s != NULL)
 		c->live++;
@@ -108,6 +114,8 @@ static void destroy(struct shared *c)
 		event_free(c->timer);
 	if (c->stall_ev != NULL)
 		event_free(c->stall_ev);
+	if (c->relogin_ev != NULL)
+		event_free(c->relogin_ev);
 	net_conn_close(&c->conn);
 	net_tls_free(c->tls);
 	if (c->out != NULL)
@@ -166,6 +174,8 @@ static void fail(struct shared *c, const char *why)
 		evtimer_del(c->timer);
 	if (c->stall_ev != NULL)
 		evtimer_del(c->stall_ev);
+	if (c->relogin_ev != NULL)
+		evtimer_del(c->relogin_ev);
 	if (!c->retired && c->hooks.lost != NULL)
 		c->hooks.lost(c->hooks.arg, c, c->connected, why);
 	else if (c->live > 0)
@@ -244,7 +254,8 @@ static void connected(struct shared *c)
 		event_add(c->wev, NULL);
 	c->writing = true; /* wev is added: flush_out settles it */
 	flush_out(c);
-	if (!c->dead && !c->retired && c->hooks.ready != NULL)
+	/* With a login of repoint's, ready once the member has taken it (mine_reply). */
+	if (!c->dead && !c->retired && !c->logging_in && c->hooks.ready != NULL)
 		c->hooks.ready(c->hooks.arg, c);
 }
 
@@ -323,6 +334,77 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg);
 static void unstall(struct shared *c);
 
 /* Split what the server sent among the sessions owed replies, in order. */
+static void shared_queued(struct shared *c, size_t n);
+
+/* A reply (or part of one, complete when `done`) to a login of repoint's: refused, the first
+ * login fails the connection and a later one is said (the earlier login holds); the first
+ * accepted makes the connection ready. False when the connection failed. */
+static bool mine_reply(struct shared *c, const uint8_t *p, size_t n, bool done)
+{
+	for (size_t i = 0; i < n && c->mine_len + 1 < sizeof(c->mine_head); i++) {
+		char ch = (char)p[i];
+		c->mine_head[c->mine_len++] = ch >= 0x20 && ch < 0x7f ? ch : ch == '\r' || ch == '\n' ? '\0' : '?';
+	}
+	c->mine_head[c->mine_len] = '\0';
+	if (!done)
+		return true;
+	c->mine_len = 0;
+	if (c->mine_head[0] == '-') {
+		char why[200];
+		snprintf(why, sizeof(why), "the member refused repoint's login: %s", c->mine_head + 1);
+		if (c->hooks.refused != NULL)
+			c->hooks.refused(c->hooks.arg, c->mine_head + 1);
+		if (c->logging_in) {
+			c->login_refused = true;
+			fail(c, why);
+			return false;
+		}
+		return true;
+	}
+	if (c->logging_in) {
+		c->logging_in = false;
+		if (c->relogin_ev != NULL) {
+			struct timeval tv = {c->hooks.relogin_ms / 1000, (c->hooks.relogin_ms % 1000) * 1000};
+			evtimer_add(c->relogin_ev, &tv);
+		}
+		if (!c->retired && c->hooks.ready != NULL)
+			c->hooks.ready(c->hooks.arg, c);
+	}
+	return true;
+}
+
+/* Due to log in again: the login goes in line behind what is queued (a connection's login
+ * changes nothing for the commands around it: every one is repoint's user's). */
+static void relogin_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared *c = arg;
+	struct evbuffer *b = evbuffer_new();
+	struct timeval tv = {c->hooks.relogin_ms / 1000, (c->hooks.relogin_ms % 1000) * 1000};
+	int r;
+
+	(void)fd;
+	(void)what;
+	if (b == NULL || c->dead || c->hooks.login == NULL) {
+		if (b != NULL)
+			evbuffer_free(b);
+		return;
+	}
+	c->busy++;
+	r = c->hooks.login(c->hooks.arg, b);
+	if (r > 0) {
+		size_t n = evbuffer_get_length(b);
+		if (!queue_push(c, NULL, 1, (uint32_t)n, true) || evbuffer_add_buffer(c->out, b) < 0)
+			fail(c, "out of memory");
+		else
+			shared_queued(c, n);
+	}
+	evbuffer_free(b);
+	if (!c->dead)
+		evtimer_add(c->relogin_ev, &tv);
+	c->busy--;
+	settle(c);
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct shared *c = arg;
@@ -362,11 +444,14 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		e = entry_at(c, 0);
-		used = resp_replies_scan(&c->replies, shared_io + pos, (size_t)r - pos, e->n, &got);
+		bool mine = e->mine;
+		used = resp_replies_scan(&c->replies, shared_io + pos, (size_t)r - pos, mine ? 1 : e->n, &got);
 		if (used == (size_t)-1) {
 			fail(c, "the server's reply is not RESP");
 			break;
 		}
+		if (mine && !mine_reply(c, shared_io + pos, used, got > 0))
+			break;
 		s = e->s;
 		e->n -= (uint32_t)got;
 		if (e->n == 0) {
@@ -436,7 +521,8 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct shared *shared_open(struct event_base *base, const struct shared_target *to, int64_t connect_timeout_ms,
-			   const char *label, const struct shared_hooks *hooks, const uint8_t *hello, size_t n)
+			   const char *label, const struct shared_hooks *hooks, const uint8_t *login, size_t login_n,
+			   const uint8_t *hello, size_t n)
 {
 	const struct sockaddr *sa = to->sa;
 	socklen_t salen = to->salen;
@@ -465,10 +551,22 @@ struct shared *shared_open(struct event_base *base, const struct shared_target *
 	c->timer = evtimer_new(base, timer_cb, c);
 	c->stall_ev = evtimer_new(base, stall_cb, c);
 	c->out = evbuffer_new();
+	if (login != NULL && hooks->login != NULL && hooks->relogin_ms > 0)
+		c->relogin_ev = evtimer_new(base, relogin_cb, c);
 	if (c->rev == NULL || c->wev == NULL || c->flush_ev == NULL || c->timer == NULL || c->stall_ev == NULL ||
-	    c->out == NULL) {
+	    c->out == NULL || (login != NULL && hooks->login != NULL && hooks->relogin_ms > 0 && c->relogin_ev == NULL)) {
 		destroy(c);
 		return NULL;
+	}
+	/* repoint's login first: nothing of anyone's goes before the member has taken it. */
+	if (login != NULL) {
+		if (login_n > UINT32_MAX || !queue_push(c, NULL, 1, (uint32_t)login_n, true) ||
+		    evbuffer_add(c->out, login, login_n) < 0) {
+			destroy(c);
+			return NULL;
+		}
+		c->queued += login_n;
+		c->logging_in = true;
 	}
 	/* Queued before anything else, owned by no session: its reply is read and dropped. */
 	if (hello != NULL && !shared_send(c, NULL, hello, n, 1)) {
@@ -490,7 +588,12 @@ struct shared *shared_open(struct event_base *base, const struct shared_target *
 
 bool shared_ready(const struct shared *c)
 {
-	return c->connected && !c->dead && !c->retired;
+	return c->connected && !c->dead && !c->retired && !c->logging_in;
+}
+
+bool shared_login_refused(const struct shared *c)
+{
+	return c->login_refused;
 }
 
 bool shared_retired(const struct shared *c)
@@ -498,11 +601,22 @@ bool shared_retired(const struct shared *c)
 	return c->retired || c->dead;
 }
 
+/* n more bytes are in out: sent at the end of this loop pass, with whatever other sessions queue
+ * meanwhile. */
+static void shared_queued(struct shared *c, size_t n)
+{
+	c->queued += n;
+	if (!c->flush_pending && c->connected && !c->writing) {
+		c->flush_pending = true;
+		event_active(c->flush_ev, EV_WRITE, 1);
+	}
+}
+
 bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n, uint32_t ncmds)
 {
 	if (c->dead || n > UINT32_MAX)
 		return false;
-	if (!queue_push(c, s, ncmds, (uint32_t)n))
+	if (!queue_push(c, s, ncmds, (uint32_t)n, false))
 		return false;
 	if (evbuffer_add(c->out, p, n) < 0) {
 		/* Undo the entry: it is the last one (possibly folded). */
@@ -518,12 +632,7 @@ bool shared_send(struct shared *c, struct session *s, const uint8_t *p, size_t n
 		}
 		return false;
 	}
-	c->queued += n;
-	/* Sent at the end of this loop pass, with whatever other sessions queue meanwhile. */
-	if (!c->flush_pending && c->connected && !c->writing) {
-		c->flush_pending = true;
-		event_active(c->flush_ev, EV_WRITE, 1);
-	}
+	shared_queued(c, n);
 	return true;
 }
 

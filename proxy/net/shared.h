@@ -44,6 +44,11 @@ struct shared_hooks {
 	const struct shared_owner_ops *owners;
 	void (*ready)(void *arg, struct shared *c);  /* connected: sessions may be bound */
 	void (*lost)(void *arg, struct shared *c, bool was_ready, const char *why); /* failed; gone after */
+	/* repoint's login (auth = repoint, Redis): login appends it again (1; 0: none, -1: not now),
+	 * every relogin_ms after the first; refused says the member refused one (`why`, its error). */
+	int (*login)(void *arg, struct evbuffer *out);
+	void (*refused)(void *arg, const char *why);
+	int64_t relogin_ms;
 	void *arg;
 };
 
@@ -58,11 +63,16 @@ struct shared_target {
 };
 
 /* Connects (non-blocking; TLS: the handshake too before `ready`); NULL when no socket could be
- * had. `hello` (n bytes, may be NULL) is a command sent first, whose reply is dropped (HELLO 3 for
- * a RESP3 connection). */
+ * had. `login` (login_n bytes, may be NULL) is repoint's login, sent first: `ready` comes once the
+ * member has accepted it (refused: the connection fails, shared_login_refused says so); it is
+ * made again with hooks.login every hooks.relogin_ms. `hello` (n bytes, may be NULL) is a command
+ * sent next, whose reply is dropped (HELLO 3 for a RESP3 connection). */
 struct shared *shared_open(struct event_base *base, const struct shared_target *to, int64_t connect_timeout_ms,
-			   const char *label, const struct shared_hooks *hooks, const uint8_t *hello, size_t n);
+			   const char *label, const struct shared_hooks *hooks, const uint8_t *login, size_t login_n,
+			   const uint8_t *hello, size_t n);
 bool shared_ready(const struct shared *c);
+/* It failed because the member refused repoint's login (not a sign of the member's health). */
+bool shared_login_refused(const struct shared *c);
 bool shared_retired(const struct shared *c);
 /* Queue p[0..n), `ncmds` complete commands of session `s`. False when the connection cannot take
  * more (failed, or out of memory): nothing was queued. */

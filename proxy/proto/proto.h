@@ -119,6 +119,13 @@ struct proto_ops {
 	const struct proto_upgrade *upgrade;
 	/* repoint's own side of the session's start, for auth = repoint (optional; Postgres). */
 	const struct proto_login_ops *login;
+	/* auth = repoint where logging in is one command (optional; Redis AUTH): login_command appends
+	 * it, logging a fresh server connection in as user (NULL or "": the default user) with
+	 * password; its one reply is an error when refused. can_relogin: the session is at a point
+	 * where that command may go in again on its connection (a long-lived connection re-logs in
+	 * before the service cuts it), its reply the next one to come. */
+	bool (*login_command)(struct evbuffer *out, const char *user, const char *password);
+	bool (*can_relogin)(const struct proto_state *st);
 };
 
 /* auth = repoint: the client's start ends at repoint, which authenticates the client itself

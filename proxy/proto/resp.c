@@ -84,7 +84,8 @@ enum resp_cmd {
 	CMD_MONITOR,
 	CMD_SYNC,          /* SYNC, PSYNC: the connection becomes a replication stream */
 	CMD_CLIENT,
-	CMD_STATEFUL,      /* AUTH, HELLO, SELECT, READONLY, READWRITE: connection state */
+	CMD_STATEFUL,      /* SELECT, READONLY, READWRITE: connection state */
+	CMD_LOGIN,         /* AUTH, HELLO (which may carry AUTH): connection state, the client's own login */
 };
 
 /* A decimal number after a type byte: digits, optional leading '-', ended by CR. The flags live
@@ -117,6 +118,7 @@ struct resp_state {
 	bool watch;
 	bool subscribed;
 	bool stateful;         /* a command set connection state (see CMD_STATEFUL): never migrate */
+	bool own_login;        /* the client logged in itself (AUTH, HELLO): repoint does not log in again */
 	bool client_state;     /* CLIENT <stateful subcommand> */
 	bool frame_end;        /* a top-level server frame just ended (resp_replies_scan stops there) */
 };
@@ -355,8 +357,8 @@ static const struct resp_name resp_names[] = {
 	RESP_NAME("sync", CMD_SYNC),
 	RESP_NAME("psync", CMD_SYNC),
 	RESP_NAME("client", CMD_CLIENT),
-	RESP_NAME("auth", CMD_STATEFUL),
-	RESP_NAME("hello", CMD_STATEFUL),
+	RESP_NAME("auth", CMD_LOGIN),
+	RESP_NAME("hello", CMD_LOGIN),
 	RESP_NAME("select", CMD_STATEFUL),
 	RESP_NAME("readonly", CMD_STATEFUL),
 	RESP_NAME("readwrite", CMD_STATEFUL),
@@ -456,8 +458,10 @@ static void resp_cmd_end(struct resp_state *r)
 		return;
 	}
 	/* After QUIT the server closes: that close is the client's, not one to hide by migrating. */
-	if (cmd == CMD_STATEFUL || r->client_state || cmd == CMD_QUIT)
+	if (cmd == CMD_STATEFUL || cmd == CMD_LOGIN || r->client_state || cmd == CMD_QUIT)
 		r->stateful = true;
+	if (cmd == CMD_LOGIN)
+		r->own_login = true;
 	if (r->subscribed) {
 		if (cmd == CMD_SUBSCRIBE || cmd == CMD_UNSUBSCRIBE || cmd == CMD_PING || cmd == CMD_QUIT)
 			return;
@@ -794,6 +798,29 @@ static bool resp_can_migrate(const struct proto_state *st)
 	return resp_is_idle(st) && !r->stateful && !r->subscribed;
 }
 
+/* Nothing in flight, not subscribed (a subscribed RESP2 connection takes no AUTH), and the login
+ * is repoint's: AUTH may go in now, its reply the next one. */
+static bool resp_can_relogin(const struct proto_state *st)
+{
+	const struct resp_state *r = rs_c(st);
+
+	return resp_is_idle(st) && !r->subscribed && !r->own_login;
+}
+
+/* AUTH [user] password, as a RESP array. */
+static bool resp_login_command(struct evbuffer *out, const char *user, const char *password)
+{
+	bool named = user != NULL && user[0] != '\0';
+	size_t pl = strlen(password), ul = named ? strlen(user) : 0;
+
+	if (evbuffer_add_printf(out, "*%d\r\n$4\r\nAUTH\r\n", named ? 3 : 2) < 0)
+		return false;
+	if (named && evbuffer_add_printf(out, "$%zu\r\n%s\r\n", ul, user) < 0)
+		return false;
+	return evbuffer_add_printf(out, "$%zu\r\n", pl) >= 0 && evbuffer_add(out, password, pl) == 0 &&
+	       evbuffer_add(out, "\r\n", 2) == 0;
+}
+
 static bool resp_retryable(const struct proto_state *st)
 {
 	const struct resp_state *r = rs_c(st);
@@ -872,4 +899,6 @@ const struct proto_ops proto_redis = {
 	.can_migrate = resp_can_migrate,
 	.retryable = resp_retryable,
 	.readonly_reply = resp_readonly_reply,
+	.can_relogin = resp_can_relogin,
+	.login_command = resp_login_command,
 };

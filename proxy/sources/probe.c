@@ -81,6 +81,7 @@ struct probe {
 	enum protocol protocol;
 	char *host, *user, *password, *database;
 	char *conf_user;         /* user as configured (user may come from the secret) */
+	char *iam_resource;      /* what a Redis IAM token names ("elasticache:ID"), or NULL */
 	struct secret *secret;   /* where password comes from at each new connection; NULL: fixed */
 	bool user_from_secret;
 	bool auth_failed;        /* this check's login was refused */
@@ -496,7 +497,7 @@ static void probe_lookup_abandon(struct probe *p)
  * with the reason: never the value) when there is none. */
 static bool probe_credentials(struct probe *p)
 {
-	struct secret_target t = {.host = p->host, .port = p->port, .user = p->conf_user};
+	struct secret_target t = {.host = p->host, .port = p->port, .user = p->conf_user, .resource = p->iam_resource};
 	char why[sizeof(p->result.detail)], *user = NULL, *pw;
 
 	if (p->secret == NULL)
@@ -930,6 +931,10 @@ struct probe *probe_new(struct event_base *base, const struct probe_params *para
 	p->host = probe_strdup0(params->host);
 	p->user = probe_strdup0(params->user);
 	p->conf_user = probe_strdup0(params->user);
+	if (params->iam_resource != NULL && (p->iam_resource = strdup(params->iam_resource)) == NULL) {
+		probe_free(p);
+		return NULL;
+	}
 	p->secret = params->password_secret;
 	p->user_from_secret = params->user_from_secret;
 	p->password = probe_strdup0(params->password);
@@ -1022,6 +1027,7 @@ void probe_free(struct probe *p)
 	free(p->host);
 	free(p->user);
 	free(p->conf_user);
+	free(p->iam_resource);
 	secret_value_free(p->password);
 	free(p->database);
 	free(p->tls_name);

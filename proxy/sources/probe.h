@@ -58,6 +58,7 @@ struct probe_params {
 	                            rotated, a secret fetched again, an IAM token for this member);
 	                            the probe does not own it: it outlives the probe */
 	bool user_from_secret;   /* an RDS-managed secret's username replaces user */
+	const char *iam_resource; /* redis, password_secret iam: "elasticache:ID" or "memorydb:NAME" */
 	const char *database;    /* may be NULL or "" */
 	int64_t timeout_ms;      /* bounds connect + query of one check */
 	struct net_tls *tls;     /* Redis over TLS (the probe keeps a reference); NULL: plain */

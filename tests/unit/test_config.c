@@ -353,7 +353,7 @@ START_TEST(test_err_unknown_key)
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
 		      "failover_probe_interval, down_after, probes, multiplex, probe_user, probe_password, "
 		      "probe_database, tls, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file, listen_tls, "
-		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, hold_timeout, drain, drain_timeout, connect_timeout, resolve_interval, "
+		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, member_user, member_password, reauth_interval, iam_resource, hold_timeout, drain, drain_timeout, connect_timeout, resolve_interval, "
 		      "max_clients");
 	expect_errors("log_level = info\n" OK_SERVICE,
 		      "test.ini:1: 'log_level' is outside any section; put it under [repoint], "
@@ -622,14 +622,52 @@ START_TEST(test_err_source)
 		ck_assert(!cfg->services->next->multiplex);
 		config_free(cfg);
 	}
+	/* auth = repoint for redis: repoint logs in to the members (member_user, member_password);
+	 * iam there names the ElastiCache group or MemoryDB cluster, an ACL user, and needs verify-full. */
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
+		      "[service b]\nprotocol = redis\nlisten = 127.0.0.1:3\nmembers = 127.0.0.1:4\nauth = repoint\n"
+		      "client_auth = scram-sha-256\nmember_password = pw\n"
+		      "[service c]\nprotocol = redis\nlisten = 127.0.0.1:5\nmembers = 127.0.0.1:6\nmember_user = u\n"
+		      "[service d]\nprotocol = redis\nlisten = 127.0.0.1:7\nmembers = 127.0.0.1:8\nauth = repoint\n"
+		      "member_user = u\nmember_password = iam\ntls = verify-full\n"
+		      "[service e]\nprotocol = redis\nlisten = 127.0.0.1:9\nsource = elasticache:g\nauth = repoint\n"
+		      "member_password = iam\ntls = verify-full\n"
+		      "[service f]\nprotocol = redis\nlisten = 127.0.0.1:10\nsource = memorydb:c\nauth = repoint\n"
+		      "member_user = u\nmember_password = iam\nprobe_user = p\nprobe_password = iam\n"
+		      "[service g]\nprotocol = postgres\nlisten = 127.0.0.1:11\nmembers = 127.0.0.1:12\nauth = repoint\n"
+		      "client_auth = trust\nmember_password = x\n",
+		      "test.ini:5: auth: repoint logs in to the redis members itself: set member_password (and "
+		      "member_user for an ACL user)\n"
+		      "test.ini:11: client_auth: redis clients are trusted on loopback (trust); scram-sha-256 is for postgres\n"
+		      "test.ini:17: member_user: only for redis services with auth = repoint (postgres logs in with "
+		      "auth_file's secrets)\n"
+		      "test.ini:24: member_password: iam on redis signs an ElastiCache or MemoryDB token, which names the "
+		      "replication group or cluster: it needs iam_resource, or source = elasticache:ID or memorydb:NAME\n"
+		      "test.ini:31: member_password: iam logs in as an IAM-enabled ACL user: set member_user\n"
+		      "test.ini:39: member_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
+		      "it needs tls = verify-full (this service has tls = off, the default)\n"
+		      "test.ini:41: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
+		      "it needs tls = verify-full (this service has tls = off, the default)\n"
+		      "test.ini:48: member_password: only for redis services with auth = repoint (postgres logs in with "
+		      "auth_file's secrets)");
+	{
+		struct config *cfg = load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nsource = elasticache:grp\n"
+					     "auth = repoint\nmember_user = app\nmember_password = iam\ntls = verify-full\n"
+					     "reauth_interval = 2s\n");
+		ck_assert_int_eq(cfg->services->client_auth, CLIENT_AUTH_TRUST);
+		ck_assert_str_eq(cfg->services->member_user, "app");
+		ck_assert_int_eq(cfg->services->reauth_interval_ms, 2000);
+		ck_assert_str_eq(config_iam_resource(cfg->services), "elasticache:grp");
+		config_free(cfg);
+	}
 	/* auth = repoint: postgres only, trust on loopback only so far, its keys only with it. */
 	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
 		      "client_auth = trust\n[service b]\nprotocol = postgres\nlisten = 0.0.0.0:3\nmembers = 127.0.0.1:4\n"
 		      "auth = repoint\nclient_auth = trust\n[service c]\nprotocol = postgres\nlisten = 127.0.0.1:5\n"
 		      "members = 127.0.0.1:6\nauth = repoint\n[service d]\nprotocol = postgres\nlisten = 127.0.0.1:7\n"
 		      "members = 127.0.0.1:8\nclient_auth = trust\n",
-		      "test.ini:5: auth: repoint authenticates postgres clients so far (mysql: not yet), but this service "
-		      "is mysql\n"
+		      "test.ini:5: auth: repoint authenticates postgres clients and logs in to redis members so far "
+		      "(mysql: not yet), but this service is mysql\n"
 		      "test.ini:12: client_auth: trust is for loopback listeners only, but this service listens on 0.0.0.0\n"
 		      "test.ini:17: client_auth: scram-sha-256 needs auth_file (the users and their passwords or SCRAM "
 		      "verifiers)\n"
@@ -831,13 +869,13 @@ START_TEST(test_secrets_in_config)
 		 "[service f]\nprotocol = postgres\nlisten = 127.0.0.1:7010\nmembers = 127.0.0.1:7011\n"
 		 "probe_password = secretsmanager:no spaces\n");
 	expect_errors(text,
-		      "test.ini:2: admin_token: iam is for probe_password (an RDS IAM token per connection)\n"
+		      "test.ini:2: admin_token: iam is for probe_password and member_password (IAM tokens for the members)\n"
 		      "test.ini:7: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
 		      "it needs tls = verify-full (this service has tls = off, the default)\n"
 		      "test.ini:12: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
 		      "it needs tls = verify-full (this service has tls = verify-ca)\n"
-		      "test.ini:18: probe_password: iam signs RDS tokens (postgres and mysql services); redis services take "
-		      "a password, env:, file: or secretsmanager:\n"
+		      "test.ini:18: probe_password: iam on redis signs an ElastiCache or MemoryDB token, which names the "
+		      "replication group or cluster: it needs iam_resource, or source = elasticache:ID or memorydb:NAME\n"
 		      "test.ini:24: probe_password: env:REPOINT_TEST_UNSET is not set\n"
 		      "test.ini:29: probe_password: file:/nonexistent/repoint-secret: cannot read it: No such file or directory\n"
 		      "test.ini:34: probe_password: secretsmanager: expected a secret name (letters, digits, /_+=.@-) or an "
