@@ -424,6 +424,83 @@ def test_secretsmanager_rotation_is_followed_on_a_failed_login(emu, tmp_path):
     assert s1 not in log and s2 not in log
 
 
+def test_secretsmanager_rotation_under_load_costs_no_client_error(emu, tmp_path):
+    """auth = repoint on Redis with member_password = secretsmanager:: the password is rotated the hard way
+    (the server's first, then PutSecretValue 0.5 s later: logins are refused meanwhile) while clients
+    write -- 4 on persistent connections, 4 opening a connection per request. New server connections are
+    held while repoint fetches the secret again and retries; nobody sees an error, every write lands."""
+    import redis
+    sm, user, s1, s2 = sm_client(emu), "rp_rot", token("rot-one"), token("rot-two")
+    name = "repoint/rot-%s" % pysecrets.token_hex(4)
+    v1 = sm.create_secret(Name=name, SecretString=s1)
+    acl_set(emu, user, s1)
+    env, aws = sm_env(emu)
+    rp = start_custom(tmp_path, {"cache": "protocol = redis\nmembers = %s\nprobe_interval = 100ms\nhold_timeout = 20s\n"
+                                          "auth = repoint\nmember_user = %s\nmember_password = secretsmanager:%s\n"
+                                          % (redis_members(emu), user, name)},
+                      extra="secret_refresh = 1h\n", tail=aws, env=env)
+    stop, errors, done = threading.Event(), [], []
+
+    def persistent(i):
+        c = redis.Redis(port=rp.ports["cache"], socket_timeout=30)
+        n = 0
+        while not stop.is_set():
+            try:
+                c.set("rot:p%d:%d" % (i, n), n)
+                done.append(("rot:p%d:%d" % (i, n), n))
+            except redis.RedisError as e:
+                errors.append(repr(e))
+            n += 1
+            time.sleep(0.01)
+        c.close()
+
+    def per_request(i):
+        n = 0
+        while not stop.is_set():
+            c = redis.Redis(port=rp.ports["cache"], socket_timeout=30)
+            try:
+                c.set("rot:c%d:%d" % (i, n), n)
+                done.append(("rot:c%d:%d" % (i, n), n))
+                assert c.execute_command("ACL", "WHOAMI") == user.encode()
+            except redis.RedisError as e:
+                errors.append(repr(e))
+            finally:
+                c.close()
+            n += 1
+    threads = [threading.Thread(target=persistent, args=(i,)) for i in range(4)] + \
+              [threading.Thread(target=per_request, args=(i,)) for i in range(4)]
+    try:
+        rp.wait_writer("cache")
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(done) > 200, 20, what="load before the rotation")
+        acl_set(emu, user, s2)           # the server first: logins with s1 are refused from now on
+        time.sleep(0.5)                  # the rotation's window, on purpose (no condition to await)
+        v2 = sm.put_secret_value(SecretId=name, SecretString=s2)
+        before = len(done)
+        wait_for(lambda: rp.service("cache")["member_password"]["version"] == v2["VersionId"], 20,
+                 what="the rotated secret in use")
+        wait_for(lambda: len(done) > before + 200, 20, what="load after the rotation")
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        st = rp.service("cache")
+        assert st["counters"]["member_login_failures"] >= 1 and st["member_password"]["version"] != v1["VersionId"]
+        w = emu.connect("redis", emu.primary("redis").name)
+        assert all(int(w.get(k)) == v for k, v in done[-100:])
+        log = rp.logtext()
+        assert "refused repoint's login as %s (member_password secretsmanager)" % user in log
+        assert s1 not in log and s2 not in log
+    finally:
+        stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.join(60)
+        rp.stop()
+        acl_del(emu, user)
+
+
 def test_secretsmanager_refreshed_every_secret_refresh(emu, tmp_path):
     """A JSON key (#pw) of a secret named by its ARN; the new version is picked up by the periodic
     fetch, before any login needs it."""
