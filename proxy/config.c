@@ -1272,10 +1272,13 @@ static void check_service(struct parser *p, size_t idx)
 		if (ires->line && protocol->valid && !redis)
 			add_error(p, ires->line, "iam_resource: names an ElastiCache or MemoryDB resource (redis services), "
 						 "but this service is %s", protocol_name(svc->protocol));
-		if ((!own || (protocol->valid && !redis)) && (muser->line || mpw->line))
-			add_error(p, muser->line ? muser->line : mpw->line,
-				  "%s: only for redis services with auth = repoint (postgres logs in with auth_file's "
-				  "secrets)", muser->line ? "member_user" : "member_password");
+		bool postgres = protocol->valid && svc->protocol == PROTOCOL_POSTGRES;
+		if ((!own || (protocol->valid && !redis)) && muser->line)
+			add_error(p, muser->line, "member_user: only for redis services with auth = repoint (postgres logs in "
+						  "as the client's user)");
+		else if ((!own || (protocol->valid && !redis && !postgres)) && mpw->line)
+			add_error(p, mpw->line, "member_password: only with auth = repoint (redis: repoint's login; postgres: "
+						"the members' logins instead of auth_file's secrets)");
 	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "

@@ -2210,12 +2210,40 @@ static int service_member_login(struct service *svc, int member, struct evbuffer
 	return 1;
 }
 
+/* auth = repoint, Postgres: what a login to `member` as `user` proves itself with, from
+ * member_password (iam: an RDS token for that member and user). */
+static int service_member_password(struct service *svc, int member, const char *user, char **password, char *why,
+				   size_t whylen)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct secret_target t = {.user = user};
+
+	*password = NULL;
+	if (cfg->auth != AUTH_REPOINT || cfg->member_password == NULL || svc->proto->login == NULL)
+		return 0;
+	if (member >= 0 && member < svc->nmembers) {
+		t.host = svc->members[member]->hp.host;
+		t.port = svc->members[member]->hp.port;
+	}
+	*password = svc->member_secret != NULL ? secret_get(svc->member_secret, &t, NULL, why, whylen)
+					       : strdup(cfg->member_password);
+	if (*password == NULL) {
+		if (svc->member_secret == NULL)
+			snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	svc->host.counters.member_logins++;
+	return 1;
+}
+
 static void service_member_login_refused(struct service *svc, int member, const char *why)
 {
 	svc->host.counters.member_login_failures++;
 	log_warn(svc->subject, "%s refused repoint's login as %s (member_password %s): %s",
 		 member >= 0 && member < svc->nmembers ? svc->members[member]->str : "a member",
-		 svc->cfg->member_user != NULL ? svc->cfg->member_user : "the default user",
+		 svc->cfg->member_user != NULL    ? svc->cfg->member_user
+		 : svc->proto->login != NULL ? "the client's user"
+					     : "the default user",
 		 svc->member_secret != NULL ? secret_kind_name(secret_kind(svc->member_secret)) : "literal", why);
 	if (svc->member_secret != NULL)
 		secret_login_failed(svc->member_secret);
@@ -2224,6 +2252,12 @@ static void service_member_login_refused(struct service *svc, int member, const 
 static int host_member_login(struct session_host *h, int member, struct evbuffer *out, char *why, size_t whylen)
 {
 	return service_member_login(host_svc(h), member, out, why, whylen);
+}
+
+static int host_member_password(struct session_host *h, int member, const char *user, char **password, char *why,
+				size_t whylen)
+{
+	return service_member_password(host_svc(h), member, user, password, why, whylen);
 }
 
 static void host_member_login_refused(struct session_host *h, int member, const char *why)
@@ -2327,6 +2361,7 @@ static const struct session_host_ops host_ops = {
 	.auth_users = host_auth_users,
 	.member_login = host_member_login,
 	.member_login_refused = host_member_login_refused,
+	.member_password = host_member_password,
 	.listen_tls_mode = host_listen_tls_mode,
 	.shared = host_shared,
 	.session_by_key = host_session_by_key,

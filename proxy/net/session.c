@@ -1335,6 +1335,7 @@ static bool connect_to(struct session *s, int member);
 static bool on_connected(struct session *s);
 static bool connect_failed(struct session *s, const char *why);
 static void relogin_cb(evutil_socket_t fd, short what, void *arg);
+static bool member_auth_refused(struct session *s, const char *why, bool by_member);
 
 static void login_forget(struct session *s)
 {
@@ -1377,9 +1378,21 @@ static void login_front(struct session *s)
 /* Connected to a member (and through TLS): repoint logs in before anything of the client's goes. */
 static bool login_back_begin(struct session *s)
 {
+	const struct proto_login_ops *lo = s->host->proto->login;
+	char why[256], *pw = NULL;
+	int r = 0;
+
 	if (s->login_in == NULL && (s->login_in = evbuffer_new()) == NULL)
 		return connect_failed(s, "out of memory");
-	s->host->proto->login->back_start(s->login, s->upstream.out);
+	if (s->host->ops->member_password != NULL &&
+	    (r = s->host->ops->member_password(s->host, s->member, lo->user(s->login), &pw, why, sizeof(why))) < 0)
+		return member_auth_refused(s, why, false);
+	lo->back_start(s->login, s->upstream.out, r > 0 ? pw : NULL);
+	s->login_own_pw = r > 0;
+	if (pw != NULL) {
+		explicit_bzero(pw, strlen(pw));
+		free(pw);
+	}
 	s->logging_in = true;
 	side_reading(&s->upstream, true);
 	if (!side_flush(&s->upstream))
@@ -1414,6 +1427,8 @@ static void login_back_read(struct session *s)
 		const uint8_t *p = evbuffer_pullup(s->client.out, -1);
 		char reason[300];
 		snprintf(reason, sizeof(reason), "(logging in to %s: %s)", s->host->ops->member_str(s->host, s->member), err);
+		if (s->login_own_pw)
+			s->host->ops->member_login_refused(s->host, s->member, err);
 		if (!told && proto->startup_refusal != NULL && n > 0 && proto->startup_refusal(p, n) == n &&
 		    s->restarts < SESSION_RESTARTS_MAX && !s->host->ops->stopping(s->host)) {
 			/* A member that takes no new sessions now (shutting down, starting): another may. */

@@ -76,6 +76,12 @@ struct session_host_ops {
 	 * out the command logging a new connection to `member` in and returns 1; 0 when repoint does
 	 * not log in; -1 with the reason (never the secret) when there is no credential now. */
 	int (*member_login)(struct session_host *h, int member, struct evbuffer *out, char *why, size_t whylen);
+	/* auth = repoint with a login of the protocol's (proto->login, Postgres): *password gets what
+	 * the login to `member` as `user` proves itself with instead of auth_file's secret (malloc'ed;
+	 * the caller wipes and frees it) and 1; 0 when none is configured; -1 with the reason when
+	 * there is none now. */
+	int (*member_password)(struct session_host *h, int member, const char *user, char **password, char *why,
+			       size_t whylen);
 	/* ... and the member refused it (`why`: its error): said, counted, the secret looked at again. */
 	void (*member_login_refused)(struct session_host *h, int member, const char *why);
 	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */
@@ -228,6 +234,7 @@ struct session {
 	struct evbuffer *login_in;   /* the member's bytes during a login */
 	bool logging_in;             /* connecting: the login to the member is under way */
 	bool logged_in;              /* the current member connection is logged in */
+	bool login_own_pw;           /* ... with member_password (a refusal is said about it) */
 	bool term_held;              /* held_reply holds the server's last words (proto->termination) */
 	/* auth = repoint, one-command logins (host member_login, Redis AUTH): the connection is logged
 	 * in before anything of the client's goes, and again every reauth_interval at an idle point. */

@@ -35,6 +35,8 @@ struct proto_login {
 	enum client_auth how;
 	struct auth_users *users;   /* a reference */
 	struct auth_user cred;      /* the user's entry (password copied), when auth_file has one */
+	char *member_pw;            /* this member login's password instead (member_password), or NULL */
+	bool has_member_pw;         /* ... one was given (member_pw NULL then: out of memory) */
 	bool has_cred;
 	bool known;                 /* the user is in auth_file (an unknown one goes through a mock exchange) */
 	bool has_scram_key;         /* the client's SCRAM proof gave its ClientKey (for cred.verifier) */
@@ -109,6 +111,15 @@ static struct proto_login *pgl_new(enum client_auth how, struct auth_users *user
 	return l;
 }
 
+static void member_pw_forget(struct proto_login *l)
+{
+	if (l->member_pw != NULL) {
+		OPENSSL_cleanse(l->member_pw, strlen(l->member_pw));
+		free(l->member_pw);
+	}
+	l->member_pw = NULL;
+}
+
 static void pgl_free(struct proto_login *l)
 {
 	if (l == NULL)
@@ -122,6 +133,7 @@ static void pgl_free(struct proto_login *l)
 		OPENSSL_cleanse(l->cred.password, strlen(l->cred.password));
 		free(l->cred.password);
 	}
+	member_pw_forget(l);
 	if (l->ss != NULL) {
 		OPENSSL_cleanse(l->ss, sizeof(*l->ss));
 		free(l->ss);
@@ -324,8 +336,17 @@ static enum proto_login_step pgl_front(struct proto_login *l, struct evbuffer *i
 	return front_fail(l, out, "28000", "repoint: this client authentication method is not available");
 }
 
-static void pgl_back_start(struct proto_login *l, struct evbuffer *to_member)
+static const char *pgl_user(const struct proto_login *l)
 {
+	return l->user;
+}
+
+static void pgl_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password)
+{
+	member_pw_forget(l);
+	if (member_password != NULL)
+		l->member_pw = strdup(member_password);  /* NULL on no memory: the login then says it has none */
+	l->has_member_pw = member_password != NULL;
 	evbuffer_add(to_member, l->startup, l->startup_len);
 	l->back = BACK_AUTH;
 	l->has_member_key = false;
@@ -390,14 +411,14 @@ static enum proto_login_step back_auth(struct proto_login *l, const uint8_t *bod
 	const char *data = (const char *)body + 4;
 	size_t dlen = blen - 4;
 	char msg[600];
-	const char *pw = l->has_cred ? l->cred.password : NULL;
+	const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
 
 	switch (code) {
 	case 3:  /* AuthenticationCleartextPassword */
 	case 5:  /* AuthenticationMD5Password: salt (4) */
 		if (pw == NULL) {
-			snprintf(err, errlen, "the member asks user \"%s\" for a password, and auth_file has none for it",
-				 l->user);
+			snprintf(err, errlen, "the member asks user \"%s\" for a password, and %s", l->user,
+				 l->has_member_pw ? "member_password has none now" : "auth_file has none for it");
 			return PROTO_LOGIN_FAIL;
 		}
 		if (code == 3) {
@@ -433,7 +454,7 @@ static enum proto_login_step back_auth(struct proto_login *l, const uint8_t *bod
 		}
 		memset(l->sc, 0, sizeof(*l->sc));
 		l->sc->password = pw;
-		if (pw == NULL && l->has_scram_key) {
+		if (pw == NULL && l->has_scram_key && !l->has_member_pw) {
 			l->sc->has_key = true;
 			memcpy(l->sc->client_key, l->scram_key, SCRAM_KEY_LEN);
 			l->sc->v = l->cred.verifier;
@@ -558,6 +579,7 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 				if (--l->replay_left > 0)
 					continue;
 				l->back = BACK_DONE;
+				member_pw_forget(l);
 				return PROTO_LOGIN_DONE;
 			}
 			if (l->back != BACK_PARAMS) {
@@ -582,6 +604,7 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 			}
 			evbuffer_drain(in, 1 + len);
 			l->back = BACK_DONE;
+			member_pw_forget(l);
 			return PROTO_LOGIN_DONE;
 		default:
 			snprintf(err, errlen, "an unexpected message ('%c') while logging in", hdr[0]);
@@ -630,6 +653,7 @@ const struct proto_login_ops pg_login_ops = {
 	.front = pgl_front,
 	.front_done = pgl_front_done,
 	.back_start = pgl_back_start,
+	.user = pgl_user,
 	.back = pgl_back,
 	.told = pgl_told,
 	.track_idle = pgl_track_idle,

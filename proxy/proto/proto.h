@@ -157,8 +157,11 @@ struct proto_login_ops {
 	/* The client's bytes are in `in` (consumed as read); what it is owed goes to `out`. */
 	enum proto_login_step (*front)(struct proto_login *l, struct evbuffer *in, struct evbuffer *out);
 	bool (*front_done)(const struct proto_login *l);
-	/* A new member connection: what to send it first. */
-	void (*back_start)(struct proto_login *l, struct evbuffer *to_member);
+	/* A new member connection: what to send it first. member_password, when not NULL, is what this
+	 * login proves itself with instead of auth_file's secret (member_password = iam: an IAM token
+	 * made for this member and user); the login keeps a copy until it ends. */
+	void (*back_start)(struct proto_login *l, struct evbuffer *to_member, const char *member_password);
+	const char *(*user)(const struct proto_login *l);  /* the client's user, once front_done */
 	/* The member's bytes (consumed up to the end of its login). DONE: logged in; on the first login
 	 * what the client is owed was appended to to_client. */
 	enum proto_login_step (*back)(struct proto_login *l, struct evbuffer *in, struct evbuffer *to_member,

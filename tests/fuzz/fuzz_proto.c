@@ -41,10 +41,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (l != NULL && a != NULL && b != NULL && c != NULL) {
 			evbuffer_add(a, data + ncuts, size - ncuts);
 			if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
-				o->login->back_start(l, c);
+				o->login->back_start(l, c, NULL);
 				(void)o->login->back(l, a, c, b, err, sizeof(err));
 			} else {
-				o->login->back_start(l, c);
+				o->login->back_start(l, c, NULL);
 				evbuffer_add(a, data + ncuts, size - ncuts);
 				(void)o->login->back(l, a, c, b, err, sizeof(err));
 			}

@@ -307,3 +307,45 @@ def test_scram_with_a_password_and_file_rotation(scram_pg, tmp_path):
         assert "auth_file" in rp.logtext()
     finally:
         rp.stop()
+
+
+def test_member_password_from_a_file_instead_of_auth_file(scram_pg, tmp_path):
+    """member_password: the members' logins use a secret of their own (here file:, read again when it
+    changes; iam makes an RDS token per member and user) instead of auth_file's; clients are trusted on
+    loopback. A refused login is said about member_password and the client gets the member's error."""
+    import os
+    import time as _time
+    from conftest import start_custom
+    pw = tmp_path / "member-pw"
+    pw.write_text("s3cret\n")
+    body = ("protocol = postgres\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\nprobe_user = app\n"
+            "probe_password = s3cret\nauth = repoint\nclient_auth = trust\nmember_password = file:%s\n"
+            "hold_timeout = 2s\n" % (scram_pg.port, pw))
+    rp = start_custom(tmp_path, {"pg": body})
+    try:
+        rp.wait_writer("pg")
+        c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="app", dbname="postgres", connect_timeout=10)
+        with c.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == ("app",)
+        c.close()
+        pw.write_text("not-the-password\n")
+        future = _time.time() + 2
+        os.utime(pw, (future, future))
+
+        def refused():
+            # The file is looked at at most once a second: logins go on with what it said until then.
+            try:
+                psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="app", dbname="postgres",
+                                 connect_timeout=10).close()
+                return False
+            except psycopg2.OperationalError as e:
+                assert 'password authentication failed for user "app"' in str(e), str(e)
+                return True
+        wait_for(refused, 10, what="the new file content to be used")
+        wait_for(lambda: "refused repoint's login as the client's user (member_password file)" in rp.logtext(), 10,
+                 what="the refusal said about member_password")
+        assert rp.service("pg")["counters"]["member_login_failures"] >= 1
+        assert "s3cret" not in rp.logtext() and "not-the-password" not in rp.logtext()
+    finally:
+        rp.stop()

@@ -634,13 +634,13 @@ START_TEST(test_err_source)
 		      "member_password = iam\ntls = verify-full\n"
 		      "[service f]\nprotocol = redis\nlisten = 127.0.0.1:10\nsource = memorydb:c\nauth = repoint\n"
 		      "member_user = u\nmember_password = iam\nprobe_user = p\nprobe_password = iam\n"
-		      "[service g]\nprotocol = postgres\nlisten = 127.0.0.1:11\nmembers = 127.0.0.1:12\nauth = repoint\n"
-		      "client_auth = trust\nmember_password = x\n",
+		      "[service g]\nprotocol = postgres\nlisten = 127.0.0.1:11\nmembers = 127.0.0.1:12\n"
+		      "member_password = x\n",
 		      "test.ini:5: auth: repoint logs in to the redis members itself: set member_password (and "
 		      "member_user for an ACL user)\n"
 		      "test.ini:11: client_auth: redis clients are trusted on loopback (trust); scram-sha-256 is for postgres\n"
-		      "test.ini:17: member_user: only for redis services with auth = repoint (postgres logs in with "
-		      "auth_file's secrets)\n"
+		      "test.ini:17: member_user: only for redis services with auth = repoint (postgres logs in as the "
+		      "client's user)\n"
 		      "test.ini:24: member_password: iam on redis signs an ElastiCache or MemoryDB token, which names the "
 		      "replication group or cluster: it needs iam_resource, or source = elasticache:ID or memorydb:NAME\n"
 		      "test.ini:31: member_password: iam logs in as an IAM-enabled ACL user: set member_user\n"
@@ -648,8 +648,8 @@ START_TEST(test_err_source)
 		      "it needs tls = verify-full (this service has tls = off, the default)\n"
 		      "test.ini:41: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
 		      "it needs tls = verify-full (this service has tls = off, the default)\n"
-		      "test.ini:48: member_password: only for redis services with auth = repoint (postgres logs in with "
-		      "auth_file's secrets)");
+		      "test.ini:46: member_password: only with auth = repoint (redis: repoint's login; postgres: the "
+		      "members' logins instead of auth_file's secrets)");
 	{
 		struct config *cfg = load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nsource = elasticache:grp\n"
 					     "auth = repoint\nmember_user = app\nmember_password = iam\ntls = verify-full\n"

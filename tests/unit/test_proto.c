@@ -589,7 +589,7 @@ START_TEST(test_pg_login)
 		ck_assert(lo->front_done(l));
 		ck_assert_uint_eq(evbuffer_get_length(out), 0);
 		/* The member gets the client's own startup packet. */
-		lo->back_start(l, up);
+		lo->back_start(l, up, NULL);
 		ck_assert_uint_eq(evbuffer_get_length(up), n);
 		ck_assert(memcmp(evbuffer_pullup(up, -1), pg_startup_alice, n) == 0);
 		n = sizeof(member) - 1;
@@ -619,7 +619,7 @@ START_TEST(test_pg_login)
 		ck_assert(proto_postgres.session_key(&ps, mk, &klen) && memcmp(mk, c + 39, 8) == 0);
 		/* A second login (a moved session) tells the client nothing. */
 		evbuffer_drain(out, evbuffer_get_length(out));
-		lo->back_start(l, up);
+		lo->back_start(l, up, NULL);
 		feed_evbuffer(min, member, n);
 		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
 		ck_assert_uint_eq(evbuffer_get_length(out), 0);
@@ -660,12 +660,12 @@ START_TEST(test_pg_login_refusals)
 	l = lo->create(CLIENT_AUTH_TRUST, NULL);
 	feed_evbuffer(in, pg_startup_alice, sizeof(pg_startup_alice) - 1);
 	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
-	lo->back_start(l, up);
+	lo->back_start(l, up, NULL);
 	feed_evbuffer(min, "E\x00\x00\x00\x1dSFATAL\x00" "C28000\x00" "Mno role\x00\x00", 0x1e);
 	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
 	ck_assert_str_eq(err, "no role");
 	ck_assert_uint_eq(evbuffer_get_length(out), 0x1e);
-	lo->back_start(l, up);
+	lo->back_start(l, up, NULL);
 	feed_evbuffer(min, "R\x00\x00\x00\x0c\x00\x00\x00\x05salt", 13);
 	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
 	ck_assert(strstr(err, "for a password") != NULL);  /* md5, and auth_file has no password */
