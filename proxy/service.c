@@ -64,6 +64,7 @@ struct member {
 	                                     SHARED_INDEX(resp3, write): RESP2 and RESP3 (after HELLO 3),
 	                                     each for reads and for writes; NULL if none */
 	int64_t shared_failed_ms;         /* when one last failed to connect (monotonic) */
+	int64_t shared_opened_ms[4];      /* when each began connecting (the connect histogram) */
 };
 
 #define SHARED_INDEX(resp3, write) ((resp3 ? 1 : 0) | (write ? 2 : 0))
@@ -77,6 +78,7 @@ struct service {
 	struct secrets *secrets;          /* the runtime's; NULL: probe_password is taken as written */
 	struct secret *probe_secret;      /* probe_password, opened through secrets */
 	struct secret *member_secret;     /* member_password (auth = repoint, Redis); NULL: none or as written */
+	bool held_writerless;             /* a client was held because there was no writer */
 	struct event_base *base;
 	const struct proto_ops *proto;
 	struct evconnlistener *listener;
@@ -261,7 +263,11 @@ static void release_cb(evutil_socket_t fd, short what, void *arg)
 		released++;
 	}
 	if (released > 0) {
-		log_info(svc->subject, "released %u held client(s)", released);
+		if (svc->held_writerless)
+			log_info(svc->subject, "released %u held client(s)", released);
+		else
+			log_debug(svc->subject, "released %u held client(s)", released);
+		svc->held_writerless = svc->nheld > 0 && svc->held_writerless;
 		emit(svc, SERVICE_EV_HELD_RELEASED, writer, NULL, released);
 	}
 }
@@ -500,6 +506,12 @@ static void probe_done(void *arg, const struct probe_result *r)
 			m->sa = sa;
 			m->salen = salen;
 			log_info(svc->subject, "member %s now resolves to %s (was %s)", m->str, now, was);
+			/* New shared sessions go to the new address; those with commands in flight finish. */
+			for (int k = 0; k < 4; k++) {
+				if (m->shared[k] != NULL)
+					shared_retire(m->shared[k]);
+				m->shared[k] = NULL;
+			}
 		}
 	}
 	if (!member_resolved(m)) {
@@ -629,7 +641,10 @@ static void shared_ready_cb(void *arg, struct shared *c)
 {
 	struct member *m = arg;
 
-	(void)c;
+	for (int k = 0; k < 4; k++)
+		if (m->shared[k] == c && m->shared_opened_ms[k] != 0)
+			hist_observe(&m->svc->host.counters.connect_time,
+				     (double)(now_ms() - m->shared_opened_ms[k]) / 1000.0);
 	log_debug(m->svc->subject, "shared connection to %s is up", m->str);
 	kick_held(m->svc);
 }
@@ -712,6 +727,7 @@ static struct shared *service_shared(struct service *svc, int member, bool resp3
 		 write ? "" : " reads", m->str);
 	struct shared_target to = {.sa = (const struct sockaddr *)&m->sa, .salen = m->salen, .tls = svc->tls,
 				   .tls_name = service_member_tls_name(svc, member), .resume_key = m->str};
+	m->shared_opened_ms[k] = now_ms();
 	m->shared[k] = shared_open(svc->base, &to, svc->cfg->connect_timeout_ms, label, &hooks,
 				   r > 0 ? evbuffer_pullup(login, -1) : NULL, evbuffer_get_length(login),
 				   resp3 ? (const uint8_t *)hello3 : NULL, resp3 ? sizeof(hello3) - 1 : 0);
@@ -820,6 +836,9 @@ static void service_hold(struct service *svc, struct session *s)
 {
 	if (s->in_held)
 		return;
+	/* Waiting for a writer is worth saying when it ends; waiting for a connection is not. */
+	if (service_pick(svc) < 0)
+		svc->held_writerless = true;
 	TAILQ_INSERT_TAIL(&svc->held, s, held);
 	s->in_held = true;
 	svc->nheld++;
@@ -1814,10 +1833,18 @@ json_t *service_clients_json(const struct service *svc)
 		json_object_set_new(o, "member", s->member >= 0 && s->member < svc->nmembers
 							 ? json_string(svc->members[s->member]->str)
 							 : json_null());
+		char tls[160];
 		if (s->upstream.conn.ssl != NULL) {
-			char tls[160];
 			net_conn_describe(&s->upstream.conn, tls, sizeof(tls));
 			json_object_set_new(o, "member_tls", json_string(tls));
+		} else if (s->shared && s->member >= 0 && s->member < svc->nmembers) {
+			/* Its commands travel on the member's shared connections: theirs. */
+			for (int k = 0; k < 4; k++)
+				if (svc->members[s->member]->shared[k] != NULL &&
+				    shared_describe_tls(svc->members[s->member]->shared[k], tls, sizeof(tls))) {
+					json_object_set_new(o, "member_tls", json_string(tls));
+					break;
+				}
 		}
 		json_array_append_new(a, o);
 	}
@@ -1910,6 +1937,11 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(json_object_get(o, "counters"), "member_login_failures",
 			    json_integer((json_int_t)svc->host.counters.member_login_failures));
 	json_object_set_new(json_object_get(o, "counters"), "relogins", json_integer((json_int_t)svc->host.counters.relogins));
+	json_t *unmovable = json_object();
+	for (int k = 0; k < SESSION_UNMOVABLE_REASONS && svc->host.counters.unmovable[k].reason != NULL; k++)
+		json_object_set_new(unmovable, svc->host.counters.unmovable[k].reason,
+				    json_integer((json_int_t)svc->host.counters.unmovable[k].n));
+	json_object_set_new(json_object_get(o, "counters"), "unmovable", unmovable);
 	json_object_set_new(json_object_get(o, "counters"), "refused_no_fd", json_integer((json_int_t)svc->refused_fds));
 	json_object_set_new(json_object_get(o, "counters"), "refused_max_clients",
 			    json_integer((json_int_t)svc->refused_max));
@@ -2082,6 +2114,14 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 						    svcs[i]->cfg->name,
 						    (double)aws_source_last_backoff_ms(svcs[i]->source) / 1000.0);
 	}
+	evbuffer_add_printf(out, "# HELP repoint_sessions_unmovable_total Sessions closed at a failover because what they "
+				 "set on their server cannot be carried to another, by reason\n"
+				 "# TYPE repoint_sessions_unmovable_total counter\n");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < SESSION_UNMOVABLE_REASONS && svcs[i]->host.counters.unmovable[k].reason != NULL; k++)
+			evbuffer_add_printf(out, "repoint_sessions_unmovable_total{service=\"%s\",reason=\"%s\"} %llu\n",
+					    svcs[i]->cfg->name, svcs[i]->host.counters.unmovable[k].reason,
+					    (unsigned long long)svcs[i]->host.counters.unmovable[k].n);
 	evbuffer_add_printf(out, "# HELP repoint_last_failover_seconds Duration of the last completed failover\n"
 				 "# TYPE repoint_last_failover_seconds gauge\n");
 	for (int i = 0; i < n; i++) {

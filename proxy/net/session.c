@@ -464,6 +464,7 @@ static void route_if_ready(struct session *s);
 static void client_gone(struct session *s, bool error);
 static bool drain_now(struct session *s, bool idle);
 static bool session_idle(const struct session *s);
+static void count_unmovable(struct session *s, const struct proto_state *st);
 
 static bool hold(struct session *s, const char *why)
 {
@@ -693,8 +694,12 @@ static bool held_last_words(struct session *s, size_t n)
 	if (at >= n)
 		return false;
 	proto->feed(&after, PROTO_SERVER_TO_CLIENT, session_io, at);
-	if (!survives_at(s, &after, &owed))
+	if (!survives_at(s, &after, &owed)) {
+		/* Its server ends it at an idle point, and what it set there cannot move: lost for that. */
+		if (s->host->cfg->route == ROUTE_WRITER && proto->is_idle(&after))
+			count_unmovable(s, &after);
 		return false;
+	}
 	if (s->held_reply == NULL && (s->held_reply = evbuffer_new()) == NULL)
 		return false;
 	if (evbuffer_add(s->held_reply, session_io + at, n - at) < 0)
@@ -826,6 +831,29 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 	}
 }
 
+/* A session that cannot move closes at its idle point: counted by why, when it is of a kind that
+ * can move (a protocol that moves sessions, with repoint's own login where it has one). */
+static void count_unmovable(struct session *s, const struct proto_state *st)
+{
+	const struct proto_ops *proto = s->host->proto;
+	struct service_counters *c = &s->host->counters;
+	const char *why;
+
+	if (proto->can_migrate == NULL || (proto->login != NULL && s->login == NULL) || s->shared)
+		return;
+	why = s->unmovable ? "replay_full" : proto->unmovable_reason != NULL ? proto->unmovable_reason(st) : NULL;
+	if (why == NULL)
+		return;  /* its state could move: something else kept it (the client leaving, a shutdown) */
+	for (size_t i = 0; i < SESSION_UNMOVABLE_REASONS; i++) {
+		if (c->unmovable[i].reason == NULL)
+			c->unmovable[i].reason = why;
+		if (strcmp(c->unmovable[i].reason, why) == 0) {
+			c->unmovable[i].n++;
+			return;
+		}
+	}
+}
+
 static bool drain_now(struct session *s, bool idle)
 {
 	struct service_counters *c = &s->host->counters;
@@ -838,6 +866,8 @@ static bool drain_now(struct session *s, bool idle)
 		return false;
 	}
 	c->drained++;
+	if (idle && s->host->cfg->route == ROUTE_WRITER)
+		count_unmovable(s, &s->ps);
 	if (idle)
 		c->drained_idle++;
 	else
@@ -918,6 +948,9 @@ static void upstream_gone(struct session *s, bool error)
 			route_if_ready(s);
 		return;
 	}
+	/* Idle yet unable to move: lost for what it set on its server. */
+	if (s->host->cfg->route == ROUTE_WRITER && s->host->proto->is_idle(&s->ps))
+		count_unmovable(s, &s->ps);
 	s->host->ops->probe_soon(s->host, s->member);
 	term_deliver(s);
 	close_after_flush(s, why);

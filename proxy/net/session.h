@@ -30,6 +30,8 @@ struct net_tls;
 struct shared;
 struct session;
 
+#define SESSION_UNMOVABLE_REASONS 12
+
 /* Counters a session bumps (the service shows them in /status and /metrics). */
 struct service_counters {
 	uint64_t accepted;
@@ -54,6 +56,13 @@ struct service_counters {
 	uint64_t pinned;             /* multiplex: sessions that needed a connection of their own */
 	uint64_t bytes_client_to_server;
 	uint64_t bytes_server_to_client;
+	/* Sessions closed at a failover, at an idle point, because what they set on their server
+	 * cannot be carried to another (proto->unmovable_reason; "replay_full" when the settings to
+	 * replay are out of room), per reason: the first SESSION_UNMOVABLE_REASONS seen. */
+	struct {
+		const char *reason;
+		uint64_t n;
+	} unmovable[SESSION_UNMOVABLE_REASONS];
 	struct histogram hold_wait;     /* held -> connected to a writer (seconds) */
 	struct histogram connect_time;  /* upstream connect, TLS handshake included (seconds) */
 };

@@ -591,6 +591,14 @@ bool shared_ready(const struct shared *c)
 	return c->connected && !c->dead && !c->retired && !c->logging_in;
 }
 
+bool shared_describe_tls(const struct shared *c, char *buf, size_t len)
+{
+	if (c->conn.ssl == NULL || !c->connected)
+		return false;
+	net_conn_describe(&c->conn, buf, len);
+	return true;
+}
+
 bool shared_login_refused(const struct shared *c)
 {
 	return c->login_refused;

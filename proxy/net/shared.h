@@ -71,6 +71,8 @@ struct shared *shared_open(struct event_base *base, const struct shared_target *
 			   const char *label, const struct shared_hooks *hooks, const uint8_t *login, size_t login_n,
 			   const uint8_t *hello, size_t n);
 bool shared_ready(const struct shared *c);
+/* Its TLS as net_conn_describe says it ("TLSv1.3 TLS_AES_256_GCM_SHA384"); false when plaintext. */
+bool shared_describe_tls(const struct shared *c, char *buf, size_t len);
 /* It failed because the member refused repoint's login (not a sign of the member's health). */
 bool shared_login_refused(const struct shared *c);
 bool shared_retired(const struct shared *c);

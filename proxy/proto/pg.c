@@ -70,7 +70,7 @@ struct pg_state {
 	/* Session state a fresh connection would not have (a moved session would lose it): a named
 	 * prepared statement, or a command whose tag says it set something (SET, PREPARE, DECLARE,
 	 * LISTEN, CREATE TABLE: a temporary one cannot be told apart). */
-	bool stateful;
+	uint8_t stateful;        /* 0, or why (enum pg_unmovable) */
 	/* A lone SET/RESET sent as a simple Query at an idle point can be replayed on another server:
 	 * q_simple while such a query's answer comes, q_tags its command tags so far, q_set whether they
 	 * were all SET/RESET; set_ready once it ended at an idle point again (proto->replayable). */
@@ -84,6 +84,29 @@ struct pg_state {
 
 _Static_assert(sizeof(struct pg_state) <= sizeof(struct proto_state), "pg_state must fit in proto_state");
 _Static_assert(alignof(struct pg_state) <= alignof(struct proto_state), "pg_state alignment");
+
+/* Why a session's state cannot be carried to another server (the label of
+ * repoint_sessions_unmovable_total). */
+enum pg_unmovable {
+	PG_MOVABLE,
+	PG_NAMED_STATEMENT,
+	PG_PREPARE,
+	PG_CURSOR,
+	PG_LISTEN,
+	PG_CREATE_TABLE,
+	PG_SET_NOT_ALONE,
+};
+
+static const char *const pg_unmovable_names[] = {
+	[PG_NAMED_STATEMENT] = "named_statement", [PG_PREPARE] = "prepare",	   [PG_CURSOR] = "cursor",
+	[PG_LISTEN] = "listen",			  [PG_CREATE_TABLE] = "create_table", [PG_SET_NOT_ALONE] = "set_not_alone",
+};
+
+static void pg_unmovable(struct pg_state *s, enum pg_unmovable why)
+{
+	if (s->stateful == PG_MOVABLE)
+		s->stateful = (uint8_t)why;
+}
 
 static struct pg_state *pg(struct proto_state *st)
 {
@@ -149,7 +172,7 @@ static void pg_client_startup(struct pg_state *s)
 static void pg_client_message(struct pg_state *s, uint8_t type)
 {
 	if (s->set_ready)
-		s->stateful = true;  /* a SET the session did not take for replay: its state stays behind */
+		pg_unmovable(s, PG_SET_NOT_ALONE);  /* a SET the session did not take for replay: its state stays behind */
 	s->q_simple = type == 'Q' && s->ready_idle && s->pending_sync == 0 && !s->unsynced && s->last_status == 'I';
 	s->q_tags = 0;
 	s->q_set = true;
@@ -196,7 +219,7 @@ static void pg_feed_client(struct pg_state *s, const uint8_t *p, size_t n)
 				/* Parse: the statement's name comes first; "" is the unnamed statement. */
 				s->c_first = false;
 				if (*p != 0)
-					s->stateful = true;
+					pg_unmovable(s, PG_NAMED_STATEMENT);
 			}
 			size_t k = n < s->c.remaining ? n : s->c.remaining;
 			s->c.remaining -= (uint32_t)k;
@@ -256,13 +279,17 @@ static bool tag_is(const char *tag, size_t n, const char *word)
 
 static void pg_command_tag(struct pg_state *s)
 {
-	static const char *const words[] = {"PREPARE", "DECLARE", "LISTEN", "CREATE TABLE"};
+	static const struct {
+		const char *word;
+		enum pg_unmovable why;
+	} words[] = {{"PREPARE", PG_PREPARE}, {"DECLARE", PG_CURSOR}, {"LISTEN", PG_LISTEN},
+		     {"CREATE TABLE", PG_CREATE_TABLE}};
 	size_t n = strnlen(s->tag, s->tag_len);
 	bool set = tag_is(s->tag, n, "SET") || tag_is(s->tag, n, "RESET");
 
 	for (size_t i = 0; i < ARRAY_LEN(words); i++)
-		if (tag_is(s->tag, n, words[i]))
-			s->stateful = true;
+		if (tag_is(s->tag, n, words[i].word))
+			pg_unmovable(s, words[i].why);
 	if (s->q_tags < UINT8_MAX)
 		s->q_tags++;
 	if (!set)
@@ -270,7 +297,7 @@ static void pg_command_tag(struct pg_state *s)
 	/* A SET the session can replay elsewhere only when it came alone in a simple Query at an idle
 	 * point (pg_server_ready decides); any other leaves state behind. */
 	if (set && !s->q_simple)
-		s->stateful = true;
+		pg_unmovable(s, PG_SET_NOT_ALONE);
 }
 
 static void pg_server_ready(struct pg_state *s, uint8_t status)
@@ -287,7 +314,7 @@ static void pg_server_ready(struct pg_state *s, uint8_t status)
 		if (s->q_tags == 1 && status == 'I')
 			s->set_ready = true;
 		else
-			s->stateful = true;  /* several SETs in one query, or inside a transaction */
+			pg_unmovable(s, PG_SET_NOT_ALONE);  /* several SETs in one query, or inside a transaction */
 	}
 	s->q_simple = false;
 	s->client_since_ready = false;
@@ -396,6 +423,16 @@ static bool pg_replayable(struct proto_state *st)
 static bool pg_can_migrate(const struct proto_state *st)
 {
 	return pg_is_idle(st) && !pg_c(st)->stateful && !pg_c(st)->set_ready;
+}
+
+static const char *pg_unmovable_reason(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	if (s->opaque)
+		return "opaque";
+	return s->stateful != PG_MOVABLE && s->stateful < ARRAY_LEN(pg_unmovable_names) ? pg_unmovable_names[s->stateful]
+											 : NULL;
 }
 
 static bool pg_inflight_lost(const struct proto_state *st, uint32_t *owed)
@@ -609,6 +646,7 @@ const struct proto_ops proto_postgres = {
 	.is_opaque = pg_is_opaque,
 	.refuse = pg_refuse,
 	.can_migrate = pg_can_migrate,
+	.unmovable_reason = pg_unmovable_reason,
 	.replayable = pg_replayable,
 	.readonly_reply = pg_readonly_reply,
 	.startup_refusal = pg_startup_refusal,

@@ -59,6 +59,9 @@ struct proto_ops {
 	 *   executing it (a read-only error), the request may be sent again to the new writer. */
 	bool (*can_migrate)(const struct proto_state *st);
 	bool (*retryable)(const struct proto_state *st);
+	/* At an idle point where can_migrate says no: why, as a metric label ("named_statement",
+	 * "subscribed", ...; static), or NULL when it does not know. */
+	const char *(*unmovable_reason)(const struct proto_state *st);
 	/* The request just answered changed the server's session in a way that replaying the request
 	 * rebuilds (optional; Postgres: a lone SET/RESET at an idle point). True once per such request;
 	 * the session keeps it for the next server it moves to (proto_login_ops.replay). */

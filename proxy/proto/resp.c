@@ -798,6 +798,21 @@ static bool resp_can_migrate(const struct proto_state *st)
 	return resp_is_idle(st) && !r->stateful && !r->subscribed;
 }
 
+static const char *resp_unmovable_reason(const struct proto_state *st)
+{
+	const struct resp_state *r = rs_c(st);
+
+	if (r->opaque)
+		return "opaque";
+	if (r->subscribed)
+		return "subscribed";
+	if (r->own_login)
+		return "client_login";
+	if (r->stateful)
+		return "connection_state";
+	return NULL;
+}
+
 /* Nothing in flight, not subscribed (a subscribed RESP2 connection takes no AUTH), and the login
  * is repoint's: AUTH may go in now, its reply the next one. */
 static bool resp_can_relogin(const struct proto_state *st)
@@ -900,5 +915,6 @@ const struct proto_ops proto_redis = {
 	.retryable = resp_retryable,
 	.readonly_reply = resp_readonly_reply,
 	.can_relogin = resp_can_relogin,
+	.unmovable_reason = resp_unmovable_reason,
 	.login_command = resp_login_command,
 };

@@ -135,6 +135,11 @@ def test_settings_move_and_other_state_closes_at_idle(lab, start_repoint):
     for c in (in_tx, prepared):
         with pytest.raises(psycopg2.OperationalError):
             backend_pid(c)
+    # ... and are counted, by reason.
+    counted = rp.service("postgres")["counters"]["unmovable"]
+    assert counted == {"set_not_alone": 1, "prepare": 1}, counted
+    m = rp.metrics()
+    assert 'repoint_sessions_unmovable_total{service="postgres",reason="prepare"} 1' in m, m
     for c in (settled, in_tx, prepared):
         engine.close(c)
 
