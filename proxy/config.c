@@ -1222,6 +1222,10 @@ static void check_service(struct parser *p, size_t idx)
 				  "source: %s needs protocol redis, but this service is %s",
 				  source_kind_names[kind], protocol_name(svc->protocol));
 	}
+	/* Redis: multiplexed unless the file says otherwise (a client that needs a connection of its
+	 * own still gets one); the others cannot share. */
+	if (multiplex->line == 0 && protocol->valid && svc->protocol == PROTOCOL_REDIS)
+		svc->multiplex = true;
 	if (multiplex->valid && svc->multiplex && protocol->valid && svc->protocol != PROTOCOL_REDIS)
 		add_error(p, multiplex->line,
 			  "multiplex: only redis sessions can share a server connection, but this service is %s",

@@ -69,9 +69,14 @@ class Repoint(Proc):
 
     def __init__(self, binary, lab, workdir, tag, engines, interval="100ms", max_clients=100000, name=None,
                  **overrides):
-        """overrides: passed to Lab.write_config, e.g. redis={"multiplex": "on"} for one service."""
+        """overrides: passed to Lab.write_config, e.g. redis={"multiplex": "on"} for one service. The
+        redis service says `multiplex = off` unless told otherwise (Redis multiplexes by default): the
+        "repoint" path is one server connection per client, "repoint-mux" the shared one."""
         if name:
             self.name = name
+        overrides = dict(overrides)
+        overrides["redis"] = dict(overrides.get("redis") or {})
+        overrides["redis"].setdefault("multiplex", "off")
         self.cfg = os.path.join(workdir, "repoint-%s.ini" % tag)
         self.admin = free_port()
         self.ports = lab.write_config(self.cfg, admin="127.0.0.1:%d" % self.admin, engines=engines,

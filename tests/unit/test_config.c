@@ -615,11 +615,14 @@ START_TEST(test_err_source)
 		      "test.ini:5: tls: expected off, require, verify-ca or verify-full, got 'verify'\n"
 		      "test.ini:6: tls_ca_file: cannot read '/nonexistent/ca.pem': No such file or directory");
 	{
+		/* Redis multiplexes unless told not to; the others never do. */
 		struct config *cfg = load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\n"
-					     "members = 127.0.0.1:2\nmultiplex = on\n[service b]\nprotocol = redis\n"
-					     "listen = 127.0.0.1:3\nmembers = 127.0.0.1:4\n");
-		ck_assert(cfg->services->multiplex);
-		ck_assert(!cfg->services->next->multiplex);
+					     "members = 127.0.0.1:2\nmultiplex = off\n[service b]\nprotocol = redis\n"
+					     "listen = 127.0.0.1:3\nmembers = 127.0.0.1:4\n[service c]\nprotocol = postgres\n"
+					     "listen = 127.0.0.1:5\nmembers = 127.0.0.1:6\n");
+		ck_assert(!cfg->services->multiplex);
+		ck_assert(cfg->services->next->multiplex);
+		ck_assert(!cfg->services->next->next->multiplex);
 		config_free(cfg);
 	}
 	/* auth = repoint for redis: repoint logs in to the members (member_user, member_password);
