@@ -642,16 +642,20 @@ static bool can_migrate(const struct session *s)
 	       !s->host->ops->stopping(s->host) && proto->can_migrate(&s->ps);
 }
 
-/* A request the server just answered changed the session in a way replaying it rebuilds (a SET):
- * kept for the next server, or the session cannot move any more. */
+/* Requests the server just answered changed the session in a way sending them again rebuilds (a
+ * SET, a prepared statement): kept for the next server, or the session cannot move any more. What
+ * was kept is then used up: the next requests are kept from here (the tracker says so only where
+ * nothing else of the client's is in flight). */
 static void take_replayable(struct session *s)
 {
 	const struct proto_ops *proto = s->host->proto;
+	int kind;
 
-	if (proto->replayable == NULL || !proto->replayable(&s->ps))
+	if (proto->replayable == NULL || (kind = proto->replayable(&s->ps)) == 0)
 		return;
-	if (!s->retry_valid || s->retry_len == 0 || !proto->login->replay(s->login, s->retry, s->retry_len))
+	if (!s->retry_valid || s->retry_len == 0 || !proto->login->replay(s->login, kind, s->retry, s->retry_len))
 		s->unmovable = true;
+	s->retry_len = 0;
 }
 
 /* Whether a session whose tracker is at `st` can outlive its server connection (auth = repoint):

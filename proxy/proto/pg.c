@@ -76,6 +76,12 @@ struct pg_state {
 	 * were all SET/RESET; set_ready once it ended at an idle point again (proto->replayable). */
 	bool q_simple, q_set, set_ready;
 	uint8_t q_tags;
+	/* Named prepared statements (extended protocol): p_named once a Parse names one, c_close once
+	 * a Close is sent, q_err once the server answers an error, until the next ReadyForQuery; then
+	 * stmt_ready when they all went through with nothing left in flight: the session takes the
+	 * requests (Parse, Close) to re-create them on the next server (proto->replayable). q_dealloc:
+	 * a lone DEALLOCATE in a simple Query, dealloc_ready once it was answered. */
+	bool p_named, c_close, q_err, stmt_ready, q_dealloc, dealloc_ready;
 	uint8_t last_status;     /* the last ReadyForQuery's status ('I', 'T', 'E'; 0: none yet) */
 	bool c_first;            /* the next client byte is the first of a Parse's payload */
 	uint8_t tag_len;         /* CommandComplete: bytes of its tag gathered */
@@ -173,6 +179,12 @@ static void pg_client_message(struct pg_state *s, uint8_t type)
 {
 	if (s->set_ready)
 		pg_unmovable(s, PG_SET_NOT_ALONE);  /* a SET the session did not take for replay: its state stays behind */
+	if (s->stmt_ready || s->dealloc_ready)
+		pg_unmovable(s, PG_NAMED_STATEMENT);  /* ... likewise a statement */
+	s->stmt_ready = s->dealloc_ready = false;
+	s->q_dealloc = false;
+	if (type == 'C')
+		s->c_close = true;  /* a statement's or a portal's: the login tells them apart */
 	s->q_simple = type == 'Q' && s->ready_idle && s->pending_sync == 0 && !s->unsynced && s->last_status == 'I';
 	s->q_tags = 0;
 	s->q_set = true;
@@ -219,7 +231,7 @@ static void pg_feed_client(struct pg_state *s, const uint8_t *p, size_t n)
 				/* Parse: the statement's name comes first; "" is the unnamed statement. */
 				s->c_first = false;
 				if (*p != 0)
-					pg_unmovable(s, PG_NAMED_STATEMENT);
+					s->p_named = true;
 			}
 			size_t k = n < s->c.remaining ? n : s->c.remaining;
 			s->c.remaining -= (uint32_t)k;
@@ -287,6 +299,13 @@ static void pg_command_tag(struct pg_state *s)
 	size_t n = strnlen(s->tag, s->tag_len);
 	bool set = tag_is(s->tag, n, "SET") || tag_is(s->tag, n, "RESET");
 
+	if (tag_is(s->tag, n, "DEALLOCATE")) {
+		/* Alone in a simple Query: the session forgets the statement(s) it would re-create. */
+		if (s->q_simple && s->q_tags == 0)
+			s->q_dealloc = true;
+		else
+			pg_unmovable(s, PG_NAMED_STATEMENT);
+	}
 	for (size_t i = 0; i < ARRAY_LEN(words); i++)
 		if (tag_is(s->tag, n, words[i].word))
 			pg_unmovable(s, words[i].why);
@@ -316,6 +335,23 @@ static void pg_server_ready(struct pg_state *s, uint8_t status)
 		else
 			pg_unmovable(s, PG_SET_NOT_ALONE);  /* several SETs in one query, or inside a transaction */
 	}
+	if (s->q_dealloc) {
+		if (s->q_tags == 1 && !s->q_err)
+			s->dealloc_ready = true;
+		else
+			pg_unmovable(s, PG_NAMED_STATEMENT);
+	}
+	if (s->p_named || s->c_close) {
+		/* Prepared statements outlive transactions: taken at any ReadyForQuery, provided everything
+		 * sent was answered without an error (which Parse failed is not known) and nothing of the
+		 * client's is half-sent, so that what the session kept since is exactly these requests. */
+		if (!s->q_err && status != 'E' && s->pending_sync == 0 && !s->unsynced && s->c.hdr_len == 0 &&
+		    s->c.remaining == 0)
+			s->stmt_ready = true;
+		else if (s->p_named)
+			pg_unmovable(s, PG_NAMED_STATEMENT);
+	}
+	s->p_named = s->c_close = s->q_err = s->q_dealloc = false;
 	s->q_simple = false;
 	s->client_since_ready = false;
 }
@@ -381,6 +417,8 @@ static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
 		}
 		if (type == 'C')
 			s->tag_len = 0;
+		if (type == 'E')
+			s->q_err = true;
 		/* Asynchronous messages are complete by themselves and say nothing about the session. */
 		if (type != 'A' && type != 'N' && type != 'S' && type != 'Z')
 			s->ready_idle = false;
@@ -410,19 +448,20 @@ static bool pg_is_idle(const struct proto_state *st)
 
 /* The request just answered was a lone SET/RESET at an idle point: true once (it is taken). The
  * session keeps the request to replay it on the next server, or counts itself unmovable. */
-static bool pg_replayable(struct proto_state *st)
+static int pg_replayable(struct proto_state *st)
 {
 	struct pg_state *s = pg(st);
-	bool r = s->set_ready;
+	int r = s->set_ready ? PG_REPLAY_SET : s->stmt_ready ? PG_REPLAY_STATEMENTS : s->dealloc_ready ? PG_REPLAY_DEALLOCATE : 0;
 
-	s->set_ready = false;
+	s->set_ready = s->stmt_ready = s->dealloc_ready = false;
 	return r;
 }
 
 /* A session a fresh, logged-in connection can carry on: idle, nothing set in its server's state. */
 static bool pg_can_migrate(const struct proto_state *st)
 {
-	return pg_is_idle(st) && !pg_c(st)->stateful && !pg_c(st)->set_ready;
+	return pg_is_idle(st) && !pg_c(st)->stateful && !pg_c(st)->set_ready && !pg_c(st)->stmt_ready &&
+	       !pg_c(st)->dealloc_ready;
 }
 
 static const char *pg_unmovable_reason(const struct proto_state *st)
@@ -439,7 +478,7 @@ static bool pg_inflight_lost(const struct proto_state *st, uint32_t *owed)
 {
 	const struct pg_state *s = pg_c(st);
 
-	if (s->opaque || s->stateful || s->set_ready || s->cphase != PGC_TYPED || s->last_status != 'I' || s->unsynced ||
+	if (s->opaque || s->stateful || s->set_ready || s->stmt_ready || s->dealloc_ready || s->cphase != PGC_TYPED || s->last_status != 'I' || s->unsynced ||
 	    s->pending_sync == 0 || s->copy_syncs != 0 || s->c.hdr_len != 0 || s->c.remaining != 0 ||
 	    s->s.hdr_len != 0 || s->s.remaining != 0)
 		return false;

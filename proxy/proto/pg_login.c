@@ -14,7 +14,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
@@ -30,6 +32,13 @@ enum back_state { BACK_NONE, BACK_AUTH, BACK_PARAMS, BACK_REPLAY, BACK_DONE };
 
 /* The most a session keeps to replay after a move (its SETs). */
 #define PG_REPLAY_MAX (64u * 1024u)
+
+/* A named prepared statement: its Parse message, whole, to send again on the next server. */
+struct pg_stmt {
+	char *name;
+	uint8_t *parse;
+	uint32_t len;
+};
 
 struct proto_login {
 	enum client_auth how;
@@ -55,6 +64,9 @@ struct proto_login {
 	struct evbuffer *first;     /* the first login's messages for the client, until ReadyForQuery */
 	struct evbuffer *replay;    /* Queries to send again after a later login (SETs) */
 	uint32_t replay_count;      /* ... how many */
+	struct pg_stmt *stmts;      /* named prepared statements to create again after a later login */
+	size_t nstmts, stmts_cap;
+	size_t replay_bytes;        /* SETs and Parse messages kept, at most PG_REPLAY_MAX */
 	uint32_t replay_left;       /* ReadyForQuery still owed for them during a login */
 };
 
@@ -134,6 +146,11 @@ static void pgl_free(struct proto_login *l)
 		free(l->cred.password);
 	}
 	member_pw_forget(l);
+	for (size_t i = 0; i < l->nstmts; i++) {
+		free(l->stmts[i].name);
+		free(l->stmts[i].parse);
+	}
+	free(l->stmts);
 	if (l->ss != NULL) {
 		OPENSSL_cleanse(l->ss, sizeof(*l->ss));
 		free(l->ss);
@@ -554,6 +571,7 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 		case 'C':
 		case 'T':
 		case 'D':
+		case '1':  /* ParseComplete: a statement created again */
 			if (l->back != BACK_REPLAY) {
 				snprintf(err, errlen, "an unexpected message ('%c') while logging in", hdr[0]);
 				return PROTO_LOGIN_FAIL;
@@ -586,12 +604,18 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 				snprintf(err, errlen, "ready before logged in");
 				return PROTO_LOGIN_FAIL;
 			}
-			if (l->told && l->replay_count > 0) {
-				/* A moved session: what it set on its old server, set again. */
+			if (l->told && (l->replay_count > 0 || l->nstmts > 0)) {
+				/* A moved session: what it set on its old server, set again; its prepared
+				 * statements created again (one Sync: one ReadyForQuery for them all). */
+				static const uint8_t sync[] = {'S', 0, 0, 0, 4};
 				evbuffer_drain(in, 1 + len);
 				uint8_t *p = evbuffer_pullup(l->replay, -1);
 				evbuffer_add(to_member, p, evbuffer_get_length(l->replay));
-				l->replay_left = l->replay_count;
+				for (size_t i = 0; i < l->nstmts; i++)
+					evbuffer_add(to_member, l->stmts[i].parse, l->stmts[i].len);
+				if (l->nstmts > 0)
+					evbuffer_add(to_member, sync, sizeof(sync));
+				l->replay_left = l->replay_count + (l->nstmts > 0 ? 1 : 0);
 				l->back = BACK_REPLAY;
 				continue;
 			}
@@ -630,13 +654,138 @@ static void pgl_track_idle(const struct proto_login *l, struct proto_state *st)
 	evbuffer_free(b);
 }
 
-static bool pgl_replay(struct proto_login *l, const uint8_t *msgs, size_t n)
+static struct pg_stmt *stmt_find(struct proto_login *l, const char *name, size_t len)
 {
-	if (evbuffer_get_length(l->replay) + n > PG_REPLAY_MAX)
+	for (size_t i = 0; i < l->nstmts; i++)
+		if (strlen(l->stmts[i].name) == len && memcmp(l->stmts[i].name, name, len) == 0)
+			return &l->stmts[i];
+	return NULL;
+}
+
+static void stmt_forget(struct proto_login *l, const char *name, size_t len)
+{
+	struct pg_stmt *st = stmt_find(l, name, len);
+
+	if (st == NULL)
+		return;
+	l->replay_bytes -= st->len;
+	free(st->name);
+	free(st->parse);
+	*st = l->stmts[--l->nstmts];
+}
+
+static bool stmt_keep(struct proto_login *l, const uint8_t *msg, size_t len, const char *name, size_t nlen)
+{
+	struct pg_stmt *st;
+
+	/* Parsed again under the same name (after a Close the client sent): the last one counts. */
+	stmt_forget(l, name, nlen);
+	if (l->replay_bytes + len > PG_REPLAY_MAX)
 		return false;
-	evbuffer_add(l->replay, msgs, n);
-	l->replay_count++;
+	if (l->nstmts == l->stmts_cap) {
+		size_t cap = l->stmts_cap ? 2 * l->stmts_cap : 8;
+		struct pg_stmt *a = realloc(l->stmts, cap * sizeof(*a));
+		if (a == NULL)
+			return false;
+		l->stmts = a;
+		l->stmts_cap = cap;
+	}
+	st = &l->stmts[l->nstmts];
+	st->name = strndup(name, nlen);
+	st->parse = malloc(len);
+	if (st->name == NULL || st->parse == NULL) {
+		free(st->name);
+		free(st->parse);
+		return false;
+	}
+	memcpy(st->parse, msg, len);
+	st->len = (uint32_t)len;
+	l->nstmts++;
+	l->replay_bytes += len;
 	return true;
+}
+
+/* Parse and Close messages among msgs[0..n) (complete messages, as the client sent them): named
+ * statements kept, closed ones forgotten; the rest (Bind, Execute, Sync...) passes by. */
+static bool replay_statements(struct proto_login *l, const uint8_t *msgs, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (n - i < 5)
+			return false;
+		uint32_t len = be32(msgs + i + 1);
+		if (len < 4 || len > n - i - 1)
+			return false;
+		const uint8_t *body = msgs + i + 5;
+		size_t blen = len - 4;
+		const uint8_t *nul = memchr(body, 0, blen);
+		if (msgs[i] == 'P' && nul != NULL && nul > body) {
+			if (!stmt_keep(l, msgs + i, 1 + (size_t)len, (const char *)body, (size_t)(nul - body)))
+				return false;
+		} else if (msgs[i] == 'C' && blen >= 2 && body[0] == 'S') {
+			const uint8_t *end = memchr(body + 1, 0, blen - 1);
+			if (end == NULL)
+				return false;
+			stmt_forget(l, (const char *)body + 1, (size_t)(end - body - 1));
+		}
+		i += 1 + (size_t)len;
+	}
+	return true;
+}
+
+/* A lone "DEALLOCATE [PREPARE] name | ALL" as a simple Query: the statement(s) forgotten. */
+static bool replay_deallocate(struct proto_login *l, const uint8_t *msgs, size_t n)
+{
+	char q[512], *w, *save = NULL;
+
+	if (n < 6 || msgs[0] != 'Q' || n - 5 >= sizeof(q))
+		return false;
+	memcpy(q, msgs + 5, n - 5);
+	q[n - 5] = '\0';
+	w = strtok_r(q, " \t\r\n;", &save);
+	if (w == NULL || strcasecmp(w, "deallocate") != 0)
+		return false;
+	w = strtok_r(NULL, " \t\r\n;", &save);
+	if (w != NULL && strcasecmp(w, "prepare") == 0)
+		w = strtok_r(NULL, " \t\r\n;", &save);
+	if (w == NULL || strtok_r(NULL, " \t\r\n;", &save) != NULL)
+		return false;
+	if (strcasecmp(w, "all") == 0) {
+		while (l->nstmts > 0)
+			stmt_forget(l, l->stmts[0].name, strlen(l->stmts[0].name));
+		return true;
+	}
+	/* An unquoted name folds to lower case, as the server folds it; a quoted one is taken as is. */
+	size_t len = strlen(w);
+	if (w[0] == '"') {
+		if (len < 2 || w[len - 1] != '"' || memchr(w + 1, '"', len - 2) != NULL)
+			return false;
+		stmt_forget(l, w + 1, len - 2);
+		return true;
+	}
+	for (char *c = w; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	stmt_forget(l, w, len);
+	return true;
+}
+
+static bool pgl_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n)
+{
+	switch (kind) {
+	case PG_REPLAY_SET:
+		if (l->replay_bytes + n > PG_REPLAY_MAX)
+			return false;
+		evbuffer_add(l->replay, msgs, n);
+		l->replay_bytes += n;
+		l->replay_count++;
+		return true;
+	case PG_REPLAY_STATEMENTS:
+		return replay_statements(l, msgs, n);
+	case PG_REPLAY_DEALLOCATE:
+		return replay_deallocate(l, msgs, n);
+	}
+	return false;
 }
 
 static bool pgl_member_key(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key)

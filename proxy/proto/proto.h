@@ -62,10 +62,12 @@ struct proto_ops {
 	/* At an idle point where can_migrate says no: why, as a metric label ("named_statement",
 	 * "subscribed", ...; static), or NULL when it does not know. */
 	const char *(*unmovable_reason)(const struct proto_state *st);
-	/* The request just answered changed the server's session in a way that replaying the request
-	 * rebuilds (optional; Postgres: a lone SET/RESET at an idle point). True once per such request;
-	 * the session keeps it for the next server it moves to (proto_login_ops.replay). */
-	bool (*replayable)(struct proto_state *st);
+	/* The requests just answered changed the server's session in a way that sending them again
+	 * rebuilds (optional; Postgres: a lone SET/RESET at an idle point, Parse/Close of named
+	 * prepared statements, a lone DEALLOCATE). Nonzero once per such answer: its kind, which the
+	 * session hands with the requests (those it kept since the last idle point or the last time)
+	 * to proto_login_ops.replay, for the next server it moves to. */
+	int (*replayable)(struct proto_state *st);
 
 	/* The length of a complete error reply at the start of p[0..n) that says the server is not a
 	 * writer (Postgres SQLSTATE 25006, MySQL/MariaDB errors 1290/1836, Redis -READONLY), else 0.
@@ -131,6 +133,9 @@ struct proto_ops {
 	bool (*can_relogin)(const struct proto_state *st);
 };
 
+/* proto_ops.replayable kinds (Postgres). */
+enum { PG_REPLAY_SET = 1, PG_REPLAY_STATEMENTS, PG_REPLAY_DEALLOCATE };
+
 /* auth = repoint: the client's start ends at repoint, which authenticates the client itself
  * (client_auth), keeps its startup packet, and logs in to whichever member the session is on --
  * the first one, and any later one a moved session goes to:
@@ -174,10 +179,11 @@ struct proto_login_ops {
 	void (*track_idle)(const struct proto_login *l, struct proto_state *st);
 	/* The member's cancel key for the client's key[0..keylen), false when it is not this session's. */
 	bool (*member_key)(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key);
-	/* Requests (proto_ops.replayable) to send again after every later login, their answers not
-	 * passed on (an error fails the login); `count` of them in msgs[0..n). False when out of room:
-	 * the session cannot move then. */
-	bool (*replay)(struct proto_login *l, const uint8_t *msgs, size_t n);
+	/* Requests of a kind proto_ops.replayable named, in msgs[0..n): what of them to send again
+	 * after every later login (a SET as it is; named statements' Parse messages, Close and
+	 * DEALLOCATE taking them away), their answers not passed on (an error fails the login). False
+	 * when out of room or not understood: the session cannot move then. */
+	bool (*replay)(struct proto_login *l, int kind, const uint8_t *msgs, size_t n);
 };
 
 /* A server-first TLS upgrade (MySQL): when repoint makes the TLS to the member or takes TLS

@@ -39,6 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct evbuffer *a = evbuffer_new(), *b = evbuffer_new(), *c = evbuffer_new();
 		char err[256];
 		if (l != NULL && a != NULL && b != NULL && c != NULL) {
+			/* The client's requests as kept for a later login: SETs, statements, DEALLOCATE. */
+			for (int kind = 1; kind <= 3; kind++)
+				(void)o->login->replay(l, kind, data + ncuts, size - ncuts);
 			evbuffer_add(a, data + ncuts, size - ncuts);
 			if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
 				o->login->back_start(l, c, NULL);

@@ -99,6 +99,48 @@ def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint):
     engine.close(idle)
 
 
+def test_psycopg3_prepared_statements_move_with_the_session(lab, start_repoint):
+    """psycopg 3 prepares a query on the server after it ran a few times (named statements, extended
+    protocol, inside its transactions): repoint keeps their Parse messages, creates them again on the new
+    writer after a switchover, and the session goes on using them -- same socket, no error."""
+    import psycopg
+    rp = start_repoint(**AUTH)
+    port = rp.ports["postgres"]
+    old = lab.primary("postgres")
+    # (CREATE TABLE in a session of its own: its tag leaves a session unmovable, as a temporary table would.)
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS ps_move (k int PRIMARY KEY, v int)")
+    c = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", prepare_threshold=1,
+                        connect_timeout=10)
+
+    def run(n):
+        for i in range(n):
+            c.execute("INSERT INTO ps_move VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v", (i, n))
+            assert c.execute("SELECT v FROM ps_move WHERE k = %s", (i,)).fetchone() == (n,)
+        c.commit()
+    run(5)
+    with c.cursor() as cur:
+        cur.execute("SELECT name FROM pg_prepared_statements ORDER BY name")
+        names = [r[0] for r in cur.fetchall()]
+    c.commit()
+    assert any(n.startswith("_pg3_") for n in names), names
+    pid = c.info.backend_pid
+    lab.switchover("postgres")
+    new = lab.primary("postgres")
+    rp.wait_writer("postgres", f"127.0.0.1:{new.port}")
+    wait_for(lambda: rp.service("postgres")["counters"]["migrated"] >= 1, 20,
+             what="the session to move: %s" % rp.service("postgres")["counters"])
+    run(7)   # the prepared statements, used again: on the new writer
+    assert c.execute("SELECT pg_backend_pid(), inet_server_port()").fetchone()[1] == new.port
+    assert c.info.backend_pid == pid  # the client still holds repoint's key; the server's pid changed
+    with c.cursor() as cur:
+        cur.execute("SELECT name FROM pg_prepared_statements ORDER BY name")
+        assert set(names) <= {r[0] for r in cur.fetchall()}  # created again (and the new ones since)
+    c.commit()
+    c.close()
+    assert rp.service("postgres")["counters"]["unmovable"] == {}
+
+
 def show(c, name):
     with c.cursor() as cur:
         cur.execute("SELECT current_setting(%s)", (name,))

@@ -745,6 +745,29 @@ START_TEST(test_pg_state_and_last_words)
 	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"1\x00\x00\x00\x04Z\x00\x00\x00\x05I", 11);
 	ck_assert(proto_postgres.is_idle(&st));
 	ck_assert(!proto_postgres.can_migrate(&st));
+	/* ... until the session takes it to create it again on the next server. */
+	ck_assert_int_eq(proto_postgres.replayable(&st), PG_REPLAY_STATEMENTS);
+	ck_assert_int_eq(proto_postgres.replayable(&st), 0);
+	ck_assert(proto_postgres.can_migrate(&st));
+	/* Inside a transaction too (statements outlive it); a lone DEALLOCATE is taken as well. */
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0a" "BEGIN\x00", 11);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0a" "BEGIN\x00Z\x00\x00\x00\x05T", 17);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"P\x00\x00\x00\x10s2\x00SELECT\x00\x00\x00S\x00\x00\x00\x04", 22);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"1\x00\x00\x00\x04Z\x00\x00\x00\x05T", 11);
+	ck_assert_int_eq(proto_postgres.replayable(&st), PG_REPLAY_STATEMENTS);
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0b" "COMMIT\x00", 12);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0b" "COMMIT\x00Z\x00\x00\x00\x05I", 18);
+	ck_assert(proto_postgres.can_migrate(&st));
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x12" "DEALLOCATE s1\x00", 19);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"C\x00\x00\x00\x0f" "DEALLOCATE\x00Z\x00\x00\x00\x05I", 22);
+	ck_assert_int_eq(proto_postgres.replayable(&st), PG_REPLAY_DEALLOCATE);
+	ck_assert(proto_postgres.can_migrate(&st));
+	/* A Parse answered with an error: which statement exists is not known: the session stays behind. */
+	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"P\x00\x00\x00\x10s3\x00SELEKT\x00\x00\x00S\x00\x00\x00\x04", 22);
+	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"E\x00\x00\x00\x0cS" "ERROR\x00\x00Z\x00\x00\x00\x05I", 19);
+	ck_assert_int_eq(proto_postgres.replayable(&st), 0);
+	ck_assert(!proto_postgres.can_migrate(&st));
+	ck_assert_str_eq(proto_postgres.unmovable_reason(&st), "named_statement");
 	/* Inside a transaction: nothing to tell a client whose transaction is gone. */
 	proto_postgres.init(&st);
 	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
