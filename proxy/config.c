@@ -1258,12 +1258,10 @@ static void check_service(struct parser *p, size_t idx)
 		else if (auth->valid && own && redis && svc->member_password == NULL)
 			add_error(p, auth->line, "auth: repoint logs in to the redis members itself: set member_password "
 						 "(and member_user for an ACL user)");
-		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_MD5)
+		else if (auth->valid && own && svc->client_auth != CLIENT_AUTH_TRUST && svc->auth_file == NULL)
 			add_error(p, cauth->line ? cauth->line : auth->line,
-				  "client_auth: md5 is not there yet (scram-sha-256 and trust are)");
-		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_SCRAM && svc->auth_file == NULL)
-			add_error(p, cauth->line ? cauth->line : auth->line,
-				  "client_auth: scram-sha-256 needs auth_file (the users and their passwords or SCRAM verifiers)");
+				  "client_auth: %s needs auth_file (the users and their passwords, SCRAM verifiers or md5 "
+				  "secrets)", client_auth_names[svc->client_auth]);
 		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_TRUST && listen->valid &&
 			 !host_is_loopback(svc->listen.host))
 			add_error(p, cauth->line ? cauth->line : auth->line,

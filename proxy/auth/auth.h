@@ -3,8 +3,8 @@
  *
  * auth_file: pgbouncer's userlist format, one user per line: "name" "secret" (a quote inside is
  * doubled), blank lines and lines starting with ';' or '#' ignored. A secret is a SCRAM verifier as
- * PostgreSQL stores it (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64) or a
- * plaintext password. With a verifier repoint needs no password: the client's proof gives it the
+ * PostgreSQL stores it (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64), an md5
+ * secret ("md5" + 32 hex digits: md5(password + user)), or a plaintext password. With a verifier repoint needs no password: the client's proof gives it the
  * ClientKey, which logs it in to a member holding the same verifier (every member of a replicated
  * cluster does: the catalog is replicated). */
 #ifndef REPOINT_AUTH_H
@@ -31,6 +31,8 @@ struct auth_user {
 	bool has_verifier;
 	struct scram_verifier verifier;
 	char *password;           /* plaintext, or NULL */
+	bool has_md5;             /* PostgreSQL's md5 secret: "md5" + md5hex(password + user) */
+	char md5[33];             /* ... its 32 hex digits */
 };
 
 struct auth_users;

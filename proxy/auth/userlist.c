@@ -105,10 +105,10 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 				goto fail;
 			}
 			au.has_verifier = true;
-		} else if (strncmp(secret, "md5", 3) == 0 && strlen(secret) == 35) {
-			snprintf(err, errlen, "%s:%d: md5 secrets are not supported (use a SCRAM verifier or the password)",
-				 path, lineno);
-			goto fail;
+		} else if (strncmp(secret, "md5", 3) == 0 && strlen(secret) == 35 &&
+			   strspn(secret + 3, "0123456789abcdef") == 32) {
+			memcpy(au.md5, secret + 3, 33);
+			au.has_md5 = true;
 		} else if ((au.password = strdup(secret)) == NULL) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;

@@ -27,7 +27,7 @@
 #define PG_LOGIN_MSG_MAX (64u * 1024u)  /* an authentication-phase message longer than this is not one */
 #define PG_PROTOCOL_3 0x00030000u
 
-enum front_state { FRONT_STARTUP, FRONT_SASL_INIT, FRONT_SASL_FINAL, FRONT_DONE, FRONT_FAILED };
+enum front_state { FRONT_STARTUP, FRONT_SASL_INIT, FRONT_SASL_FINAL, FRONT_MD5, FRONT_DONE, FRONT_FAILED };
 enum back_state { BACK_NONE, BACK_AUTH, BACK_PARAMS, BACK_REPLAY, BACK_DONE };
 
 /* The most a session keeps to replay after a move (its SETs). */
@@ -59,6 +59,7 @@ struct proto_login {
 	size_t startup_len;
 	char user[128];
 	uint8_t client_key[PROTO_KEY_MAX];  /* the key repoint gave the client */
+	uint8_t md5_salt[4];        /* client_auth = md5: the salt repoint sent the client */
 	uint8_t member_key[PROTO_KEY_MAX];  /* the key the member gave repoint's connection */
 	bool has_member_key;
 	struct evbuffer *first;     /* the first login's messages for the client, until ReadyForQuery */
@@ -243,6 +244,47 @@ static enum proto_login_step password_failed(struct proto_login *l, struct evbuf
 	return front_fail(l, out, "28P01", msg);
 }
 
+static bool md5_hex(const void *a, size_t alen, const void *b, size_t blen, char *out);
+
+/* md5hex(password + user), what an md5 secret holds, from the user's auth_file entry: false when
+ * it has neither a password nor an md5 secret (a SCRAM verifier cannot give it). */
+static bool md5_inner(const struct proto_login *l, char inner[33])
+{
+	if (l->has_cred && l->cred.password != NULL)
+		return md5_hex(l->cred.password, strlen(l->cred.password), l->user, strlen(l->user), inner);
+	if (l->has_cred && l->cred.has_md5) {
+		memcpy(inner, l->cred.md5, 33);
+		return true;
+	}
+	return false;
+}
+
+/* The client's answer to AuthenticationMD5Password: "md5" + md5hex(inner + salt), checked
+ * timing-safe. An unknown user, or one whose secret is a SCRAM verifier, is refused the same way. */
+static enum proto_login_step front_md5(struct proto_login *l, struct evbuffer *in, struct evbuffer *out)
+{
+	char body[128], inner[33], want[36] = "md5";
+	size_t len;
+	uint8_t type;
+	bool more, bad, ok;
+
+	if (!take_message(in, &type, body, sizeof(body), &len, &more, &bad)) {
+		if (bad)
+			return front_fail(l, out, "08P01", "invalid password message");
+		return PROTO_LOGIN_MORE;
+	}
+	if (type != 'p')
+		return front_fail(l, out, "08P01", "expected a password response");
+	ok = md5_inner(l, inner) && md5_hex(inner, 32, l->md5_salt, sizeof(l->md5_salt), want + 3);
+	ok = ok && len == 36 && body[35] == '\0' && CRYPTO_memcmp(body, want, 35) == 0;
+	OPENSSL_cleanse(inner, sizeof(inner));
+	OPENSSL_cleanse(want, sizeof(want));
+	if (!ok)
+		return password_failed(l, out);
+	l->front = FRONT_DONE;
+	return PROTO_LOGIN_DONE;
+}
+
 /* The client's SCRAM-SHA-256 exchange with repoint (AuthenticationSASL was sent). An unknown user,
  * or one without a secret, goes through the same exchange with a verifier nobody knows, as the
  * server does, so that the answer does not tell who exists. */
@@ -312,6 +354,8 @@ static enum proto_login_step pgl_front(struct proto_login *l, struct evbuffer *i
 
 	if (l->front == FRONT_SASL_INIT || l->front == FRONT_SASL_FINAL)
 		return front_sasl(l, in, out);
+	if (l->front == FRONT_MD5)
+		return front_md5(l, in, out);
 	if (l->front != FRONT_STARTUP)
 		return l->front == FRONT_DONE ? PROTO_LOGIN_DONE : PROTO_LOGIN_FAIL;
 	if (have < 8)
@@ -347,8 +391,15 @@ static enum proto_login_step pgl_front(struct proto_login *l, struct evbuffer *i
 		l->front = FRONT_SASL_INIT;
 		return front_sasl(l, in, out);
 	}
-	case CLIENT_AUTH_MD5:
-		break;
+	case CLIENT_AUTH_MD5: {
+		uint8_t req[8] = {0, 0, 0, 5};  /* AuthenticationMD5Password, a fresh salt */
+		if (RAND_bytes(l->md5_salt, sizeof(l->md5_salt)) != 1)
+			return front_fail(l, out, "53200", "out of randomness");
+		memcpy(req + 4, l->md5_salt, 4);
+		pg_message(out, 'R', req, sizeof(req));
+		l->front = FRONT_MD5;
+		return front_md5(l, in, out);
+	}
 	}
 	return front_fail(l, out, "28000", "repoint: this client authentication method is not available");
 }
@@ -431,8 +482,18 @@ static enum proto_login_step back_auth(struct proto_login *l, const uint8_t *bod
 	const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
 
 	switch (code) {
+	case 5:  /* AuthenticationMD5Password with only an md5 secret: it is what the exchange hashes */
+		if (pw == NULL && !l->has_member_pw && l->has_cred && l->cred.has_md5) {
+			char outer[36] = "md5";
+			if (dlen != 4 || !md5_hex(l->cred.md5, 32, data, 4, outer + 3)) {
+				snprintf(err, errlen, dlen != 4 ? "malformed AuthenticationMD5Password" : "md5 failed");
+				return PROTO_LOGIN_FAIL;
+			}
+			to_member_p(to_member, outer, 36, NULL, 0);
+			return PROTO_LOGIN_MORE;
+		}
+		/* fall through */
 	case 3:  /* AuthenticationCleartextPassword */
-	case 5:  /* AuthenticationMD5Password: salt (4) */
 		if (pw == NULL) {
 			snprintf(err, errlen, "the member asks user \"%s\" for a password, and %s", l->user,
 				 l->has_member_pw ? "member_password has none now" : "auth_file has none for it");

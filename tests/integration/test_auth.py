@@ -396,3 +396,50 @@ def test_member_password_from_a_file_instead_of_auth_file(scram_pg, tmp_path):
         assert "s3cret" not in rp.logtext() and "not-the-password" not in rp.logtext()
     finally:
         rp.stop()
+
+
+class Md5Postgres(OwnPostgres):
+    """A PostgreSQL 15 that takes TCP logins by md5 only, with a role `app` whose secret is stored as md5."""
+
+    def __init__(self):
+        super().__init__("local all all trust\nhost all all 127.0.0.1/32 md5\n", prefix="repoint-md5-pg-")
+        wait_for(lambda: self.local().close() or True, 30, what="the md5 postgres")
+        c = self.local()
+        with c.cursor() as cur:
+            cur.execute("SET password_encryption = 'md5'")
+            cur.execute("CREATE ROLE app LOGIN PASSWORD 'md5-s3cret'")
+            cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+            self.secret = cur.fetchone()[0]
+        c.close()
+
+
+def test_client_auth_md5_with_the_md5_secret_only(tmp_path):
+    """client_auth = md5 with auth_file holding the member's md5 secret (no password): repoint checks the
+    client's md5 answer against it and answers the member's md5 challenge with it; a wrong password and
+    an unknown user get the server's own error."""
+    from conftest import start_custom
+    pg = Md5Postgres()
+    try:
+        assert pg.secret.startswith("md5") and len(pg.secret) == 35
+        users = tmp_path / "users.txt"
+        users.write_text('"app" "%s"\n' % pg.secret)
+        rp = start_custom(tmp_path, {"pg": "protocol = postgres\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\n"
+                                           "probe_user = app\nprobe_password = md5-s3cret\nauth = repoint\n"
+                                           "client_auth = md5\nauth_file = %s\nhold_timeout = 2s\n" % (pg.port, users)})
+        try:
+            rp.wait_writer("pg")
+            c = connect_app(rp.ports["pg"], "md5-s3cret")
+            with c.cursor() as cur:
+                cur.execute("SELECT current_user, inet_server_port()")
+                assert cur.fetchone() == ("app", pg.port)
+            c.close()
+            with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
+                connect_app(rp.ports["pg"], "wrong")
+            with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "ghost"'):
+                connect_app(rp.ports["pg"], "md5-s3cret", user="ghost")
+            assert 'repoint_client_auth_failures_total{service="pg"} 2' in rp.metrics()
+            assert "md5-s3cret" not in rp.logtext() and pg.secret not in rp.logtext()
+        finally:
+            rp.stop()
+    finally:
+        pg.stop()

@@ -45,12 +45,19 @@ START_TEST(test_userlist)
 	ck_assert(auth_users_find(u, "carol") == NULL);
 	auth_users_unref(u);
 	unlink(path);
+	/* An md5 secret: kept as its hex digits, not as a password. */
+	path = write_tmp("\"x\" \"md5d41d8cd98f00b204e9800998ecf8427e\"\n");
+	u = auth_users_load(path, err, sizeof(err));
+	ck_assert_msg(u != NULL, "%s", err);
+	a = auth_users_find(u, "x");
+	ck_assert(a != NULL && a->has_md5 && a->password == NULL && strcmp(a->md5, "d41d8cd98f00b204e9800998ecf8427e") == 0);
+	auth_users_unref(u);
+	unlink(path);
 
 	static const char *const bad[][2] = {
 		{"\"alice\" pencil\n", ":1: expected \"user\" \"secret\""},
 		{"\"alice\" \"a\"\n\"alice\" \"b\"\n", ":2: user \"alice\" is listed twice"},
 		{"\n\"x\" \"SCRAM-SHA-256$4096:bad\"\n", ":2: not a SCRAM-SHA-256 verifier"},
-		{"\"x\" \"md5d41d8cd98f00b204e9800998ecf8427e\"\n", ":1: md5 secrets are not supported"},
 		{"\"x\" \"y\" extra\n", ":1: unexpected text after the secret"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -672,8 +672,8 @@ START_TEST(test_err_source)
 		      "test.ini:5: auth: repoint authenticates postgres clients and logs in to redis members so far "
 		      "(mysql: not yet), but this service is mysql\n"
 		      "test.ini:12: client_auth: trust is for loopback listeners only, but this service listens on 0.0.0.0\n"
-		      "test.ini:17: client_auth: scram-sha-256 needs auth_file (the users and their passwords or SCRAM "
-		      "verifiers)\n"
+		      "test.ini:17: client_auth: scram-sha-256 needs auth_file (the users and their passwords, SCRAM "
+		      "verifiers or md5 secrets)\n"
 		      "test.ini:22: client_auth: only with auth = repoint");
 	{
 		struct config *cfg = load_ok("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\n"
