@@ -1577,26 +1577,45 @@ static bool member_auth_begin(struct session *s)
 	return false;
 }
 
-static void member_auth_read(struct session *s)
+/* The member's answer to repoint's login, read off the upstream: 1 complete (auth_reply holds its
+ * start), 0 more to come, -1 the connection ended (*r: read_once's result), -2 not an answer
+ * (*why says how). */
+static int login_answer_read(struct session *s, ssize_t *r, const char **why)
 {
-	ssize_t r = read_once(&s->upstream);
 	size_t used = 0;
 
-	if (r == -2)
-		return;
-	if (r <= 0) {
-		connect_failed(s, r == 0 ? "closed while repoint logged in" : strerror(errno));
-		return;
-	}
-	switch (auth_reply_take(s, session_io, (size_t)r, &used)) {
+	*r = read_once(&s->upstream);
+	if (*r == -2)
+		return 0;
+	if (*r <= 0)
+		return -1;
+	switch (auth_reply_take(s, session_io, (size_t)*r, &used)) {
 	case -1:
-		connect_failed(s, "its answer to the login is not RESP");
-		return;
+		*why = "its answer to repoint's login is not RESP";
+		return -2;
+	case 0:
+		return 0;
+	}
+	if (used != (size_t)*r) {
+		*why = "it sent more than its answer to repoint's login";
+		return -2;
+	}
+	return 1;
+}
+
+static void member_auth_read(struct session *s)
+{
+	const char *why = NULL;
+	ssize_t r;
+
+	switch (login_answer_read(s, &r, &why)) {
 	case 0:
 		return;
-	}
-	if (used != (size_t)r) {
-		connect_failed(s, "it sent more than its answer to the login");
+	case -1:
+		connect_failed(s, r == 0 ? "closed while repoint logged in" : strerror(errno));
+		return;
+	case -2:
+		connect_failed(s, why);
 		return;
 	}
 	s->member_authing = false;
@@ -1649,26 +1668,21 @@ static void relogin_cb(evutil_socket_t fd, short what, void *arg)
  * new login leaves the old one in place; it is tried again later). */
 static void relogin_read(struct session *s)
 {
-	ssize_t r = read_once(&s->upstream);
-	size_t used = 0;
+	const char *why = NULL;
+	char reason[96];
+	ssize_t r;
 
-	if (r == -2)
+	switch (login_answer_read(s, &r, &why)) {
+	case 0:
 		return;
-	if (r <= 0) {
+	case -1:
 		s->relogging = false;
 		s->client.paused = false;
 		upstream_gone(s, r < 0);
 		return;
-	}
-	switch (auth_reply_take(s, session_io, (size_t)r, &used)) {
-	case -1:
-		close_after_flush(s, "(the server's answer to repoint's login is not RESP)");
-		return;
-	case 0:
-		return;
-	}
-	if (used != (size_t)r) {
-		close_after_flush(s, "(the server sent more than its answer to repoint's login)");
+	case -2:
+		snprintf(reason, sizeof(reason), "(%s)", why);
+		close_after_flush(s, reason);
 		return;
 	}
 	s->relogging = false;
