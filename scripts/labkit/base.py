@@ -55,6 +55,9 @@ class Engine:
         """Initialise and start all nodes: nodes[0] primary, the rest replicas; return when replicating."""
         raise NotImplementedError
 
+    def destroy(self, nodes):
+        """After the nodes' data is gone: anything else the engine made outside them (optional)."""
+
     def start(self, node, as_replica_of=None):
         """Start a stopped node: with its last configuration, or as a replica of as_replica_of."""
         raise NotImplementedError

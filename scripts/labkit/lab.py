@@ -407,6 +407,7 @@ class Lab:
             shutil.rmtree(n.dir, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(n.log)
+        eng.destroy(nodes)
         del self.state["engines"][e]
 
     # ---- failover drills ------------------------------------------------------------------------
@@ -626,6 +627,16 @@ class Lab:
             self.state.pop("aws", None)
             if not keep:
                 shutil.rmtree(os.path.join(self.dir, "aws"), ignore_errors=True)
+
+    def iam_configure(self, **changes):
+        """A TLS lab's IAM token checker (Postgres roles iam_app, iam_probe): region, credentials,
+        skew_s (seconds added to its clock)."""
+        self._engine("postgres").iam_configure(**changes)
+
+    def iam_log(self):
+        """The checker's decisions so far, one line each ("... accepted|refused ROLE port=P ...: why")."""
+        with open(self._engine("postgres").iam_paths()["log"]) as f:
+            return f.read()
 
     def aws_up(self, port=None, delays=None, config=None, quiet=True):
         """Start the AWS emulator (detached) and its own Redis nodes; returns the endpoint URL.

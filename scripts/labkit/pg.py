@@ -1,5 +1,8 @@
 """PostgreSQL 15: a primary and streaming replicas (pg_basebackup -R), switchover, pg_rewind."""
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -36,6 +39,12 @@ local replication all trust
 host all all 127.0.0.1/32 trust
 host replication all 127.0.0.1/32 trust
 """
+
+
+# A TLS lab is the managed-service lab: these roles log in with RDS IAM tokens (pam, pam_exec, checked
+# by labkit/iamcheck.py against the emulator's credentials), the rest over TLS as before.
+IAM_ROLES = ("iam_app", "iam_probe")
+IAM_CHECKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iamcheck.py")
 
 
 class Postgres(Engine):
@@ -209,11 +218,22 @@ class Postgres(Engine):
              "--no-sync", "--no-instructions"], runas=self.runas, cwd=os.path.dirname(p.dir), what="initdb")
         with open(os.path.join(p.dir, "postgresql.conf"), "a") as f:
             f.write(CONF)
-        # A TLS lab takes TCP connections over TLS only (hostssl), as rds.force_ssl = 1 does.
-        self.runas.write(os.path.join(p.dir, "pg_hba.conf"),
-                         HBA.replace("\nhost ", "\nhostssl ") if self.lab.tls else HBA)
+        # A TLS lab takes TCP connections over TLS only (hostssl), as rds.force_ssl = 1 does; its IAM
+        # roles log in with tokens only (pam: the replicas get the same pg_hba.conf from the backup).
+        hba = HBA
+        if self.lab.tls:
+            hba = HBA.replace("\nhost ", "\nhostssl ")
+            hba = hba.replace("local replication all trust\n", "local replication all trust\n"
+                              "hostssl all %s 127.0.0.1/32 pam pamservice=%s\n"
+                              % (",".join(IAM_ROLES), self.iam_setup()))
+        self.runas.write(os.path.join(p.dir, "pg_hba.conf"), hba)
         self._start_proc(p)
         self.q(p, "CREATE DATABASE test", fetch=None)
+        if self.lab.tls:
+            for role in IAM_ROLES:
+                self.q(p, "CREATE ROLE %s LOGIN" % role, fetch=None)
+            self.q(p, "GRANT pg_read_all_data, pg_write_all_data TO iam_app", fetch=None)
+            self.q(p, "GRANT CREATE ON SCHEMA public TO iam_app", dbname="test", fetch=None)
 
         def clone(r):
             self._basebackup(r, p)
@@ -224,6 +244,52 @@ class Postgres(Engine):
         for r in replicas:
             self._wait_following(r, p, 15)
         self.write_and_check(p, replicas)
+
+    # ---- IAM (a TLS lab) ------------------------------------------------------------------------
+    def iam_service(self):
+        return "repoint-lab-" + hashlib.sha1(self.lab.dir.encode()).hexdigest()[:10]
+
+    def iam_paths(self):
+        d = os.path.join(self.lab.dir, "iam")
+        return {"dir": d, "config": os.path.join(d, "iam.json"), "log": os.path.join(d, "iam.log"),
+                "pam": os.path.join("/etc/pam.d", self.iam_service())}
+
+    def iam_configure(self, **changes):
+        """The checker's settings (region, credentials, skew_s): read at each login."""
+        path = self.iam_paths()["config"]
+        with open(path) as f:
+            cfg = json.load(f)
+        cfg.update(changes)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(cfg, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    def iam_setup(self):
+        """The PAM service pam_exec runs the checker through, and the checker's settings; the service's
+        name. Taken away by destroy()."""
+        from .awsemu import DEFAULT_CREDENTIALS, DEFAULT_REGION
+        paths = self.iam_paths()
+        os.makedirs(paths["dir"], mode=0o755, exist_ok=True)
+        os.chmod(paths["dir"], 0o755)
+        with open(paths["config"], "w") as f:
+            json.dump({"region": DEFAULT_REGION, "credentials": DEFAULT_CREDENTIALS, "log": paths["log"],
+                       "skew_s": 0}, f)
+        os.chmod(paths["config"], 0o644)
+        open(paths["log"], "a").close()
+        os.chown(paths["log"], self.runas.uid, self.runas.gid)
+        with open(paths["pam"], "w") as f:
+            f.write("# repoint lab %s: RDS IAM tokens, checked by %s\n"
+                    "auth required pam_exec.so expose_authtok quiet %s %s %s\n"
+                    "account required pam_permit.so\n"
+                    % (self.lab.dir, IAM_CHECKER, "/usr/bin/python3", IAM_CHECKER, paths["config"]))
+        return self.iam_service()
+
+    def destroy(self, nodes):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.iam_paths()["pam"])
+        shutil.rmtree(self.iam_paths()["dir"], ignore_errors=True)
 
     def start(self, node, as_replica_of=None):
         if as_replica_of is None:

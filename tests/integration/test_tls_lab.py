@@ -72,3 +72,143 @@ def test_a_node_refuses_plaintext_and_takes_the_same_client_over_tls(lab, name):
         c = engine.connect_node(node)
         assert engine.server_port(c) == node.port
         engine.close(c)
+
+
+# ---- RDS IAM authentication: tokens checked by the lab (pam_exec + labkit/iamcheck.py) ----------------------
+IAM_KEYS = ("AKIALABLABLABLAB1234", "lab-secret-key")
+
+
+def iam_env(tmp_path, akid=IAM_KEYS[0], secret=IAM_KEYS[1]):
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BOTO_"))}
+    env.update(AWS_ACCESS_KEY_ID=akid, AWS_SECRET_ACCESS_KEY=secret, AWS_EC2_METADATA_DISABLED="true",
+               HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    return env
+
+
+def iam_service(lab, extra=""):
+    return ("protocol = postgres\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
+            "probe_user = iam_probe\nprobe_password = iam\nprobe_database = test\nhold_timeout = 20s\n%s"
+            % (", ".join(n.addr for n in lab.nodes("postgres")), lab.tls["ca"], extra))
+
+
+def iam_connect(port, **kw):
+    return psycopg2.connect(host="127.0.0.1", port=port, user="iam_app", dbname="test", connect_timeout=10, **kw)
+
+
+def test_iam_probes_and_sessions_through_a_switchover(lab, tmp_path):
+    """No secret in repoint's configuration: the probes (iam_probe) and, with auth = repoint, every login
+    to a member (iam_app) use RDS IAM tokens the lab checks with code of its own; 2 clients writing every
+    10 ms on persistent connections go through a switchover with at most their request in flight lost
+    ("may or may not have run"), and the logins on the new writer are with tokens made for it."""
+    import threading
+    import time
+    from conftest import start_custom, wait_for
+    rp = start_custom(tmp_path, {"pg": iam_service(lab, "auth = repoint\nclient_auth = trust\nmember_password = iam\n")},
+                      env=iam_env(tmp_path), tail="[aws]\nregion = us-east-1\n")
+    stop, errors, done = threading.Event(), [], []
+    try:
+        old = lab.primary("postgres")
+        rp.wait_writer("pg", "127.0.0.1:%d" % old.port)
+        c = iam_connect(rp.ports["pg"])
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == ("iam_app", True)
+            cur.execute("CREATE TABLE IF NOT EXISTS iam_w (w int, n int, PRIMARY KEY (w, n))")
+        c.close()
+
+        def writer(w):
+            conn = iam_connect(rp.ports["pg"])
+            conn.autocommit = True
+            n = 0
+            while not stop.is_set():
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("INSERT INTO iam_w VALUES (%s, %s)", (w, n))
+                    done.append((w, n))
+                except psycopg2.Error as e:
+                    errors.append(str(e))
+                n += 1
+                time.sleep(0.01)
+            conn.close()
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(done) > 50, 20, what="writes before the switchover")
+        lab.switchover("postgres")
+        new = lab.primary("postgres")
+        rp.wait_writer("pg", "127.0.0.1:%d" % new.port)
+        before = len(done)
+        wait_for(lambda: len(done) > before + 50, 30, what="writes after the switchover")
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert len(errors) <= 2 and all("may or may not have run" in e for e in errors), errors
+        assert rp.service("pg")["counters"]["migrated"] >= 2
+        log = lab.iam_log()
+        assert "accepted iam_app port=%d" % new.port in log and "accepted iam_probe port=%d" % new.port in log, log
+        assert "refused" not in log, log
+        text = (tmp_path / "custom.ini").read_text()
+        assert IAM_KEYS[1] not in text and "password" not in text.replace("probe_password = iam", "").replace(
+            "member_password = iam", "")
+    finally:
+        stop.set()
+        rp.stop()
+
+
+@pytest.mark.parametrize("case", ["expired", "wrong-region", "wrong-key"])
+def test_iam_tokens_the_lab_refuses(lab, tmp_path, case):
+    """An expired token (the checker's clock 20 minutes ahead), one signed for another region, or with
+    credentials the lab does not know: the probes are refused, repoint shows why it got no role, the
+    checker logs its reason; once the cause is gone the next probe's fresh token gets in."""
+    from conftest import start_custom, wait_for
+    if case == "expired":
+        lab.iam_configure(skew_s=1200)
+    env = iam_env(tmp_path, secret="not-the-lab-secret") if case == "wrong-key" else iam_env(tmp_path)
+    region = "eu-west-1" if case == "wrong-region" else "us-east-1"
+    mark = len(lab.iam_log())
+    rp = start_custom(tmp_path, {"pg": iam_service(lab)}, env=env, tail="[aws]\nregion = %s\n" % region)
+    try:
+        wait_for(lambda: any("PAM authentication failed" in (m["probe"]["detail"] or "")
+                             for m in rp.service("pg")["members"]), 20, what="the refused probes")
+        assert not rp.service("pg")["writer_ready"]
+        want = {"expired": "expired", "wrong-region": "signed for region eu-west-1",
+                "wrong-key": "SignatureDoesNotMatch"}[case]
+        assert want in lab.iam_log()[mark:], lab.iam_log()[mark:]
+        if case == "expired":
+            lab.iam_configure(skew_s=0)
+            rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
+    finally:
+        lab.iam_configure(skew_s=0)
+        rp.stop()
+
+
+def test_iam_tokens_for_another_user_or_tampered_are_refused(lab, tmp_path):
+    """The checker itself, with tokens from `repoint iam-token`: good for iam_probe, refused when made for
+    iam_app but presented by iam_probe, or with one signature character changed."""
+    import subprocess
+    from conftest import REPOINT_BIN
+    p = lab.primary("postgres")
+
+    def token(user):
+        r = subprocess.run([REPOINT_BIN, "iam-token", "--engine", "postgres", "--host", "127.0.0.1", "--port",
+                            str(p.port), "--user", user, "--region", "us-east-1"], env=iam_env(tmp_path),
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def login(tok):
+        psycopg2.connect(host="127.0.0.1", port=p.port, user="iam_probe", password=tok, dbname="test",
+                         sslmode="verify-full", sslrootcert=lab.tls["ca"], connect_timeout=10).close()
+    mark = len(lab.iam_log())
+    good = token("iam_probe")
+    login(good)
+    with pytest.raises(psycopg2.OperationalError, match="PAM authentication failed"):
+        login(token("iam_app"))
+    sig = good.rindex("X-Amz-Signature=") + len("X-Amz-Signature=")
+    with pytest.raises(psycopg2.OperationalError, match="PAM authentication failed"):
+        login(good[:sig] + ("0" if good[sig] != "0" else "1") + good[sig + 1:])
+    log = lab.iam_log()[mark:]
+    assert "accepted iam_probe" in log and "the token is for DBUser 'iam_app', not 'iam_probe'" in log, log
+    assert "SignatureDoesNotMatch" in log, log
