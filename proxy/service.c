@@ -79,6 +79,11 @@ struct service {
 	struct secret *probe_secret;      /* probe_password, opened through secrets */
 	struct secret *member_secret;     /* member_password (auth = repoint, Redis); NULL: none or as written */
 	bool held_writerless;             /* a client was held because there was no writer */
+	/* auth_file's secrets written as references: one opened secret per such user of `users`
+	 * (users_gen says which users object they were opened for). */
+	struct user_secret *user_secrets;
+	size_t nuser_secrets;
+	uint64_t users_gen, user_secrets_gen;
 	struct event_base *base;
 	const struct proto_ops *proto;
 	struct evconnlistener *listener;
@@ -1460,6 +1465,64 @@ static bool users_setup(struct service *svc, const struct service_config *cfg, s
 	return *out != NULL;
 }
 
+struct user_secret {
+	char name[128];
+	struct secret *secret;
+	bool missing;          /* its last read gave nothing (said once) */
+};
+
+static void user_secrets_close(struct service *svc)
+{
+	for (size_t i = 0; i < svc->nuser_secrets; i++)
+		secret_close(svc->user_secrets[i].secret);
+	free(svc->user_secrets);
+	svc->user_secrets = NULL;
+	svc->nuser_secrets = 0;
+}
+
+/* The passwords auth_file gives as references (env:, file:, secretsmanager:), as they read now:
+ * opened for the users read last, set into them when they changed. */
+static void user_secrets_apply(struct service *svc)
+{
+	struct auth_users *u = svc->users;
+
+	if (svc->secrets == NULL)
+		return;
+	if (svc->user_secrets_gen != svc->users_gen) {
+		user_secrets_close(svc);
+		svc->user_secrets_gen = svc->users_gen;
+		size_t n = 0;
+		for (size_t i = 0; i < auth_users_count(u); i++)
+			n += auth_users_at(u, i)->ref != NULL;
+		if (n > 0 && (svc->user_secrets = calloc(n, sizeof(*svc->user_secrets))) == NULL) {
+			log_error(svc->subject, "out of memory: auth_file's referenced passwords are not read");
+			return;
+		}
+		for (size_t i = 0; i < auth_users_count(u); i++) {
+			const struct auth_user *a = auth_users_at(u, i);
+			struct user_secret *us = &svc->user_secrets[svc->nuser_secrets];
+			if (a->ref == NULL || (us->secret = secret_open(svc->secrets, a->ref)) == NULL)
+				continue;
+			snprintf(us->name, sizeof(us->name), "%s", a->name);
+			svc->nuser_secrets++;
+		}
+	}
+	for (size_t i = 0; i < svc->nuser_secrets; i++) {
+		struct user_secret *us = &svc->user_secrets[i];
+		const struct auth_user *a = auth_users_find(u, us->name);
+		char why[300];
+		char *pw = secret_get(us->secret, NULL, NULL, why, sizeof(why));
+		if (pw == NULL && !us->missing)
+			log_warn(svc->subject, "auth_file: user \"%s\" cannot log in for now: %s", us->name, why);
+		us->missing = pw == NULL;
+		bool changed = a != NULL && (pw == NULL ? a->password != NULL
+							 : a->password == NULL || strcmp(pw, a->password) != 0);
+		if (changed && !auth_users_set_password(u, us->name, pw))
+			log_error(svc->subject, "out of memory: user \"%s\" keeps its password", us->name);
+		secret_value_free(pw);
+	}
+}
+
 static struct auth_users *service_users(struct service *svc)
 {
 	const struct service_config *cfg = svc->cfg;
@@ -1477,6 +1540,7 @@ static struct auth_users *service_users(struct service *svc)
 			if (users_setup(svc, cfg, &u, err, sizeof(err))) {
 				auth_users_unref(svc->users);
 				svc->users = u;
+				svc->users_gen++;
 				log_info(svc->subject, "auth_file %s read again", cfg->auth_file);
 			} else {
 				svc->users_mtime = m;  /* said once per change */
@@ -1484,6 +1548,7 @@ static struct auth_users *service_users(struct service *svc)
 			}
 		}
 	}
+	user_secrets_apply(svc);
 	return svc->users;
 }
 
@@ -1539,6 +1604,8 @@ bool service_start(struct service *svc)
 		log_error(svc->subject, "auth_file: %s", err);
 		return false;
 	}
+	svc->users_gen++;
+	(void)service_users(svc);  /* passwords given as references start being read now */
 
 	if (cfg->source == NULL && !cfg->probes) {
 		log_error(svc->subject, "probes = off needs a source: with static members only probes tell roles");
@@ -1709,6 +1776,8 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 	/* New clients log in with the users read now; sessions already in keep theirs. */
 	auth_users_unref(svc->users);
 	svc->users = users;
+	svc->users_gen++;
+	(void)service_users(svc);
 	if (l != NULL) {
 		/* The new address accepts from now on; sessions accepted on the old one go on. */
 		evconnlistener_free(svc->listener);
@@ -1770,6 +1839,7 @@ void service_free(struct service *svc)
 	free(svc->members);
 	secret_close(svc->probe_secret);
 	secret_close(svc->member_secret);
+	user_secrets_close(svc);
 	if (svc->release_ev != NULL)
 		event_free(svc->release_ev);
 	if (svc->accept_ev != NULL)

@@ -4,7 +4,8 @@
  * auth_file: pgbouncer's userlist format, one user per line: "name" "secret" (a quote inside is
  * doubled), blank lines and lines starting with ';' or '#' ignored. A secret is a SCRAM verifier as
  * PostgreSQL stores it (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64), an md5
- * secret ("md5" + 32 hex digits: md5(password + user)), or a plaintext password. With a verifier repoint needs no password: the client's proof gives it the
+ * secret ("md5" + 32 hex digits: md5(password + user)), a plaintext password, or a reference to the
+ * password (env:NAME, file:/PATH, secretsmanager:ID[#KEY]) that the service reads. With a verifier repoint needs no password: the client's proof gives it the
  * ClientKey, which logs it in to a member holding the same verifier (every member of a replicated
  * cluster does: the catalog is replicated). */
 #ifndef REPOINT_AUTH_H
@@ -31,6 +32,8 @@ struct auth_user {
 	bool has_verifier;
 	struct scram_verifier verifier;
 	char *password;           /* plaintext, or NULL */
+	char *ref;                /* the password as a reference (env:, file:, secretsmanager:), which the
+	                             service reads (secret.h) and sets with auth_users_set_password */
 	bool has_md5;             /* PostgreSQL's md5 secret: "md5" + md5hex(password + user) */
 	char md5[33];             /* ... its 32 hex digits */
 };
@@ -43,6 +46,12 @@ void auth_users_ref(struct auth_users *u);
 void auth_users_unref(struct auth_users *u);
 /* NULL when unknown. Valid while the caller holds a reference. */
 const struct auth_user *auth_users_find(const struct auth_users *u, const char *name);
+/* The users in file order (for the references among their secrets). */
+size_t auth_users_count(const struct auth_users *u);
+const struct auth_user *auth_users_at(const struct auth_users *u, size_t i);
+/* The password of a user whose secret is a reference, as it reads now (NULL: none now); logins
+ * from then on use it. False when out of memory or the user is unknown. */
+bool auth_users_set_password(struct auth_users *u, const char *name, const char *password);
 
 /* "SCRAM-SHA-256$..." into v; false when it is not one. */
 bool scram_parse_verifier(const char *s, struct scram_verifier *v);

@@ -45,13 +45,20 @@ static bool quoted(const char **p, char *out, size_t outlen)
 	return true;
 }
 
+static void password_free(char *p)
+{
+	if (p != NULL) {
+		OPENSSL_cleanse(p, strlen(p));
+		free(p);
+	}
+}
+
 static void users_free(struct auth_users *u)
 {
-	for (size_t i = 0; i < u->n; i++)
-		if (u->users[i].password != NULL) {
-			OPENSSL_cleanse(u->users[i].password, strlen(u->users[i].password));
-			free(u->users[i].password);
-		}
+	for (size_t i = 0; i < u->n; i++) {
+		password_free(u->users[i].password);
+		free(u->users[i].ref);
+	}
 	OPENSSL_cleanse(u->users, u->n * sizeof(*u->users));
 	free(u->users);
 	free(u);
@@ -109,6 +116,13 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 			   strspn(secret + 3, "0123456789abcdef") == 32) {
 			memcpy(au.md5, secret + 3, 33);
 			au.has_md5 = true;
+		} else if (strncmp(secret, "env:", 4) == 0 || strncmp(secret, "file:", 5) == 0 ||
+			   strncmp(secret, "secretsmanager:", 15) == 0) {
+			/* Read by the service (secret.h), like every other secret of the configuration. */
+			if ((au.ref = strdup(secret)) == NULL) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
 		} else if ((au.password = strdup(secret)) == NULL) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;
@@ -116,16 +130,19 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 		if (auth_users_find(u, au.name) != NULL) {
 			snprintf(err, errlen, "%s:%d: user \"%s\" is listed twice", path, lineno, au.name);
 			free(au.password);
+			free(au.ref);
 			goto fail;
 		}
 		if (u->n == USERLIST_MAX_USERS) {
 			snprintf(err, errlen, "%s:%d: more than %d users", path, lineno, USERLIST_MAX_USERS);
 			free(au.password);
+			free(au.ref);
 			goto fail;
 		}
 		struct auth_user *grown = realloc(u->users, (u->n + 1) * sizeof(*grown));
 		if (grown == NULL) {
 			free(au.password);
+			free(au.ref);
 			snprintf(err, errlen, "out of memory");
 			goto fail;
 		}
@@ -154,6 +171,32 @@ void auth_users_unref(struct auth_users *u)
 {
 	if (u != NULL && --u->refs == 0)
 		users_free(u);
+}
+
+size_t auth_users_count(const struct auth_users *u)
+{
+	return u != NULL ? u->n : 0;
+}
+
+const struct auth_user *auth_users_at(const struct auth_users *u, size_t i)
+{
+	return u != NULL && i < u->n ? &u->users[i] : NULL;
+}
+
+bool auth_users_set_password(struct auth_users *u, const char *name, const char *password)
+{
+	char *copy = NULL;
+
+	for (size_t i = 0; u != NULL && i < u->n; i++) {
+		if (strcmp(u->users[i].name, name) != 0)
+			continue;
+		if (password != NULL && (copy = strdup(password)) == NULL)
+			return false;
+		password_free(u->users[i].password);
+		u->users[i].password = copy;
+		return true;
+	}
+	return false;
 }
 
 const struct auth_user *auth_users_find(const struct auth_users *u, const char *name)

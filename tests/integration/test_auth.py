@@ -443,3 +443,49 @@ def test_client_auth_md5_with_the_md5_secret_only(tmp_path):
             rp.stop()
     finally:
         pg.stop()
+
+
+def test_auth_file_passwords_as_references(scram_pg, tmp_path):
+    """auth_file's passwords need not be in it: "env:NAME", "file:/PATH" (read again when it changes) and
+    "secretsmanager:ID" are read as every other secret; a rotated file is followed without a reload."""
+    import os
+    import time as _time
+    from conftest import start_custom
+    pw = tmp_path / "app-pw"
+    pw.write_text("s3cret\n")
+    users = tmp_path / "users.txt"
+    users.write_text('"app" "file:%s"\n"other" "env:REPOINT_TEST_OTHER_PW"\n' % pw)
+    env = dict(os.environ, REPOINT_TEST_OTHER_PW="other-secret")
+    rp = start_custom(tmp_path, {"pg": scram_service(scram_pg, users)}, env=env)
+    try:
+        rp.wait_writer("pg")
+        connect_app(rp.ports["pg"], "s3cret").close()
+        connect_app(rp.ports["pg"], "other-secret", user="other").close()
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
+            connect_app(rp.ports["pg"], "wrong")
+        # Rotation: the server's password, then the file's.
+        c = scram_pg.local()
+        with c.cursor() as cur:
+            cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute("ALTER ROLE app PASSWORD 's3cret-2'")
+        c.close()
+        pw.write_text("s3cret-2\n")
+        future = _time.time() + 2
+        os.utime(pw, (future, future))
+
+        def rotated():
+            try:
+                connect_app(rp.ports["pg"], "s3cret-2").close()
+                return True
+            except psycopg2.OperationalError:
+                return False   # the file is looked at once a second at most
+        wait_for(rotated, 10, what="the rotated password in use")
+        log = rp.logtext()
+        assert "s3cret" not in log and "other-secret" not in log
+    finally:
+        rp.stop()
+        c = scram_pg.local()
+        with c.cursor() as cur:
+            cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute("ALTER ROLE app PASSWORD 's3cret'")
+        c.close()
