@@ -3,7 +3,9 @@
 Paths: `direct` (the current primary), `haproxy` (HAProxy 2.6, TCP mode, a configuration equivalent
 to repoint's), `repoint` (a lab configuration, log_level = warn) and, for the Redis workloads only
 (redis-benchmark rows and the failover test), `repoint-mux`: a second repoint process, same binary
-and same configuration except `multiplex = on` in the redis service. Each workload runs `--reps`
+and same configuration except `multiplex = on` in the redis service; the peers people would pick
+instead, `twemproxy` (nutcracker 0.5, one server connection shared by every client) for the Redis
+rows and `pgbouncer` (1.18, session pooling) for the Postgres rows. Each workload runs `--reps`
 times, the order of the paths rotating between repetitions; the tables show the median and [min-max].
 The `tls` workload (benchkit/tls.py) has paths of its own around one TLS-only redis-server: direct TLS,
 HAProxy and repoint with TLS on both sides, and repoint originating TLS for a plaintext client; and
@@ -28,7 +30,7 @@ from . import conns as conns_mod
 from . import failover as failover_mod
 from . import report, throughput
 from . import tls as tls_mod
-from .proxies import HAProxy, Repoint
+from .proxies import HAProxy, Pgbouncer, Repoint, Twemproxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -45,6 +47,8 @@ PATHS = ("direct", "haproxy", "repoint")
 MUX = "repoint-mux"
 REDIS_PATHS = PATHS + (MUX,)
 MUX_OVERRIDES = {"redis": {"multiplex": "on"}}   # the only difference between repoint-mux and repoint
+# The peer people would pick instead of repoint, per engine (run in the same interleaved rotation).
+PEERS = {"redis": "twemproxy", "postgres": "pgbouncer"}
 
 
 def log(msg):
@@ -127,6 +131,7 @@ class Bench:
         os.chmod(self.workdir, 0o755)
         self.lab = Lab(os.path.join(self.workdir, "lab"))
         self.haproxy = self.repoint = self.mux = None
+        self.peers = {}   # engine -> Twemproxy / Pgbouncer
         self.mux_dead = False
         self.extra_procs = []
 
@@ -159,6 +164,26 @@ class Bench:
         log("haproxy %s and repoint %s ready" % (self.haproxy.ports, self.repoint.ports))
         if "redis" in engines and ("redis" in self.a.only or "failover" in self.a.only):
             self.start_mux(proxied)
+        self.start_peers(engines)
+
+    def start_peers(self, engines):
+        """twemproxy for the Redis rows, pgbouncer for the Postgres rows. A peer that cannot start is an
+        error (exit 1); the other paths still run."""
+        for engine, kind, want in (("redis", Twemproxy, "redis"), ("postgres", Pgbouncer, "pg")):
+            if engine not in engines or want not in self.a.only:
+                continue
+            p = None
+            try:
+                p = kind(self.lab, self.workdir, "main")
+                p.wait_ready()
+                self.peers[engine] = p
+                log("%s %s ready" % (p.name, p.ports))
+            except BenchError as exc:
+                msg = str(exc).splitlines()[0][:300]
+                log("ERROR " + msg)
+                self.errors.append(msg)
+                if p is not None:
+                    p.stop()
 
     def start_mux(self, engines):
         """repoint-mux: the same binary and lab configuration as `repoint`, with multiplex = on for the
@@ -177,7 +202,7 @@ class Bench:
             self.mux = None
 
     def teardown(self):
-        for p in [self.haproxy, self.repoint, self.mux] + self.extra_procs:
+        for p in [self.haproxy, self.repoint, self.mux] + list(self.peers.values()) + self.extra_procs:
             if p is not None:
                 try:
                     p.stop()
@@ -198,7 +223,8 @@ class Bench:
         return self.proc(path).ports[engine]
 
     def proc(self, path):
-        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux}.get(path)
+        peers = {p.name: p for p in self.peers.values()}
+        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, **peers}.get(path)
 
     def mux_usable(self, try_write=False):
         """repoint-mux is the new code under test: if it has exited (or, with try_write, does not route
@@ -222,7 +248,8 @@ class Bench:
 
     def paths(self, engine):
         """The paths a workload on `engine` runs against: repoint-mux only for Redis (when it started)."""
-        return REDIS_PATHS if engine == "redis" and self.mux is not None else PATHS
+        paths = REDIS_PATHS if engine == "redis" and self.mux is not None else PATHS
+        return paths + ((PEERS[engine],) if engine in self.peers else ())
 
     # ---- throughput -----------------------------------------------------------------------------
     def run_throughput(self, engine, tests):
@@ -272,7 +299,9 @@ class Bench:
             by_rep = {p: {r["rep"]: r.get("throughput") for r in runs} for p, runs in d["runs"].items()}
             # repoint/direct, repoint/haproxy; for Redis also repoint-mux/direct, repoint-mux/haproxy and
             # repoint-mux/repoint (what multiplexing changes)
-            for mine, others in (("repoint", ("direct", "haproxy")), (MUX, ("direct", "haproxy", "repoint"))):
+            peers = tuple(PEERS.values())
+            for mine, others in (("repoint", ("direct", "haproxy") + peers),
+                                 (MUX, ("direct", "haproxy", "repoint") + peers)):
                 for other in others:
                     rp, o = w["paths"].get(mine), w["paths"].get(other)
                     if not rp or not o:

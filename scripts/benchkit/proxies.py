@@ -228,3 +228,85 @@ class HAProxy(Proc):
                 up = self.up_servers(e)
                 return up == [want] if e == "redis" else want in up
             wait_for(ok, timeout, "haproxy to mark %s UP (and only it) in be_%s" % (want, e), interval=0.05)
+
+
+def _port_answers(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+class Twemproxy(Proc):
+    """twemproxy (nutcracker 0.5, Debian), the Redis proxy people pick for multiplexing: one pool with the
+    lab's Redis primary as its only server and its default of one server connection, which every client's
+    commands share. It does not follow a failover (no role checks): the bench only measures throughput."""
+
+    name = "twemproxy"
+    BIN = "/usr/sbin/nutcracker"
+
+    def __init__(self, lab, workdir, tag):
+        if not os.access(self.BIN, os.X_OK):
+            raise BenchError("twemproxy: %s is missing (Debian package nutcracker; scripts/install-deps installs it)"
+                             % self.BIN)
+        self.ports = {"redis": free_port()}
+        stats = free_port()
+        while stats == self.ports["redis"]:
+            stats = free_port()
+        self.cfg = os.path.join(workdir, "twemproxy-%s.yml" % tag)
+        with open(self.cfg, "w") as f:
+            f.write("bench:\n  listen: 127.0.0.1:%d\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n"
+                    "  auto_eject_hosts: false\n  server_connections: 1\n  timeout: 10000\n  servers:\n"
+                    "   - 127.0.0.1:%d:1\n" % (self.ports["redis"], lab.primary("redis").port))
+        super().__init__([self.BIN, "-c", self.cfg, "-s", str(stats), "-a", "127.0.0.1", "-v", "3",
+                          "-o", self.cfg + ".log", "-p", self.cfg + ".pid"], self.cfg + ".out")
+
+    def wait_ready(self, timeout=30):
+        def ok():
+            self.check_alive()
+            return _port_answers(self.ports["redis"])
+        wait_for(ok, timeout, "twemproxy to listen")
+
+
+class Pgbouncer(Proc):
+    """pgbouncer 1.18 (Debian) in session pooling, pointing at the lab's Postgres primary: server
+    connections are kept for the next client (what `pgbench -C` measures). It refuses to run as root:
+    it runs as postgres, with its files in a directory of its own."""
+
+    name = "pgbouncer"
+    BIN = "/usr/sbin/pgbouncer"
+
+    def __init__(self, lab, workdir, tag, pool_size=64):
+        import pwd
+        if not os.access(self.BIN, os.X_OK):
+            raise BenchError("pgbouncer: %s is missing (Debian package pgbouncer; scripts/install-deps installs it)"
+                             % self.BIN)
+        pw = pwd.getpwnam("postgres")
+        d = os.path.join(workdir, "pgbouncer-%s" % tag)
+        os.makedirs(d, exist_ok=True)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        self.ports = {"postgres": free_port()}
+        users = os.path.join(d, "users.txt")
+        with open(users, "w") as f:
+            f.write('"postgres" ""\n')
+        self.cfg = os.path.join(d, "pgbouncer.ini")
+        with open(self.cfg, "w") as f:
+            f.write("[databases]\n* = host=127.0.0.1 port=%d\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n"
+                    "listen_port = %d\nunix_socket_dir =\nauth_type = trust\nauth_file = %s\npool_mode = session\n"
+                    "max_client_conn = 4000\ndefault_pool_size = %d\nlogfile = %s\npidfile = %s\n"
+                    "ignore_startup_parameters = extra_float_digits\nlog_connections = 0\nlog_disconnections = 0\n"
+                    % (lab.primary("postgres").port, self.ports["postgres"], users, pool_size,
+                       os.path.join(d, "pgbouncer.log"), os.path.join(d, "pgbouncer.pid")))
+        for p in (users, self.cfg):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+        # setpriv execs pgbouncer in place (runuser would stay its parent): the pid is pgbouncer's, for
+        # its CPU time
+        super().__init__(["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", self.BIN,
+                          self.cfg], os.path.join(workdir, "pgbouncer-%s.out" % tag))
+
+    def wait_ready(self, timeout=30):
+        def ok():
+            self.check_alive()
+            return _port_answers(self.ports["postgres"])
+        wait_for(ok, timeout, "pgbouncer to listen")

@@ -2,7 +2,8 @@
 
 from .common import fmt_num
 
-PATHS = ("direct", "haproxy", "repoint", "repoint-mux")   # repoint-mux: Redis workloads only
+PATHS = ("direct", "haproxy", "twemproxy", "pgbouncer", "repoint", "repoint-mux")  # repoint-mux, twemproxy: Redis; pgbouncer: Postgres
+PEERS = ("twemproxy", "pgbouncer")
 PROXIES = ("repoint", "repoint-mux")                      # the rows of the ratio table
 
 
@@ -36,9 +37,10 @@ def throughput_table(workloads):
         if w.get("errors"):
             lines.append("%-24s   errors: %s" % ("", "; ".join(w["errors"])[:300]))
     lines.append("")
-    fmt = "%-24s %-11s %11s %11s %10s %10s %10s %10s %13s %12s %14s"
-    hdr = fmt % ("ratios (of medians)", "X = proxy", "tput X/dir", "tput X/hap", "p50 X/dir", "p50 X/hap",
-                 "p99 X/dir", "p99 X/hap", "cpu/op X/hap", "tput mux/rp", "cpu/op mux/rp")
+    fmt = "%-24s %-11s %11s %11s %12s %10s %10s %10s %10s %11s %13s %14s %12s %14s"
+    hdr = fmt % ("ratios (of medians)", "X = proxy", "tput X/dir", "tput X/hap", "tput X/peer", "p50 X/dir",
+                 "p50 X/hap", "p99 X/dir", "p99 X/hap", "p99 X/peer", "cpu/op X/hap", "cpu/op X/peer",
+                 "tput mux/rp", "cpu/op mux/rp")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
         r = w.get("ratios", {})
@@ -48,9 +50,11 @@ def throughput_table(workloads):
             if x != "repoint" and d is None and h is None:
                 continue          # repoint-mux: Redis rows only
             d, h, m = d or {}, h or {}, r.get(x + "/repoint") or {}
+            pe = next((r[x + "/" + p] for p in PEERS if x + "/" + p in r), {})
             lines.append(fmt % (
-                wid if first else "", x, _r(d.get("throughput")), _r(h.get("throughput")), _r(d.get("p50_ms")),
-                _r(h.get("p50_ms")), _r(d.get("p99_ms")), _r(h.get("p99_ms")), _r(h.get("cpu_us_per_op")),
+                wid if first else "", x, _r(d.get("throughput")), _r(h.get("throughput")), _r(pe.get("throughput")),
+                _r(d.get("p50_ms")), _r(h.get("p50_ms")), _r(d.get("p99_ms")), _r(h.get("p99_ms")),
+                _r(pe.get("p99_ms")), _r(h.get("cpu_us_per_op")), _r(pe.get("cpu_us_per_op")),
                 _r(m.get("throughput")) if m else "", _r(m.get("cpu_us_per_op")) if m else ""))
             first = False
     return "\n".join(lines)
