@@ -214,10 +214,12 @@ struct secret {
 	int64_t done_ms;            /* monotonic: when the last fetch ended */
 	int64_t login_failed_ms;    /* monotonic: the last failed login that asked for a fetch */
 	int retries;
-	/* iam: the ElastiCache/MemoryDB token last made, for whom, and when (monotonic) */
-	char *tok;
-	char tok_for[600];
-	int64_t tok_ms;
+	/* iam: the tokens made last, for whom, and when (monotonic); reused while fresh */
+	struct {
+		char *tok;
+		char whom[600];
+		int64_t made_ms;
+	} toks[SECRET_TOKEN_CACHE];
 	uint64_t tokens;
 };
 
@@ -557,6 +559,14 @@ void secrets_set_refresh(struct secrets *r, int64_t refresh_ms)
 		r->refresh_ms = refresh_ms;
 }
 
+static void tokens_forget(struct secret *s)
+{
+	for (size_t i = 0; i < SECRET_TOKEN_CACHE; i++) {
+		aws_presign_free(s->toks[i].tok);
+		s->toks[i].tok = NULL;
+	}
+}
+
 static void secret_destroy(struct secret *s)
 {
 	struct secrets *r = s->reg;
@@ -569,7 +579,7 @@ static void secret_destroy(struct secret *s)
 		event_free(s->timer);
 	replace_value(&s->value, NULL);
 	replace_value(&s->user, NULL);
-	aws_presign_free(s->tok);
+	tokens_forget(s);
 	secret_value_free(s->ref);
 	explicit_bzero(&s->r, sizeof(s->r));
 	free(s);
@@ -680,39 +690,51 @@ static char *iam_token(struct secret *s, const struct secret_target *t, char *wh
 		snprintf(why, whylen, "iam: no AWS region: set [aws] region, AWS_REGION or the profile's");
 		return NULL;
 	}
-	if (t->resource == NULL) {
-		tok = aws_rds_auth_token(t->host, t->port, t->user, region, c, (int64_t)time(NULL), err, sizeof(err));
-		if (tok == NULL)
-			snprintf(why, whylen, "iam: %s", err);
-		else
-			s->tokens++;
-		return tok;
-	}
-	/* ElastiCache, MemoryDB: one token for every connection while it is fresh. */
-	char whom[sizeof(s->tok_for)];
-	const char *colon = strchr(t->resource, ':');
-	bool memorydb = strncmp(t->resource, "memorydb:", 9) == 0;
-	bool serverless = strncmp(t->resource, "elasticache-serverless:", 23) == 0;
-	if (colon == NULL || (!memorydb && !serverless && strncmp(t->resource, "elasticache:", 12) != 0)) {
+	/* One token per member and user (RDS) or resource and user (ElastiCache, MemoryDB), made again
+	 * once SECRET_CACHE_TOKEN_REUSE_MS old; the slot used longest ago makes room. */
+	char whom[sizeof(s->toks[0].whom)];
+	const char *colon = t->resource != NULL ? strchr(t->resource, ':') : NULL;
+	bool memorydb = t->resource != NULL && strncmp(t->resource, "memorydb:", 9) == 0;
+	bool serverless = t->resource != NULL && strncmp(t->resource, "elasticache-serverless:", 23) == 0;
+	if (t->resource != NULL &&
+	    (colon == NULL || (!memorydb && !serverless && strncmp(t->resource, "elasticache:", 12) != 0))) {
 		snprintf(why, whylen, "iam: tokens are made for elasticache:, elasticache-serverless: and memorydb: "
 		                      "resources");
 		return NULL;
 	}
-	snprintf(whom, sizeof(whom), "%s %s %s %s", t->resource, t->user, region, c->access_key_id);
-	if (s->tok == NULL || strcmp(whom, s->tok_for) != 0 || now_ms() - s->tok_ms >= SECRET_CACHE_TOKEN_REUSE_MS) {
-		tok = aws_cache_auth_token(memorydb ? "memorydb" : "elasticache", colon + 1, t->user, serverless, region, c,
-		                           (int64_t)time(NULL), err, sizeof(err));
+	if (t->resource != NULL)
+		snprintf(whom, sizeof(whom), "%s %s %s %s", t->resource, t->user, region, c->access_key_id);
+	else
+		snprintf(whom, sizeof(whom), "rds-db %s:%u %s %s %s", t->host, (unsigned)t->port, t->user, region,
+		         c->access_key_id);
+	size_t slot = 0;
+	int64_t now = now_ms();
+	for (size_t i = 0; i < SECRET_TOKEN_CACHE; i++) {
+		if (s->toks[i].tok != NULL && strcmp(s->toks[i].whom, whom) == 0) {
+			slot = i;
+			break;
+		}
+		if (s->toks[i].tok == NULL || s->toks[i].made_ms < s->toks[slot].made_ms)
+			slot = i;
+	}
+	if (s->toks[slot].tok == NULL || strcmp(s->toks[slot].whom, whom) != 0 ||
+	    now - s->toks[slot].made_ms >= SECRET_CACHE_TOKEN_REUSE_MS) {
+		if (t->resource == NULL)
+			tok = aws_rds_auth_token(t->host, t->port, t->user, region, c, (int64_t)time(NULL), err, sizeof(err));
+		else
+			tok = aws_cache_auth_token(memorydb ? "memorydb" : "elasticache", colon + 1, t->user, serverless,
+			                           region, c, (int64_t)time(NULL), err, sizeof(err));
 		if (tok == NULL) {
 			snprintf(why, whylen, "iam: %s", err);
 			return NULL;
 		}
-		aws_presign_free(s->tok);
-		s->tok = tok;
+		aws_presign_free(s->toks[slot].tok);
+		s->toks[slot].tok = tok;
+		s->toks[slot].made_ms = now;
+		snprintf(s->toks[slot].whom, sizeof(s->toks[slot].whom), "%s", whom);
 		s->tokens++;
-		s->tok_ms = now_ms();
-		snprintf(s->tok_for, sizeof(s->tok_for), "%s", whom);
 	}
-	tok = strdup(s->tok);
+	tok = strdup(s->toks[slot].tok);
 	if (tok == NULL)
 		snprintf(why, whylen, "out of memory");
 	return tok;
@@ -783,9 +805,12 @@ void secret_login_failed(struct secret *s)
 		log_info(s->subject, "a login with it was refused: fetching it again");
 		sm_arm(s, s->done_ms != 0 && now - s->done_ms < 1000 ? 1000 - (now - s->done_ms) : 0);
 		break;
+	case SECRET_IAM:
+		/* A token refused (a clock far off, a rotated key): the next login gets a fresh one. */
+		tokens_forget(s);
+		break;
 	case SECRET_LITERAL:
 	case SECRET_ENV:
-	case SECRET_IAM:
 		break;
 	}
 }

@@ -14,10 +14,10 @@
  *                         which the probe uses when probe_user is not set). Cached; fetched again
  *                         every secret_refresh, and at once when a login with it fails (at most
  *                         every SECRET_RETRY_MIN_MS); a failed fetch keeps the value it had
- *   iam                   an IAM auth token signed with the [aws] credentials: RDS (a fresh one
- *                         for each connection: member host and port, probe_user), or ElastiCache
- *                         and MemoryDB (the group or cluster and the user; one token serves every
- *                         connection for SECRET_CACHE_TOKEN_REUSE_MS)
+ *   iam                   an IAM auth token signed with the [aws] credentials: RDS (for the member's
+ *                         host and port and the user), or ElastiCache and MemoryDB (the group or
+ *                         cluster and the user); one token serves every connection for
+ *                         SECRET_CACHE_TOKEN_REUSE_MS
  *
  * Values never reach a log line, /status, /metrics or a message: what is shown of a secret is its
  * kind and reference (env:NAME, the path, the secret's name or ARN, its version id), never the
@@ -94,9 +94,11 @@ struct secret_target {
 	const char *resource;
 };
 
-/* An ElastiCache/MemoryDB token is made again once it is this old (they are valid 15 minutes;
- * the connection it logs in stays in after that). */
+/* An IAM token is made again once it is this old (they are valid 15 minutes; the connection it
+ * logs in stays in after that), or at once after a login with it was refused; at most
+ * SECRET_TOKEN_CACHE of them (members x users) are kept. */
 #define SECRET_CACHE_TOKEN_REUSE_MS (10 * 60 * 1000)
+#define SECRET_TOKEN_CACHE 16
 
 /* The current value (malloc'ed; free with secret_value_free), or NULL with the reason in why:
  * "secretsmanager:ID: not fetched yet", "env:NAME is not set", "no AWS credentials: ...". t is
