@@ -91,7 +91,9 @@ def check(token, role, cfg, port, now):
     if len(q) != len(pairs):
         return "a query parameter appears twice"
     host, _, tport = head.rpartition(":")
-    if port is not None and tport != str(port):
+    if port is None:
+        return "cannot tell this server's port (no postmaster with -p above this process)"
+    if tport != str(port):
         return "the token is for port %s, this server listens on %s" % (tport, port)
     if host not in ("127.0.0.1", "localhost"):
         return "the token is for host %s" % host
@@ -147,7 +149,10 @@ def main():
     token = sys.stdin.buffer.read().split(b"\0", 1)[0].decode("utf-8", "replace").strip()
     role = os.environ.get("PAM_USER", "")
     port = server_port()
-    why = check(token, role, cfg, port, time.time() + float(cfg.get("skew_s", 0)))
+    try:
+        why = check(token, role, cfg, port, time.time() + float(cfg.get("skew_s", 0)))
+    except Exception as e:  # noqa: BLE001 - refused, and the log says the checker broke (the type: no token in it)
+        why = "the checker failed: %s" % type(e).__name__
     tag = hashlib.sha256(token.encode()).hexdigest()[:8]
     line = "%s %s %s port=%s token=%s%s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                               "accepted" if why is None else "refused", role, port, tag,
