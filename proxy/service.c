@@ -495,6 +495,17 @@ static void probe_done(void *arg, const struct probe_result *r)
 	struct member *m = arg;
 	struct service *svc = m->svc;
 
+	/* A refused login shows in the status at every probe; the log says so when it starts and ends. */
+	if (r->auth_failed && !m->last.auth_failed) {
+		enum secret_kind k = svc->probe_secret != NULL ? secret_kind(svc->probe_secret) : SECRET_LITERAL;
+		log_warn(svc->subject, "%s refused the probe's login as %s (probe_password %s): %s", m->str,
+			 !svc->cfg->probe_user_given && k == SECRET_SECRETSMANAGER ? "the secret's user"
+			 : svc->cfg->probe_user != NULL                          ? svc->cfg->probe_user
+										 : "the default user",
+			 secret_kind_name(k), r->detail);
+	} else if (m->last.auth_failed && !r->auth_failed && (r->ok || r->busy)) {
+		log_info(svc->subject, "%s takes the probe's login again", m->str);
+	}
 	m->last = *r;
 	m->probes++;
 	if (r->auth_failed && svc->probe_secret != NULL)

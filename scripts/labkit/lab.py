@@ -363,6 +363,8 @@ class Lab:
             self._aws_teardown(keep)
             for e in list(self.state["engines"]):
                 self._destroy_engine(e, keep)
+            from .pg import remove_iam_pam
+            remove_iam_pam(self.dir)    # a TLS lab's PAM service for IAM logins: always (--keep too)
             # Anything else still running from this dir (crashed ups, lost pids...): kill it.
             left = find_procs(ALL_PROC_NAMES, self.dir)
             for pid in left:
@@ -381,6 +383,7 @@ class Lab:
                 shutil.rmtree(os.path.join(self.dir, "sock"), ignore_errors=True)
                 shutil.rmtree(os.path.join(self.dir, "tmp"), ignore_errors=True)
                 shutil.rmtree(os.path.join(self.dir, "tls"), ignore_errors=True)
+                shutil.rmtree(os.path.join(self.dir, "iam"), ignore_errors=True)
                 h = hashlib.sha1(self.dir.encode()).hexdigest()[:10]
                 shutil.rmtree(os.path.join("/tmp", "rlab-" + h), ignore_errors=True)
         if not keep:

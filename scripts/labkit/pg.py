@@ -47,6 +47,18 @@ IAM_ROLES = ("iam_app", "iam_probe")
 IAM_CHECKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iamcheck.py")
 
 
+def iam_pam_service(lab_dir):
+    """The name of a lab's PAM service (/etc/pam.d/NAME): one per lab dir, so that labs side by side
+    do not share one."""
+    return "repoint-lab-" + hashlib.sha1(lab_dir.encode()).hexdigest()[:10]
+
+
+def remove_iam_pam(lab_dir):
+    """`lab down` (with --keep too, or without a state): the lab's PAM service goes."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join("/etc/pam.d", iam_pam_service(lab_dir)))
+
+
 class Postgres(Engine):
     name = "postgres"
     prefix = "pg"
@@ -247,7 +259,7 @@ class Postgres(Engine):
 
     # ---- IAM (a TLS lab) ------------------------------------------------------------------------
     def iam_service(self):
-        return "repoint-lab-" + hashlib.sha1(self.lab.dir.encode()).hexdigest()[:10]
+        return iam_pam_service(self.lab.dir)
 
     def iam_paths(self):
         d = os.path.join(self.lab.dir, "iam")
@@ -279,19 +291,25 @@ class Postgres(Engine):
         os.chmod(paths["config"], 0o644)
         open(paths["log"], "a").close()
         os.chown(paths["log"], self.runas.uid, self.runas.gid)
+        self._write_pam()
+        return self.iam_service()
+
+    def _write_pam(self):
+        paths = self.iam_paths()
         with open(paths["pam"], "w") as f:
             f.write("# repoint lab %s: RDS IAM tokens, checked by %s\n"
                     "auth required pam_exec.so expose_authtok quiet %s %s %s\n"
                     "account required pam_permit.so\n"
                     % (self.lab.dir, IAM_CHECKER, "/usr/bin/python3", IAM_CHECKER, paths["config"]))
-        return self.iam_service()
+        os.chmod(paths["pam"], 0o644)
 
     def destroy(self, nodes):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.iam_paths()["pam"])
+        remove_iam_pam(self.lab.dir)
         shutil.rmtree(self.iam_paths()["dir"], ignore_errors=True)
 
     def start(self, node, as_replica_of=None):
+        if self.lab.tls and os.path.isfile(self.iam_paths()["config"]) and not os.path.exists(self.iam_paths()["pam"]):
+            self._write_pam()     # after `down --keep`, which takes it away
         if as_replica_of is None:
             self._start_proc(node)
         else:

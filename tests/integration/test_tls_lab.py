@@ -157,11 +157,48 @@ def test_iam_probes_and_sessions_through_a_switchover(lab, tmp_path):
         rp.stop()
 
 
+def test_iam_probes_as_every_server_sees_them_and_passthrough_clients(lab, tmp_path):
+    """Each member (the replicas too: pg_hba.conf is per node) has repoint's probe logged in as iam_probe
+    over TLS, accepted by the checker for that member's port; the applications' own logins (the lab's
+    postgres user, auth = passthrough) go through repoint to the writer meanwhile."""
+    from conftest import start_custom, wait_for
+    from labkit.clients import ENGINES
+    rp = start_custom(tmp_path, {"pg": iam_service(lab)}, env=iam_env(tmp_path), tail="[aws]\nregion = us-east-1\n")
+    try:
+        rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
+        engine = ENGINES["postgres"]
+        for node in lab.nodes("postgres"):
+            def probes():
+                c = engine.connect_node(node)
+                try:
+                    with c.cursor() as cur:
+                        cur.execute("SELECT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                                    "WHERE a.application_name = 'repoint-probe'")
+                        return cur.fetchall()
+                finally:
+                    c.close()
+            assert wait_for(probes, 20, what="the probe on %s" % node.name) == [("iam_probe", True)]
+            assert "accepted iam_probe port=%d" % node.port in lab.iam_log()
+        c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="postgres", dbname="test", connect_timeout=10)
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute("SELECT current_user, ssl, pg_is_in_recovery() FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == ("postgres", True, False)
+            cur.execute("CREATE TEMP TABLE t (x int)")
+            cur.execute("INSERT INTO t VALUES (1)")
+        c.close()
+        assert "refused" not in lab.iam_log(), lab.iam_log()
+        assert IAM_KEYS[1] not in (tmp_path / "custom.ini").read_text()
+    finally:
+        rp.stop()
+
+
 @pytest.mark.parametrize("case", ["expired", "wrong-region", "wrong-key"])
 def test_iam_tokens_the_lab_refuses(lab, tmp_path, case):
     """An expired token (the checker's clock 20 minutes ahead), one signed for another region, or with
     credentials the lab does not know: the probes are refused, repoint shows why it got no role, the
-    checker logs its reason; once the cause is gone the next probe's fresh token gets in."""
+    checker logs its reason, repoint logs once per member that its probe's login was refused; once the
+    cause is gone the next probe's fresh token gets in."""
     from conftest import start_custom, wait_for
     if case == "expired":
         lab.iam_configure(skew_s=1200)
@@ -176,39 +213,72 @@ def test_iam_tokens_the_lab_refuses(lab, tmp_path, case):
         want = {"expired": "expired", "wrong-region": "signed for region eu-west-1",
                 "wrong-key": "SignatureDoesNotMatch"}[case]
         assert want in lab.iam_log()[mark:], lab.iam_log()[mark:]
+        for node in lab.nodes("postgres"):
+            line = "127.0.0.1:%d refused the probe's login as iam_probe (probe_password iam): " % node.port
+            wait_for(lambda: line in rp.logtext(), 10, what="repoint's log of the refusal by %s" % node.name)
+        log = rp.logtext()
+        assert log.count("refused the probe's login") == len(lab.nodes("postgres")), log   # once, not per probe
+        assert "PAM authentication failed" in log, log
         if case == "expired":
             lab.iam_configure(skew_s=0)
             rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
+            wait_for(lambda: "127.0.0.1:%d takes the probe's login again" % lab.primary("postgres").port
+                     in rp.logtext(), 10, what="repoint's log of the login taken again")
     finally:
         lab.iam_configure(skew_s=0)
         rp.stop()
 
 
 def test_iam_tokens_for_another_user_or_tampered_are_refused(lab, tmp_path):
-    """The checker itself, with tokens from `repoint iam-token`: good for iam_probe, refused when made for
-    iam_app but presented by iam_probe, or with one signature character changed."""
+    """The checker itself, with tokens from `repoint iam-token` presented by a client of the server: good
+    for iam_probe (over TLS), refused when made for iam_app but presented by iam_probe, for another
+    server's port, with one signature character changed, signed 20 minutes ago (expired) or 20 minutes
+    ahead, or with an access key the lab does not know; the reasons in the checker's log, never a token."""
+    import hashlib
     import subprocess
+    import time
     from conftest import REPOINT_BIN
     p = lab.primary("postgres")
+    other = next(n for n in lab.nodes("postgres") if n.port != p.port)
 
-    def token(user):
+    def token(user, port=p.port, **env):
         r = subprocess.run([REPOINT_BIN, "iam-token", "--engine", "postgres", "--host", "127.0.0.1", "--port",
-                            str(p.port), "--user", user, "--region", "us-east-1"], env=iam_env(tmp_path),
+                            str(port), "--user", user, "--region", "us-east-1"], env=dict(iam_env(tmp_path), **env),
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
     def login(tok):
-        psycopg2.connect(host="127.0.0.1", port=p.port, user="iam_probe", password=tok, dbname="test",
-                         sslmode="verify-full", sslrootcert=lab.tls["ca"], connect_timeout=10).close()
+        c = psycopg2.connect(host="127.0.0.1", port=p.port, user="iam_probe", password=tok, dbname="test",
+                             sslmode="verify-full", sslrootcert=lab.tls["ca"], connect_timeout=10)
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                return cur.fetchone()
+        finally:
+            c.close()
     mark = len(lab.iam_log())
     good = token("iam_probe")
-    login(good)
-    with pytest.raises(psycopg2.OperationalError, match="PAM authentication failed"):
-        login(token("iam_app"))
+    assert login(good) == ("iam_probe", True)
     sig = good.rindex("X-Amz-Signature=") + len("X-Amz-Signature=")
-    with pytest.raises(psycopg2.OperationalError, match="PAM authentication failed"):
-        login(good[:sig] + ("0" if good[sig] != "0" else "1") + good[sig + 1:])
+    now = int(time.time())
+    bad = {"the token is for DBUser 'iam_app', not 'iam_probe'": token("iam_app"),
+           "the token is for port %d, this server listens on %d" % (other.port, p.port): token("iam_probe", other.port),
+           "SignatureDoesNotMatch: botocore computes another X-Amz-Signature":
+               good[:sig] + ("0" if good[sig] != "0" else "1") + good[sig + 1:],
+           "expired ": token("iam_probe", REPOINT_TEST_TIME=str(now - 1200)),
+           "signed in the future": token("iam_probe", REPOINT_TEST_TIME=str(now + 1200)),
+           "unknown access key AKIANOTINTHELAB0000": token("iam_probe", AWS_ACCESS_KEY_ID="AKIANOTINTHELAB0000")}
+    for why, tok in bad.items():
+        with pytest.raises(psycopg2.OperationalError, match="PAM authentication failed"):
+            login(tok)
+            pytest.fail("logged in with a token the checker must refuse (%s)\n%s" % (why, lab.iam_log()[mark:]))
+    # each token's decision, found by the short hash the checker logs instead of the token
     log = lab.iam_log()[mark:]
-    assert "accepted iam_probe" in log and "the token is for DBUser 'iam_app', not 'iam_probe'" in log, log
-    assert "SignatureDoesNotMatch" in log, log
+    lines = {tok: [x for x in log.splitlines() if " token=%s" % hashlib.sha256(tok.encode()).hexdigest()[:8] in x]
+             for tok in [good] + list(bad.values())}
+    assert len(lines[good]) == 1 and " accepted iam_probe port=%d " % p.port in lines[good][0], log
+    for why, tok in bad.items():
+        assert len(lines[tok]) == 1 and " refused iam_probe " in lines[tok][0] and why in lines[tok][0], (why, log)
+    for tok in lines:
+        assert tok.rsplit("=", 1)[1] not in log
