@@ -636,6 +636,11 @@ class Lab:
         skew_s (seconds added to its clock)."""
         self._engine("postgres").iam_configure(**changes)
 
+    def pg_auth_file(self, path):
+        """A TLS lab's auth_file for repoint: role scram_app (password lab-scram-password) with the SCRAM
+        verifier Postgres stores; returns path."""
+        return self._engine("postgres").auth_file(path)
+
     def iam_log(self):
         """The checker's decisions so far, one line each ("... accepted|refused ROLE port=P ...: why")."""
         with open(self._engine("postgres").iam_paths()["log"]) as f:

@@ -44,6 +44,8 @@ host replication all 127.0.0.1/32 trust
 # A TLS lab is the managed-service lab: these roles log in with RDS IAM tokens (pam, pam_exec, checked
 # by labkit/iamcheck.py against the emulator's credentials), the rest over TLS as before.
 IAM_ROLES = ("iam_app", "iam_probe")
+# ... and a role with a password, SCRAM-SHA-256 only, as RDS stores them: its verifier replicates.
+SCRAM_ROLE, SCRAM_PASSWORD = "scram_app", "lab-scram-password"
 IAM_CHECKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iamcheck.py")
 
 
@@ -237,7 +239,8 @@ class Postgres(Engine):
             hba = HBA.replace("\nhost ", "\nhostssl ")
             hba = hba.replace("local replication all trust\n", "local replication all trust\n"
                               "hostssl all %s 127.0.0.1/32 pam pamservice=%s\n"
-                              % (",".join(IAM_ROLES), self.iam_setup()))
+                              "hostssl all %s 127.0.0.1/32 scram-sha-256\n"
+                              % (",".join(IAM_ROLES), self.iam_setup(), SCRAM_ROLE))
         self.runas.write(os.path.join(p.dir, "pg_hba.conf"), hba)
         self._start_proc(p)
         self.q(p, "CREATE DATABASE test", fetch=None)
@@ -246,6 +249,10 @@ class Postgres(Engine):
                 self.q(p, "CREATE ROLE %s LOGIN" % role, fetch=None)
             self.q(p, "GRANT pg_read_all_data, pg_write_all_data TO iam_app", fetch=None)
             self.q(p, "GRANT CREATE ON SCHEMA public TO iam_app", dbname="test", fetch=None)
+            self.q(p, "SET password_encryption = 'scram-sha-256'; CREATE ROLE %s LOGIN PASSWORD '%s'"
+                   % (SCRAM_ROLE, SCRAM_PASSWORD), fetch=None)
+            self.q(p, "GRANT pg_read_all_data, pg_write_all_data TO %s" % SCRAM_ROLE, fetch=None)
+            self.q(p, "GRANT CREATE ON SCHEMA public TO %s" % SCRAM_ROLE, dbname="test", fetch=None)
 
         def clone(r):
             self._basebackup(r, p)
@@ -302,6 +309,15 @@ class Postgres(Engine):
                     "account required pam_permit.so\n"
                     % (self.lab.dir, IAM_CHECKER, "/usr/bin/python3", IAM_CHECKER, paths["config"]))
         os.chmod(paths["pam"], 0o644)
+
+    def auth_file(self, path):
+        """A TLS lab's auth_file for repoint (auth = repoint): the SCRAM role with the verifier the
+        primary stores (every node has the same: the catalog replicates), no password."""
+        v = self.q(self.lab.primary("postgres"), "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                   (SCRAM_ROLE,))[0]
+        with open(path, "w") as f:
+            f.write('"%s" "%s"\n' % (SCRAM_ROLE, v))
+        return path
 
     def destroy(self, nodes):
         remove_iam_pam(self.lab.dir)

@@ -282,3 +282,64 @@ def test_iam_tokens_for_another_user_or_tampered_are_refused(lab, tmp_path):
         assert len(lines[tok]) == 1 and " refused iam_probe " in lines[tok][0] and why in lines[tok][0], (why, log)
     for tok in lines:
         assert tok.rsplit("=", 1)[1] not in log
+
+
+def test_scram_sessions_survive_a_switchover_of_the_replicated_lab(lab, tmp_path):
+    """auth = repoint with client_auth = scram-sha-256 and an auth_file holding only the SCRAM verifier the
+    lab's Postgres stores (no password anywhere in repoint's files): the client's proof gives repoint the key
+    it logs in with, on the old writer and, after a switchover, on the new one (the verifier replicated);
+    2 clients writing every 10 ms on persistent connections lose at most their request in flight."""
+    import threading
+    import time
+    from conftest import start_custom, wait_for
+    users = lab.pg_auth_file(str(tmp_path / "users.txt"))
+    assert "SCRAM-SHA-256$" in open(users).read() and "lab-scram-password" not in open(users).read()
+    body = ("protocol = postgres\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
+            "hold_timeout = 20s\nauth = repoint\nclient_auth = scram-sha-256\nauth_file = %s\n"
+            % (", ".join(n.addr for n in lab.nodes("postgres")), lab.tls["ca"], users))
+    rp = start_custom(tmp_path, {"pg": body})
+    stop, errors, done = threading.Event(), [], []
+
+    def connect():
+        c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="scram_app", password="lab-scram-password",
+                             dbname="test", connect_timeout=10)
+        c.autocommit = True
+        return c
+    try:
+        rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
+        with connect() as c, c.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS scram_w (w int, n int, PRIMARY KEY (w, n))")
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "scram_app"'):
+            psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="scram_app", password="wrong", dbname="test",
+                             connect_timeout=10)
+
+        def writer(w):
+            conn = connect()
+            n = 0
+            while not stop.is_set():
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("INSERT INTO scram_w VALUES (%s, %s)", (w, n))
+                    done.append((w, n))
+                except psycopg2.Error as e:
+                    errors.append(str(e))
+                n += 1
+                time.sleep(0.01)
+            conn.close()
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(done) > 50, 20, what="writes before the switchover")
+        lab.switchover("postgres")
+        rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
+        before = len(done)
+        wait_for(lambda: len(done) > before + 50, 30, what="writes after the switchover")
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert len(errors) <= 2 and all("may or may not have run" in e for e in errors), errors
+        assert rp.service("pg")["counters"]["migrated"] >= 2
+        assert "lab-scram-password" not in rp.logtext()
+    finally:
+        stop.set()
+        rp.stop()
