@@ -31,14 +31,18 @@ MAX_AHEAD = 300
 
 
 def server_port():
-    """The port of the postmaster whose backend forked this check (its argv keeps `-p PORT`)."""
+    """The port of the server whose process forked this check: the postmaster (its argv keeps `-p PORT`),
+    or mariadbd above its auth_pam_tool (`--port=PORT`)."""
     pid = os.getppid()
     for _ in range(4):
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
                 argv = f.read().split(b"\0")
-            if b"-p" in argv:
+            if b"-p" in argv:                        # postgres -p PORT
                 return int(argv[argv.index(b"-p") + 1])
+            for a in argv:                           # mariadbd --port=PORT
+                if a.startswith(b"--port="):
+                    return int(a[7:])
             with open("/proc/%d/stat" % pid) as f:
                 pid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):

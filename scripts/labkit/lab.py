@@ -363,8 +363,8 @@ class Lab:
             self._aws_teardown(keep)
             for e in list(self.state["engines"]):
                 self._destroy_engine(e, keep)
-            from .pg import remove_iam_pam
-            remove_iam_pam(self.dir)    # a TLS lab's PAM service for IAM logins: always (--keep too)
+            from . import iam
+            iam.remove_pam(self.dir)    # a TLS lab's PAM service for IAM logins: always (--keep too)
             # Anything else still running from this dir (crashed ups, lost pids...): kill it.
             left = find_procs(ALL_PROC_NAMES, self.dir)
             for pid in left:
@@ -632,9 +632,10 @@ class Lab:
                 shutil.rmtree(os.path.join(self.dir, "aws"), ignore_errors=True)
 
     def iam_configure(self, **changes):
-        """A TLS lab's IAM token checker (Postgres roles iam_app, iam_probe): region, credentials,
-        skew_s (seconds added to its clock)."""
-        self._engine("postgres").iam_configure(**changes)
+        """A TLS lab's IAM token checker (Postgres roles iam_app and iam_probe, MariaDB user iam_probe):
+        region, credentials, skew_s (seconds added to its clock)."""
+        from . import iam
+        iam.configure(self.dir, **changes)
 
     def pg_auth_file(self, path):
         """A TLS lab's auth_file for repoint: role scram_app (password lab-scram-password) with the SCRAM
@@ -643,8 +644,8 @@ class Lab:
 
     def iam_log(self):
         """The checker's decisions so far, one line each ("... accepted|refused ROLE port=P ...: why")."""
-        with open(self._engine("postgres").iam_paths()["log"]) as f:
-            return f.read()
+        from . import iam
+        return iam.log(self.dir)
 
     def aws_up(self, port=None, delays=None, config=None, quiet=True):
         """Start the AWS emulator (detached) and its own Redis nodes; returns the endpoint URL.

@@ -9,6 +9,7 @@ import re
 import subprocess
 import uuid
 
+from . import iam
 from .base import Engine, Steps
 from .procs import LabError, in_parallel, is_root, run, wait_until
 
@@ -97,7 +98,10 @@ class MariaDB(Engine):
         if self.lab.tls:
             # TLS only over TCP (the unix socket the lab administers through counts as secure).
             cmd += ["--ssl-cert=%s" % self.lab.tls["cert"], "--ssl-key=%s" % self.lab.tls["key"],
-                    "--ssl-ca=%s" % self.lab.tls["ca"], "--require-secure-transport=ON"]
+                    "--ssl-ca=%s" % self.lab.tls["ca"], "--require-secure-transport=ON",
+                    # IAM users (labkit/iam.py): PAM asks the client for the token in clear (over TLS),
+                    # as RDS MySQL's AWSAuthenticationPlugin does
+                    "--plugin-load-add=auth_pam", "--pam-use-cleartext-plugin=ON"]
         if skip_slave_start:
             cmd.append("--skip-slave-start")
         if is_root():
@@ -242,6 +246,7 @@ class MariaDB(Engine):
     # ---- Engine interface -----------------------------------------------------------------------
     def create(self, nodes):
         p, replicas = nodes[0], nodes[1:]
+        pam_service = iam.setup(self.lab.dir) if self.lab.tls else None
 
         def init(n):
             os.makedirs(n.dir, exist_ok=True)
@@ -253,6 +258,11 @@ class MariaDB(Engine):
             run(cmd, cwd=os.path.dirname(n.dir), what="mariadb-install-db for %s" % n.name)
             self._start_proc(n, read_only=(n is not p))
             self.q(n, *BOOTSTRAP)
+            if self.lab.tls:
+                # Each node's own user (not replicated, as BOOTSTRAP's): probes log in with IAM tokens.
+                self.q(n, "SET sql_log_bin = 0",
+                       "CREATE USER IF NOT EXISTS 'iam_probe'@'%%' IDENTIFIED VIA pam USING '%s'" % pam_service,
+                       "SET sql_log_bin = 1")
         errors = in_parallel(init, nodes)
         if errors:
             raise errors[0][1]
@@ -273,6 +283,8 @@ class MariaDB(Engine):
                "START SLAVE")
 
     def start(self, node, as_replica_of=None):
+        if self.lab.tls:
+            iam.ensure_pam(self.lab.dir)     # after `down --keep`, which takes it away
         if as_replica_of is None:
             self._start_proc(node, read_only=node.st.get("role") != "primary")
         else:

@@ -1,13 +1,11 @@
 """PostgreSQL 15: a primary and streaming replicas (pg_basebackup -R), switchover, pg_rewind."""
 
-import contextlib
-import hashlib
-import json
 import os
 import shutil
 import signal
 import uuid
 
+from . import iam
 from .base import Engine
 from .procs import LabError, in_parallel, pid_alive, run, wait_until
 
@@ -46,19 +44,6 @@ host replication all 127.0.0.1/32 trust
 IAM_ROLES = ("iam_app", "iam_probe")
 # ... and a role with a password, SCRAM-SHA-256 only, as RDS stores them: its verifier replicates.
 SCRAM_ROLE, SCRAM_PASSWORD = "scram_app", "lab-scram-password"
-IAM_CHECKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iamcheck.py")
-
-
-def iam_pam_service(lab_dir):
-    """The name of a lab's PAM service (/etc/pam.d/NAME): one per lab dir, so that labs side by side
-    do not share one."""
-    return "repoint-lab-" + hashlib.sha1(lab_dir.encode()).hexdigest()[:10]
-
-
-def remove_iam_pam(lab_dir):
-    """`lab down` (with --keep too, or without a state): the lab's PAM service goes."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join("/etc/pam.d", iam_pam_service(lab_dir)))
 
 
 class Postgres(Engine):
@@ -265,50 +250,9 @@ class Postgres(Engine):
         self.write_and_check(p, replicas)
 
     # ---- IAM (a TLS lab) ------------------------------------------------------------------------
-    def iam_service(self):
-        return iam_pam_service(self.lab.dir)
-
-    def iam_paths(self):
-        d = os.path.join(self.lab.dir, "iam")
-        return {"dir": d, "config": os.path.join(d, "iam.json"), "log": os.path.join(d, "iam.log"),
-                "pam": os.path.join("/etc/pam.d", self.iam_service())}
-
-    def iam_configure(self, **changes):
-        """The checker's settings (region, credentials, skew_s): read at each login."""
-        path = self.iam_paths()["config"]
-        with open(path) as f:
-            cfg = json.load(f)
-        cfg.update(changes)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(cfg, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-
     def iam_setup(self):
-        """The PAM service pam_exec runs the checker through, and the checker's settings; the service's
-        name. Taken away by destroy()."""
-        from .awsemu import DEFAULT_CREDENTIALS, DEFAULT_REGION
-        paths = self.iam_paths()
-        os.makedirs(paths["dir"], mode=0o755, exist_ok=True)
-        os.chmod(paths["dir"], 0o755)
-        with open(paths["config"], "w") as f:
-            json.dump({"region": DEFAULT_REGION, "credentials": DEFAULT_CREDENTIALS, "log": paths["log"],
-                       "skew_s": 0}, f)
-        os.chmod(paths["config"], 0o644)
-        open(paths["log"], "a").close()
-        os.chown(paths["log"], self.runas.uid, self.runas.gid)
-        self._write_pam()
-        return self.iam_service()
-
-    def _write_pam(self):
-        paths = self.iam_paths()
-        with open(paths["pam"], "w") as f:
-            f.write("# repoint lab %s: RDS IAM tokens, checked by %s\n"
-                    "auth required pam_exec.so expose_authtok quiet %s %s %s\n"
-                    "account required pam_permit.so\n"
-                    % (self.lab.dir, IAM_CHECKER, "/usr/bin/python3", IAM_CHECKER, paths["config"]))
-        os.chmod(paths["pam"], 0o644)
+        """The lab's PAM service for IAM logins (labkit/iam.py); the check runs as postgres."""
+        return iam.setup(self.lab.dir, (self.runas.uid, self.runas.gid))
 
     def auth_file(self, path):
         """A TLS lab's auth_file for repoint (auth = repoint): the SCRAM role with the verifier the
@@ -319,13 +263,9 @@ class Postgres(Engine):
             f.write('"%s" "%s"\n' % (SCRAM_ROLE, v))
         return path
 
-    def destroy(self, nodes):
-        remove_iam_pam(self.lab.dir)
-        shutil.rmtree(self.iam_paths()["dir"], ignore_errors=True)
-
     def start(self, node, as_replica_of=None):
-        if self.lab.tls and os.path.isfile(self.iam_paths()["config"]) and not os.path.exists(self.iam_paths()["pam"]):
-            self._write_pam()     # after `down --keep`, which takes it away
+        if self.lab.tls:
+            iam.ensure_pam(self.lab.dir)     # after `down --keep`, which takes it away
         if as_replica_of is None:
             self._start_proc(node)
         else:

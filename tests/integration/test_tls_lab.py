@@ -343,3 +343,31 @@ def test_scram_sessions_survive_a_switchover_of_the_replicated_lab(lab, tmp_path
     finally:
         stop.set()
         rp.stop()
+
+
+def test_iam_probes_of_mariadb(lab, tmp_path):
+    """MariaDB as RDS MySQL with IAM: user iam_probe is identified via PAM (the same checker), which asks
+    for the token in clear (mysql_clear_password, over TLS); repoint's probes log in to every node with a
+    token made for it, and a wrong key is refused with the checker's reason."""
+    from conftest import start_custom, wait_for
+    body = ("protocol = mysql\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
+            "probe_user = iam_probe\nprobe_password = iam\n"
+            % (", ".join(n.addr for n in lab.nodes("mysql")), lab.tls["ca"]))
+    mark = len(lab.iam_log())
+    rp = start_custom(tmp_path, {"my": body}, env=iam_env(tmp_path), tail="[aws]\nregion = us-east-1\n")
+    try:
+        rp.wait_writer("my", "127.0.0.1:%d" % lab.primary("mysql").port)
+        wait_for(lambda: all(m["probe"]["ok"] for m in rp.service("my")["members"]), 20, what="every node probed")
+        log = lab.iam_log()[mark:]
+        for n in lab.nodes("mysql"):
+            assert "accepted iam_probe port=%d" % n.port in log, log
+    finally:
+        rp.stop()
+    mark = len(lab.iam_log())
+    rp = start_custom(tmp_path, {"my": body}, env=iam_env(tmp_path, secret="not-the-lab-secret"),
+                      tail="[aws]\nregion = us-east-1\n")
+    try:
+        wait_for(lambda: "SignatureDoesNotMatch" in lab.iam_log()[mark:], 20, what="the refusal in the checker's log")
+        assert not rp.service("my")["writer_ready"]
+    finally:
+        rp.stop()
