@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include "secret.h"
+#include "auth/auth.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1436,6 +1437,23 @@ static void collect_warnings(struct parser *p)
 		    r.kind == SECRET_LITERAL)
 			add_error(p, mpw->line, "member_password of service %s: the password is written in the file; %s",
 				  svc->name, advice);
+		/* auth_file: plaintext passwords (a SCRAM verifier or a reference needs none in it). */
+		const struct key_seen *af = &p->services[i].seen[key_index(SECTION_SERVICE, "auth_file")];
+		struct auth_users *u;
+		if (svc->auth == AUTH_REPOINT && svc->auth_file != NULL &&
+		    (u = auth_users_load(svc->auth_file, why, sizeof(why))) != NULL) {
+			size_t n = 0;
+			const char *first = NULL;
+			for (size_t k = 0; k < auth_users_count(u); k++)
+				if (auth_users_at(u, k)->password != NULL && n++ == 0)
+					first = auth_users_at(u, k)->name;
+			if (n > 0)
+				add_error(p, af->line, "auth_file of service %s: %zu password(s) written in %s (user \"%s\"%s); "
+							"prefer SCRAM verifiers (no password at all) or env:NAME, file:/PATH or "
+							"secretsmanager:ID", svc->name, n, svc->auth_file, first,
+					  n > 1 ? " and others" : "");
+			auth_users_unref(u);
+		}
 	}
 	if (p->nerrors > 0) {
 		write_errors(p, text, sizeof(text));

@@ -445,6 +445,25 @@ def test_client_auth_md5_with_the_md5_secret_only(tmp_path):
         pg.stop()
 
 
+def test_t_warns_about_passwords_written_in_auth_file(tmp_path):
+    """repoint -t: a plaintext password in auth_file is said (naming the file and a user, never the
+    password); verifiers and references are not."""
+    import subprocess
+    from conftest import REPOINT_BIN
+    users = tmp_path / "users.txt"
+    users.write_text('"app" "plain-pw-123"\n"bob" "env:BOB_PW"\n"carol" "%s"\n' % verifier("x", b"salt-salt-salt16"))
+    cfg = tmp_path / "a.ini"
+    cfg.write_text("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:15432\nmembers = 127.0.0.1:5432\n"
+                   "auth = repoint\nauth_file = %s\n" % users)
+    r = subprocess.run([REPOINT_BIN, "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert ('%s:6: auth_file of service a: 1 password(s) written in %s (user "app")' % (cfg, users)) in r.stdout, r.stdout
+    assert "plain-pw-123" not in r.stdout + r.stderr
+    users.write_text('"bob" "env:BOB_PW"\n')
+    r = subprocess.run([REPOINT_BIN, "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "warning" not in r.stdout, r.stdout
+
+
 def test_auth_file_passwords_as_references(scram_pg, tmp_path):
     """auth_file's passwords need not be in it: "env:NAME", "file:/PATH" (read again when it changes) and
     "secretsmanager:ID" are read as every other secret; a rotated file is followed without a reload."""
