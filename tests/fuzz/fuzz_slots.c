@@ -1,11 +1,13 @@
 /* fuzz_slots.c - a member's CLUSTER SLOTS / CLUSTER SHARDS answer, any bytes through hiredis's
- * reader (capped as the probes cap it), each reply read as both; and the bytes as a key. */
+ * reader with the probes' caps (the reader a cluster source will read them with), each reply read
+ * as both; and the bytes as a key. */
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_common.h"
 #include "proto/slots.h"
+#include "sources/engine.h"
 
 static struct slots_map map;
 
@@ -27,14 +29,13 @@ static void check(bool ok, const char *why)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	redisReader *rd = redisReaderCreate();
+	redisReader *rd = engine_rd_reader_new();  /* the probes' reader, with their caps */
 	void *reply = NULL;
 	char why[200];
 
 	FUZZ_CHECK(slots_key_slot(data, size) < SLOTS_COUNT);
 	if (rd == NULL)
 		return 0;
-	rd->maxbuf = 1 << 20;
 	if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
 		for (int n = 0; n < 8 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply != NULL; n++) {
 			memset(why, 0, sizeof(why));
@@ -43,8 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(slots_from_cluster_shards(reply, &map, why, sizeof(why)), why);
 			freeReplyObject(reply);
 			reply = NULL;
+			engine_rd_reply_taken(rd);
 		}
 	}
-	redisReaderFree(rd);
+	engine_rd_reader_free(rd);
 	return 0;
 }
