@@ -96,17 +96,52 @@ def iam_connect(port, **kw):
     return psycopg2.connect(host="127.0.0.1", port=port, user="iam_app", dbname="test", connect_timeout=10, **kw)
 
 
+def writes_through_a_switchover(lab, rp, connect, table, writers=2):
+    """`writers` clients on persistent connections (connect()) insert into `table` every 10 ms through a
+    Postgres switchover of the lab; returns the errors they saw (the loops stopped, joined)."""
+    import threading
+    import time
+    from conftest import wait_for
+    stop, errors, done = threading.Event(), [], []
+
+    def writer(w):
+        conn = connect()
+        conn.autocommit = True
+        n = 0
+        while not stop.is_set():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO %s VALUES (%%s, %%s)" % table, (w, n))
+                done.append((w, n))
+            except psycopg2.Error as e:
+                errors.append(str(e))
+            n += 1
+            time.sleep(0.01)
+        conn.close()
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(done) > 50, 20, what="writes before the switchover")
+        lab.switchover("postgres")
+        rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
+        before = len(done)
+        wait_for(lambda: len(done) > before + 50, 30, what="writes after the switchover")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    return errors
+
+
 def test_iam_probes_and_sessions_through_a_switchover(lab, tmp_path):
     """No secret in repoint's configuration: the probes (iam_probe) and, with auth = repoint, every login
     to a member (iam_app) use RDS IAM tokens the lab checks with code of its own; 2 clients writing every
     10 ms on persistent connections go through a switchover with at most their request in flight lost
     ("may or may not have run"), and the logins on the new writer are with tokens made for it."""
-    import threading
-    import time
-    from conftest import start_custom, wait_for
+    from conftest import start_custom
     rp = start_custom(tmp_path, {"pg": iam_service(lab, "auth = repoint\nclient_auth = trust\nmember_password = iam\n")},
                       env=iam_env(tmp_path), tail="[aws]\nregion = us-east-1\n")
-    stop, errors, done = threading.Event(), [], []
     try:
         old = lab.primary("postgres")
         rp.wait_writer("pg", "127.0.0.1:%d" % old.port)
@@ -118,32 +153,8 @@ def test_iam_probes_and_sessions_through_a_switchover(lab, tmp_path):
             cur.execute("CREATE TABLE IF NOT EXISTS iam_w (w int, n int, PRIMARY KEY (w, n))")
         c.close()
 
-        def writer(w):
-            conn = iam_connect(rp.ports["pg"])
-            conn.autocommit = True
-            n = 0
-            while not stop.is_set():
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("INSERT INTO iam_w VALUES (%s, %s)", (w, n))
-                    done.append((w, n))
-                except psycopg2.Error as e:
-                    errors.append(str(e))
-                n += 1
-                time.sleep(0.01)
-            conn.close()
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
-        for t in threads:
-            t.start()
-        wait_for(lambda: len(done) > 50, 20, what="writes before the switchover")
-        lab.switchover("postgres")
+        errors = writes_through_a_switchover(lab, rp, lambda: iam_connect(rp.ports["pg"]), "iam_w")
         new = lab.primary("postgres")
-        rp.wait_writer("pg", "127.0.0.1:%d" % new.port)
-        before = len(done)
-        wait_for(lambda: len(done) > before + 50, 30, what="writes after the switchover")
-        stop.set()
-        for t in threads:
-            t.join(30)
         assert len(errors) <= 2 and all("may or may not have run" in e for e in errors), errors
         assert rp.service("pg")["counters"]["migrated"] >= 2
         log = lab.iam_log()
@@ -153,7 +164,6 @@ def test_iam_probes_and_sessions_through_a_switchover(lab, tmp_path):
         assert IAM_KEYS[1] not in text and "password" not in text.replace("probe_password = iam", "").replace(
             "member_password = iam", "")
     finally:
-        stop.set()
         rp.stop()
 
 
@@ -289,16 +299,13 @@ def test_scram_sessions_survive_a_switchover_of_the_replicated_lab(lab, tmp_path
     lab's Postgres stores (no password anywhere in repoint's files): the client's proof gives repoint the key
     it logs in with, on the old writer and, after a switchover, on the new one (the verifier replicated);
     2 clients writing every 10 ms on persistent connections lose at most their request in flight."""
-    import threading
-    import time
-    from conftest import start_custom, wait_for
+    from conftest import start_custom
     users = lab.pg_auth_file(str(tmp_path / "users.txt"))
     assert "SCRAM-SHA-256$" in open(users).read() and "lab-scram-password" not in open(users).read()
     body = ("protocol = postgres\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
             "hold_timeout = 20s\nauth = repoint\nclient_auth = scram-sha-256\nauth_file = %s\n"
             % (", ".join(n.addr for n in lab.nodes("postgres")), lab.tls["ca"], users))
     rp = start_custom(tmp_path, {"pg": body})
-    stop, errors, done = threading.Event(), [], []
 
     def connect():
         c = psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="scram_app", password="lab-scram-password",
@@ -313,35 +320,11 @@ def test_scram_sessions_survive_a_switchover_of_the_replicated_lab(lab, tmp_path
             psycopg2.connect(host="127.0.0.1", port=rp.ports["pg"], user="scram_app", password="wrong", dbname="test",
                              connect_timeout=10)
 
-        def writer(w):
-            conn = connect()
-            n = 0
-            while not stop.is_set():
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("INSERT INTO scram_w VALUES (%s, %s)", (w, n))
-                    done.append((w, n))
-                except psycopg2.Error as e:
-                    errors.append(str(e))
-                n += 1
-                time.sleep(0.01)
-            conn.close()
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
-        for t in threads:
-            t.start()
-        wait_for(lambda: len(done) > 50, 20, what="writes before the switchover")
-        lab.switchover("postgres")
-        rp.wait_writer("pg", "127.0.0.1:%d" % lab.primary("postgres").port)
-        before = len(done)
-        wait_for(lambda: len(done) > before + 50, 30, what="writes after the switchover")
-        stop.set()
-        for t in threads:
-            t.join(30)
+        errors = writes_through_a_switchover(lab, rp, connect, "scram_w")
         assert len(errors) <= 2 and all("may or may not have run" in e for e in errors), errors
         assert rp.service("pg")["counters"]["migrated"] >= 2
         assert "lab-scram-password" not in rp.logtext()
     finally:
-        stop.set()
         rp.stop()
 
 
