@@ -373,6 +373,9 @@ static const struct key_def keys[] = {
 	DURATION(SECTION_SERVICE, "connect_timeout", SVC(connect_timeout_ms), 1, WAIT_MAX, "5s"),
 	DURATION(SECTION_SERVICE, "resolve_interval", SVC(resolve_interval_ms), 0, WAIT_MAX, "30s"),
 	INT(SECTION_SERVICE, "max_clients", SVC(max_clients), 1, 1000000, "10000"),
+	INT(SECTION_SERVICE, "pool_size", SVC(pool_size), 0, 100000, "20"),
+	DURATION(SECTION_SERVICE, "server_idle_timeout", SVC(server_idle_timeout_ms), MS_PER_S, 24 * (int64_t)MS_PER_H, "10m"),
+	DURATION(SECTION_SERVICE, "server_lifetime", SVC(server_lifetime_ms), MS_PER_S, 7 * 24 * (int64_t)MS_PER_H, "1h"),
 };
 
 #define NKEYS ARRAY_LEN(keys)
@@ -1271,6 +1274,11 @@ static void check_service(struct parser *p, size_t idx)
 		if (!own && (cauth->line || afile->line))
 			add_error(p, cauth->line ? cauth->line : afile->line, "%s: only with auth = repoint",
 				  cauth->line ? "client_auth" : "auth_file");
+		const struct key_seen *psize = &st->seen[key_index(SECTION_SERVICE, "pool_size")];
+		if (psize->line && svc->pool_size > 0 && (!own || (protocol->valid && svc->protocol != PROTOCOL_POSTGRES)))
+			add_error(p, psize->line, "pool_size: server connections are kept for postgres services with "
+						  "auth = repoint (repoint logs them in, so any client of the same start can "
+						  "take one)");
 		const struct key_seen *ires = &st->seen[key_index(SECTION_SERVICE, "iam_resource")];
 		if (ires->line && protocol->valid && !redis)
 			add_error(p, ires->line, "iam_resource: names an ElastiCache or MemoryDB resource (redis services), "

@@ -74,6 +74,9 @@ struct service_config {
 	int64_t connect_timeout_ms;      /* upstream connect; default 5s */
 	int64_t resolve_interval_ms;     /* members given by name are looked up again this often; default 30s */
 	int max_clients;                 /* default 10000 */
+	int pool_size;                   /* auth = repoint (postgres): idle server connections kept per member; 20; 0: none */
+	int64_t server_idle_timeout_ms;  /* ... one kept longer is closed; default 10m */
+	int64_t server_lifetime_ms;      /* ... one older is not kept again; default 1h */
 	char *source;                    /* "rds:ID", "elasticache:ID", "elasticache-global:ID",
 	                                    "memorydb:NAME"; NULL for static members */
 	char *shard;                     /* ElastiCache/MemoryDB node group to pin; NULL for none */

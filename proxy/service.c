@@ -65,6 +65,19 @@ struct member {
 	                                     each for reads and for writes; NULL if none */
 	int64_t shared_failed_ms;         /* when one last failed to connect (monotonic) */
 	int64_t shared_opened_ms[4];      /* when each began connecting (the connect histogram) */
+	TAILQ_HEAD(pool_list, pooled) pool; /* pool_size: idle logged-in server connections, newest last */
+	int npool;
+};
+
+/* A server connection a client left, kept for the next client of the same start. Its read event
+ * (with server_idle_timeout) drops it when the server says anything or closes, or it idled too long. */
+struct pooled {
+	TAILQ_ENTRY(pooled) link;
+	struct member *m;
+	struct session_pooled p;
+	uint8_t *startup;
+	size_t startup_len;
+	struct event *ev;
 };
 
 #define SHARED_INDEX(resp3, write) ((resp3 ? 1 : 0) | (write ? 2 : 0))
@@ -1025,10 +1038,97 @@ static bool resolve(const struct hostport *hp, struct sockaddr_storage *ss, sock
 	return true;
 }
 
+static void pooled_free(struct pooled *e)
+{
+	TAILQ_REMOVE(&e->m->pool, e, link);
+	e->m->npool--;
+	if (e->ev != NULL)
+		event_free(e->ev);
+	net_conn_close(&e->p.conn);
+	evbuffer_free(e->p.params);
+	free(e->startup);
+	free(e);
+}
+
+/* The server spoke (a shutdown's FATAL, an idle-session timeout) or closed, or it idled too long. */
+static void pooled_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pooled *e = arg;
+
+	(void)fd;
+	log_debug(e->m->svc->subject, "a kept server connection to %s closed (%s)", e->m->str,
+		  what & EV_TIMEOUT ? "server_idle_timeout" : "the server spoke or closed");
+	pooled_free(e);
+}
+
+static void pool_flush(struct member *m)
+{
+	while (!TAILQ_EMPTY(&m->pool))
+		pooled_free(TAILQ_FIRST(&m->pool));
+}
+
+static bool service_pool_put(struct service *svc, int member, const uint8_t *startup, size_t n,
+			     struct session_pooled *p)
+{
+	const struct service_config *cfg = svc->cfg;
+	struct timeval tv = {.tv_sec = cfg->server_idle_timeout_ms / 1000, .tv_usec = (cfg->server_idle_timeout_ms % 1000) * 1000};
+	struct member *m;
+	struct pooled *e;
+
+	if (cfg->pool_size <= 0 || member < 0 || member >= svc->nmembers || service_pick(svc) != member ||
+	    now_ms() - p->born_ms >= cfg->server_lifetime_ms || p->conn.fd < 0)
+		return false;
+	m = svc->members[member];
+	if (m->npool >= cfg->pool_size)
+		pooled_free(TAILQ_FIRST(&m->pool));  /* the oldest makes room */
+	if ((e = calloc(1, sizeof(*e))) == NULL || (e->startup = malloc(n)) == NULL ||
+	    (e->ev = event_new(svc->base, p->conn.fd, EV_READ, pooled_cb, e)) == NULL) {
+		if (e != NULL)
+			free(e->startup);
+		free(e);
+		return false;
+	}
+	memcpy(e->startup, startup, n);
+	e->startup_len = n;
+	e->m = m;
+	e->p = *p;
+	event_add(e->ev, &tv);
+	TAILQ_INSERT_TAIL(&m->pool, e, link);
+	m->npool++;
+	return true;
+}
+
+static bool service_pool_take(struct service *svc, int member, const uint8_t *startup, size_t n,
+			      struct session_pooled *out)
+{
+	struct member *m;
+	struct pooled *e;
+
+	if (member < 0 || member >= svc->nmembers)
+		return false;
+	m = svc->members[member];
+	/* The newest first: the one most likely still warm. */
+	TAILQ_FOREACH_REVERSE(e, &m->pool, pool_list, link) {
+		if (e->startup_len != n || memcmp(e->startup, startup, n) != 0)
+			continue;
+		*out = e->p;
+		net_conn_init(&e->p.conn, -1);
+		e->p.params = NULL;
+		TAILQ_REMOVE(&m->pool, e, link);
+		m->npool--;
+		event_free(e->ev);
+		free(e->startup);
+		free(e);
+		return true;
+	}
+	return false;
+}
+
 static void member_free(struct member *m)
 {
 	if (m == NULL)
 		return;
+	pool_flush(m);
 	retire_shared(m);
 	if (m->probe != NULL)
 		probe_free(m->probe);
@@ -1090,6 +1190,7 @@ static struct member *member_new(struct service *svc, const struct hostport *hp,
 		return NULL;
 	m->svc = svc;
 	m->hp = *hp;
+	TAILQ_INIT(&m->pool);
 	hostport_str(hp, m->str, sizeof(m->str));
 	snprintf(m->id, sizeof(m->id), "%s", id ? id : "");
 	snprintf(m->last.detail, sizeof(m->last.detail), cfg->probes ? "not probed yet" : "probes off");
@@ -2018,6 +2119,13 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(json_object_get(o, "counters"), "member_login_failures",
 			    json_integer((json_int_t)svc->host.counters.member_login_failures));
 	json_object_set_new(json_object_get(o, "counters"), "relogins", json_integer((json_int_t)svc->host.counters.relogins));
+	json_object_set_new(json_object_get(o, "counters"), "pooled", json_integer((json_int_t)svc->host.counters.pooled));
+	json_object_set_new(json_object_get(o, "counters"), "pool_reused",
+			    json_integer((json_int_t)svc->host.counters.pool_reused));
+	int idle = 0;
+	for (int i = 0; i < svc->nmembers; i++)
+		idle += svc->members[i]->npool;
+	json_object_set_new(o, "pool_idle", json_integer(idle));
 	json_t *unmovable = json_object();
 	for (int k = 0; k < SESSION_UNMOVABLE_REASONS && svc->host.counters.unmovable[k].reason != NULL; k++)
 		json_object_set_new(unmovable, svc->host.counters.unmovable[k].reason,
@@ -2062,6 +2170,8 @@ METRIC_FN(m_outcome_unknown, svc->host.counters.outcome_unknown)
 METRIC_FN(m_member_logins, svc->host.counters.member_logins)
 METRIC_FN(m_member_login_failures, svc->host.counters.member_login_failures)
 METRIC_FN(m_relogins, svc->host.counters.relogins)
+METRIC_FN(m_pooled, svc->host.counters.pooled)
+METRIC_FN(m_pool_reused, svc->host.counters.pool_reused)
 METRIC_FN(m_opaque_sessions, svc->host.counters.opaque_sessions)
 METRIC_FN(m_migrated, svc->host.counters.migrated)
 METRIC_FN(m_retried, svc->host.counters.retried)
@@ -2101,6 +2211,10 @@ static const struct metric service_metric_table[] = {
 	{"repoint_relogins_total", "counter",
 	 "Logins again on long-lived server connections (reauth_interval), before the service cuts them",
 	 m_relogins, false},
+	{"repoint_pool_kept_total", "counter",
+	 "Server connections kept when their client left (pool_size, auth = repoint)", m_pooled, false},
+	{"repoint_pool_reused_total", "counter", "Kept server connections given to a new client instead of a login",
+	 m_pool_reused, false},
 	{"repoint_requests_outcome_unknown_total", "counter",
 	 "Requests in flight when their server went away, answered 'outcome unknown' while the session moved on "
 	 "(auth = repoint)", m_outcome_unknown, false},
@@ -2381,6 +2495,17 @@ static int host_member_password(struct session_host *h, int member, const char *
 	return service_member_password(host_svc(h), member, user, password, why, whylen);
 }
 
+static bool host_pool_put(struct session_host *h, int member, const uint8_t *startup, size_t n, struct session_pooled *p)
+{
+	return service_pool_put(host_svc(h), member, startup, n, p);
+}
+
+static bool host_pool_take(struct session_host *h, int member, const uint8_t *startup, size_t n,
+			   struct session_pooled *out)
+{
+	return service_pool_take(host_svc(h), member, startup, n, out);
+}
+
 static void host_member_login_refused(struct session_host *h, int member, const char *why)
 {
 	service_member_login_refused(host_svc(h), member, why);
@@ -2483,6 +2608,8 @@ static const struct session_host_ops host_ops = {
 	.member_login = host_member_login,
 	.member_login_refused = host_member_login_refused,
 	.member_password = host_member_password,
+	.pool_put = host_pool_put,
+	.pool_take = host_pool_take,
 	.listen_tls_mode = host_listen_tls_mode,
 	.shared = host_shared,
 	.session_by_key = host_session_by_key,

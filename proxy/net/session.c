@@ -196,6 +196,14 @@ static void side_close(struct session_side *d)
 		evbuffer_drain(d->out, evbuffer_get_length(d->out));
 }
 
+/* The socket leaves the side (its events go, the connection does not close): *out has it. */
+static void side_release(struct session_side *d, struct net_conn *out)
+{
+	*out = d->conn;
+	net_conn_init(&d->conn, -1);
+	side_close(d);
+}
+
 /* Write what `d` is owed now; wait for writability only for what the kernel did not take.
  * False on a write error (the socket is dead). */
 static bool side_flush(struct session_side *d)
@@ -465,6 +473,7 @@ static void client_gone(struct session *s, bool error);
 static bool drain_now(struct session *s, bool idle);
 static bool session_idle(const struct session *s);
 static void count_unmovable(struct session *s, const struct proto_state *st);
+static bool pool_donate(struct session *s, const uint8_t *p, size_t n);
 
 static bool hold(struct session *s, const char *why)
 {
@@ -1960,6 +1969,8 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		return;
 	}
+	if (s->state == SESSION_ACTIVE && pool_donate(s, session_io, (size_t)r))
+		return;
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 		client_bytes(s, session_io, (size_t)r);
 		if (s->relay_on)
@@ -2688,6 +2699,7 @@ static bool connect_to(struct session *s, int member)
 	set_state(s, SESSION_CONNECTING, what);
 	arm_timer(s, s->host->cfg->connect_timeout_ms);
 	s->connect_started_ms = now_ms();
+	s->upstream_born_ms = s->connect_started_ms;
 	s->connect_errno = net_tcp_connect(fd, sa, salen);
 	if (s->connect_errno == EINPROGRESS)
 		s->connect_errno = 0;
@@ -2699,6 +2711,79 @@ static bool connect_to(struct session *s, int member)
 	else
 		event_add(s->upstream.wev, NULL);
 	return false;
+}
+
+static void upstream_read_cb(evutil_socket_t fd, short what, void *arg);
+static void upstream_write_cb(evutil_socket_t fd, short what, void *arg);
+static bool on_connected(struct session *s);
+
+/* pool_size: a logged-in connection to `member` that a client of the same start left, taken
+ * instead of a new one -- the client is told it is in at once. True when taken. */
+static bool pool_adopt(struct session *s, int member)
+{
+	const struct proto_login_ops *lo = s->host->proto->login;
+	struct session_pooled p;
+	const uint8_t *startup;
+	size_t n;
+
+	if (s->host->ops->pool_take == NULL || lo->startup == NULL || lo->told(s->login) ||
+	    (startup = lo->startup(s->login, &n)) == NULL ||
+	    !s->host->ops->pool_take(s->host, member, startup, n, &p))
+		return false;
+	if (!side_open(&s->upstream, s->host->base, p.conn.fd, upstream_read_cb, upstream_write_cb, s)) {
+		net_conn_close(&p.conn);
+		evbuffer_free(p.params);
+		return false;
+	}
+	s->upstream.conn = p.conn;
+	s->upstream_born_ms = p.born_ms;
+	s->host->ops->attach(s->host, s, member);
+	lo->adopt(s->login, evbuffer_pullup(p.params, -1), evbuffer_get_length(p.params), p.member_key, p.has_key,
+		  s->client.out);
+	evbuffer_free(p.params);
+	s->logged_in = true;
+	s->host->counters.pool_reused++;
+	lo->track_idle(s->login, &s->ps);
+	s->connect_started_ms = now_ms();
+	if (!on_connected(s) && !side_flush(&s->client))
+		client_gone(s, true);
+	return true;
+}
+
+/* A client says goodbye (Terminate) at an idle point of a session that set nothing: its logged-in
+ * server connection is kept for the next client of the same start instead of closed. True when
+ * kept (the session is gone then). */
+static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
+{
+	const struct proto_login_ops *lo;
+	struct session_pooled kept;
+	const uint8_t *startup;
+	size_t len;
+
+	if (n != 5 || memcmp(p, "X\0\0\0\4", 5) != 0 || s->login == NULL || !s->logged_in || s->state != SESSION_ACTIVE ||
+	    s->host->ops->pool_put == NULL || s->unmovable || s->confirming || s->term_held || s->med != 0)
+		return false;
+	lo = s->host->proto->login;
+	if (lo->poolable == NULL || !lo->poolable(s->login) || !can_migrate(s) ||
+	    evbuffer_get_length(s->upstream.out) > 0 || (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0) ||
+	    (startup = lo->startup(s->login, &len)) == NULL)
+		return false;
+	memset(&kept, 0, sizeof(kept));
+	if ((kept.params = evbuffer_new()) == NULL || !lo->hand_over(s->login, kept.params, kept.member_key, &kept.has_key)) {
+		if (kept.params != NULL)
+			evbuffer_free(kept.params);
+		return false;
+	}
+	kept.conn = s->upstream.conn;
+	kept.born_ms = s->upstream_born_ms;
+	if (!s->host->ops->pool_put(s->host, s->member, startup, len, &kept)) {
+		evbuffer_free(kept.params);
+		return false;
+	}
+	side_release(&s->upstream, &kept.conn);   /* the pool has the socket now */
+	s->host->counters.pooled++;
+	session_destroy(s);
+	return true;
 }
 
 static bool route(struct session *s)
@@ -2715,6 +2800,8 @@ static bool route(struct session *s)
 		return hold(s, "(the writer refused this session's start a moment ago)");
 	if (s->shared)
 		return bind_shared(s, member);
+	if (s->login != NULL && !s->logged_in && s->member < 0 && pool_adopt(s, member))
+		return false;
 	return connect_to(s, member);
 }
 

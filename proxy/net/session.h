@@ -47,6 +47,8 @@ struct service_counters {
 	uint64_t member_logins;      /* auth = repoint, Redis: repoint's logins to members (first and again) */
 	uint64_t member_login_failures; /* ... refused by the member */
 	uint64_t relogins;           /* ... logins again on a long-lived connection */
+	uint64_t pooled;             /* pool_size: server connections kept when their client left */
+	uint64_t pool_reused;        /* ... given to a new client instead of a new login */
 	uint64_t outcome_unknown;    /* requests in flight when their server went away, answered so */
 	uint64_t opaque_sessions;    /* sessions repoint could not read (a client's own TLS passed through) */
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
@@ -68,6 +70,16 @@ struct service_counters {
 };
 
 struct session_host;
+
+/* A server connection kept for the next client (pool_size, auth = repoint): logged in, idle, with
+ * what its login said and its cancel key. */
+struct session_pooled {
+	struct net_conn conn;
+	struct evbuffer *params;     /* owned by whoever holds the connection */
+	uint8_t member_key[PROTO_KEY_MAX];
+	bool has_key;
+	int64_t born_ms;             /* when it connected (monotonic): server_lifetime counts from there */
+};
 /* What a session asks of, and tells, the service that accepted it. service.c implements it and
  * hands it over with each client (session_accept): the data path names nothing of service.c, so
  * calls run one way, from the service down to its sessions. */
@@ -91,6 +103,11 @@ struct session_host_ops {
 	 * there is none now. */
 	int (*member_password)(struct session_host *h, int member, const char *user, char **password, char *why,
 			       size_t whylen);
+	/* pool_size: keep `p` (its connection moved in, params owned) for a later client whose start is
+	 * startup[0..n) -- false when not (full, off, not the writer): the caller still owns it; take
+	 * one back (true: *out filled, the caller owns it now). */
+	bool (*pool_put)(struct session_host *h, int member, const uint8_t *startup, size_t n, struct session_pooled *p);
+	bool (*pool_take)(struct session_host *h, int member, const uint8_t *startup, size_t n, struct session_pooled *out);
 	/* ... and the member refused it (`why`: its error): said, counted, the secret looked at again. */
 	void (*member_login_refused)(struct session_host *h, int member, const char *why);
 	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */
@@ -244,6 +261,7 @@ struct session {
 	bool logging_in;             /* connecting: the login to the member is under way */
 	bool logged_in;              /* the current member connection is logged in */
 	bool login_own_pw;           /* ... with member_password (a refusal is said about it) */
+	int64_t upstream_born_ms;    /* when its server connection was made (a pooled one keeps its age) */
 	bool term_held;              /* held_reply holds the server's last words (proto->termination) */
 	/* auth = repoint, one-command logins (host member_login, Redis AUTH): the connection is logged
 	 * in before anything of the client's goes, and again every reauth_interval at an idle point. */

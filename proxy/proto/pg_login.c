@@ -63,6 +63,7 @@ struct proto_login {
 	uint8_t member_key[PROTO_KEY_MAX];  /* the key the member gave repoint's connection */
 	bool has_member_key;
 	struct evbuffer *first;     /* the first login's messages for the client, until ReadyForQuery */
+	struct evbuffer *said;      /* ... kept (they go with the connection when it is pooled) */
 	struct evbuffer *replay;    /* Queries to send again after a later login (SETs) */
 	uint32_t replay_count;      /* ... how many */
 	struct pg_stmt *stmts;      /* named prepared statements to create again after a later login */
@@ -114,10 +115,11 @@ static struct proto_login *pgl_new(enum client_auth how, struct auth_users *user
 	l->users = users;
 	auth_users_ref(users);
 	l->first = evbuffer_new();
+	l->said = evbuffer_new();
 	l->replay = evbuffer_new();
 	/* The client's cancel key: random, so that nobody can cancel another client's query by
 	 * guessing (the server's own keys are random for the same reason). */
-	if (l->first == NULL || l->replay == NULL || RAND_bytes(l->client_key, sizeof(l->client_key)) != 1) {
+	if (l->first == NULL || l->said == NULL || l->replay == NULL || RAND_bytes(l->client_key, sizeof(l->client_key)) != 1) {
 		pgl_free(l);
 		return NULL;
 	}
@@ -139,6 +141,8 @@ static void pgl_free(struct proto_login *l)
 		return;
 	if (l->first != NULL)
 		evbuffer_free(l->first);
+	if (l->said != NULL)
+		evbuffer_free(l->said);
 	if (l->replay != NULL)
 		evbuffer_free(l->replay);
 	free(l->startup);
@@ -682,6 +686,7 @@ static enum proto_login_step pgl_back(struct proto_login *l, struct evbuffer *in
 			}
 			if (!l->told) {
 				auth_ok(to_client);
+				evbuffer_add(l->said, evbuffer_pullup(l->first, -1), evbuffer_get_length(l->first));
 				evbuffer_add_buffer(to_client, l->first);
 				pg_message(to_client, 'K', l->client_key, sizeof(l->client_key));
 				evbuffer_add(to_client, m, 1 + len);
@@ -849,6 +854,41 @@ static bool pgl_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	return false;
 }
 
+static bool pgl_poolable(const struct proto_login *l)
+{
+	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->nstmts == 0;
+}
+
+static const uint8_t *pgl_startup(const struct proto_login *l, size_t *n)
+{
+	*n = l->startup_len;
+	return l->startup;
+}
+
+static bool pgl_hand_over(const struct proto_login *l, struct evbuffer *params, uint8_t *member_key, bool *has_key)
+{
+	memcpy(member_key, l->member_key, PROTO_KEY_MAX);
+	*has_key = l->has_member_key;
+	return evbuffer_add(params, evbuffer_pullup(l->said, -1), evbuffer_get_length(l->said)) == 0;
+}
+
+static void pgl_adopt(struct proto_login *l, const uint8_t *params, size_t n, const uint8_t *member_key, bool has_key,
+		      struct evbuffer *to_client)
+{
+	static const uint8_t ready[] = {'Z', 0, 0, 0, 5, 'I'};
+
+	auth_ok(to_client);
+	evbuffer_add(to_client, params, n);
+	evbuffer_add(l->said, params, n);
+	pg_message(to_client, 'K', l->client_key, sizeof(l->client_key));
+	evbuffer_add(to_client, ready, sizeof(ready));
+	memcpy(l->member_key, member_key, PROTO_KEY_MAX);
+	l->has_member_key = has_key;
+	l->told = true;
+	l->back = BACK_DONE;
+	member_pw_forget(l);
+}
+
 static bool pgl_member_key(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key)
 {
 	if (!l->has_member_key || keylen != PROTO_KEY_MAX || CRYPTO_memcmp(key, l->client_key, PROTO_KEY_MAX) != 0)
@@ -869,4 +909,8 @@ const struct proto_login_ops pg_login_ops = {
 	.track_idle = pgl_track_idle,
 	.member_key = pgl_member_key,
 	.replay = pgl_replay,
+	.poolable = pgl_poolable,
+	.startup = pgl_startup,
+	.hand_over = pgl_hand_over,
+	.adopt = pgl_adopt,
 };

@@ -184,6 +184,17 @@ struct proto_login_ops {
 	 * DEALLOCATE taking them away), their answers not passed on (an error fails the login). False
 	 * when out of room or not understood: the session cannot move then. */
 	bool (*replay)(struct proto_login *l, int kind, const uint8_t *msgs, size_t n);
+	/* Server connections kept for the next client (pool_size): poolable -- logged in, nothing to
+	 * set again on another connection (no kept SET, no prepared statement): its connection, idle,
+	 * serves a client of the same start as it is; startup -- the client's start, whole (the pool's
+	 * key); hand_over -- what the member said at the login (ParameterStatus...) and its cancel key,
+	 * which go with the connection; adopt -- a new client's login ends on such a connection: the
+	 * client is told it is in (AuthenticationOk, those messages, repoint's cancel key, ready). */
+	bool (*poolable)(const struct proto_login *l);
+	const uint8_t *(*startup)(const struct proto_login *l, size_t *n);
+	bool (*hand_over)(const struct proto_login *l, struct evbuffer *params, uint8_t *member_key, bool *has_key);
+	void (*adopt)(struct proto_login *l, const uint8_t *params, size_t n, const uint8_t *member_key, bool has_key,
+		      struct evbuffer *to_client);
 };
 
 /* A server-first TLS upgrade (MySQL): when repoint makes the TLS to the member or takes TLS

@@ -367,7 +367,7 @@ def test_member_password_from_a_file_instead_of_auth_file(scram_pg, tmp_path):
     pw.write_text("s3cret\n")
     body = ("protocol = postgres\nmembers = 127.0.0.1:%d\nprobe_interval = 100ms\nprobe_user = app\n"
             "probe_password = s3cret\nauth = repoint\nclient_auth = trust\nmember_password = file:%s\n"
-            "hold_timeout = 2s\n" % (scram_pg.port, pw))
+            "hold_timeout = 2s\npool_size = 0\n" % (scram_pg.port, pw))  # every client logs in anew
     rp = start_custom(tmp_path, {"pg": body})
     try:
         rp.wait_writer("pg")
@@ -508,3 +508,55 @@ def test_auth_file_passwords_as_references(scram_pg, tmp_path):
             cur.execute("SET password_encryption = 'scram-sha-256'")
             cur.execute("ALTER ROLE app PASSWORD 's3cret'")
         c.close()
+
+
+def test_pool_keeps_server_connections_for_the_next_client(scram_pg, tmp_path):
+    """pool_size: a client that says goodbye at an idle point, having set nothing, leaves its logged-in server
+    connection for the next client of the same start, who is told it is in at once (no login to the member);
+    a client that set something does not; a different start (another user) gets its own; the kept ones
+    close after server_idle_timeout."""
+    from conftest import start_custom
+    users = tmp_path / "users.txt"
+    users.write_text('"app" "s3cret"\n"other" "other-secret"\n')
+    rp = start_custom(tmp_path, {"pg": scram_service(scram_pg, users) + "pool_size = 2\nserver_idle_timeout = 2s\n"})
+    try:
+        rp.wait_writer("pg")
+
+        def pid(user="app", pw="s3cret", then=None):
+            c = connect_app(rp.ports["pg"], pw, user=user)
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                p = cur.fetchone()[0]
+                if then:
+                    cur.execute(then)
+            c.commit()
+            c.close()
+            return p
+        first = pid()
+        assert [pid() for _ in range(5)] == [first] * 5       # one server connection for all of them
+        st = rp.service("pg")["counters"]
+        assert st["pool_reused"] >= 5 and st["pooled"] >= 6, st
+        other = pid("other", "other-secret")
+        assert other != first and pid("other", "other-secret") == other   # per start (user, database)
+        # A session that set something is not kept: the next client gets a new connection.
+        psycopg_set = pid(then="SET work_mem = '8MB'")
+        assert psycopg_set == first
+        assert pid() != first
+        # A wrong password still fails with a kept connection there.
+        with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
+            connect_app(rp.ports["pg"], "wrong")
+        # server_idle_timeout: the kept connections close; the next client logs in anew.
+        kept = pid()
+        c = scram_pg.local()
+        wait_for(lambda: c.cursor().execute("SELECT 1") or not _backend_alive(c, kept), 10,
+                 what="the kept connection to close after server_idle_timeout")
+        c.close()
+        assert pid() != kept
+    finally:
+        rp.stop()
+
+
+def _backend_alive(conn, pid):
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return cur.fetchone()[0] == 1

@@ -353,8 +353,9 @@ START_TEST(test_err_unknown_key)
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
 		      "failover_probe_interval, down_after, probes, multiplex, probe_user, probe_password, "
 		      "probe_database, tls, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file, listen_tls, "
-		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, member_user, member_password, reauth_interval, iam_resource, hold_timeout, drain, drain_timeout, connect_timeout, resolve_interval, "
-		      "max_clients");
+		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, member_user, "
+		      "member_password, reauth_interval, iam_resource, hold_timeout, drain, drain_timeout, "
+		      "connect_timeout, resolve_interval, max_clients, pool_size, server_idle_timeout, server_lifetime");
 	expect_errors("log_level = info\n" OK_SERVICE,
 		      "test.ini:1: 'log_level' is outside any section; put it under [repoint], "
 		      "[aws] or [service NAME]");
