@@ -71,12 +71,18 @@ class Repoint(Proc):
                  **overrides):
         """overrides: passed to Lab.write_config, e.g. redis={"multiplex": "on"} for one service. The
         redis service says `multiplex = off` unless told otherwise (Redis multiplexes by default): the
-        "repoint" path is one server connection per client, "repoint-mux" the shared one."""
+        "repoint" path is one server connection per client, "repoint-mux" the shared one. The postgres
+        service has auth = repoint (client_auth = trust on loopback; pool_size's default of 20)."""
         if name:
             self.name = name
         overrides = dict(overrides)
         overrides["redis"] = dict(overrides.get("redis") or {})
         overrides["redis"].setdefault("multiplex", "off")
+        # Postgres as people would run it behind repoint to keep sessions and connections: repoint
+        # answers the start (the bench's clients are trusted on loopback) and pools server connections.
+        overrides["postgres"] = dict(overrides.get("postgres") or {})
+        overrides["postgres"].setdefault("auth", "repoint")
+        overrides["postgres"].setdefault("client_auth", "trust")
         self.cfg = os.path.join(workdir, "repoint-%s.ini" % tag)
         self.admin = free_port()
         self.ports = lab.write_config(self.cfg, admin="127.0.0.1:%d" % self.admin, engines=engines,
