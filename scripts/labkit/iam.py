@@ -35,7 +35,7 @@ def write_pam(lab_dir):
 def setup(lab_dir, log_owner=None):
     """The checker's settings (kept when there already), its log (writable by log_owner (uid, gid):
     the server that runs the check), and the PAM service; returns the service's name."""
-    from .awsemu import DEFAULT_CREDENTIALS, DEFAULT_REGION
+    from .awscreds import DEFAULT_CREDENTIALS, DEFAULT_REGION
     p = paths(lab_dir)
     os.makedirs(p["dir"], mode=0o755, exist_ok=True)
     os.chmod(p["dir"], 0o755)

@@ -41,12 +41,7 @@ from .secrets import Secrets
 from .wire import (EC_NS, EC_VERSION, JSON_CT, RDS_NS, RDS_VERSION, XML_CT, ApiError, json_error,
                    json_response, malformed, request_id, xml_error, xml_response)
 
-DEFAULT_CREDENTIALS = {
-    "AKIALABLABLABLAB1234": {"secret": "lab-secret-key", "token": None},
-    # temporary credentials: only with X-Amz-Security-Token
-    "ASIALABLABLABLAB5678": {"secret": "lab-session-secret", "token": "lab-session-token"},
-}
-DEFAULT_REGION = "us-east-1"
+from ..awscreds import DEFAULT_CREDENTIALS, DEFAULT_REGION  # noqa: E402,F401 - re-exported
 FAULT_KINDS = ("throttle", "500", "503", "error", "slow", "malformed", "truncated", "timeout", "reset")
 SERVICES = {"rds": ("query", RDS_NS, RDS_VERSION), "elasticache": ("query", EC_NS, EC_VERSION),
             "memorydb": ("json", None, None), "secretsmanager": ("json", None, None)}
