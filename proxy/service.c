@@ -78,7 +78,13 @@ struct pooled {
 	uint8_t *startup;
 	size_t startup_len;
 	struct event *ev;
+	bool resetting;                   /* its reset is under way: not to be taken yet */
+	uint8_t answer[1024];             /* ... the server's answer so far */
+	size_t answer_len;
 };
+
+/* How long a kept connection's reset (DISCARD ALL) may take. */
+#define POOL_RESET_TIMEOUT_MS 5000
 
 #define SHARED_INDEX(resp3, write) ((resp3 ? 1 : 0) | (write ? 2 : 0))
 
@@ -1050,12 +1056,33 @@ static void pooled_free(struct pooled *e)
 	free(e);
 }
 
-/* The server spoke (a shutdown's FATAL, an idle-session timeout) or closed, or it idled too long. */
+/* The server spoke (a shutdown's FATAL, an idle-session timeout) or closed, or it idled too long;
+ * or, while it is being reset, its answer. */
 static void pooled_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pooled *e = arg;
+	const struct service_config *cfg = e->m->svc->cfg;
 
 	(void)fd;
+	if (e->resetting && (what & EV_READ)) {
+		ssize_t r = e->p.conn.ops->read(&e->p.conn, e->answer + e->answer_len, sizeof(e->answer) - e->answer_len);
+		int done = r > 0 ? e->m->svc->proto->login->reset_answer(e->answer, e->answer_len + (size_t)r) : -1;
+		if (r > 0)
+			e->answer_len += (size_t)r;
+		if (r == -2 || done == 0) {
+			if (e->answer_len < sizeof(e->answer)) {
+				struct timeval tv = {POOL_RESET_TIMEOUT_MS / 1000, 0};
+				event_add(e->ev, &tv);
+				return;
+			}
+		} else if (done == 1) {
+			struct timeval tv = {.tv_sec = cfg->server_idle_timeout_ms / 1000,
+					     .tv_usec = (cfg->server_idle_timeout_ms % 1000) * 1000};
+			e->resetting = false;
+			event_add(e->ev, &tv);
+			return;
+		}
+	}
 	log_debug(e->m->svc->subject, "a kept server connection to %s closed (%s)", e->m->str,
 		  what & EV_TIMEOUT ? "server_idle_timeout" : "the server spoke or closed");
 	pooled_free(e);
@@ -1092,6 +1119,19 @@ static bool service_pool_put(struct service *svc, int member, const uint8_t *sta
 	e->startup_len = n;
 	e->m = m;
 	e->p = *p;
+	if (p->reset) {
+		/* DISCARD ALL first; the entry is taken once the server said it is done (pooled_cb). */
+		size_t len;
+		const uint8_t *q = svc->proto->login->reset_request(&len);
+		if (e->p.conn.ops->write(&e->p.conn, q, len) != (ssize_t)len) {
+			event_free(e->ev);
+			free(e->startup);
+			free(e);
+			return false;
+		}
+		e->resetting = true;
+		tv = (struct timeval){POOL_RESET_TIMEOUT_MS / 1000, 0};
+	}
 	event_add(e->ev, &tv);
 	TAILQ_INSERT_TAIL(&m->pool, e, link);
 	m->npool++;
@@ -1109,7 +1149,7 @@ static bool service_pool_take(struct service *svc, int member, const uint8_t *st
 	m = svc->members[member];
 	/* The newest first: the one most likely still warm. */
 	TAILQ_FOREACH_REVERSE(e, &m->pool, pool_list, link) {
-		if (e->startup_len != n || memcmp(e->startup, startup, n) != 0)
+		if (e->resetting || e->startup_len != n || memcmp(e->startup, startup, n) != 0)
 			continue;
 		*out = e->p;
 		net_conn_init(&e->p.conn, -1);

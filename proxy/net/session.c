@@ -2750,9 +2750,9 @@ static bool pool_adopt(struct session *s, int member)
 	return true;
 }
 
-/* A client says goodbye (Terminate) at an idle point of a session that set nothing: its logged-in
- * server connection is kept for the next client of the same start instead of closed. True when
- * kept (the session is gone then). */
+/* A client says goodbye (Terminate) at an idle point: its logged-in server connection is kept for
+ * the next client of the same start instead of closed -- reset first (DISCARD ALL) when the session
+ * set something. True when kept (the session is gone then). */
 static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 {
 	const struct proto_login_ops *lo;
@@ -2764,11 +2764,15 @@ static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 	    s->host->ops->pool_put == NULL || s->unmovable || s->confirming || s->term_held || s->med != 0)
 		return false;
 	lo = s->host->proto->login;
-	if (lo->poolable == NULL || !lo->poolable(s->login) || !can_migrate(s) ||
+	/* Clean (nothing set), or idle outside a transaction with something set: then reset first. */
+	bool clean = lo->poolable != NULL && lo->poolable(s->login) && can_migrate(s);
+	if (lo->poolable == NULL || (!clean && (lo->reset_request == NULL || !s->host->proto->is_idle(&s->ps) ||
+						 s->host->proto->is_opaque(&s->ps))) ||
 	    evbuffer_get_length(s->upstream.out) > 0 || (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0) ||
 	    (startup = lo->startup(s->login, &len)) == NULL)
 		return false;
 	memset(&kept, 0, sizeof(kept));
+	kept.reset = !clean;
 	if ((kept.params = evbuffer_new()) == NULL || !lo->hand_over(s->login, kept.params, kept.member_key, &kept.has_key)) {
 		if (kept.params != NULL)
 			evbuffer_free(kept.params);

@@ -79,6 +79,8 @@ struct session_pooled {
 	uint8_t member_key[PROTO_KEY_MAX];
 	bool has_key;
 	int64_t born_ms;             /* when it connected (monotonic): server_lifetime counts from there */
+	bool reset;                  /* its session set something: reset it (proto_login_ops.reset_request)
+	                                before another client takes it */
 };
 /* What a session asks of, and tells, the service that accepted it. service.c implements it and
  * hands it over with each client (session_accept): the data path names nothing of service.c, so

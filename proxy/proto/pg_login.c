@@ -889,6 +889,46 @@ static void pgl_adopt(struct proto_login *l, const uint8_t *params, size_t n, co
 	member_pw_forget(l);
 }
 
+static const uint8_t *pgl_reset_request(size_t *n)
+{
+	static const uint8_t q[] = "Q\0\0\0\020DISCARD ALL";   /* length 16: 4 + "DISCARD ALL" + its NUL */
+
+	*n = sizeof(q);
+	return q;
+}
+
+/* DISCARD ALL's answer: ParameterStatus for what it reset, notices, CommandComplete, then
+ * ReadyForQuery 'I'. */
+static int pgl_reset_answer(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+	bool done = false;
+
+	while (i + 5 <= n) {
+		uint32_t len = be32(p + i + 1);
+		if (len < 4 || len > PG_LOGIN_MSG_MAX)
+			return -1;
+		if (i + 1 + len > n)
+			return 0;
+		switch (p[i]) {
+		case 'C':
+			done = len == 4 + 12 && memcmp(p + i + 5, "DISCARD ALL", 12) == 0;
+			if (!done)
+				return -1;
+			break;
+		case 'S':
+		case 'N':
+			break;
+		case 'Z':
+			return done && len == 5 && p[i + 5] == 'I' && i + 6 == n ? 1 : -1;
+		default:
+			return -1;
+		}
+		i += 1 + len;
+	}
+	return 0;
+}
+
 static bool pgl_member_key(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key)
 {
 	if (!l->has_member_key || keylen != PROTO_KEY_MAX || CRYPTO_memcmp(key, l->client_key, PROTO_KEY_MAX) != 0)
@@ -913,4 +953,6 @@ const struct proto_login_ops pg_login_ops = {
 	.startup = pgl_startup,
 	.hand_over = pgl_hand_over,
 	.adopt = pgl_adopt,
+	.reset_request = pgl_reset_request,
+	.reset_answer = pgl_reset_answer,
 };

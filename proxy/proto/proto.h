@@ -195,6 +195,11 @@ struct proto_login_ops {
 	bool (*hand_over)(const struct proto_login *l, struct evbuffer *params, uint8_t *member_key, bool *has_key);
 	void (*adopt)(struct proto_login *l, const uint8_t *params, size_t n, const uint8_t *member_key, bool has_key,
 		      struct evbuffer *to_client);
+	/* A connection whose session set something is reset before it is kept: reset_request is what
+	 * to send it (DISCARD ALL); reset_answer reads the server's answer in p[0..n): 1 reset (and
+	 * ready), 0 more to come, -1 not so (the connection is not kept). */
+	const uint8_t *(*reset_request)(size_t *n);
+	int (*reset_answer)(const uint8_t *p, size_t n);
 };
 
 /* A server-first TLS upgrade (MySQL): when repoint makes the TLS to the member or takes TLS

@@ -42,6 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* The client's requests as kept for a later login: SETs, statements, DEALLOCATE. */
 			for (int kind = 1; kind <= 3; kind++)
 				(void)o->login->replay(l, kind, data + ncuts, size - ncuts);
+			if (o->login->reset_answer != NULL)
+				FUZZ_CHECK(o->login->reset_answer(data + ncuts, size - ncuts) >= -1);
 			evbuffer_add(a, data + ncuts, size - ncuts);
 			if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
 				o->login->back_start(l, c, NULL);

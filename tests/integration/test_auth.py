@@ -511,10 +511,10 @@ def test_auth_file_passwords_as_references(scram_pg, tmp_path):
 
 
 def test_pool_keeps_server_connections_for_the_next_client(scram_pg, tmp_path):
-    """pool_size: a client that says goodbye at an idle point, having set nothing, leaves its logged-in server
-    connection for the next client of the same start, who is told it is in at once (no login to the member);
-    a client that set something does not; a different start (another user) gets its own; the kept ones
-    close after server_idle_timeout."""
+    """pool_size: a client that says goodbye at an idle point leaves its logged-in server connection for the
+    next client of the same start, who is told it is in at once (no login to the member); what a client set is
+    reset first (DISCARD ALL); a different start (another user) gets its own; the kept ones close after
+    server_idle_timeout."""
     from conftest import start_custom
     users = tmp_path / "users.txt"
     users.write_text('"app" "s3cret"\n"other" "other-secret"\n')
@@ -538,10 +538,20 @@ def test_pool_keeps_server_connections_for_the_next_client(scram_pg, tmp_path):
         assert st["pool_reused"] >= 5 and st["pooled"] >= 6, st
         other = pid("other", "other-secret")
         assert other != first and pid("other", "other-secret") == other   # per start (user, database)
-        # A session that set something is not kept: the next client gets a new connection.
-        psycopg_set = pid(then="SET work_mem = '8MB'")
-        assert psycopg_set == first
-        assert pid() != first
+        # A session that set something (a SET, a prepared statement) is reset (DISCARD ALL) before it is kept:
+        # the next client gets the connection without what the last one set.
+        assert pid(then="SET work_mem = '8MB'; PREPARE p AS SELECT 1") == first
+
+        def reset_and_taken():
+            c = connect_app(rp.ports["pg"], "s3cret")
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid(), current_setting('work_mem'), "
+                            "(SELECT count(*) FROM pg_prepared_statements)")
+                row = cur.fetchone()
+            c.close()
+            return row if row[0] == first else None
+        row = wait_for(reset_and_taken, 10, what="the reset connection to be taken again")
+        assert row[1] == "4MB" and row[2] == 0, row
         # A wrong password still fails with a kept connection there.
         with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
             connect_app(rp.ports["pg"], "wrong")

@@ -768,6 +768,19 @@ START_TEST(test_pg_state_and_last_words)
 	ck_assert_int_eq(proto_postgres.replayable(&st), 0);
 	ck_assert(!proto_postgres.can_migrate(&st));
 	ck_assert_str_eq(proto_postgres.unmovable_reason(&st), "named_statement");
+	/* DISCARD ALL's answer, as a kept connection is reset: whole, in parts, or anything else. */
+	{
+		static const char ok[] = "S\x00\x00\x00\x16" "application_name\x00\x00" "C\x00\x00\x00\x10" "DISCARD ALL\x00"
+					 "Z\x00\x00\x00\x05I";
+		size_t qn;
+		const uint8_t *q = proto_postgres.login->reset_request(&qn);
+		ck_assert_uint_eq(qn, 17);
+		ck_assert(q[0] == 'Q' && memcmp(q + 5, "DISCARD ALL", 12) == 0);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)ok, sizeof(ok) - 1), 1);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)ok, sizeof(ok) - 3), 0);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)"E\x00\x00\x00\x05x", 6), -1);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)"C\x00\x00\x00\x08SET\x00", 9), -1);
+	}
 	/* Inside a transaction: nothing to tell a client whose transaction is gone. */
 	proto_postgres.init(&st);
 	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
