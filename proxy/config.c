@@ -53,8 +53,9 @@ static const char *const tls_mode_names[] = {
 static const char *const listen_tls_names[] = {
 	[LISTEN_TLS_OFF] = "off", [LISTEN_TLS_ON] = "on", [LISTEN_TLS_REQUIRE] = "require", NULL};
 static const char *const auth_names[] = {[AUTH_PASSTHROUGH] = "passthrough", [AUTH_REPOINT] = "repoint", NULL};
-static const char *const client_auth_names[] = {
-	[CLIENT_AUTH_SCRAM] = "scram-sha-256", [CLIENT_AUTH_MD5] = "md5", [CLIENT_AUTH_TRUST] = "trust", NULL};
+static const char *const client_auth_names[] = {[CLIENT_AUTH_SCRAM] = "scram-sha-256", [CLIENT_AUTH_MD5] = "md5",
+						[CLIENT_AUTH_TRUST] = "trust",
+						[CLIENT_AUTH_MYSQL_NATIVE] = "mysql_native_password", NULL};
 static const char *const log_level_names[] = {
 	[LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error", NULL};
 static const char *const log_format_names[] = {
@@ -1251,11 +1252,29 @@ static void check_service(struct parser *p, size_t idx)
 		bool own = svc->auth == AUTH_REPOINT;
 		bool redis = protocol->valid && svc->protocol == PROTOCOL_REDIS;
 		/* Redis: repoint logs in to the members; whoever reaches the listener is trusted. */
+		bool mysql = protocol->valid && svc->protocol == PROTOCOL_MYSQL;
 		if (own && redis && !cauth->line)
 			svc->client_auth = CLIENT_AUTH_TRUST;
-		if (auth->valid && own && protocol->valid && svc->protocol == PROTOCOL_MYSQL)
-			add_error(p, auth->line, "auth: repoint authenticates postgres clients and logs in to redis members "
-						 "so far (mysql: not yet), but this service is mysql");
+		if (own && mysql && !cauth->line)
+			svc->client_auth = CLIENT_AUTH_MYSQL_NATIVE;
+		const struct key_seen *tls = &st->seen[key_index(SECTION_SERVICE, "tls")];
+		const struct key_seen *ltls = &st->seen[key_index(SECTION_SERVICE, "listen_tls")];
+		if (auth->valid && own && mysql && svc->client_auth != CLIENT_AUTH_TRUST &&
+		    svc->client_auth != CLIENT_AUTH_MYSQL_NATIVE)
+			add_error(p, cauth->line, "client_auth: mysql clients prove themselves with mysql_native_password (or "
+						  "are trusted on loopback: trust); %s is for postgres",
+				  client_auth_names[svc->client_auth]);
+		else if (auth->valid && own && !mysql && protocol->valid && svc->client_auth == CLIENT_AUTH_MYSQL_NATIVE)
+			add_error(p, cauth->line, "client_auth: mysql_native_password is for mysql, but this service is %s",
+				  protocol_name(svc->protocol));
+		else if (auth->valid && own && mysql && ((tls->valid && svc->tls != TLS_OFF) ||
+							 (ltls->valid && svc->listen_tls != LISTEN_TLS_OFF)))
+			add_error(p, auth->line, "auth: repoint logs in to mysql members over plaintext only so far (not yet "
+						 "with %s); use auth = passthrough for TLS", tls->valid && svc->tls != TLS_OFF ? "tls" : "listen_tls");
+		else if (auth->valid && own && mysql && svc->member_password != NULL &&
+			 strcmp(svc->member_password, "iam") == 0)
+			add_error(p, mpw->line, "member_password: iam for mysql needs mysql_clear_password over TLS, which repoint "
+						"does not speak yet");
 		else if (auth->valid && own && redis && svc->client_auth != CLIENT_AUTH_TRUST)
 			add_error(p, cauth->line, "client_auth: redis clients are trusted on loopback (trust); %s is for "
 						  "postgres", client_auth_names[svc->client_auth]);
@@ -1264,8 +1283,8 @@ static void check_service(struct parser *p, size_t idx)
 						 "(and member_user for an ACL user)");
 		else if (auth->valid && own && svc->client_auth != CLIENT_AUTH_TRUST && svc->auth_file == NULL)
 			add_error(p, cauth->line ? cauth->line : auth->line,
-				  "client_auth: %s needs auth_file (the users and their passwords, SCRAM verifiers or md5 "
-				  "secrets)", client_auth_names[svc->client_auth]);
+				  "client_auth: %s needs auth_file (the users and their passwords, SCRAM verifiers, md5 "
+				  "secrets or mysql_native_password hashes)", client_auth_names[svc->client_auth]);
 		else if (auth->valid && own && svc->client_auth == CLIENT_AUTH_TRUST && listen->valid &&
 			 !host_is_loopback(svc->listen.host))
 			add_error(p, cauth->line ? cauth->line : auth->line,
@@ -1283,13 +1302,12 @@ static void check_service(struct parser *p, size_t idx)
 		if (ires->line && protocol->valid && !redis)
 			add_error(p, ires->line, "iam_resource: names an ElastiCache or MemoryDB resource (redis services), "
 						 "but this service is %s", protocol_name(svc->protocol));
-		bool postgres = protocol->valid && svc->protocol == PROTOCOL_POSTGRES;
 		if ((!own || (protocol->valid && !redis)) && muser->line)
 			add_error(p, muser->line, "member_user: only for redis services with auth = repoint (postgres logs in "
 						  "as the client's user)");
-		else if ((!own || (protocol->valid && !redis && !postgres)) && mpw->line)
-			add_error(p, mpw->line, "member_password: only with auth = repoint (redis: repoint's login; postgres: "
-						"the members' logins instead of auth_file's secrets)");
+		else if (!own && mpw->line)
+			add_error(p, mpw->line, "member_password: only with auth = repoint (redis: repoint's login; postgres, "
+						"mysql: the members' logins instead of auth_file's secrets)");
 	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "

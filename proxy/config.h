@@ -21,7 +21,7 @@ enum tls_mode { TLS_OFF, TLS_REQUIRE, TLS_VERIFY_CA, TLS_VERIFY_FULL };
 /* TLS on a service's listener: none; plaintext and TLS clients both; TLS clients only. */
 enum listen_tls_mode { LISTEN_TLS_OFF, LISTEN_TLS_ON, LISTEN_TLS_REQUIRE };
 enum auth_mode { AUTH_PASSTHROUGH, AUTH_REPOINT };
-enum client_auth { CLIENT_AUTH_SCRAM, CLIENT_AUTH_MD5, CLIENT_AUTH_TRUST };
+enum client_auth { CLIENT_AUTH_SCRAM, CLIENT_AUTH_MD5, CLIENT_AUTH_TRUST, CLIENT_AUTH_MYSQL_NATIVE };
 
 const char *protocol_name(enum protocol p);
 const char *route_name(enum route r);

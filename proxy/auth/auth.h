@@ -1,10 +1,12 @@
-/* auth.h - who may log in, and the SCRAM-SHA-256 exchange both ways (RFC 5802 / 7677, as PostgreSQL
- * speaks it), for auth = repoint. Pure functions over strings; every primitive from OpenSSL.
+/* auth.h - who may log in, the SCRAM-SHA-256 exchange both ways (RFC 5802 / 7677, as PostgreSQL
+ * speaks it) and MySQL's mysql_native_password, for auth = repoint. Pure functions over strings;
+ * every primitive from OpenSSL.
  *
  * auth_file: pgbouncer's userlist format, one user per line: "name" "secret" (a quote inside is
  * doubled), blank lines and lines starting with ';' or '#' ignored. A secret is a SCRAM verifier as
  * PostgreSQL stores it (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64), an md5
- * secret ("md5" + 32 hex digits: md5(password + user)), a plaintext password, or a reference to the
+ * secret ("md5" + 32 hex digits: md5(password + user)), a MySQL mysql_native_password hash ("*" + 40
+ * hex digits, as mysql.user keeps it), a plaintext password, or a reference to the
  * password (env:NAME, file:/PATH, secretsmanager:ID[#KEY]) that the service reads. With a verifier repoint needs no password: the client's proof gives it the
  * ClientKey, which logs it in to a member holding the same verifier (every member of a replicated
  * cluster does: the catalog is replicated). */
@@ -36,6 +38,8 @@ struct auth_user {
 	                             service reads (secret.h) and sets with auth_users_set_password */
 	bool has_md5;             /* PostgreSQL's md5 secret: "md5" + md5hex(password + user) */
 	char md5[33];             /* ... its 32 hex digits */
+	bool has_native;          /* MySQL's mysql_native_password hash: "*" + 40 hex digits */
+	uint8_t native[20];       /* ... SHA1(SHA1(password)) */
 };
 
 struct auth_users;
@@ -52,6 +56,9 @@ const struct auth_user *auth_users_at(const struct auth_users *u, size_t i);
 /* The password of a user whose secret is a reference, as it reads now (NULL: none now); logins
  * from then on use it. False when out of memory or the user is unknown. */
 bool auth_users_set_password(struct auth_users *u, const char *name, const char *password);
+
+/* A secret (NUL-terminated, or NULL) wiped and freed. */
+void auth_secret_free(char *p);
 
 /* "SCRAM-SHA-256$..." into v; false when it is not one. */
 bool scram_parse_verifier(const char *s, struct scram_verifier *v);
@@ -96,5 +103,22 @@ bool scram_client_final(struct scram_client *c, const char *server_first, size_t
 			char *err, size_t errlen);
 /* server-final-message: the server proved it knows the verifier. */
 bool scram_client_check(struct scram_client *c, const char *server_final, size_t n, char *err, size_t errlen);
+
+/* MySQL's mysql_native_password: the server keeps SHA1(SHA1(password)) (mysql.user's "*" + 40 hex
+ * digits); a client answers a 20-byte challenge with SHA1(password) XOR SHA1(challenge +
+ * SHA1(SHA1(password))). A right answer and the hash give SHA1(password) back, and that logs in to
+ * a member keeping the same hash (the catalog is replicated): no password needed. */
+#define MYSQL_NATIVE_LEN 20
+/* "*" + 40 hex digits into stage2; false when it is not one. */
+bool mysql_native_parse_hash(const char *s, uint8_t stage2[MYSQL_NATIVE_LEN]);
+bool mysql_native_stage1(const char *password, uint8_t stage1[MYSQL_NATIVE_LEN]);                 /* SHA1(pw) */
+bool mysql_native_stage2(const uint8_t stage1[MYSQL_NATIVE_LEN], uint8_t stage2[MYSQL_NATIVE_LEN]);  /* SHA1(stage1) */
+/* The answer to challenge from stage1 (what a client sends). */
+bool mysql_native_answer(const uint8_t challenge[MYSQL_NATIVE_LEN], const uint8_t stage1[MYSQL_NATIVE_LEN],
+			 uint8_t out[MYSQL_NATIVE_LEN]);
+/* A client's answer[0..n) to challenge, checked against stage2 (timing-safe): true and stage1 set
+ * when it is right. */
+bool mysql_native_check(const uint8_t challenge[MYSQL_NATIVE_LEN], const uint8_t *answer, size_t n,
+			const uint8_t stage2[MYSQL_NATIVE_LEN], uint8_t stage1[MYSQL_NATIVE_LEN]);
 
 #endif

@@ -45,7 +45,7 @@ static bool quoted(const char **p, char *out, size_t outlen)
 	return true;
 }
 
-static void password_free(char *p)
+void auth_secret_free(char *p)
 {
 	if (p != NULL) {
 		OPENSSL_cleanse(p, strlen(p));
@@ -56,7 +56,7 @@ static void password_free(char *p)
 static void users_free(struct auth_users *u)
 {
 	for (size_t i = 0; i < u->n; i++) {
-		password_free(u->users[i].password);
+		auth_secret_free(u->users[i].password);
 		free(u->users[i].ref);
 	}
 	OPENSSL_cleanse(u->users, u->n * sizeof(*u->users));
@@ -116,6 +116,8 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 			   strspn(secret + 3, "0123456789abcdef") == 32) {
 			memcpy(au.md5, secret + 3, 33);
 			au.has_md5 = true;
+		} else if (secret[0] == '*' && strlen(secret) == 41 && mysql_native_parse_hash(secret, au.native)) {
+			au.has_native = true;  /* MySQL's mysql_native_password hash, as mysql.user keeps it */
 		} else if (strncmp(secret, "env:", 4) == 0 || strncmp(secret, "file:", 5) == 0 ||
 			   strncmp(secret, "secretsmanager:", 15) == 0) {
 			/* Read by the service (secret.h), like every other secret of the configuration. */
@@ -192,7 +194,7 @@ bool auth_users_set_password(struct auth_users *u, const char *name, const char 
 			continue;
 		if (password != NULL && (copy = strdup(password)) == NULL)
 			return false;
-		password_free(u->users[i].password);
+		auth_secret_free(u->users[i].password);
 		u->users[i].password = copy;
 		return true;
 	}

@@ -1393,7 +1393,10 @@ static void login_forget(struct session *s)
 	s->login_in = NULL;
 }
 
-/* The client's start, answered by repoint: once it is authenticated, the session goes to a member. */
+static void login_back_step(struct session *s);
+
+/* The client's start, answered by repoint: once it is authenticated, the session goes to a member
+ * (or, where the member speaks first, repoint's login to it goes on). */
 static void login_front(struct session *s)
 {
 	struct evbuffer *in = client_input(s);
@@ -1416,7 +1419,11 @@ static void login_front(struct session *s)
 			session_destroy(s);
 			return;
 		}
-		route(s);
+		if (!s->host->proto->login->member_first)
+			route(s);
+		else if (s->logging_in)
+			login_back_step(s);  /* the member waits for repoint's answer to its greeting */
+		/* (else the next member's greeting, when it comes, finds the client authenticated) */
 		return;
 	}
 }
@@ -1450,9 +1457,6 @@ static bool login_back_begin(struct session *s)
  * the client hears that it is in; a moved session tells it nothing). */
 static void login_back_read(struct session *s)
 {
-	const struct proto_ops *proto = s->host->proto;
-	bool told = proto->login->told(s->login);
-	char err[256];
 	ssize_t r = read_once(&s->upstream);
 
 	if (r == -2)
@@ -1462,9 +1466,24 @@ static void login_back_read(struct session *s)
 		return;
 	}
 	evbuffer_add(s->login_in, session_io, (size_t)r);
+	login_back_step(s);
+}
+
+/* The member's login answers so far (login_in) read: on, done, or failed. */
+static void login_back_step(struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+	bool told = proto->login->told(s->login);
+	char err[256];
+
 	err[0] = '\0';
 	switch (proto->login->back(s->login, s->login_in, s->upstream.out, s->client.out, err, sizeof(err))) {
 	case PROTO_LOGIN_MORE:
+		/* (A member that speaks first: its greeting, made repoint's, goes to the client.) */
+		if (evbuffer_get_length(s->client.out) > 0 && !side_flush(&s->client)) {
+			client_gone(s, true);
+			return;
+		}
 		if (!side_flush(&s->upstream))
 			connect_failed(s, "cannot send the login");
 		return;
@@ -1990,7 +2009,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		refuse(s, s->refusal);
 		return;
 	}
-	if (s->login != NULL && !proto->login->front_done(s->login) && s->cancel_checked) {
+	if (s->login != NULL && !proto->login->front_done(s->login) && (s->cancel_checked || proto->cancel_request == NULL)) {
 		login_front(s);
 		return;
 	}
@@ -2254,7 +2273,8 @@ static void tls_step(struct session *s)
  * passes through, and the two sides' packet numbers are reconciled (proto_upgrade). */
 static bool med_wanted(const struct session *s)
 {
-	return s->host->proto->upgrade != NULL &&
+	/* (With auth = repoint the login conducts the start itself.) */
+	return s->host->proto->upgrade != NULL && s->login == NULL &&
 	       (s->host->ops->tls(s->host) != NULL || s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF);
 }
 
@@ -2796,7 +2816,7 @@ static bool route(struct session *s)
 
 	if (s->confirming)
 		return hold(s, "(waiting for its server's word on its role)");
-	if (s->login != NULL && !s->host->proto->login->front_done(s->login))
+	if (s->login != NULL && !s->host->proto->login->front_done(s->login) && !s->host->proto->login->member_first)
 		return hold(s, "(authenticating the client)");
 	if (member < 0)
 		return hold(s, "(waiting for a writer)");
@@ -2920,7 +2940,7 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 			return NULL;
 		}
 	}
-	if (s->login != NULL) {
+	if (s->login != NULL && !svc->proto->login->member_first) {
 		/* A writer is needed once the client is authenticated (login_front); hold_timeout bounds
 		 * the wait for its start. */
 		arm_timer(s, svc->cfg->hold_timeout_ms);

@@ -22,6 +22,7 @@
  * Idle <=> command phase, no queued or running response, no partial packet either way, and the
  * last status seen does not say "in transaction".
  */
+#include "proto/mysql_wire.h"
 #include "proto/proto.h"
 #include "util.h"
 
@@ -46,6 +47,7 @@
 
 /* Commands with something special about their response. */
 #define COM_QUIT 0x01
+#define COM_INIT_DB 0x02
 #define COM_QUERY 0x03
 #define COM_FIELD_LIST 0x04
 #define COM_STATISTICS 0x09
@@ -122,12 +124,70 @@ struct my_state {
 	bool opaque;
 	bool deprecate_eof;
 	bool in_trans;
+	/* auth = repoint (mysql_track_owned): what the session's commands leave on its server, so that
+	 * it moves only when a fresh connection, logged in and given its replayed SET/USE, is the same. */
+	bool owned;
+	uint8_t stateful;    /* 0, or why it cannot move (enum my_unmovable) */
+	uint8_t cmd_cls;     /* the last command: enum my_cls */
+	bool cmd_at_idle;    /* ... sent at an idle point (nothing else in flight, no transaction) */
+	bool cmd_query;      /* ... a COM_QUERY or COM_INIT_DB: refused read-only, it did not run */
+	bool replay_ready, reset_ready;
+	/* The text of a COM_QUERY, read as the server's lexer would, for what it leaves behind. */
+	bool scanning;
+	uint8_t sc_quote;    /* inside '...', "..." or `...`: that character */
+	uint8_t sc_comment;  /* 1 in "/ * ... * /", 2 to the end of the line; 3-6 deciding */
+	uint8_t sc_prev;     /* the byte before */
+	uint8_t sc_stmts;    /* statements started (a ';' ends one) */
+	uint8_t sc_first;    /* enum my_first: the first word of the first statement */
+	uint8_t sc_wlen;
+	uint8_t sc_flags;    /* SC_* */
+	uint8_t sc_why;      /* the first marker of state met (enum my_unmovable) */
+	bool sc_stmt_start;  /* the next word starts a statement */
+	char sc_word[13];
 };
 
 _Static_assert(sizeof(struct my_state) <= sizeof(struct proto_state), "my_state must fit in proto_state");
 _Static_assert(alignof(struct my_state) <= alignof(struct proto_state), "my_state alignment");
 
 #define MY_QUEUE_CAP 16
+
+/* Why a session cannot move (the label of repoint_sessions_unmovable_total). */
+enum my_unmovable {
+	MU_MOVABLE,
+	MU_PREPARED_STATEMENT,
+	MU_USER_VARIABLE,
+	MU_TEMPORARY_TABLE,
+	MU_LOCK,
+	MU_PREPARE,
+	MU_HANDLER,
+	MU_CALL,
+	MU_XA,
+	MU_SET_NOT_ALONE,
+	MU_SET_OTHER,
+	MU_CHANGE_USER,
+	MU_SET_OPTION,
+};
+
+static const char *const my_unmovable_names[] = {
+	[MU_PREPARED_STATEMENT] = "prepared_statement", [MU_USER_VARIABLE] = "user_variable",
+	[MU_TEMPORARY_TABLE] = "temporary_table",	[MU_LOCK] = "lock",
+	[MU_PREPARE] = "prepare",			[MU_HANDLER] = "handler",
+	[MU_CALL] = "call",				[MU_XA] = "xa",
+	[MU_SET_NOT_ALONE] = "set_not_alone",		[MU_SET_OTHER] = "set_other",
+	[MU_CHANGE_USER] = "change_user",		[MU_SET_OPTION] = "set_option",
+};
+
+/* What the last command does to the session: nothing repoint needs, something it can replay on
+ * another server (a lone SET or USE, COM_INIT_DB), or a reset (COM_RESET_CONNECTION). */
+enum my_cls { CLS_NONE, CLS_REPLAY, CLS_RESET };
+enum my_first { FIRST_NONE, FIRST_SET, FIRST_USE, FIRST_OTHER };
+
+/* Words of a SET statement that change it (sc_flags). */
+#define SC_SERVER 0x01  /* GLOBAL, PERSIST, PERSIST_ONLY, PASSWORD: the server's, not the session's */
+#define SC_OTHER 0x02   /* ROLE, STATEMENT, TRANSACTION: not a session setting repoint replays */
+#define SC_SESSION 0x04 /* SESSION (SET SESSION TRANSACTION ... is one) */
+#define SC_PAREN 0x08   /* an expression: sent again, it would be evaluated again */
+#define SC_COMMA 0x10
 
 static struct my_state *my(struct proto_state *st)
 {
@@ -161,37 +221,162 @@ static void my_init(struct proto_state *st)
 	my(st)->phase = PH_GREETING;
 }
 
-/* Length-encoded integer at b[0..avail). Returns its size in bytes, 0 if it is not a valid
- * integer (0xFB is NULL, 0xFF is an ERR marker) or does not fit in avail. */
-static unsigned lenenc(const uint8_t *b, uint32_t avail, uint64_t *v)
+void mysql_track_owned(struct proto_state *st)
 {
-	unsigned size;
+	my(st)->owned = true;
+}
 
-	if (avail == 0)
-		return 0;
-	switch (b[0]) {
-	case 0xFB:
-	case 0xFF:
-		return 0;
-	case 0xFC:
-		size = 3;
-		break;
-	case 0xFD:
-		size = 4;
-		break;
-	case 0xFE:
-		size = 9;
-		break;
-	default:
-		*v = b[0];
-		return 1;
+static void my_unmovable(struct my_state *m, enum my_unmovable why)
+{
+	if (m->stateful == MU_MOVABLE)
+		m->stateful = (uint8_t)why;
+}
+
+/* --- the text of a COM_QUERY (auth = repoint) --- */
+
+static bool sc_ident(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+	       c >= 0x80;
+}
+
+static void sc_word_end(struct my_state *m)
+{
+	static const struct {
+		const char *w;
+		uint8_t why;
+	} markers[] = {{"TEMPORARY", MU_TEMPORARY_TABLE}, {"LOCK", MU_LOCK}, {"GET_LOCK", MU_LOCK},
+		       {"PREPARE", MU_PREPARE}, {"HANDLER", MU_HANDLER}};
+	const char *w = m->sc_word;
+
+	if (m->sc_wlen == 0)
+		return;
+	if (m->sc_wlen >= sizeof(m->sc_word)) {
+		m->sc_wlen = 0;
+		m->sc_stmt_start = false;
+		return;
 	}
-	if (avail < size)
-		return 0;
-	*v = 0;
-	for (unsigned i = size - 1; i >= 1; i--)
-		*v = *v << 8 | b[i];
-	return size;
+	m->sc_word[m->sc_wlen] = '\0';
+	m->sc_wlen = 0;
+	if (m->sc_stmt_start) {
+		m->sc_stmt_start = false;
+		bool set = strcmp(w, "SET") == 0, use = strcmp(w, "USE") == 0;
+		if (m->sc_stmts == 1)
+			m->sc_first = set ? FIRST_SET : use ? FIRST_USE : FIRST_OTHER;
+		else if (set || use)
+			m->sc_why = m->sc_why ? m->sc_why : MU_SET_NOT_ALONE;  /* a SET behind another statement */
+		if (strcmp(w, "CALL") == 0 && !m->sc_why)
+			m->sc_why = MU_CALL;
+		if (strcmp(w, "XA") == 0 && !m->sc_why)
+			m->sc_why = MU_XA;
+	}
+	if (m->sc_first == FIRST_SET && m->sc_stmts == 1) {
+		if (!strcmp(w, "GLOBAL") || !strcmp(w, "PERSIST") || !strcmp(w, "PERSIST_ONLY") || !strcmp(w, "PASSWORD"))
+			m->sc_flags |= SC_SERVER;
+		else if (!strcmp(w, "ROLE") || !strcmp(w, "STATEMENT") || !strcmp(w, "TRANSACTION"))
+			m->sc_flags |= SC_OTHER;
+		else if (!strcmp(w, "SESSION"))
+			m->sc_flags |= SC_SESSION;
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_LEN(markers) && !m->sc_why; i++)
+		if (strcmp(w, markers[i].w) == 0)
+			m->sc_why = markers[i].why;
+}
+
+/* Bytes of the query text: words outside strings, quoted identifiers and comments ("/ *!" and
+ * "/ *M!" comments are code to the server, and so to this reader). */
+static void sc_bytes(struct my_state *m, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i], prev = m->sc_prev;
+		m->sc_prev = c;
+		if (m->sc_comment == 3) {
+			/* After "/ *": "!" or "M!" (then a version's digits) make it code to the server;
+			 * anything else a comment. */
+			m->sc_comment = c == '!' ? 5 : c == 'M' ? 6 : 1;
+			if (m->sc_comment != 1)
+				continue;
+		} else if (m->sc_comment == 6) {
+			m->sc_comment = c == '!' ? 5 : 1;
+			if (m->sc_comment == 5)
+				continue;
+		} else if (m->sc_comment == 5) {
+			if (c >= '0' && c <= '9')
+				continue;
+			m->sc_comment = 0;
+			prev = ' ';
+		} else if (m->sc_comment == 4) {
+			/* After "--": a comment when a space or a control character follows. */
+			m->sc_comment = c <= ' ' ? 2 : 0;
+		}
+		if (m->sc_comment == 1) {
+			if (prev == '*' && c == '/') {
+				m->sc_comment = 0;
+				m->sc_prev = ' ';
+			}
+			continue;
+		}
+		if (m->sc_comment == 2) {
+			if (c == '\n')
+				m->sc_comment = 0;
+			continue;
+		}
+		if (m->sc_quote) {
+			if (c == m->sc_quote && prev != '\\')
+				m->sc_quote = 0;
+			else if (prev == '\\' && c == '\\')
+				m->sc_prev = 0;  /* an escaped backslash escapes nothing after it */
+			continue;
+		}
+		if (sc_ident(c)) {
+			if (prev == '@' && m->sc_wlen == 0 && !(m->sc_first == FIRST_SET && m->sc_stmts == 1) && !m->sc_why)
+				m->sc_why = MU_USER_VARIABLE;  /* @name: a user variable (@@name is the server's) */
+			if (m->sc_wlen < sizeof(m->sc_word))
+				m->sc_word[m->sc_wlen] = (char)(c >= 'a' && c <= 'z' ? c - 32 : c);
+			if (m->sc_wlen < UINT8_MAX)
+				m->sc_wlen++;
+			continue;
+		}
+		sc_word_end(m);
+		if (c == '@' && prev == '@')
+			m->sc_prev = 0;  /* "@@": a system variable, not a user one */
+		switch (c) {
+		case '\'':
+		case '"':
+		case '`':
+			m->sc_quote = c;
+			if (c != '`' && !m->sc_why && m->sc_prev == c && prev == '@')
+				m->sc_why = MU_USER_VARIABLE;  /* @'quoted name' */
+			break;
+		case '#':
+			m->sc_comment = 2;
+			break;
+		case '-':
+			if (prev == '-')
+				m->sc_comment = 4;
+			break;
+		case '*':
+			if (prev == '/')
+				m->sc_comment = 3;
+			break;
+		case ';':
+			if (m->sc_stmts < UINT8_MAX)
+				m->sc_stmts++;
+			m->sc_stmt_start = true;
+			if (m->sc_first == FIRST_SET || m->sc_first == FIRST_USE)
+				m->sc_why = m->sc_why ? m->sc_why : MU_SET_NOT_ALONE;
+			break;
+		case '(':
+			m->sc_flags |= SC_PAREN;
+			break;
+		case ',':
+			m->sc_flags |= SC_COMMA;
+			break;
+		default:
+			break;
+		}
+	}
 }
 
 /* Status flags of an OK packet (header 0x00 or 0xFE) or of a 5-byte EOF packet held in the
@@ -210,11 +395,11 @@ static bool my_status(const struct my_state *m, uint16_t *status)
 		return true;
 	}
 	uint32_t off = 1;
-	unsigned k = lenenc(b + off, avail - off, &v); /* affected rows */
+	unsigned k = mysql_lenenc(b + off, avail - off, &v); /* affected rows */
 	if (!k)
 		return false;
 	off += k;
-	k = lenenc(b + off, avail - off, &v); /* last insert id */
+	k = mysql_lenenc(b + off, avail - off, &v); /* last insert id */
 	if (!k)
 		return false;
 	off += k;
@@ -242,9 +427,92 @@ static enum my_kind my_pop(struct my_state *m)
 	return k;
 }
 
+/* The end of a COM_QUERY's text: what it leaves on the server. */
+static void sc_finish(struct my_state *m)
+{
+	sc_word_end(m);
+	m->scanning = false;
+	m->cmd_cls = CLS_NONE;
+	if (m->sc_why) {
+		my_unmovable(m, m->sc_why);
+		return;
+	}
+	if (m->sc_first == FIRST_SET) {
+		if ((m->sc_flags & SC_PAREN) || ((m->sc_flags & SC_OTHER) && !(m->sc_flags & SC_SESSION)) ||
+		    ((m->sc_flags & SC_SERVER) && (m->sc_flags & SC_COMMA))) {
+			my_unmovable(m, MU_SET_OTHER);
+			return;
+		}
+		if (m->sc_flags & SC_SERVER)
+			return;  /* the server's settings, not the session's: nothing to carry */
+	} else if (m->sc_first != FIRST_USE) {
+		return;
+	}
+	if (!m->cmd_at_idle) {
+		my_unmovable(m, MU_SET_NOT_ALONE);  /* in a transaction, or behind another request */
+		return;
+	}
+	m->cmd_cls = CLS_REPLAY;
+}
+
+/* The last command was answered OK, and nothing else is in flight. */
+static void my_answered_ok(struct my_state *m)
+{
+	if (m->cmd_cls == CLS_NONE)
+		return;
+	if (m->q_len != 0 || m->scanning) {
+		my_unmovable(m, MU_SET_NOT_ALONE);
+	} else if (m->cmd_cls == CLS_REPLAY) {
+		m->replay_ready = true;
+	} else {
+		/* COM_RESET_CONNECTION: the server forgot the session's state, and so does repoint. */
+		m->reset_ready = true;
+		m->replay_ready = false;
+		m->stateful = MU_MOVABLE;
+	}
+	m->cmd_cls = CLS_NONE;
+}
+
 /* First byte of a client command: queue what its response will look like. */
 static void my_client_command(struct my_state *m, uint8_t cmd)
 {
+	if (m->owned) {
+		/* What the command leaves on the server (sc_finish reads a query's text). */
+		if (m->cmd_cls != CLS_NONE)
+			my_unmovable(m, MU_SET_NOT_ALONE);  /* pipelined behind a SET */
+		m->cmd_cls = CLS_NONE;
+		m->cmd_at_idle = m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->in_trans;
+		m->cmd_query = cmd == COM_QUERY || cmd == COM_INIT_DB;
+		switch (cmd) {
+		case COM_QUERY:
+			m->scanning = true;
+			m->sc_quote = m->sc_comment = m->sc_prev = m->sc_wlen = m->sc_flags = m->sc_why = 0;
+			m->sc_stmts = 1;
+			m->sc_first = FIRST_NONE;
+			m->sc_stmt_start = true;
+			break;
+		case COM_INIT_DB:
+			if (m->cmd_at_idle)
+				m->cmd_cls = CLS_REPLAY;
+			else
+				my_unmovable(m, MU_SET_NOT_ALONE);
+			break;
+		case COM_RESET_CONNECTION:
+			m->cmd_cls = CLS_RESET;
+			break;
+		case COM_STMT_PREPARE:
+			my_unmovable(m, MU_PREPARED_STATEMENT);
+			break;
+		case COM_CHANGE_USER:
+			my_unmovable(m, MU_CHANGE_USER);
+			break;
+		case 0x1B: /* COM_SET_OPTION: multi-statements on or off */
+			my_unmovable(m, MU_SET_OPTION);
+			break;
+		default:
+			break;
+		}
+	}
 	switch (cmd) {
 	case COM_QUIT:
 	case COM_STMT_CLOSE:
@@ -340,9 +608,13 @@ static void my_client_packet(struct my_state *m)
 	}
 }
 
+/* A response ends. The last command's, answered otherwise than OK (my_answered_ok comes first):
+ * it left nothing to carry (an error), or nothing that is a setting. */
 static void my_response_done(struct my_state *m)
 {
 	m->resp = RS_NONE;
+	if (m->q_len == 0 && !m->scanning)
+		m->cmd_cls = CLS_NONE;
 }
 
 /* After the column definitions of a result set. */
@@ -365,8 +637,10 @@ static void my_result_first(struct my_state *m)
 			return;
 		}
 		m->in_trans = status & SERVER_STATUS_IN_TRANS;
-		if (!(status & SERVER_MORE_RESULTS_EXISTS))
+		if (!(status & SERVER_MORE_RESULTS_EXISTS)) {
+			my_answered_ok(m);
 			my_response_done(m);
+		}
 		return;
 	case 0xFF:
 		my_response_done(m);
@@ -376,7 +650,7 @@ static void my_result_first(struct my_state *m)
 		m->opaque = true;
 		return;
 	}
-	unsigned k = lenenc(b, m->s.pre_len, &ncols);
+	unsigned k = mysql_lenenc(b, m->s.pre_len, &ncols);
 	if (!k || ncols == 0 || ncols > 0xFFFF) {
 		m->opaque = true;
 		return;
@@ -572,6 +846,10 @@ static void my_server_packet(struct my_state *m)
 				return;
 			}
 			m->in_trans = status & SERVER_STATUS_IN_TRANS;
+			if (b[0] == 0x00)
+				my_answered_ok(m);
+			my_response_done(m);
+			return;
 		} else if (b[0] != 0xFF) {
 			m->opaque = true;
 			return;
@@ -700,14 +978,20 @@ static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint
 				else
 					my_client_packet(m);
 			}
-		} else if (k > n) {
-			k = n;
+		} else {
+			if (k > n)
+				k = n;
+			if (!server && m->scanning)
+				sc_bytes(m, p, k);
 		}
 		d->remaining -= (uint32_t)k;
 		p += k;
 		n -= k;
-		if (d->remaining == 0)
+		if (d->remaining == 0) {
 			d->hdr_len = 0;
+			if (!server && m->scanning && !d->next_cont)
+				sc_finish(m);
+		}
 	}
 }
 
@@ -963,8 +1247,51 @@ static const struct proto_upgrade my_upgrade = {
 	.relay = my_up_relay,
 };
 
+/* auth = repoint: a session a fresh, logged-in connection (with its SET/USE replayed) carries on. */
+static bool my_can_migrate(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	return my_is_idle(st) && m->owned && m->stateful == MU_MOVABLE && !m->replay_ready && !m->reset_ready;
+}
+
+/* One query in flight, sent at an idle point, nothing half-sent, nothing left on the server that
+ * cannot move: refused read-only, it did not run, and may go to the new writer. */
+static bool my_retryable(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	return !m->opaque && m->owned && m->phase == PH_COMMAND && m->q_len == 1 && m->resp == RS_NONE &&
+	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE && my_dir_quiet(&m->c) &&
+	       my_dir_quiet(&m->s);
+}
+
+static const char *my_unmovable_reason(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	if (m->opaque)
+		return "opaque";
+	return m->stateful != MU_MOVABLE && m->stateful < ARRAY_LEN(my_unmovable_names) ? my_unmovable_names[m->stateful]
+											 : NULL;
+}
+
+static int my_replayable(struct proto_state *st)
+{
+	struct my_state *m = my(st);
+	int r = m->reset_ready ? MY_REPLAY_RESET : m->replay_ready ? MY_REPLAY_PACKET : 0;
+
+	m->reset_ready = m->replay_ready = false;
+	return r;
+}
+
 const struct proto_ops proto_mysql = {
 	.upgrade = &my_upgrade,
+	.login = &mysql_login_ops,
+	.can_migrate = my_can_migrate,
+	.retryable = my_retryable,
+	.unmovable_reason = my_unmovable_reason,
+	.replayable = my_replayable,
 	.name = "mysql",
 	.init = my_init,
 	.feed = my_feed,

@@ -128,10 +128,7 @@ static struct proto_login *pgl_new(enum client_auth how, struct auth_users *user
 
 static void member_pw_forget(struct proto_login *l)
 {
-	if (l->member_pw != NULL) {
-		OPENSSL_cleanse(l->member_pw, strlen(l->member_pw));
-		free(l->member_pw);
-	}
+	auth_secret_free(l->member_pw);
 	l->member_pw = NULL;
 }
 
@@ -146,10 +143,7 @@ static void pgl_free(struct proto_login *l)
 	if (l->replay != NULL)
 		evbuffer_free(l->replay);
 	free(l->startup);
-	if (l->cred.password != NULL) {
-		OPENSSL_cleanse(l->cred.password, strlen(l->cred.password));
-		free(l->cred.password);
-	}
+	auth_secret_free(l->cred.password);
 	member_pw_forget(l);
 	for (size_t i = 0; i < l->nstmts; i++) {
 		free(l->stmts[i].name);
@@ -404,6 +398,8 @@ static enum proto_login_step pgl_front(struct proto_login *l, struct evbuffer *i
 		l->front = FRONT_MD5;
 		return front_md5(l, in, out);
 	}
+	case CLIENT_AUTH_MYSQL_NATIVE:
+		break;
 	}
 	return front_fail(l, out, "28000", "repoint: this client authentication method is not available");
 }

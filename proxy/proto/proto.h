@@ -35,7 +35,7 @@ enum proto_refuse_step {
 
 /* Per-session tracker state: large enough for every protocol, kept inside the session. */
 struct proto_state {
-	uint64_t words[12];
+	uint64_t words[16];
 };
 
 struct proto_ops {
@@ -133,8 +133,10 @@ struct proto_ops {
 	bool (*can_relogin)(const struct proto_state *st);
 };
 
-/* proto_ops.replayable kinds (Postgres). */
+/* proto_ops.replayable kinds (Postgres; MySQL: a lone SET, USE or COM_INIT_DB to send again, or
+ * COM_RESET_CONNECTION, after which there is nothing to). */
 enum { PG_REPLAY_SET = 1, PG_REPLAY_STATEMENTS, PG_REPLAY_DEALLOCATE };
+enum { MY_REPLAY_PACKET = 1, MY_REPLAY_RESET };
 
 /* auth = repoint: the client's start ends at repoint, which authenticates the client itself
  * (client_auth), keeps its startup packet, and logs in to whichever member the session is on --
@@ -159,6 +161,11 @@ enum proto_login_step {
 };
 
 struct proto_login_ops {
+	/* The member speaks first (MySQL's greeting): the session goes to a member at once; back reads
+	 * its greeting and greets the client (repoint's own challenge); front then authenticates the
+	 * client, and back logs in once front is done. Otherwise (Postgres) front is done before the
+	 * session goes to a member. */
+	bool member_first;
 	/* users: auth_file's (NULL: none); the login keeps a reference. */
 	struct proto_login *(*create)(enum client_auth how, struct auth_users *users);
 	void (*destroy)(struct proto_login *l);
@@ -248,6 +255,10 @@ extern const struct proto_ops proto_postgres;
 extern const struct proto_ops proto_mysql;
 extern const struct proto_ops proto_redis;
 extern const struct proto_login_ops pg_login_ops;
+extern const struct proto_login_ops mysql_login_ops;
+/* MySQL: the session's start is repoint's (auth = repoint): from here on the tracker reads what
+ * the session's commands leave on the server (proto_ops.can_migrate and its kin). */
+void mysql_track_owned(struct proto_state *st);
 
 /* Native error encoders, also used by the drill and tests. Append to `out`.
  * In all three, a NULL msg is empty text and msg is cut to 8 KiB (never inside a UTF-8 character). */

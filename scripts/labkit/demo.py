@@ -113,9 +113,13 @@ def main():
     try:
         admin = free_port()
         cfg = os.path.join(work, "repoint.ini")
-        # Postgres with auth = repoint (the lab trusts loopback): repoint logs in to the members itself, so idle
-        # sessions move to the new writer instead of being closed.
-        ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}", postgres={"auth": "repoint", "client_auth": "trust"})
+        # Postgres and MariaDB with auth = repoint (Postgres: the lab trusts loopback; MariaDB: the password hash
+        # mysql.user keeps): repoint logs in to the members itself, so idle sessions move to the new writer
+        # instead of being closed.
+        own = {"postgres": {"auth": "repoint", "client_auth": "trust"}}
+        if "mysql" in engines:
+            own["mysql"] = {"auth": "repoint", "auth_file": lab.mysql_auth_file(os.path.join(work, "mysql-users.txt"))}
+        ports = lab.write_config(cfg, admin=f"127.0.0.1:{admin}", **own)
         ports.pop("admin", None)
         proxy = Proxy(args.repoint, cfg, admin)
         for name in engines:

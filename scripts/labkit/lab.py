@@ -642,6 +642,11 @@ class Lab:
         verifier Postgres stores; returns path."""
         return self._engine("postgres").auth_file(path)
 
+    def mysql_auth_file(self, path):
+        """An auth_file for repoint: user test with the mysql_native_password hash MariaDB keeps (no
+        password); returns path."""
+        return self._engine("mysql").auth_file(path)
+
     def iam_log(self):
         """The checker's decisions so far, one line each ("... accepted|refused ROLE port=P ...: why")."""
         from . import iam

@@ -70,6 +70,15 @@ class MariaDB(Engine):
         return pymysql.connect(unix_socket=node.sock, user="root", autocommit=True, connect_timeout=2,
                                cursorclass=pymysql.cursors.DictCursor)
 
+    def auth_file(self, path):
+        """An auth_file for repoint (auth = repoint): the test user with the mysql_native_password hash the
+        primary keeps in mysql.user (every node has the same: the accounts replicate), no password."""
+        h = self.q(self.lab.primary("mysql"), "SELECT authentication_string AS h FROM mysql.user "
+                   "WHERE user = %s AND host = '%%'", args=(TEST_USER,))
+        with open(path, "w") as f:
+            f.write('"%s" "%s"\n' % (TEST_USER, h[0]["h"]))
+        return path
+
     def q(self, node, *sqls, args=None):
         """Run statements in order on one admin connection; return the rows of the last one."""
         conn = self.admin(node)

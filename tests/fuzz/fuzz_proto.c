@@ -45,7 +45,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (o->login->reset_answer != NULL)
 				FUZZ_CHECK(o->login->reset_answer(data + ncuts, size - ncuts) >= -1);
 			evbuffer_add(a, data + ncuts, size - ncuts);
-			if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
+			if (o->login->member_first) {
+				/* The member speaks first: a real greeting, then the bytes as the client's answer to
+				 * repoint's, then as the member's answers; then the tracker of such a session
+				 * (reading its queries' text) on the bytes both ways. */
+				static const char greeting[] =
+					"J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf"
+					"\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00"
+					"caching_sha2_password\x00";
+				struct evbuffer *g = evbuffer_new();
+				if (g != NULL) {
+					o->login->back_start(l, c, NULL);
+					evbuffer_add(g, greeting, sizeof(greeting) - 1);
+					(void)o->login->back(l, g, c, b, err, sizeof(err));
+					if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
+						struct proto_state owned;
+						evbuffer_add(g, data + ncuts, size - ncuts);
+						(void)o->login->back(l, g, c, b, err, sizeof(err));
+						o->login->track_idle(l, &owned);
+						fuzz_feed(o, &owned, data, ncuts, data + ncuts, size - ncuts);
+						(void)o->can_migrate(&owned);
+						(void)o->retryable(&owned);
+						(void)o->replayable(&owned);
+						(void)o->unmovable_reason(&owned);
+					}
+					evbuffer_free(g);
+				}
+			} else if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
 				o->login->back_start(l, c, NULL);
 				(void)o->login->back(l, a, c, b, err, sizeof(err));
 			} else {

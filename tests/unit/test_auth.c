@@ -53,6 +53,14 @@ START_TEST(test_userlist)
 	ck_assert(a != NULL && a->has_md5 && a->password == NULL && strcmp(a->md5, "d41d8cd98f00b204e9800998ecf8427e") == 0);
 	auth_users_unref(u);
 	unlink(path);
+	/* A mysql_native_password hash: its 20 bytes, not a password. */
+	path = write_tmp("\"m\" \"*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29\"\n");
+	u = auth_users_load(path, err, sizeof(err));
+	ck_assert_msg(u != NULL, "%s", err);
+	a = auth_users_find(u, "m");
+	ck_assert(a != NULL && a->has_native && a->password == NULL && a->native[0] == 0x94 && a->native[19] == 0x29);
+	auth_users_unref(u);
+	unlink(path);
 
 	static const char *const bad[][2] = {
 		{"\"alice\" pencil\n", ":1: expected \"user\" \"secret\""},
@@ -87,6 +95,30 @@ static bool exchange(const struct scram_verifier *server_v, struct scram_client 
 		return false;
 	return scram_client_check(c, m4, strlen(m4), err, 200);
 }
+
+
+/* mysql_native_password: MySQL's own hash of "test" (SELECT PASSWORD('test')), and the exchange. */
+START_TEST(test_mysql_native)
+{
+	uint8_t s1[20], s2[20], parsed[20], challenge[20], answer[20], back[20];
+
+	ck_assert(mysql_native_stage1("test", s1) && mysql_native_stage2(s1, s2));
+	ck_assert(mysql_native_parse_hash("*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29", parsed));
+	ck_assert(memcmp(parsed, s2, 20) == 0);
+	ck_assert(mysql_native_parse_hash("*94bdcebe19083ce2a1f959fd02f964c7af4cfc29", parsed));
+	ck_assert(!mysql_native_parse_hash("94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29", parsed));
+	ck_assert(!mysql_native_parse_hash("*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC2", parsed));
+	ck_assert(!mysql_native_parse_hash("*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC2G", parsed));
+	for (int i = 0; i < 20; i++)
+		challenge[i] = (uint8_t)(0x21 + i);
+	ck_assert(mysql_native_answer(challenge, s1, answer));
+	ck_assert(mysql_native_check(challenge, answer, 20, s2, back));
+	ck_assert(memcmp(back, s1, 20) == 0);  /* the hash and a right answer give SHA1(password) back */
+	answer[7] ^= 1;
+	ck_assert(!mysql_native_check(challenge, answer, 20, s2, back));
+	ck_assert(!mysql_native_check(challenge, answer, 19, s2, back));
+}
+END_TEST
 
 START_TEST(test_scram_roundtrip)
 {
@@ -165,6 +197,7 @@ int main(void)
 
 	tcase_add_test(t, test_userlist);
 	tcase_add_test(t, test_scram_roundtrip);
+	tcase_add_test(t, test_mysql_native);
 	tcase_add_test(t, test_scram_malformed);
 	suite_add_tcase(s, t);
 	r = srunner_create(s);

@@ -652,7 +652,7 @@ START_TEST(test_err_source)
 		      "it needs tls = verify-full (this service has tls = off, the default)\n"
 		      "test.ini:41: probe_password: iam sends an IAM token, a password valid for 15 minutes, in the clear: "
 		      "it needs tls = verify-full (this service has tls = off, the default)\n"
-		      "test.ini:46: member_password: only with auth = repoint (redis: repoint's login; postgres: the "
+		      "test.ini:46: member_password: only with auth = repoint (redis: repoint's login; postgres, mysql: the "
 		      "members' logins instead of auth_file's secrets)");
 	{
 		struct config *cfg = load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nsource = elasticache:grp\n"
@@ -664,18 +664,34 @@ START_TEST(test_err_source)
 		ck_assert_str_eq(config_iam_resource(cfg->services), "elasticache:grp");
 		config_free(cfg);
 	}
-	/* auth = repoint: postgres only, trust on loopback only so far, its keys only with it. */
+	/* auth = repoint: mysql with its own method, plaintext only so far; trust on loopback only, its
+	 * keys only with it. */
 	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
-		      "client_auth = trust\n[service b]\nprotocol = postgres\nlisten = 0.0.0.0:3\nmembers = 127.0.0.1:4\n"
+		      "client_auth = md5\n[service b]\nprotocol = postgres\nlisten = 0.0.0.0:3\nmembers = 127.0.0.1:4\n"
 		      "auth = repoint\nclient_auth = trust\n[service c]\nprotocol = postgres\nlisten = 127.0.0.1:5\n"
 		      "members = 127.0.0.1:6\nauth = repoint\n[service d]\nprotocol = postgres\nlisten = 127.0.0.1:7\n"
 		      "members = 127.0.0.1:8\nclient_auth = trust\n",
-		      "test.ini:5: auth: repoint authenticates postgres clients and logs in to redis members so far "
-		      "(mysql: not yet), but this service is mysql\n"
+		      "test.ini:6: client_auth: mysql clients prove themselves with mysql_native_password (or are "
+		      "trusted on loopback: trust); md5 is for postgres\n"
 		      "test.ini:12: client_auth: trust is for loopback listeners only, but this service listens on 0.0.0.0\n"
 		      "test.ini:17: client_auth: scram-sha-256 needs auth_file (the users and their passwords, SCRAM "
-		      "verifiers or md5 secrets)\n"
+		      "verifiers, md5 secrets or mysql_native_password hashes)\n"
 		      "test.ini:22: client_auth: only with auth = repoint");
+	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
+		      "auth_file = /dev/null\ntls = require\n[service b]\nprotocol = postgres\nlisten = 127.0.0.1:3\n"
+		      "members = 127.0.0.1:4\nauth = repoint\nclient_auth = mysql_native_password\nauth_file = /dev/null\n"
+		      "[service c]\nprotocol = mysql\nlisten = 127.0.0.1:5\nmembers = 127.0.0.1:6\nauth = repoint\n",
+		      "test.ini:5: auth: repoint logs in to mysql members over plaintext only so far (not yet with tls); "
+		      "use auth = passthrough for TLS\n"
+		      "test.ini:13: client_auth: mysql_native_password is for mysql, but this service is postgres\n"
+		      "test.ini:19: client_auth: mysql_native_password needs auth_file (the users and their passwords, "
+		      "SCRAM verifiers, md5 secrets or mysql_native_password hashes)");
+	{
+		struct config *cfg = load_ok("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\n"
+					     "members = 127.0.0.1:2\nauth = repoint\nauth_file = /dev/null\n");
+		ck_assert_int_eq(cfg->services->client_auth, CLIENT_AUTH_MYSQL_NATIVE);
+		config_free(cfg);
+	}
 	{
 		struct config *cfg = load_ok("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\n"
 					     "members = 127.0.0.1:2\nauth = REPOINT\nclient_auth = trust\n");

@@ -7,6 +7,7 @@
  * partial message), except in steps marked non-atomic (several complete frames that may each
  * leave the session idle). Hostile input must end opaque; random garbage and mutated scripts must
  * never crash (run under ASan/UBSan too), and an opaque tracker is never idle and never recovers. */
+#include "auth/auth.h"
 #include "config.h"
 #include "proto/proto.h"
 
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum expect { NI, ID, OP };
 
@@ -1392,6 +1394,332 @@ START_TEST(test_my_err_encoder)
 END_TEST
 
 /* The CLIENT_SSL upgrade repoint conducts (proto_mysql.upgrade). */
+
+/* auth = repoint for MySQL: repoint's greeting, the client's proof against a mysql.user hash, and
+ * repoint's own login to the member (proto_mysql.login). */
+static const char my_greeting8[] =
+	"J\x00\x00\x00\n8.0.36\x00\r\x00\x00\x00:+\x1c\r^O`q\x00\xff\xff\xff\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00"
+	"\x00\x00\x00\x00\x12#4EVgx\x09\x1a+<M\x00" "caching_sha2_password\x00";
+
+static struct auth_users *my_users(const char *password)
+{
+	uint8_t s1[20], s2[20];
+	char path[] = "/tmp/test-my-users-XXXXXX", err[200];
+	int fd = mkstemp(path);
+	FILE *f = fdopen(fd, "w");
+
+	ck_assert(mysql_native_stage1(password, s1) && mysql_native_stage2(s1, s2));
+	fprintf(f, "\"app\" \"*");
+	for (int i = 0; i < 20; i++)
+		fprintf(f, "%02X", s2[i]);
+	fprintf(f, "\"\n\"plain\" \"%s\"\n", password);
+	fclose(f);
+	struct auth_users *u = auth_users_load(path, err, sizeof(err));
+	unlink(path);
+	ck_assert_msg(u != NULL, "%s", err);
+	return u;
+}
+
+/* A HandshakeResponse41 (seq 1) for user with the answer to challenge from password. */
+static void my_hello(struct evbuffer *out, const char *user, const uint8_t *challenge, const char *password,
+		     const char *plugin)
+{
+	uint8_t p[300], s1[20];
+	size_t n = 0;
+	uint32_t caps = 0x200 | 0x8000 | 0x8 | 0x80000 | 0x1000000 | 0x2000;
+
+	memcpy(p, &caps, 4);
+	memset(p + 4, 0, 28);
+	p[8] = 45;
+	n = 32;
+	memcpy(p + n, user, strlen(user) + 1);
+	n += strlen(user) + 1;
+	p[n++] = 20;
+	ck_assert(mysql_native_stage1(password, s1) && mysql_native_answer(challenge, s1, p + n));
+	n += 20;
+	memcpy(p + n, "test", 5);
+	n += 5;
+	memcpy(p + n, plugin, strlen(plugin) + 1);
+	n += strlen(plugin) + 1;
+	uint8_t h[4] = {(uint8_t)n, 0, 0, 1};
+	evbuffer_add(out, h, 4);
+	evbuffer_add(out, p, n);
+}
+
+/* repoint's greeting in `out`: its challenge (and checks on what it offers). */
+static void my_greeting_challenge(struct evbuffer *out, uint8_t challenge[20])
+{
+	size_t n = evbuffer_get_length(out);
+	const uint8_t *g = evbuffer_pullup(out, -1);
+	size_t off = 4 + 1 + strlen((const char *)g + 5) + 1;
+
+	ck_assert_uint_eq(g[3], 0);
+	ck_assert_str_eq((const char *)g + 5, "8.0.36");
+	uint32_t caps = (uint32_t)g[off + 13] | (uint32_t)g[off + 14] << 8;
+	ck_assert(!(caps & 0x800) && !(caps & 0x20));  /* no TLS, no compression offered */
+	memcpy(challenge, g + off + 4, 8);
+	memcpy(challenge + 8, g + off + 31, 12);
+	ck_assert(memcmp(challenge, ":+\x1c\r^O`q", 8) != 0);  /* repoint's own, not the member's */
+	ck_assert_str_eq((const char *)g + off + 44, "mysql_native_password");
+	ck_assert_uint_eq(n, off + 44 + 22);
+	evbuffer_drain(out, n);
+}
+
+START_TEST(test_mysql_login)
+{
+	const struct proto_login_ops *lo = proto_mysql.login;
+	struct auth_users *users = my_users("s3cret");
+	static const char ok[] = "\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00";
+	char err[300];
+	uint8_t challenge[20], s1[20], want[20];
+
+	ck_assert(lo->member_first);
+	for (int user = 0; user < 2; user++) {
+		struct proto_login *l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+		struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+		/* The member speaks first; nothing goes to it before the client is in. */
+		lo->back_start(l, up, NULL);
+		ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_MORE);
+		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		ck_assert_uint_eq(evbuffer_get_length(up), 0);
+		my_greeting_challenge(out, challenge);
+		/* The client's answer, checked against the hash (app) or the password (plain). */
+		my_hello(in, user ? "plain" : "app", challenge, "s3cret", "mysql_native_password");
+		ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+		ck_assert_uint_eq(evbuffer_get_length(out), 0);
+		/* repoint answers the member's challenge with SHA1(password), which the client's answer gave. */
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		const uint8_t *r = evbuffer_pullup(up, -1);
+		size_t rn = evbuffer_get_length(up);
+		ck_assert_uint_eq(r[3], 1);
+		ck_assert_uint_eq(rn, 4 + (size_t)r[0]);
+		size_t uoff = 4 + 32 + strlen(user ? "plain" : "app") + 1;
+		ck_assert_uint_eq(r[uoff], 20);
+		ck_assert(mysql_native_stage1("s3cret", s1) &&
+			  mysql_native_answer((const uint8_t *)":+\x1c\r^O`q\x12#4EVgx\x09\x1a+<M", s1, want));
+		ck_assert(memcmp(r + uoff + 1, want, 20) == 0);
+		ck_assert_str_eq((const char *)r + uoff + 21, "test");
+		ck_assert_str_eq((const char *)r + uoff + 26, "mysql_native_password");
+		evbuffer_drain(up, rn);
+		/* The member's OK goes to the client, numbered for it. */
+		evbuffer_add(min, ok, sizeof(ok) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+		ck_assert(lo->told(l));
+		ck_assert_uint_eq(evbuffer_get_length(out), sizeof(ok) - 1);
+		evbuffer_drain(out, evbuffer_get_length(out));
+		/* The tracker starts idle and movable; a lone SET is kept and sent after the next login. */
+		struct proto_state ps;
+		lo->track_idle(l, &ps);
+		ck_assert(proto_mysql.is_idle(&ps) && proto_mysql.can_migrate(&ps));
+		static const char set[] = "\x1d\x00\x00\x00\x03SET sql_mode = 'ANSI_QUOTES'";
+		static const char set_ok[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00";
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)set, sizeof(set) - 1);
+		ck_assert(proto_mysql.retryable(&ps));
+		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)set_ok, sizeof(set_ok) - 1);
+		ck_assert(!proto_mysql.can_migrate(&ps));
+		ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PACKET);
+		ck_assert(proto_mysql.can_migrate(&ps));
+		ck_assert(lo->replay(l, MY_REPLAY_PACKET, (const uint8_t *)set, sizeof(set) - 1));
+		/* A moved session: the new member's challenge, no word to the client, the SET sent again. */
+		lo->back_start(l, up, NULL);
+		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		ck_assert_uint_eq(evbuffer_get_length(out), 0);
+		evbuffer_drain(up, evbuffer_get_length(up));
+		evbuffer_add(min, ok, sizeof(ok) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		ck_assert_uint_eq(evbuffer_get_length(up), sizeof(set) - 1);
+		evbuffer_add(min, set_ok, sizeof(set_ok) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+		ck_assert_uint_eq(evbuffer_get_length(out), 0);
+		lo->destroy(l);
+		evbuffer_free(in);
+		evbuffer_free(out);
+		evbuffer_free(up);
+		evbuffer_free(min);
+	}
+	auth_users_unref(users);
+}
+END_TEST
+
+START_TEST(test_mysql_login_refusals)
+{
+	const struct proto_login_ops *lo = proto_mysql.login;
+	struct auth_users *users = my_users("s3cret");
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+	char err[300];
+	uint8_t challenge[20];
+	struct proto_login *l;
+	static const struct {
+		const char *user, *password, *plugin;
+	} bad[] = {{"app", "wrong", "mysql_native_password"}, {"nobody", "s3cret", "mysql_native_password"}};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+		lo->back_start(l, up, NULL);
+		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		my_greeting_challenge(out, challenge);
+		my_hello(in, bad[i].user, challenge, bad[i].password, bad[i].plugin);
+		ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_FAIL);
+		const uint8_t *e = evbuffer_pullup(out, -1);
+		ck_assert_uint_eq(e[3], 2);
+		ck_assert_uint_eq(e[4], 0xFF);
+		ck_assert_uint_eq(e[5] | e[6] << 8, 1045);
+		ck_assert(memcmp(e + 7, "#28000Access denied for user '", 30) == 0);
+		ck_assert_uint_eq(evbuffer_get_length(up), 0);  /* nothing reached the member */
+		evbuffer_drain(out, evbuffer_get_length(out));
+		lo->destroy(l);
+	}
+	/* A client answering for another method is asked again, for mysql_native_password. */
+	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	lo->back_start(l, up, NULL);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	lo->back(l, min, up, out, err, sizeof(err));
+	my_greeting_challenge(out, challenge);
+	my_hello(in, "app", challenge, "s3cret", "caching_sha2_password");
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_MORE);
+	const uint8_t *sw = evbuffer_pullup(out, -1);
+	ck_assert_uint_eq(sw[3], 2);
+	ck_assert_uint_eq(sw[4], 0xFE);
+	ck_assert_str_eq((const char *)sw + 5, "mysql_native_password");
+	ck_assert(memcmp(sw + 5 + 22, challenge, 20) == 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	uint8_t s1[20], a[20], h[4] = {20, 0, 0, 3};
+	ck_assert(mysql_native_stage1("s3cret", s1) && mysql_native_answer(challenge, s1, a));
+	evbuffer_add(in, h, 4);
+	evbuffer_add(in, a, 20);
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+	/* The member refuses: its own error reaches the client, numbered for it. */
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+	static const char denied[] = "\x1e\x00\x00\x02\xff\x15\x04#28000Access denied, member";
+	evbuffer_add(min, denied, sizeof(denied) - 1);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert_str_eq(err, "1045: Access denied, member");
+	ck_assert_uint_eq(evbuffer_pullup(out, -1)[3], 4);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	lo->destroy(l);
+	/* An ERR in place of the greeting (shutting down) goes to the client as it is: the session starts again elsewhere. */
+	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	lo->back_start(l, up, NULL);
+	static const char shutdown[] = "\x1f\x00\x00\x00\xff\x1d\x04#08S01Server shutdown in progress";
+	evbuffer_add(min, shutdown, sizeof(shutdown) - 1);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert_uint_eq(proto_mysql.startup_refusal(evbuffer_pullup(out, -1), evbuffer_get_length(out)),
+			  evbuffer_get_length(out));
+	lo->destroy(l);
+	auth_users_unref(users);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	evbuffer_free(up);
+	evbuffer_free(min);
+}
+END_TEST
+
+/* What a query leaves on the server, as the tracker of a session with repoint's login reads it. */
+START_TEST(test_my_session_state)
+{
+	static const struct {
+		const char *q;
+		int replay;          /* MY_REPLAY_PACKET, or 0 */
+		const char *why;     /* the unmovable reason, or NULL */
+	} cases[] = {
+		{"SET NAMES utf8mb4", MY_REPLAY_PACKET, NULL},
+		{"set autocommit=0", MY_REPLAY_PACKET, NULL},
+		{"SET @a = 1, @b = 'x'", MY_REPLAY_PACKET, NULL},
+		{"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", MY_REPLAY_PACKET, NULL},
+		{"USE other", MY_REPLAY_PACKET, NULL},
+		{"/*!40101 SET NAMES utf8 */", MY_REPLAY_PACKET, NULL},
+		{"-- a comment\nSET NAMES latin1", MY_REPLAY_PACKET, NULL},
+		{"SET GLOBAL read_only = 1", 0, NULL},
+		{"SELECT 'a@b.c', `x@y`, \"@z\" FROM t -- @x", 0, NULL},
+		{"SELECT @@version, @@session.sql_mode", 0, NULL},
+		{"/* SET NAMES x */ SELECT 1", 0, NULL},
+		{"SELECT 'it''s @x', 'a\\'@y'", 0, NULL},
+		{"UPDATE t SET a = 1", 0, NULL},
+		{"SET x = (SELECT 1)", 0, "set_other"},
+		{"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", 0, "set_other"},
+		{"SET GLOBAL a = 1, b = 2", 0, "set_other"},
+		{"SELECT @x := 1", 0, "user_variable"},
+		{"SELECT a INTO @x FROM t", 0, "user_variable"},
+		{"CREATE TEMPORARY TABLE t (a INT)", 0, "temporary_table"},
+		{"SELECT GET_LOCK('a', 0)", 0, "lock"},
+		{"LOCK TABLES t WRITE", 0, "lock"},
+		{"PREPARE s FROM 'SELECT 1'", 0, "prepare"},
+		{"CALL p()", 0, "call"},
+		{"SELECT 1; SET @x = 1", 0, "set_not_alone"},
+		{"SET a = 1; SELECT 1", 0, "set_not_alone"},
+	};
+	const struct proto_login_ops *lo = proto_mysql.login;
+	struct auth_users *users = my_users("s3cret");
+	struct proto_login *l = lo->create(CLIENT_AUTH_TRUST, users);
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+	static const char ok[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00";
+	char err[200];
+	uint8_t challenge[20];
+
+	lo->back_start(l, up, NULL);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	lo->back(l, min, up, out, err, sizeof(err));
+	my_greeting_challenge(out, challenge);
+	my_hello(in, "app", challenge, "s3cret", "mysql_native_password");
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct proto_state ps;
+		size_t n = strlen(cases[i].q);
+		uint8_t h[5] = {(uint8_t)(n + 1), 0, 0, 0, 0x03};
+		lo->track_idle(l, &ps);
+		/* In two pieces, cut anywhere: the reader keeps its place. */
+		for (size_t cut = 0; cut <= n; cut += n / 3 + 1) {
+			lo->track_idle(l, &ps);
+			proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, h, 5);
+			proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)cases[i].q, cut);
+			proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)cases[i].q + cut, n - cut);
+			proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok, sizeof(ok) - 1);
+			ck_assert_msg(proto_mysql.is_idle(&ps), "%s", cases[i].q);
+			const char *why = proto_mysql.unmovable_reason(&ps);
+			ck_assert_msg(cases[i].why == NULL ? why == NULL : why != NULL && strcmp(why, cases[i].why) == 0,
+				      "%s: %s", cases[i].q, why ? why : "(movable)");
+			ck_assert_msg(proto_mysql.replayable(&ps) == cases[i].replay, "%s", cases[i].q);
+			ck_assert_msg(proto_mysql.can_migrate(&ps) == (cases[i].why == NULL), "%s", cases[i].q);
+		}
+	}
+	/* COM_INIT_DB is replayed; COM_STMT_PREPARE keeps the session; COM_RESET_CONNECTION forgets it all. */
+	struct proto_state ps;
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x06\x00\x00\x00\x02other", 10);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok, sizeof(ok) - 1);
+	ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PACKET);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x16SELECT 1", 13);
+	ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "prepared_statement");
+	static const char prep_ok[] = "\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep_ok, sizeof(prep_ok) - 1);
+	ck_assert(proto_mysql.is_idle(&ps) && !proto_mysql.can_migrate(&ps));
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x01\x00\x00\x00\x1f", 5);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok, sizeof(ok) - 1);
+	ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_RESET);
+	ck_assert(proto_mysql.can_migrate(&ps));
+	/* A SET inside a transaction stays where it is. */
+	static const char begin_ok[] = "\x07\x00\x00\x01\x00\x00\x00\x03\x00\x00\x00";
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x06\x00\x00\x00\x03" "BEGIN", 10);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x0a\x00\x00\x00\x03SET a = 1", 14);
+	ck_assert(!proto_mysql.retryable(&ps));
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
+	ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "set_not_alone");
+	/* Without repoint's login the tracker reads no text: nothing is movable. */
+	proto_mysql.init(&ps);
+	ck_assert(!proto_mysql.can_migrate(&ps));
+	lo->destroy(l);
+	auth_users_unref(users);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	evbuffer_free(up);
+	evbuffer_free(min);
+}
+END_TEST
+
 START_TEST(test_my_upgrade)
 {
 	const struct proto_upgrade *up = proto_mysql.upgrade;
@@ -2173,7 +2501,7 @@ END_TEST
 START_TEST(test_state_size)
 {
 	/* The trackers keep O(1) state inside the session: nothing else to allocate or free. */
-	ck_assert_uint_eq(sizeof(struct proto_state), 96);
+	ck_assert_uint_eq(sizeof(struct proto_state), 128);
 }
 END_TEST
 
@@ -2202,6 +2530,9 @@ int main(void)
 	tcase_add_test(my, test_my_refuse);
 	tcase_add_test(my, test_my_err_encoder);
 	tcase_add_test(my, test_my_upgrade);
+	tcase_add_test(my, test_mysql_login);
+	tcase_add_test(my, test_mysql_login_refusals);
+	tcase_add_test(my, test_my_session_state);
 	tcase_add_test(my, test_my_relay);
 	tcase_add_test(rd, test_resp_sessions);
 	tcase_add_test(rd, test_resp_hostile);

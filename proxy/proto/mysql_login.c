@@ -1,0 +1,695 @@
+/* mysql_login.c - repoint's own side of a MySQL/MariaDB session's start (auth = repoint): proto.h's
+ * proto_login_ops for MySQL.
+ *
+ * The member speaks first. repoint reads its greeting (HandshakeV10) and greets the client with it,
+ * but with a challenge of repoint's own, mysql_native_password as the method, and neither TLS nor
+ * compression offered. The client's answer proves its password to repoint -- against a plaintext
+ * password, or against the mysql.user hash in auth_file, which then gives SHA1(password) back --
+ * and repoint answers the member's own challenge. A session moved to another member logs in the
+ * same way there: the client's handshake response is kept (capabilities, character set, database,
+ * attributes), only the proof is made anew for the new member's challenge.
+ *
+ * Packets: 3-byte length, sequence id, payload. The connection phase:
+ *   member:  greeting (seq 0), or an ERR in its place
+ *   repoint: HandshakeResponse41 (seq 1)
+ *   member:  OK | ERR | AuthSwitchRequest (0xFE, plugin, data) | AuthMoreData (0x01)
+ * With the client: repoint's greeting (seq 0), the client's response (1), [an AuthSwitchRequest to
+ * mysql_native_password (2), its answer (3)], then the member's OK renumbered, or an ERR.
+ */
+#include "auth/auth.h"
+#include "config.h"
+#include "proto/mysql_wire.h"
+#include "proto/proto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#define CLIENT_LONG_PASSWORD 0x00000001u
+#define CLIENT_CONNECT_WITH_DB 0x00000008u
+#define CLIENT_COMPRESS 0x00000020u
+#define CLIENT_PROTOCOL_41 0x00000200u
+#define CLIENT_SSL 0x00000800u
+#define CLIENT_SECURE_CONNECTION 0x00008000u
+#define CLIENT_PLUGIN_AUTH 0x00080000u
+#define CLIENT_CONNECT_ATTRS 0x00100000u
+#define CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA 0x00200000u
+#define CLIENT_ZSTD_COMPRESSION 0x04000000u
+
+#define ML_PACKET_MAX (64u * 1024u)   /* a connection-phase packet longer than this is not one */
+#define ML_REPLAY_MAX (64u * 1024u)   /* the most a session keeps to replay after a move */
+#define ML_HELLO_FIXED 32u            /* caps, max packet, charset, filler */
+
+static const char native[] = "mysql_native_password";
+
+enum front_state { FRONT_WAIT, FRONT_HELLO, FRONT_SWITCH, FRONT_DONE, FRONT_FAILED };
+enum back_state { BACK_NONE, BACK_GREETING, BACK_WAIT, BACK_AUTH, BACK_REPLAY, BACK_DONE };
+
+struct proto_login {
+	enum client_auth how;
+	struct auth_users *users;    /* a reference */
+	struct auth_user cred;       /* the user's entry (password copied), when auth_file has one */
+	bool has_cred;
+	char *member_pw;             /* this member login's password instead (member_password), or NULL */
+	bool has_member_pw;
+	bool has_stage1;             /* SHA1(password), from the client's answer and auth_file's hash */
+	uint8_t stage1[MYSQL_NATIVE_LEN];
+	uint8_t challenge[MYSQL_NATIVE_LEN];         /* repoint's, to the client */
+	uint8_t member_challenge[MYSQL_NATIVE_LEN];  /* the member's */
+	enum front_state front;
+	enum back_state back;
+	bool greeted;                /* the client has repoint's greeting */
+	bool told;                   /* ... and its OK */
+	uint8_t cseq;                /* the sequence id of the next packet to the client */
+	uint8_t *greeting;           /* repoint's greeting as sent (header included): the tracker's start */
+	size_t greeting_len;
+	/* The client's handshake response, in parts: the fixed 32 bytes, the user, then what follows
+	 * the proof (database, plugin, attributes). */
+	uint8_t fixed[ML_HELLO_FIXED];
+	uint32_t caps;
+	char user[128];
+	uint8_t *db;                 /* with its NUL, or NULL */
+	size_t db_len;
+	uint8_t *attrs;              /* with its length prefix, or NULL */
+	size_t attrs_len;
+	uint8_t hello_seq;
+	struct evbuffer *replay;     /* SET / USE / COM_INIT_DB packets to send again after a later login */
+	uint32_t replay_count, replay_left;
+};
+
+static uint32_t le24(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return le24(p) | (uint32_t)p[3] << 24;
+}
+
+static void put_header(uint8_t *h, size_t len, uint8_t seq)
+{
+	h[0] = (uint8_t)len;
+	h[1] = (uint8_t)(len >> 8);
+	h[2] = (uint8_t)(len >> 16);
+	h[3] = seq;
+}
+
+static void add_packet(struct evbuffer *out, uint8_t seq, const void *payload, size_t len)
+{
+	uint8_t h[4];
+
+	put_header(h, len, seq);
+	evbuffer_add(out, h, 4);
+	if (len > 0)
+		evbuffer_add(out, payload, len);
+}
+
+/* A whole packet at the start of `in`: its payload copied into a fresh buffer (*p, *n, *seq),
+ * drained from `in`. 0 more to come, 1 taken, -1 too long (or out of memory). */
+static int take_packet(struct evbuffer *in, uint8_t **p, size_t *n, uint8_t *seq)
+{
+	uint8_t h[4];
+	size_t have = evbuffer_get_length(in);
+
+	if (have < 4)
+		return 0;
+	evbuffer_copyout(in, h, 4);
+	size_t len = le24(h);
+	if (len > ML_PACKET_MAX)
+		return -1;
+	if (have < 4 + len)
+		return 0;
+	if ((*p = malloc(len + 1)) == NULL)
+		return -1;
+	evbuffer_drain(in, 4);
+	evbuffer_remove(in, *p, len);
+	(*p)[len] = 0;
+	*n = len;
+	*seq = h[3];
+	return 1;
+}
+
+static void mll_free(struct proto_login *l);
+
+static struct proto_login *mll_new(enum client_auth how, struct auth_users *users)
+{
+	struct proto_login *l = calloc(1, sizeof(*l));
+
+	if (l == NULL)
+		return NULL;
+	l->how = how;
+	l->users = users;
+	auth_users_ref(users);
+	l->replay = evbuffer_new();
+	/* The challenge: printable, no NUL (it travels NUL-terminated), from OpenSSL's generator. */
+	if (l->replay == NULL || RAND_bytes(l->challenge, sizeof(l->challenge)) != 1) {
+		mll_free(l);
+		return NULL;
+	}
+	for (size_t i = 0; i < sizeof(l->challenge); i++)
+		l->challenge[i] = (uint8_t)(0x21 + l->challenge[i] % 94);
+	l->front = FRONT_WAIT;
+	return l;
+}
+
+static void member_pw_forget(struct proto_login *l)
+{
+	auth_secret_free(l->member_pw);
+	l->member_pw = NULL;
+}
+
+static void mll_free(struct proto_login *l)
+{
+	if (l == NULL)
+		return;
+	if (l->replay != NULL)
+		evbuffer_free(l->replay);
+	free(l->greeting);
+	free(l->db);
+	free(l->attrs);
+	auth_secret_free(l->cred.password);
+	member_pw_forget(l);
+	OPENSSL_cleanse(l->stage1, sizeof(l->stage1));
+	auth_users_unref(l->users);
+	free(l);
+}
+
+static bool mll_front_done(const struct proto_login *l)
+{
+	return l->front == FRONT_DONE;
+}
+
+static bool mll_told(const struct proto_login *l)
+{
+	return l->told;
+}
+
+static const char *mll_user(const struct proto_login *l)
+{
+	return l->user;
+}
+
+static enum proto_login_step front_fail(struct proto_login *l, struct evbuffer *out, uint16_t code, const char *state,
+					const char *msg)
+{
+	mysql_err_packet(out, l->cseq, code, state, msg);
+	l->front = FRONT_FAILED;
+	return PROTO_LOGIN_FAIL;
+}
+
+static enum proto_login_step access_denied(struct proto_login *l, struct evbuffer *out, bool with_password)
+{
+	char msg[220];
+
+	snprintf(msg, sizeof(msg), "Access denied for user '%s' (using password: %s)", l->user, with_password ? "YES" : "NO");
+	return front_fail(l, out, 1045, "28000", msg);
+}
+
+/* The client's answer (20 bytes, or none for an empty password) to repoint's challenge. */
+static bool answer_right(struct proto_login *l, const uint8_t *a, size_t n)
+{
+	uint8_t stage2[MYSQL_NATIVE_LEN], stage1[MYSQL_NATIVE_LEN];
+	bool ok = false;
+
+	if (l->has_cred && l->cred.has_native) {
+		ok = mysql_native_check(l->challenge, a, n, l->cred.native, stage1);
+	} else if (l->has_cred && l->cred.password != NULL && l->cred.password[0] == '\0') {
+		ok = n == 0;
+	} else if (l->has_cred && l->cred.password != NULL) {
+		ok = mysql_native_stage1(l->cred.password, stage1) && mysql_native_stage2(stage1, stage2) &&
+		     mysql_native_check(l->challenge, a, n, stage2, stage1);
+	} else {
+		/* Nobody's secret: the same work, a hash nobody knows, so that timing tells nothing. */
+		RAND_bytes(stage2, sizeof(stage2));
+		(void)mysql_native_check(l->challenge, a, n, stage2, stage1);
+	}
+	if (ok && l->has_cred && l->cred.has_native) {
+		memcpy(l->stage1, stage1, sizeof(stage1));
+		l->has_stage1 = true;
+	}
+	OPENSSL_cleanse(stage1, sizeof(stage1));
+	OPENSSL_cleanse(stage2, sizeof(stage2));
+	return ok;
+}
+
+static enum proto_login_step front_checked(struct proto_login *l, struct evbuffer *out, const uint8_t *a, size_t n)
+{
+	bool right = answer_right(l, a, n);
+
+	if (l->how != CLIENT_AUTH_TRUST && !right)
+		return access_denied(l, out, n > 0);
+	l->front = FRONT_DONE;
+	return PROTO_LOGIN_DONE;
+}
+
+/* The client's handshake response: kept in parts, its proof checked. */
+static enum proto_login_step front_hello(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
+					 struct evbuffer *out)
+{
+	uint64_t v;
+
+	l->cseq = (uint8_t)(seq + 1);
+	l->hello_seq = seq;
+	if (n < ML_HELLO_FIXED || !(le32(p) & CLIENT_PROTOCOL_41))
+		return front_fail(l, out, 1043, "08S01", "Bad handshake");
+	l->caps = le32(p);
+	if (l->caps & CLIENT_SSL)
+		return front_fail(l, out, 1043, "08S01", "Bad handshake (repoint offered no TLS)");
+	memcpy(l->fixed, p, ML_HELLO_FIXED);
+	size_t off = ML_HELLO_FIXED;
+	const uint8_t *nul = memchr(p + off, 0, n - off);
+	if (nul == NULL || (size_t)(nul - (p + off)) >= sizeof(l->user))
+		return front_fail(l, out, 1043, "08S01", "Bad handshake");
+	memcpy(l->user, p + off, (size_t)(nul - (p + off)) + 1);
+	off = (size_t)(nul - p) + 1;
+	const uint8_t *auth;
+	size_t alen;
+	if (l->caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+		size_t k = mysql_lenenc(p + off, n - off, &v);
+		if (k == 0 || v > n - off - k)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake");
+		auth = p + off + k;
+		alen = (size_t)v;
+		off += k + alen;
+	} else if (l->caps & CLIENT_SECURE_CONNECTION) {
+		if (off >= n || p[off] > n - off - 1)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake");
+		auth = p + off + 1;
+		alen = p[off];
+		off += 1 + alen;
+	} else {
+		const uint8_t *e = memchr(p + off, 0, n - off);
+		if (e == NULL)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake");
+		auth = p + off;
+		alen = (size_t)(e - auth);
+		off += alen + 1;
+	}
+	const char *plugin = NULL;
+	if ((l->caps & CLIENT_CONNECT_WITH_DB) && off < n) {
+		const uint8_t *e = memchr(p + off, 0, n - off);
+		if (e == NULL || (l->db = malloc((size_t)(e - (p + off)) + 1)) == NULL)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake");
+		l->db_len = (size_t)(e - (p + off)) + 1;
+		memcpy(l->db, p + off, l->db_len);
+		off += l->db_len;
+	}
+	if ((l->caps & CLIENT_PLUGIN_AUTH) && off < n) {
+		const uint8_t *e = memchr(p + off, 0, n - off);
+		if (e == NULL)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake");
+		plugin = (const char *)p + off;
+		off = (size_t)(e - p) + 1;
+	}
+	if ((l->caps & CLIENT_CONNECT_ATTRS) && off < n) {
+		size_t k = mysql_lenenc(p + off, n - off, &v);
+		if (k == 0 || v > n - off - k || (l->attrs = malloc(k + (size_t)v)) == NULL)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake");
+		l->attrs_len = k + (size_t)v;
+		memcpy(l->attrs, p + off, l->attrs_len);
+	}
+	const struct auth_user *u = auth_users_find(l->users, l->user);
+	if (u != NULL) {
+		l->cred = *u;
+		l->cred.password = NULL;
+		if (u->password != NULL && (l->cred.password = strdup(u->password)) == NULL)
+			return front_fail(l, out, 1041, "HY000", "Out of memory");
+		l->has_cred = true;
+	}
+	if (plugin != NULL && strcmp(plugin, native) != 0) {
+		/* The client answered for another method: it is asked again, for this one. */
+		uint8_t sw[1 + sizeof(native) + MYSQL_NATIVE_LEN + 1];
+		sw[0] = 0xFE;
+		memcpy(sw + 1, native, sizeof(native));
+		memcpy(sw + 1 + sizeof(native), l->challenge, MYSQL_NATIVE_LEN);
+		sw[sizeof(sw) - 1] = 0;
+		add_packet(out, l->cseq++, sw, sizeof(sw));
+		l->front = FRONT_SWITCH;
+		return PROTO_LOGIN_MORE;
+	}
+	return front_checked(l, out, auth, alen);
+}
+
+static enum proto_login_step mll_front(struct proto_login *l, struct evbuffer *in, struct evbuffer *out)
+{
+	uint8_t *p, seq;
+	size_t n;
+	int r;
+
+	if (l->front == FRONT_DONE)
+		return PROTO_LOGIN_DONE;
+	if (l->front == FRONT_FAILED)
+		return PROTO_LOGIN_FAIL;
+	if (l->front == FRONT_WAIT)
+		return PROTO_LOGIN_MORE;  /* the client speaks once it has the greeting */
+	if ((r = take_packet(in, &p, &n, &seq)) == 0)
+		return PROTO_LOGIN_MORE;
+	if (r < 0)
+		return front_fail(l, out, 1043, "08S01", "Bad handshake");
+	enum proto_login_step st;
+	if (l->front == FRONT_HELLO) {
+		st = front_hello(l, p, n, seq, out);
+	} else {
+		l->cseq = (uint8_t)(seq + 1);
+		st = front_checked(l, out, p, n);
+	}
+	OPENSSL_cleanse(p, n);
+	free(p);
+	return st;
+}
+
+static void mll_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password)
+{
+	(void)to_member;  /* the member speaks first */
+	member_pw_forget(l);
+	if (member_password != NULL)
+		l->member_pw = strdup(member_password);
+	l->has_member_pw = member_password != NULL;
+	l->back = BACK_GREETING;
+}
+
+/* The member's ERR packet's message, for the log. */
+static void err_text(const uint8_t *p, size_t n, char *buf, size_t buflen)
+{
+	size_t off = 3;
+
+	if (n >= 9 && p[3] == '#')
+		off = 9;
+	if (n < off) {
+		snprintf(buf, buflen, "(no message)");
+		return;
+	}
+	snprintf(buf, buflen, "%u: %.*s", (unsigned)(p[1] | p[2] << 8), (int)(n - off), (const char *)p + off);
+}
+
+/* The member's greeting: its challenge kept; on a first login, repoint's greeting made of it. */
+static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, struct evbuffer *to_client, char *err,
+			  size_t errlen)
+{
+	const uint8_t *vend = n > 1 ? memchr(g + 1, 0, n - 1) : NULL;
+
+	if (n < 1 || g[0] != 10 || vend == NULL) {
+		snprintf(err, errlen, "its greeting is not one repoint can read (protocol 10)");
+		return false;
+	}
+	size_t off = (size_t)(vend - g) + 1;  /* the connection id */
+	if (n < off + 31 + 13) {
+		snprintf(err, errlen, "its greeting is cut short");
+		return false;
+	}
+	uint32_t caps = (uint32_t)g[off + 13] | (uint32_t)g[off + 14] << 8 | (uint32_t)g[off + 18] << 16 |
+			(uint32_t)g[off + 19] << 24;
+	if (!(caps & CLIENT_PROTOCOL_41) || !(caps & CLIENT_SECURE_CONNECTION) || g[off + 20] < 21) {
+		snprintf(err, errlen, "the member does not speak protocol 4.1 with a 20-byte challenge");
+		return false;
+	}
+	memcpy(l->member_challenge, g + off + 4, 8);
+	memcpy(l->member_challenge + 8, g + off + 31, 12);
+	if (l->greeted)
+		return true;
+	/* repoint's: the member's, with repoint's challenge and method, no TLS, no compression. */
+	caps &= ~(CLIENT_SSL | CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION);
+	caps |= CLIENT_PLUGIN_AUTH;
+	size_t len = off + 31 + 13 + sizeof(native);
+	uint8_t *out = malloc(4 + len);
+	if (out == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	put_header(out, len, 0);
+	memcpy(out + 4, g, off + 31);
+	uint8_t *q = out + 4;
+	memcpy(q + off + 4, l->challenge, 8);
+	q[off + 13] = (uint8_t)caps;
+	q[off + 14] = (uint8_t)(caps >> 8);
+	q[off + 18] = (uint8_t)(caps >> 16);
+	q[off + 19] = (uint8_t)(caps >> 24);
+	q[off + 20] = MYSQL_NATIVE_LEN + 1;
+	memcpy(q + off + 31, l->challenge + 8, 12);
+	q[off + 43] = 0;
+	memcpy(q + off + 44, native, sizeof(native));
+	evbuffer_add(to_client, out, 4 + len);
+	free(l->greeting);
+	l->greeting = out;
+	l->greeting_len = 4 + len;
+	l->greeted = true;
+	l->front = FRONT_HELLO;
+	l->cseq = 2;
+	return true;
+}
+
+/* The proof for challenge: from the member's own password, the user's password in auth_file, or
+ * SHA1(password) that the client's answer gave (auth_file's hash). False (err) when there is none. */
+static bool proof(struct proto_login *l, const uint8_t challenge[MYSQL_NATIVE_LEN], uint8_t out[MYSQL_NATIVE_LEN],
+		  size_t *outlen, char *err, size_t errlen)
+{
+	const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+	uint8_t stage1[MYSQL_NATIVE_LEN];
+	bool ok;
+
+	if (pw != NULL && pw[0] == '\0') {
+		*outlen = 0;
+		return true;
+	}
+	if (pw != NULL)
+		ok = mysql_native_stage1(pw, stage1);
+	else if (l->has_stage1 && !l->has_member_pw)
+		ok = (memcpy(stage1, l->stage1, sizeof(stage1)), true);
+	else {
+		snprintf(err, errlen, "nothing to log in to the member with for user \"%s\" (auth_file: a password, or "
+			 "the mysql_native_password hash with client_auth = mysql_native_password)", l->user);
+		return false;
+	}
+	ok = ok && mysql_native_answer(challenge, stage1, out);
+	OPENSSL_cleanse(stage1, sizeof(stage1));
+	*outlen = MYSQL_NATIVE_LEN;
+	if (!ok)
+		snprintf(err, errlen, "SHA-1 failed");
+	return ok;
+}
+
+/* repoint's handshake response to the member: the client's, with a proof for this member. */
+static bool back_hello(struct proto_login *l, struct evbuffer *to_member, char *err, size_t errlen)
+{
+	uint8_t a[MYSQL_NATIVE_LEN], h[4];
+	size_t alen, ulen = strlen(l->user) + 1;
+	uint32_t caps = l->caps & ~(CLIENT_SSL | CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION);
+
+	if (!proof(l, l->member_challenge, a, &alen, err, errlen))
+		return false;
+	uint8_t fixed[ML_HELLO_FIXED];
+	memcpy(fixed, l->fixed, sizeof(fixed));
+	fixed[0] = (uint8_t)caps;
+	fixed[1] = (uint8_t)(caps >> 8);
+	fixed[2] = (uint8_t)(caps >> 16);
+	fixed[3] = (uint8_t)(caps >> 24);
+	uint8_t alen_b = (uint8_t)alen;
+	bool plugin = (caps & CLIENT_PLUGIN_AUTH) != 0;
+	bool lenenc_or_secure = (caps & (CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT_SECURE_CONNECTION)) != 0;
+	size_t len = sizeof(fixed) + ulen + (lenenc_or_secure ? 1 : 0) + alen + (lenenc_or_secure ? 0 : 1) +
+		     (l->db != NULL ? l->db_len : (caps & CLIENT_CONNECT_WITH_DB) && (plugin || l->attrs) ? 1 : 0) +
+		     (plugin ? sizeof(native) : 0) + l->attrs_len;
+	put_header(h, len, 1);
+	evbuffer_add(to_member, h, 4);
+	evbuffer_add(to_member, fixed, sizeof(fixed));
+	evbuffer_add(to_member, l->user, ulen);
+	if (lenenc_or_secure)
+		evbuffer_add(to_member, &alen_b, 1);
+	evbuffer_add(to_member, a, alen);
+	if (!lenenc_or_secure)
+		evbuffer_add(to_member, "", 1);
+	if (l->db != NULL)
+		evbuffer_add(to_member, l->db, l->db_len);
+	else if ((caps & CLIENT_CONNECT_WITH_DB) && (plugin || l->attrs))
+		evbuffer_add(to_member, "", 1);
+	if (plugin)
+		evbuffer_add(to_member, native, sizeof(native));
+	if (l->attrs != NULL)
+		evbuffer_add(to_member, l->attrs, l->attrs_len);
+	OPENSSL_cleanse(a, sizeof(a));
+	return true;
+}
+
+/* The member's answer to the login (or to a replayed request). */
+static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
+					 struct evbuffer *to_member, struct evbuffer *to_client, char *err,
+					 size_t errlen)
+{
+	if (n == 0) {
+		snprintf(err, errlen, "an empty packet during the login");
+		return PROTO_LOGIN_FAIL;
+	}
+	if (p[0] == 0xFF) {
+		char text[200];
+		err_text(p, n, text, sizeof(text));
+		if (l->back == BACK_REPLAY) {
+			snprintf(err, errlen, "a setting sent again was refused: %s", text);
+			return PROTO_LOGIN_FAIL;
+		}
+		snprintf(err, errlen, "%s", text);
+		if (!l->told && l->front == FRONT_DONE)
+			add_packet(to_client, l->cseq, p, n);  /* the member's own refusal, in the client's numbering */
+		return PROTO_LOGIN_FAIL;
+	}
+	if (l->back == BACK_REPLAY) {
+		if (p[0] != 0x00) {
+			snprintf(err, errlen, "a setting sent again was answered with something else than OK");
+			return PROTO_LOGIN_FAIL;
+		}
+		return --l->replay_left == 0 ? PROTO_LOGIN_DONE : PROTO_LOGIN_MORE;
+	}
+	switch (p[0]) {
+	case 0x00:
+		if (!l->told) {
+			add_packet(to_client, l->cseq, p, n);
+			l->told = true;
+		}
+		if (l->replay_count == 0)
+			return PROTO_LOGIN_DONE;
+		evbuffer_add(to_member, evbuffer_pullup(l->replay, -1), evbuffer_get_length(l->replay));
+		l->replay_left = l->replay_count;
+		l->back = BACK_REPLAY;
+		return PROTO_LOGIN_MORE;
+	case 0xFE: {
+		const uint8_t *e = memchr(p + 1, 0, n - 1);
+		if (e == NULL) {
+			snprintf(err, errlen, "a malformed auth switch request");
+			return PROTO_LOGIN_FAIL;
+		}
+		const char *plugin = (const char *)p + 1;
+		size_t dlen = n - (size_t)(e - p) - 1;
+		if (strcmp(plugin, native) != 0 || dlen < MYSQL_NATIVE_LEN) {
+			snprintf(err, errlen, "the member asks user \"%s\" for %.64s; repoint logs in with %s", l->user, plugin,
+				 native);
+			return PROTO_LOGIN_FAIL;
+		}
+		uint8_t a[MYSQL_NATIVE_LEN];
+		size_t alen;
+		memcpy(l->member_challenge, e + 1, MYSQL_NATIVE_LEN);
+		if (!proof(l, l->member_challenge, a, &alen, err, errlen))
+			return PROTO_LOGIN_FAIL;
+		add_packet(to_member, (uint8_t)(seq + 1), a, alen);
+		OPENSSL_cleanse(a, sizeof(a));
+		return PROTO_LOGIN_MORE;
+	}
+	default:
+		snprintf(err, errlen, "the member asks for more than %s (AuthMoreData: caching_sha2_password?), which "
+			 "repoint does not speak yet", native);
+		return PROTO_LOGIN_FAIL;
+	}
+}
+
+static enum proto_login_step mll_back(struct proto_login *l, struct evbuffer *in, struct evbuffer *to_member,
+				      struct evbuffer *to_client, char *err, size_t errlen)
+{
+	uint8_t *p, seq;
+	size_t n;
+	int r;
+
+	for (;;) {
+		if (l->back == BACK_WAIT) {
+			if (l->front != FRONT_DONE)
+				return PROTO_LOGIN_MORE;
+			if (!back_hello(l, to_member, err, errlen))
+				return PROTO_LOGIN_FAIL;
+			l->back = BACK_AUTH;
+			continue;
+		}
+		if (l->back == BACK_DONE)
+			return PROTO_LOGIN_DONE;
+		if ((r = take_packet(in, &p, &n, &seq)) == 0)
+			return PROTO_LOGIN_MORE;
+		if (r < 0) {
+			snprintf(err, errlen, "a login packet longer than %u bytes", ML_PACKET_MAX);
+			return PROTO_LOGIN_FAIL;
+		}
+		enum proto_login_step st = PROTO_LOGIN_MORE;
+		if (l->back == BACK_GREETING) {
+			if (n > 0 && p[0] == 0xFF) {
+				/* An ERR in place of the greeting (too many connections, shutting down). */
+				char text[200];
+				err_text(p, n, text, sizeof(text));
+				snprintf(err, errlen, "%s", text);
+				if (!l->greeted)
+					add_packet(to_client, seq, p, n);
+				st = PROTO_LOGIN_FAIL;
+			} else if (!back_greeting(l, p, n, to_client, err, errlen)) {
+				st = PROTO_LOGIN_FAIL;
+			} else {
+				l->back = BACK_WAIT;
+			}
+		} else {
+			st = back_answer(l, p, n, seq, to_member, to_client, err, errlen);
+			if (st == PROTO_LOGIN_DONE)
+				l->back = BACK_DONE;
+		}
+		free(p);
+		if (st != PROTO_LOGIN_MORE)
+			return st;
+	}
+}
+
+static void mll_track_idle(const struct proto_login *l, struct proto_state *st)
+{
+	/* The tracker as if it had seen the start: repoint's greeting, the client's response, an OK. */
+	static const uint8_t ok[] = {7, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0};
+	uint8_t h[4];
+
+	proto_mysql.init(st);
+	if (l->greeting != NULL)
+		proto_mysql.feed(st, PROTO_SERVER_TO_CLIENT, l->greeting, l->greeting_len);
+	put_header(h, ML_HELLO_FIXED, 1);
+	proto_mysql.feed(st, PROTO_CLIENT_TO_SERVER, h, 4);
+	proto_mysql.feed(st, PROTO_CLIENT_TO_SERVER, l->fixed, ML_HELLO_FIXED);
+	proto_mysql.feed(st, PROTO_SERVER_TO_CLIENT, ok, sizeof(ok));
+	mysql_track_owned(st);
+}
+
+static bool mll_member_key(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key)
+{
+	(void)l;
+	(void)key;
+	(void)keylen;
+	(void)member_key;
+	return false;  /* MySQL cancels with KILL QUERY on another connection, not with a key */
+}
+
+static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n)
+{
+	switch (kind) {
+	case MY_REPLAY_PACKET:
+		if (evbuffer_get_length(l->replay) + n > ML_REPLAY_MAX || n < 5 || msgs[3] != 0)
+			return false;
+		/* One command, whole (what the session kept since the last idle point). */
+		if (4 + (size_t)le24(msgs) != n)
+			return false;
+		evbuffer_add(l->replay, msgs, n);
+		l->replay_count++;
+		return true;
+	case MY_REPLAY_RESET:
+		evbuffer_drain(l->replay, evbuffer_get_length(l->replay));
+		l->replay_count = 0;
+		return true;
+	}
+	return false;
+}
+
+const struct proto_login_ops mysql_login_ops = {
+	.member_first = true,
+	.create = mll_new,
+	.destroy = mll_free,
+	.front = mll_front,
+	.front_done = mll_front_done,
+	.back_start = mll_back_start,
+	.user = mll_user,
+	.back = mll_back,
+	.told = mll_told,
+	.track_idle = mll_track_idle,
+	.member_key = mll_member_key,
+	.replay = mll_replay,
+};

@@ -1,0 +1,180 @@
+"""auth = repoint (MySQL/MariaDB): repoint greets the client itself, checks its mysql_native_password answer
+against the hash in auth_file, logs in to members on the client's behalf, and so moves an idle session to the
+new writer at a failover: the application's connections survive a switchover with no error and no reconnect."""
+import socket
+import subprocess
+import struct
+import time
+
+import pymysql
+import pytest
+
+from labkit.clients import ENGINES, WriterLoop
+from conftest import wait_for
+
+
+@pytest.fixture
+def auth(lab, tmp_path):
+    """The service options for auth = repoint with the lab's hash-only auth_file."""
+    path = lab.mysql_auth_file(str(tmp_path / "users.txt"))
+    with open(path) as f:
+        assert '"test" "*' in f.read()   # the hash, no password
+    return {"mysql": {"auth": "repoint", "auth_file": path}}
+
+
+def conn_id(c):
+    with c.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID(), @@port")
+        return cur.fetchone()
+
+
+def test_repoint_greets_checks_the_password_and_logs_in(lab, start_repoint, auth):
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    c = pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", database="test",
+                        connect_timeout=10, autocommit=True, program_name="auth-test")
+    cid, member_port = conn_id(c)
+    assert member_port == lab.primary("mysql").port
+    with c.cursor() as cur:
+        # The client's attributes and database reached the member.
+        cur.execute("SELECT DATABASE(), ATTR_VALUE FROM performance_schema.session_connect_attrs "
+                    "WHERE PROCESSLIST_ID = CONNECTION_ID() AND ATTR_NAME = 'program_name'")
+        row = cur.fetchone()
+        assert row is None or row == ("test", "auth-test")
+        cur.execute("SELECT DATABASE()")
+        assert cur.fetchone() == ("test",)
+    # The greeting is repoint's (its own challenge) but the member's version and connection id.
+    assert "MariaDB" in c.get_server_info() and c.thread_id() == cid
+    c.close()
+    # A wrong password, an unknown user: MySQL's own refusal, from repoint, and counted; nothing reached a member.
+    for user, pw in (("test", "wrong"), ("nobody", "test"), ("test", "")):
+        with pytest.raises(pymysql.err.OperationalError) as e:
+            pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, connect_timeout=10)
+        assert e.value.args[0] == 1045 and "Access denied for user '%s'" % user in e.value.args[1], e.value.args
+    assert 'repoint_client_auth_failures_total{service="mysql"} 3' in rp.metrics()
+    # The mysql CLI (MariaDB Connector/C) too.
+    out = subprocess.run(["mysql", "--no-defaults", "-h127.0.0.1", "-P%d" % port, "-utest", "-ptest", "test", "-N",
+                          "-e", "SELECT @@port"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == str(lab.primary("mysql").port), out.stderr
+
+
+def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint, auth):
+    engine = ENGINES["mysql"]
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    c = engine.connect(port)
+    engine.setup(c)
+    engine.close(c)
+    old = lab.primary("mysql")
+    idle = engine.connect(port)
+    before = conn_id(idle)
+    assert before[1] == old.port
+    # Session state that moves with the session: a setting, a user variable set alone, the database.
+    with idle.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        cur.execute("SET @who = 'me'")
+        cur.execute("CREATE DATABASE IF NOT EXISTS other")
+    idle.select_db("other")
+    loops = [WriterLoop(engine, port, name=f"myauth-w{i}-{time.time_ns()}") for i in range(4)]
+    for w in loops:
+        w.start()
+    wait_for(lambda: all(w.successes() for w in loops), 20, what="writers to start")
+    accepted = rp.service("mysql")["counters"]["accepted"]
+    t0 = time.time()
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    wait_for(lambda: all(len([t for t in w.successes() if t > t0]) >= 20 for w in loops), 60,
+             what="every writer to write again")
+    for w in loops:
+        w.stop()
+    errors = [e for w in loops for e in w.errors()]
+    assert errors == []
+    # No client connection was closed under its application: the same sockets, on the new writer's connections.
+    assert rp.service("mysql")["counters"]["accepted"] == accepted
+    after = conn_id(idle)
+    assert after[1] == new.port
+    with idle.cursor() as cur:
+        cur.execute("SELECT @@sql_mode, @who, DATABASE()")
+        assert cur.fetchone() == ("ANSI_QUOTES", "me", "other")
+    assert rp.service("mysql")["counters"]["migrated"] >= 5
+    direct = engine.connect_node(new)
+    for w in loops:
+        assert engine.read(direct, w.tag) == str(w.seq)  # every acknowledged write is on the new writer
+    engine.close(direct)
+    engine.close(idle)
+
+
+def test_state_repoint_cannot_carry_closes_at_idle_and_is_counted(lab, start_repoint, auth):
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    engine = ENGINES["mysql"]
+    temp = engine.connect(port)
+    with temp.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE t1 (a INT)")
+    var = engine.connect(port)
+    with var.cursor() as cur:
+        cur.execute("SELECT @x := 1")
+    plain = engine.connect(port)
+    conn_id(plain)
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    # The plain session moved; the two others were closed at their idle point, as with auth = passthrough.
+    assert conn_id(plain)[1] == new.port
+    for c in (temp, var):
+        with pytest.raises(pymysql.err.OperationalError):
+            conn_id(c)
+    m = rp.metrics()
+    assert 'repoint_sessions_unmovable_total{service="mysql",reason="temporary_table"} 1' in m, m
+    assert 'repoint_sessions_unmovable_total{service="mysql",reason="user_variable"} 1' in m, m
+    for c in (temp, var, plain):
+        engine.close(c)
+
+
+def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(lab, start_repoint, auth):
+    """A crash: the idle sessions move once the member's own probe says it is gone. A connection killed
+    while its member stays the writer (KILL): that was for the client, who gets it."""
+    engine = ENGINES["mysql"]
+    rp = start_repoint(hold_timeout="60s", **auth)
+    port = rp.ports["mysql"]
+    old = lab.primary("mysql")
+    target = next(n for n in lab.nodes("mysql") if n.name != old.name and n.alive())
+    idle = [engine.connect(port) for _ in range(3)]
+    for c in idle:
+        assert conn_id(c)[1] == old.port
+    victim = engine.connect(port)
+    vid = conn_id(victim)[0]
+    direct = engine.connect_node(old)
+    with direct.cursor() as cur:
+        cur.execute("KILL %d" % vid)
+    engine.close(direct)
+    migrated = rp.service("mysql")["counters"]["migrated"]
+    with pytest.raises(pymysql.err.OperationalError):   # as directly: "Lost connection to MySQL server"
+        conn_id(victim)
+    assert rp.service("mysql")["counters"]["migrated"] == migrated  # not moved: the close was the client's
+    accepted = rp.service("mysql")["counters"]["accepted"]
+    lab.crash("mysql", old.name)
+    lab.promote("mysql", target.name)
+    lab.repoint("mysql", primary=target.name)
+    rp.wait_writer("mysql", f"127.0.0.1:{target.port}")
+    for c in idle:
+        assert conn_id(c)[1] == target.port   # the same client sockets, on the new writer
+        engine.close(c)
+    assert rp.service("mysql")["counters"]["accepted"] == accepted
+    lab.restart("mysql", old.name, as_replica=True)
+
+
+def test_a_greeting_for_a_client_that_asks_for_tls_is_refused_natively(lab, start_repoint, auth):
+    rp = start_repoint(**auth)
+    with socket.create_connection(("127.0.0.1", rp.ports["mysql"]), 5) as s:
+        s.settimeout(5)
+        hdr = s.recv(4)
+        greeting = s.recv(struct.unpack("<I", hdr[:3] + b"\0")[0])
+        assert greeting[0] == 10 and b"mysql_native_password" in greeting
+        caps = struct.unpack("<H", greeting[greeting.index(b"\0", 1) + 14:][:2])[0]
+        assert not caps & 0x800  # no TLS offered
+        req = struct.pack("<IIB23x", 0x800 | 0x200 | 0x8000, 1 << 24, 33)
+        s.sendall(struct.pack("<I", len(req))[:3] + b"\x01" + req)
+        reply = s.recv(1000)
+        assert reply[4] == 0xFF and struct.unpack("<H", reply[5:7])[0] == 1043
