@@ -1266,6 +1266,33 @@ static bool my_retryable(const struct proto_state *st)
 	       my_dir_quiet(&m->s);
 }
 
+/* Requests in flight when the server went away: each can be told its outcome is unknown when
+ * nothing of its answer came yet, each is answered by one packet (OK or ERR, or a result that an
+ * ERR may stand for), no transaction was open and nothing was set that cannot move. */
+static bool my_inflight_lost(const struct proto_state *st, uint32_t *owed)
+{
+	const struct my_state *m = my_c(st);
+
+	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE || m->replay_ready ||
+	    m->reset_ready || m->in_trans || m->scanning || m->q_len == 0 || m->resp != RS_NONE ||
+	    !my_dir_quiet(&m->c) || !my_dir_quiet(&m->s))
+		return false;
+	for (unsigned i = 0; i < m->q_len; i++) {
+		enum my_kind k = (enum my_kind)((m->queue >> (4 * i)) & 0xF);
+		if (k != K_RESULT && k != K_SIMPLE)
+			return false;
+	}
+	*owed = m->q_len;
+	return true;
+}
+
+/* ER_SERVER_SHUTDOWN (1053, 08S01), what MariaDB and MySQL send a statement that their shutdown
+ * interrupted: the statement may or may not have taken effect. Sequence id 1: the answer's. */
+static void my_outcome_unknown(struct evbuffer *out, const char *msg)
+{
+	mysql_err_packet(out, 1, 1053, "08S01", msg);
+}
+
 static const char *my_unmovable_reason(const struct proto_state *st)
 {
 	const struct my_state *m = my_c(st);
@@ -1292,6 +1319,8 @@ const struct proto_ops proto_mysql = {
 	.retryable = my_retryable,
 	.unmovable_reason = my_unmovable_reason,
 	.replayable = my_replayable,
+	.inflight_lost = my_inflight_lost,
+	.outcome_unknown = my_outcome_unknown,
 	.name = "mysql",
 	.init = my_init,
 	.feed = my_feed,

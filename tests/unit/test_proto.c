@@ -1708,6 +1708,25 @@ START_TEST(test_my_session_state)
 	ck_assert(!proto_mysql.retryable(&ps));
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
 	ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "set_not_alone");
+	/* A query in flight when the server went away: its outcome is unknown, and says so (1053). */
+	lo->track_idle(l, &ps);
+	uint32_t owed = 0;
+	ck_assert(!proto_mysql.inflight_lost(&ps, &owed));
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x0e\x00\x00\x00\x03INSERT t VALUES", 18);
+	ck_assert(proto_mysql.inflight_lost(&ps, &owed) && owed == 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x03SELECT 1", 13);
+	ck_assert(proto_mysql.inflight_lost(&ps, &owed) && owed == 2);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"\x07\x00\x00", 3);  /* an answer begun */
+	ck_assert(!proto_mysql.inflight_lost(&ps, &owed));
+	struct evbuffer *u = evbuffer_new();
+	proto_mysql.outcome_unknown(u, "gone");
+	ck_assert(memcmp(evbuffer_pullup(u, -1), "\x0d\x00\x00\x01\xff\x1d\x04#08S01gone", 17) == 0);
+	evbuffer_free(u);
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x06\x00\x00\x00\x03" "BEGIN", 10);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x03SELECT 1", 13);
+	ck_assert(!proto_mysql.inflight_lost(&ps, &owed));  /* a transaction was open: lost with it */
 	/* Without repoint's login the tracker reads no text: nothing is movable. */
 	proto_mysql.init(&ps);
 	ck_assert(!proto_mysql.can_migrate(&ps));
