@@ -11,6 +11,7 @@ import pytest
 
 from labkit.clients import ENGINES, WriterLoop
 from conftest import wait_for
+from test_drill import promote_user  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -194,3 +195,30 @@ def test_a_greeting_for_a_client_that_asks_for_tls_is_refused_natively(lab, star
         s.sendall(struct.pack("<I", len(req))[:3] + b"\x01" + req)
         reply = s.recv(1000)
         assert reply[4] == 0xFF and struct.unpack("<H", reply[5:7])[0] == 1043
+
+
+def test_a_mariadb_drill_costs_the_application_nothing(lab, tmp_path, auth, promote_user):
+    """`repoint drill` (a self-managed promotion) with auth = repoint: the long-lived clients' sessions move to
+    the new writer; the report shows no error and no reconnect."""
+    import json
+    import os
+    from conftest import free_port
+    from test_drill import a_replica, addr, drill_args, drill_env, repair
+    os.chmod(tmp_path, 0o755)
+    cfg = str(tmp_path / "drill.ini")
+    lab.write_config(cfg, admin=f"127.0.0.1:{free_port()}", **auth)
+    target = a_replica(lab, "mysql")
+    out = str(tmp_path / "report.json")
+    p = subprocess.run(drill_args(cfg, "mysql", "--target", addr(target), "--yes", "--json", out, "--warmup", "2s",
+                                  "--duration-after", "3s"),
+                       capture_output=True, text=True, timeout=180, env=drill_env())
+    try:
+        run = json.load(open(out))["runs"][0]
+        assert run["status"] == "completed", (run.get("error"), p.stdout[-3000:], p.stderr[-3000:])
+        assert run["errors"]["total"] == 0, run["errors"]
+        assert run["requests"]["ok"] > 100
+        long_clients = [c for c in run["outage"]["per_client"] if c["mode"] == "long"]
+        assert long_clients and all(c["reconnects"] == 0 for c in long_clients), long_clients
+        assert "migrated" in p.stdout and run["failover"]["new_writer"] == addr(target)
+    finally:
+        repair(lab, "mysql", target.name)
