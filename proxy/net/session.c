@@ -348,6 +348,7 @@ static void drop_upstream(struct session *s)
 	s->relay_on = false;
 	s->logging_in = false;
 	s->logged_in = false;
+	s->login_tls = false;
 	s->member_authing = false;
 	s->member_authed = false;
 	if (s->relogging) {
@@ -1394,6 +1395,7 @@ static void login_forget(struct session *s)
 }
 
 static void login_back_step(struct session *s);
+static void tls_begin(struct session *s);
 
 /* The client's start, answered by repoint: once it is authenticated, the session goes to a member
  * (or, where the member speaks first, repoint's login to it goes on). */
@@ -1407,6 +1409,7 @@ static void login_front(struct session *s)
 	}
 	switch (s->host->proto->login->front(s->login, in, s->client.out)) {
 	case PROTO_LOGIN_MORE:
+	case PROTO_LOGIN_TLS:  /* (a back step only) */
 		if (!side_flush(&s->client))
 			session_destroy(s);
 		return;
@@ -1435,12 +1438,20 @@ static bool login_back_begin(struct session *s)
 	char why[256], *pw = NULL;
 	int r = 0;
 
+	if (s->login_tls) {
+		/* Through the TLS the login asked for: it goes on where it was. */
+		s->login_tls = false;
+		s->logging_in = true;
+		side_reading(&s->upstream, true);
+		login_back_step(s);
+		return false;
+	}
 	if (s->login_in == NULL && (s->login_in = evbuffer_new()) == NULL)
 		return connect_failed(s, "out of memory");
 	if (s->host->ops->member_password != NULL &&
 	    (r = s->host->ops->member_password(s->host, s->member, lo->user(s->login), &pw, why, sizeof(why))) < 0)
 		return member_auth_refused(s, why, false);
-	lo->back_start(s->login, s->upstream.out, r > 0 ? pw : NULL);
+	lo->back_start(s->login, s->upstream.out, r > 0 ? pw : NULL, s->host->ops->tls(s->host) != NULL);
 	s->login_own_pw = r > 0;
 	if (pw != NULL) {
 		explicit_bzero(pw, strlen(pw));
@@ -1505,6 +1516,28 @@ static void login_back_step(struct session *s)
 			return;
 		}
 		close_after_flush(s, reason);
+		return;
+	}
+	case PROTO_LOGIN_TLS: {
+		/* The member speaks first and is asked for TLS inside its login: the request goes whole,
+		 * in plaintext, then the handshake (tls_step); done, on_connected resumes the login. */
+		size_t n = evbuffer_get_length(s->upstream.out);
+		if (evbuffer_get_length(s->client.out) > 0 && !side_flush(&s->client)) {
+			client_gone(s, true);
+			return;
+		}
+		if (evbuffer_get_length(s->login_in) > 0) {
+			connect_failed(s, "the member sent more before the TLS handshake");
+			return;
+		}
+		if (s->upstream.conn.ops->write(&s->upstream.conn, evbuffer_pullup(s->upstream.out, -1), n) != (ssize_t)n) {
+			connect_failed(s, "cannot send the TLS request");
+			return;
+		}
+		evbuffer_drain(s->upstream.out, n);
+		s->logging_in = false;
+		s->login_tls = true;
+		tls_begin(s);
 		return;
 	}
 	case PROTO_LOGIN_DONE:
@@ -2565,7 +2598,7 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 			side_reading(&s->upstream, true);
 			return;
 		}
-		if (s->host->ops->tls(s->host) != NULL) {
+		if (s->host->ops->tls(s->host) != NULL && !(s->login != NULL && s->host->proto->login->member_first)) {
 			const struct proto_ops *proto = s->host->proto;
 			if (proto->tls_request != NULL) {
 				/* Asked for inside the protocol first (SSLRequest); its one-byte answer is

@@ -34,6 +34,7 @@
 #define CLIENT_COMPRESS 0x00000020u
 #define CLIENT_PROTOCOL_41 0x00000200u
 #define CLIENT_SSL 0x00000800u
+#define CLIENT_SSL_VERIFY_SERVER_CERT 0x40000000u
 #define CLIENT_SECURE_CONNECTION 0x00008000u
 #define CLIENT_PLUGIN_AUTH 0x00080000u
 #define CLIENT_CONNECT_ATTRS 0x00100000u
@@ -56,10 +57,13 @@ struct proto_login {
 	bool has_cred;
 	char *member_pw;             /* this member login's password instead (member_password), or NULL */
 	bool has_member_pw;
+	bool tls;                    /* this member connection is to be TLS (asked for after the greeting) */
 	bool has_stage1;             /* SHA1(password), from the client's answer and auth_file's hash */
 	uint8_t stage1[MYSQL_NATIVE_LEN];
 	uint8_t challenge[MYSQL_NATIVE_LEN];         /* repoint's, to the client */
 	uint8_t member_challenge[MYSQL_NATIVE_LEN];  /* the member's */
+	uint32_t member_caps;        /* ... its capabilities */
+	uint32_t tls_caps;           /* what repoint's TLS request said (0: none on this connection) */
 	enum front_state front;
 	enum back_state back;
 	bool greeted;                /* the client has repoint's greeting */
@@ -363,9 +367,10 @@ static enum proto_login_step mll_front(struct proto_login *l, struct evbuffer *i
 	return st;
 }
 
-static void mll_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password)
+static void mll_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password, bool tls)
 {
 	(void)to_member;  /* the member speaks first */
+	l->tls = tls;
 	member_pw_forget(l);
 	if (member_password != NULL)
 		l->member_pw = strdup(member_password);
@@ -410,6 +415,8 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	}
 	memcpy(l->member_challenge, g + off + 4, 8);
 	memcpy(l->member_challenge + 8, g + off + 31, 12);
+	l->member_caps = caps;
+	l->tls_caps = 0;
 	if (l->greeted)
 		return true;
 	/* repoint's: the member's, with repoint's challenge and method, no TLS, no compression. */
@@ -478,8 +485,10 @@ static bool back_hello(struct proto_login *l, struct evbuffer *to_member, char *
 {
 	uint8_t a[MYSQL_NATIVE_LEN], h[4];
 	size_t alen, ulen = strlen(l->user) + 1;
-	uint32_t caps = l->caps & ~(CLIENT_SSL | CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION);
+	uint32_t caps = l->caps & ~(CLIENT_SSL | CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION | CLIENT_SSL_VERIFY_SERVER_CERT);
 
+	if (l->tls_caps != 0)
+		caps |= CLIENT_SSL;  /* as in the TLS request (the server checks that they agree) */
 	if (!proof(l, l->member_challenge, a, &alen, err, errlen))
 		return false;
 	uint8_t fixed[ML_HELLO_FIXED];
@@ -494,7 +503,7 @@ static bool back_hello(struct proto_login *l, struct evbuffer *to_member, char *
 	size_t len = sizeof(fixed) + ulen + (lenenc_or_secure ? 1 : 0) + alen + (lenenc_or_secure ? 0 : 1) +
 		     (l->db != NULL ? l->db_len : (caps & CLIENT_CONNECT_WITH_DB) && (plugin || l->attrs) ? 1 : 0) +
 		     (plugin ? sizeof(native) : 0) + l->attrs_len;
-	put_header(h, len, 1);
+	put_header(h, len, l->tls_caps != 0 ? 2 : 1);
 	evbuffer_add(to_member, h, 4);
 	evbuffer_add(to_member, fixed, sizeof(fixed));
 	evbuffer_add(to_member, l->user, ulen);
@@ -595,6 +604,21 @@ static enum proto_login_step mll_back(struct proto_login *l, struct evbuffer *in
 		if (l->back == BACK_WAIT) {
 			if (l->front != FRONT_DONE)
 				return PROTO_LOGIN_MORE;
+			if (l->tls && l->tls_caps == 0) {
+				/* SSLRequest (seq 1): the first 32 bytes of the client's handshake response with
+				 * CLIENT_SSL (the server keeps the capabilities it says). */
+				uint8_t req[ML_HELLO_FIXED];
+				uint32_t caps = (l->caps & ~(CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION | CLIENT_SSL_VERIFY_SERVER_CERT)) |
+						CLIENT_SSL;
+				memcpy(req, l->fixed, sizeof(req));
+				req[0] = (uint8_t)caps;
+				req[1] = (uint8_t)(caps >> 8);
+				req[2] = (uint8_t)(caps >> 16);
+				req[3] = (uint8_t)(caps >> 24);
+				add_packet(to_member, 1, req, sizeof(req));
+				l->tls_caps = caps;
+				return PROTO_LOGIN_TLS;
+			}
 			if (!back_hello(l, to_member, err, errlen))
 				return PROTO_LOGIN_FAIL;
 			l->back = BACK_AUTH;
@@ -619,6 +643,9 @@ static enum proto_login_step mll_back(struct proto_login *l, struct evbuffer *in
 					add_packet(to_client, seq, p, n);
 				st = PROTO_LOGIN_FAIL;
 			} else if (!back_greeting(l, p, n, to_client, err, errlen)) {
+				st = PROTO_LOGIN_FAIL;
+			} else if (l->tls && !(l->member_caps & CLIENT_SSL)) {
+				snprintf(err, errlen, "the member offers no TLS (its greeting has no CLIENT_SSL), and tls is on");
 				st = PROTO_LOGIN_FAIL;
 			} else {
 				l->back = BACK_WAIT;

@@ -409,8 +409,9 @@ static const char *pgl_user(const struct proto_login *l)
 	return l->user;
 }
 
-static void pgl_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password)
+static void pgl_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password, bool tls)
 {
+	(void)tls;  /* made before the login, by the session */
 	member_pw_forget(l);
 	if (member_password != NULL)
 		l->member_pw = strdup(member_password);  /* NULL on no memory: the login then says it has none */

@@ -158,6 +158,7 @@ enum proto_login_step {
 	PROTO_LOGIN_FAIL,  /* front: a native error is in the client's output (flush, close);
 	                      back: the member refused (the reason in err; on a first login its own
 	                      error, if it sent one, is in to_client) */
+	PROTO_LOGIN_TLS,   /* back: the TLS request is in to_member: send it whole, then the handshake */
 };
 
 struct proto_login_ops {
@@ -174,8 +175,11 @@ struct proto_login_ops {
 	bool (*front_done)(const struct proto_login *l);
 	/* A new member connection: what to send it first. member_password, when not NULL, is what this
 	 * login proves itself with instead of auth_file's secret (member_password = iam: an IAM token
-	 * made for this member and user); the login keeps a copy until it ends. */
-	void (*back_start)(struct proto_login *l, struct evbuffer *to_member, const char *member_password);
+	 * made for this member and user); the login keeps a copy until it ends. tls: the connection is
+	 * to be TLS, which a member that speaks first (MySQL) is asked for inside the login: back says
+	 * PROTO_LOGIN_TLS once the request is in to_member, and is called again (with nothing new) once
+	 * the handshake is done. (Postgres: TLS is made before the login.) */
+	void (*back_start)(struct proto_login *l, struct evbuffer *to_member, const char *member_password, bool tls);
 	const char *(*user)(const struct proto_login *l);  /* the client's user, once front_done */
 	/* The member's bytes (consumed up to the end of its login). DONE: logged in; on the first login
 	 * what the client is owed was appended to to_client. */

@@ -55,13 +55,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					"caching_sha2_password\x00";
 				struct evbuffer *g = evbuffer_new();
 				if (g != NULL) {
-					o->login->back_start(l, c, NULL);
+					o->login->back_start(l, c, NULL, size % 2 == 0);  /* with TLS asked for, or not */
 					evbuffer_add(g, greeting, sizeof(greeting) - 1);
 					(void)o->login->back(l, g, c, b, err, sizeof(err));
 					if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
 						struct proto_state owned;
 						evbuffer_add(g, data + ncuts, size - ncuts);
-						(void)o->login->back(l, g, c, b, err, sizeof(err));
+						if (o->login->back(l, g, c, b, err, sizeof(err)) == PROTO_LOGIN_TLS)
+							(void)o->login->back(l, g, c, b, err, sizeof(err));
 						o->login->track_idle(l, &owned);
 						fuzz_feed(o, &owned, data, ncuts, data + ncuts, size - ncuts);
 						(void)o->can_migrate(&owned);
@@ -72,10 +73,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					evbuffer_free(g);
 				}
 			} else if (o->login->front(l, a, b) == PROTO_LOGIN_DONE) {
-				o->login->back_start(l, c, NULL);
+				o->login->back_start(l, c, NULL, false);
 				(void)o->login->back(l, a, c, b, err, sizeof(err));
 			} else {
-				o->login->back_start(l, c, NULL);
+				o->login->back_start(l, c, NULL, false);
 				evbuffer_add(a, data + ncuts, size - ncuts);
 				(void)o->login->back(l, a, c, b, err, sizeof(err));
 			}

@@ -354,3 +354,48 @@ def test_iam_probes_of_mariadb(lab, tmp_path):
         assert not rp.service("my")["writer_ready"]
     finally:
         rp.stop()
+
+
+def test_mariadb_sessions_with_repoints_login_over_tls_survive_a_switchover(lab, tmp_path):
+    """auth = repoint on a TLS-only MariaDB (require_secure_transport): repoint asks each member for TLS inside
+    its login (verified against the lab CA), logs in with the SHA1(password) the client's answer gave it against
+    the mysql.user hash, and moves the sessions at a switchover: 4 pymysql clients on persistent connections
+    writing every 5 ms see no error."""
+    from conftest import start_custom, wait_for
+    from labkit.clients import ENGINES, WriterLoop
+    import time
+    engine = ENGINES["mysql"]
+    users = lab.mysql_auth_file(str(tmp_path / "users.txt"))
+    body = ("protocol = mysql\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
+            "probe_user = test\nprobe_password = test\nprobe_database = test\nhold_timeout = 20s\n"
+            "auth = repoint\nauth_file = %s\n" % (", ".join(n.addr for n in lab.nodes("mysql")), lab.tls["ca"], users))
+    rp = start_custom(tmp_path, {"my": body})
+    try:
+        port = rp.ports["my"]
+        rp.wait_writer("my", lab.primary("mysql").addr)
+        c = engine.connect(port)   # plaintext on loopback; TLS from repoint to the member
+        with c.cursor() as cur:
+            cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+            assert cur.fetchone()[1], "the member connection is not TLS"
+        engine.setup(c)
+        loops = [WriterLoop(engine, port, name=f"tlsmy-w{i}-{time.time_ns()}") for i in range(4)]
+        for w in loops:
+            w.start()
+        wait_for(lambda: all(w.successes() for w in loops), 20, what="writers to start")
+        t0 = time.time()
+        lab.switchover("mysql")
+        rp.wait_writer("my", lab.primary("mysql").addr)
+        wait_for(lambda: all(len([t for t in w.successes() if t > t0]) >= 20 for w in loops), 60,
+                 what="every writer to write again")
+        for w in loops:
+            w.stop()
+        assert [e for w in loops for e in w.errors()] == []
+        with c.cursor() as cur:
+            cur.execute("SELECT @@port")
+            assert cur.fetchone()[0] == lab.primary("mysql").port   # the same client socket, moved
+            cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+            assert cur.fetchone()[1]
+        assert rp.service("my")["counters"]["migrated"] >= 5
+        engine.close(c)
+    finally:
+        rp.stop()

@@ -591,7 +591,7 @@ START_TEST(test_pg_login)
 		ck_assert(lo->front_done(l));
 		ck_assert_uint_eq(evbuffer_get_length(out), 0);
 		/* The member gets the client's own startup packet. */
-		lo->back_start(l, up, NULL);
+		lo->back_start(l, up, NULL, false);
 		ck_assert_uint_eq(evbuffer_get_length(up), n);
 		ck_assert(memcmp(evbuffer_pullup(up, -1), pg_startup_alice, n) == 0);
 		n = sizeof(member) - 1;
@@ -621,7 +621,7 @@ START_TEST(test_pg_login)
 		ck_assert(proto_postgres.session_key(&ps, mk, &klen) && memcmp(mk, c + 39, 8) == 0);
 		/* A second login (a moved session) tells the client nothing. */
 		evbuffer_drain(out, evbuffer_get_length(out));
-		lo->back_start(l, up, NULL);
+		lo->back_start(l, up, NULL, false);
 		feed_evbuffer(min, member, n);
 		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
 		ck_assert_uint_eq(evbuffer_get_length(out), 0);
@@ -662,12 +662,12 @@ START_TEST(test_pg_login_refusals)
 	l = lo->create(CLIENT_AUTH_TRUST, NULL);
 	feed_evbuffer(in, pg_startup_alice, sizeof(pg_startup_alice) - 1);
 	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
-	lo->back_start(l, up, NULL);
+	lo->back_start(l, up, NULL, false);
 	feed_evbuffer(min, "E\x00\x00\x00\x1dSFATAL\x00" "C28000\x00" "Mno role\x00\x00", 0x1e);
 	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
 	ck_assert_str_eq(err, "no role");
 	ck_assert_uint_eq(evbuffer_get_length(out), 0x1e);
-	lo->back_start(l, up, NULL);
+	lo->back_start(l, up, NULL, false);
 	feed_evbuffer(min, "R\x00\x00\x00\x0c\x00\x00\x00\x05salt", 13);
 	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
 	ck_assert(strstr(err, "for a password") != NULL);  /* md5, and auth_file has no password */
@@ -1478,7 +1478,7 @@ START_TEST(test_mysql_login)
 		struct proto_login *l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
 		struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
 		/* The member speaks first; nothing goes to it before the client is in. */
-		lo->back_start(l, up, NULL);
+		lo->back_start(l, up, NULL, false);
 		ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_MORE);
 		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
 		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
@@ -1522,7 +1522,7 @@ START_TEST(test_mysql_login)
 		ck_assert(proto_mysql.can_migrate(&ps));
 		ck_assert(lo->replay(l, MY_REPLAY_PACKET, (const uint8_t *)set, sizeof(set) - 1));
 		/* A moved session: the new member's challenge, no word to the client, the SET sent again. */
-		lo->back_start(l, up, NULL);
+		lo->back_start(l, up, NULL, false);
 		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
 		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
 		ck_assert_uint_eq(evbuffer_get_length(out), 0);
@@ -1557,7 +1557,7 @@ START_TEST(test_mysql_login_refusals)
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
-		lo->back_start(l, up, NULL);
+		lo->back_start(l, up, NULL, false);
 		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
 		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
 		my_greeting_challenge(out, challenge);
@@ -1574,7 +1574,7 @@ START_TEST(test_mysql_login_refusals)
 	}
 	/* A client answering for another method is asked again, for mysql_native_password. */
 	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
-	lo->back_start(l, up, NULL);
+	lo->back_start(l, up, NULL, false);
 	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
 	lo->back(l, min, up, out, err, sizeof(err));
 	my_greeting_challenge(out, challenge);
@@ -1600,9 +1600,42 @@ START_TEST(test_mysql_login_refusals)
 	ck_assert_uint_eq(evbuffer_pullup(out, -1)[3], 4);
 	evbuffer_drain(out, evbuffer_get_length(out));
 	lo->destroy(l);
+	/* tls: once the client is in, the member is asked for TLS (seq 1, the client's capabilities and
+	 * CLIENT_SSL), and after the handshake the login goes on with seq 2. */
+	evbuffer_drain(up, evbuffer_get_length(up));
+	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	lo->back_start(l, up, NULL, true);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+	ck_assert_uint_eq(evbuffer_get_length(up), 0);
+	my_greeting_challenge(out, challenge);
+	my_hello(in, "app", challenge, "s3cret", "mysql_native_password");
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_TLS);
+	const uint8_t *q = evbuffer_pullup(up, -1);
+	ck_assert_uint_eq(evbuffer_get_length(up), 36);
+	ck_assert(q[0] == 32 && q[3] == 1 && (q[5] & 0x08) && (q[5] & 0x02));  /* CLIENT_SSL, PROTOCOL_41 */
+	evbuffer_drain(up, 36);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+	q = evbuffer_pullup(up, -1);
+	ck_assert(q[3] == 2 && (q[5] & 0x08));
+	evbuffer_drain(up, evbuffer_get_length(up));
+	lo->destroy(l);
+	/* ... and a member that offers no TLS is refused, never talked to in plaintext. */
+	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	lo->back_start(l, up, NULL, true);
+	char plain[sizeof(my_greeting8)];
+	memcpy(plain, my_greeting8, sizeof(plain));
+	plain[4 + 1 + 7 + 13 + 1] &= (char)~0x08;  /* capabilities, second byte: CLIENT_SSL off */
+	evbuffer_add(min, plain, sizeof(plain) - 1);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert(strstr(err, "offers no TLS") != NULL);
+	ck_assert_uint_eq(evbuffer_get_length(up), 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	lo->destroy(l);
 	/* An ERR in place of the greeting (shutting down) goes to the client as it is: the session starts again elsewhere. */
 	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
-	lo->back_start(l, up, NULL);
+	lo->back_start(l, up, NULL, false);
 	static const char shutdown[] = "\x1f\x00\x00\x00\xff\x1d\x04#08S01Server shutdown in progress";
 	evbuffer_add(min, shutdown, sizeof(shutdown) - 1);
 	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
@@ -1659,7 +1692,7 @@ START_TEST(test_my_session_state)
 	char err[200];
 	uint8_t challenge[20];
 
-	lo->back_start(l, up, NULL);
+	lo->back_start(l, up, NULL, false);
 	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
 	lo->back(l, min, up, out, err, sizeof(err));
 	my_greeting_challenge(out, challenge);
