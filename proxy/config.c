@@ -1257,7 +1257,6 @@ static void check_service(struct parser *p, size_t idx)
 			svc->client_auth = CLIENT_AUTH_TRUST;
 		if (own && mysql && !cauth->line)
 			svc->client_auth = CLIENT_AUTH_MYSQL_NATIVE;
-		const struct key_seen *ltls = &st->seen[key_index(SECTION_SERVICE, "listen_tls")];
 		if (auth->valid && own && mysql && svc->client_auth != CLIENT_AUTH_TRUST &&
 		    svc->client_auth != CLIENT_AUTH_MYSQL_NATIVE)
 			add_error(p, cauth->line, "client_auth: mysql clients prove themselves with mysql_native_password (or "
@@ -1266,9 +1265,6 @@ static void check_service(struct parser *p, size_t idx)
 		else if (auth->valid && own && !mysql && protocol->valid && svc->client_auth == CLIENT_AUTH_MYSQL_NATIVE)
 			add_error(p, cauth->line, "client_auth: mysql_native_password is for mysql, but this service is %s",
 				  protocol_name(svc->protocol));
-		else if (auth->valid && own && mysql && ltls->valid && svc->listen_tls != LISTEN_TLS_OFF)
-			add_error(p, auth->line, "auth: repoint takes mysql clients in plaintext only so far (not yet with "
-						 "listen_tls); use auth = passthrough for TLS clients");
 		else if (auth->valid && own && mysql && svc->member_password != NULL &&
 			 strcmp(svc->member_password, "iam") == 0)
 			add_error(p, mpw->line, "member_password: iam for mysql needs mysql_clear_password over TLS, which repoint "

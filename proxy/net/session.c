@@ -1396,6 +1396,7 @@ static void login_forget(struct session *s)
 
 static void login_back_step(struct session *s);
 static void tls_begin(struct session *s);
+static void client_tls_requested(struct session *s, struct evbuffer *in, size_t k, const uint8_t *answer, size_t alen);
 
 /* The client's start, answered by repoint: once it is authenticated, the session goes to a member
  * (or, where the member speaks first, repoint's login to it goes on). */
@@ -1409,9 +1410,13 @@ static void login_front(struct session *s)
 	}
 	switch (s->host->proto->login->front(s->login, in, s->client.out)) {
 	case PROTO_LOGIN_MORE:
-	case PROTO_LOGIN_TLS:  /* (a back step only) */
 		if (!side_flush(&s->client))
 			session_destroy(s);
+		return;
+	case PROTO_LOGIN_TLS:
+		/* The client asked for TLS (the greeting offered it): the handshake is repoint's; its hello
+		 * comes through it. Nothing may follow the request in plaintext (login_client_read). */
+		client_tls_requested(s, in, 0, NULL, 0);
 		return;
 	case PROTO_LOGIN_FAIL:
 		s->host->counters.client_auth_failures++;
@@ -1429,6 +1434,33 @@ static void login_front(struct session *s)
 		/* (else the next member's greeting, when it comes, finds the client authenticated) */
 		return;
 	}
+}
+
+static size_t packet_bound(const struct session *s, struct evbuffer *in);
+
+/* The client's hello to repoint's greeting when it may ask for TLS first: read not a byte past the
+ * packet (packet_bound), then answered (login_front). */
+static void login_client_read(struct session *s)
+{
+	struct evbuffer *in = client_input(s);
+	ssize_t r;
+
+	if (in == NULL) {
+		session_destroy(s);
+		return;
+	}
+	r = s->client.conn.ops->read(&s->client.conn, session_io, packet_bound(s, in));
+	if (r == -2)
+		return;
+	if (r <= 0) {
+		client_gone(s, r < 0);
+		return;
+	}
+	if (evbuffer_add(in, session_io, (size_t)r) < 0) {
+		session_destroy(s);
+		return;
+	}
+	login_front(s);
 }
 
 /* Connected to a member (and through TLS): repoint logs in before anything of the client's goes. */
@@ -1956,6 +1988,12 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->med != 0 && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
 		med_client_read(s);
+		return;
+	}
+	if (s->login != NULL && proto->login->member_first && s->client.conn.ssl == NULL &&
+	    !proto->login->front_done(s->login) && s->host->ops->listen_tls_mode(s->host) != LISTEN_TLS_OFF &&
+	    s->state != SESSION_CLOSING && s->state != SESSION_REFUSING) {
+		login_client_read(s);
 		return;
 	}
 	if (s->shared && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
@@ -2510,30 +2548,36 @@ static void med_hello(struct session *s)
 }
 
 /* Client bytes while repoint conducts the start: kept until a whole packet is there. */
+/* How many of the client's bytes to read so as not to read past the packet that `in` starts
+ * (proto->upgrade's framing: MySQL): a client that asks for TLS starts its handshake right after
+ * the request, without waiting, and those bytes are OpenSSL's to read. */
+static size_t packet_bound(const struct session *s, struct evbuffer *in)
+{
+	const struct proto_upgrade *up = s->host->proto->upgrade;
+	size_t have = evbuffer_get_length(in);
+	uint8_t h[4];
+
+	if (have < 4)
+		return 4 - have;
+	if (up->packet(evbuffer_pullup(in, 4), have) != PROTO_MORE)
+		return SESSION_READ_MAX;  /* (a whole packet is there: its reader decides) */
+	evbuffer_copyout(in, h, 4);
+	size_t total = 4 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16);
+	return total - have < SESSION_READ_MAX ? total - have : SESSION_READ_MAX;
+}
+
 static void med_client_read(struct session *s)
 {
 	struct evbuffer *in = client_input(s);
-	size_t want = SESSION_READ_MAX, have = in != NULL ? evbuffer_get_length(in) : 0;
+	size_t want = SESSION_READ_MAX;
 	ssize_t r;
 
 	if (in == NULL) {
 		session_destroy(s);
 		return;
 	}
-	if (s->med == MED_HELLO && s->client.conn.ssl == NULL) {
-		/* Not a byte past the packet: a client that asks for TLS starts its handshake right
-		 * after the request, without waiting, and those bytes are OpenSSL's to read. */
-		const struct proto_upgrade *up = s->host->proto->upgrade;
-		size_t k = have < 4 ? PROTO_MORE : up->packet(evbuffer_pullup(in, 4), have);
-		if (have < 4)
-			want = 4 - have;
-		else if (k == PROTO_MORE) {
-			uint8_t h[4];
-			evbuffer_copyout(in, h, 4);
-			size_t total = 4 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16);
-			want = total - have < SESSION_READ_MAX ? total - have : SESSION_READ_MAX;
-		}
-	}
+	if (s->med == MED_HELLO && s->client.conn.ssl == NULL)
+		want = packet_bound(s, in);
 	r = s->client.conn.ops->read(&s->client.conn, session_io, want);
 
 	if (r == -2)
@@ -2962,6 +3006,8 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 		/* repoint answers the start itself: nothing to replay to a member. */
 		s->starting = false;
 		s->retry_valid = false;
+		if (svc->ops->listen_tls_mode(svc) != LISTEN_TLS_OFF && svc->proto->login->offer_tls != NULL)
+			svc->proto->login->offer_tls(s->login, svc->ops->listen_tls_mode(svc) == LISTEN_TLS_REQUIRE);
 	}
 	/* A TLS client of a protocol whose TLS starts at the first byte (Redis); Postgres clients ask
 	 * first (cancel_check). */

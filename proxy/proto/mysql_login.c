@@ -58,6 +58,8 @@ struct proto_login {
 	char *member_pw;             /* this member login's password instead (member_password), or NULL */
 	bool has_member_pw;
 	bool tls;                    /* this member connection is to be TLS (asked for after the greeting) */
+	bool offer_tls, require_tls; /* clients may (must) bring TLS (listen_tls) */
+	bool client_tls;             /* ... this one asked for it: its hello comes through the handshake */
 	bool has_stage1;             /* SHA1(password), from the client's answer and auth_file's hash */
 	uint8_t stage1[MYSQL_NATIVE_LEN];
 	uint8_t challenge[MYSQL_NATIVE_LEN];         /* repoint's, to the client */
@@ -262,9 +264,18 @@ static enum proto_login_step front_hello(struct proto_login *l, const uint8_t *p
 	if (n < ML_HELLO_FIXED || !(le32(p) & CLIENT_PROTOCOL_41))
 		return front_fail(l, out, 1043, "08S01", "Bad handshake");
 	l->caps = le32(p);
-	if (l->caps & CLIENT_SSL)
+	if ((l->caps & CLIENT_SSL) && n == ML_HELLO_FIXED && l->offer_tls && !l->client_tls) {
+		l->client_tls = true;  /* a TLS request: the hello comes through the handshake */
+		return PROTO_LOGIN_TLS;
+	}
+	if ((l->caps & CLIENT_SSL) && !l->client_tls)
 		return front_fail(l, out, 1043, "08S01", "Bad handshake (repoint offered no TLS)");
+	if (l->require_tls && !l->client_tls)
+		return front_fail(l, out, 3159, "08004", "Connections using insecure transport are prohibited: this "
+			"repoint service takes TLS clients only (listen_tls = require)");
+	l->caps &= ~CLIENT_SSL;  /* (TLS on the client's side is repoint's; the member's is its own) */
 	memcpy(l->fixed, p, ML_HELLO_FIXED);
+	l->fixed[1] &= (uint8_t)~(CLIENT_SSL >> 8);
 	size_t off = ML_HELLO_FIXED;
 	const uint8_t *nul = memchr(p + off, 0, n - off);
 	if (nul == NULL || (size_t)(nul - (p + off)) >= sizeof(l->user))
@@ -419,9 +430,10 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	l->tls_caps = 0;
 	if (l->greeted)
 		return true;
-	/* repoint's: the member's, with repoint's challenge and method, no TLS, no compression. */
+	/* repoint's: the member's, with repoint's challenge and method, no compression, TLS as the
+	 * listener takes it. */
 	caps &= ~(CLIENT_SSL | CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION);
-	caps |= CLIENT_PLUGIN_AUTH;
+	caps |= CLIENT_PLUGIN_AUTH | (l->offer_tls ? CLIENT_SSL : 0);
 	size_t len = off + 31 + 13 + sizeof(native);
 	uint8_t *out = malloc(4 + len);
 	if (out == NULL) {
@@ -706,7 +718,14 @@ static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	return false;
 }
 
+static void mll_offer_tls(struct proto_login *l, bool required)
+{
+	l->offer_tls = true;
+	l->require_tls = required;
+}
+
 const struct proto_login_ops mysql_login_ops = {
+	.offer_tls = mll_offer_tls,
 	.member_first = true,
 	.create = mll_new,
 	.destroy = mll_free,

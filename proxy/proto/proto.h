@@ -158,7 +158,8 @@ enum proto_login_step {
 	PROTO_LOGIN_FAIL,  /* front: a native error is in the client's output (flush, close);
 	                      back: the member refused (the reason in err; on a first login its own
 	                      error, if it sent one, is in to_client) */
-	PROTO_LOGIN_TLS,   /* back: the TLS request is in to_member: send it whole, then the handshake */
+	PROTO_LOGIN_TLS,   /* back: the TLS request is in to_member: send it whole, then the handshake;
+	                      front: the client asked for TLS (offer_tls): its handshake follows */
 };
 
 struct proto_login_ops {
@@ -206,6 +207,10 @@ struct proto_login_ops {
 	bool (*hand_over)(const struct proto_login *l, struct evbuffer *params, uint8_t *member_key, bool *has_key);
 	void (*adopt)(struct proto_login *l, const uint8_t *params, size_t n, const uint8_t *member_key, bool has_key,
 		      struct evbuffer *to_client);
+	/* Clients may bring TLS (listen_tls; optional, member_first logins): the greeting offers it,
+	 * front says PROTO_LOGIN_TLS once the client's TLS request is read (nothing past it), and goes on
+	 * with what the client sends through the handshake; required: a client without TLS is refused. */
+	void (*offer_tls)(struct proto_login *l, bool required);
 	/* A connection whose session set something is reset before it is kept: reset_request is what
 	 * to send it (DISCARD ALL); reset_answer reads the server's answer in p[0..n): 1 reset (and
 	 * ready), 0 more to come, -1 not so (the connection is not kept). */

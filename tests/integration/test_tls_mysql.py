@@ -123,9 +123,22 @@ def test_plaintext_mysql_clients_reach_a_tls_only_server(tls_my, pki, tmp_path):
         rp.stop()
 
 
-def test_mysql_clients_over_tls(tls_my, pki, tmp_path):  # noqa: F811
+def repoint_login(tmp_path, auth):
+    """The service lines for auth (passthrough, or repoint with the hash of test's password in auth_file)."""
+    if auth == "passthrough":
+        return ""
+    users = tmp_path / "users.txt"
+    users.write_text('"test" "*94BDCEBE19083CE2A1F959FD02F964C7AF4CFC29"\n')   # PASSWORD('test')
+    return "auth = repoint\nauth_file = %s\n" % users
+
+
+@pytest.mark.parametrize("auth", ["passthrough", "repoint"])
+def test_mysql_clients_over_tls(tls_my, pki, tmp_path, auth):  # noqa: F811
+    """TLS on both sides: repoint conducts the start (passthrough), or makes it its own (auth = repoint:
+    its greeting offers TLS, and it asks the member for TLS inside its own login)."""
     import pymysql
-    rp = start_custom(tmp_path, {"my": my_service(tls_my.port, pki, extra=listen_tls_body(pki, "require"))})
+    rp = start_custom(tmp_path, {"my": my_service(tls_my.port, pki, extra=listen_tls_body(pki, "require") +
+                                                  repoint_login(tmp_path, auth))})
     try:
         rp.wait_writer("my")
         c = connect(rp.ports["my"], ssl={"ca": pki["ca"], "check_hostname": True})
@@ -189,12 +202,13 @@ def test_mysql_clients_over_tls(tls_my, pki, tmp_path):  # noqa: F811
         rp.stop()
 
 
-def test_listen_tls_on_in_front_of_a_plaintext_mysql(lab, pki, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("auth", ["passthrough", "repoint"])
+def test_listen_tls_on_in_front_of_a_plaintext_mysql(lab, pki, tmp_path, auth):  # noqa: F811
     """TLS clients and plaintext ones side by side (listen_tls = on) to plaintext members: repoint terminates."""
     node = lab.primary("mysql")
     body = ("protocol = mysql\nmembers = %s\nprobe_interval = 100ms\nprobe_user = test\nprobe_password = test\n"
-            "probe_database = test\n%s" % (", ".join("127.0.0.1:%d" % n.port for n in lab.nodes("mysql")),
-                                            listen_tls_body(pki, "on")))
+            "probe_database = test\n%s%s" % (", ".join("127.0.0.1:%d" % n.port for n in lab.nodes("mysql")),
+                                              listen_tls_body(pki, "on"), repoint_login(tmp_path, auth)))
     rp = start_custom(tmp_path, {"my": body})
     try:
         rp.wait_writer("my", "127.0.0.1:%d" % node.port)

@@ -678,13 +678,13 @@ START_TEST(test_err_source)
 		      "verifiers, md5 secrets or mysql_native_password hashes)\n"
 		      "test.ini:22: client_auth: only with auth = repoint");
 	expect_errors("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\nauth = repoint\n"
-		      "auth_file = /dev/null\nlisten_tls = on\nlisten_tls_cert_file = /dev/null\n[service b]\nprotocol = postgres\nlisten = 127.0.0.1:3\n"
+		      "auth_file = /dev/null\nclient_auth = scram-sha-256\n[service b]\nprotocol = postgres\nlisten = 127.0.0.1:3\n"
 		      "members = 127.0.0.1:4\nauth = repoint\nclient_auth = mysql_native_password\nauth_file = /dev/null\n"
 		      "[service c]\nprotocol = mysql\nlisten = 127.0.0.1:5\nmembers = 127.0.0.1:6\nauth = repoint\n",
-		      "test.ini:5: auth: repoint takes mysql clients in plaintext only so far (not yet with listen_tls); "
-		      "use auth = passthrough for TLS clients\n"
-		      "test.ini:14: client_auth: mysql_native_password is for mysql, but this service is postgres\n"
-		      "test.ini:20: client_auth: mysql_native_password needs auth_file (the users and their passwords, "
+		      "test.ini:7: client_auth: mysql clients prove themselves with mysql_native_password (or are "
+		      "trusted on loopback: trust); scram-sha-256 is for postgres\n"
+		      "test.ini:13: client_auth: mysql_native_password is for mysql, but this service is postgres\n"
+		      "test.ini:19: client_auth: mysql_native_password needs auth_file (the users and their passwords, "
 		      "SCRAM verifiers, md5 secrets or mysql_native_password hashes)");
 	{
 		struct config *cfg = load_ok("[service a]\nprotocol = mysql\nlisten = 127.0.0.1:1\n"
