@@ -1265,10 +1265,6 @@ static void check_service(struct parser *p, size_t idx)
 		else if (auth->valid && own && !mysql && protocol->valid && svc->client_auth == CLIENT_AUTH_MYSQL_NATIVE)
 			add_error(p, cauth->line, "client_auth: mysql_native_password is for mysql, but this service is %s",
 				  protocol_name(svc->protocol));
-		else if (auth->valid && own && mysql && svc->member_password != NULL &&
-			 strcmp(svc->member_password, "iam") == 0)
-			add_error(p, mpw->line, "member_password: iam for mysql needs mysql_clear_password over TLS, which repoint "
-						"does not speak yet");
 		else if (auth->valid && own && redis && svc->client_auth != CLIENT_AUTH_TRUST)
 			add_error(p, cauth->line, "client_auth: redis clients are trusted on loopback (trust); %s is for "
 						  "postgres", client_auth_names[svc->client_auth]);

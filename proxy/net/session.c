@@ -1480,7 +1480,10 @@ static bool login_back_begin(struct session *s)
 	}
 	if (s->login_in == NULL && (s->login_in = evbuffer_new()) == NULL)
 		return connect_failed(s, "out of memory");
-	if (s->host->ops->member_password != NULL &&
+	/* The member's password is for the client's user: where the member speaks first, the client may
+	 * not have said who it is yet (login_member_password, then). */
+	s->member_pw_pending = s->host->ops->member_password != NULL && !lo->front_done(s->login);
+	if (s->host->ops->member_password != NULL && !s->member_pw_pending &&
 	    (r = s->host->ops->member_password(s->host, s->member, lo->user(s->login), &pw, why, sizeof(why))) < 0)
 		return member_auth_refused(s, why, false);
 	lo->back_start(s->login, s->upstream.out, r > 0 ? pw : NULL, s->host->ops->tls(s->host) != NULL);
@@ -1512,6 +1515,29 @@ static void login_back_read(struct session *s)
 	login_back_step(s);
 }
 
+/* The member's password for the client's user, now that it is known (member_pw_pending). False when
+ * the session was handed on (refused). */
+static bool login_member_password(struct session *s)
+{
+	const struct proto_login_ops *lo = s->host->proto->login;
+	char why[256], *pw = NULL;
+	int r;
+
+	s->member_pw_pending = false;
+	if ((r = s->host->ops->member_password(s->host, s->member, lo->user(s->login), &pw, why, sizeof(why))) < 0) {
+		member_auth_refused(s, why, false);
+		return false;
+	}
+	if (r > 0)
+		lo->set_member_password(s->login, pw);
+	s->login_own_pw = r > 0;
+	if (pw != NULL) {
+		explicit_bzero(pw, strlen(pw));
+		free(pw);
+	}
+	return true;
+}
+
 /* The member's login answers so far (login_in) read: on, done, or failed. */
 static void login_back_step(struct session *s)
 {
@@ -1519,6 +1545,8 @@ static void login_back_step(struct session *s)
 	bool told = proto->login->told(s->login);
 	char err[256];
 
+	if (s->member_pw_pending && proto->login->front_done(s->login) && !login_member_password(s))
+		return;
 	err[0] = '\0';
 	switch (proto->login->back(s->login, s->login_in, s->upstream.out, s->client.out, err, sizeof(err))) {
 	case PROTO_LOGIN_MORE:

@@ -378,14 +378,13 @@ static enum proto_login_step mll_front(struct proto_login *l, struct evbuffer *i
 	return st;
 }
 
+static void mll_set_member_password(struct proto_login *l, const char *member_password);
+
 static void mll_back_start(struct proto_login *l, struct evbuffer *to_member, const char *member_password, bool tls)
 {
 	(void)to_member;  /* the member speaks first */
 	l->tls = tls;
-	member_pw_forget(l);
-	if (member_password != NULL)
-		l->member_pw = strdup(member_password);
-	l->has_member_pw = member_password != NULL;
+	mll_set_member_password(l, member_password);
 	l->back = BACK_GREETING;
 }
 
@@ -584,6 +583,23 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 		}
 		const char *plugin = (const char *)p + 1;
 		size_t dlen = n - (size_t)(e - p) - 1;
+		if (strcmp(plugin, "mysql_clear_password") == 0) {
+			/* The password itself (RDS IAM: the token; PAM), over TLS only. */
+			const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+			if (l->tls_caps == 0) {
+				snprintf(err, errlen, "the member asks user \"%s\" for the password in clear "
+					 "(mysql_clear_password), and this connection is not TLS (tls = off)", l->user);
+				return PROTO_LOGIN_FAIL;
+			}
+			if (pw == NULL) {
+				snprintf(err, errlen, "the member asks user \"%s\" for the password in clear "
+					 "(mysql_clear_password), and %s", l->user,
+					 l->has_member_pw ? "member_password has none now" : "auth_file has only its hash");
+				return PROTO_LOGIN_FAIL;
+			}
+			add_packet(to_member, (uint8_t)(seq + 1), pw, strlen(pw) + 1);
+			return PROTO_LOGIN_MORE;
+		}
 		if (strcmp(plugin, native) != 0 || dlen < MYSQL_NATIVE_LEN) {
 			snprintf(err, errlen, "the member asks user \"%s\" for %.64s; repoint logs in with %s", l->user, plugin,
 				 native);
@@ -718,6 +734,14 @@ static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	return false;
 }
 
+static void mll_set_member_password(struct proto_login *l, const char *member_password)
+{
+	member_pw_forget(l);
+	if (member_password != NULL)
+		l->member_pw = strdup(member_password);
+	l->has_member_pw = member_password != NULL;
+}
+
 static void mll_offer_tls(struct proto_login *l, bool required)
 {
 	l->offer_tls = true;
@@ -726,6 +750,7 @@ static void mll_offer_tls(struct proto_login *l, bool required)
 
 const struct proto_login_ops mysql_login_ops = {
 	.offer_tls = mll_offer_tls,
+	.set_member_password = mll_set_member_password,
 	.member_first = true,
 	.create = mll_new,
 	.destroy = mll_free,

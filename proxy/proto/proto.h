@@ -182,6 +182,9 @@ struct proto_login_ops {
 	 * the handshake is done. (Postgres: TLS is made before the login.) */
 	void (*back_start)(struct proto_login *l, struct evbuffer *to_member, const char *member_password, bool tls);
 	const char *(*user)(const struct proto_login *l);  /* the client's user, once front_done */
+	/* member_first: the password for this member login (as back_start's), given once the client's
+	 * user is known -- a member that speaks first is connected to before. */
+	void (*set_member_password)(struct proto_login *l, const char *member_password);
 	/* The member's bytes (consumed up to the end of its login). DONE: logged in; on the first login
 	 * what the client is owed was appended to to_client. */
 	enum proto_login_step (*back)(struct proto_login *l, struct evbuffer *in, struct evbuffer *to_member,

@@ -269,8 +269,11 @@ class MariaDB(Engine):
             self.q(n, *BOOTSTRAP)
             if self.lab.tls:
                 # Each node's own user (not replicated, as BOOTSTRAP's): probes log in with IAM tokens.
+                # iam_app: the sessions' user, whose logins repoint makes with tokens (member_password = iam).
                 self.q(n, "SET sql_log_bin = 0",
                        "CREATE USER IF NOT EXISTS 'iam_probe'@'%%' IDENTIFIED VIA pam USING '%s'" % pam_service,
+                       "CREATE USER IF NOT EXISTS 'iam_app'@'%%' IDENTIFIED VIA pam USING '%s'" % pam_service,
+                       "GRANT ALL PRIVILEGES ON test.* TO 'iam_app'@'%'",
                        "SET sql_log_bin = 1")
         errors = in_parallel(init, nodes)
         if errors:

@@ -4,6 +4,7 @@ require_secure_transport and TLS replication), repoint reaching them with tls = 
 and the applications talking plaintext to repoint on loopback. The same bounds as on the plaintext lab."""
 import json
 import tempfile
+import time
 import urllib.request
 
 import psycopg2
@@ -397,5 +398,71 @@ def test_mariadb_sessions_with_repoints_login_over_tls_survive_a_switchover(lab,
             assert cur.fetchone()[1]
         assert rp.service("my")["counters"]["migrated"] >= 5
         engine.close(c)
+    finally:
+        rp.stop()
+
+
+def test_mariadb_sessions_log_in_with_iam_tokens_and_survive_a_switchover(lab, tmp_path):
+    """auth = repoint, member_password = iam on MariaDB as RDS MySQL with IAM: repoint logs in to each member as
+    the client's user (iam_app, identified via PAM by the lab's token checker) with an RDS token made for that
+    member, in clear (mysql_clear_password) over verified TLS; 2 clients writing every 10 ms on persistent
+    connections go through a switchover with no error, and the logins on the new writer are with its tokens."""
+    import threading
+    import pymysql
+    from conftest import start_custom, wait_for
+    body = ("protocol = mysql\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
+            "probe_user = iam_probe\nprobe_password = iam\nhold_timeout = 20s\n"
+            "auth = repoint\nclient_auth = trust\nmember_password = iam\n"
+            % (", ".join(n.addr for n in lab.nodes("mysql")), lab.tls["ca"]))
+    rp = start_custom(tmp_path, {"my": body}, env=iam_env(tmp_path), tail="[aws]\nregion = us-east-1\n")
+
+    def connect():
+        return pymysql.connect(host="127.0.0.1", port=rp.ports["my"], user="iam_app", database="test",
+                               autocommit=True, connect_timeout=10)
+    try:
+        rp.wait_writer("my", lab.primary("mysql").addr)
+        c = connect()
+        with c.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            assert cur.fetchone()[0] == "iam_app@%"
+            cur.execute("CREATE TABLE IF NOT EXISTS iam_w (w INT, n INT, PRIMARY KEY (w, n))")
+        stop, errors, done = threading.Event(), [], []
+
+        def writer(w):
+            conn = connect()
+            n = 0
+            while not stop.is_set():
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("INSERT INTO iam_w VALUES (%s, %s)", (w, n))
+                    done.append((w, n))
+                except pymysql.Error as e:
+                    errors.append(str(e))
+                n += 1
+                time.sleep(0.01)
+            conn.close()
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+        try:
+            for t in threads:
+                t.start()
+            wait_for(lambda: len(done) > 50, 20, what="writes before the switchover")
+            lab.switchover("mysql")
+            new = lab.primary("mysql")
+            rp.wait_writer("my", new.addr)
+            before = len(done)
+            wait_for(lambda: len(done) > before + 50, 30, what="writes after the switchover")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert errors == []
+        assert rp.service("my")["counters"]["migrated"] >= 2
+        with c.cursor() as cur:
+            cur.execute("SELECT @@port")
+            assert cur.fetchone()[0] == new.port
+        c.close()
+        log = "".join(lab.iam_log())
+        assert "accepted iam_app port=%d" % new.port in log, log
+        assert "X-Amz-Signature" not in rp.logtext()
     finally:
         rp.stop()

@@ -1620,6 +1620,29 @@ START_TEST(test_mysql_login_refusals)
 	q = evbuffer_pullup(up, -1);
 	ck_assert(q[3] == 2 && (q[5] & 0x08));
 	evbuffer_drain(up, evbuffer_get_length(up));
+	/* A member that asks for the password in clear (RDS IAM, PAM) gets the member password, over TLS only. */
+	lo->set_member_password(l, "token-for-the-member");
+	static const char clear[] = "\x16\x00\x00\x03\xfemysql_clear_password\x00";
+	evbuffer_add(min, clear, sizeof(clear) - 1);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+	q = evbuffer_pullup(up, -1);
+	ck_assert_uint_eq(evbuffer_get_length(up), 4 + 21);
+	ck_assert(q[0] == 21 && q[3] == 4 && memcmp(q + 4, "token-for-the-member", 21) == 0);
+	evbuffer_drain(up, evbuffer_get_length(up));
+	lo->destroy(l);
+	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	lo->back_start(l, up, "pw", false);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	lo->back(l, min, up, out, err, sizeof(err));
+	my_greeting_challenge(out, challenge);
+	my_hello(in, "app", challenge, "s3cret", "mysql_native_password");
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+	evbuffer_drain(up, evbuffer_get_length(up));
+	evbuffer_add(min, clear, sizeof(clear) - 1);
+	ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert(strstr(err, "not TLS") != NULL);
+	ck_assert_uint_eq(evbuffer_get_length(up), 0);
 	lo->destroy(l);
 	/* ... and a member that offers no TLS is refused, never talked to in plaintext. */
 	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
