@@ -110,13 +110,15 @@ struct my_dir {
 	bool next_cont;      /* this packet is 0xFFFFFF long: the next one continues it */
 };
 
+#define MY_STMTS_MAX 6
+
 struct my_state {
 	struct my_dir c, s;
 	uint64_t queue;      /* FIFO of enum my_kind, 4 bits each, head in the low bits */
 	uint32_t skip;       /* RS_COLDEFS / RS_SKIP: packets left */
 	uint32_t srv_caps;
 	uint32_t greet_nul;  /* payload offset of the NUL ending the server version (0: not yet) */
-	uint8_t c_pre[4];
+	uint8_t c_pre[5];   /* a command's first bytes (owned: the statement id after it) */
 	uint8_t s_pre[MY_PREFIX];
 	uint8_t q_len;
 	uint8_t phase;       /* enum my_phase */
@@ -144,6 +146,10 @@ struct my_state {
 	uint8_t sc_why;      /* the first marker of state met (enum my_unmovable) */
 	bool sc_stmt_start;  /* the next word starts a statement */
 	char sc_word[13];
+	/* Prepared statements open on the server (COM_STMT_PREPARE answered, not yet closed): a session
+	 * with any cannot move (their ids are the server's). More than MY_STMTS_MAX: never again. */
+	uint8_t nstmts;
+	uint32_t stmts[MY_STMTS_MAX];
 };
 
 _Static_assert(sizeof(struct my_state) <= sizeof(struct proto_state), "my_state must fit in proto_state");
@@ -202,6 +208,11 @@ static const struct my_state *my_c(const struct proto_state *st)
 static uint16_t le16(const uint8_t *p)
 {
 	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* Payload length and sequence id of the current packet in a direction. */
@@ -469,6 +480,7 @@ static void my_answered_ok(struct my_state *m)
 		m->reset_ready = true;
 		m->replay_ready = false;
 		m->stateful = MU_MOVABLE;
+		m->nstmts = 0;
 	}
 	m->cmd_cls = CLS_NONE;
 }
@@ -490,6 +502,7 @@ static void my_client_command(struct my_state *m, uint8_t cmd)
 			m->sc_stmts = 1;
 			m->sc_first = FIRST_NONE;
 			m->sc_stmt_start = true;
+			sc_bytes(m, m->c_pre + 1, m->c.pre_len - 1u);  /* the text the prefix holds */
 			break;
 		case COM_INIT_DB:
 			if (m->cmd_at_idle)
@@ -500,8 +513,16 @@ static void my_client_command(struct my_state *m, uint8_t cmd)
 		case COM_RESET_CONNECTION:
 			m->cmd_cls = CLS_RESET;
 			break;
-		case COM_STMT_PREPARE:
-			my_unmovable(m, MU_PREPARED_STATEMENT);
+		case COM_STMT_CLOSE:
+			/* (No answer.) The statement is gone from the server. */
+			if (pkt_len(&m->c) >= 5) {
+				uint32_t id = le32(m->c_pre + 1);
+				for (unsigned i = 0; i < m->nstmts; i++)
+					if (m->stmts[i] == id) {
+						m->stmts[i] = m->stmts[--m->nstmts];
+						break;
+					}
+			}
 			break;
 		case COM_CHANGE_USER:
 			my_unmovable(m, MU_CHANGE_USER);
@@ -711,6 +732,12 @@ static void my_prepare_ok(struct my_state *m)
 		 * enough to follow. */
 		m->opaque = true;
 		return;
+	}
+	if (m->owned) {
+		if (m->nstmts < MY_STMTS_MAX)
+			m->stmts[m->nstmts++] = le32(b + 1);
+		else
+			my_unmovable(m, MU_PREPARED_STATEMENT);  /* more open than followed: for good */
 	}
 	uint32_t cols = le16(b + 5), params = le16(b + 7);
 	uint32_t n = params + cols;
@@ -1004,7 +1031,7 @@ static void my_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p
 	if (dir == PROTO_CLIENT_TO_SERVER) {
 		/* Before the handshake response we need its capability flags; afterwards only the
 		 * command byte. */
-		uint8_t cap = m->phase == PH_HANDSHAKE ? 4 : 1;
+		uint8_t cap = m->phase == PH_HANDSHAKE ? 4 : m->owned ? 5 : 1;
 		my_feed_dir(m, &m->c, m->c_pre, cap, false, p, n);
 	} else {
 		my_feed_dir(m, &m->s, m->s_pre, MY_PREFIX, true, p, n);
@@ -1252,7 +1279,8 @@ static bool my_can_migrate(const struct proto_state *st)
 {
 	const struct my_state *m = my_c(st);
 
-	return my_is_idle(st) && m->owned && m->stateful == MU_MOVABLE && !m->replay_ready && !m->reset_ready;
+	return my_is_idle(st) && m->owned && m->stateful == MU_MOVABLE && m->nstmts == 0 && !m->replay_ready &&
+	       !m->reset_ready;
 }
 
 /* One query in flight, sent at an idle point, nothing half-sent, nothing left on the server that
@@ -1262,7 +1290,8 @@ static bool my_retryable(const struct proto_state *st)
 	const struct my_state *m = my_c(st);
 
 	return !m->opaque && m->owned && m->phase == PH_COMMAND && m->q_len == 1 && m->resp == RS_NONE &&
-	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE && my_dir_quiet(&m->c) &&
+	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE && m->nstmts == 0 &&
+	       my_dir_quiet(&m->c) &&
 	       my_dir_quiet(&m->s);
 }
 
@@ -1273,7 +1302,8 @@ static bool my_inflight_lost(const struct proto_state *st, uint32_t *owed)
 {
 	const struct my_state *m = my_c(st);
 
-	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE || m->replay_ready ||
+	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE || m->nstmts != 0 ||
+	    m->replay_ready ||
 	    m->reset_ready || m->in_trans || m->scanning || m->q_len == 0 || m->resp != RS_NONE ||
 	    !my_dir_quiet(&m->c) || !my_dir_quiet(&m->s))
 		return false;
@@ -1299,6 +1329,8 @@ static const char *my_unmovable_reason(const struct proto_state *st)
 
 	if (m->opaque)
 		return "opaque";
+	if (m->stateful == MU_MOVABLE && m->nstmts > 0)
+		return my_unmovable_names[MU_PREPARED_STATEMENT];
 	return m->stateful != MU_MOVABLE && m->stateful < ARRAY_LEN(my_unmovable_names) ? my_unmovable_names[m->stateful]
 											 : NULL;
 }

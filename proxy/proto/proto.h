@@ -35,7 +35,7 @@ enum proto_refuse_step {
 
 /* Per-session tracker state: large enough for every protocol, kept inside the session. */
 struct proto_state {
-	uint64_t words[16];
+	uint64_t words[20];
 };
 
 struct proto_ops {

@@ -222,3 +222,47 @@ def test_a_mariadb_drill_costs_the_application_nothing(lab, tmp_path, auth, prom
         assert "migrated" in p.stdout and run["failover"]["new_writer"] == addr(target)
     finally:
         repair(lab, "mysql", target.name)
+
+
+class PsClient:
+    """tests/integration/ps_client.pl: MariaDB Connector/C with server-side prepared statements."""
+
+    def __init__(self, port):
+        import os
+        self.p = subprocess.Popen(["perl", os.path.join(os.path.dirname(__file__), "ps_client.pl"), str(port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "ok connected"
+
+    def do(self, cmd):
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(10)
+
+
+def test_prepared_statements_closed_move_and_open_ones_stay(lab, start_repoint, auth):
+    """COM_STMT_PREPARE through repoint's login (a real Connector/C client): a session whose statements are all
+    closed again (Go's driver prepares, executes and closes each query) moves at a switchover; one that keeps a
+    statement open is closed at its idle point and counted (its statement's id is the old server's)."""
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    closed, kept = PsClient(port), PsClient(port)
+    try:
+        assert closed.do("once") == "ok 42"
+        assert kept.do("keep") == "ok kept" and kept.do("exec") == "ok 42"
+        before = closed.do("id").split()
+        lab.switchover("mysql")
+        new = lab.primary("mysql")
+        rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+        after = closed.do("id").split()
+        assert after[0] == "ok" and after[2] == str(new.port) and after[1] != before[1], (before, after)
+        assert closed.do("once") == "ok 42"     # and prepares again on the new writer
+        assert kept.do("exec").startswith("error:")   # as with auth = passthrough: the connection was closed
+        m = rp.metrics()
+        assert 'repoint_sessions_unmovable_total{service="mysql",reason="prepared_statement"} 1' in m, m
+    finally:
+        closed.close()
+        kept.close()
