@@ -1999,6 +1999,36 @@ static void cancel_check(struct session *s, const uint8_t *p, size_t n)
 
 static void med_client_read(struct session *s);
 
+/* A KILL naming a session by the id repoint's greeting gave it (proto_ops.kill_request), alone in
+ * what the client sent at an idle point: rewritten to name that session's connection on its member
+ * now -- or nothing there (id 0: the server's own "unknown thread") when that session is not on
+ * this session's member. An id that is not repoint's goes as it is. session_io[0..n) in, its new
+ * length out. */
+static size_t kill_mapped(struct session *s, size_t n)
+{
+	const struct proto_ops *proto = s->host->proto;
+	uint8_t key[PROTO_KEY_MAX], member_key[PROTO_KEY_MAX] = {0};
+	size_t keylen = 0;
+	const struct session *t;
+	struct evbuffer *b;
+
+	if (!proto->is_idle(&s->ps) || proto->kill_request(session_io, n, key, &keylen) != n ||
+	    (t = s->host->ops->session_by_key(s->host, NULL, key, keylen)) == NULL || t->login == NULL)
+		return n;
+	if (!(t->member == s->member && t->logged_in && proto->login->member_key(t->login, key, keylen, member_key)))
+		memset(member_key, 0, sizeof(member_key));
+	if ((b = evbuffer_new()) == NULL)
+		return n;
+	proto->kill_rewrite(session_io, n, member_key, keylen, b);
+	size_t k = evbuffer_get_length(b);
+	if (k > 0 && k <= SESSION_READ_MAX) {
+		evbuffer_remove(b, session_io, k);
+		n = k;
+	}
+	evbuffer_free(b);
+	return n;
+}
+
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -2089,6 +2119,8 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->state == SESSION_ACTIVE && pool_donate(s, session_io, (size_t)r))
 		return;
+	if (s->state == SESSION_ACTIVE && s->login != NULL && proto->kill_request != NULL)
+		r = (ssize_t)kill_mapped(s, (size_t)r);
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 		client_bytes(s, session_io, (size_t)r);
 		if (s->relay_on)

@@ -28,6 +28,7 @@
 
 #include <event2/buffer.h>
 #include <stdalign.h>
+#include <stdio.h>
 #include <string.h>
 
 #define MY_MAX_PAYLOAD 0xFFFFFFu
@@ -150,6 +151,7 @@ struct my_state {
 	 * with any cannot move (their ids are the server's). More than MY_STMTS_MAX: never again. */
 	uint8_t nstmts;
 	uint32_t stmts[MY_STMTS_MAX];
+	uint32_t conn_id;    /* the greeting's connection id (owned: repoint's, session_key) */
 };
 
 _Static_assert(sizeof(struct my_state) <= sizeof(struct proto_state), "my_state must fit in proto_state");
@@ -925,6 +927,8 @@ static void my_greeting_byte(struct my_state *m, uint32_t pos, uint8_t b)
 		return;
 	}
 	uint32_t off = pos - m->greet_nul;
+	if (off >= 1 && off <= 4)
+		m->conn_id |= (uint32_t)b << (8 * (off - 1));
 	if (off == 14)
 		m->srv_caps |= b;
 	else if (off == 15)
@@ -1335,6 +1339,110 @@ static const char *my_unmovable_reason(const struct proto_state *st)
 											 : NULL;
 }
 
+/* With repoint's login, the connection id its greeting gave the client. */
+static bool my_session_key(const struct proto_state *st, uint8_t *key, size_t *keylen)
+{
+	const struct my_state *m = my_c(st);
+
+	if (!m->owned || m->opaque)
+		return false;
+	key[0] = (uint8_t)m->conn_id;
+	key[1] = (uint8_t)(m->conn_id >> 8);
+	key[2] = (uint8_t)(m->conn_id >> 16);
+	key[3] = (uint8_t)(m->conn_id >> 24);
+	*keylen = 4;
+	return true;
+}
+
+static bool kill_space(uint8_t c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The word w (upper case) at t[*i..n), case-insensitive, followed by a space: skipped. */
+static bool kill_word(const uint8_t *t, size_t n, size_t *i, const char *w)
+{
+	size_t k = strlen(w), j;
+
+	if (n - *i <= k)
+		return false;
+	for (j = 0; j < k; j++) {
+		uint8_t c = t[*i + j];
+		if ((c >= 'a' && c <= 'z' ? c - 32 : c) != (uint8_t)w[j])
+			return false;
+	}
+	if (!kill_space(t[*i + k]))
+		return false;
+	*i += k;
+	while (*i < n && kill_space(t[*i]))
+		(*i)++;
+	return true;
+}
+
+/* "KILL [QUERY|CONNECTION] <id>" (spaces around, a final ';'), alone in one COM_QUERY packet. *query
+ * (when not NULL): it kills the query only. */
+static size_t my_kill_parse(const uint8_t *p, size_t n, uint32_t *id, int *what)
+{
+	size_t len, i = 0;
+	uint64_t v = 0;
+
+	if (n < 5 || p[3] != 0 || p[4] != COM_QUERY || (len = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16) != n - 4)
+		return 0;
+	const uint8_t *t = p + 5;
+	size_t tn = n - 5;
+	while (i < tn && kill_space(t[i]))
+		i++;
+	if (!kill_word(t, tn, &i, "KILL"))
+		return 0;
+	*what = kill_word(t, tn, &i, "QUERY") ? 1 : kill_word(t, tn, &i, "CONNECTION") ? 2 : 0;
+	size_t d = i;
+	while (i < tn && t[i] >= '0' && t[i] <= '9' && i - d < 11)
+		v = v * 10 + (uint64_t)(t[i++] - '0');
+	if (i == d || v > UINT32_MAX)
+		return 0;
+	while (i < tn && kill_space(t[i]))
+		i++;
+	if (i < tn && t[i] == ';')
+		i++;
+	while (i < tn && kill_space(t[i]))
+		i++;
+	if (i != tn)
+		return 0;
+	*id = (uint32_t)v;
+	return n;
+}
+
+static size_t my_kill_request(const uint8_t *p, size_t n, uint8_t *key, size_t *keylen)
+{
+	uint32_t id;
+	int what;
+
+	if (my_kill_parse(p, n, &id, &what) != n)
+		return 0;
+	key[0] = (uint8_t)id;
+	key[1] = (uint8_t)(id >> 8);
+	key[2] = (uint8_t)(id >> 16);
+	key[3] = (uint8_t)(id >> 24);
+	*keylen = 4;
+	return n;
+}
+
+static void my_kill_rewrite(const uint8_t *p, size_t n, const uint8_t *key, size_t keylen, struct evbuffer *out)
+{
+	static const char *const words[] = {"KILL ", "KILL QUERY ", "KILL CONNECTION "};
+	uint32_t id, target;
+	int what = 0;
+	char text[48];
+
+	if (my_kill_parse(p, n, &id, &what) != n || keylen != 4)
+		return;
+	target = le32(key);
+	int k = snprintf(text, sizeof(text), "%s%u", words[what], target);
+	uint8_t h[5] = {(uint8_t)(k + 1), 0, 0, 0, COM_QUERY};
+	evbuffer_add(out, h, sizeof(h));
+	evbuffer_add(out, text, (size_t)k);
+}
+
 static int my_replayable(struct proto_state *st)
 {
 	struct my_state *m = my(st);
@@ -1353,6 +1461,9 @@ const struct proto_ops proto_mysql = {
 	.replayable = my_replayable,
 	.inflight_lost = my_inflight_lost,
 	.outcome_unknown = my_outcome_unknown,
+	.session_key = my_session_key,
+	.kill_request = my_kill_request,
+	.kill_rewrite = my_kill_rewrite,
 	.name = "mysql",
 	.init = my_init,
 	.feed = my_feed,

@@ -65,6 +65,8 @@ struct proto_login {
 	uint8_t challenge[MYSQL_NATIVE_LEN];         /* repoint's, to the client */
 	uint8_t member_challenge[MYSQL_NATIVE_LEN];  /* the member's */
 	uint32_t member_caps;        /* ... its capabilities */
+	uint32_t member_id;          /* ... its connection id for this session */
+	uint32_t client_id;          /* the connection id repoint's greeting gave the client */
 	uint32_t tls_caps;           /* what repoint's TLS request said (0: none on this connection) */
 	enum front_state front;
 	enum back_state back;
@@ -159,6 +161,13 @@ static struct proto_login *mll_new(enum client_auth how, struct auth_users *user
 	}
 	for (size_t i = 0; i < sizeof(l->challenge); i++)
 		l->challenge[i] = (uint8_t)(0x21 + l->challenge[i] % 94);
+	/* The client's connection id: repoint's, so that a KILL naming it reaches the session wherever
+	 * it moved (proto_ops.kill_request); random in 2^30..2^31, far above any server's own ids. */
+	if (RAND_bytes((uint8_t *)&l->client_id, sizeof(l->client_id)) != 1) {
+		mll_free(l);
+		return NULL;
+	}
+	l->client_id = 0x40000000u | (l->client_id & 0x3FFFFFFFu);
 	l->front = FRONT_WAIT;
 	return l;
 }
@@ -426,6 +435,7 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	memcpy(l->member_challenge, g + off + 4, 8);
 	memcpy(l->member_challenge + 8, g + off + 31, 12);
 	l->member_caps = caps;
+	l->member_id = (uint32_t)g[off] | (uint32_t)g[off + 1] << 8 | (uint32_t)g[off + 2] << 16 | (uint32_t)g[off + 3] << 24;
 	l->tls_caps = 0;
 	if (l->greeted)
 		return true;
@@ -448,6 +458,10 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	q[off + 18] = (uint8_t)(caps >> 16);
 	q[off + 19] = (uint8_t)(caps >> 24);
 	q[off + 20] = MYSQL_NATIVE_LEN + 1;
+	q[off] = (uint8_t)l->client_id;
+	q[off + 1] = (uint8_t)(l->client_id >> 8);
+	q[off + 2] = (uint8_t)(l->client_id >> 16);
+	q[off + 3] = (uint8_t)(l->client_id >> 24);
 	memcpy(q + off + 31, l->challenge + 8, 12);
 	q[off + 43] = 0;
 	memcpy(q + off + 44, native, sizeof(native));
@@ -705,13 +719,17 @@ static void mll_track_idle(const struct proto_login *l, struct proto_state *st)
 	mysql_track_owned(st);
 }
 
+/* The member's connection id for the client's (repoint's) one (a KILL's, proto_ops.kill_request). */
 static bool mll_member_key(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key)
 {
-	(void)l;
-	(void)key;
-	(void)keylen;
-	(void)member_key;
-	return false;  /* MySQL cancels with KILL QUERY on another connection, not with a key */
+	if (keylen != 4 || ((uint32_t)key[0] | (uint32_t)key[1] << 8 | (uint32_t)key[2] << 16 | (uint32_t)key[3] << 24) !=
+				   l->client_id)
+		return false;
+	member_key[0] = (uint8_t)l->member_id;
+	member_key[1] = (uint8_t)(l->member_id >> 8);
+	member_key[2] = (uint8_t)(l->member_id >> 16);
+	member_key[3] = (uint8_t)(l->member_id >> 24);
+	return true;
 }
 
 static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n)

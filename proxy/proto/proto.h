@@ -83,6 +83,14 @@ struct proto_ops {
 	 * session_key: the key the server gave this session (BackendKeyData); false when none yet. */
 	size_t (*cancel_request)(const uint8_t *p, size_t n, uint8_t *key, size_t *keylen);
 	bool (*session_key)(const struct proto_state *st, uint8_t *key, size_t *keylen);
+	/* Cancelling by a request on another session (optional; MySQL: KILL [QUERY|CONNECTION] id,
+	 * which clients -- the mysql CLI's Ctrl-C, Connector/J's timeouts -- send with the id the
+	 * greeting gave them). With repoint's login that id is repoint's (session_key), so that it names
+	 * the session wherever it moved: kill_request gives the length of such a request alone and whole
+	 * in p[0..n) (0 when p is not one) and the id it names (key); kill_rewrite appends the same
+	 * request naming `key` (the member's id for that session) instead. */
+	size_t (*kill_request)(const uint8_t *p, size_t n, uint8_t *key, size_t *keylen);
+	void (*kill_rewrite)(const uint8_t *p, size_t n, const uint8_t *key, size_t keylen, struct evbuffer *out);
 
 	/* Connection start (optional): a server that is shutting down or not yet accepting answers a
 	 * new session with an error before authentication (Postgres 57P01/57P03, MySQL 1053). Nothing

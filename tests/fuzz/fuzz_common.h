@@ -62,6 +62,30 @@ static inline void fuzz_table_functions(const struct proto_ops *ops, const uint8
 		FUZZ_CHECK(k == PROTO_MORE || k <= n);
 		FUZZ_CHECK(k == 0 || k == PROTO_MORE || keylen <= PROTO_KEY_MAX);
 	}
+	if (ops->kill_request != NULL) {
+		/* A KILL naming a session, in an exactly sized copy; rewritten with another id. */
+		uint8_t *copy = malloc(n > 0 ? n : 1);
+		if (copy != NULL) {
+			memcpy(copy, p, n);
+			k = ops->kill_request(copy, n, key, &keylen);
+			FUZZ_CHECK(k == 0 || (k == n && keylen <= PROTO_KEY_MAX));
+			if (k == n) {
+				struct evbuffer *b = evbuffer_new();
+				if (b != NULL) {
+					ops->kill_rewrite(copy, n, key, keylen, b);
+					size_t blen = evbuffer_get_length(b);
+					uint8_t *again = malloc(blen > 0 ? blen : 1);
+					if (again != NULL) {
+						evbuffer_copyout(b, again, blen);
+						FUZZ_CHECK(ops->kill_request(again, blen, key, &keylen) == blen);
+						free(again);
+					}
+					evbuffer_free(b);
+				}
+			}
+			free(copy);
+		}
+	}
 	if (ops->upgrade != NULL) {
 		/* A member's greeting, a client's hello: one complete packet each, copied to a buffer of
 		 * exactly its size (so that a read past it is caught); then renumbering both ways. */

@@ -44,8 +44,8 @@ def test_repoint_greets_checks_the_password_and_logs_in(lab, start_repoint, auth
         assert row is None or row == ("test", "auth-test")
         cur.execute("SELECT DATABASE()")
         assert cur.fetchone() == ("test",)
-    # The greeting is repoint's (its own challenge) but the member's version and connection id.
-    assert "MariaDB" in c.get_server_info() and c.thread_id() == cid
+    # The greeting is repoint's (its own challenge and connection id) with the member's version.
+    assert "MariaDB" in c.get_server_info() and c.thread_id() != cid and c.thread_id() >= 1 << 30
     c.close()
     # A wrong password, an unknown user: MySQL's own refusal, from repoint, and counted; nothing reached a member.
     for user, pw in (("test", "wrong"), ("nobody", "test"), ("test", "")):
@@ -142,6 +142,7 @@ def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(la
     old = lab.primary("mysql")
     target = next(n for n in lab.nodes("mysql") if n.name != old.name and n.alive())
     idle = [engine.connect(port) for _ in range(3)]
+    engine.setup(idle[0])
     for c in idle:
         assert conn_id(c)[1] == old.port
     victim = engine.connect(port)
@@ -266,3 +267,61 @@ def test_prepared_statements_closed_move_and_open_ones_stay(lab, start_repoint, 
     finally:
         closed.close()
         kept.close()
+
+
+def test_kill_query_by_the_greetings_id_reaches_the_session_wherever_it_moved(lab, start_repoint, auth):
+    """Clients cancel with KILL QUERY <the id the greeting gave them> on another connection (the mysql CLI's
+    Ctrl-C, Connector/J's query timeouts). That id is repoint's, so it names the session after a move too:
+    repoint sends the member the session's connection id there. Without the mapping a stale id could name
+    another session on the new writer."""
+    import threading
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    engine = ENGINES["mysql"]
+    victim, killer = engine.connect(port), engine.connect(port)
+
+    def cancelled_after_kill():
+        box = {}
+
+        def run():
+            t = time.time()
+            try:
+                with victim.cursor() as cur:
+                    cur.execute("SELECT SLEEP(20)")
+                    box["value"] = cur.fetchone()[0]
+            except pymysql.err.OperationalError as e:
+                box["error"] = e.args[0]
+            box["took"] = time.time() - t
+        th = threading.Thread(target=run)
+        th.start()
+        wait_for(lambda: any("SLEEP(20)" in (r[7] or "") for r in processlist()), 10, what="the query to run")
+        with killer.cursor() as cur:
+            cur.execute("KILL QUERY %d" % victim.thread_id())
+        th.join(30)
+        return box
+
+    def processlist():
+        direct = engine.connect_node(lab.primary("mysql"))
+        try:
+            with direct.cursor() as cur:
+                cur.execute("SHOW FULL PROCESSLIST")
+                return cur.fetchall()
+        finally:
+            engine.close(direct)
+
+    box = cancelled_after_kill()
+    # MariaDB answers an interrupted SLEEP with 1 (or error 1317); either way, at once.
+    assert box["took"] < 10 and (box.get("value") == 1 or box.get("error") == 1317), box
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    assert conn_id(victim)[1] == new.port and conn_id(killer)[1] == new.port
+    box = cancelled_after_kill()
+    assert box["took"] < 10 and (box.get("value") == 1 or box.get("error") == 1317), box
+    # An id that is not repoint's goes to the member as it is: the server's own answer.
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        with killer.cursor() as cur:
+            cur.execute("KILL QUERY 999999")
+    assert e.value.args[0] == 1094
+    engine.close(victim)
+    engine.close(killer)

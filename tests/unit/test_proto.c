@@ -1794,9 +1794,56 @@ START_TEST(test_my_session_state)
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x03SELECT 1", 13);
 	ck_assert(!proto_mysql.inflight_lost(&ps, &owed));  /* a transaction was open: lost with it */
+	/* KILL [QUERY|CONNECTION] n, alone: the id it names, and the same request naming another. */
+	static const struct {
+		const char *q;
+		uint32_t id;
+		const char *rewritten;   /* with id 7 */
+	} kills[] = {
+		{"KILL QUERY 1073741999", 1073741999, "KILL QUERY 7"},
+		{"  kill 42 ;", 42, "KILL 7"},
+		{"Kill Connection\t5\n", 5, "KILL CONNECTION 7"},
+		{"KILL QUERY 42; SELECT 1", 0, NULL},
+		{"KILL QUERY ID 42", 0, NULL},
+		{"KILL QUERY 4294967296", 0, NULL},
+		{"KILLQUERY 4", 0, NULL},
+		{"SELECT 1", 0, NULL},
+	};
+	for (size_t i = 0; i < sizeof(kills) / sizeof(kills[0]); i++) {
+		uint8_t pkt[64], key[PROTO_KEY_MAX];
+		size_t n = strlen(kills[i].q), klen = 0;
+		pkt[0] = (uint8_t)(n + 1);
+		pkt[1] = pkt[2] = pkt[3] = 0;
+		pkt[4] = 0x03;
+		memcpy(pkt + 5, kills[i].q, n);
+		size_t k = proto_mysql.kill_request(pkt, n + 5, key, &klen);
+		ck_assert_msg(k == (kills[i].rewritten ? n + 5 : 0), "%s", kills[i].q);
+		if (k == 0)
+			continue;
+		ck_assert_uint_eq(klen, 4);
+		ck_assert_uint_eq((uint32_t)key[0] | (uint32_t)key[1] << 8 | (uint32_t)key[2] << 16 | (uint32_t)key[3] << 24,
+				  kills[i].id);
+		struct evbuffer *b = evbuffer_new();
+		proto_mysql.kill_rewrite(pkt, n + 5, (const uint8_t *)"\x07\x00\x00\x00", 4, b);
+		const uint8_t *w = evbuffer_pullup(b, -1);
+		size_t wn = strlen(kills[i].rewritten);
+		ck_assert_uint_eq(evbuffer_get_length(b), wn + 5);
+		ck_assert(w[0] == wn + 1 && w[3] == 0 && w[4] == 0x03 && memcmp(w + 5, kills[i].rewritten, wn) == 0);
+		evbuffer_free(b);
+	}
+	/* The session's key is the greeting's connection id, with repoint's login only. */
+	uint8_t skey[PROTO_KEY_MAX];
+	size_t sklen = 0;
+	lo->track_idle(l, &ps);
+	ck_assert(proto_mysql.session_key(&ps, skey, &sklen) && sklen == 4 && (skey[3] & 0xC0) == 0x40);
+	uint8_t mk[PROTO_KEY_MAX];
+	ck_assert(lo->member_key(l, skey, 4, mk) && memcmp(mk, "\r\x00\x00\x00", 4) == 0);  /* the member's id, 13 */
+	skey[0] ^= 1;
+	ck_assert(!lo->member_key(l, skey, 4, mk));
 	/* Without repoint's login the tracker reads no text: nothing is movable. */
 	proto_mysql.init(&ps);
 	ck_assert(!proto_mysql.can_migrate(&ps));
+	ck_assert(!proto_mysql.session_key(&ps, skey, &sklen));
 	lo->destroy(l);
 	auth_users_unref(users);
 	evbuffer_free(in);
