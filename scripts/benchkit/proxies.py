@@ -72,7 +72,8 @@ class Repoint(Proc):
         """overrides: passed to Lab.write_config, e.g. redis={"multiplex": "on"} for one service. The
         redis service says `multiplex = off` unless told otherwise (Redis multiplexes by default): the
         "repoint" path is one server connection per client, "repoint-mux" the shared one. The postgres
-        service has auth = repoint (client_auth = trust on loopback; pool_size's default of 20)."""
+        service has auth = repoint (client_auth = trust on loopback; pool_size's default of 20), the
+        mysql one too (mysql_native_password against the lab's hash)."""
         if name:
             self.name = name
         overrides = dict(overrides)
@@ -83,7 +84,14 @@ class Repoint(Proc):
         overrides["postgres"] = dict(overrides.get("postgres") or {})
         overrides["postgres"].setdefault("auth", "repoint")
         overrides["postgres"].setdefault("client_auth", "trust")
+        # MariaDB likewise: repoint checks the clients' mysql_native_password answers against the hash
+        # the lab's mysql.user keeps, and logs in to the members itself.
         self.cfg = os.path.join(workdir, "repoint-%s.ini" % tag)
+        if "mysql" in engines:
+            overrides["mysql"] = dict(overrides.get("mysql") or {})
+            if "auth" not in overrides["mysql"]:
+                overrides["mysql"]["auth"] = "repoint"
+                overrides["mysql"]["auth_file"] = lab.mysql_auth_file(os.path.join(workdir, "mysql-users-%s.txt" % tag))
         self.admin = free_port()
         self.ports = lab.write_config(self.cfg, admin="127.0.0.1:%d" % self.admin, engines=engines,
                                       log_level="warn", probe_interval=interval, max_clients=max_clients,
