@@ -325,3 +325,62 @@ def test_kill_query_by_the_greetings_id_reaches_the_session_wherever_it_moved(la
     assert e.value.args[0] == 1094
     engine.close(victim)
     engine.close(killer)
+
+
+def test_sessions_with_autocommit_off_move_between_transactions(lab, start_repoint, auth):
+    """pymysql's default (autocommit off: it sends SET AUTOCOMMIT = 0, which moves with the session), writing in
+    explicit transactions (INSERT, COMMIT) through a switchover: no error, every committed write on the new writer."""
+    import threading
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    engine = ENGINES["mysql"]
+    c = engine.connect(port)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS tx_w (w INT, n INT, PRIMARY KEY (w, n))")
+        cur.execute("DELETE FROM tx_w")
+    engine.close(c)
+    stop, errors, done = threading.Event(), [], []
+
+    def writer(w):
+        conn = pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", database="test",
+                               connect_timeout=10)   # autocommit off
+        n = 0
+        while not stop.is_set():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO tx_w VALUES (%s, %s)", (w, n))
+                conn.commit()
+                done.append((w, n))
+            except pymysql.Error as e:
+                errors.append(str(e))
+                try:
+                    conn.rollback()
+                except pymysql.Error:
+                    pass
+            n += 1
+            time.sleep(0.005)
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@autocommit")
+            assert cur.fetchone()[0] == 0
+        conn.close()
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(done) > 40, 20, what="writes before the switchover")
+        lab.switchover("mysql")
+        new = lab.primary("mysql")
+        rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+        before = len(done)
+        wait_for(lambda: len(done) > before + 80, 30, what="writes after the switchover")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    direct = engine.connect_node(new)
+    with direct.cursor() as cur:
+        cur.execute("SELECT w, n FROM tx_w")
+        rows = set(cur.fetchall())
+    engine.close(direct)
+    assert set(done) <= rows
