@@ -369,8 +369,13 @@ static enum proto_login_step mll_front(struct proto_login *l, struct evbuffer *i
 		return PROTO_LOGIN_DONE;
 	if (l->front == FRONT_FAILED)
 		return PROTO_LOGIN_FAIL;
-	if (l->front == FRONT_WAIT)
-		return PROTO_LOGIN_MORE;  /* the client speaks once it has the greeting */
+	if (l->front == FRONT_WAIT) {
+		/* The client speaks once it has the greeting: what it sends before is kept, within a
+		 * packet's bound (a client that talks on is refused). */
+		if (evbuffer_get_length(in) > 4 + ML_PACKET_MAX)
+			return front_fail(l, out, 1043, "08S01", "Bad handshake (bytes before the server's greeting)");
+		return PROTO_LOGIN_MORE;
+	}
 	if ((r = take_packet(in, &p, &n, &seq)) == 0)
 		return PROTO_LOGIN_MORE;
 	if (r < 0)

@@ -1656,6 +1656,21 @@ START_TEST(test_mysql_login_refusals)
 	ck_assert_uint_eq(evbuffer_get_length(up), 0);
 	evbuffer_drain(out, evbuffer_get_length(out));
 	lo->destroy(l);
+	/* A client that talks before the greeting is kept waiting within a packet's bound, then refused. */
+	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	{
+		static uint8_t junk[16384];
+		for (int i = 0; i < 4; i++) {
+			evbuffer_add(in, junk, sizeof(junk));
+			ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_MORE);
+		}
+		evbuffer_add(in, junk, 8);
+		ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_FAIL);
+		ck_assert_uint_eq(evbuffer_pullup(out, -1)[4], 0xFF);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		evbuffer_drain(out, evbuffer_get_length(out));
+	}
+	lo->destroy(l);
 	/* An ERR in place of the greeting (shutting down) goes to the client as it is: the session starts again elsewhere. */
 	l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
 	lo->back_start(l, up, NULL, false);
