@@ -1284,10 +1284,10 @@ static void check_service(struct parser *p, size_t idx)
 			add_error(p, cauth->line ? cauth->line : afile->line, "%s: only with auth = repoint",
 				  cauth->line ? "client_auth" : "auth_file");
 		const struct key_seen *psize = &st->seen[key_index(SECTION_SERVICE, "pool_size")];
-		if (psize->line && svc->pool_size > 0 && (!own || (protocol->valid && svc->protocol != PROTOCOL_POSTGRES)))
-			add_error(p, psize->line, "pool_size: server connections are kept for postgres services with "
-						  "auth = repoint (repoint logs them in, so any client of the same start can "
-						  "take one)");
+		if (psize->line && svc->pool_size > 0 && (!own || redis))
+			add_error(p, psize->line, "pool_size: server connections are kept for postgres and mysql services "
+						  "with auth = repoint (repoint logs them in, so any client of the same start "
+						  "can take one)");
 		const struct key_seen *ires = &st->seen[key_index(SECTION_SERVICE, "iam_resource")];
 		if (ires->line && protocol->valid && !redis)
 			add_error(p, ires->line, "iam_resource: names an ElastiCache or MemoryDB resource (redis services), "

@@ -1164,6 +1164,18 @@ static bool service_pool_take(struct service *svc, int member, const uint8_t *st
 	return false;
 }
 
+static bool service_pool_params(struct service *svc, int member, struct evbuffer *params)
+{
+	struct pooled *e;
+
+	if (member < 0 || member >= svc->nmembers)
+		return false;
+	TAILQ_FOREACH_REVERSE(e, &svc->members[member]->pool, pool_list, link)
+		if (!e->resetting && e->p.params != NULL)
+			return evbuffer_add(params, evbuffer_pullup(e->p.params, -1), evbuffer_get_length(e->p.params)) == 0;
+	return false;
+}
+
 static void member_free(struct member *m)
 {
 	if (m == NULL)
@@ -2540,6 +2552,11 @@ static bool host_pool_put(struct session_host *h, int member, const uint8_t *sta
 	return service_pool_put(host_svc(h), member, startup, n, p);
 }
 
+static bool host_pool_params(struct session_host *h, int member, struct evbuffer *params)
+{
+	return service_pool_params(host_svc(h), member, params);
+}
+
 static bool host_pool_take(struct session_host *h, int member, const uint8_t *startup, size_t n,
 			   struct session_pooled *out)
 {
@@ -2650,6 +2667,7 @@ static const struct session_host_ops host_ops = {
 	.member_password = host_member_password,
 	.pool_put = host_pool_put,
 	.pool_take = host_pool_take,
+	.pool_params = host_pool_params,
 	.listen_tls_mode = host_listen_tls_mode,
 	.shared = host_shared,
 	.session_by_key = host_session_by_key,

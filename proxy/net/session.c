@@ -1427,11 +1427,11 @@ static void login_front(struct session *s)
 			session_destroy(s);
 			return;
 		}
-		if (!s->host->proto->login->member_first)
-			route(s);
+		if (!s->host->proto->login->member_first || s->member < 0)
+			route(s);  /* (member_first: greeted from a kept connection, or its member was lost) */
 		else if (s->logging_in)
 			login_back_step(s);  /* the member waits for repoint's answer to its greeting */
-		/* (else the next member's greeting, when it comes, finds the client authenticated) */
+		/* (else the member's greeting, when it comes, finds the client authenticated) */
 		return;
 	}
 }
@@ -2917,10 +2917,12 @@ static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 	const uint8_t *startup;
 	size_t len;
 
-	if (n != 5 || memcmp(p, "X\0\0\0\4", 5) != 0 || s->login == NULL || !s->logged_in || s->state != SESSION_ACTIVE ||
-	    s->host->ops->pool_put == NULL || s->unmovable || s->confirming || s->term_held || s->med != 0)
+	if (s->login == NULL || !s->logged_in || s->state != SESSION_ACTIVE || s->host->ops->pool_put == NULL ||
+	    s->unmovable || s->confirming || s->term_held || s->med != 0)
 		return false;
 	lo = s->host->proto->login;
+	if (lo->goodbye == NULL || !lo->goodbye(p, n))
+		return false;
 	/* Clean (nothing set), or idle outside a transaction with something set: then reset first. */
 	bool clean = lo->poolable != NULL && lo->poolable(s->login) && can_migrate(s);
 	if (lo->poolable == NULL || (!clean && (lo->reset_request == NULL || !s->host->proto->is_idle(&s->ps) ||
@@ -2945,6 +2947,24 @@ static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 	s->host->counters.pooled++;
 	session_destroy(s);
 	return true;
+}
+
+/* A member that speaks first, and a kept connection to the writer: the client is greeted from that
+ * connection's greeting (proto_login_ops.greet) without connecting. False when there is none. */
+static bool pool_greet(struct session *s)
+{
+	const struct proto_login_ops *lo = s->host->proto->login;
+	struct evbuffer *b;
+	int member;
+	bool ok = false;
+
+	if (lo->greet == NULL || s->host->ops->pool_params == NULL || (member = s->host->ops->pick(s->host)) < 0 ||
+	    (b = evbuffer_new()) == NULL)
+		return false;
+	if (s->host->ops->pool_params(s->host, member, b))
+		ok = lo->greet(s->login, evbuffer_pullup(b, -1), evbuffer_get_length(b), s->client.out);
+	evbuffer_free(b);
+	return ok && side_flush(&s->client);
 }
 
 static bool route(struct session *s)
@@ -3078,6 +3098,12 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 		} else if (client_tls_begin(s)) {
 			return NULL;
 		}
+	}
+	if (s->login != NULL && svc->proto->login->member_first && pool_greet(s)) {
+		/* Greeted from a kept connection: one is taken (or a member connected to) once the
+		 * client is authenticated (login_front); hold_timeout bounds the wait. */
+		arm_timer(s, svc->cfg->hold_timeout_ms);
+		return s;
 	}
 	if (s->login != NULL && !svc->proto->login->member_first) {
 		/* A writer is needed once the client is authenticated (login_front); hold_timeout bounds

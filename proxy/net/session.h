@@ -110,6 +110,8 @@ struct session_host_ops {
 	 * one back (true: *out filled, the caller owns it now). */
 	bool (*pool_put)(struct session_host *h, int member, const uint8_t *startup, size_t n, struct session_pooled *p);
 	bool (*pool_take)(struct session_host *h, int member, const uint8_t *startup, size_t n, struct session_pooled *out);
+	/* ... the params of one kept for `member` (any start), appended to `params`: false when none. */
+	bool (*pool_params)(struct session_host *h, int member, struct evbuffer *params);
 	/* ... and the member refused it (`why`: its error): said, counted, the secret looked at again. */
 	void (*member_login_refused)(struct session_host *h, int member, const char *why);
 	/* multiplex: the shared connection to `member` (may still be connecting), or NULL for now */

@@ -86,6 +86,10 @@ struct proto_login {
 	size_t attrs_len;
 	uint8_t hello_seq;
 	struct evbuffer *replay;     /* SET / USE / COM_INIT_DB packets to send again after a later login */
+	uint8_t *member_greeting;    /* the member's greeting (payload), which goes with its connection when kept */
+	size_t member_greeting_len;
+	uint8_t key[4 + 1 + 128 + 256 + 2];  /* the pool's key: capabilities, character set, user, database */
+	size_t key_len;
 	uint32_t replay_count, replay_left;
 };
 
@@ -185,6 +189,7 @@ static void mll_free(struct proto_login *l)
 	if (l->replay != NULL)
 		evbuffer_free(l->replay);
 	free(l->greeting);
+	free(l->member_greeting);
 	free(l->db);
 	free(l->attrs);
 	auth_secret_free(l->cred.password);
@@ -337,6 +342,19 @@ static enum proto_login_step front_hello(struct proto_login *l, const uint8_t *p
 		l->attrs_len = k + (size_t)v;
 		memcpy(l->attrs, p + off, l->attrs_len);
 	}
+	/* The pool's key: what the member's session starts as (the attributes are the client's own). */
+	uint32_t kc = l->caps & ~(CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION | CLIENT_SSL_VERIFY_SERVER_CERT);
+	size_t ulen = strlen(l->user) + 1;
+	memcpy(l->key, &kc, 4);
+	l->key[4] = l->fixed[8];
+	memcpy(l->key + 5, l->user, ulen);
+	l->key_len = 5 + ulen;
+	if (l->db != NULL && l->db_len <= 256) {
+		memcpy(l->key + l->key_len, l->db, l->db_len);
+		l->key_len += l->db_len;
+	} else {
+		l->key[l->key_len++] = 0;
+	}
 	const struct auth_user *u = auth_users_find(l->users, l->user);
 	if (u != NULL) {
 		l->cred = *u;
@@ -439,6 +457,10 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	}
 	memcpy(l->member_challenge, g + off + 4, 8);
 	memcpy(l->member_challenge + 8, g + off + 31, 12);
+	free(l->member_greeting);
+	if ((l->member_greeting = malloc(n)) != NULL)
+		memcpy(l->member_greeting, g, n);
+	l->member_greeting_len = l->member_greeting != NULL ? n : 0;
 	l->member_caps = caps;
 	l->member_id = (uint32_t)g[off] | (uint32_t)g[off + 1] << 8 | (uint32_t)g[off + 2] << 16 | (uint32_t)g[off + 3] << 24;
 	l->tls_caps = 0;
@@ -757,6 +779,65 @@ static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	return false;
 }
 
+/* --- server connections kept for the next client (pool_size) --- */
+
+static bool mll_goodbye(const uint8_t *p, size_t n)
+{
+	return n == 5 && memcmp(p, "\x01\x00\x00\x00\x01", 5) == 0;  /* COM_QUIT */
+}
+
+/* Logged in, and nothing kept to send again (no SET, USE): the connection is as a new login leaves
+ * it (the tracker says the rest: no statement, nothing else set). */
+static bool mll_poolable(const struct proto_login *l)
+{
+	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->member_greeting != NULL && l->key_len > 0;
+}
+
+static const uint8_t *mll_startup(const struct proto_login *l, size_t *n)
+{
+	*n = l->key_len;
+	return l->key_len > 0 ? l->key : NULL;
+}
+
+/* What goes with a kept connection: the member's greeting, and its connection id. */
+static bool mll_hand_over(const struct proto_login *l, struct evbuffer *params, uint8_t *member_key, bool *has_key)
+{
+	member_key[0] = (uint8_t)l->member_id;
+	member_key[1] = (uint8_t)(l->member_id >> 8);
+	member_key[2] = (uint8_t)(l->member_id >> 16);
+	member_key[3] = (uint8_t)(l->member_id >> 24);
+	*has_key = true;
+	return evbuffer_add(params, l->member_greeting, l->member_greeting_len) == 0;
+}
+
+/* The client greeted from a kept connection's greeting, without a member connection. */
+static bool mll_greet(struct proto_login *l, const uint8_t *params, size_t n, struct evbuffer *to_client)
+{
+	char err[200];
+
+	if (l->greeted || l->front != FRONT_WAIT)
+		return false;
+	return back_greeting(l, params, n, to_client, err, sizeof(err));
+}
+
+/* A new client's login ends on a kept connection: it is told it is in (the OK a login ends with). */
+static void mll_adopt(struct proto_login *l, const uint8_t *params, size_t n, const uint8_t *member_key, bool has_key,
+		      struct evbuffer *to_client)
+{
+	static const uint8_t ok[] = {0, 0, 0, 2, 0, 0, 0};  /* OK: no rows, no id, autocommit, no warnings */
+
+	free(l->member_greeting);
+	if ((l->member_greeting = malloc(n > 0 ? n : 1)) != NULL)
+		memcpy(l->member_greeting, params, n);
+	l->member_greeting_len = l->member_greeting != NULL ? n : 0;
+	if (has_key)
+		l->member_id = (uint32_t)member_key[0] | (uint32_t)member_key[1] << 8 | (uint32_t)member_key[2] << 16 |
+			       (uint32_t)member_key[3] << 24;
+	add_packet(to_client, l->cseq, ok, sizeof(ok));
+	l->told = true;
+	l->back = BACK_DONE;
+}
+
 static void mll_set_member_password(struct proto_login *l, const char *member_password)
 {
 	member_pw_forget(l);
@@ -773,6 +854,12 @@ static void mll_offer_tls(struct proto_login *l, bool required)
 
 const struct proto_login_ops mysql_login_ops = {
 	.offer_tls = mll_offer_tls,
+	.goodbye = mll_goodbye,
+	.greet = mll_greet,
+	.poolable = mll_poolable,
+	.startup = mll_startup,
+	.hand_over = mll_hand_over,
+	.adopt = mll_adopt,
 	.set_member_password = mll_set_member_password,
 	.member_first = true,
 	.create = mll_new,

@@ -851,6 +851,12 @@ static bool pgl_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	return false;
 }
 
+/* Terminate, alone. */
+static bool pgl_goodbye(const uint8_t *p, size_t n)
+{
+	return n == 5 && memcmp(p, "X\0\0\0\4", 5) == 0;
+}
+
 static bool pgl_poolable(const struct proto_login *l)
 {
 	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->nstmts == 0;
@@ -947,6 +953,7 @@ const struct proto_login_ops pg_login_ops = {
 	.member_key = pgl_member_key,
 	.replay = pgl_replay,
 	.poolable = pgl_poolable,
+	.goodbye = pgl_goodbye,
 	.startup = pgl_startup,
 	.hand_over = pgl_hand_over,
 	.adopt = pgl_adopt,

@@ -222,9 +222,16 @@ struct proto_login_ops {
 	 * front says PROTO_LOGIN_TLS once the client's TLS request is read (nothing past it), and goes on
 	 * with what the client sends through the handshake; required: a client without TLS is refused. */
 	void (*offer_tls)(struct proto_login *l, bool required);
+	/* goodbye: p[0..n), all one read returned, is the client's request to end its session
+	 * (Terminate, COM_QUIT): where a clean session leaves its connection to the pool.
+	 * greet (member_first): the client greeted from a kept connection's params (the member's own
+	 * greeting) without a member connection; false when they are not one. */
+	bool (*goodbye)(const uint8_t *p, size_t n);
+	bool (*greet)(struct proto_login *l, const uint8_t *params, size_t n, struct evbuffer *to_client);
 	/* A connection whose session set something is reset before it is kept: reset_request is what
 	 * to send it (DISCARD ALL); reset_answer reads the server's answer in p[0..n): 1 reset (and
-	 * ready), 0 more to come, -1 not so (the connection is not kept). */
+	 * ready), 0 more to come, -1 not so (the connection is not kept). NULL: such a connection is
+	 * not kept (MySQL: COM_RESET_CONNECTION keeps the database a USE chose). */
 	const uint8_t *(*reset_request)(size_t *n);
 	int (*reset_answer)(const uint8_t *p, size_t n);
 };

@@ -384,3 +384,49 @@ def test_sessions_with_autocommit_off_move_between_transactions(lab, start_repoi
         rows = set(cur.fetchall())
     engine.close(direct)
     assert set(done) <= rows
+
+
+def test_pool_keeps_server_connections_for_the_next_client(lab, start_repoint, auth):
+    """A client that says goodbye (COM_QUIT) at an idle point, having set nothing, leaves its logged-in server
+    connection to the next client of the same start: that client is greeted from the kept connection's greeting
+    and told it is in without a login to the member (its own password checked by repoint as always). A session
+    that set something (a SET is sent again after every login) is not kept."""
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    engine = ENGINES["mysql"]
+    ids = set()
+    for _ in range(10):
+        c = engine.connect(port)
+        ids.add(conn_id(c)[0])
+        engine.close(c)
+    assert len(ids) == 1, ids                      # one member connection served all ten clients
+    counters = rp.service("mysql")["counters"]
+    assert counters["pool_reused"] >= 9 and counters["pooled"] >= 10, counters
+    # A wrong password on a kept connection's greeting: refused by repoint, the connection still kept.
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        pymysql.connect(host="127.0.0.1", port=port, user="test", password="wrong", connect_timeout=10)
+    assert e.value.args[0] == 1045
+    # Another start (another database) gets a connection of its own; a KILL by the greeting's id reaches it.
+    other = pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", database="mysql",
+                            autocommit=True, connect_timeout=10)
+    assert conn_id(other)[0] not in ids
+    engine.close(other)
+    # A session that set something leaves with its connection.
+    c = engine.connect(port)
+    first = conn_id(c)[0]
+    with c.cursor() as cur:
+        cur.execute("SET sql_mode = 'ANSI_QUOTES'")
+    engine.close(c)
+    c = engine.connect(port)
+    assert conn_id(c)[0] != first
+    with c.cursor() as cur:
+        cur.execute("SELECT @@sql_mode")
+        assert "ANSI_QUOTES" not in cur.fetchone()[0]
+    engine.close(c)
+    # At a failover the old writer's kept connections are dropped: the next client is on the new writer.
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    c = engine.connect(port)
+    assert conn_id(c)[1] == new.port
+    engine.close(c)
