@@ -1688,6 +1688,66 @@ START_TEST(test_mysql_login_refusals)
 }
 END_TEST
 
+/* Server connections kept for the next client: what goes with a kept connection (the member's
+ * greeting and id), a client greeted from it, and told it is in without a member login. */
+START_TEST(test_mysql_login_pool)
+{
+	const struct proto_login_ops *lo = proto_mysql.login;
+	struct auth_users *users = my_users("s3cret");
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+	struct evbuffer *params = evbuffer_new();
+	static const char ok[] = "\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00";
+	char err[200];
+	uint8_t challenge[20], mk[PROTO_KEY_MAX];
+	bool has_key = false;
+	size_t n1, n2;
+
+	ck_assert(lo->goodbye((const uint8_t *)"\x01\x00\x00\x00\x01", 5));
+	ck_assert(!lo->goodbye((const uint8_t *)"\x01\x00\x00\x00\x0e", 5));
+	struct proto_login *a = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	lo->back_start(a, up, NULL, false);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	lo->back(a, min, up, out, err, sizeof(err));
+	my_greeting_challenge(out, challenge);
+	ck_assert(!lo->poolable(a));
+	my_hello(in, "app", challenge, "s3cret", "mysql_native_password");
+	ck_assert_int_eq(lo->front(a, in, out), PROTO_LOGIN_DONE);
+	lo->back(a, min, up, out, err, sizeof(err));
+	evbuffer_add(min, ok, sizeof(ok) - 1);
+	ck_assert_int_eq(lo->back(a, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	ck_assert(lo->poolable(a));
+	ck_assert(lo->hand_over(a, params, mk, &has_key) && has_key && memcmp(mk, "\r\x00\x00\x00", 4) == 0);
+	ck_assert_uint_eq(evbuffer_get_length(params), sizeof(my_greeting8) - 1 - 4);
+	/* The next client: greeted from the kept greeting (no member), its answer checked, then in. */
+	struct proto_login *b = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+	ck_assert(lo->greet(b, evbuffer_pullup(params, -1), evbuffer_get_length(params), out));
+	my_greeting_challenge(out, challenge);
+	my_hello(in, "app", challenge, "s3cret", "mysql_native_password");
+	ck_assert_int_eq(lo->front(b, in, out), PROTO_LOGIN_DONE);
+	const uint8_t *ka = lo->startup(a, &n1), *kb = lo->startup(b, &n2);
+	ck_assert(n1 == n2 && memcmp(ka, kb, n1) == 0);   /* the same start: the same key */
+	lo->adopt(b, evbuffer_pullup(params, -1), evbuffer_get_length(params), mk, true, out);
+	ck_assert(lo->told(b));
+	const uint8_t *o = evbuffer_pullup(out, -1);
+	ck_assert(evbuffer_get_length(out) == 11 && o[3] == 2 && o[4] == 0x00);
+	struct proto_state ps;
+	lo->track_idle(b, &ps);
+	ck_assert(proto_mysql.is_idle(&ps) && proto_mysql.can_migrate(&ps));
+	uint8_t key[PROTO_KEY_MAX], got[PROTO_KEY_MAX];
+	size_t klen;
+	ck_assert(proto_mysql.session_key(&ps, key, &klen) && lo->member_key(b, key, klen, got) && memcmp(got, mk, 4) == 0);
+	lo->destroy(a);
+	lo->destroy(b);
+	auth_users_unref(users);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	evbuffer_free(up);
+	evbuffer_free(min);
+	evbuffer_free(params);
+}
+END_TEST
+
 /* What a query leaves on the server, as the tracker of a session with repoint's login reads it. */
 START_TEST(test_my_session_state)
 {
@@ -2680,6 +2740,7 @@ int main(void)
 	tcase_add_test(my, test_my_upgrade);
 	tcase_add_test(my, test_mysql_login);
 	tcase_add_test(my, test_mysql_login_refusals);
+	tcase_add_test(my, test_mysql_login_pool);
 	tcase_add_test(my, test_my_session_state);
 	tcase_add_test(my, test_my_relay);
 	tcase_add_test(rd, test_resp_sessions);
