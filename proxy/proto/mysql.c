@@ -1320,11 +1320,13 @@ static bool my_inflight_lost(const struct proto_state *st, uint32_t *owed)
 	return true;
 }
 
-/* ER_SERVER_SHUTDOWN (1053, 08S01), what MariaDB and MySQL send a statement that their shutdown
- * interrupted: the statement may or may not have taken effect. Sequence id 1: the answer's. */
+/* CR_SERVER_LOST (2013, "Lost connection to MySQL server during query"), SQLSTATE 08S01: the code
+ * every MySQL client and pool reads as "the statement may or may not have run" (a server's own
+ * error, 1053 for one), would say it did not, and invite a second run). Sequence id 1: the
+ * answer's. The connection itself goes on, on the new writer. */
 static void my_outcome_unknown(struct evbuffer *out, const char *msg)
 {
-	mysql_err_packet(out, 1, 1053, "08S01", msg);
+	mysql_err_packet(out, 1, 2013, "08S01", msg);
 }
 
 static const char *my_unmovable_reason(const struct proto_state *st)
