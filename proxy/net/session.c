@@ -349,6 +349,7 @@ static void drop_upstream(struct session *s)
 	s->logging_in = false;
 	s->logged_in = false;
 	s->login_tls = false;
+	s->changing_user = false;
 	s->member_authing = false;
 	s->member_authed = false;
 	if (s->relogging) {
@@ -1507,6 +1508,10 @@ static void login_back_read(struct session *s)
 
 	if (r == -2)
 		return;
+	if (r <= 0 && s->changing_user) {
+		close_after_flush(s, "(its server went away during COM_CHANGE_USER)");
+		return;
+	}
 	if (r <= 0) {
 		connect_failed(s, r == 0 ? "closed while repoint logged in" : strerror(errno));
 		return;
@@ -1606,6 +1611,13 @@ static void login_back_step(struct session *s)
 	s->logging_in = false;
 	s->logged_in = true;
 	proto->login->track_idle(s->login, &s->ps);
+	if (s->changing_user) {
+		/* The session is the new user's, as a fresh login leaves it; the client has its answer. */
+		s->changing_user = false;
+		if (!side_flush(&s->client))
+			client_gone(s, true);
+		return;
+	}
 	if (on_connected(s))
 		return;
 	/* What the member sent right behind its ReadyForQuery (a notice, a parameter) is the client's. */
@@ -2029,6 +2041,34 @@ static size_t kill_mapped(struct session *s, size_t n)
 	return n;
 }
 
+/* A client's request to become another user (COM_CHANGE_USER), alone at an idle point in
+ * session_io[0..n): its proof was for repoint's challenge, so repoint checks it, writes it again for
+ * the member, and conducts the exchange that follows as a login (login_back_step); refused, the
+ * client gets the error and the session ends. True when taken so. */
+static bool change_user_mapped(struct session *s, size_t n)
+{
+	const struct proto_login_ops *lo = s->host->proto->login;
+
+	if (n < 5 || session_io[3] != 0 || session_io[4] != 0x11 ||
+	    ((size_t)session_io[0] | (size_t)session_io[1] << 8 | (size_t)session_io[2] << 16) != n - 4 ||
+	    !s->host->proto->is_idle(&s->ps) || s->confirming || s->term_held)
+		return false;
+	if (s->login_in == NULL && (s->login_in = evbuffer_new()) == NULL) {
+		session_destroy(s);
+		return true;
+	}
+	if (lo->change_user(s->login, session_io, n, s->upstream.out, s->client.out) != 1) {
+		s->host->counters.client_auth_failures++;
+		close_after_flush(s, "(COM_CHANGE_USER refused)");
+		return true;
+	}
+	s->logging_in = true;
+	s->changing_user = true;
+	if (!side_flush(&s->upstream))
+		upstream_write_failed(s);
+	return true;
+}
+
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -2121,6 +2161,9 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (s->state == SESSION_ACTIVE && s->login != NULL && proto->kill_request != NULL)
 		r = (ssize_t)kill_mapped(s, (size_t)r);
+	if (s->state == SESSION_ACTIVE && s->login != NULL && proto->login->change_user != NULL &&
+	    change_user_mapped(s, (size_t)r))
+		return;
 	if (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) {
 		client_bytes(s, session_io, (size_t)r);
 		if (s->relay_on)

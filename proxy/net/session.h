@@ -265,6 +265,7 @@ struct session {
 	bool logging_in;             /* connecting: the login to the member is under way */
 	bool login_tls;              /* ... paused for the TLS handshake it asked the member for */
 	bool member_pw_pending;      /* ... its member password waits for the client's user (member_first) */
+	bool changing_user;          /* active: the login conducts a client's COM_CHANGE_USER */
 	bool logged_in;              /* the current member connection is logged in */
 	bool login_own_pw;           /* ... with member_password (a refusal is said about it) */
 	int64_t upstream_born_ms;    /* when its server connection was made (a pooled one keeps its age) */

@@ -527,6 +527,8 @@ static void my_client_command(struct my_state *m, uint8_t cmd)
 			}
 			break;
 		case COM_CHANGE_USER:
+			/* (One the session hands to repoint's login -- proto_login_ops.change_user -- is never
+			 * fed here: this one's user is not repoint's to log in as.) */
 			my_unmovable(m, MU_CHANGE_USER);
 			break;
 		case 0x1B: /* COM_SET_OPTION: multi-statements on or off */

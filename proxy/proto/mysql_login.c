@@ -48,7 +48,7 @@
 static const char native[] = "mysql_native_password";
 
 enum front_state { FRONT_WAIT, FRONT_HELLO, FRONT_SWITCH, FRONT_DONE, FRONT_FAILED };
-enum back_state { BACK_NONE, BACK_GREETING, BACK_WAIT, BACK_AUTH, BACK_REPLAY, BACK_DONE };
+enum back_state { BACK_NONE, BACK_GREETING, BACK_WAIT, BACK_AUTH, BACK_REPLAY, BACK_DONE, BACK_CHANGE };
 
 struct proto_login {
 	enum client_auth how;
@@ -90,6 +90,15 @@ struct proto_login {
 	size_t member_greeting_len;
 	uint8_t key[4 + 1 + 128 + 256 + 2];  /* the pool's key: capabilities, character set, user, database */
 	size_t key_len;
+	/* COM_CHANGE_USER checked and sent on: who the session becomes once the member agrees. */
+	bool changing;
+	struct auth_user next_cred;
+	bool next_has_cred, next_has_stage1;
+	uint8_t next_stage1[MYSQL_NATIVE_LEN];
+	char next_user[128];
+	uint8_t *next_db;
+	size_t next_db_len;
+	uint8_t next_charset;
 	uint32_t replay_count, replay_left;
 };
 
@@ -190,6 +199,9 @@ static void mll_free(struct proto_login *l)
 		evbuffer_free(l->replay);
 	free(l->greeting);
 	free(l->member_greeting);
+	free(l->next_db);
+	auth_secret_free(l->next_cred.password);
+	OPENSSL_cleanse(l->next_stage1, sizeof(l->next_stage1));
 	free(l->db);
 	free(l->attrs);
 	auth_secret_free(l->cred.password);
@@ -268,6 +280,8 @@ static enum proto_login_step front_checked(struct proto_login *l, struct evbuffe
 }
 
 /* The client's handshake response: kept in parts, its proof checked. */
+static void make_key(struct proto_login *l);
+
 static enum proto_login_step front_hello(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
 					 struct evbuffer *out)
 {
@@ -343,18 +357,7 @@ static enum proto_login_step front_hello(struct proto_login *l, const uint8_t *p
 		memcpy(l->attrs, p + off, l->attrs_len);
 	}
 	/* The pool's key: what the member's session starts as (the attributes are the client's own). */
-	uint32_t kc = l->caps & ~(CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION | CLIENT_SSL_VERIFY_SERVER_CERT);
-	size_t ulen = strlen(l->user) + 1;
-	memcpy(l->key, &kc, 4);
-	l->key[4] = l->fixed[8];
-	memcpy(l->key + 5, l->user, ulen);
-	l->key_len = 5 + ulen;
-	if (l->db != NULL && l->db_len <= 256) {
-		memcpy(l->key + l->key_len, l->db, l->db_len);
-		l->key_len += l->db_len;
-	} else {
-		l->key[l->key_len++] = 0;
-	}
+	make_key(l);
 	const struct auth_user *u = auth_users_find(l->users, l->user);
 	if (u != NULL) {
 		l->cred = *u;
@@ -662,6 +665,10 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 	}
 }
 
+static enum proto_login_step change_answer(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
+					   struct evbuffer *to_member, struct evbuffer *to_client, char *err,
+					   size_t errlen);
+
 static enum proto_login_step mll_back(struct proto_login *l, struct evbuffer *in, struct evbuffer *to_member,
 				      struct evbuffer *to_client, char *err, size_t errlen)
 {
@@ -702,7 +709,9 @@ static enum proto_login_step mll_back(struct proto_login *l, struct evbuffer *in
 			return PROTO_LOGIN_FAIL;
 		}
 		enum proto_login_step st = PROTO_LOGIN_MORE;
-		if (l->back == BACK_GREETING) {
+		if (l->back == BACK_CHANGE) {
+			st = change_answer(l, p, n, seq, to_member, to_client, err, errlen);
+		} else if (l->back == BACK_GREETING) {
 			if (n > 0 && p[0] == 0xFF) {
 				/* An ERR in place of the greeting (too many connections, shutting down). */
 				char text[200];
@@ -759,6 +768,222 @@ static bool mll_member_key(const struct proto_login *l, const uint8_t *key, size
 	return true;
 }
 
+/* The pool's key from the login's start (capabilities, character set, user, database). */
+static void make_key(struct proto_login *l)
+{
+	uint32_t kc = l->caps & ~(CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION | CLIENT_SSL_VERIFY_SERVER_CERT);
+	size_t ulen = strlen(l->user) + 1;
+
+	memcpy(l->key, &kc, 4);
+	l->key[4] = l->fixed[8];
+	memcpy(l->key + 5, l->user, ulen);
+	l->key_len = 5 + ulen;
+	if (l->db != NULL && l->db_len <= 256) {
+		memcpy(l->key + l->key_len, l->db, l->db_len);
+		l->key_len += l->db_len;
+	} else {
+		l->key[l->key_len++] = 0;
+	}
+}
+
+/* The member agreed to COM_CHANGE_USER: the session is the new user's, logged in as such after a move. */
+static void change_commit(struct proto_login *l)
+{
+	if (!l->changing)
+		return;
+	l->changing = false;
+	auth_secret_free(l->cred.password);
+	l->cred = l->next_cred;
+	l->has_cred = l->next_has_cred;
+	memset(&l->next_cred, 0, sizeof(l->next_cred));
+	memcpy(l->stage1, l->next_stage1, sizeof(l->stage1));
+	l->has_stage1 = l->next_has_stage1;
+	OPENSSL_cleanse(l->next_stage1, sizeof(l->next_stage1));
+	memcpy(l->user, l->next_user, sizeof(l->user));
+	free(l->db);
+	l->db = l->next_db;
+	l->db_len = l->next_db_len;
+	l->next_db = NULL;
+	l->fixed[8] = l->next_charset;
+	make_key(l);
+}
+
+/* COM_CHANGE_USER: user, the proof for repoint's challenge (length-prefixed with
+ * CLIENT_SECURE_CONNECTION), database, character set (2 bytes), plugin, attributes. */
+static int mll_change_user(struct proto_login *l, const uint8_t *p, size_t n, struct evbuffer *to_member,
+			   struct evbuffer *to_client)
+{
+	const uint8_t *q = p + 4, *e, *auth, *db, *plugin = NULL, *attrs = NULL;
+	size_t qn = n - 4, off = 1, alen, dblen, attrs_len = 0;
+	uint8_t charset = l->fixed[8], stage1[MYSQL_NATIVE_LEN], stage2[MYSQL_NATIVE_LEN], a[MYSQL_NATIVE_LEN];
+	char err[200];
+
+	l->cseq = 1;
+	if (n < 6 || q[0] != 0x11 || !(l->caps & CLIENT_SECURE_CONNECTION) ||
+	    (e = memchr(q + off, 0, qn - off)) == NULL || (size_t)(e - (q + off)) >= sizeof(l->next_user)) {
+		mysql_err_packet(to_client, 1, 1043, "08S01", "Bad handshake");
+		return 0;
+	}
+	memcpy(l->next_user, q + off, (size_t)(e - (q + off)) + 1);
+	off = (size_t)(e - q) + 1;
+	if (off >= qn || q[off] > qn - off - 1) {
+		mysql_err_packet(to_client, 1, 1043, "08S01", "Bad handshake");
+		return 0;
+	}
+	alen = q[off];
+	auth = q + off + 1;
+	off += 1 + alen;
+	db = q + off;
+	if (off >= qn || (e = memchr(q + off, 0, qn - off)) == NULL) {
+		mysql_err_packet(to_client, 1, 1043, "08S01", "Bad handshake");
+		return 0;
+	}
+	dblen = (size_t)(e - db) + 1;
+	off += dblen;
+	if (off + 2 <= qn) {
+		charset = q[off];
+		off += 2;
+	}
+	if ((l->caps & CLIENT_PLUGIN_AUTH) && off < qn && (e = memchr(q + off, 0, qn - off)) != NULL) {
+		plugin = q + off;
+		off = (size_t)(e - q) + 1;
+	}
+	if ((l->caps & CLIENT_CONNECT_ATTRS) && off < qn) {
+		attrs = q + off;
+		attrs_len = qn - off;
+	}
+	if (l->has_member_pw) {
+		/* member_password (an IAM token) is made for the client's user at each login. */
+		mysql_err_packet(to_client, 1, 1045, "28000", "repoint: COM_CHANGE_USER on a session whose logins use "
+				 "member_password is not taken");
+		return 0;
+	}
+	/* Checked as at the start, against repoint's challenge (the client's only). */
+	const struct auth_user *u = auth_users_find(l->users, l->next_user);
+	bool right = false;
+	auth_secret_free(l->next_cred.password);
+	memset(&l->next_cred, 0, sizeof(l->next_cred));
+	l->next_has_cred = l->next_has_stage1 = false;
+	if (u != NULL) {
+		l->next_cred = *u;
+		l->next_cred.password = u->password != NULL ? strdup(u->password) : NULL;
+		l->next_has_cred = true;
+	}
+	if (plugin == NULL || strcmp((const char *)plugin, native) == 0) {
+		if (l->next_has_cred && l->next_cred.has_native) {
+			right = mysql_native_check(l->challenge, auth, alen, l->next_cred.native, stage1);
+			if (right) {
+				memcpy(l->next_stage1, stage1, sizeof(stage1));
+				l->next_has_stage1 = true;
+			}
+		} else if (l->next_has_cred && l->next_cred.password != NULL && l->next_cred.password[0] == '\0') {
+			right = alen == 0;
+		} else if (l->next_has_cred && l->next_cred.password != NULL) {
+			right = mysql_native_stage1(l->next_cred.password, stage1) && mysql_native_stage2(stage1, stage2) &&
+				mysql_native_check(l->challenge, auth, alen, stage2, stage1);
+		}
+	}
+	if (l->how == CLIENT_AUTH_TRUST)
+		right = true;
+	OPENSSL_cleanse(stage1, sizeof(stage1));
+	OPENSSL_cleanse(stage2, sizeof(stage2));
+	if (!right) {
+		snprintf(err, sizeof(err), "Access denied for user '%s' (using password: %s)", l->next_user,
+			 alen > 0 ? "YES" : "NO");
+		mysql_err_packet(to_client, 1, 1045, "28000", err);
+		return 0;
+	}
+	/* Written again with a proof for the member's challenge, as the new user. */
+	struct proto_login tmp = *l;   /* proof() reads the user and secrets it is given */
+	tmp.cred = l->next_cred;
+	tmp.has_cred = l->next_has_cred;
+	tmp.has_stage1 = l->next_has_stage1;
+	memcpy(tmp.stage1, l->next_stage1, sizeof(tmp.stage1));
+	memcpy(tmp.user, l->next_user, sizeof(tmp.user));
+	size_t plen;
+	bool ok = proof(&tmp, l->member_challenge, a, &plen, err, sizeof(err));
+	OPENSSL_cleanse(&tmp, sizeof(tmp));
+	if (!ok) {
+		mysql_err_packet(to_client, 1, 1045, "28000", err);
+		return 0;
+	}
+	size_t ulen = strlen(l->next_user) + 1;
+	size_t len = 1 + ulen + 1 + plen + dblen + 2 + (plugin != NULL ? sizeof(native) : 0) + attrs_len;
+	uint8_t h[4], head = 0x11, pl = (uint8_t)plen, cs[2] = {charset, 0};
+	put_header(h, len, 0);
+	evbuffer_add(to_member, h, 4);
+	evbuffer_add(to_member, &head, 1);
+	evbuffer_add(to_member, l->next_user, ulen);
+	evbuffer_add(to_member, &pl, 1);
+	evbuffer_add(to_member, a, plen);
+	evbuffer_add(to_member, db, dblen);
+	evbuffer_add(to_member, cs, 2);
+	if (plugin != NULL)
+		evbuffer_add(to_member, native, sizeof(native));
+	if (attrs != NULL)
+		evbuffer_add(to_member, attrs, attrs_len);
+	OPENSSL_cleanse(a, sizeof(a));
+	free(l->next_db);
+	l->next_db = NULL;
+	l->next_db_len = 0;
+	if (dblen > 1 && (l->next_db = malloc(dblen)) != NULL) {
+		memcpy(l->next_db, db, dblen);
+		l->next_db_len = dblen;
+	}
+	l->next_charset = charset;
+	l->changing = true;
+	l->back = BACK_CHANGE;
+	return 1;
+}
+
+/* The member's answers to COM_CHANGE_USER. It asks again (an auth switch with its challenge: MariaDB
+ * always does), which repoint answers for the new user -- a client would answer for repoint's
+ * challenge -- then OK (the session is the new user's) or ERR; either goes to the client numbered as
+ * the answer to its request. */
+static enum proto_login_step change_answer(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
+					   struct evbuffer *to_member, struct evbuffer *to_client, char *err,
+					   size_t errlen)
+{
+	if (n > 0 && p[0] == 0x00) {
+		change_commit(l);
+		evbuffer_drain(l->replay, evbuffer_get_length(l->replay));
+		l->replay_count = 0;
+		l->back = BACK_DONE;
+		add_packet(to_client, 1, p, n);
+		return PROTO_LOGIN_DONE;
+	}
+	if (n > 0 && p[0] == 0xFE) {
+		const uint8_t *e = memchr(p + 1, 0, n - 1);
+		if (e != NULL && strcmp((const char *)p + 1, native) == 0 && n - (size_t)(e - p) - 1 >= MYSQL_NATIVE_LEN) {
+			struct proto_login tmp = *l;
+			uint8_t a[MYSQL_NATIVE_LEN];
+			size_t alen;
+			tmp.cred = l->next_cred;
+			tmp.has_cred = l->next_has_cred;
+			tmp.has_stage1 = l->next_has_stage1;
+			memcpy(tmp.stage1, l->next_stage1, sizeof(tmp.stage1));
+			memcpy(tmp.user, l->next_user, sizeof(tmp.user));
+			bool ok = proof(&tmp, e + 1, a, &alen, err, errlen);
+			OPENSSL_cleanse(&tmp, sizeof(tmp));
+			if (ok) {
+				add_packet(to_member, (uint8_t)(seq + 1), a, alen);
+				OPENSSL_cleanse(a, sizeof(a));
+				return PROTO_LOGIN_MORE;
+			}
+		} else {
+			snprintf(err, errlen, "the member asks user \"%s\" for another method than %s", l->next_user, native);
+		}
+		mysql_err_packet(to_client, 1, 1045, "28000", "repoint: the server asks for a method repoint cannot answer");
+		return PROTO_LOGIN_FAIL;
+	}
+	if (n > 0 && p[0] == 0xFF)
+		err_text(p, n, err, errlen);
+	else
+		snprintf(err, errlen, "an answer to COM_CHANGE_USER repoint cannot read");
+	add_packet(to_client, 1, p, n);
+	return PROTO_LOGIN_FAIL;
+}
+
 static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n)
 {
 	switch (kind) {
@@ -774,6 +999,7 @@ static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	case MY_REPLAY_RESET:
 		evbuffer_drain(l->replay, evbuffer_get_length(l->replay));
 		l->replay_count = 0;
+		change_commit(l);  /* (after COM_CHANGE_USER: the new user's from here on) */
 		return true;
 	}
 	return false;
@@ -855,6 +1081,7 @@ static void mll_offer_tls(struct proto_login *l, bool required)
 const struct proto_login_ops mysql_login_ops = {
 	.offer_tls = mll_offer_tls,
 	.goodbye = mll_goodbye,
+	.change_user = mll_change_user,
 	.greet = mll_greet,
 	.poolable = mll_poolable,
 	.startup = mll_startup,

@@ -218,6 +218,14 @@ struct proto_login_ops {
 	bool (*hand_over)(const struct proto_login *l, struct evbuffer *params, uint8_t *member_key, bool *has_key);
 	void (*adopt)(struct proto_login *l, const uint8_t *params, size_t n, const uint8_t *member_key, bool has_key,
 		      struct evbuffer *to_client);
+	/* A client's request to become another user on its session (optional; MySQL COM_CHANGE_USER),
+	 * p[0..n) the whole request: its proof is for repoint's challenge, so repoint checks it and
+	 * writes the request again for the member (its challenge) in to_member: 1, and the member's
+	 * answers go to back (as a login's) until it says DONE -- the session is then the new user's,
+	 * as a fresh login leaves it, and the client has the answer -- or FAIL (the error in to_client;
+	 * the session ends). 0: refused at once (the error in to_client; the session ends). */
+	int (*change_user)(struct proto_login *l, const uint8_t *p, size_t n, struct evbuffer *to_member,
+			   struct evbuffer *to_client);
 	/* Clients may bring TLS (listen_tls; optional, member_first logins): the greeting offers it,
 	 * front says PROTO_LOGIN_TLS once the client's TLS request is read (nothing past it), and goes on
 	 * with what the client sends through the handshake; required: a client without TLS is refused. */

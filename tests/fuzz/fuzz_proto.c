@@ -69,6 +69,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						(void)o->retryable(&owned);
 						(void)o->replayable(&owned);
 						(void)o->unmovable_reason(&owned);
+						/* the bytes as a COM_CHANGE_USER, then as the member's answers to it */
+						if (o->login->change_user != NULL &&
+						    o->login->change_user(l, data + ncuts, size - ncuts, c, b) == 1) {
+							evbuffer_add(g, data + ncuts, size - ncuts);
+							(void)o->login->back(l, g, c, b, err, sizeof(err));
+						}
 					}
 					evbuffer_free(g);
 				}

@@ -430,3 +430,40 @@ def test_pool_keeps_server_connections_for_the_next_client(lab, start_repoint, a
     c = engine.connect(port)
     assert conn_id(c)[1] == new.port
     engine.close(c)
+
+
+def test_change_user_is_checked_by_repoint_and_moves_as_the_new_user(lab, start_repoint, tmp_path):
+    """COM_CHANGE_USER (mysqlclient's change_user, Connector/C underneath; PHP's persistent connections use
+    it): the client's proof is for repoint's challenge, so repoint checks it against auth_file and writes
+    the request again for the member; the session then moves as the new user. A wrong password is refused
+    natively and the session ends."""
+    import MySQLdb
+    import MySQLdb.connections  # noqa: F401
+    eng = lab._engine("mysql")
+    eng.q(lab.primary("mysql"), "CREATE USER IF NOT EXISTS 'other'@'%' IDENTIFIED BY 'other-pw'",
+          "GRANT ALL PRIVILEGES ON test.* TO 'other'@'%'")
+    lab.verify("mysql")
+    users = lab.mysql_auth_file(str(tmp_path / "users.txt"))
+    h = eng.q(lab.primary("mysql"), "SELECT authentication_string AS h FROM mysql.user WHERE user = 'other'")[0]["h"]
+    with open(users, "a") as f:
+        f.write('"other" "%s"\n' % h)
+    rp = start_repoint(mysql={"auth": "repoint", "auth_file": users})
+    port = rp.ports["mysql"]
+    c = MySQLdb.connect(host="127.0.0.1", port=port, user="test", password="test", database="test")
+    c.autocommit(True)
+
+    def who():
+        cur = c.cursor()
+        cur.execute("SELECT CURRENT_USER(), DATABASE(), @@port")
+        return cur.fetchone()
+    assert who()[0] == "test@%"
+    c.change_user("other", "other-pw", "test")
+    assert who()[:2] == ("other@%", "test")
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    assert who() == ("other@%", "test", new.port)   # moved, logged in as the new user
+    with pytest.raises(MySQLdb.OperationalError) as e:
+        c.change_user("other", "wrong", "test")
+    assert e.value.args[0] == 1045
+    c.close()

@@ -1737,6 +1737,45 @@ START_TEST(test_mysql_login_pool)
 	uint8_t key[PROTO_KEY_MAX], got[PROTO_KEY_MAX];
 	size_t klen;
 	ck_assert(proto_mysql.session_key(&ps, key, &klen) && lo->member_key(b, key, klen, got) && memcmp(got, mk, 4) == 0);
+	/* COM_CHANGE_USER to "plain": checked against repoint's challenge, written again with a proof for
+	 * the member's; the member asks again (MariaDB does), repoint answers; its OK goes to the client. */
+	uint8_t cu[128], s1[20], pa[20];
+	size_t cn = 4;
+	cu[cn++] = 0x11;
+	memcpy(cu + cn, "plain", 6);
+	cn += 6;
+	cu[cn++] = 20;
+	ck_assert(mysql_native_stage1("s3cret", s1) && mysql_native_answer(challenge, s1, cu + cn));
+	cn += 20;
+	memcpy(cu + cn, "test\0\x2d\x00mysql_native_password", 29);
+	cn += 29;
+	cu[0] = (uint8_t)(cn - 4);
+	cu[1] = cu[2] = cu[3] = 0;
+	evbuffer_drain(out, evbuffer_get_length(out));
+	evbuffer_drain(up, evbuffer_get_length(up));
+	ck_assert_int_eq(lo->change_user(b, cu, cn, up, out), 1);
+	const uint8_t *w = evbuffer_pullup(up, -1);
+	ck_assert(w[3] == 0 && w[4] == 0x11 && strcmp((const char *)w + 5, "plain") == 0 && w[11] == 20);
+	ck_assert(mysql_native_answer((const uint8_t *)":+\x1c\r^O`q\x12#4EVgx\x09\x1a+<M", s1, pa));
+	ck_assert(memcmp(w + 12, pa, 20) == 0);
+	evbuffer_drain(up, evbuffer_get_length(up));
+	static const char sw[] = ",\x00\x00\x01\xfemysql_native_password\x00:+\x1c\r^O`q\x12#4EVgx\x09\x1a+<M\x00";
+	evbuffer_add(min, sw, sizeof(sw) - 1);
+	ck_assert_int_eq(lo->back(b, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+	w = evbuffer_pullup(up, -1);
+	ck_assert(w[0] == 20 && w[3] == 2 && memcmp(w + 4, pa, 20) == 0);
+	evbuffer_drain(up, evbuffer_get_length(up));
+	static const char ok3[] = "\x07\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00";
+	evbuffer_add(min, ok3, sizeof(ok3) - 1);
+	ck_assert_int_eq(lo->back(b, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+	ck_assert(evbuffer_get_length(out) == 11 && evbuffer_pullup(out, -1)[3] == 1);
+	ck_assert_str_eq(lo->user(b), "plain");
+	evbuffer_drain(out, evbuffer_get_length(out));
+	/* A wrong proof is refused at once, nothing to the member. */
+	cu[12] ^= 1;
+	ck_assert_int_eq(lo->change_user(b, cu, cn, up, out), 0);
+	ck_assert_uint_eq(evbuffer_get_length(up), 0);
+	ck_assert(evbuffer_pullup(out, -1)[4] == 0xFF);
 	lo->destroy(a);
 	lo->destroy(b);
 	auth_users_unref(users);
