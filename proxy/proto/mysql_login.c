@@ -98,7 +98,7 @@ struct proto_login {
 	char next_user[128];
 	uint8_t *next_db;
 	size_t next_db_len;
-	uint8_t next_charset;
+	uint8_t next_charset[2];     /* COM_CHANGE_USER's character set (two bytes there, one at the start) */
 	uint32_t replay_count, replay_left;
 };
 
@@ -544,6 +544,12 @@ static bool back_hello(struct proto_login *l, struct evbuffer *to_member, char *
 
 	if (l->tls_caps != 0)
 		caps |= CLIENT_SSL;  /* as in the TLS request (the server checks that they agree) */
+	if (l->next_charset[1] != 0 && !l->changing) {
+		/* A COM_CHANGE_USER chose a character set a handshake cannot name (id above 255). */
+		snprintf(err, errlen, "the session's character set (id %u) cannot be said in a handshake",
+			 (unsigned)(l->next_charset[0] | l->next_charset[1] << 8));
+		return false;
+	}
 	if (!proof(l, l->member_challenge, a, &alen, err, errlen))
 		return false;
 	uint8_t fixed[ML_HELLO_FIXED];
@@ -804,7 +810,7 @@ static void change_commit(struct proto_login *l)
 	l->db = l->next_db;
 	l->db_len = l->next_db_len;
 	l->next_db = NULL;
-	l->fixed[8] = l->next_charset;
+	l->fixed[8] = l->next_charset[0];  /* (the handshake's field is one byte: a later login says the low one) */
 	make_key(l);
 }
 
@@ -815,7 +821,7 @@ static int mll_change_user(struct proto_login *l, const uint8_t *p, size_t n, st
 {
 	const uint8_t *q = p + 4, *e, *auth, *db, *plugin = NULL, *attrs = NULL;
 	size_t qn = n - 4, off = 1, alen, dblen, attrs_len = 0;
-	uint8_t charset = l->fixed[8], stage1[MYSQL_NATIVE_LEN], stage2[MYSQL_NATIVE_LEN], a[MYSQL_NATIVE_LEN];
+	uint8_t charset[2] = {l->fixed[8], 0}, stage1[MYSQL_NATIVE_LEN], stage2[MYSQL_NATIVE_LEN], a[MYSQL_NATIVE_LEN];
 	char err[200];
 
 	l->cseq = 1;
@@ -841,7 +847,8 @@ static int mll_change_user(struct proto_login *l, const uint8_t *p, size_t n, st
 	dblen = (size_t)(e - db) + 1;
 	off += dblen;
 	if (off + 2 <= qn) {
-		charset = q[off];
+		charset[0] = q[off];
+		charset[1] = q[off + 1];
 		off += 2;
 	}
 	if ((l->caps & CLIENT_PLUGIN_AUTH) && off < qn && (e = memchr(q + off, 0, qn - off)) != NULL) {
@@ -909,7 +916,7 @@ static int mll_change_user(struct proto_login *l, const uint8_t *p, size_t n, st
 	}
 	size_t ulen = strlen(l->next_user) + 1;
 	size_t len = 1 + ulen + 1 + plen + dblen + 2 + (plugin != NULL ? sizeof(native) : 0) + attrs_len;
-	uint8_t h[4], head = 0x11, pl = (uint8_t)plen, cs[2] = {charset, 0};
+	uint8_t h[4], head = 0x11, pl = (uint8_t)plen;
 	put_header(h, len, 0);
 	evbuffer_add(to_member, h, 4);
 	evbuffer_add(to_member, &head, 1);
@@ -917,7 +924,7 @@ static int mll_change_user(struct proto_login *l, const uint8_t *p, size_t n, st
 	evbuffer_add(to_member, &pl, 1);
 	evbuffer_add(to_member, a, plen);
 	evbuffer_add(to_member, db, dblen);
-	evbuffer_add(to_member, cs, 2);
+	evbuffer_add(to_member, charset, 2);
 	if (plugin != NULL)
 		evbuffer_add(to_member, native, sizeof(native));
 	if (attrs != NULL)
@@ -930,7 +937,7 @@ static int mll_change_user(struct proto_login *l, const uint8_t *p, size_t n, st
 		memcpy(l->next_db, db, dblen);
 		l->next_db_len = dblen;
 	}
-	l->next_charset = charset;
+	memcpy(l->next_charset, charset, 2);
 	l->changing = true;
 	l->back = BACK_CHANGE;
 	return 1;

@@ -1771,6 +1771,19 @@ START_TEST(test_mysql_login_pool)
 	ck_assert(evbuffer_get_length(out) == 11 && evbuffer_pullup(out, -1)[3] == 1);
 	ck_assert_str_eq(lo->user(b), "plain");
 	evbuffer_drain(out, evbuffer_get_length(out));
+	/* A character set a handshake cannot name (id above 255): the session cannot log in elsewhere. */
+	cu[4 + 1 + 6 + 1 + 20 + 5] = 0x00;
+	cu[4 + 1 + 6 + 1 + 20 + 6] = 0x09;
+	ck_assert_int_eq(lo->change_user(b, cu, cn, up, out), 1);
+	evbuffer_drain(up, evbuffer_get_length(up));
+	evbuffer_add(min, ok3, sizeof(ok3) - 1);
+	ck_assert_int_eq(lo->back(b, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	lo->back_start(b, up, NULL, false);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	ck_assert_int_eq(lo->back(b, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+	ck_assert(strstr(err, "character set (id 2304)") != NULL);
+	ck_assert_uint_eq(evbuffer_get_length(up), 0);
 	/* A wrong proof is refused at once, nothing to the member. */
 	cu[12] ^= 1;
 	ck_assert_int_eq(lo->change_user(b, cu, cn, up, out), 0);
