@@ -350,6 +350,7 @@ static const struct key_def keys[] = {
 	INT(SECTION_SERVICE, "down_after", SVC(down_after), 1, 100, "3"),
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
+	BOOL(SECTION_SERVICE, "cluster", SVC(cluster), "off"),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
 	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_member_secret),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
@@ -1298,6 +1299,25 @@ static void check_service(struct parser *p, size_t idx)
 		else if (!own && mpw->line)
 			add_error(p, mpw->line, "member_password: only with auth = repoint (redis: repoint's login; postgres, "
 						"mysql: the members' logins instead of auth_file's secrets)");
+	}
+	{
+		/* Redis Cluster: commands go by slot, each on its shard primary's shared connection. */
+		const struct key_seen *cl = &st->seen[key_index(SECTION_SERVICE, "cluster")];
+		const struct key_seen *route = &st->seen[key_index(SECTION_SERVICE, "route")];
+		if (cl->valid && svc->cluster && protocol->valid && svc->protocol != PROTOCOL_REDIS)
+			add_error(p, cl->line, "cluster: Redis Cluster is for redis services, but this service is %s",
+				  protocol_name(svc->protocol));
+		else if (cl->valid && svc->cluster && svc->source != NULL)
+			add_error(p, cl->line, "cluster: the seeds are given as members (a cluster from a source is "
+					       "not followed yet: use shard = to pin one node group)");
+		else if (cl->valid && svc->cluster && !svc->multiplex)
+			add_error(p, multiplex->line ? multiplex->line : cl->line,
+				  "cluster: commands travel on each shard primary's shared connections: it needs multiplex = on");
+		else if (cl->valid && svc->cluster && svc->route != ROUTE_WRITER)
+			add_error(p, route->line ? route->line : cl->line,
+				  "cluster: commands go to their shard's primary: it needs route = writer");
+		else if (cl->valid && svc->cluster && !svc->probes)
+			add_error(p, cl->line, "cluster: the slot map and every shard's primary come from probes: it needs probes = on");
 	}
 	if (shard->valid && svc->shard != NULL && kind == SOURCE_RDS)
 		add_error(p, shard->line, "shard: only applies to elasticache and memorydb sources, "

@@ -43,6 +43,8 @@ struct service_config {
 	                                    the control plane's word alone routes */
 	bool multiplex;                  /* redis: stateless commands of all clients share one
 	                                    connection per server (default off) */
+	bool cluster;                    /* redis: the members are seeds of a Redis Cluster; every
+	                                    shard's primary is followed, commands go by key slot */
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
 	bool probe_user_given;           /* probe_user was in the file (else an RDS-managed secret's
 	                                    username is used, when probe_password names one) */

@@ -26,11 +26,14 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "cluster.h"
 #include "auth/auth.h"
 #include "net/conn.h"
 #include "net/session.h"
 #include "net/shared.h"
 #include "proto/proto.h"
+#include "proto/keyspec.h"
+#include "proto/slots.h"
 #include "secret.h"
 #include "sources/aws_source.h"
 #include "sources/probe.h"
@@ -113,7 +116,16 @@ struct service {
 	uint64_t refused_logged;          /* ... of them already in the log */
 	int64_t refused_log_ms;           /* when the last such line was written */
 	bool stopping;
-	struct topology topo;
+	struct topology topo;             /* the writer election (a cluster's: one per shard, in cl) */
+	/* cluster = on: the shards (cluster.h); the slot map's parse buffer; the commands' key
+	 * positions (from a member's COMMAND); when a member was last asked for the map. */
+	struct cluster *cl;
+	struct slots_map *map_buf;
+	struct keyspec *keys;
+	int64_t map_asked_ms;
+	bool map_stale;                   /* a role changed: the next probe asks for the map */
+	char map_error[600];              /* the last map that could not be taken, "" when the last was */
+	unsigned next_keyless;            /* round robin of keyless commands over the shards */
 	struct member **members;
 	int nmembers;
 	struct aws_source *source;        /* `source = ...`; NULL for static members */
@@ -226,10 +238,29 @@ unsigned service_nsessions(const struct service *svc)
 
 /* --- probes and topology --- */
 
+/* Asked for again at most this often (from one member at a time): a failover needs no new map (a
+ * shard keeps its members), a resharding does. */
+#define CLUSTER_MAP_REFRESH_MS 2000
+
+/* The topology member `member` is observed in: the service's, or (cluster = on) its shard's --
+ * NULL when it is in no shard (a seed the slot map does not list). */
+static struct topology *topo_of(const struct service *svc, int member)
+{
+	if (svc->cl == NULL)
+		return (struct topology *)&svc->topo;
+	return cluster_topo_of(svc->cl, member);
+}
+
 static bool failing_over(const struct service *svc)
 {
 	if (svc->cfg->route != ROUTE_WRITER)
 		return false;
+	if (svc->cl != NULL) {
+		for (int k = 0; k < svc->cl->nshards; k++)
+			if (topo_writer_ready(&svc->cl->shards[k].topo) < 0 || svc->cl->shards[k].topo.conflict)
+				return true;
+		return svc->cl->nshards == 0;
+	}
 	return topo_writer_ready(&svc->topo) < 0 || svc->topo.conflict;
 }
 
@@ -265,7 +296,7 @@ static void kick_held(struct service *svc)
 
 static void service_kick_held(struct service *svc)
 {
-	if (service_pick(svc) >= 0)
+	if (svc->cl != NULL || service_pick(svc) >= 0)
 		kick_held(svc);
 }
 
@@ -281,7 +312,8 @@ static void release_cb(evutil_socket_t fd, short what, void *arg)
 	int writer = service_pick(svc);
 	for (s = TAILQ_FIRST(&svc->held); s != NULL && n > 0; s = next, n--) {
 		next = TAILQ_NEXT(s, held);
-		if (service_pick(svc) < 0)
+		/* A cluster's held sessions each wait for their own shard: each is tried. */
+		if (svc->cl == NULL && service_pick(svc) < 0)
 			break;
 		session_release(s);
 		released++;
@@ -324,7 +356,9 @@ int service_nmembers(const struct service *svc)
 
 enum role service_member_role(const struct service *svc, int member)
 {
-	return topo_member_role(&svc->topo, member);
+	const struct topology *t = topo_of(svc, member);
+
+	return t != NULL ? topo_member_role(t, member) : ROLE_UNKNOWN;
 }
 
 static void retire_shared(struct member *m)
@@ -394,10 +428,9 @@ bool service_paused(const struct service *svc)
 	return svc->paused;
 }
 
-static void react(struct service *svc, unsigned ev, int member)
+static void react_in(struct service *svc, const struct topology *t, uint64_t *failovers_seen, unsigned ev,
+		     int member)
 {
-	const struct topology *t = &svc->topo;
-
 	if ((ev & TOPO_EV_ROLES_CHANGED) && member >= 0) {
 		const struct member *m = svc->members[member];
 		log_info(svc->subject, "member %s is %s (%s)", m->str, role_name(topo_member_role(t, member)),
@@ -438,8 +471,8 @@ static void react(struct service *svc, unsigned ev, int member)
 			  t->writer >= 0 ? "keeping the current writer" : "holding clients until one remains");
 		emit(svc, SERVICE_EV_CONFLICT, t->writer, NULL, 0);
 	}
-	if ((ev & TOPO_EV_WRITER_CONFIRMED) && t->failovers != svc->failovers_seen) {
-		svc->failovers_seen = t->failovers;
+	if ((ev & TOPO_EV_WRITER_CONFIRMED) && t->failovers != *failovers_seen) {
+		*failovers_seen = t->failovers;
 		hist_observe(&svc->failover_time, (double)(t->last.confirmed_ms - t->last.started_ms) / 1000.0);
 	}
 	if (ev & TOPO_EV_WRITER_CONFIRMED) {
@@ -456,18 +489,42 @@ static void react(struct service *svc, unsigned ev, int member)
 	}
 	if (ev & (TOPO_EV_FAILOVER_STARTED | TOPO_EV_SUSPECT | TOPO_EV_CONFLICT))
 		speed_up_probes(svc);
-	if (service_pick(svc) >= 0)
+	if (svc->cl != NULL && (ev & (TOPO_EV_ROLES_CHANGED | TOPO_EV_WRITER_CHANGED)))
+		svc->map_stale = true;  /* worth a look at the map (a failover needs none, a new node does) */
+	if (svc->cl != NULL ? !svc->paused && topo_writer_ready(t) >= 0 : service_pick(svc) >= 0)
 		kick_held(svc);
+}
+
+static void react(struct service *svc, unsigned ev, int member)
+{
+	react_in(svc, &svc->topo, &svc->failovers_seen, ev, member);
+}
+
+/* A shard's topology raised events (cluster.h). */
+static void cluster_react(void *arg, int shard, unsigned ev, int member)
+{
+	struct service *svc = arg;
+	struct cluster_shard *sh = &svc->cl->shards[shard];
+
+	react_in(svc, &sh->topo, &sh->failovers_seen, ev, member);
 }
 
 static void observe(struct service *svc, int member, bool ok, enum role role, int64_t epoch, const char *via)
 {
 	struct topo_observation o = {
 		.member = member, .ok = ok, .role = role, .epoch = epoch, .now_ms = now_ms()};
-	unsigned ev = topo_observe(&svc->topo, &o);
+	struct topology *t = topo_of(svc, member);
+	unsigned ev;
 
+	if (t == NULL)
+		return;  /* in no shard (cluster = on): its answers are kept in its status only */
+	ev = topo_observe(t, &o);
 	svc->via = via;
-	if (ev != 0)
+	if (ev == 0)
+		return;
+	if (svc->cl != NULL)
+		cluster_react(svc, svc->cl->member_shard[member], ev, member);
+	else
 		react(svc, ev, member);
 }
 
@@ -559,10 +616,11 @@ static void probe_done(void *arg, const struct probe_result *r)
 		 * script runs): taken as that -- a writer whose probes timed out before the server began
 		 * answering -BUSY (busy-reply-threshold) comes back, so that SCRIPT KILL gets through.
 		 * Loading its data: no word on its role, and no failure either. */
-		enum role last = svc->topo.members[m->index].reported;
+		const struct topology *t = topo_of(svc, m->index);
+		enum role last = t != NULL ? t->members[m->index].reported : ROLE_UNKNOWN;
 		log_debug(svc->subject, "probe %s: busy: %s", m->str, r->detail);
 		if (!r->loading && (last == ROLE_WRITER || last == ROLE_READER))
-			observe(svc, m->index, true, last, svc->topo.members[m->index].epoch, "probe");
+			observe(svc, m->index, true, last, t->members[m->index].epoch, "probe");
 	} else {
 		if (!r->ok) {
 			m->probe_failures++;
@@ -595,8 +653,142 @@ static void answer_confirmations(struct member *m, enum role role)
 	for (s = TAILQ_FIRST(&svc->sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, all);
 		if (s->confirming && s->confirm_member == m->index)
-			session_confirmed(s, role, svc->topo.writer == m->index);
+			session_confirmed(s, role, topo_of(svc, m->index) != NULL && topo_of(svc, m->index)->writer == m->index);
 	}
+}
+
+static bool set_members(struct service *svc, const struct hostport *hps, const char *const *ids, int n);
+
+/* cluster = on: what this member's next check asks besides its role -- the commands' key positions
+ * until they are known, the slot map until there is one, then again when a role changed and every
+ * CLUSTER_MAP_REFRESH_MS (one member at a time). */
+static void cluster_ask(struct member *m)
+{
+	struct service *svc = m->svc;
+	int64_t now = now_ms();
+	bool shards = false;
+
+	if (svc->cl->nshards == 0 || svc->map_stale || now - svc->map_asked_ms >= CLUSTER_MAP_REFRESH_MS) {
+		shards = true;
+		svc->map_stale = false;
+		svc->map_asked_ms = now;
+	}
+	probe_want(m->probe, shards, svc->keys == NULL);
+}
+
+/* A slot map `m` reported (in svc->map_buf): every node it names becomes a member (the seeds stay
+ * too, and so does `m`: it is inside its own probe's callback), each in its shard. */
+static void cluster_take_map(struct service *svc, struct member *m)
+{
+	const struct slots_map *map = svc->map_buf;
+	int cap = svc->cfg->nmembers + 1, n = 0;
+	struct hostport *hps = NULL;
+	const char **ids = NULL;
+	int *in_shard = NULL;
+	int16_t *owner = NULL;
+	bool oom = false;
+	char mid[sizeof(m->id)];
+
+	snprintf(mid, sizeof(mid), "%s", m->id);  /* set_members writes ids into members, m's too */
+
+	for (int j = 0; j < map->nshards; j++)
+		cap += 1 + map->shards[j].nreplicas;
+	hps = calloc((size_t)cap, sizeof(*hps));
+	ids = calloc((size_t)cap, sizeof(*ids));
+	in_shard = calloc((size_t)cap, sizeof(*in_shard));
+	owner = calloc(SLOTS_COUNT, sizeof(*owner));
+	if (hps == NULL || ids == NULL || in_shard == NULL || owner == NULL)
+		goto out;
+	/* Shards' nodes first, in the map's order, then seeds and the reporter if they are not in it. */
+	for (int j = 0; j < map->nshards; j++) {
+		const struct slots_shard *sh = &map->shards[j];
+		for (int r = -1; r < sh->nreplicas; r++) {
+			const struct slots_node *nd = r < 0 ? &sh->primary : &sh->replicas[r];
+			struct hostport hp = {.port = nd->port};
+			char a[300], b[300];
+			bool dup = false;
+			if (nd->host[0] == '\0' || nd->port == 0)
+				continue;
+			snprintf(hp.host, sizeof(hp.host), "%s", nd->host);
+			hostport_str(&hp, a, sizeof(a));
+			for (int i = 0; i < n && !dup; i++)
+				dup = strcmp(hostport_str(&hps[i], b, sizeof(b)), a) == 0;
+			if (dup)
+				continue;
+			in_shard[n] = j;
+			hps[n] = hp;
+			ids[n++] = nd->id;
+		}
+	}
+	for (int i = -1; i < svc->cfg->nmembers; i++) {
+		const struct hostport *hp = i < 0 ? &m->hp : &svc->cfg->members[i];
+		char a[300], b[300];
+		bool dup = false;
+		hostport_str(hp, a, sizeof(a));
+		for (int k = 0; k < n && !dup; k++)
+			dup = strcmp(hostport_str(&hps[k], b, sizeof(b)), a) == 0;
+		if (!dup) {
+			in_shard[n] = -1;
+			ids[n] = i < 0 ? mid : "";
+			hps[n++] = *hp;
+		}
+	}
+	/* set_members keeps the order: member i is hps[i]. */
+	if (!set_members(svc, hps, ids, n))
+		goto out;
+	for (int sl = 0; sl < SLOTS_COUNT; sl++)
+		owner[sl] = map->owner[sl];
+	svc->via = "slot map";
+	if (cluster_apply(svc->cl, map->nshards, in_shard, owner, now_ms(), cluster_react, svc, &oom)) {
+		char line[1024];
+		size_t off = 0;
+		for (int k = 0; k < svc->cl->nshards && off < sizeof(line); k++) {
+			int w = topo_writer_ready(&svc->cl->shards[k].topo);
+			off += (size_t)snprintf(line + off, sizeof(line) - off, "%s%d: %s %s", k ? "; " : "", k,
+						svc->cl->shards[k].ranges, w >= 0 ? svc->members[w]->str : "(no primary yet)");
+		}
+		log_info(svc->subject, "slot map from %s: %d shard(s), %u of %d slots served (%s)", m->str,
+			 svc->cl->nshards, map->covered, SLOTS_COUNT, line);
+		kick_held(svc);
+	}
+out:
+	if (oom)
+		log_warn(svc->subject, "slot map from %s: out of memory, the last map stays", m->str);
+	free(hps);
+	free(ids);
+	free(in_shard);
+	free(owner);
+}
+
+/* The replies cluster_ask asked for. They come from a member: hostile input, read by parsers that
+ * refuse what is not the shape they expect; a map that cannot be taken leaves the last one. */
+static void probe_cluster_done(void *arg, enum probe_cluster_reply kind, const struct redisReply *r)
+{
+	struct member *m = arg;
+	struct service *svc = m->svc;
+	char why[200];
+
+	if (kind == PROBE_CLUSTER_COMMANDS) {
+		struct keyspec *ks;
+		if (svc->keys != NULL)
+			return;
+		if ((ks = keyspec_from_command(r, why, sizeof(why))) == NULL) {
+			log_warn(svc->subject, "COMMAND from %s: %s (asked again)", m->str, why);
+			return;
+		}
+		svc->keys = ks;
+		log_info(svc->subject, "key positions of %zu commands learned from %s", keyspec_count(ks), m->str);
+		kick_held(svc);
+		return;
+	}
+	if (!slots_from_cluster_shards(r, svc->map_buf, why, sizeof(why))) {
+		if (strstr(svc->map_error, why) == NULL)  /* said once while it lasts */
+			log_warn(svc->subject, "CLUSTER SHARDS from %s: %s (the last map stays)", m->str, why);
+		snprintf(svc->map_error, sizeof(svc->map_error), "%s: %s", m->str, why);
+		return;
+	}
+	svc->map_error[0] = '\0';
+	cluster_take_map(svc, m);
 }
 
 static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -608,8 +800,8 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (m->probe == NULL) {
 		/* probes = off: nobody can ask the member; the topology's word is all there is. */
 		if (m->confirm_after_ms != 0)
-			answer_confirmations(m, topo_member_healthy(&m->svc->topo, m->index)
-							? topo_member_role(&m->svc->topo, m->index)
+			answer_confirmations(m, topo_member_healthy(topo_of(m->svc, m->index), m->index)
+							? topo_member_role(topo_of(m->svc, m->index), m->index)
 							: ROLE_DOWN);
 		return;
 	}
@@ -626,6 +818,8 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 		m->reresolving = true;
 		probe_fresh(m->probe);
 	}
+	if (m->svc->cl != NULL)
+		cluster_ask(m);
 	probe_run(m->probe);
 }
 
@@ -797,6 +991,33 @@ static int service_pick(struct service *svc)
 	return topo_writer_ready(t);
 }
 
+/* cluster = on: the member a command for `slot` goes to now (-1: hold it); slot -1 (a command
+ * without keys): any shard's primary, in turn. */
+static int service_pick_slot(struct service *svc, int slot)
+{
+	if (svc->paused || svc->keys == NULL || svc->cl == NULL)
+		return -1;
+	if (slot >= 0)
+		return cluster_slot_writer(svc->cl, slot);
+	for (int k = 0; k < svc->cl->nshards; k++) {
+		int w = topo_writer_ready(&svc->cl->shards[(svc->next_keyless + (unsigned)k) % (unsigned)svc->cl->nshards].topo);
+		if (w >= 0) {
+			svc->next_keyless += (unsigned)k + 1;
+			return w;
+		}
+	}
+	return -1;
+}
+
+/* cluster = on: the slot of the complete command p[0..n) (keyspec.h's codes when none); KEYSPEC_UNKNOWN
+ * until the key positions are known. */
+static int service_slot(const struct service *svc, const uint8_t *p, size_t n)
+{
+	if (svc->keys == NULL)
+		return KEYSPEC_UNKNOWN;
+	return keyspec_slot(svc->keys, p, n);
+}
+
 bool service_ready(const struct service *svc, char *why, size_t len)
 {
 	const struct topology *t = &svc->topo;
@@ -807,6 +1028,15 @@ bool service_ready(const struct service *svc, char *why, size_t len)
 	}
 	if (svc->paused) {
 		snprintf(why, len, "service %s: paused (new clients are held)", svc->cfg->name);
+		return false;
+	}
+	if (svc->cl != NULL) {
+		if (svc->keys != NULL && cluster_ready(svc->cl))
+			return true;
+		snprintf(why, len, "service %s: %s", svc->cfg->name,
+			 svc->cl->nshards == 0 ? "no slot map yet (new clients are held)"
+			 : svc->keys == NULL   ? "the commands' key positions are not known yet (new clients are held)"
+					       : "a shard has no confirmed primary, or slots no shard (their commands are held)");
 		return false;
 	}
 	if (svc->cfg->route == ROUTE_WRITER) {
@@ -1220,6 +1450,8 @@ static bool member_probe_start(struct member *m)
 	if (m->probe == NULL)
 		return false;
 	probe_on_idle_lost(m->probe, probe_lost);
+	if (m->svc->cl != NULL)
+		probe_on_cluster(m->probe, probe_cluster_done);
 	return true;
 }
 
@@ -1344,6 +1576,8 @@ static bool set_members(struct service *svc, const struct hostport *hps, const c
 		}
 	}
 	ev = topo_remap(&svc->topo, n, map, now_ms());
+	if (svc->cl != NULL && !cluster_remap(svc->cl, n, map, now_ms(), cluster_react, svc))
+		log_error(svc->subject, "out of memory following the membership: the shards may be out of date");
 	free(map);
 	free(old2new);
 	/* Sessions waiting for the word of a member that left: it will not come. */
@@ -1353,7 +1587,7 @@ static bool set_members(struct service *svc, const struct hostport *hps, const c
 			session_confirmed(s, ROLE_DOWN, false);
 	}
 	svc->via = "control plane";
-	if (ev != 0)
+	if (ev != 0 && svc->cl == NULL)
 		react(svc, ev, -1);
 	return true;
 fail:
@@ -1494,6 +1728,17 @@ struct service *service_new(struct event_base *base, const struct service_config
 	    !topo_init(&svc->topo, 0, cfg->down_after, cfg->protocol == PROTOCOL_POSTGRES)) {
 		service_free(svc);
 		return NULL;
+	}
+	if (cfg->cluster) {
+		svc->cl = malloc(sizeof(*svc->cl));
+		svc->map_buf = malloc(sizeof(*svc->map_buf));
+		if (svc->cl == NULL || svc->map_buf == NULL) {
+			free(svc->cl);
+			svc->cl = NULL;
+			service_free(svc);
+			return NULL;
+		}
+		cluster_init(svc->cl, cfg->down_after);
 	}
 	return svc;
 }
@@ -1836,6 +2081,8 @@ static const char *needs_restart(const struct service_config *old, const struct 
 		return "source";
 	if (!same_str(cfg->shard, old->shard))
 		return "shard";
+	if (cfg->cluster != old->cluster)
+		return "cluster";
 	return NULL;
 }
 
@@ -1951,6 +2198,11 @@ bool service_reconfigure(struct service *svc, const struct service_config *cfg, 
 		log_info(svc->subject, "now listening on %s", hostport_str(&cfg->listen, addr, sizeof(addr)));
 	}
 	svc->topo.down_after = cfg->down_after < 1 ? 1 : cfg->down_after;
+	if (svc->cl != NULL) {
+		svc->cl->down_after = svc->topo.down_after;
+		for (int k = 0; k < svc->cl->nshards; k++)
+			svc->cl->shards[k].topo.down_after = svc->topo.down_after;
+	}
 	struct secret *old_secret = NULL, *old_member_secret = NULL;
 	if (psec != NULL) {
 		old_secret = svc->probe_secret;
@@ -2009,6 +2261,12 @@ void service_free(struct service *svc)
 	if (svc->accept_ev != NULL)
 		event_free(svc->accept_ev);
 	topo_free(&svc->topo);
+	if (svc->cl != NULL)
+		cluster_free(svc->cl);
+	free(svc->cl);
+	free(svc->map_buf);
+	if (svc->keys != NULL)
+		keyspec_free(svc->keys);
 	net_tls_free(svc->tls);
 	net_tls_free(svc->listen_tls);
 	auth_users_unref(svc->users);
@@ -2099,10 +2357,20 @@ json_t *service_status_json(const struct service *svc)
 		json_object_set_new(mo, "address", json_string(m->str));
 		if (m->id[0])
 			json_object_set_new(mo, "id", json_string(m->id));
-		json_object_set_new(mo, "role", json_string(role_name(topo_member_role(t, i))));
-		json_object_set_new(mo, "healthy", json_boolean(topo_member_healthy(t, i)));
-		json_object_set_new(mo, "epoch", json_integer(t->members[i].epoch));
-		json_object_set_new(mo, "fenced", json_boolean(t->members[i].fenced));
+		const struct topology *mt = topo_of(svc, i);
+		if (mt == NULL) {
+			/* cluster = on, in no shard: only what its probe said */
+			json_object_set_new(mo, "role", json_string(role_name(m->last.ok ? m->last.role : ROLE_UNKNOWN)));
+			json_object_set_new(mo, "healthy", json_boolean(m->last.ok));
+			json_object_set_new(mo, "shard", json_null());
+		} else {
+			json_object_set_new(mo, "role", json_string(role_name(topo_member_role(mt, i))));
+			json_object_set_new(mo, "healthy", json_boolean(topo_member_healthy(mt, i)));
+			json_object_set_new(mo, "epoch", json_integer(mt->members[i].epoch));
+			json_object_set_new(mo, "fenced", json_boolean(mt->members[i].fenced));
+			if (svc->cl != NULL)
+				json_object_set_new(mo, "shard", json_integer(svc->cl->member_shard[i]));
+		}
 		json_object_set_new(mo, "clients", json_integer(m->sessions));
 		json_object_set_new(mo, "probe", json_pack("{s:b, s:f, s:s, s:I, s:I}", "ok", m->last.ok, "latency_ms",
 							    (double)m->last.latency_us / 1000.0, "detail", m->last.detail,
@@ -2132,6 +2400,32 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(o, "paused", json_boolean(svc->paused));
 	json_object_set_new(o, "conflict", json_boolean(t->conflict));
 	json_object_set_new(o, "members", members);
+	if (svc->cl != NULL) {
+		json_t *co = json_object(), *shards = json_array();
+		bool ready = svc->keys != NULL && cluster_ready(svc->cl);
+		for (int k = 0; k < svc->cl->nshards; k++) {
+			const struct cluster_shard *sh = &svc->cl->shards[k];
+			int sw = topo_writer_ready(&sh->topo);
+			json_t *so = json_pack("{s:i, s:I, s:s, s:s, s:b, s:I}", "shard", k, "slots", (json_int_t)sh->nslots,
+					       "ranges", sh->ranges, "state", topo_state_name(sh->topo.state), "primary_ready",
+					       sw >= 0, "failovers", (json_int_t)sh->topo.failovers);
+			json_object_set_new(so, "primary", sh->topo.writer >= 0 ? json_string(svc->members[sh->topo.writer]->str)
+										 : json_null());
+			if (sh->topo.last.started_ms > 0 && sh->topo.last.confirmed_ms > 0)
+				json_object_set_new(so, "last_failover_ms",
+						    json_integer(sh->topo.last.confirmed_ms - sh->topo.last.started_ms));
+			json_array_append_new(shards, so);
+		}
+		json_object_set_new(co, "shards", shards);
+		json_object_set_new(co, "ready", json_boolean(ready));
+		json_object_set_new(co, "slot_map_updates", json_integer((json_int_t)svc->cl->maps));
+		json_object_set_new(co, "commands_known", json_integer(svc->keys != NULL ? (json_int_t)keyspec_count(svc->keys) : 0));
+		json_object_set_new(co, "map_error", svc->map_error[0] ? json_string(svc->map_error) : json_null());
+		json_object_set_new(o, "cluster", co);
+		/* The service as a whole: ready when every shard is. */
+		json_object_set_new(o, "writer_ready", json_boolean(ready));
+		json_object_set_new(o, "state", json_string(ready ? "STEADY" : svc->cl->nshards == 0 ? "STARTING" : "FAILING_OVER"));
+	}
 	if (svc->probe_secret != NULL)
 		json_object_set_new(o, "probe_password", secret_status_json(svc->probe_secret));
 	if (svc->member_secret != NULL)
@@ -2205,10 +2499,21 @@ struct metric {
 	}
 METRIC_FN(m_clients, svc->nsessions)
 METRIC_FN(m_held, svc->nheld)
-METRIC_FN(m_writer_ready, topo_writer_ready(&svc->topo) >= 0)
-METRIC_FN(m_conflict, svc->topo.conflict)
-METRIC_FN(m_failovers, svc->topo.failovers)
-METRIC_FN(m_conflicts, svc->topo.conflicts)
+/* cluster = on: the service as a whole (every shard ready; any shard in conflict; the sums). */
+static uint64_t shards_sum(const struct service *svc, int what)
+{
+	uint64_t n = 0;
+
+	for (int k = 0; k < svc->cl->nshards; k++) {
+		const struct topology *t = &svc->cl->shards[k].topo;
+		n += what == 0 ? t->conflict : what == 1 ? t->failovers : t->conflicts;
+	}
+	return n;
+}
+METRIC_FN(m_writer_ready, svc->cl != NULL ? svc->keys != NULL && cluster_ready(svc->cl) : topo_writer_ready(&svc->topo) >= 0)
+METRIC_FN(m_conflict, svc->cl != NULL ? shards_sum(svc, 0) > 0 : svc->topo.conflict)
+METRIC_FN(m_failovers, svc->cl != NULL ? shards_sum(svc, 1) : svc->topo.failovers)
+METRIC_FN(m_conflicts, svc->cl != NULL ? shards_sum(svc, 2) : svc->topo.conflicts)
 METRIC_FN(m_accepted, svc->host.counters.accepted)
 METRIC_FN(m_held_total, svc->host.counters.held_total)
 METRIC_FN(m_hold_timeouts, svc->host.counters.hold_timeouts)
@@ -2390,13 +2695,14 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 		for (int j = 0; j < svcs[i]->nmembers; j++)
 			evbuffer_add_printf(out, "repoint_member_up{service=\"%s\",member=\"%s\"} %d\n",
 					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
-					    topo_member_healthy(&svcs[i]->topo, j) ? 1 : 0);
+					    topo_of(svcs[i], j) != NULL ? topo_member_healthy(topo_of(svcs[i], j), j)
+									: svcs[i]->members[j]->last.ok);
 	/* The role as a value, not a label: a failover changes values, not series. */
 	evbuffer_add_printf(out, "# HELP repoint_member_role The member's role: 2 writer, 1 reader, 0 unknown or down\n"
 				 "# TYPE repoint_member_role gauge\n");
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < svcs[i]->nmembers; j++) {
-			enum role r = topo_member_role(&svcs[i]->topo, j);
+			enum role r = service_member_role(svcs[i], j);
 			evbuffer_add_printf(out, "repoint_member_role{service=\"%s\",member=\"%s\"} %d\n",
 					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
 					    r == ROLE_WRITER ? 2 : r == ROLE_READER ? 1 : 0);
@@ -2421,6 +2727,25 @@ void service_metrics(struct service *const *svcs, int n, struct evbuffer *out)
 			evbuffer_add_printf(out, "repoint_probe_latency_seconds{service=\"%s\",member=\"%s\"} %.6f\n",
 					    svcs[i]->cfg->name, svcs[i]->members[j]->str,
 					    (double)svcs[i]->members[j]->last.latency_us / 1e6);
+	/* cluster = on: per shard (shards are numbered as /status lists them). */
+	evbuffer_add_printf(out, "# HELP repoint_shard_primary_ready 1 when the shard has a confirmed primary\n"
+				 "# TYPE repoint_shard_primary_ready gauge\n");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; svcs[i]->cl != NULL && k < svcs[i]->cl->nshards; k++)
+			evbuffer_add_printf(out, "repoint_shard_primary_ready{service=\"%s\",shard=\"%d\"} %d\n",
+					    svcs[i]->cfg->name, k, topo_writer_ready(&svcs[i]->cl->shards[k].topo) >= 0);
+	evbuffer_add_printf(out, "# HELP repoint_shard_failovers_total Completed failovers of the shard\n"
+				 "# TYPE repoint_shard_failovers_total counter\n");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; svcs[i]->cl != NULL && k < svcs[i]->cl->nshards; k++)
+			evbuffer_add_printf(out, "repoint_shard_failovers_total{service=\"%s\",shard=\"%d\"} %u\n",
+					    svcs[i]->cfg->name, k, svcs[i]->cl->shards[k].topo.failovers);
+	evbuffer_add_printf(out, "# HELP repoint_shard_slots Slots the shard serves\n"
+				 "# TYPE repoint_shard_slots gauge\n");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; svcs[i]->cl != NULL && k < svcs[i]->cl->nshards; k++)
+			evbuffer_add_printf(out, "repoint_shard_slots{service=\"%s\",shard=\"%d\"} %u\n",
+					    svcs[i]->cfg->name, k, svcs[i]->cl->shards[k].nslots);
 }
 
 /* --- the session host: what sessions see of their service (net/session.h) --- */
@@ -2433,6 +2758,16 @@ static struct service *host_svc(struct session_host *h)
 static int host_pick(struct session_host *h)
 {
 	return service_pick(host_svc(h));
+}
+
+static int host_pick_slot(struct session_host *h, int slot)
+{
+	return service_pick_slot(host_svc(h), slot);
+}
+
+static int host_slot(struct session_host *h, const uint8_t *p, size_t n)
+{
+	return service_slot(host_svc(h), p, n);
 }
 
 static const struct sockaddr *host_member_addr(struct session_host *h, int member, socklen_t *len)
@@ -2656,6 +2991,8 @@ static bool host_barred(struct session_host *h)
 
 static const struct session_host_ops host_ops = {
 	.pick = host_pick,
+	.pick_slot = host_pick_slot,
+	.slot = host_slot,
 	.member_addr = host_member_addr,
 	.member_str = host_member_str,
 	.member_tls_name = host_member_tls_name,

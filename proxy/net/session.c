@@ -16,6 +16,7 @@
 #include "net/session.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "net/transport.h"
 #include "net/shared.h"
+#include "proto/keyspec.h"
 #include "util.h"
 
 /* One read takes at most this much. */
@@ -88,6 +90,16 @@ static void login_forget(struct session *s);
 #define SESSION_SHARED_INFLIGHT_MAX 4096
 /* ... and what a shared session may have waiting in client_in before it is not read. */
 #define SESSION_SHARED_INPUT_MAX (SESSION_SHARE_MAX + SESSION_READ_MAX)
+/* cluster = on: every command travels on its shard primary's shared connection (there is no one
+ * server to give a session of its own), so the bound is that of a command's size. */
+#define SESSION_CLUSTER_SHARE_MAX (4 * 1024 * 1024)
+/* resp_cluster_answer's "which member": answer here, not on a server. */
+#define CLUSTER_LOCAL (-2)
+
+static size_t share_max(const struct session *s)
+{
+	return s->host->cfg->cluster ? SESSION_CLUSTER_SHARE_MAX : SESSION_SHARE_MAX;
+}
 
 static uint64_t session_next_id = 1;
 
@@ -732,9 +744,40 @@ static bool held_last_words(struct session *s, size_t n)
 }
 
 /* After a migration: connect now if the service already knows where to. */
+/* cluster = on: the slot of the command the session waits to send (the one to send again first,
+ * else the first in client_in), -1 when it has none or it has no keys. */
+static int pending_slot(struct session *s)
+{
+	const uint8_t *p;
+	size_t n, len;
+	bool write;
+	int slot;
+
+	if (s->replay && s->retry_len > 0) {
+		p = s->retry;
+		n = s->retry_len;
+	} else if (s->client_in != NULL && (n = evbuffer_get_length(s->client_in)) > 0) {
+		p = evbuffer_pullup(s->client_in, -1);
+	} else {
+		return -1;
+	}
+	if (resp_share_scan(p, n, share_max(s), &len, &write) != RESP_SHARE_YES)
+		return -1;
+	slot = s->host->ops->slot(s->host, p, len);
+	return slot >= 0 ? slot : -1;
+}
+
+/* The member to go to now (-1: hold): the writer, or (cluster = on) its next command's shard's. */
+static int route_pick(struct session *s)
+{
+	if (s->host->cfg->cluster)
+		return s->host->ops->pick_slot(s->host, pending_slot(s));
+	return s->host->ops->pick(s->host);
+}
+
 static void route_if_ready(struct session *s)
 {
-	if (s->state == SESSION_HELD && s->host->ops->pick(s->host) >= 0)
+	if (s->state == SESSION_HELD && route_pick(s) >= 0)
 		route(s);
 }
 
@@ -1010,7 +1053,7 @@ static void shared_flow(struct session *s)
 	bool stop = s->confirming || s->client_eof || (!s->barrier && s->host->ops->barred(s->host)) ||
 		    evbuffer_get_length(s->client.out) >= SESSION_HIGH_WATER ||
 		    s->shared_out >= SESSION_SHARED_INFLIGHT_MAX || s->shared_bytes >= SESSION_HIGH_WATER ||
-		    (s->client_in != NULL && evbuffer_get_length(s->client_in) >= SESSION_SHARED_INPUT_MAX);
+		    (s->client_in != NULL && evbuffer_get_length(s->client_in) >= share_max(s) + SESSION_READ_MAX);
 
 	if (s->state == SESSION_CLOSING || s->state == SESSION_REFUSING)
 		return;
@@ -1063,7 +1106,7 @@ static bool pending_write(struct session *s)
 	if (s->replay)
 		return true;  /* a write a demoted writer refused */
 	if (n > 0)
-		(void)resp_share_scan(evbuffer_pullup(s->client_in, -1), n, SESSION_SHARE_MAX, &len, &write);
+		(void)resp_share_scan(evbuffer_pullup(s->client_in, -1), n, share_max(s), &len, &write);
 	return write;
 }
 
@@ -1076,8 +1119,56 @@ static bool pending_pins(struct session *s)
 
 	if (n == 0 || s->shared_out > 0 || s->replay)
 		return false;
-	return resp_share_scan(evbuffer_pullup(s->client_in, -1), n, SESSION_SHARE_MAX, &len, &write) ==
-	       RESP_SHARE_NO;
+	return !s->host->cfg->cluster &&
+	       resp_share_scan(evbuffer_pullup(s->client_in, -1), n, share_max(s), &len, &write) == RESP_SHARE_NO;
+}
+
+/* cluster = on: where the complete shareable command p[0..len) goes -- its slot's primary, -1 when
+ * that shard has none now (held), CLUSTER_LOCAL when repoint answers it (keys in several slots; a
+ * data-set-wide command without keys). A command without keys stays where the session is. */
+static int cluster_target(struct session *s, const uint8_t *p, size_t len)
+{
+	int slot = s->host->ops->slot(s->host, p, len);
+
+	if (slot >= 0)
+		return s->host->ops->pick_slot(s->host, slot);
+	if (slot == KEYSPEC_CROSSSLOT)
+		return CLUSTER_LOCAL;
+	if (!resp_cluster_keyless_ok(p, len))
+		return CLUSTER_LOCAL;
+	return s->member >= 0 ? s->member : s->host->ops->pick_slot(s->host, -1);
+}
+
+/* cluster = on: the answer repoint gives itself to the command p[0..len), sent to the client (in
+ * order: nothing of the session's is in flight). True when the session was freed. */
+static bool cluster_answer(struct session *s, const uint8_t *p, size_t len, int slot)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[64] = "127.0.0.1";
+	uint16_t port = s->host->cfg->listen.port;
+	struct evbuffer *out = evbuffer_new();
+	bool ok;
+
+	/* The address the client reached repoint at, as a node announces the address it is reached at. */
+	if (getsockname(s->client.conn.fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (out == NULL) {
+		session_destroy(s);
+		return true;
+	}
+	if (slot == KEYSPEC_CROSSSLOT)
+		resp_error(out, "CROSSSLOT", "Keys in request don't hash to the same slot");
+	else
+		resp_cluster_answer(p, len, &(struct resp_cluster_self){.host = host, .port = port}, out);
+	ok = side_send(&s->client, evbuffer_pullup(out, -1), evbuffer_get_length(out));
+	evbuffer_free(out);
+	if (!ok) {
+		session_destroy(s);
+		return true;
+	}
+	return false;
 }
 
 /* Client bytes of a shared session (p may be NULL: look at client_in again): the complete
@@ -1117,11 +1208,22 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	/* The first command decides which shared connection a batch goes on: reads have one of their
 	 * own (a write held by CLIENT PAUSE WRITE cannot hold them up); a batch on the writes'
 	 * connection may carry reads too. */
-	bool write = false, w = false;
+	bool write = false, w = false, cluster = s->host->cfg->cluster;
 	size_t len = 0, len0;
-	enum resp_share r0 = n > 0 ? resp_share_scan(p, n, SESSION_SHARE_MAX, &len, &write) : RESP_SHARE_MORE;
+	enum resp_share r0 = n > 0 ? resp_share_scan(p, n, share_max(s), &len, &write) : RESP_SHARE_MORE;
 	len0 = len;
-	sh = shared_target(s, write);
+	bool wait_shard = false;
+	if (cluster && r0 == RESP_SHARE_YES && s->shared_out == 0 && s->state == SESSION_ACTIVE) {
+		/* The first command's shard decides where this batch goes. */
+		int t = cluster_target(s, p, len0);
+		if (t == -1) {
+			wait_shard = true;
+		} else if (t >= 0 && t != s->member) {
+			s->host->ops->detach(s->host, s);
+			s->host->ops->attach(s->host, s, t);
+		}
+	}
+	sh = wait_shard ? NULL : shared_target(s, write);
 	bool on_write = s->shared_out > 0 ? s->sh_write : write;
 	enum resp_share r = RESP_SHARE_YES;
 	const uint8_t *buf = p;
@@ -1157,7 +1259,46 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 			len = len0;
 			w = write;
 		} else {
-			r = resp_share_scan(buf + off, total - off, SESSION_SHARE_MAX, &len, &w);
+			r = resp_share_scan(buf + off, total - off, share_max(s), &len, &w);
+		}
+		if (cluster && r == RESP_SHARE_NO) {
+			/* Nothing gets a connection of its own in a cluster: answered here, once complete. */
+			size_t clen;
+			int k = resp_command_len(buf + off, total - off, share_max(s), &clen);
+			if (k < 0) {
+				if (ncmds > 0 || s->shared_out > 0)
+					break;
+				resp_error(s->client.out, "ERR", "Protocol error: repoint reads commands as RESP arrays "
+								 "of at most 4 MiB in cluster mode");
+				close_after_flush(s, "(a command repoint cannot read in cluster mode)");
+				return true;
+			}
+			if (k == 0) {
+				r = RESP_SHARE_MORE;
+				len = clen;
+				break;
+			}
+			if (ncmds > 0 || s->shared_out > 0)
+				break;
+			if (cluster_answer(s, buf + off, clen, KEYSPEC_UNKNOWN))
+				return true;
+			off += clen;
+			first = off;
+			continue;
+		}
+		if (cluster && r == RESP_SHARE_YES) {
+			int t = cluster_target(s, buf + off, len);
+			if (t == CLUSTER_LOCAL) {
+				if (ncmds > 0 || s->shared_out > 0)
+					break;  /* answered in order, once what is before it is */
+				if (cluster_answer(s, buf + off, len, s->host->ops->slot(s->host, buf + off, len)))
+					return true;
+				off += len;
+				first = off;
+				continue;
+			}
+			if (t != s->member)
+				break;  /* another shard's (or one to wait for): once what is in flight is answered */
 		}
 		if (r == RESP_SHARE_YES && w && !on_write)
 			break;  /* a write after reads: once they are answered, on the writes' connection */
@@ -1173,8 +1314,15 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 				break;
 			} else if (r == RESP_SHARE_HELLO3) {
 				break;
+			} else if (cluster && ncmds == 0 && s->shared_out == 0) {
+				/* No connection of its own to go back to RESP2 on. */
+				if (cluster_answer(s, buf + off, len, KEYSPEC_UNKNOWN))
+					return true;
+				off += len;
+				first = off;
+				continue;
 			} else {
-				r = RESP_SHARE_NO;
+				r = cluster ? RESP_SHARE_YES : RESP_SHARE_NO;
 				break;
 			}
 		}
@@ -1196,7 +1344,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		ncmds++;
 	}
 	s->shared_need = r == RESP_SHARE_MORE ? len : 0;
-	if (r == RESP_SHARE_NO) {
+	if (r == RESP_SHARE_NO && !cluster) {
 		s->unshare = true;
 		/* Its next command needs a connection of its own: until it is handed over there, no
 		 * shared command read after it may leave (it could run first). */
@@ -1307,7 +1455,8 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 	s->active_ms = now_ms_coarse();
 	/* Large replies go on a connection of the session's own from now on, like large commands. */
 	s->shared_reply += n;
-	if (replies > 0 ? s->shared_reply > (size_t)SESSION_SHARE_MAX * replies : s->shared_reply > SESSION_SHARE_MAX)
+	if (!svc->cfg->cluster &&
+	    (replies > 0 ? s->shared_reply > (size_t)SESSION_SHARE_MAX * replies : s->shared_reply > SESSION_SHARE_MAX))
 		s->unshare = true;
 	if (replies > 0)
 		s->shared_reply = 0;
@@ -2874,7 +3023,7 @@ static bool connect_failed(struct session *s, const char *why)
 		return true;
 	s->host->ops->upstream_failed(s->host, member, why);
 	/* The failure may have moved the writer: route again if the service says so. */
-	if (s->state == SESSION_HELD && s->host->ops->pick(s->host) >= 0)
+	if (s->state == SESSION_HELD && route_pick(s) >= 0)
 		return route(s);
 	return false;
 }
@@ -3012,7 +3161,7 @@ static bool pool_greet(struct session *s)
 
 static bool route(struct session *s)
 {
-	int member = s->host->ops->pick(s->host);
+	int member = route_pick(s);
 
 	if (s->confirming)
 		return hold(s, "(waiting for its server's word on its role)");

@@ -88,6 +88,11 @@ struct session_pooled {
 struct session_host_ops {
 	/* where to go */
 	int (*pick)(struct session_host *h);  /* the member for a new client now, or -1: hold it */
+	/* cluster = on: the member (its shard's primary) for a command on `slot` now, or -1: hold it;
+	 * slot -1: a command without keys (any shard's primary). slot: the slot of the complete command
+	 * p[0..n), or a KEYSPEC_* code (proto/keyspec.h: no keys, cross-slot, unknown, malformed). */
+	int (*pick_slot)(struct session_host *h, int slot);
+	int (*slot)(struct session_host *h, const uint8_t *p, size_t n);
 	const struct sockaddr *(*member_addr)(struct session_host *h, int member, socklen_t *len);
 	const char *(*member_str)(struct session_host *h, int member);
 	const char *(*member_tls_name)(struct session_host *h, int member);

@@ -331,6 +331,24 @@ enum resp_share resp_share_scan(const uint8_t *p, size_t n, size_t max, size_t *
 /* Is `name` (any case) a command that may share a connection? */
 bool resp_shareable_name(const uint8_t *name, size_t len);
 
+/* Redis Cluster behind one listener (cluster = on; proto/resp_cluster.c): repoint shows clients one
+ * node serving every slot -- itself, at `self` -- and routes each command by its keys' slot.
+ * resp_cluster_answer appends the answer to the complete command at p[0..n) that does not travel by
+ * slot: CLUSTER SLOTS/SHARDS/NODES/INFO/MYID/KEYSLOT as that node, READONLY/READWRITE/ASKING +OK,
+ * SELECT refused as a cluster does, anything else an error saying repoint does not route it.
+ * resp_cluster_keyless_ok: a command without keys that any one shard's primary answers as well as
+ * the cluster would (PING, ECHO, INFO, PUBLISH, ...); the others (DBSIZE, KEYS, SCAN, ...) are
+ * answered by resp_cluster_answer. */
+struct resp_cluster_self {
+	const char *host;   /* the address the client reached repoint at */
+	uint16_t port;
+};
+void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_self *self, struct evbuffer *out);
+bool resp_cluster_keyless_ok(const uint8_t *p, size_t n);
+/* The length of the command array at the start of p[0..n) (at most max bytes): 1 complete (*len
+ * its length), 0 more needed (*len a lower bound), -1 not a command array. */
+int resp_command_len(const uint8_t *p, size_t n, size_t max, size_t *len);
+
 /* Splitting a reply stream into whole replies: feed bytes in order; each call consumes bytes until
  * `want` top-level replies have ended or the bytes run out, sets *got to the replies that ended,
  * and returns the bytes consumed -- (size_t)-1 when the stream is not RESP. Pushes are skipped. */

@@ -846,11 +846,18 @@ static bool resp_retryable(const struct proto_state *st)
 
 static size_t resp_readonly_reply(const uint8_t *p, size_t n)
 {
-	static const char prefix[] = "-READONLY";
+	static const char prefix[] = "-READONLY", moved[] = "-MOVED ";
+	size_t from;
 
-	if (n < sizeof(prefix) + 1 || memcmp(p, prefix, sizeof(prefix) - 1) != 0)
+	/* A Redis Cluster node that is no longer its slot's primary answers MOVED (a demoted primary
+	 * says so for every command, reads too): the command did not run there. */
+	if (n >= sizeof(prefix) + 1 && memcmp(p, prefix, sizeof(prefix) - 1) == 0)
+		from = sizeof(prefix) - 1;
+	else if (n >= sizeof(moved) + 1 && memcmp(p, moved, sizeof(moved) - 1) == 0)
+		from = sizeof(moved) - 1;
+	else
 		return 0;
-	for (size_t i = sizeof(prefix) - 1; i + 1 < n; i++) {
+	for (size_t i = from; i + 1 < n; i++) {
 		if (p[i] == '\r')
 			return p[i + 1] == '\n' ? i + 2 : 0;
 		if (p[i] == '\n')

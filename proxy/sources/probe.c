@@ -91,6 +91,8 @@ struct probe {
 	int64_t timeout_ms;
 	probe_cb cb;
 	probe_lost_cb lost_cb;  /* optional: the idle connection died between checks */
+	probe_cluster_cb cluster_cb;  /* optional (Redis Cluster): CLUSTER SHARDS / COMMAND replies */
+	bool want_shards, want_commands;  /* ... asked for with the next check */
 	void *cb_arg;
 
 	struct event *timer;   /* bounds one check */
@@ -123,6 +125,8 @@ struct probe {
 	/* Redis */
 	int rd_auth_left;      /* replies before ROLE's that belong to AUTH (errors there fail the check) */
 	int rd_ignore_left;    /* replies before ROLE's to ignore (CLIENT SETNAME) */
+	uint8_t rd_extra[2];   /* replies before ROLE's for cluster_cb (enum probe_cluster_reply), in order */
+	int rd_extra_n;
 };
 
 /* What differs between engines: how to connect and what to ask. Driving the libraries on the loop
@@ -834,6 +838,14 @@ static bool probe_rd_take(void *arg, redisReply *r)
 		p->rd_ignore_left--;
 		return false;
 	}
+	if (p->rd_extra_n > 0) {
+		enum probe_cluster_reply kind = p->rd_extra[0];
+		p->rd_extra[0] = p->rd_extra[1];
+		p->rd_extra_n--;
+		if (p->cluster_cb != NULL)
+			p->cluster_cb(p->cb_arg, kind, r);
+		return false;
+	}
 	probe_rd_evaluate(p, r);
 	return p->done;
 }
@@ -841,9 +853,26 @@ static bool probe_rd_take(void *arg, redisReply *r)
 static void probe_rd_query(struct probe *p)
 {
 	char *cmd = NULL;
-	int len = redisFormatCommand(&cmd, "ROLE");
+	int len;
+	bool ok = true;
 
-	if (!engine_rd_command(&p->eng, len, cmd)) {
+	/* Redis Cluster: what the service asked for goes before ROLE, whose reply ends the check. */
+	p->rd_extra_n = 0;
+	if (p->want_commands) {
+		len = redisFormatCommand(&cmd, "COMMAND");
+		ok = engine_rd_command(&p->eng, len, cmd);
+		p->rd_extra[p->rd_extra_n++] = PROBE_CLUSTER_COMMANDS;
+		cmd = NULL;
+	}
+	if (ok && p->want_shards) {
+		len = redisFormatCommand(&cmd, "CLUSTER SHARDS");
+		ok = engine_rd_command(&p->eng, len, cmd);
+		p->rd_extra[p->rd_extra_n++] = PROBE_CLUSTER_SHARDS;
+		cmd = NULL;
+	}
+	p->want_commands = p->want_shards = false;
+	len = redisFormatCommand(&cmd, "ROLE");
+	if (!ok || !engine_rd_command(&p->eng, len, cmd)) {
 		probe_fail(p, "out of memory");
 		return;
 	}
@@ -1006,6 +1035,17 @@ void probe_fresh(struct probe *p)
 void probe_on_idle_lost(struct probe *p, probe_lost_cb cb)
 {
 	p->lost_cb = cb;
+}
+
+void probe_on_cluster(struct probe *p, probe_cluster_cb cb)
+{
+	p->cluster_cb = cb;
+}
+
+void probe_want(struct probe *p, bool shards, bool commands)
+{
+	p->want_shards |= shards;
+	p->want_commands |= commands;
 }
 
 bool probe_busy(const struct probe *p)

@@ -248,3 +248,15 @@ class OwnPostgres(OwnServer):
         c = psycopg2.connect(host=self.dir, port=self.port, user="postgres", dbname="postgres", connect_timeout=5)
         c.autocommit = True
         return c
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster (3 shards, a replica each) for a test module; always stopped."""
+    from labkit.rediscluster import RedisCluster
+    rc = RedisCluster(str(tmp_path_factory.mktemp("rcluster")), shards=3)
+    rc.start()
+    try:
+        yield rc
+    finally:
+        rc.stop()

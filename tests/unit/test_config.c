@@ -351,7 +351,7 @@ START_TEST(test_err_unknown_key)
 	expect_errors(OK_SERVICE "weight = 3\n",
 		      "test.ini:5: unknown key 'weight' in [service ok]; allowed keys: protocol, "
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
-		      "failover_probe_interval, down_after, probes, multiplex, probe_user, probe_password, "
+		      "failover_probe_interval, down_after, probes, multiplex, cluster, probe_user, probe_password, "
 		      "probe_database, tls, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file, listen_tls, "
 		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, member_user, "
 		      "member_password, reauth_interval, iam_resource, hold_timeout, drain, drain_timeout, "

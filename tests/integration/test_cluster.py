@@ -1,0 +1,161 @@
+"""Redis Cluster behind one listener (`cluster = on`, issue 12): a real 3-shard cluster (3 primaries, 3
+replicas) from the lab, plain redis-py clients and redis-py's RedisCluster through repoint. Commands go
+by their keys' slot (key positions from the server's own COMMAND) to each shard's primary; a
+switchover of any shard costs clients nothing."""
+import threading
+import time
+
+import pytest
+import redis
+import redis.cluster
+
+from conftest import start_custom, wait_for
+
+SLOTS = 16384
+
+
+def cluster_service(redis_cluster, extra=""):
+    return {"cache": f"protocol = redis\nmembers = {redis_cluster.seeds_config()}\ncluster = on\n"
+                     f"probe_interval = 100ms\nfailover_probe_interval = 20ms\n{extra}"}
+
+
+@pytest.fixture
+def rp(tmp_path, redis_cluster):
+    rp = start_custom(tmp_path, cluster_service(redis_cluster))
+    try:
+        wait_for(lambda: rp.service("cache")["cluster"]["ready"], 20, what="the cluster's shards and primaries")
+        yield rp
+    finally:
+        rp.stop()
+
+
+def client(rp, **kw):
+    kw.setdefault("socket_timeout", 10)
+    return redis.Redis(host="127.0.0.1", port=rp.ports["cache"], decode_responses=True, **kw)
+
+
+def test_shards_in_status_and_metrics(rp, redis_cluster):
+    s = rp.service("cache")
+    shards = s["cluster"]["shards"]
+    assert len(shards) == 3
+    assert sum(sh["slots"] for sh in shards) == SLOTS
+    primaries = {f"127.0.0.1:{p}" for _, p in redis_cluster.primaries()}
+    assert {sh["primary"] for sh in shards} == primaries
+    assert s["writer_ready"] and s["cluster"]["commands_known"] > 100
+    assert sorted(m["shard"] for m in s["members"]) == [0, 0, 1, 1, 2, 2]
+    text = rp.metrics()
+    assert text.count('repoint_shard_primary_ready{service="cache"') == 3
+    assert 'repoint_writer_ready{service="cache"} 1' in text
+
+
+def test_plain_client_every_slot(rp, redis_cluster):
+    """10,000 keys over all slots through one plain connection, pipelined across shards (replies in
+    order), then read back straight from the cluster's nodes."""
+    r = client(rp)
+    keys = [f"k:{i}" for i in range(10000)]
+    for i in range(0, len(keys), 500):
+        p = r.pipeline(transaction=False)
+        for k in keys[i:i + 500]:
+            p.set(k, k[::-1])
+        assert p.execute() == [True] * 500
+    for i in range(0, len(keys), 500):
+        p = r.pipeline(transaction=False)
+        for k in keys[i:i + 500]:
+            p.get(k)
+        assert p.execute() == [k[::-1] for k in keys[i:i + 500]]
+    direct = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.primaries()[0][1], decode_responses=True)
+    try:
+        assert direct.mget_nonatomic(keys) == [k[::-1] for k in keys]
+    finally:
+        direct.close()
+    r.close()
+
+
+def test_multi_key_hash_tags_and_local_answers(rp):
+    r = client(rp)
+    assert r.mset({"{user:1}:name": "ada", "{user:1}:lang": "c"})
+    assert r.mget("{user:1}:name", "{user:1}:lang") == ["ada", "c"]
+    assert r.eval("return redis.call('GET', KEYS[1])", 1, "{user:1}:name") == "ada"
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        r.mget("a", "b")          # slots 15495 and 3300
+    with pytest.raises(redis.ResponseError, match="cluster mode"):
+        r.execute_command("SELECT", "1")
+    with pytest.raises(redis.ResponseError, match="repoint does not route 'DBSIZE'"):
+        r.dbsize()
+    assert r.ping()
+    assert r.execute_command("CLUSTER", "KEYSLOT", "{user:1}:x") == r.execute_command("CLUSTER", "KEYSLOT", "user:1")
+    slots = r.execute_command("CLUSTER", "SLOTS")
+    assert len(slots) == 1 and slots[0][0] == 0 and slots[0][1] == SLOTS - 1
+    assert slots[0][2][:2] == ["127.0.0.1", rp.ports["cache"]]
+    assert "cluster_state:ok" in r.execute_command("CLUSTER", "INFO")
+    # The session goes on after each local answer, in order.
+    p = r.pipeline(transaction=False)
+    p.set("x1", 1).mget("a", "b").get("x1").execute_command("CLUSTER", "MYID").get("x1")
+    out = p.execute(raise_on_error=False)
+    assert out[0] is True and isinstance(out[1], redis.ResponseError) and out[2] == "1" and out[4] == "1"
+    r.close()
+
+
+def test_cluster_client_stays_on_the_sidecar(rp):
+    """redis-py's RedisCluster asks CLUSTER SLOTS and is told of one node, repoint: every command it
+    sends then comes through the sidecar."""
+    rc = redis.cluster.RedisCluster(host="127.0.0.1", port=rp.ports["cache"], decode_responses=True)
+    try:
+        assert [(n.host, n.port) for n in rc.get_nodes()] == [("127.0.0.1", rp.ports["cache"])]
+        for i in range(1000):
+            rc.set(f"rc:{i}", i)
+        assert [rc.get(f"rc:{i}") for i in range(0, 1000, 37)] == [str(i) for i in range(0, 1000, 37)]
+        assert rc.mget_nonatomic([f"rc:{i}" for i in range(10)]) == [str(i) for i in range(10)]
+    finally:
+        rc.close()
+
+
+def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
+    """4 plain clients write keys of every shard every 5 ms while each shard in turn switches over
+    (CLUSTER FAILOVER on its replica): no client sees an error, and every acknowledged write is on
+    the new primaries."""
+    stop, errors, acked, lock = threading.Event(), [], {}, threading.Lock()
+    writes = [0] * 4
+
+    def writer(w):
+        r = client(rp, socket_timeout=30)
+        n = 0
+        while not stop.is_set():
+            writes[w] = n
+            key = f"w{w}:{n % 64}"
+            try:
+                r.set(key, n)
+                with lock:
+                    acked[key] = n
+            except redis.RedisError as e:
+                errors.append(f"{key}: {e!r}")
+            n += 1
+            time.sleep(0.005)
+        r.close()
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        for shard in range(3):
+            old, new = redis_cluster.switchover(shard)
+            wait_for(lambda: any(sh["primary"] == f"127.0.0.1:{new}" and sh["primary_ready"]
+                                 for sh in rp.service("cache")["cluster"]["shards"]), 10,
+                     what=f"repoint to follow shard {shard}'s switchover to {new}")
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert min(writes) > 100, writes   # every writer wrote all along
+    s = rp.service("cache")
+    assert sorted(sh["failovers"] for sh in s["cluster"]["shards"]) == [1, 1, 1]
+    print(f"writes {writes}, retried {s['counters']['retried']}, shards {s['cluster']['shards']}")
+    direct = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.primaries()[0][1], decode_responses=True)
+    try:
+        for key, n in acked.items():
+            assert int(direct.get(key)) >= n
+    finally:
+        direct.close()
