@@ -58,6 +58,8 @@
  * each refusal up to SESSION_AVOID_MAX_MS (its probe may still say writer: a server shutting down
  * keeps the sessions it has, its probe's among them). */
 #define SESSION_AVOID_MS 50
+/* A request refused "for a moment" (proto->later_reply) is sent again after this long. */
+#define SESSION_LATER_MS 20
 #define SESSION_AVOID_MAX_MS 2000
 /* How long a session waits for its member's own word on its role (a probe's timeout and more). */
 #define SESSION_CONFIRM_SLACK_MS 500
@@ -1436,6 +1438,27 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 	s->shared_bytes -= done_bytes <= s->shared_bytes ? done_bytes : s->shared_bytes;
 	if (s->shared_out == 0)
 		s->sh = NULL;
+	if (replies > 0 && proto->later_reply != NULL) {
+		/* Refused for a moment without running (a cluster settling after a failover): a lone
+		 * request from an idle point is sent again a little later, on whichever node serves its
+		 * slot then -- for at most hold_timeout, then the client gets the refusal. */
+		size_t lr = proto->later_reply(p, n);
+		int64_t now = now_ms();
+		if (lr == 0) {
+			s->later_until_ms = 0;
+		} else if (lr == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
+			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !svc->ops->stopping(svc) &&
+			   !s->client_eof && (s->later_until_ms == 0 || now < s->later_until_ms)) {
+			if (s->later_until_ms == 0)
+				s->later_until_ms = now + svc->cfg->hold_timeout_ms;
+			svc->counters.retried++;
+			s->avoid_member = member;
+			s->avoid_until_ms = now + SESSION_LATER_MS;
+			if (!migrate(s, "the server refused a request for a moment", true))
+				route_if_ready(s);
+			return;
+		}
+	}
 	if (replies > 0) {
 		size_t ro = proto->readonly_reply(p, n);
 		if (ro == 0) {

@@ -213,6 +213,8 @@ struct session {
 	bool retry_valid;
 	bool replay;                 /* send `retry` first once connected (a migrated request) */
 	uint8_t retry_streak;        /* read-only refusals retried in a row */
+	int64_t later_until_ms;      /* refused "for a moment" (proto->later_reply) since: sent again until
+	                                this time (monotonic), 0 when not refused so */
 	bool starting;               /* before the server accepted the session: the client's bytes are
 	                                kept in `retry`, so a refusal ("shutting down") can be replayed
 	                                to another server */

@@ -75,6 +75,11 @@ struct proto_ops {
 	 * script or a client's own settings can produce the same words on a writer. A retryable
 	 * request refused so is sent again only once the member's own probe says it is not a writer. */
 	size_t (*readonly_reply)(const uint8_t *p, size_t n);
+	/* The length of a complete error reply at the start of p[0..n) that refuses a request for a
+	 * moment without running it (Redis Cluster's -CLUSTERDOWN while a failover settles, -TRYAGAIN
+	 * while a slot migrates), else 0 (optional). A retryable request refused so is sent again a
+	 * little later, for at most hold_timeout; then the client gets the refusal. */
+	size_t (*later_reply)(const uint8_t *p, size_t n);
 
 	/* Cancelling (optional; Postgres): a connection that asks to cancel another session's query.
 	 * cancel_request: the length of a complete cancel request at the start of p[0..n), with the key

@@ -844,18 +844,12 @@ static bool resp_retryable(const struct proto_state *st)
 	       r->outstanding == 1 && !r->multi && !r->watch && !r->stateful && !r->subscribed;
 }
 
-static size_t resp_readonly_reply(const uint8_t *p, size_t n)
+/* The length of the one-line error at the start of p[0..n) that starts with `prefix`, else 0. */
+static size_t error_line(const uint8_t *p, size_t n, const char *prefix)
 {
-	static const char prefix[] = "-READONLY", moved[] = "-MOVED ";
-	size_t from;
+	size_t from = strlen(prefix);
 
-	/* A Redis Cluster node that is no longer its slot's primary answers MOVED (a demoted primary
-	 * says so for every command, reads too): the command did not run there. */
-	if (n >= sizeof(prefix) + 1 && memcmp(p, prefix, sizeof(prefix) - 1) == 0)
-		from = sizeof(prefix) - 1;
-	else if (n >= sizeof(moved) + 1 && memcmp(p, moved, sizeof(moved) - 1) == 0)
-		from = sizeof(moved) - 1;
-	else
+	if (n < from + 2 || memcmp(p, prefix, from) != 0)
 		return 0;
 	for (size_t i = from; i + 1 < n; i++) {
 		if (p[i] == '\r')
@@ -864,6 +858,24 @@ static size_t resp_readonly_reply(const uint8_t *p, size_t n)
 			return 0;
 	}
 	return 0;
+}
+
+/* A Redis Cluster node that is no longer its slot's primary answers MOVED (a demoted primary says
+ * so for every command, reads too): the command did not run there. */
+static size_t resp_readonly_reply(const uint8_t *p, size_t n)
+{
+	size_t k = error_line(p, n, "-READONLY");
+
+	return k != 0 ? k : error_line(p, n, "-MOVED ");
+}
+
+/* Redis Cluster refusing a command before running it, for a moment: the node's view of the
+ * cluster is not ok (a failover under way) or a multi-key command's slot is being migrated. */
+static size_t resp_later_reply(const uint8_t *p, size_t n)
+{
+	size_t k = error_line(p, n, "-CLUSTERDOWN ");
+
+	return k != 0 ? k : error_line(p, n, "-TRYAGAIN ");
 }
 
 static bool resp_is_opaque(const struct proto_state *st)
@@ -921,6 +933,7 @@ const struct proto_ops proto_redis = {
 	.can_migrate = resp_can_migrate,
 	.retryable = resp_retryable,
 	.readonly_reply = resp_readonly_reply,
+	.later_reply = resp_later_reply,
 	.can_relogin = resp_can_relogin,
 	.unmovable_reason = resp_unmovable_reason,
 	.login_command = resp_login_command,

@@ -14,18 +14,6 @@
 #include "proto/resp_internal.h"
 #include "proto/slots.h"
 
-static bool is(const uint8_t *p, size_t n, const char *lower)
-{
-	size_t len = strlen(lower);
-
-	if (n != len)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i]) != (uint8_t)lower[i])
-			return false;
-	return true;
-}
-
 /* Commands without keys that one shard's primary answers for the whole cluster as well as any
  * other would (they read nothing of the data set, or, PUBLISH, the cluster bus carries them). */
 bool resp_cluster_keyless_ok(const uint8_t *p, size_t n)
@@ -38,7 +26,7 @@ bool resp_cluster_keyless_ok(const uint8_t *p, size_t n)
 	if (resp_request(p, n, n, 1u << 20, &rq, &len) != 1 || rq.seen < 1)
 		return false;
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		if (is(rq.arg[0], rq.arg_len[0], ok[i]))
+		if (resp_word_is(rq.arg[0], rq.arg_len[0], ok[i]))
 			return true;
 	return false;
 }
@@ -75,23 +63,23 @@ void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_s
 	const uint8_t *a0 = rq.arg[0], *a1 = rq.seen >= 2 ? rq.arg[1] : NULL;
 	size_t l0 = rq.arg_len[0], l1 = rq.seen >= 2 ? rq.arg_len[1] : 0;
 
-	if (is(a0, l0, "readonly") || is(a0, l0, "readwrite") || is(a0, l0, "asking")) {
+	if (resp_word_is(a0, l0, "readonly") || resp_word_is(a0, l0, "readwrite") || resp_word_is(a0, l0, "asking")) {
 		evbuffer_add(out, "+OK\r\n", 5);
 		return;
 	}
-	if (is(a0, l0, "select")) {
+	if (resp_word_is(a0, l0, "select")) {
 		resp_error(out, "ERR", "SELECT is not allowed in cluster mode");
 		return;
 	}
-	if (is(a0, l0, "cluster") && a1 != NULL) {
-		if (is(a1, l1, "slots") && rq.nargs == 2) {
+	if (resp_word_is(a0, l0, "cluster") && a1 != NULL) {
+		if (resp_word_is(a1, l1, "slots") && rq.nargs == 2) {
 			evbuffer_add_printf(out, "*1\r\n*3\r\n:0\r\n:%d\r\n*3\r\n", SLOTS_COUNT - 1);
 			bulk(out, self->host);
 			evbuffer_add_printf(out, ":%u\r\n", (unsigned)self->port);
 			bulk(out, id);
 			return;
 		}
-		if (is(a1, l1, "shards") && rq.nargs == 2) {
+		if (resp_word_is(a1, l1, "shards") && rq.nargs == 2) {
 			evbuffer_add_printf(out, "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:%d\r\n$5\r\nnodes\r\n*1\r\n*14\r\n",
 					    SLOTS_COUNT - 1);
 			bulk(out, "id");
@@ -110,13 +98,13 @@ void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_s
 			bulk(out, "online");
 			return;
 		}
-		if (is(a1, l1, "nodes") && rq.nargs == 2) {
+		if (resp_word_is(a1, l1, "nodes") && rq.nargs == 2) {
 			snprintf(text, sizeof(text), "%s %s:%u@%u myself,master - 0 0 1 connected 0-%d\n", id, self->host,
 				 (unsigned)self->port, (unsigned)self->port, SLOTS_COUNT - 1);
 			bulk(out, text);
 			return;
 		}
-		if (is(a1, l1, "info") && rq.nargs == 2) {
+		if (resp_word_is(a1, l1, "info") && rq.nargs == 2) {
 			snprintf(text, sizeof(text),
 				 "cluster_state:ok\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\n"
 				 "cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:1\r\n"
@@ -125,11 +113,11 @@ void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_s
 			bulk(out, text);
 			return;
 		}
-		if (is(a1, l1, "myid") && rq.nargs == 2) {
+		if (resp_word_is(a1, l1, "myid") && rq.nargs == 2) {
 			bulk(out, id);
 			return;
 		}
-		if (is(a1, l1, "keyslot") && rq.nargs == 3 && rq.seen == 3) {
+		if (resp_word_is(a1, l1, "keyslot") && rq.nargs == 3 && rq.seen == 3) {
 			evbuffer_add_printf(out, ":%u\r\n", (unsigned)slots_key_slot(rq.arg[2], rq.arg_len[2]));
 			return;
 		}
@@ -139,7 +127,7 @@ void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_s
 	for (size_t i = 0; i < l0 && k + 1 < sizeof(name); i++)
 		name[k++] = a0[i] >= 0x21 && a0[i] < 0x7f ? (char)a0[i] : '?';
 	name[k] = '\0';
-	if (a1 != NULL && is(a0, l0, "cluster")) {
+	if (a1 != NULL && resp_word_is(a0, l0, "cluster")) {
 		snprintf(text, sizeof(text), "repoint serves the whole cluster as one node: CLUSTER %.*s is not answered",
 			 (int)(l1 < 32 ? l1 : 32), (const char *)a1);
 		for (char *c = text; *c; c++)

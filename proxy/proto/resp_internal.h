@@ -45,6 +45,17 @@ static inline int resp_length_line(const uint8_t *p, size_t n, size_t *at, uint6
 	return 1;
 }
 
+/* Whether p[0..n) is the word `lower` (lower case), in any case. */
+static inline bool resp_word_is(const uint8_t *p, size_t n, const char *lower)
+{
+	size_t i = 0;
+
+	for (; i < n; i++)
+		if (lower[i] == '\0' || (p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i]) != (uint8_t)lower[i])
+			return false;
+	return lower[i] == '\0';
+}
+
 /* The first arguments of a request, as resp_request finds them. */
 #define RESP_REQ_ARGS 3
 struct resp_request {

@@ -144,25 +144,13 @@ bool resp_shareable_name(const uint8_t *name, size_t len)
 /* Commands not on the list that are still harmless in some forms (see special_form). */
 enum special { SPECIAL_NONE, SPECIAL_SELECT, SPECIAL_HELLO, SPECIAL_CLIENT };
 
-static bool word_is(const uint8_t *p, size_t n, const char *lower)
-{
-	size_t len = strlen(lower);
-
-	if (n != len)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i]) != (uint8_t)lower[i])
-			return false;
-	return true;
-}
-
 static enum special special_name(const uint8_t *p, size_t n)
 {
-	if (word_is(p, n, "select"))
+	if (resp_word_is(p, n, "select"))
 		return SPECIAL_SELECT;
-	if (word_is(p, n, "hello"))
+	if (resp_word_is(p, n, "hello"))
 		return SPECIAL_HELLO;
-	if (word_is(p, n, "client"))
+	if (resp_word_is(p, n, "client"))
 		return SPECIAL_CLIENT;
 	return SPECIAL_NONE;
 }
@@ -178,15 +166,15 @@ static enum resp_share special_form(enum special sp, uint64_t nargs, const uint8
 {
 	switch (sp) {
 	case SPECIAL_SELECT:
-		return nargs == 2 && word_is(arg1, len1, "0") ? RESP_SHARE_YES : RESP_SHARE_NO;
+		return nargs == 2 && resp_word_is(arg1, len1, "0") ? RESP_SHARE_YES : RESP_SHARE_NO;
 	case SPECIAL_HELLO:
 		if (nargs == 1)
 			return RESP_SHARE_YES;
-		if (nargs == 2 && word_is(arg1, len1, "2"))
+		if (nargs == 2 && resp_word_is(arg1, len1, "2"))
 			return RESP_SHARE_HELLO2;
-		return nargs == 2 && word_is(arg1, len1, "3") ? RESP_SHARE_HELLO3 : RESP_SHARE_NO;
+		return nargs == 2 && resp_word_is(arg1, len1, "3") ? RESP_SHARE_HELLO3 : RESP_SHARE_NO;
 	case SPECIAL_CLIENT:
-		return nargs == 4 && word_is(arg1, len1, "setinfo") ? RESP_SHARE_LOCAL : RESP_SHARE_NO;
+		return nargs == 4 && resp_word_is(arg1, len1, "setinfo") ? RESP_SHARE_LOCAL : RESP_SHARE_NO;
 	default:
 		return RESP_SHARE_NO;
 	}

@@ -159,3 +159,54 @@ def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
             assert int(direct.get(key)) >= n
     finally:
         direct.close()
+
+
+def give_back(node, slot):
+    try:
+        node.execute_command("CLUSTER", "ADDSLOTS", slot)
+    except redis.ResponseError as e:
+        assert "busy" in str(e)   # given back already
+
+
+def test_cluster_down_for_a_moment_is_waited_out(tmp_path, redis_cluster):
+    """A node that refuses for a moment (-CLUSTERDOWN: here its cluster state fails while one of its
+    slots is taken away, as it does while a failover settles) ran nothing: a lone command refused so
+    is sent again a little later, and the client sees only the delay; past hold_timeout it gets the
+    node's own refusal."""
+    rp = start_custom(tmp_path, cluster_service(redis_cluster, "hold_timeout = 3s\n"))
+    try:
+        wait_for(lambda: rp.service("cache")["cluster"]["ready"], 20, what="the cluster")
+        node = redis_cluster.client(redis_cluster.primaries()[0][1])
+        gone = redis_cluster.slot_of(redis_cluster.key_in_shard(0, "gone"))
+        key = next(k for k in (redis_cluster.key_in_shard(0, "stay", n) for n in range(50))
+                   if redis_cluster.slot_of(k) != gone)
+        r = client(rp)
+        assert r.set(key, "before")
+        retried = rp.service("cache")["counters"]["retried"]
+        node.execute_command("CLUSTER", "DELSLOTS", gone)
+        try:
+            timer = threading.Timer(0.4, lambda: node.execute_command("CLUSTER", "ADDSLOTS", gone))
+            timer.start()
+            t0 = time.monotonic()
+            assert r.set(key, "during")         # refused "The cluster is down" until the slot is back
+            took = time.monotonic() - t0
+            timer.join()
+        finally:
+            give_back(node, gone)
+        assert took >= 0.3, took
+        assert r.get(key) == "during"
+        assert rp.service("cache")["counters"]["retried"] > retried
+        # Down for longer than hold_timeout: the client gets the refusal, and the session goes on.
+        node.execute_command("CLUSTER", "DELSLOTS", gone)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(redis.ResponseError, match="CLUSTERDOWN"):
+                r.set(key, "late")
+            assert 2.5 <= time.monotonic() - t0 <= 6
+        finally:
+            give_back(node, gone)
+        wait_for(lambda: r.set(key, "after"), 10, what="the node to serve again")
+        redis_cluster.wait_healthy()
+        r.close()
+    finally:
+        rp.stop()

@@ -2766,6 +2766,29 @@ START_TEST(test_state_size)
 }
 END_TEST
 
+/* Redis: which refusals did not run the command -- read-only (a replica, a demoted cluster
+ * primary's MOVED) and for a moment (a cluster settling) -- and only when whole. */
+START_TEST(test_redis_refusals)
+{
+	static const char ro[] = "-READONLY You can't write against a read only replica.\r\n";
+	static const char moved[] = "-MOVED 3999 127.0.0.1:6381\r\n";
+	static const char down[] = "-CLUSTERDOWN The cluster is down\r\n";
+	static const char again[] = "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+	const struct proto_ops *r = &proto_redis;
+
+	ck_assert_uint_eq(r->readonly_reply((const uint8_t *)ro, sizeof(ro) - 1), sizeof(ro) - 1);
+	ck_assert_uint_eq(r->readonly_reply((const uint8_t *)moved, sizeof(moved) - 1), sizeof(moved) - 1);
+	ck_assert_uint_eq(r->readonly_reply((const uint8_t *)down, sizeof(down) - 1), 0);
+	ck_assert_uint_eq(r->later_reply((const uint8_t *)down, sizeof(down) - 1), sizeof(down) - 1);
+	ck_assert_uint_eq(r->later_reply((const uint8_t *)again, sizeof(again) - 1), sizeof(again) - 1);
+	ck_assert_uint_eq(r->later_reply((const uint8_t *)moved, sizeof(moved) - 1), 0);
+	ck_assert_uint_eq(r->later_reply((const uint8_t *)down, 10), 0);             /* not whole */
+	ck_assert_uint_eq(r->later_reply((const uint8_t *)"-CLUSTERDOWNX\r\n", 15), 0);
+	ck_assert_uint_eq(r->readonly_reply((const uint8_t *)"-MOVED\r\n", 8), 0);
+	ck_assert_ptr_null(proto_postgres.later_reply);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proto");
@@ -2808,6 +2831,7 @@ int main(void)
 	tcase_add_test(all, test_random_garbage);
 	tcase_add_test(all, test_mutated_scripts);
 	tcase_add_test(all, test_state_size);
+	tcase_add_test(all, test_redis_refusals);
 	/* Big streams under sanitizers take a few seconds. */
 	tcase_set_timeout(my, 120);
 	tcase_set_timeout(all, 120);
