@@ -1539,6 +1539,41 @@ void session_shared_lost(struct session *s, const char *why)
 {
 	char reason[200];
 
+	if (s->host->cfg->cluster && s->shared_out > 0 && s->shared_reply == 0 && s->member >= 0 &&
+	    (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !s->client_eof) {
+		/* A cluster session has other shards to go on with, and no reply is half passed on: each
+		 * command in flight on the lost connection is answered that it may or may not have run
+		 * (never sent again: it may have), and the session goes on -- its next command to that
+		 * shard waits for its new primary. */
+		struct evbuffer *out = evbuffer_new();
+		char msg[400];
+		bool ok;
+
+		if (out == NULL) {
+			session_destroy(s);
+			return;
+		}
+		snprintf(msg, sizeof(msg), "repoint: the connection to %s was lost (%s) with this command in flight: "
+					   "it may or may not have run", s->host->ops->member_str(s->host, s->member), why);
+		for (uint32_t i = 0; i < s->shared_out; i++)
+			resp_error(out, "ERR", msg);
+		s->host->counters.outcome_unknown += s->shared_out;
+		s->sh = NULL;
+		s->shared_out = 0;
+		s->shared_bytes = 0;
+		s->retry_valid = false;
+		s->retry_len = 0;
+		ok = side_send(&s->client, evbuffer_pullup(out, -1), evbuffer_get_length(out));
+		evbuffer_free(out);
+		if (!ok) {
+			session_destroy(s);
+			return;
+		}
+		if (!hold_again(s, "(going on after its shard's connection was lost)"))
+			s->host->ops->kick_held(s->host);
+		return;
+	}
+
 	snprintf(reason, sizeof(reason), "(shared connection lost: %s)", why);
 	close_after_flush(s, reason);
 }
