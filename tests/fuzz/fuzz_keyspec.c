@@ -1,9 +1,15 @@
-/* fuzz_keyspec.c - a member's COMMAND answer (any bytes through the probes' hiredis reader, with
- * their caps) read as key positions, and the bytes as a command against both that table and one
- * built from a real Redis 7.0 reply (the seed corpus carries it): a slot in range or a KEYSPEC_
- * code, never a read outside the command; and repoint's own cluster-mode answers to the bytes. */
+/* fuzz_keyspec.c - a member's COMMAND answer and clients' commands, for proto/keyspec.c:
+ *   - the bytes as a COMMAND reply (the probes' hiredis reader, with their caps) read into key
+ *     positions, and whatever follows that reply as a command against them;
+ *   - the bytes as a command against the table of a real Redis 7.0.15 reply
+ *     (tests/unit/data/redis7-command.resp), raw, and as words after a command name the first
+ *     bytes pick from that reply (every command and subcommand reachable), re-framed as RESP:
+ *     a slot or a KEYSPEC_ code, the same whatever the name's case, BAD for the command cut
+ *     short or with a byte more; never a read outside the command (exact-size copies);
+ *   - the bytes as a client's command in cluster mode: repoint's own answers (resp_cluster.c). */
 #include <event2/buffer.h>
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,34 +19,158 @@
 #include "proto/slots.h"
 #include "sources/engine.h"
 
+static struct keyspec *real;
+static redisReply *real_reply;
+
 static void slot_ok(int s)
 {
-	FUZZ_CHECK((s >= 0 && s < SLOTS_COUNT) || s == KEYSPEC_NOKEYS || s == KEYSPEC_CROSSSLOT ||
-		   s == KEYSPEC_UNKNOWN || s == KEYSPEC_BAD);
+	FUZZ_CHECK((s >= 0 && s < SLOTS_COUNT) || s == KEYSPEC_NOKEYS || s == KEYSPEC_CROSSSLOT || s == KEYSPEC_UNKNOWN ||
+		   s == KEYSPEC_BAD);
+}
+
+/* keyspec_slot on an exact-size copy. */
+static int slot_of(const struct keyspec *ks, const uint8_t *p, size_t n)
+{
+	uint8_t *copy = malloc(n > 0 ? n : 1);
+	int s;
+
+	if (copy == NULL)
+		abort();
+	memcpy(copy, p, n);
+	s = keyspec_slot(ks, copy, n);
+	free(copy);
+	slot_ok(s);
+	return s;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	/* scripts/fuzz compiles this file by its path from the top of the tree, and runs from there. */
+	static const char path[] = "tests/unit/data/redis7-command.resp";
+	static char buf[1 << 20];
+	redisReader *rd = redisReaderCreate();
+	FILE *f = fopen(path, "rb");
+	void *r = NULL;
+	char why[200];
+	size_t n;
+
+	(void)argc;
+	(void)argv;
+	if (f == NULL || rd == NULL) {
+		fprintf(stderr, "fuzz_keyspec: cannot read %s (run from the top of the tree)\n", path);
+		abort();
+	}
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (redisReaderFeed(rd, buf, n) != REDIS_OK || redisReaderGetReply(rd, &r) != REDIS_OK || r == NULL ||
+	    (real = keyspec_from_command(r, why, sizeof(why))) == NULL) {
+		fprintf(stderr, "fuzz_keyspec: %s is no COMMAND reply\n", path);
+		abort();
+	}
+	real_reply = r;
+	redisReaderFree(rd);
+	return 0;
+}
+
+/* A command named by the real reply's entry (and subcommand) that p[0], p[1] pick, with the rest of
+ * p split at '\n' as its arguments, framed as RESP into a new buffer of exactly its size. */
+static uint8_t *words_command(const uint8_t *p, size_t n, size_t *len)
+{
+	const redisReply *e, *sub = NULL;
+	const uint8_t *w[256];
+	size_t wl[256], nw = 0, cap = 64;
+	uint8_t *out;
+
+	if (n < 2 || real_reply->elements == 0)
+		return NULL;
+	e = real_reply->element[p[0] % real_reply->elements];
+	if (e->elements >= 10 && e->element[9]->elements > 0)
+		sub = e->element[9]->element[p[1] % e->element[9]->elements]->element[0];
+	w[nw] = (const uint8_t *)e->element[0]->str;
+	wl[nw++] = e->element[0]->len;
+	if (sub != NULL) {
+		const char *bar = memchr(sub->str, '|', sub->len);
+		w[nw] = (const uint8_t *)bar + 1;
+		wl[nw++] = sub->len - (size_t)(bar + 1 - sub->str);
+	}
+	for (size_t at = 2; at <= n && nw < 256;) {
+		const uint8_t *nl = memchr(p + at, '\n', n - at);
+		size_t end = nl != NULL ? (size_t)(nl - p) : n;
+		w[nw] = p + at;
+		wl[nw++] = end - at;
+		at = end + 1;
+	}
+	for (size_t i = 0; i < nw; i++)
+		cap += wl[i] + 32;
+	if ((out = malloc(cap)) == NULL)
+		abort();
+	*len = (size_t)snprintf((char *)out, cap, "*%zu\r\n", nw);
+	for (size_t i = 0; i < nw; i++) {
+		*len += (size_t)snprintf((char *)out + *len, cap - *len, "$%zu\r\n", wl[i]);
+		memcpy(out + *len, w[i], wl[i]);
+		*len += wl[i];
+		memcpy(out + *len, "\r\n", 2);
+		*len += 2;
+	}
+	return out;
+}
+
+static void words(const uint8_t *p, size_t n)
+{
+	size_t len;
+	uint8_t *cmd = words_command(p, n, &len);
+	int s;
+
+	if (cmd == NULL)
+		return;
+	s = slot_of(real, cmd, len);
+	/* A complete command is never BAD for its framing; a cut or a longer one always is. */
+	FUZZ_CHECK(slot_of(real, cmd, len - 1) == KEYSPEC_BAD);
+	uint8_t *more = malloc(len + 1);
+	if (more == NULL)
+		abort();
+	memcpy(more, cmd, len);
+	more[len] = p[n - 1];
+	FUZZ_CHECK(slot_of(real, more, len + 1) == KEYSPEC_BAD);
+	free(more);
+	/* The name in upper case: the same answer. */
+	size_t at = 1;
+	while (cmd[at] != '\n')
+		at++;
+	while (cmd[++at] != '\n')
+		;
+	for (at++; cmd[at] != '\r'; at++)
+		if (cmd[at] >= 'a' && cmd[at] <= 'z')
+			cmd[at] = (uint8_t)(cmd[at] - 'a' + 'A');
+	FUZZ_CHECK(slot_of(real, cmd, len) == s);
+	free(cmd);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	redisReader *rd = engine_rd_reader_new();
+	redisReader *rd = engine_rd_reader_new();  /* the probes' reader, with their caps */
+	struct evbuffer *out = evbuffer_new();
 	void *reply = NULL;
 	char why[200];
 	size_t len;
-	struct evbuffer *out = evbuffer_new();
 
 	if (rd == NULL || out == NULL)
 		abort();
-	if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK &&
-	    redisReaderGetReply(rd, &reply) == REDIS_OK && reply != NULL) {
+	slot_of(real, data, size);
+	words(data, size);
+	if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK && redisReaderGetReply(rd, &reply) == REDIS_OK &&
+	    reply != NULL) {
+		size_t rest = rd->len - rd->pos;
+		memset(why, 0, sizeof(why));
 		struct keyspec *ks = keyspec_from_command(reply, why, sizeof(why));
 		if (ks != NULL) {
 			FUZZ_CHECK(keyspec_count(ks) > 0);
-			/* Whatever follows the reply, as a command against it. */
-			const uint8_t *rest = data + size / 2;
-			slot_ok(keyspec_slot(ks, rest, size - size / 2));
-			slot_ok(keyspec_slot(ks, data, size));
+			slot_of(ks, data + size - rest, rest);
+			slot_of(ks, data, size);
 			keyspec_free(ks);
 		} else {
-			FUZZ_CHECK(memchr(why, '\0', sizeof(why)) != NULL);
+			FUZZ_CHECK(memchr(why, '\0', sizeof(why)) != NULL && why[0] != '\0');
 		}
 		freeReplyObject(reply);
 	}
