@@ -209,6 +209,19 @@ int cluster_slot_writer(const struct cluster *c, int slot)
 	return k >= 0 ? topo_writer_ready(&c->shards[k].topo) : -1;
 }
 
+void cluster_move_slot(struct cluster *c, int slot, int k)
+{
+	int was;
+
+	if (slot < 0 || slot >= SLOTS_COUNT || k < 0 || k >= c->nshards || c->owner[slot] == k)
+		return;
+	was = c->owner[slot];
+	c->owner[slot] = (int16_t)k;
+	shard_ranges(c, k);
+	if (was >= 0)
+		shard_ranges(c, was);
+}
+
 bool cluster_ready(const struct cluster *c)
 {
 	if (c->nshards == 0)

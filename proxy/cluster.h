@@ -59,6 +59,9 @@ struct topology *cluster_topo_of(struct cluster *c, int member);
 /* The shard serving `slot` (-1: none), and the member to send its commands to now (-1: hold). */
 int cluster_slot_shard(const struct cluster *c, int slot);
 int cluster_slot_writer(const struct cluster *c, int slot);
+/* A node said `slot` is served by shard k now (a MOVED during a resharding): taken until the next
+ * map says otherwise. */
+void cluster_move_slot(struct cluster *c, int slot, int k);
 /* Every slot has a shard, and every shard a writer ready. */
 bool cluster_ready(const struct cluster *c);
 

@@ -1018,6 +1018,48 @@ static int service_slot(const struct service *svc, const uint8_t *p, size_t n)
 	return keyspec_slot(svc->keys, p, n);
 }
 
+static bool service_slot_moved(struct service *svc, int member, const uint8_t *p, size_t n)
+{
+	char line[400], *sp, *colon, *end;
+	long slot, port;
+	struct hostport hp = {0};
+	char str[300];
+
+	if (svc->cl == NULL || member < 0 || member >= svc->nmembers || n < 8 || n >= sizeof(line))
+		return false;
+	svc->map_stale = true;  /* whatever it said, the map is worth asking for again */
+	memcpy(line, p, n);
+	line[n] = '\0';
+	/* "-MOVED <slot> <ip>:<port>\r\n" (IPv6 addresses unbracketed: the port is after the last ':') */
+	if (strncmp(line, "-MOVED ", 7) != 0)
+		return false;
+	slot = strtol(line + 7, &sp, 10);
+	if (sp == line + 7 || *sp != ' ' || slot < 0 || slot >= SLOTS_COUNT)
+		return false;
+	sp++;
+	if ((end = strchr(sp, '\r')) == NULL || (colon = memrchr(sp, ':', (size_t)(end - sp))) == NULL)
+		return false;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\r' || port <= 0 || port > 65535 || (size_t)(colon - sp) >= sizeof(hp.host))
+		return false;
+	memcpy(hp.host, sp, (size_t)(colon - sp));
+	hp.port = (uint16_t)port;
+	hostport_str(&hp, str, sizeof(str));
+	for (int i = 0; i < svc->nmembers; i++) {
+		int k = svc->cl->member_shard[i];
+		if (strcmp(svc->members[i]->str, str) != 0)
+			continue;
+		/* Only to another shard's confirmed primary: within the shard it is a failover, which
+		 * the member's own word settles. */
+		if (k < 0 || k == svc->cl->member_shard[member] || topo_writer_ready(&svc->cl->shards[k].topo) != i)
+			return false;
+		log_debug(svc->subject, "slot %ld moved to shard %d (%s), as %s says", slot, k, str, svc->members[member]->str);
+		cluster_move_slot(svc->cl, (int)slot, k);
+		return true;
+	}
+	return false;
+}
+
 bool service_ready(const struct service *svc, char *why, size_t len)
 {
 	const struct topology *t = &svc->topo;
@@ -2770,6 +2812,11 @@ static int host_slot(struct session_host *h, const uint8_t *p, size_t n)
 	return service_slot(host_svc(h), p, n);
 }
 
+static bool host_slot_moved(struct session_host *h, int member, const uint8_t *p, size_t n)
+{
+	return service_slot_moved(host_svc(h), member, p, n);
+}
+
 static const struct sockaddr *host_member_addr(struct session_host *h, int member, socklen_t *len)
 {
 	return service_member_addr(host_svc(h), member, len);
@@ -2993,6 +3040,7 @@ static const struct session_host_ops host_ops = {
 	.pick = host_pick,
 	.pick_slot = host_pick_slot,
 	.slot = host_slot,
+	.slot_moved = host_slot_moved,
 	.member_addr = host_member_addr,
 	.member_str = host_member_str,
 	.member_tls_name = host_member_tls_name,

@@ -1464,6 +1464,14 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		if (ro == 0) {
 			s->retry_streak = 0;
 		} else if (ro == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
+			   svc->cfg->cluster && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
+			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !svc->ops->stopping(svc) &&
+			   !s->client_eof && svc->ops->slot_moved(svc, member, p, n)) {
+			/* A resharding moved the command's slot to another shard, whose primary is
+			 * confirmed: it did not run here, and goes there. */
+			retry_elsewhere(s);
+			return;
+		} else if (ro == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
 			   s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) &&
 			   svc->cfg->route == ROUTE_WRITER && !svc->ops->stopping(svc) && !s->client_eof &&

@@ -93,6 +93,10 @@ struct session_host_ops {
 	 * p[0..n), or a KEYSPEC_* code (proto/keyspec.h: no keys, cross-slot, unknown, malformed). */
 	int (*pick_slot)(struct session_host *h, int slot);
 	int (*slot)(struct session_host *h, const uint8_t *p, size_t n);
+	/* cluster = on: `member`, a shard's primary, answered p[0..n) -- a MOVED naming another shard's
+	 * confirmed primary (a resharding moved the slot): taken, true (the command did not run: send
+	 * it again). False otherwise (the map is asked for again soon). */
+	bool (*slot_moved)(struct session_host *h, int member, const uint8_t *p, size_t n);
 	const struct sockaddr *(*member_addr)(struct session_host *h, int member, socklen_t *len);
 	const char *(*member_str)(struct session_host *h, int member);
 	const char *(*member_tls_name)(struct session_host *h, int member);

@@ -77,7 +77,7 @@ struct proto_ops {
 	size_t (*readonly_reply)(const uint8_t *p, size_t n);
 	/* The length of a complete error reply at the start of p[0..n) that refuses a request for a
 	 * moment without running it (Redis Cluster's -CLUSTERDOWN while a failover settles, -TRYAGAIN
-	 * while a slot migrates), else 0 (optional). A retryable request refused so is sent again a
+	 * and -ASK while a slot migrates), else 0 (optional). A retryable request refused so is sent again a
 	 * little later, for at most hold_timeout; then the client gets the refusal. */
 	size_t (*later_reply)(const uint8_t *p, size_t n);
 

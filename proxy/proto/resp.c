@@ -870,12 +870,16 @@ static size_t resp_readonly_reply(const uint8_t *p, size_t n)
 }
 
 /* Redis Cluster refusing a command before running it, for a moment: the node's view of the
- * cluster is not ok (a failover under way) or a multi-key command's slot is being migrated. */
+ * cluster is not ok (a failover under way), or the command's slot is being migrated. */
 static size_t resp_later_reply(const uint8_t *p, size_t n)
 {
 	size_t k = error_line(p, n, "-CLUSTERDOWN ");
 
-	return k != 0 ? k : error_line(p, n, "-TRYAGAIN ");
+	if (k == 0)
+		k = error_line(p, n, "-TRYAGAIN ");
+	/* ASK: the key's slot is being migrated and the key has left already: once the migration
+	 * ends, the node says MOVED, and the command follows the slot to its new shard. */
+	return k != 0 ? k : error_line(p, n, "-ASK ");
 }
 
 static bool resp_is_opaque(const struct proto_state *st)

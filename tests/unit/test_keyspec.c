@@ -633,7 +633,13 @@ START_TEST(test_shards_keep_identity)
 	ck_assert_int_eq(cluster_slot_writer(&c, 9000), 2);
 	observe(&c, 1, ROLE_WRITER, 5);
 	ck_assert_int_eq(cluster_slot_writer(&c, 5), 1);
-	/* The same map again changes nothing. */
+	/* A MOVED during a resharding: one slot to the other shard, ranges follow. */
+	cluster_move_slot(&c, 5, c.member_shard[2]);
+	ck_assert_int_eq(cluster_slot_writer(&c, 5), 2);
+	ck_assert_int_eq(cluster_slot_writer(&c, 6), 1);
+	cluster_move_slot(&c, 99999, 0);   /* out of range: nothing */
+	cluster_move_slot(&c, 5, c.member_shard[0]);
+		/* The same map again changes nothing. */
 	ck_assert(!cluster_apply(&c, 2, swapped, owner, 6, count_react, NULL, &oom));
 	cluster_free(&c);
 }

@@ -2782,6 +2782,7 @@ START_TEST(test_redis_refusals)
 	ck_assert_uint_eq(r->later_reply((const uint8_t *)down, sizeof(down) - 1), sizeof(down) - 1);
 	ck_assert_uint_eq(r->later_reply((const uint8_t *)again, sizeof(again) - 1), sizeof(again) - 1);
 	ck_assert_uint_eq(r->later_reply((const uint8_t *)moved, sizeof(moved) - 1), 0);
+	ck_assert_uint_eq(r->later_reply((const uint8_t *)"-ASK 3999 127.0.0.1:6381\r\n", 26), 26);
 	ck_assert_uint_eq(r->later_reply((const uint8_t *)down, 10), 0);             /* not whole */
 	ck_assert_uint_eq(r->later_reply((const uint8_t *)"-CLUSTERDOWNX\r\n", 15), 0);
 	ck_assert_uint_eq(r->readonly_reply((const uint8_t *)"-MOVED\r\n", 8), 0);
