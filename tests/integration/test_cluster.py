@@ -111,14 +111,17 @@ def test_cluster_client_stays_on_the_sidecar(rp):
 
 
 def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
-    """4 plain clients write keys of every shard every 5 ms while each shard in turn switches over
-    (CLUSTER FAILOVER on its replica): no client sees an error, and every acknowledged write is on
-    the new primaries."""
+    """3 plain clients and one redis-py RedisCluster write keys of every shard every 5 ms while each
+    shard in turn switches over (CLUSTER FAILOVER on its replica): no client sees an error, and every
+    acknowledged write is on the new primaries."""
     stop, errors, acked, lock = threading.Event(), [], {}, threading.Lock()
     writes = [0] * 4
 
     def writer(w):
-        r = client(rp, socket_timeout=30)
+        if w == 3:
+            r = redis.cluster.RedisCluster(host="127.0.0.1", port=rp.ports["cache"], socket_timeout=30)
+        else:
+            r = client(rp, socket_timeout=30)
         n = 0
         while not stop.is_set():
             writes[w] = n
