@@ -10,6 +10,8 @@ times, the order of the paths rotating between repetitions; the tables show the 
 The `tls` workload (benchkit/tls.py) has paths of its own around one TLS-only redis-server: direct TLS,
 HAProxy and repoint with TLS on both sides, and repoint originating TLS for a plaintext client; and
 around one TLS-only PostgreSQL (benchkit/tls_pg.py: pgbench -S and -S -C, HAProxy passing TLS through).
+The `cluster` workload (benchkit/cluster.py): a real 3-shard Redis Cluster, redis-benchmark --cluster
+direct against one repoint listener with `cluster = on`, and repoint in front of one standalone server.
 """
 
 import argparse
@@ -30,6 +32,7 @@ from . import conns as conns_mod
 from . import failover as failover_mod
 from . import report, throughput
 from . import tls as tls_mod
+from . import cluster as cluster_mod
 from .proxies import HAProxy, Pgbouncer, Repoint, Twemproxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,11 +41,11 @@ sys.path.insert(0, os.path.join(TOP, "scripts"))
 
 from labkit import Lab  # noqa: E402
 
-WORKLOADS = ("redis", "pg", "mysql", "conns", "failover", "tls")
+WORKLOADS = ("redis", "pg", "mysql", "conns", "failover", "tls", "cluster")
 ALIASES = {"postgres": "pg", "postgresql": "pg", "mariadb": "mysql", "my": "mysql", "conn": "conns",
            "connections": "conns", "fo": "failover", "all": None}
 ENGINE_OF = {"redis": "redis", "pg": "postgres", "mysql": "mysql", "conns": "redis", "failover": "redis",
-             "tls": "redis"}
+             "tls": "redis", "cluster": "redis"}
 PATHS = ("direct", "haproxy", "repoint")
 MUX = "repoint-mux"
 REDIS_PATHS = PATHS + (MUX,)
@@ -328,6 +331,10 @@ class Bench:
         """TLS rows (benchkit/tls.py): a TLS-only redis-server of its own, direct / HAProxy / repoint."""
         self.results["tls"] = tls_mod.run(self, log)
 
+    def workload_cluster(self):
+        """Redis Cluster rows (benchkit/cluster.py): a real 3-shard cluster of its own."""
+        self.results["cluster"] = cluster_mod.run(self, log)
+
     def workload_pg(self):
         tests = throughput.pg_tests(max(1, int(round(self.a.seconds))), self.workdir)
         self.run_throughput("postgres", tests)
@@ -539,6 +546,9 @@ def main(argv=None):
     if b.results.get("tls"):
         print()
         print(tls_mod.table(b.results["tls"]))
+    if b.results.get("cluster"):
+        print()
+        print(cluster_mod.table(b.results["cluster"]))
     if b.errors:
         print("\nerrors:\n  " + "\n  ".join(b.errors))
     print("\nresults: %s" % path)

@@ -17,6 +17,8 @@ def redis_benchmark(port, test, requests, pipeline=1, size=3, clients=REDIS_CLIE
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients), "-n", str(requests),
            "-t", test, "-d", str(size), "-P", str(pipeline), "--csv"] + list(extra)
     out = run(cmd, timeout, "redis-benchmark")
+    if '"test"' in out:
+        out = out[out.index('"test"'):]   # --cluster prints the masters it found first
     rows = list(csv.DictReader(io.StringIO(out)))
     for row in rows:
         if row.get("test", "").upper() == test.upper():
