@@ -81,6 +81,7 @@ enum med_step {
 };
 
 static void login_forget(struct session *s);
+static void split_free(struct session *s);
 
 /* multiplex: the largest command (and average reply) that may share a connection (a partial
  * command waits in client_in until complete), and the commands one session may have in flight
@@ -340,6 +341,7 @@ void session_destroy(struct session *s)
 		evbuffer_free(s->client.out);
 	if (s->client_in != NULL)
 		evbuffer_free(s->client_in);
+	split_free(s);
 	event_free(s->timer);
 	if (s->held_reply != NULL)
 		evbuffer_free(s->held_reply);
@@ -1125,6 +1127,63 @@ static bool pending_pins(struct session *s)
 	       resp_share_scan(evbuffer_pullup(s->client_in, -1), n, share_max(s), &len, &write) == RESP_SHARE_NO;
 }
 
+/* cluster = on: a command over keys of several slots, sent as one command per key: the replies to
+ * come that are theirs (`left`), gathered in `acc` until the last, then merged into one. */
+struct session_split {
+	enum resp_split kind;
+	uint32_t count, left;
+	struct evbuffer *acc;
+	struct proto_state ps;  /* where the replies end */
+};
+
+static void split_free(struct session *s)
+{
+	if (s->split == NULL)
+		return;
+	evbuffer_free(s->split->acc);
+	free(s->split);
+	s->split = NULL;
+}
+
+/* The command buf[off..off+len) is over keys of several slots: when it is one that splits, client_in
+ * becomes its per-key commands and then buf[off+len..total). 1: done; 0: not such a command; -1:
+ * out of memory. */
+static int cluster_split(struct session *s, const uint8_t *buf, size_t off, size_t len, size_t total)
+{
+	struct evbuffer *nb = evbuffer_new();
+	uint32_t count = 0;
+	enum resp_split kind;
+
+	if (nb == NULL)
+		return -1;
+	kind = resp_cluster_split(buf + off, len, nb, &count);
+	if (kind == RESP_SPLIT_NONE || count == 0) {
+		evbuffer_free(nb);
+		return 0;
+	}
+	if (s->split == NULL && (s->split = calloc(1, sizeof(*s->split))) == NULL) {
+		evbuffer_free(nb);
+		return -1;
+	}
+	if (s->split->acc == NULL && (s->split->acc = evbuffer_new()) == NULL) {
+		evbuffer_free(nb);
+		return -1;
+	}
+	if (evbuffer_add(nb, buf + off + len, total - off - len) < 0) {
+		evbuffer_free(nb);
+		return -1;
+	}
+	s->split->kind = kind;
+	s->split->count = s->split->left = count;
+	evbuffer_drain(s->split->acc, evbuffer_get_length(s->split->acc));
+	resp_replies_init(&s->split->ps);
+	if (s->client_in != NULL)
+		evbuffer_free(s->client_in);
+	s->client_in = nb;
+	s->shared_need = 0;
+	return 1;
+}
+
 /* cluster = on: where the complete shareable command p[0..len) goes -- its slot's primary, -1 when
  * that shard has none now (held), CLUSTER_LOCAL when repoint answers it (keys in several slots; a
  * data-set-wide command without keys). A command without keys stays where the session is. */
@@ -1291,9 +1350,21 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		if (cluster && r == RESP_SHARE_YES) {
 			int t = cluster_target(s, buf + off, len);
 			if (t == CLUSTER_LOCAL) {
-				if (ncmds > 0 || s->shared_out > 0)
+				int slot;
+				if (ncmds > 0 || s->shared_out > 0 || (s->split != NULL && s->split->left > 0))
 					break;  /* answered in order, once what is before it is */
-				if (cluster_answer(s, buf + off, len, s->host->ops->slot(s->host, buf + off, len)))
+				slot = s->host->ops->slot(s->host, buf + off, len);
+				if (slot == KEYSPEC_CROSSSLOT) {
+					/* MGET, MSET, DEL, ...: one command per key, their replies merged. */
+					int k = cluster_split(s, buf, off, len, total);
+					if (k < 0) {
+						session_destroy(s);
+						return true;
+					}
+					if (k > 0)
+						return shared_input(s, NULL, 0);
+				}
+				if (cluster_answer(s, buf + off, len, slot))
 					return true;
 				off += len;
 				first = off;
@@ -1491,7 +1562,34 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		s->unshare = true;
 	if (replies > 0)
 		s->shared_reply = 0;
-	if (!side_send(&s->client, p, n)) {
+	if (s->split != NULL && s->split->left > 0 && n > 0) {
+		/* The replies of a split command's per-key commands: gathered, then merged into one. */
+		uint64_t got = 0;
+		size_t k = resp_replies_scan(&s->split->ps, p, n, s->split->left, &got);
+		if (k == (size_t)-1 || evbuffer_add(s->split->acc, p, k) < 0) {
+			close_after_flush(s, "(the replies of a split command could not be read)");
+			return;
+		}
+		s->split->left -= got <= s->split->left ? (uint32_t)got : s->split->left;
+		if (s->split->left == 0) {
+			struct evbuffer *merged = evbuffer_new();
+			bool ok = merged != NULL;
+			if (ok)
+				resp_cluster_merge(s->split->kind, evbuffer_pullup(s->split->acc, -1),
+						   evbuffer_get_length(s->split->acc), s->split->count, s->resp3, merged);
+			ok = ok && side_send(&s->client, evbuffer_pullup(merged, -1), evbuffer_get_length(merged));
+			if (merged != NULL)
+				evbuffer_free(merged);
+			evbuffer_drain(s->split->acc, evbuffer_get_length(s->split->acc));
+			if (!ok) {
+				session_destroy(s);
+				return;
+			}
+		}
+		p += k;
+		n -= k;
+	}
+	if (n > 0 && !side_send(&s->client, p, n)) {
 		session_destroy(s);
 		return;
 	}
@@ -1548,6 +1646,7 @@ void session_shared_lost(struct session *s, const char *why)
 	char reason[200];
 
 	if (s->host->cfg->cluster && s->shared_out > 0 && s->shared_reply == 0 && s->member >= 0 &&
+	    (s->split == NULL || s->split->left == 0) &&
 	    (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !s->client_eof) {
 		/* A cluster session has other shards to go on with, and no reply is half passed on: each
 		 * command in flight on the lost connection is answered that it may or may not have run

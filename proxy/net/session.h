@@ -291,6 +291,8 @@ struct session {
 	char auth_reply[128];        /* the start of that reply (an error says why) */
 	uint8_t auth_reply_len;
 	bool unmovable;              /* it set something it cannot set again elsewhere (replay out of room) */
+	struct session_split *split; /* cluster = on: a command over several slots sent as one per key;
+	                                their replies are merged into its one (session.c) */
 	uint32_t owed;               /* requests in flight when its server went away: answered "outcome
 	                                unknown" if the session moves on */
 	struct proto_state ps;

@@ -353,6 +353,17 @@ bool resp_cluster_keyless_ok(const uint8_t *p, size_t n);
 /* The length of the command array at the start of p[0..n) (at most max bytes): 1 complete (*len
  * its length), 0 more needed (*len a lower bound), -1 not a command array. */
 int resp_command_len(const uint8_t *p, size_t n, size_t max, size_t *len);
+/* A command over keys of several slots that Redis Cluster proxies split (MGET, MSET, DEL, UNLINK,
+ * EXISTS, TOUCH): resp_cluster_split writes the complete command p[0..n) as one command per key
+ * into out (GET k, SET k v, DEL k, ...), *count of them, and says how their replies merge
+ * (RESP_SPLIT_NONE: not such a command: nothing written). resp_cluster_merge: the `count` whole
+ * replies in p[0..n), in order, as the one reply the command would have had -- MGET an array (a
+ * key of another type nil, as MGET answers it), MSET +OK, the others the sum; any other error
+ * instead, the first. MSET split so is not atomic across slots (as with every cluster proxy). */
+enum resp_split { RESP_SPLIT_NONE, RESP_SPLIT_MGET, RESP_SPLIT_MSET, RESP_SPLIT_SUM };
+enum resp_split resp_cluster_split(const uint8_t *p, size_t n, struct evbuffer *out, uint32_t *count);
+void resp_cluster_merge(enum resp_split kind, const uint8_t *p, size_t n, uint32_t count, bool resp3,
+			struct evbuffer *out);
 
 /* Splitting a reply stream into whole replies: feed bytes in order; each call consumes bytes until
  * `want` top-level replies have ended or the bytes run out, sets *got to the replies that ended,

@@ -139,3 +139,134 @@ void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_s
 	}
 	resp_error(out, "ERR", text);
 }
+
+/* ---- commands over keys of several slots, split per key ---- */
+
+/* The arguments of the complete command array p[0..n): each one's place in (off, len) up to max;
+ * their number, or -1 when malformed. */
+static long args_of(const uint8_t *p, size_t n, size_t *off, size_t *len, size_t max)
+{
+	size_t at = 1;
+	uint64_t argc, v;
+
+	if (n < 4 || p[0] != '*' || resp_length_line(p, n, &at, max, &argc) != 1 || argc == 0 || argc > max)
+		return -1;
+	for (uint64_t i = 0; i < argc; i++) {
+		if (at >= n || p[at] != '$')
+			return -1;
+		at++;
+		if (resp_length_line(p, n, &at, n, &v) != 1 || v + 2 > n - at)
+			return -1;
+		off[i] = at;
+		len[i] = (size_t)v;
+		at += (size_t)v + 2;
+	}
+	return at == n ? (long)argc : -1;
+}
+
+static void bulk_n(struct evbuffer *out, const uint8_t *p, size_t n)
+{
+	evbuffer_add_printf(out, "$%zu\r\n", n);
+	evbuffer_add(out, p, n);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+enum resp_split resp_cluster_split(const uint8_t *p, size_t n, struct evbuffer *out, uint32_t *count)
+{
+	enum { MAXARGS = 65536 };
+	static size_t off[MAXARGS], len[MAXARGS];
+	long argc = args_of(p, n, off, len, MAXARGS);
+	const uint8_t *name;
+	size_t nl;
+	enum resp_split kind;
+
+	*count = 0;
+	if (argc < 2)
+		return RESP_SPLIT_NONE;
+	name = p + off[0];
+	nl = len[0];
+	if (resp_word_is(name, nl, "mget"))
+		kind = RESP_SPLIT_MGET;
+	else if (resp_word_is(name, nl, "mset"))
+		kind = RESP_SPLIT_MSET;
+	else if (resp_word_is(name, nl, "del") || resp_word_is(name, nl, "unlink") || resp_word_is(name, nl, "exists") ||
+		 resp_word_is(name, nl, "touch"))
+		kind = RESP_SPLIT_SUM;
+	else
+		return RESP_SPLIT_NONE;
+	if (kind == RESP_SPLIT_MSET && (argc - 1) % 2 != 0)
+		return RESP_SPLIT_NONE;
+	for (long i = 1; i < argc; i += kind == RESP_SPLIT_MSET ? 2 : 1) {
+		if (kind == RESP_SPLIT_MGET) {
+			evbuffer_add(out, "*2\r\n$3\r\nGET\r\n", 13);
+		} else if (kind == RESP_SPLIT_MSET) {
+			evbuffer_add(out, "*3\r\n$3\r\nSET\r\n", 13);
+		} else {
+			evbuffer_add(out, "*2\r\n", 4);
+			bulk_n(out, name, nl);
+		}
+		bulk_n(out, p + off[i], len[i]);
+		if (kind == RESP_SPLIT_MSET)
+			bulk_n(out, p + off[i + 1], len[i + 1]);
+		(*count)++;
+	}
+	return kind;
+}
+
+void resp_cluster_merge(enum resp_split kind, const uint8_t *p, size_t n, uint32_t count, bool resp3,
+			struct evbuffer *out)
+{
+	size_t at = 0;
+	long long sum = 0;
+	const uint8_t *err = NULL;
+	size_t errlen = 0;
+	struct evbuffer *elems = evbuffer_new();
+
+	if (elems == NULL) {
+		resp_error(out, "ERR", "repoint: out of memory merging the replies of a command split over slots");
+		return;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		struct proto_state st;
+		uint64_t got = 0;
+		size_t k;
+
+		resp_replies_init(&st);
+		k = at < n ? resp_replies_scan(&st, p + at, n - at, 1, &got) : 0;
+		if (k == (size_t)-1 || got != 1) {
+			evbuffer_free(elems);
+			resp_error(out, "ERR", "repoint: a reply to a command split over slots could not be read");
+			return;
+		}
+		const uint8_t *r = p + at;
+		if (r[0] == '-' && kind == RESP_SPLIT_MGET && k > 10 && memcmp(r, "-WRONGTYPE", 10) == 0) {
+			/* MGET answers a key of another type with nil */
+			evbuffer_add(elems, resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5);
+		} else if (r[0] == '-') {
+			if (err == NULL) {
+				err = r;
+				errlen = k;
+			}
+		} else if (kind == RESP_SPLIT_MGET) {
+			evbuffer_add(elems, r, k);
+		} else if (kind == RESP_SPLIT_SUM && r[0] == ':') {
+			/* ":<digits>\r\n" within the reply's k bytes (its count of keys: small, never negative) */
+			long long v = 0;
+			for (size_t j = 1; j < k && r[j] >= '0' && r[j] <= '9' && v < (1LL << 40); j++)
+				v = v * 10 + (r[j] - '0');
+			sum += v;
+		}
+		at += k;
+	}
+	if (err != NULL) {
+		evbuffer_add(out, err, errlen);
+	} else if (kind == RESP_SPLIT_MGET) {
+		evbuffer_add_printf(out, "*%u\r\n", count);
+		evbuffer_add_buffer(out, elems);
+	} else if (kind == RESP_SPLIT_MSET) {
+		evbuffer_add(out, "+OK\r\n", 5);
+	} else {
+		evbuffer_add_printf(out, ":%lld\r\n", sum);
+	}
+	evbuffer_free(elems);
+}

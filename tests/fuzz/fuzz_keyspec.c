@@ -181,6 +181,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		resp_cluster_answer(data, len, &(struct resp_cluster_self){.host = "127.0.0.1", .port = 6379}, out);
 		FUZZ_CHECK(evbuffer_get_length(out) > 0);
 		(void)resp_cluster_keyless_ok(data, len);
+		/* ... split per key when it is MGET/MSET/DEL/...: each piece a whole command */
+		struct evbuffer *parts = evbuffer_new();
+		uint32_t count = 0;
+		if (parts == NULL)
+			abort();
+		if (resp_cluster_split(data, len, parts, &count) != RESP_SPLIT_NONE) {
+			size_t at = 0, plen, total = evbuffer_get_length(parts);
+			const uint8_t *pp = evbuffer_pullup(parts, -1);
+			for (uint32_t i = 0; i < count; i++) {
+				FUZZ_CHECK(resp_command_len(pp + at, total - at, total - at, &plen) == 1);
+				at += plen;
+			}
+			FUZZ_CHECK(at == total && count > 0);
+		}
+		evbuffer_free(parts);
+	}
+	/* The bytes as the replies of a split command, merged: always one reply. */
+	for (int kind = RESP_SPLIT_MGET; kind <= RESP_SPLIT_SUM; kind++) {
+		evbuffer_drain(out, evbuffer_get_length(out));
+		resp_cluster_merge((enum resp_split)kind, data, size, size > 0 ? data[0] % 8 : 0, size % 2, out);
+		FUZZ_CHECK(evbuffer_get_length(out) > 0);
 	}
 	evbuffer_free(out);
 	return 0;

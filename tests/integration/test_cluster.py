@@ -77,7 +77,7 @@ def test_multi_key_hash_tags_and_local_answers(rp):
     assert r.mget("{user:1}:name", "{user:1}:lang") == ["ada", "c"]
     assert r.eval("return redis.call('GET', KEYS[1])", 1, "{user:1}:name") == "ada"
     with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
-        r.mget("a", "b")          # slots 15495 and 3300
+        r.sunion("a", "b")        # slots 15495 and 3300: not a command that splits
     with pytest.raises(redis.ResponseError, match="cluster mode"):
         r.execute_command("SELECT", "1")
     with pytest.raises(redis.ResponseError, match="repoint does not route 'DBSIZE'"):
@@ -90,9 +90,31 @@ def test_multi_key_hash_tags_and_local_answers(rp):
     assert "cluster_state:ok" in r.execute_command("CLUSTER", "INFO")
     # The session goes on after each local answer, in order.
     p = r.pipeline(transaction=False)
-    p.set("x1", 1).mget("a", "b").get("x1").execute_command("CLUSTER", "MYID").get("x1")
+    p.set("x1", 1).sunion("a", "b").get("x1").execute_command("CLUSTER", "MYID").get("x1")
     out = p.execute(raise_on_error=False)
     assert out[0] is True and isinstance(out[1], redis.ResponseError) and out[2] == "1" and out[4] == "1"
+    r.close()
+
+
+def test_commands_over_several_slots_split(rp, redis_cluster):
+    """MGET, MSET, DEL, UNLINK, EXISTS and TOUCH over keys of several slots are sent as one command per
+    key to each key's shard, and their replies merged into the one the command would have had, in
+    order with what comes before and after it."""
+    r = client(rp)
+    keys = [f"split:{i}" for i in range(200)]          # every shard, many slots
+    assert len({redis_cluster.slot_of(k) for k in keys}) > 150
+    assert r.mset({k: k.upper() for k in keys})
+    assert r.mget(keys) == [k.upper() for k in keys]
+    assert r.mget(["split:0", "nosuch:key", "split:1"]) == ["SPLIT:0", None, "SPLIT:1"]
+    r.lpush("split:list", "x")
+    assert r.mget(["split:0", "split:list"]) == ["SPLIT:0", None]     # another type: nil, as MGET does
+    assert r.exists(*keys, "nosuch:key") == 200
+    assert r.exists("split:0", "split:0", "split:1") == 3              # counted as often as named
+    assert r.touch(*keys[:50]) == 50
+    p = r.pipeline(transaction=False)
+    p.set("before", 1).mget(keys[:20]).delete(*keys[:100]).unlink(*keys[100:]).get("before").mget(keys[:3])
+    assert p.execute() == [True, [k.upper() for k in keys[:20]], 100, 100, "1", [None, None, None]]
+    assert r.delete("split:list", "before") == 2
     r.close()
 
 

@@ -673,6 +673,62 @@ START_TEST(test_local_answers)
 }
 END_TEST
 
+/* Commands over several slots, split per key, and their replies merged back. */
+static const char *merged(enum resp_split kind, const char *replies, uint32_t count, bool resp3)
+{
+	static char text[512];
+	struct evbuffer *out = evbuffer_new();
+	size_t n;
+
+	resp_cluster_merge(kind, (const uint8_t *)replies, strlen(replies), count, resp3, out);
+	n = evbuffer_get_length(out);
+	ck_assert_uint_lt(n, sizeof(text));
+	evbuffer_remove(out, text, n);
+	text[n] = '\0';
+	evbuffer_free(out);
+	return text;
+}
+
+START_TEST(test_split_and_merge)
+{
+	static const char mget[] = "*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n";
+	static const char mset[] = "*5\r\n$4\r\nmset\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n";
+	static const char del[] = "*3\r\n$3\r\nDEL\r\n$1\r\na\r\n$1\r\nb\r\n";
+	static const char odd[] = "*4\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n";
+	static const char sunion[] = "*3\r\n$6\r\nSUNION\r\n$1\r\na\r\n$1\r\nb\r\n";
+	struct evbuffer *out = evbuffer_new();
+	uint32_t count;
+
+	ck_assert_int_eq(resp_cluster_split((const uint8_t *)mget, sizeof(mget) - 1, out, &count), RESP_SPLIT_MGET);
+	ck_assert_uint_eq(count, 3);
+	ck_assert_uint_eq(evbuffer_get_length(out), 3 * 20);
+	ck_assert(memcmp(evbuffer_pullup(out, -1), "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n", 40) == 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	ck_assert_int_eq(resp_cluster_split((const uint8_t *)mset, sizeof(mset) - 1, out, &count), RESP_SPLIT_MSET);
+	ck_assert_uint_eq(count, 2);
+	ck_assert(memcmp(evbuffer_pullup(out, -1), "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n", 27) == 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	ck_assert_int_eq(resp_cluster_split((const uint8_t *)del, sizeof(del) - 1, out, &count), RESP_SPLIT_SUM);
+	ck_assert(memcmp(evbuffer_pullup(out, -1), "*2\r\n$3\r\nDEL\r\n$1\r\na\r\n", 19) == 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	ck_assert_int_eq(resp_cluster_split((const uint8_t *)odd, sizeof(odd) - 1, out, &count), RESP_SPLIT_NONE);
+	ck_assert_int_eq(resp_cluster_split((const uint8_t *)sunion, sizeof(sunion) - 1, out, &count), RESP_SPLIT_NONE);
+	ck_assert_int_eq(resp_cluster_split((const uint8_t *)mget, sizeof(mget) - 2, out, &count), RESP_SPLIT_NONE);
+	ck_assert_uint_eq(evbuffer_get_length(out), 0);
+	evbuffer_free(out);
+
+	ck_assert_str_eq(merged(RESP_SPLIT_MGET, "$1\r\nx\r\n$-1\r\n-WRONGTYPE Operation against a key\r\n", 3, false),
+			 "*3\r\n$1\r\nx\r\n$-1\r\n$-1\r\n");
+	ck_assert_str_eq(merged(RESP_SPLIT_MGET, "$1\r\nx\r\n-WRONGTYPE Operation\r\n", 2, true), "*2\r\n$1\r\nx\r\n_\r\n");
+	ck_assert_str_eq(merged(RESP_SPLIT_MGET, "$1\r\nx\r\n-MOVED 3 127.0.0.1:1\r\n", 2, false), "-MOVED 3 127.0.0.1:1\r\n");
+	ck_assert_str_eq(merged(RESP_SPLIT_MSET, "+OK\r\n+OK\r\n", 2, false), "+OK\r\n");
+	ck_assert_str_eq(merged(RESP_SPLIT_MSET, "+OK\r\n-OOM no\r\n", 2, false), "-OOM no\r\n");
+	ck_assert_str_eq(merged(RESP_SPLIT_SUM, ":1\r\n:0\r\n:1\r\n", 3, false), ":2\r\n");
+	ck_assert_str_eq(merged(RESP_SPLIT_SUM, ":1\r\n", 2, false)[0] == '-' ? "-" : "?", "-");   /* one missing */
+	ck_assert_str_eq(merged(RESP_SPLIT_SUM, ":\r\n\n\n", 1, false), ":0\r\n");               /* hostile */
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("keyspec");
@@ -685,6 +741,7 @@ int main(void)
 	tcase_add_test(tc, test_hostile_replies);
 	tcase_add_test(tc, test_shards_keep_identity);
 	tcase_add_test(tc, test_local_answers);
+	tcase_add_test(tc, test_split_and_merge);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
