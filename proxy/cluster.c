@@ -92,6 +92,7 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 	int *remap = calloc((size_t)(c->nmembers > 0 ? c->nmembers : 1), sizeof(*remap));
 	int *new_ms = calloc((size_t)(c->nmembers > 0 ? c->nmembers : 1), sizeof(*new_ms));
 	struct cluster_shard *next = NULL;
+	unsigned *events = NULL;
 	int nnext = map_shards;
 	bool changed = false;
 
@@ -108,6 +109,17 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		for (int k = 0; k < c->nshards; k++)
 			if (votes[k] > 0 && (best < 0 || votes[k] > votes[best]))
 				best = k;
+		if (best < 0) {
+			/* None of its members is in a shard now (a map seen mid-failover left them out): the
+			 * existing shard that served most of its slots. */
+			memset(votes, 0, (size_t)(c->nshards > 0 ? c->nshards : 1) * sizeof(*votes));
+			for (int s = 0; s < SLOTS_COUNT; s++)
+				if (owner[s] == j && c->owner[s] >= 0 && c->owner[s] < c->nshards && !taken[c->owner[s]])
+					votes[c->owner[s]]++;
+			for (int k = 0; k < c->nshards; k++)
+				if (votes[k] > 0 && (best < 0 || votes[k] > votes[best]))
+					best = k;
+		}
 		to_old[j] = best;
 		if (best >= 0)
 			taken[best] = true;
@@ -130,9 +142,11 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		if (to_old[j] != j)
 			changed = true;
 	}
-	/* A member in another shard than before starts over in its new one. */
+	/* A member in another shard than before starts over in its new one. The events are told once
+	 * the new shards are in place (the service reads them through c). */
+	if ((events = calloc((size_t)(nnext > 0 ? nnext : 1), sizeof(*events))) == NULL)
+		goto fail_next;
 	for (int j = 0; j < nnext; j++) {
-		unsigned ev;
 		bool moved = false;
 		for (int i = 0; i < c->nmembers; i++) {
 			int was = c->member_shard[i];
@@ -146,9 +160,7 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		if (!moved)
 			continue;
 		changed = true;
-		ev = topo_remap(&next[j].topo, c->nmembers, remap, now_ms);
-		if (ev != 0)
-			react(arg, j, ev, -1);
+		events[j] = topo_remap(&next[j].topo, c->nmembers, remap, now_ms);
 	}
 	for (int k = 0; k < c->nshards; k++)
 		if (!taken[k])
@@ -173,12 +185,20 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		shard_ranges(c, k);
 	if (changed)
 		c->maps++;
+	for (int j = 0; j < nnext; j++)
+		if (events[j] != 0)
+			react(arg, j, events[j], -1);
+	free(events);
 	free(to_old);
 	free(taken);
 	free(votes);
 	free(remap);
 	free(new_ms);
 	return changed;
+fail_next:
+	for (int j = 0; j < nnext; j++)
+		if (to_old[j] < 0)
+			topo_free(&next[j].topo);
 fail:
 	*oom = true;
 	free(next);

@@ -765,7 +765,9 @@ static int pending_slot(struct session *s)
 	} else {
 		return -1;
 	}
-	if (resp_share_scan(p, n, share_max(s), &len, &write) != RESP_SHARE_YES)
+	/* A shareable command, or one that pins (SSUBSCRIBE: its channel's shard). */
+	if (resp_share_scan(p, n, share_max(s), &len, &write) != RESP_SHARE_YES &&
+	    resp_command_len(p, n, share_max(s), &len) != 1)
 		return -1;
 	slot = s->host->ops->slot(s->host, p, len);
 	return slot >= 0 ? slot : -1;
@@ -1341,6 +1343,12 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 			}
 			if (ncmds > 0 || s->shared_out > 0)
 				break;
+			if (resp_cluster_pins(buf + off, clen)) {
+				/* (S)SUBSCRIBE: the session becomes a subscriber on a connection of its own, to
+				 * any primary (the cluster bus carries messages) or the channel's shard's. */
+				s->unshare = true;
+				break;
+			}
 			if (cluster_answer(s, buf + off, clen, KEYSPEC_UNKNOWN))
 				return true;
 			off += clen;
@@ -1417,7 +1425,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		ncmds++;
 	}
 	s->shared_need = r == RESP_SHARE_MORE ? len : 0;
-	if (r == RESP_SHARE_NO && !cluster) {
+	if (r == RESP_SHARE_NO && (!cluster || s->unshare)) {
 		s->unshare = true;
 		/* Its next command needs a connection of its own: until it is handed over there, no
 		 * shared command read after it may leave (it could run first). */

@@ -350,6 +350,10 @@ struct resp_cluster_self {
 };
 void resp_cluster_answer(const uint8_t *p, size_t n, const struct resp_cluster_self *self, struct evbuffer *out);
 bool resp_cluster_keyless_ok(const uint8_t *p, size_t n);
+/* A command that makes the session a subscriber ((P|S)SUBSCRIBE): in cluster mode it gets a
+ * connection of its own, to any shard's primary (the cluster bus carries PUBLISH everywhere) or, for
+ * SSUBSCRIBE, the primary of its channels' shard; from then on it talks to that node only. */
+bool resp_cluster_pins(const uint8_t *p, size_t n);
 /* The length of the command array at the start of p[0..n) (at most max bytes): 1 complete (*len
  * its length), 0 more needed (*len a lower bound), -1 not a command array. */
 int resp_command_len(const uint8_t *p, size_t n, size_t max, size_t *len);

@@ -38,6 +38,17 @@ int resp_command_len(const uint8_t *p, size_t n, size_t max, size_t *len)
 	return resp_request(p, n, max, 1u << 20, &rq, len);
 }
 
+bool resp_cluster_pins(const uint8_t *p, size_t n)
+{
+	struct resp_request rq;
+	size_t len;
+
+	if (resp_request(p, n, n, 1u << 20, &rq, &len) != 1 || rq.seen < 1)
+		return false;
+	return resp_word_is(rq.arg[0], rq.arg_len[0], "subscribe") || resp_word_is(rq.arg[0], rq.arg_len[0], "psubscribe") ||
+	       resp_word_is(rq.arg[0], rq.arg_len[0], "ssubscribe");
+}
+
 static void bulk(struct evbuffer *out, const char *s)
 {
 	evbuffer_add_printf(out, "$%zu\r\n%s\r\n", strlen(s), s);

@@ -204,7 +204,9 @@ bool slots_from_cluster_shards(const redisReply *r, struct slots_map *m, char *w
 			if (kind == 1 && !has_primary) {
 				sh->primary = n;
 				has_primary = true;
-			} else if (kind == 2 && sh->nreplicas < SLOTS_MAX_REPLICAS) {
+			} else if ((kind == 2 || kind == 1) && sh->nreplicas < SLOTS_MAX_REPLICAS) {
+				/* A second master in one shard (a failover seen half done): still one of its
+				 * nodes -- their own word on their roles decides which is the primary. */
 				sh->replicas[sh->nreplicas++] = n;
 			}
 		}

@@ -2,6 +2,7 @@
 replicas) from the lab, plain redis-py clients and redis-py's RedisCluster through repoint. Commands go
 by their keys' slot (key positions from the server's own COMMAND) to each shard's primary; a
 switchover of any shard costs clients nothing."""
+import socket
 import threading
 import time
 
@@ -116,6 +117,56 @@ def test_commands_over_several_slots_split(rp, redis_cluster):
     assert p.execute() == [True, [k.upper() for k in keys[:20]], 100, 100, "1", [None, None, None]]
     assert r.delete("split:list", "before") == 2
     r.close()
+
+
+def test_pubsub_and_sharded_pubsub(rp, redis_cluster):
+    """SUBSCRIBE gives the session a connection of its own to a primary (the cluster bus carries every
+    PUBLISH there), SSUBSCRIBE to its channel's shard's primary (SPUBLISH goes by the channel's slot)."""
+    r = client(rp)
+    sub = client(rp).pubsub(ignore_subscribe_messages=True)
+    sub.subscribe("news")
+    wait_for(lambda: sub.get_message(timeout=0.1) is None and sub.subscribed, 5, what="the subscription")
+    got = []
+    def published():
+        r.publish("news", "hello")       # any shard: the cluster bus brings it to the subscriber's node
+        m = sub.get_message(timeout=0.5)
+        if m:
+            got.append(m)
+        return got
+    wait_for(published, 10, what="a message published through repoint")
+    assert got[0]["channel"] == "news" and got[0]["data"] == "hello"
+    sub.close()
+    for channel in ("orders", "{user:7}:events", "zzz"):
+        s = socket.create_connection(("127.0.0.1", rp.ports["cache"]), timeout=10)
+        s.sendall(resp("SSUBSCRIBE", channel))
+        assert read_reply(s)[0] == b"ssubscribe"
+        assert r.execute_command("SPUBLISH", channel, "x") == 1   # at the channel's shard: one subscriber
+        assert read_reply(s) == [b"smessage", channel.encode(), b"x"]
+        s.close()
+    r.close()
+
+
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def read_reply(s):
+    """One RESP2 array of bulk strings and integers, as a pushed message is."""
+    f = s.makefile("rb")
+    head = f.readline()
+    assert head[:1] == b"*", head
+    items = []
+    for _ in range(int(head[1:])):
+        line = f.readline()
+        if line[:1] == b"$":
+            items.append(f.read(int(line[1:]) + 2)[:-2])
+        else:
+            items.append(int(line[1:]))
+    return items
 
 
 def test_cluster_client_stays_on_the_sidecar(rp):

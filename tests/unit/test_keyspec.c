@@ -641,6 +641,15 @@ START_TEST(test_shards_keep_identity)
 	cluster_move_slot(&c, 5, c.member_shard[0]);
 		/* The same map again changes nothing. */
 	ck_assert(!cluster_apply(&c, 2, swapped, owner, 6, count_react, NULL, &oom));
+	/* A map seen mid-failover that leaves a shard's nodes out (not online, two masters): the shard is
+	 * still the one serving those slots, and keeps what its topology knows. */
+	unsigned f = c.shards[c.owner[5]].topo.failovers;
+	int gone[4] = {-1, -1, 0, 0};
+	ck_assert_uint_eq(f, 1);
+	ck_assert(cluster_apply(&c, 2, gone, owner, 7, count_react, NULL, &oom));
+	ck_assert(cluster_apply(&c, 2, swapped, owner, 8, count_react, NULL, &oom));
+	ck_assert_uint_eq(c.shards[c.owner[5]].topo.failovers, f);
+	ck_assert_uint_eq(c.shards[c.owner[9000]].topo.failovers, 0);
 	cluster_free(&c);
 }
 END_TEST
