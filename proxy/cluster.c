@@ -93,29 +93,31 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 	int *new_ms = calloc((size_t)(c->nmembers > 0 ? c->nmembers : 1), sizeof(*new_ms));
 	struct cluster_shard *next = NULL;
 	unsigned *events = NULL;
+	int *pos = NULL;
+	bool *used = NULL;
 	int nnext = map_shards;
 	bool changed = false;
 
 	*oom = false;
 	if (to_old == NULL || taken == NULL || votes == NULL || remap == NULL || new_ms == NULL)
 		goto fail;
-	/* Map shard j is the existing shard most of its members are in now (not taken already). */
+	/* Map shard j is the existing shard that served most of its slots (a failover moves no slot, and
+	 * a map seen mid-failover may leave nodes out), else the one most of its members are in (its
+	 * slots are new to repoint: a resharding into an empty shard). Not one taken already. */
 	for (int j = 0; j < map_shards; j++) {
 		int best = -1;
 		memset(votes, 0, (size_t)(c->nshards > 0 ? c->nshards : 1) * sizeof(*votes));
-		for (int i = 0; i < c->nmembers; i++)
-			if (in_shard[i] == j && c->member_shard[i] >= 0 && !taken[c->member_shard[i]])
-				votes[c->member_shard[i]]++;
+		for (int s = 0; s < SLOTS_COUNT; s++)
+			if (owner[s] == j && c->owner[s] >= 0 && c->owner[s] < c->nshards && !taken[c->owner[s]])
+				votes[c->owner[s]]++;
 		for (int k = 0; k < c->nshards; k++)
 			if (votes[k] > 0 && (best < 0 || votes[k] > votes[best]))
 				best = k;
 		if (best < 0) {
-			/* None of its members is in a shard now (a map seen mid-failover left them out): the
-			 * existing shard that served most of its slots. */
 			memset(votes, 0, (size_t)(c->nshards > 0 ? c->nshards : 1) * sizeof(*votes));
-			for (int s = 0; s < SLOTS_COUNT; s++)
-				if (owner[s] == j && c->owner[s] >= 0 && c->owner[s] < c->nshards && !taken[c->owner[s]])
-					votes[c->owner[s]]++;
+			for (int i = 0; i < c->nmembers; i++)
+				if (in_shard[i] == j && c->member_shard[i] >= 0 && !taken[c->member_shard[i]])
+					votes[c->member_shard[i]]++;
 			for (int k = 0; k < c->nshards; k++)
 				if (votes[k] > 0 && (best < 0 || votes[k] > votes[best]))
 					best = k;
@@ -127,19 +129,39 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 	/* Shards no map shard took are gone: their members left them (below). */
 	if (nnext < c->nshards)
 		changed = true;
+	/* Where each goes: a shard keeps its number (/status, the metrics' shard label) while it can;
+	 * new ones take the free numbers. */
+	if ((pos = calloc((size_t)(nnext > 0 ? nnext : 1), sizeof(*pos))) == NULL ||
+	    (used = calloc((size_t)(nnext > 0 ? nnext : 1), sizeof(*used))) == NULL)
+		goto fail;
+	for (int j = 0; j < nnext; j++) {
+		pos[j] = -1;
+		if (to_old[j] >= 0 && to_old[j] < nnext) {
+			pos[j] = to_old[j];
+			used[pos[j]] = true;
+		}
+	}
+	for (int j = 0, free_at = 0; j < nnext; j++) {
+		if (pos[j] >= 0)
+			continue;
+		while (used[free_at])
+			free_at++;
+		pos[j] = free_at;
+		used[free_at] = true;
+	}
 	next = calloc((size_t)(nnext > 0 ? nnext : 1), sizeof(*next));
 	if (next == NULL)
 		goto fail;
 	for (int j = 0; j < nnext; j++) {
 		if (to_old[j] >= 0) {
-			next[j] = c->shards[to_old[j]];
-		} else if (!topo_init(&next[j].topo, c->nmembers, c->down_after, false)) {
+			next[pos[j]] = c->shards[to_old[j]];
+		} else if (!topo_init(&next[pos[j]].topo, c->nmembers, c->down_after, false)) {
 			for (int k = 0; k < j; k++)
 				if (to_old[k] < 0)
-					topo_free(&next[k].topo);
+					topo_free(&next[pos[k]].topo);
 			goto fail;
 		}
-		if (to_old[j] != j)
+		if (to_old[j] != pos[j])
 			changed = true;
 	}
 	/* A member in another shard than before starts over in its new one. The events are told once
@@ -160,7 +182,7 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		if (!moved)
 			continue;
 		changed = true;
-		events[j] = topo_remap(&next[j].topo, c->nmembers, remap, now_ms);
+		events[pos[j]] = topo_remap(&next[pos[j]].topo, c->nmembers, remap, now_ms);
 	}
 	for (int k = 0; k < c->nshards; k++)
 		if (!taken[k])
@@ -169,13 +191,13 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 	c->shards = next;
 	c->nshards = nnext;
 	for (int i = 0; i < c->nmembers; i++) {
-		new_ms[i] = in_shard[i] >= 0 && in_shard[i] < nnext ? in_shard[i] : -1;
+		new_ms[i] = in_shard[i] >= 0 && in_shard[i] < nnext ? pos[in_shard[i]] : -1;
 		if (new_ms[i] != c->member_shard[i])
 			changed = true;
 	}
 	memcpy(c->member_shard, new_ms, (size_t)c->nmembers * sizeof(*new_ms));
 	for (int s = 0; s < SLOTS_COUNT; s++) {
-		int16_t o = owner[s] >= 0 && owner[s] < nnext ? owner[s] : -1;
+		int16_t o = owner[s] >= 0 && owner[s] < nnext ? (int16_t)pos[owner[s]] : -1;
 		if (o != c->owner[s]) {
 			c->owner[s] = o;
 			changed = true;
@@ -189,6 +211,8 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		if (events[j] != 0)
 			react(arg, j, events[j], -1);
 	free(events);
+	free(pos);
+	free(used);
 	free(to_old);
 	free(taken);
 	free(votes);
@@ -198,10 +222,12 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 fail_next:
 	for (int j = 0; j < nnext; j++)
 		if (to_old[j] < 0)
-			topo_free(&next[j].topo);
+			topo_free(&next[pos[j]].topo);
 fail:
 	*oom = true;
 	free(next);
+	free(pos);
+	free(used);
 	free(to_old);
 	free(taken);
 	free(votes);

@@ -227,7 +227,8 @@ def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
     assert errors == []
     assert min(writes) > 100, writes   # every writer wrote all along
     s = rp.service("cache")
-    assert sorted(sh["failovers"] for sh in s["cluster"]["shards"]) == [1, 1, 1]
+    assert sorted(sh["failovers"] for sh in s["cluster"]["shards"]) == [1, 1, 1], "\n".join(
+        l for l in rp.logtext().splitlines() if "slot map" in l or "writer" in l or "member" in l)[-6000:]
     print(f"writes {writes}, retried {s['counters']['retried']}, shards {s['cluster']['shards']}")
     direct = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.primaries()[0][1], decode_responses=True)
     try:

@@ -623,7 +623,11 @@ START_TEST(test_shards_keep_identity)
 	int swapped[4] = {1, 1, 0, 0};
 	for (int s = 0; s < SLOTS_COUNT; s++)
 		owner[s] = s < 100 ? 1 : 0;
+	int k0 = c.member_shard[0], k2 = c.member_shard[2];
 	ck_assert(cluster_apply(&c, 2, swapped, owner, 3, count_react, NULL, &oom));
+	/* ... and each keeps its number, whatever its place in the reply */
+	ck_assert_int_eq(c.member_shard[0], k0);
+	ck_assert_int_eq(c.member_shard[2], k2);
 	ck_assert_int_eq(cluster_slot_writer(&c, 5), 0);
 	ck_assert_int_eq(cluster_slot_writer(&c, 9000), 2);
 	ck_assert_int_eq(cluster_slot_writer(&c, 150), 2);
