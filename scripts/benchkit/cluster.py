@@ -15,9 +15,9 @@ import os
 import subprocess
 import tempfile
 
-from .common import BenchError, cpu_seconds, free_port, ratio, summary, wait_for
+from .common import free_port, ratio, wait_for
 from .proxies import Proc
-from .throughput import REDIS_CLIENTS, redis_benchmark
+from .throughput import REDIS_CLIENTS, medians, redis_benchmark, rotate_redis
 
 PATHS = ("direct-cluster", "repoint-cluster", "repoint-1shard")
 VARIANTS = (("small", 1, 3), ("small_p16", 16, 3))
@@ -93,37 +93,11 @@ def run(bench, log):
             for t in ("set", "get"):
                 tests.append(("cluster.%s.%s" % (vid, t), "redis-benchmark -c %d -t %s -d %d%s -n %d (3 shards)" % (
                     REDIS_CLIENTS, t, size, " -P %d" % pipeline if pipeline > 1 else "", n), t, n, pipeline, size))
-        raw = {tid: {p: [] for p in PATHS} for tid, *_ in tests}
-        for rep in range(a.reps):
-            k = rep % len(PATHS)
-            order = PATHS[k:] + PATHS[:k]
-            for tid, desc, t, n, pipeline, size in tests:
-                for path in order:
-                    proc = rig.proc_of[path]
-                    c0 = cpu_seconds(proc.pid) if proc else None
-                    try:
-                        r = redis_benchmark(rig.ports[path], t, n, pipeline, size, extra=rig.extra(path))
-                    except BenchError as exc:
-                        msg = "%s via %s (rep %d): %s" % (tid, path, rep + 1, str(exc).splitlines()[0][:200])
-                        log("ERROR " + msg)
-                        bench.errors.append(msg)
-                        continue
-                    c1 = cpu_seconds(proc.pid) if proc else None
-                    if c0 is not None and c1 is not None:
-                        r["cpu_us_per_op"] = (c1 - c0) * 1e6 / n
-                    raw[tid][path].append(r)
-                    log("%-22s rep %d %-16s %10.1f req/s  p99 %.3f ms%s" % (
-                        tid, rep + 1, path, r["throughput"], r["p99_ms"],
-                        "  cpu %.1f us/op" % r["cpu_us_per_op"] if "cpu_us_per_op" in r else ""))
-        for tid, desc, *_ in tests:
-            w = {"description": desc, "paths": {}, "ratios": {}}
-            for p in PATHS:
-                w["paths"][p] = {k: summary([r.get(k) for r in raw[tid][p]])
-                                 for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_op")}
-            med = {p: (w["paths"][p]["throughput"] or {}).get("median") for p in PATHS}
+        results = rotate_redis(bench, log, PATHS, tests, rig.ports, rig.proc_of, rig.extra)
+        for tid, w in results.items():
+            med = medians(w, PATHS)
             w["ratios"] = {"repoint-cluster/direct-cluster": ratio(med["repoint-cluster"], med["direct-cluster"]),
                            "repoint-cluster/repoint-1shard": ratio(med["repoint-cluster"], med["repoint-1shard"])}
-            results[tid] = w
     finally:
         rig.stop()
     return results

@@ -7,7 +7,7 @@ import io
 import os
 import re
 
-from .common import BenchError, percentile, run
+from .common import BenchError, cpu_seconds, percentile, run, summary
 
 REDIS_CLIENTS = 50
 
@@ -26,6 +26,47 @@ def redis_benchmark(port, test, requests, pipeline=1, size=3, clients=REDIS_CLIE
                     "p99_ms": float(row["p99_latency_ms"]), "avg_ms": float(row["avg_latency_ms"]),
                     "ops": requests}
     raise BenchError("redis-benchmark printed no %s row:\n%s" % (test, out))
+
+
+def rotate_redis(bench, log, paths, tests, port_of, proc_of, extra_of=lambda path: ()):
+    """Runs each test (tid, description, command, requests, pipeline, value size) through every path,
+    --reps times, the order of the paths rotating between repetitions (each path is first as often as
+    the others). Returns {tid: {"description", "paths": {path: {throughput, p50_ms, p99_ms,
+    cpu_us_per_op: summary}}}}: the proxy's CPU per operation is its process's utime + stime over the
+    run, divided by the requests (no process: the direct path)."""
+    raw = {tid: {p: [] for p in paths} for tid, *_ in tests}
+    for rep in range(bench.a.reps):
+        k = rep % len(paths)
+        order = paths[k:] + paths[:k]
+        for tid, desc, t, n, pipeline, size in tests:
+            for path in order:
+                proc = proc_of[path]
+                c0 = cpu_seconds(proc.pid) if proc else None
+                try:
+                    r = redis_benchmark(port_of[path], t, n, pipeline, size, extra=extra_of(path))
+                except BenchError as exc:
+                    msg = "%s via %s (rep %d): %s" % (tid, path, rep + 1, str(exc).splitlines()[0][:200])
+                    log("ERROR " + msg)
+                    bench.errors.append(msg)
+                    continue
+                c1 = cpu_seconds(proc.pid) if proc else None
+                if c0 is not None and c1 is not None:
+                    r["cpu_us_per_op"] = (c1 - c0) * 1e6 / n
+                raw[tid][path].append(r)
+                log("%-22s rep %d %-16s %10.1f req/s  p99 %.3f ms%s" % (
+                    tid, rep + 1, path, r["throughput"], r["p99_ms"],
+                    "  cpu %.1f us/op" % r["cpu_us_per_op"] if "cpu_us_per_op" in r else ""))
+    out = {}
+    for tid, desc, *_ in tests:
+        out[tid] = {"description": desc, "paths": {
+            p: {k: summary([r.get(k) for r in raw[tid][p]]) for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_op")}
+            for p in paths}}
+    return out
+
+
+def medians(w, paths, key="throughput"):
+    """{path: the median of `key`} of a rotate_redis row (None where there is none)."""
+    return {p: (w["paths"][p][key] or {}).get("median") for p in paths}
 
 
 REDIS_VARIANTS = (

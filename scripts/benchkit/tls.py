@@ -12,9 +12,9 @@ import os
 import subprocess
 import time
 
-from .common import BenchError, cpu_seconds, free_port, ratio, summary, wait_for
+from .common import BenchError, cpu_seconds, free_port, ratio, wait_for
 from .proxies import HAPROXY_BIN, Proc
-from .throughput import REDIS_CLIENTS, redis_benchmark
+from .throughput import REDIS_CLIENTS, medians, redis_benchmark, rotate_redis
 from . import tls_pg
 
 PATHS = ("direct-tls", "haproxy-tls", "repoint-tls", "repoint-origin")
@@ -133,41 +133,14 @@ def run(bench, log):
             for t in ("set", "get"):
                 tests.append(("tls.%s.%s" % (vid, t), "redis-benchmark -c %d -t %s -d %d%s -n %d" % (
                     REDIS_CLIENTS, t, size, " -P %d" % pipeline if pipeline > 1 else "", n), t, n, pipeline, size))
-        raw = {tid: {p: [] for p in PATHS} for tid, *_ in tests}
-        for rep in range(a.reps):
-            k = rep % len(PATHS)
-            order = PATHS[k:] + PATHS[:k]
-            for tid, desc, t, n, pipeline, size in tests:
-                for path in order:
-                    proc = rig.proc_of[path]
-                    c0 = cpu_seconds(proc.pid) if proc else None
-                    try:
-                        r = redis_benchmark(rig.ports[path], t, n, pipeline, size, extra=rig.tls_args(path))
-                    except BenchError as exc:
-                        msg = "%s via %s (rep %d): %s" % (tid, path, rep + 1, str(exc).splitlines()[0][:200])
-                        log("ERROR " + msg)
-                        bench.errors.append(msg)
-                        continue
-                    c1 = cpu_seconds(proc.pid) if proc else None
-                    if c0 is not None and c1 is not None:
-                        r["cpu_us_per_op"] = (c1 - c0) * 1e6 / n
-                    raw[tid][path].append(r)
-                    log("%-18s rep %d %-14s %10.1f req/s  p99 %.3f ms%s" % (
-                        tid, rep + 1, path, r["throughput"], r["p99_ms"],
-                        "  cpu %.1f us/op" % r["cpu_us_per_op"] if "cpu_us_per_op" in r else ""))
-        for tid, desc, *_ in tests:
-            w = {"description": desc, "paths": {}, "ratios": {}}
-            for p in PATHS:
-                runs = raw[tid][p]
-                w["paths"][p] = {k: summary([r.get(k) for r in runs]) for k in ("throughput", "p50_ms", "p99_ms",
-                                                                                "cpu_us_per_op")}
-            med = {p: (w["paths"][p]["throughput"] or {}).get("median") for p in PATHS}
-            cpu = {p: (w["paths"][p]["cpu_us_per_op"] or {}).get("median") for p in PATHS}
+        results = rotate_redis(bench, log, PATHS, tests, rig.ports, rig.proc_of, rig.tls_args)
+        for tid, w in results.items():
+            med = medians(w, PATHS)
+            cpu = medians(w, PATHS, "cpu_us_per_op")
             w["ratios"] = {"repoint-tls/haproxy-tls": ratio(med["repoint-tls"], med["haproxy-tls"]),
                            "repoint-tls/direct-tls": ratio(med["repoint-tls"], med["direct-tls"]),
                            "repoint-origin/direct-tls": ratio(med["repoint-origin"], med["direct-tls"]),
                            "cpu repoint-tls/haproxy-tls": ratio(cpu["repoint-tls"], cpu["haproxy-tls"])}
-            results[tid] = w
         # The cost of a new TLS connection: connect, handshake, PING, close (redis-benchmark has no -C).
         results["tls.connect"] = _connect_rate(rig, a, log)
         # Postgres over TLS (benchkit/tls_pg.py), with the same CA.
