@@ -211,6 +211,16 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		if (events[j] != 0)
 			react(arg, j, events[j], -1);
 	free(events);
+	goto out;
+fail_next:
+	for (int j = 0; j < nnext; j++)
+		if (to_old[j] < 0)
+			topo_free(&next[pos[j]].topo);
+fail:
+	*oom = true;
+	changed = false;
+	free(next);
+out:
 	free(pos);
 	free(used);
 	free(to_old);
@@ -219,21 +229,6 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 	free(remap);
 	free(new_ms);
 	return changed;
-fail_next:
-	for (int j = 0; j < nnext; j++)
-		if (to_old[j] < 0)
-			topo_free(&next[pos[j]].topo);
-fail:
-	*oom = true;
-	free(next);
-	free(pos);
-	free(used);
-	free(to_old);
-	free(taken);
-	free(votes);
-	free(remap);
-	free(new_ms);
-	return false;
 }
 
 struct topology *cluster_topo_of(struct cluster *c, int member)

@@ -16,6 +16,7 @@
 #include "net/session.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1276,9 +1277,10 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	enum resp_share r0 = n > 0 ? resp_share_scan(p, n, share_max(s), &len, &write) : RESP_SHARE_MORE;
 	len0 = len;
 	bool wait_shard = false;
+	int t0 = INT_MIN;  /* the first command's cluster_target, once known: not looked up twice */
 	if (cluster && r0 == RESP_SHARE_YES && s->shared_out == 0 && s->state == SESSION_ACTIVE) {
 		/* The first command's shard decides where this batch goes. */
-		int t = cluster_target(s, p, len0);
+		int t = t0 = cluster_target(s, p, len0);
 		if (t == -1) {
 			wait_shard = true;
 		} else if (t >= 0 && t != s->member) {
@@ -1356,7 +1358,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 			continue;
 		}
 		if (cluster && r == RESP_SHARE_YES) {
-			int t = cluster_target(s, buf + off, len);
+			int t = off == 0 && t0 != INT_MIN ? t0 : cluster_target(s, buf + off, len);
 			if (t == CLUSTER_LOCAL) {
 				int slot;
 				if (ncmds > 0 || s->shared_out > 0 || (s->split != NULL && s->split->left > 0))
