@@ -83,6 +83,8 @@ enum med_step {
 
 static void login_forget(struct session *s);
 static void split_free(struct session *s);
+static void own_drop(struct session *s);
+static int tx_first_slot(struct session *s, const uint8_t *p, size_t n);
 
 /* multiplex: the largest command (and average reply) that may share a connection (a partial
  * command waits in client_in until complete), and the commands one session may have in flight
@@ -330,6 +332,7 @@ void session_destroy(struct session *s)
 	if (s->sh != NULL)
 		shared_forget(s->sh, s);
 	s->sh = NULL;
+	own_drop(s);
 	if (s->in_held)
 		s->host->ops->unhold(s->host, s);
 	if (s->member >= 0)
@@ -382,6 +385,7 @@ static void drop_upstream(struct session *s)
 	if (s->sh != NULL)
 		shared_forget(s->sh, s);
 	s->sh = NULL;
+	own_drop(s);
 	s->shared_out = 0;
 	s->shared_bytes = 0;
 	s->shared_reply = 0;
@@ -770,6 +774,8 @@ static int pending_slot(struct session *s)
 	if (resp_share_scan(p, n, share_max(s), &len, &write) != RESP_SHARE_YES &&
 	    resp_command_len(p, n, share_max(s), &len) != 1)
 		return -1;
+	if (resp_cluster_own(p, len) == RESP_OWN_MULTI)
+		return tx_first_slot(s, p, n) >= 0 ? tx_first_slot(s, p, n) : -1;  /* its first key's */
 	slot = s->host->ops->slot(s->host, p, len);
 	return slot >= 0 ? slot : -1;
 }
@@ -1049,7 +1055,7 @@ static bool session_idle(const struct session *s)
 	if (s->confirming == CONFIRM_READONLY)
 		return false;  /* a reply is held back: not answered yet, as far as the client knows */
 	if (s->shared)
-		return s->shared_out == 0;
+		return s->shared_out == 0 && !s->tx_multi && !s->tx_watch;
 	return s->host->proto->is_idle(&s->ps);
 }
 
@@ -1137,6 +1143,11 @@ struct session_split {
 	uint32_t count, left;
 	struct evbuffer *acc;
 	struct proto_state ps;  /* where the replies end */
+	/* Or a transaction sent from MULTI to EXEC in one piece (no WATCH): its replies are held until
+	 * EXEC's says whether it ran; aborted while the cluster was moving (nothing ran), it is sent
+	 * again -- `tx` its bytes, `tx_prefix` when its MULTI was answered by repoint. */
+	bool is_tx, tx_prefix;
+	struct evbuffer *tx;
 };
 
 static void split_free(struct session *s)
@@ -1144,6 +1155,8 @@ static void split_free(struct session *s)
 	if (s->split == NULL)
 		return;
 	evbuffer_free(s->split->acc);
+	if (s->split->tx != NULL)
+		evbuffer_free(s->split->tx);
 	free(s->split);
 	s->split = NULL;
 }
@@ -1177,6 +1190,7 @@ static int cluster_split(struct session *s, const uint8_t *buf, size_t off, size
 		return -1;
 	}
 	s->split->kind = kind;
+	s->split->is_tx = false;
 	s->split->count = s->split->left = count;
 	evbuffer_drain(s->split->acc, evbuffer_get_length(s->split->acc));
 	resp_replies_init(&s->split->ps);
@@ -1235,6 +1249,476 @@ static bool cluster_answer(struct session *s, const uint8_t *p, size_t len, int 
 	return false;
 }
 
+/* ---- cluster = on: transactions and blocking commands, on a connection of the session's own ---- */
+
+/* The connection a transaction of a shared cluster session goes on is the session's: what it had
+ * on the server (a MULTI queued, a WATCH armed) becomes what the client must hear instead -- the
+ * rest of the transaction refused and EXEC aborted, or EXEC answered nil -- so that nothing the
+ * client meant to queue runs outside its transaction. */
+static void own_gone(struct session *s)
+{
+	if (s->tx_multi) {
+		s->tx_multi = false;
+		s->tx_deferred = true;
+		s->tx_dirty = true;
+		s->tx_lost = true;
+	}
+	if (s->tx_watch) {
+		s->tx_watch = false;
+		s->tx_watch_lost = true;
+	}
+	s->own_member = -1;
+}
+
+static void own_drop(struct session *s)
+{
+	struct shared *c = s->own;
+
+	if (c == NULL)
+		return;
+	s->own = NULL;
+	s->own_at = -1;
+	if (s->sh == c) {
+		shared_forget(c, s);
+		s->sh = NULL;
+	}
+	shared_retire(c);
+	own_gone(s);
+}
+
+static void own_ready_cb(void *arg, struct shared *c)
+{
+	struct session *s = arg;
+
+	if (s->own == c && s->own_active)
+		session_shared_kick(s);
+}
+
+static void own_lost_cb(void *arg, struct shared *c, bool was_ready, const char *why)
+{
+	struct session *s = arg;
+	int member = s->own_at;
+
+	if (s->own != c)
+		return;
+	s->own = NULL;
+	s->own_at = -1;
+	own_gone(s);
+	if (!was_ready && !shared_login_refused(c)) {
+		s->host->counters.upstream_connect_failures++;
+		s->host->ops->upstream_failed(s->host, member, why);
+	}
+	if (!s->own_active || s->shared_out > 0 || (s->state != SESSION_ACTIVE && s->state != SESSION_DRAINING))
+		return;  /* commands in flight: session_shared_lost comes next and answers them */
+	/* Nothing in flight: it waits for its member (or its next shard's primary) again. */
+	s->avoid_member = member;
+	s->avoid_until_ms = now_ms() + SESSION_AVOID_MS;
+	if (!hold_again(s, "(its own connection in the cluster failed)"))
+		s->host->ops->kick_held(s->host);
+}
+
+static int own_login_cb(void *arg, struct evbuffer *out)
+{
+	struct session *s = arg;
+	char why[256];
+
+	return s->host->ops->member_login(s->host, s->own_at, out, why, sizeof(why));
+}
+
+static void own_refused_cb(void *arg, const char *why)
+{
+	struct session *s = arg;
+
+	s->host->ops->member_login_refused(s->host, s->own_at, why);
+}
+
+/* A connection of the session's own to `member` (kept if it goes there already), logged in and
+ * speaking the session's protocol version as a shared one does. False when it cannot be had now. */
+static bool own_open(struct session *s, int member)
+{
+	static const struct shared_owner_ops owners = {.reply = session_shared_reply, .owed = session_owed,
+						       .lost = session_shared_lost, .unsent = session_shared_unsent};
+	static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+	struct session_host *h = s->host;
+	struct shared_hooks hooks = {.owners = &owners, .ready = own_ready_cb, .lost = own_lost_cb,
+				     .login = own_login_cb, .refused = own_refused_cb,
+				     .relogin_ms = h->cfg->reauth_interval_ms, .arg = s};
+	struct shared_target to;
+	struct evbuffer *login;
+	char label[300], why[256];
+	int r;
+
+	if (s->own != NULL && s->own_at == member && !shared_retired(s->own))
+		return true;
+	own_drop(s);
+	if ((login = evbuffer_new()) == NULL)
+		return false;
+	r = h->ops->member_login(h, member, login, why, sizeof(why));
+	if (r < 0) {
+		log_warn(h->name, "a connection of a session's own to %s: cannot log in now: %s",
+			 h->ops->member_str(h, member), why);
+		evbuffer_free(login);
+		return false;
+	}
+	to = (struct shared_target){.tls = h->ops->tls(h), .tls_name = h->ops->member_tls_name(h, member),
+				    .resume_key = h->ops->member_str(h, member)};
+	to.sa = h->ops->member_addr(h, member, &to.salen);
+	snprintf(label, sizeof(label), "%s session %llu's own%s %s", h->name, (unsigned long long)s->id,
+		 s->resp3 ? " RESP3" : "", h->ops->member_str(h, member));
+	s->own_at = member;
+	s->own = shared_open(h->base, &to, h->cfg->connect_timeout_ms, label, &hooks,
+			     r > 0 ? evbuffer_pullup(login, -1) : NULL, evbuffer_get_length(login),
+			     s->resp3 ? (const uint8_t *)hello3 : NULL, s->resp3 ? sizeof(hello3) - 1 : 0);
+	evbuffer_free(login);
+	if (s->own == NULL)
+		s->own_at = -1;
+	return s->own != NULL;
+}
+
+/* Whether the transaction (or blocking command) is over: nothing in flight, nothing open. */
+static bool own_done(const struct session *s)
+{
+	return s->shared_out == 0 && !s->tx_multi && !s->tx_watch && !s->tx_deferred && !s->tx_watch_lost;
+}
+
+/* The slot of the first command with keys from p[0..n) on, up to the transaction's EXEC or
+ * DISCARD: -1 when it ends without one, -2 when the bytes end first. */
+static int tx_first_slot(struct session *s, const uint8_t *p, size_t n)
+{
+	size_t off = 0, len;
+
+	while (off < n && resp_command_len(p + off, n - off, share_max(s), &len) == 1) {
+		enum resp_own k = resp_cluster_own(p + off, len);
+		int slot = s->host->ops->slot(s->host, p + off, len);
+		if (slot >= 0)
+			return slot;
+		if (k == RESP_OWN_EXEC || k == RESP_OWN_DISCARD)
+			return -1;
+		off += len;
+	}
+	return -2;
+}
+
+enum own_act { OWN_SEND, OWN_LOCAL, OWN_WAIT };
+
+static const char crossslot_reply[] = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+
+/* What becomes of the complete command p[0..len) (rest: the bytes from it to the end of what the
+ * client sent) in a transaction: sent on the session's own connection (chosen now if it was not),
+ * answered here (*reply, *reply_n; *discard: the server's open MULTI is discarded first), or
+ * waited for (its shard has no primary now, or the connection is not up yet: *hold). Nothing of the
+ * session changes here but the choice of connection. */
+static enum own_act own_decide(struct session *s, const uint8_t *p, size_t len, size_t rest, const char **reply,
+			       bool *discard, bool *hold)
+{
+	struct session_host *h = s->host;
+	enum resp_own k = resp_cluster_own(p, len);
+	bool in_multi = s->tx_multi || s->tx_deferred;
+	int slot = h->ops->slot(h, p, len);
+
+	*reply = NULL;
+	*discard = false;
+	*hold = false;
+	if (k == RESP_OWN_MULTI && in_multi)
+		*reply = "-ERR MULTI calls can not be nested\r\n";
+	else if (k == RESP_OWN_WATCH && in_multi)
+		*reply = "-ERR WATCH inside MULTI is not allowed\r\n";
+	else if ((k == RESP_OWN_EXEC || k == RESP_OWN_DISCARD) && !in_multi)
+		*reply = k == RESP_OWN_EXEC ? "-ERR EXEC without MULTI\r\n" : "-ERR DISCARD without MULTI\r\n";
+	else if (k == RESP_OWN_EXEC && s->tx_dirty)
+		*reply = "-EXECABORT Transaction discarded because of previous errors.\r\n";
+	else if (k == RESP_OWN_EXEC && s->tx_watch_lost)
+		*reply = s->resp3 ? "_\r\n" : "*-1\r\n";  /* as when a watched key changed */
+	else if (k == RESP_OWN_EXEC && !s->tx_multi)
+		*reply = "*0\r\n";                         /* nothing was queued */
+	else if (k == RESP_OWN_DISCARD && !s->tx_multi)
+		*reply = "+OK\r\n";
+	else if (k == RESP_OWN_UNWATCH && !in_multi && !s->tx_watch)
+		*reply = "+OK\r\n";
+	else if (s->tx_lost)
+		*reply = "-ERR repoint: the connection this transaction was queued on was lost: EXEC will abort it\r\n";
+	else if (slot == KEYSPEC_CROSSSLOT || (slot >= 0 && s->own_slot >= 0 && slot != s->own_slot))
+		*reply = crossslot_reply;
+	else if (slot < 0 && k == RESP_OWN_NONE && !resp_cluster_keyless_ok(p, len))
+		return OWN_LOCAL;  /* answered as outside a transaction (cluster_answer) */
+	else if (k == RESP_OWN_BLOCKING && slot < 0)
+		return OWN_LOCAL;
+	if (*reply != NULL) {
+		*discard = s->tx_multi && (k == RESP_OWN_EXEC || k == RESP_OWN_DISCARD);
+		return OWN_LOCAL;
+	}
+	if (s->own_member < 0) {
+		/* The transaction's connection: to the primary of its first key's slot. */
+		int first = slot >= 0 ? slot : tx_first_slot(s, p, rest);
+		int member;
+		if (first == -2 && k == RESP_OWN_MULTI && !in_multi) {
+			*reply = "+OK\r\n";  /* no key yet: MULTI is sent with the first command that has one */
+			return OWN_LOCAL;
+		}
+		if (first < 0)
+			member = s->member >= 0 ? s->member : h->ops->pick_slot(h, -1);
+		else
+			member = h->ops->pick_slot(h, first);
+		if (member >= 0 && !own_open(s, member)) {
+			s->avoid_member = member;  /* tried again shortly; hold_timeout bounds the wait */
+			s->avoid_until_ms = now_ms() + SESSION_AVOID_MS;
+			member = -1;
+		}
+		if (member < 0) {
+			*hold = true;
+			return OWN_WAIT;
+		}
+		s->own_member = member;
+		s->own_slot = first >= 0 ? first : -1;
+		if (member != s->member) {
+			h->ops->detach(h, s);
+			h->ops->attach(h, s, member);
+		}
+	} else if (slot >= 0 && s->own_slot < 0) {
+		if (h->ops->pick_slot(h, slot) != s->own_member) {
+			*reply = crossslot_reply;
+			return OWN_LOCAL;
+		}
+	}
+	if (s->own == NULL) {
+		*hold = true;
+		return OWN_WAIT;
+	}
+	return shared_ready(s->own) ? OWN_SEND : OWN_WAIT;
+}
+
+/* What a command sent on the session's own connection opens or ends on the server. */
+static void own_track(struct session *s, const uint8_t *p, size_t len)
+{
+	int slot = s->host->ops->slot(s->host, p, len);
+
+	if (slot >= 0 && s->own_slot < 0)
+		s->own_slot = slot;
+	switch (resp_cluster_own(p, len)) {
+	case RESP_OWN_MULTI:
+		s->tx_multi = true;
+		break;
+	case RESP_OWN_EXEC:
+	case RESP_OWN_DISCARD:
+		s->tx_multi = s->tx_watch = false;
+		break;
+	case RESP_OWN_WATCH:
+		s->tx_watch = true;
+		break;
+	case RESP_OWN_UNWATCH:
+		if (!s->tx_multi)
+			s->tx_watch = false;
+		break;
+	default:
+		break;
+	}
+}
+
+/* The transaction p[0..n) (its MULTI answered by repoint when `prefix`), `count` commands, is sent:
+ * its replies are held until EXEC's (session_split). -1: out of memory. */
+static int tx_hold(struct session *s, const uint8_t *p, size_t n, bool prefix, uint32_t count)
+{
+	struct session_split *sp = s->split;
+
+	if (sp == NULL && (sp = s->split = calloc(1, sizeof(*sp))) == NULL)
+		return -1;
+	if ((sp->acc == NULL && (sp->acc = evbuffer_new()) == NULL) || (sp->tx == NULL && (sp->tx = evbuffer_new()) == NULL))
+		return -1;
+	evbuffer_drain(sp->acc, evbuffer_get_length(sp->acc));
+	evbuffer_drain(sp->tx, evbuffer_get_length(sp->tx));
+	if (evbuffer_add(sp->tx, p, n) < 0)
+		return -1;
+	sp->is_tx = true;
+	sp->tx_prefix = prefix;
+	sp->kind = RESP_SPLIT_NONE;
+	sp->count = sp->left = count;
+	resp_replies_init(&sp->ps);
+	return 0;
+}
+
+/* A held transaction's replies are all in: aborted while the cluster was moving (nothing of it
+ * ran), it goes again, first, where its slot is served now -- for at most hold_timeout. True when
+ * so (or the session was freed). */
+static bool tx_again(struct session *s, int member)
+{
+	struct session_split *sp = s->split;
+	struct session_host *h = s->host;
+	int64_t now = now_ms();
+
+	if (!resp_cluster_tx_moved(evbuffer_pullup(sp->acc, -1), evbuffer_get_length(sp->acc), sp->count) ||
+	    (s->state != SESSION_ACTIVE && s->state != SESSION_DRAINING) || s->client_eof || h->ops->stopping(h) ||
+	    (s->later_until_ms != 0 && now >= s->later_until_ms))
+		return false;
+	if (s->later_until_ms == 0)
+		s->later_until_ms = now + h->cfg->hold_timeout_ms;
+	if (client_input(s) == NULL || evbuffer_prepend_buffer(s->client_in, sp->tx) < 0) {
+		session_destroy(s);
+		return true;
+	}
+	h->counters.retried++;
+	s->tx_multi = false;
+	s->tx_deferred = sp->tx_prefix;
+	s->own_member = -1;
+	sp->is_tx = false;
+	sp->left = 0;
+	evbuffer_drain(sp->acc, evbuffer_get_length(sp->acc));
+	s->avoid_member = member;
+	s->avoid_until_ms = now + SESSION_LATER_MS;
+	if (hold_again(s, "(a transaction the cluster refused while moving: sent again)"))
+		return true;
+	route_if_ready(s);
+	return true;
+}
+
+static bool shared_input(struct session *s, const uint8_t *p, size_t n);
+
+/* cluster = on, while a transaction or a blocking command is under way: the session's commands go
+ * on its own connection, in order; what repoint answers itself is answered once everything before
+ * it is. Once it is over, the session goes on on the shared connections (`fresh`: it starts with the
+ * first command in client_in, nothing of it looked at yet). True when freed. */
+static bool own_input(struct session *s, bool fresh)
+{
+	static const char multi[] = "*1\r\n$5\r\nMULTI\r\n", discard[] = "*1\r\n$7\r\nDISCARD\r\n";
+	struct evbuffer *in = client_input(s);
+
+	if (in == NULL) {
+		session_destroy(s);
+		return true;
+	}
+	for (;;) {
+		size_t total = evbuffer_get_length(in), off = 0, len = 0;
+		uint32_t ncmds = 0;
+		bool prefix = false, hold = false, again = false;
+		size_t tx_from = SIZE_MAX, tx_to = 0;  /* a whole transaction in this batch */
+		const uint8_t *buf;
+
+		if (!fresh && own_done(s)) {
+			s->own_active = false;
+			s->own_member = s->own_slot = -1;
+			s->tx_dirty = s->tx_lost = false;
+			if (total > 0)
+				return shared_input(s, NULL, 0);
+			shared_flow(s);
+			return false;
+		}
+		if (total == 0)
+			break;
+		buf = evbuffer_pullup(in, -1);
+		while (off < total) {
+			const char *reply;
+			bool discard_first;
+			int k = resp_command_len(buf + off, total - off, share_max(s), &len);
+			enum own_act act;
+			enum resp_own kind;
+
+			if (k < 0 && (ncmds > 0 || s->shared_out > 0))
+				break;
+			if (k < 0) {
+				resp_error(s->client.out, "ERR", "Protocol error: repoint reads commands as RESP arrays "
+								 "of at most 4 MiB in cluster mode");
+				close_after_flush(s, "(a command repoint cannot read in cluster mode)");
+				return true;
+			}
+			if (k == 0)
+				break;
+			act = own_decide(s, buf + off, len, total - off, &reply, &discard_first, &hold);
+			if (act == OWN_WAIT)
+				break;
+			if (act == OWN_LOCAL) {
+				if (ncmds > 0 || s->shared_out > 0)
+					break;  /* answered in order, once what is before it is */
+				if (discard_first && !shared_send(s->own, NULL, (const uint8_t *)discard, sizeof(discard) - 1, 1)) {
+					session_destroy(s);
+					return true;
+				}
+				if (reply == NULL) {
+					if (cluster_answer(s, buf + off, len, KEYSPEC_UNKNOWN))
+						return true;
+					if (s->tx_multi || s->tx_deferred)
+						s->tx_dirty = true;  /* refused inside: EXEC aborts, as Redis's */
+				} else if (!side_send(&s->client, (const uint8_t *)reply, strlen(reply))) {
+					session_destroy(s);
+					return true;
+				} else {
+					bool in_multi = s->tx_multi || s->tx_deferred;
+					kind = resp_cluster_own(buf + off, len);
+					if ((kind == RESP_OWN_EXEC || kind == RESP_OWN_DISCARD) && in_multi) {
+						/* The transaction ends here (and the WATCH with it). */
+						s->tx_multi = s->tx_deferred = s->tx_watch = false;
+						s->tx_watch_lost = s->tx_dirty = s->tx_lost = false;
+					} else if (kind == RESP_OWN_UNWATCH && !in_multi) {
+						s->tx_watch_lost = false;
+					} else if (kind == RESP_OWN_MULTI && reply[0] == '+') {
+						s->tx_deferred = true;
+					} else if (in_multi && (reply == crossslot_reply || s->tx_lost)) {
+						s->tx_dirty = true;  /* not queued: EXEC aborts, as Redis's does */
+					}
+				}
+				evbuffer_drain(in, off + len);
+				again = true;
+				break;  /* looked at again from the start */
+			}
+			kind = resp_cluster_own(buf + off, len);
+			if (!s->tx_multi && (s->tx_deferred || kind == RESP_OWN_MULTI) && !s->tx_watch && !s->tx_watch_lost) {
+				/* A transaction starts: in a batch of its own, so that, refused while the
+				 * cluster moves, it can be sent again whole. */
+				if (ncmds > 0)
+					break;
+				if (s->shared_out == 0 && (s->split == NULL || s->split->left == 0))
+					tx_from = off;
+			}
+			if (s->tx_deferred) {
+				/* The MULTI repoint answered goes first; its reply was the client's already. */
+				prefix = true;
+				s->tx_deferred = false;
+				s->tx_multi = true;
+			}
+			own_track(s, buf + off, len);
+			off += len;
+			ncmds++;
+			if (kind == RESP_OWN_EXEC && tx_from != SIZE_MAX && off - tx_from <= SESSION_RETRY_MAX) {
+				tx_to = off;
+				break;  /* what follows waits for its answer: it may be sent again first */
+			}
+		}
+		if (ncmds > 0) {
+			if ((prefix && !shared_send(s->own, NULL, (const uint8_t *)multi, sizeof(multi) - 1, 1)) ||
+			    !shared_send(s->own, s, buf, off, ncmds)) {
+				session_destroy(s);
+				return true;
+			}
+			/* Never sent again: inside a transaction its place matters, and a blocking
+			 * command must not go to a shared connection. */
+			s->retry_valid = false;
+			s->retry_len = 0;
+			if (tx_to > 0 && tx_hold(s, buf + tx_from, tx_to - tx_from, prefix, ncmds) < 0) {
+				session_destroy(s);
+				return true;
+			}
+			s->sh = s->own;
+			s->sh_write = true;
+			s->shared_out += ncmds;
+			s->shared_bytes += off;
+			s->host->counters.shared_commands += ncmds;
+			s->host->counters.bytes_client_to_server += off;
+			s->bytes_in += off;
+			s->active_ms = now_ms_coarse();
+			evbuffer_drain(in, off);
+		}
+		if (hold && s->shared_out == 0) {
+			if (hold_again(s, "(waiting for its transaction's shard)"))
+				return true;
+			route_if_ready(s);
+			return false;
+		}
+		fresh = false;
+		if (!again)
+			break;
+	}
+	shared_flow(s);
+	return false;
+}
+
 /* Client bytes of a shared session (p may be NULL: look at client_in again): the complete
  * commands at the front that may share go now, in one piece; the rest waits in client_in.
  * Returns true when the session was freed. */
@@ -1244,6 +1728,14 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	struct shared *sh;
 	bool buffered = s->client_in != NULL && evbuffer_get_length(s->client_in) > 0;
 
+	if (s->own_active) {
+		/* A transaction or a blocking command is under way: on the session's own connection. */
+		if (n > 0 && (client_input(s) == NULL || evbuffer_add(s->client_in, p, n) < 0)) {
+			session_destroy(s);
+			return true;
+		}
+		return own_input(s, false);
+	}
 	if (!s->barrier && s->host->ops->barred(s->host)) {
 		/* Another session's pinning command is not with the server yet: nothing shared overtakes
 		 * it. A session whose own next command pins sends nothing shared and goes on (else
@@ -1294,7 +1786,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	const uint8_t *buf = p;
 	size_t off = 0, first = 0, total = n;
 	uint32_t ncmds = 0;
-	bool again = false;
+	bool again = false, own_now = false;
 
 	if (buffered || sh == NULL) {
 		struct evbuffer *in = client_input(s);
@@ -1345,6 +1837,11 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 			}
 			if (ncmds > 0 || s->shared_out > 0)
 				break;
+			if (resp_cluster_own(buf + off, clen) != RESP_OWN_NONE) {
+				/* A transaction or a blocking command: on a connection of the session's own. */
+				own_now = true;
+				break;
+			}
 			if (resp_cluster_pins(buf + off, clen)) {
 				/* (S)SUBSCRIBE: the session becomes a subscriber on a connection of its own, to
 				 * any primary (the cluster bus carries messages) or the channel's shard's. */
@@ -1461,6 +1958,11 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	else if (off < total && evbuffer_add(client_input(s), buf + off, total - off) < 0) {
 		session_destroy(s);
 		return true;
+	}
+	if (own_now) {
+		s->own_active = true;
+		s->own_member = s->own_slot = -1;
+		return own_input(s, true);
 	}
 	if (s->unshare && s->shared_out == 0)
 		return pin(s);
@@ -1581,12 +2083,19 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 			return;
 		}
 		s->split->left -= got <= s->split->left ? (uint32_t)got : s->split->left;
+		if (s->split->left == 0 && s->split->is_tx && tx_again(s, member))
+			return;
 		if (s->split->left == 0) {
 			struct evbuffer *merged = evbuffer_new();
 			bool ok = merged != NULL;
-			if (ok)
+			if (ok && s->split->is_tx) {
+				s->split->is_tx = false;
+				s->later_until_ms = 0;
+				ok = evbuffer_add_buffer(merged, s->split->acc) == 0;
+			} else if (ok) {
 				resp_cluster_merge(s->split->kind, evbuffer_pullup(s->split->acc, -1),
 						   evbuffer_get_length(s->split->acc), s->split->count, s->resp3, merged);
+			}
 			ok = ok && side_send(&s->client, evbuffer_pullup(merged, -1), evbuffer_get_length(merged));
 			if (merged != NULL)
 				evbuffer_free(merged);
@@ -3404,6 +3913,7 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	s->id = session_next_id++;
 	s->member = -1;
 	s->avoid_member = -1;
+	s->own_at = s->own_member = s->own_slot = -1;
 	s->state = SESSION_HELD;
 	net_conn_init(&s->client.conn, -1);
 	net_conn_init(&s->upstream.conn, -1);

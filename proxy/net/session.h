@@ -293,6 +293,22 @@ struct session {
 	bool unmovable;              /* it set something it cannot set again elsewhere (replay out of room) */
 	struct session_split *split; /* cluster = on: a command over several slots sent as one per key;
 	                                their replies are merged into its one (session.c) */
+	/* cluster = on: a transaction or a blocking command travels on a connection of the session's
+	 * own (`own`, net/shared.h, opened by session.c; kept for the next one while it goes to the
+	 * member wanted) to the primary of its keys' slot; `own_active` while one is under way. What
+	 * the client believes of its transaction is kept here, so that nothing it meant to queue runs
+	 * outside one (a lost connection aborts the transaction; a lost WATCH makes EXEC answer nil). */
+	struct shared *own;
+	int own_at;                  /* the member `own` goes to */
+	int own_member;              /* the member this transaction goes to; -1 not chosen yet */
+	int own_slot;                /* the slot it is bound to (its first key's); -1 none yet */
+	bool own_active;
+	bool tx_multi;               /* MULTI sent on `own`, EXEC or DISCARD not yet */
+	bool tx_watch;               /* WATCH armed on `own` */
+	bool tx_deferred;            /* MULTI answered by repoint and not sent yet (no key seen yet) */
+	bool tx_dirty;               /* a command inside was refused: EXEC answers EXECABORT */
+	bool tx_lost;                /* ... because its connection was lost: nothing more is queued */
+	bool tx_watch_lost;          /* the connection a WATCH was armed on was lost: EXEC answers nil */
 	uint32_t owed;               /* requests in flight when its server went away: answered "outcome
 	                                unknown" if the session moves on */
 	struct proto_state ps;

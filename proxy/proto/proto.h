@@ -354,6 +354,20 @@ bool resp_cluster_keyless_ok(const uint8_t *p, size_t n);
  * connection of its own, to any shard's primary (the cluster bus carries PUBLISH everywhere) or, for
  * SSUBSCRIBE, the primary of its channels' shard; from then on it talks to that node only. */
 bool resp_cluster_pins(const uint8_t *p, size_t n);
+/* What needs a connection of the session's own in cluster mode, to the primary of its keys' slot:
+ * a transaction (MULTI ... EXEC/DISCARD, and WATCH before it) binds to the slot of its first key; a
+ * blocking command (BLPOP, BZPOPMIN, XREAD, ...) waits there. RESP_OWN_NONE for every other command
+ * (and for one that is not a complete array). */
+enum resp_own {
+	RESP_OWN_NONE, RESP_OWN_MULTI, RESP_OWN_EXEC, RESP_OWN_DISCARD, RESP_OWN_WATCH, RESP_OWN_UNWATCH,
+	RESP_OWN_BLOCKING
+};
+enum resp_own resp_cluster_own(const uint8_t *p, size_t n);
+/* The `count` whole replies p[0..n) of a transaction sent from MULTI to EXEC in one piece: true
+ * when EXEC was aborted (EXECABORT) because the cluster was moving -- a queued command, or EXEC
+ * itself, refused with MOVED, ASK, TRYAGAIN, CLUSTERDOWN or READONLY. Nothing of it ran, and it may
+ * be sent again where its slot is served now. */
+bool resp_cluster_tx_moved(const uint8_t *p, size_t n, uint32_t count);
 /* The length of the command array at the start of p[0..n) (at most max bytes): 1 complete (*len
  * its length), 0 more needed (*len a lower bound), -1 not a command array. */
 int resp_command_len(const uint8_t *p, size_t n, size_t max, size_t *len);

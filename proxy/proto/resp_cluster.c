@@ -3,7 +3,8 @@
  * repoint shows a cluster-aware client one node that serves every slot -- itself -- so that the
  * client sends everything to the sidecar, and repoint routes by slot. The commands that ask about
  * the cluster are answered as such a node would; the dataset-wide and connection-state commands
- * repoint does not route yet get an error that says so, in order, instead of a wrong answer. */
+ * repoint does not route yet get an error that says so, in order, instead of a wrong answer.
+ * Transactions and blocking commands go on a connection of the session's own (resp_cluster_own). */
 #include "proto/proto.h"
 
 #include <stdio.h>
@@ -47,6 +48,75 @@ bool resp_cluster_pins(const uint8_t *p, size_t n)
 		return false;
 	return resp_word_is(rq.arg[0], rq.arg_len[0], "subscribe") || resp_word_is(rq.arg[0], rq.arg_len[0], "psubscribe") ||
 	       resp_word_is(rq.arg[0], rq.arg_len[0], "ssubscribe");
+}
+
+enum resp_own resp_cluster_own(const uint8_t *p, size_t n)
+{
+	static const struct {
+		const char *name;
+		enum resp_own kind;
+	} own[] = {
+		{"multi", RESP_OWN_MULTI},       {"exec", RESP_OWN_EXEC},         {"discard", RESP_OWN_DISCARD},
+		{"watch", RESP_OWN_WATCH},       {"unwatch", RESP_OWN_UNWATCH},   {"blpop", RESP_OWN_BLOCKING},
+		{"brpop", RESP_OWN_BLOCKING},    {"brpoplpush", RESP_OWN_BLOCKING}, {"blmove", RESP_OWN_BLOCKING},
+		{"blmpop", RESP_OWN_BLOCKING},   {"bzpopmin", RESP_OWN_BLOCKING}, {"bzpopmax", RESP_OWN_BLOCKING},
+		{"bzmpop", RESP_OWN_BLOCKING},   {"xread", RESP_OWN_BLOCKING},    {"xreadgroup", RESP_OWN_BLOCKING},
+	};
+	struct resp_request rq;
+	size_t len;
+
+	if (resp_request(p, n, n, 1u << 20, &rq, &len) != 1 || rq.seen < 1)
+		return RESP_OWN_NONE;
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (resp_word_is(rq.arg[0], rq.arg_len[0], own[i].name))
+			return own[i].kind;
+	return RESP_OWN_NONE;
+}
+
+/* An error reply (at p, k bytes) that a cluster gives while a slot moves or a shard fails over. */
+static bool moving_error(const uint8_t *p, size_t k)
+{
+	static const char *const codes[] = {"MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "READONLY "};
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		size_t l = strlen(codes[i]);
+		if (k > l && memcmp(p + 1, codes[i], l) == 0)
+			return true;
+	}
+	return false;
+}
+
+bool resp_cluster_tx_moved(const uint8_t *p, size_t n, uint32_t count)
+{
+	static const char abort_code[] = "-EXECABORT ", because[] = "because of: ";
+	size_t at = 0, k = 0;
+	bool moving = false;
+
+	for (uint32_t i = 0; i < count; i++) {
+		struct proto_state st;
+		uint64_t got = 0;
+
+		resp_replies_init(&st);
+		k = at < n ? resp_replies_scan(&st, p + at, n - at, 1, &got) : 0;
+		if (k == (size_t)-1 || got != 1)
+			return false;
+		if (p[at] == '-' && moving_error(p + at, k))
+			moving = true;
+		if (i + 1 < count)
+			at += k;
+	}
+	if (k <= sizeof(abort_code) - 1 || memcmp(p + at, abort_code, sizeof(abort_code) - 1) != 0)
+		return false;
+	if (!moving) {
+		/* "-EXECABORT Transaction discarded because of: MOVED 866 127.0.0.1:7001" (EXEC refused) */
+		for (size_t j = at; j + sizeof(because) - 1 < at + k; j++)
+			if (memcmp(p + j, because, sizeof(because) - 1) == 0) {
+				size_t c = j + sizeof(because) - 1 - 1;  /* as if an error began there */
+				moving = moving_error(p + c, at + k - c);
+				break;
+			}
+	}
+	return moving;
 }
 
 static void bulk(struct evbuffer *out, const char *s)

@@ -169,6 +169,121 @@ def read_reply(s):
     return items
 
 
+def command(s, *args):
+    """Send one command on a raw socket and read its one reply (RESP2): bytes, int, list, an error as
+    ("ERR", text), or None for a nil."""
+    s.sendall(resp(*args))
+    return read_one(s.makefile("rb"))
+
+
+def read_one(f):
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return ("ERR", rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        return None if int(rest) < 0 else f.read(int(rest) + 2)[:-2]
+    if kind == b"*":
+        return None if int(rest) < 0 else [read_one(f) for _ in range(int(rest))]
+    raise AssertionError(line)
+
+
+def test_transactions_bind_to_their_first_keys_slot(rp, redis_cluster):
+    """MULTI/EXEC and WATCH go on a connection of the session's own to the primary of their first
+    key's slot, whichever shard the session used before; a key of another slot inside is refused with
+    CROSSSLOT and EXEC aborts (nothing of it ran); a WATCH conflict makes EXEC answer nil."""
+    r, other = client(rp), client(rp)
+    for i in range(3):                      # transactions on every shard from one connection, in turn
+        for n in range(10):
+            tag = "{%s}" % redis_cluster.key_in_shard(i, "tx", n)
+            p = r.pipeline()                # transaction=True: MULTI ... EXEC
+            p.set(f"{tag}:a", n).incr(f"{tag}:b").get(f"{tag}:a")
+            assert p.execute() == [True, 1, str(n)]
+            assert r.get(f"{tag}:a") == str(n)   # the session is back on the shared connections
+    a, b = redis_cluster.key_in_shard(0, "x"), redis_cluster.key_in_shard(1, "y")
+    r.delete(a, b)
+    p = r.pipeline()
+    p.set(a, 1).set(b, 2)
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        p.execute()
+    assert r.get(a) is None and r.get(b) is None
+    # WATCH: the optimistic lock holds across the session's own connection.
+    key = "{w}:counter"
+    r.set(key, 10)
+    with r.pipeline() as p:
+        p.watch(key)
+        v = int(p.get(key))
+        p.multi()
+        p.set(key, v + 1)
+        assert p.execute() == [True]
+    with r.pipeline() as p:
+        p.watch(key)
+        v = int(p.get(key))
+        other.set(key, 100)                  # another client changes it between WATCH and EXEC
+        p.multi()
+        p.set(key, v + 1)
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    assert r.get(key) == "100"
+    # By hand, one command at a time: MULTI is answered before repoint knows the transaction's slot.
+    s = socket.create_connection(("127.0.0.1", rp.ports["cache"]), timeout=10)
+    k2 = redis_cluster.key_in_shard(2, "hand")
+    assert command(s, "GET", a) is None       # the session is on shard 0's primary first
+    assert command(s, "MULTI") == b"OK"
+    assert command(s, "MULTI") == ("ERR", "ERR MULTI calls can not be nested")
+    assert command(s, "SET", k2, "v") == b"QUEUED"
+    assert command(s, "GET", k2) == b"QUEUED"
+    assert command(s, "EXEC") == [b"OK", b"v"]
+    assert command(s, "MULTI") == b"OK" and command(s, "EXEC") == []
+    assert command(s, "MULTI") == b"OK" and command(s, "DISCARD") == b"OK"
+    assert command(s, "EXEC") == ("ERR", "ERR EXEC without MULTI")
+    assert command(s, "MULTI") == b"OK" and command(s, "SET", k2, "w") == b"QUEUED"
+    assert command(s, "SET", a, "w")[1].startswith("CROSSSLOT Keys in request don't hash")
+    assert command(s, "EXEC")[1].startswith("EXECABORT Transaction discarded because of previous errors")
+    assert command(s, "GET", k2) == b"v" and command(s, "PING") == b"PONG"
+    s.close()
+    r.close()
+    other.close()
+
+
+def test_blocking_commands_wait_on_their_own(rp, redis_cluster):
+    """BLPOP waits on a connection of its own at its key's shard: other commands of the same shard
+    are not held up behind it, and it gets what another client pushes."""
+    r, waiter = client(rp), client(rp)
+    key = redis_cluster.key_in_shard(1, "queue")
+    r.delete(key)
+    got = []
+    t = threading.Thread(target=lambda: got.append(waiter.blpop([key], timeout=10)))
+    t.start()
+    wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, 1)), 5,
+             what="the BLPOP to be waiting at its shard's primary")
+    t0 = time.monotonic()
+    for i in range(50):                      # the shard's shared connection is not held up
+        r.set(redis_cluster.key_in_shard(1, "busy", i), i)
+    assert time.monotonic() - t0 < 2
+    assert r.rpush(key, "job") == 1
+    t.join(10)
+    assert got == [(key, "job")]
+    assert waiter.blpop([key], timeout=0.2) is None
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        waiter.blpop([redis_cluster.key_in_shard(0, "q"), redis_cluster.key_in_shard(2, "q")], timeout=1)
+    assert waiter.set(key, 1) and waiter.get(key) == "1"
+    r.close()
+    waiter.close()
+
+
+def direct_client_list(redis_cluster, shard):
+    d = redis.Redis(host="127.0.0.1", port=redis_cluster.shard_nodes(shard)[0], decode_responses=True)
+    try:
+        return d.client_list()
+    finally:
+        d.close()
+
+
 def test_cluster_client_stays_on_the_sidecar(rp):
     """redis-py's RedisCluster asks CLUSTER SLOTS and is told of one node, repoint: every command it
     sends then comes through the sidecar."""
@@ -184,13 +299,36 @@ def test_cluster_client_stays_on_the_sidecar(rp):
 
 
 def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
-    """3 plain clients and one redis-py RedisCluster write keys of every shard every 5 ms while each
-    shard in turn switches over (CLUSTER FAILOVER on its replica): no client sees an error, and every
-    acknowledged write is on the new primaries."""
+    """3 plain clients and one redis-py RedisCluster write keys of every shard every 5 ms, and a fifth
+    client runs transactions (MULTI, INCR, INCR, EXEC) on each shard in turn, while each shard in
+    turn switches over (CLUSTER FAILOVER on its replica): no client sees an error, every acknowledged
+    write is on the new primaries, and every acknowledged transaction ran exactly once."""
     stop, errors, acked, lock = threading.Event(), [], {}, threading.Lock()
-    writes = [0] * 4
+    writes = [0] * 5
+    tags = ["{%s}" % redis_cluster.key_in_shard(i, "txw") for i in range(3)]
+    tx_acked = [0] * 3
+
+    def transactions():
+        r = client(rp, socket_timeout=30)
+        n = 0
+        while not stop.is_set():
+            writes[4] = n
+            i = n % 3
+            p = r.pipeline()
+            p.incr(f"{tags[i]}:a").incr(f"{tags[i]}:b")
+            try:
+                a, b = p.execute()
+                assert a == b == tx_acked[i] + 1, (a, b, tx_acked[i])
+                tx_acked[i] += 1
+            except redis.RedisError as e:
+                errors.append(f"transaction on {tags[i]}: {e!r}")
+            n += 1
+            time.sleep(0.005)
+        r.close()
 
     def writer(w):
+        if w == 4:
+            return transactions()
         if w == 3:
             r = redis.cluster.RedisCluster(host="127.0.0.1", port=rp.ports["cache"], socket_timeout=30)
         else:
@@ -209,7 +347,7 @@ def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
             time.sleep(0.005)
         r.close()
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(5)]
     for t in threads:
         t.start()
     try:
@@ -234,6 +372,8 @@ def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
     try:
         for key, n in acked.items():
             assert int(direct.get(key)) >= n
+        for i, tag in enumerate(tags):
+            assert int(direct.get(f"{tag}:a")) == int(direct.get(f"{tag}:b")) == tx_acked[i]
     finally:
         direct.close()
 

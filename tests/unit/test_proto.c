@@ -2790,6 +2790,38 @@ START_TEST(test_redis_refusals)
 }
 END_TEST
 
+/* Cluster transactions: which commands need a connection of the session's own, and when a
+ * transaction's replies say it ran nothing because the cluster was moving (it may go again). */
+START_TEST(test_redis_cluster_tx)
+{
+#define TX(replies, n) resp_cluster_tx_moved((const uint8_t *)(replies), sizeof(replies) - 1, (n))
+#define OWN(cmd) resp_cluster_own((const uint8_t *)(cmd), sizeof(cmd) - 1)
+	ck_assert_int_eq(OWN("*1\r\n$5\r\nmulti\r\n"), RESP_OWN_MULTI);
+	ck_assert_int_eq(OWN("*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n"), RESP_OWN_BLOCKING);
+	ck_assert_int_eq(OWN("*2\r\n$3\r\nGET\r\n$1\r\nq\r\n"), RESP_OWN_NONE);
+	ck_assert_int_eq(OWN("*1\r\n$5\r\nmul"), RESP_OWN_NONE);  /* not whole */
+#undef OWN
+	/* refused while queueing: EXEC aborts */
+	ck_assert(TX("+OK\r\n-MOVED 866 127.0.0.1:7001\r\n+QUEUED\r\n"
+		     "-EXECABORT Transaction discarded because of previous errors.\r\n", 4));
+	ck_assert(TX("+OK\r\n-READONLY You can't write against a read only replica.\r\n"
+		     "-EXECABORT Transaction discarded because of previous errors.\r\n", 3));
+	/* EXEC itself refused */
+	ck_assert(TX("+OK\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of: MOVED 866 127.0.0.1:7001\r\n", 3));
+	ck_assert(TX("+OK\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of: CLUSTERDOWN The cluster is down\r\n", 3));
+	/* ran, or aborted for another reason: never again */
+	ck_assert(!TX("+OK\r\n+QUEUED\r\n*1\r\n:1\r\n", 3));
+	ck_assert(!TX("+OK\r\n+QUEUED\r\n*1\r\n-MOVED 1 a:1\r\n", 3));   /* an error inside EXEC's reply: it ran */
+	ck_assert(!TX("+OK\r\n-ERR unknown command 'FOO'\r\n"
+		      "-EXECABORT Transaction discarded because of previous errors.\r\n", 3));
+	ck_assert(!TX("+OK\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of: OOM command not allowed\r\n", 3));
+	ck_assert(!TX("+OK\r\n+QUEUED\r\n*-1\r\n", 3));                    /* a WATCHed key changed */
+	ck_assert(!TX("+OK\r\n-MOVED 866 127.0.0.1:7001\r\n", 3));          /* replies missing */
+	ck_assert(!TX("+OK\r\n-MOVED 866 127.0.0.1:7001\r\n-EXECABORT", 3));  /* EXEC's not whole */
+#undef TX
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proto");
@@ -2833,6 +2865,7 @@ int main(void)
 	tcase_add_test(all, test_mutated_scripts);
 	tcase_add_test(all, test_state_size);
 	tcase_add_test(all, test_redis_refusals);
+	tcase_add_test(all, test_redis_cluster_tx);
 	/* Big streams under sanitizers take a few seconds. */
 	tcase_set_timeout(my, 120);
 	tcase_set_timeout(all, 120);
