@@ -2812,6 +2812,24 @@ static int host_slot(struct session_host *h, const uint8_t *p, size_t n)
 	return service_slot(host_svc(h), p, n);
 }
 
+static int host_shard_starts(struct session_host *h, int *first, int max)
+{
+	const struct cluster *cl = host_svc(h)->cl;
+	int n = 0;
+
+	for (int k = 0; cl != NULL && k < cl->nshards && n < max; k++) {
+		int f = cl->shards[k].first_slot, j = n++;
+		if (f < 0) {
+			n--;
+			continue;
+		}
+		for (; j > 0 && first[j - 1] > f; j--)
+			first[j] = first[j - 1];
+		first[j] = f;
+	}
+	return n;
+}
+
 static bool host_slot_moved(struct session_host *h, int member, const uint8_t *p, size_t n)
 {
 	return service_slot_moved(host_svc(h), member, p, n);
@@ -3041,6 +3059,7 @@ static const struct session_host_ops host_ops = {
 	.pick_slot = host_pick_slot,
 	.slot = host_slot,
 	.slot_moved = host_slot_moved,
+	.shard_starts = host_shard_starts,
 	.member_addr = host_member_addr,
 	.member_str = host_member_str,
 	.member_tls_name = host_member_tls_name,

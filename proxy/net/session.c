@@ -33,6 +33,7 @@
 #include "net/transport.h"
 #include "net/shared.h"
 #include "proto/keyspec.h"
+#include "proto/slots.h"
 #include "util.h"
 
 /* One read takes at most this much. */
@@ -82,7 +83,29 @@ enum med_step {
 };
 
 static void login_forget(struct session *s);
+/* cluster = on: a command over keys of several slots, sent as one command per key: the replies to
+ * come that are theirs (`left`), gathered in `acc` until the last, then merged into one. */
+struct session_split {
+	enum resp_split kind;
+	uint32_t count, left;
+	struct evbuffer *acc;
+	struct proto_state ps;  /* where the replies end */
+	/* Or a transaction sent from MULTI to EXEC in one piece (no WATCH): its replies are held until
+	 * EXEC's says whether it ran; aborted while the cluster was moving (nothing ran), it is sent
+	 * again -- `tx` its bytes, `tx_prefix` when its MULTI was answered by repoint. */
+	bool is_tx, tx_prefix;
+	struct evbuffer *tx;
+	/* Or a data-set-wide command sent to every shard: the copies at the front of client_in go to
+	 * the shards whose first slots are fan[fan_next..fan_n), in turn. SCAN: one copy, to the
+	 * shard its cursor names (scan_slot), the next one's start scan_next (-1: none). */
+	int *fan;
+	uint32_t fan_n, fan_next;
+	bool scan;
+	int scan_slot, scan_next;
+};
+
 static void split_free(struct session *s);
+static enum resp_share share_scan(struct session *s, const uint8_t *p, size_t n, size_t *len, bool *write);
 static void own_drop(struct session *s);
 static int tx_first_slot(struct session *s, const uint8_t *p, size_t n);
 
@@ -762,6 +785,8 @@ static int pending_slot(struct session *s)
 	bool write;
 	int slot;
 
+	if (s->split != NULL && s->split->fan_next < s->split->fan_n && !s->replay)
+		return s->split->fan[s->split->fan_next];  /* a copy of a command for every shard: its shard's */
 	if (s->replay && s->retry_len > 0) {
 		p = s->retry;
 		n = s->retry_len;
@@ -1119,7 +1144,7 @@ static bool pending_write(struct session *s)
 	if (s->replay)
 		return true;  /* a write a demoted writer refused */
 	if (n > 0)
-		(void)resp_share_scan(evbuffer_pullup(s->client_in, -1), n, share_max(s), &len, &write);
+		(void)share_scan(s, evbuffer_pullup(s->client_in, -1), n, &len, &write);
 	return write;
 }
 
@@ -1136,19 +1161,6 @@ static bool pending_pins(struct session *s)
 	       resp_share_scan(evbuffer_pullup(s->client_in, -1), n, share_max(s), &len, &write) == RESP_SHARE_NO;
 }
 
-/* cluster = on: a command over keys of several slots, sent as one command per key: the replies to
- * come that are theirs (`left`), gathered in `acc` until the last, then merged into one. */
-struct session_split {
-	enum resp_split kind;
-	uint32_t count, left;
-	struct evbuffer *acc;
-	struct proto_state ps;  /* where the replies end */
-	/* Or a transaction sent from MULTI to EXEC in one piece (no WATCH): its replies are held until
-	 * EXEC's says whether it ran; aborted while the cluster was moving (nothing ran), it is sent
-	 * again -- `tx` its bytes, `tx_prefix` when its MULTI was answered by repoint. */
-	bool is_tx, tx_prefix;
-	struct evbuffer *tx;
-};
 
 static void split_free(struct session *s)
 {
@@ -1157,38 +1169,76 @@ static void split_free(struct session *s)
 	evbuffer_free(s->split->acc);
 	if (s->split->tx != NULL)
 		evbuffer_free(s->split->tx);
+	free(s->split->fan);
 	free(s->split);
 	s->split = NULL;
 }
 
-/* The command buf[off..off+len) is over keys of several slots: when it is one that splits, client_in
- * becomes its per-key commands and then buf[off+len..total). 1: done; 0: not such a command; -1:
- * out of memory. */
-static int cluster_split(struct session *s, const uint8_t *buf, size_t off, size_t len, size_t total)
+/* The command buf[off..off+len) is answered by several shards -- over keys of several slots (`slot`
+ * KEYSPEC_CROSSSLOT) and one that splits per key, or a data-set-wide one sent to every shard, or a
+ * SCAN sent to the shard its cursor names: client_in becomes those commands and then
+ * buf[off+len..total). 1: done; 0: not such a command; 2: answered here (a SCAN cursor that names
+ * no shard); -1: out of memory or the client is gone. */
+static int cluster_split(struct session *s, const uint8_t *buf, size_t off, size_t len, size_t total, int slot)
 {
+	static int starts[SLOTS_COUNT];
 	struct evbuffer *nb = evbuffer_new();
-	uint32_t count = 0;
-	enum resp_split kind;
+	uint32_t count = 0, nfan = 0;
+	enum resp_split kind = RESP_SPLIT_NONE;
+	int scan_at = -1;
+	uint64_t cursor;
+	bool scan = false;
 
 	if (nb == NULL)
 		return -1;
-	kind = resp_cluster_split(buf + off, len, nb, &count);
+	if (slot == KEYSPEC_CROSSSLOT) {
+		kind = resp_cluster_split(buf + off, len, nb, &count);
+	} else if (resp_cluster_scan(buf + off, len, &cursor)) {
+		int want = (int)(cursor & ((1u << RESP_SCAN_SHIFT) - 1)), n = s->host->ops->shard_starts(s->host, starts, SLOTS_COUNT);
+		for (int i = 0; i < n && scan_at < 0; i++)
+			if (cursor == 0 || starts[i] == want)
+				scan_at = i;
+		if (scan_at < 0) {
+			static const char bad[] = "-ERR invalid cursor\r\n";
+			evbuffer_free(nb);
+			return side_send(&s->client, (const uint8_t *)bad, sizeof(bad) - 1) ? 2 : -1;
+		}
+		resp_cluster_scan_rewrite(buf + off, len, cursor >> RESP_SCAN_SHIFT, nb);
+		kind = RESP_SPLIT_FIRST;
+		scan = true;
+		count = nfan = 1;
+		starts[0] = starts[scan_at];
+		scan_at = scan_at + 1 < n ? starts[scan_at + 1] : -1;   /* now: the next shard's start */
+	} else if ((kind = resp_cluster_fan(buf + off, len)) != RESP_SPLIT_NONE) {
+		nfan = (uint32_t)s->host->ops->shard_starts(s->host, starts, SLOTS_COUNT);
+		for (uint32_t i = 0; i < nfan; i++)
+			evbuffer_add(nb, buf + off, len);
+		count = nfan;
+	}
 	if (kind == RESP_SPLIT_NONE || count == 0) {
 		evbuffer_free(nb);
 		return 0;
 	}
-	if (s->split == NULL && (s->split = calloc(1, sizeof(*s->split))) == NULL) {
+	if ((s->split == NULL && (s->split = calloc(1, sizeof(*s->split))) == NULL) ||
+	    (s->split->acc == NULL && (s->split->acc = evbuffer_new()) == NULL) ||
+	    evbuffer_add(nb, buf + off + len, total - off - len) < 0) {
 		evbuffer_free(nb);
 		return -1;
 	}
-	if (s->split->acc == NULL && (s->split->acc = evbuffer_new()) == NULL) {
-		evbuffer_free(nb);
-		return -1;
+	free(s->split->fan);
+	s->split->fan = NULL;
+	s->split->fan_n = s->split->fan_next = 0;
+	if (nfan > 0) {
+		if ((s->split->fan = malloc(nfan * sizeof(int))) == NULL) {
+			evbuffer_free(nb);
+			return -1;
+		}
+		memcpy(s->split->fan, starts, nfan * sizeof(int));
+		s->split->fan_n = nfan;
 	}
-	if (evbuffer_add(nb, buf + off + len, total - off - len) < 0) {
-		evbuffer_free(nb);
-		return -1;
-	}
+	s->split->scan = scan;
+	s->split->scan_slot = scan ? starts[0] : -1;
+	s->split->scan_next = scan ? scan_at : -1;
 	s->split->kind = kind;
 	s->split->is_tx = false;
 	s->split->count = s->split->left = count;
@@ -1206,7 +1256,11 @@ static int cluster_split(struct session *s, const uint8_t *buf, size_t off, size
  * data-set-wide command without keys). A command without keys stays where the session is. */
 static int cluster_target(struct session *s, const uint8_t *p, size_t len)
 {
-	int slot = s->host->ops->slot(s->host, p, len);
+	int slot;
+
+	if (s->split != NULL && s->split->fan_next < s->split->fan_n)
+		return s->host->ops->pick_slot(s->host, s->split->fan[s->split->fan_next]);  /* a copy for one shard */
+	slot = s->host->ops->slot(s->host, p, len);
 
 	if (slot >= 0)
 		return s->host->ops->pick_slot(s->host, slot);
@@ -1719,6 +1773,20 @@ static bool own_input(struct session *s, bool fresh)
 	return false;
 }
 
+/* resp_share_scan, but a copy of a data-set-wide command for one shard (cluster_split) is sent as
+ * any shareable command, a write. */
+static enum resp_share share_scan(struct session *s, const uint8_t *p, size_t n, size_t *len, bool *write)
+{
+	enum resp_share r = resp_share_scan(p, n, share_max(s), len, write);
+
+	if (r == RESP_SHARE_NO && s->split != NULL && s->split->fan_next < s->split->fan_n &&
+	    resp_command_len(p, n, share_max(s), len) == 1) {
+		*write = true;
+		return RESP_SHARE_YES;
+	}
+	return r;
+}
+
 /* Client bytes of a shared session (p may be NULL: look at client_in again): the complete
  * commands at the front that may share go now, in one piece; the rest waits in client_in.
  * Returns true when the session was freed. */
@@ -1766,7 +1834,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	 * connection may carry reads too. */
 	bool write = false, w = false, cluster = s->host->cfg->cluster;
 	size_t len = 0, len0;
-	enum resp_share r0 = n > 0 ? resp_share_scan(p, n, share_max(s), &len, &write) : RESP_SHARE_MORE;
+	enum resp_share r0 = n > 0 ? share_scan(s, p, n, &len, &write) : RESP_SHARE_MORE;
 	len0 = len;
 	bool wait_shard = false;
 	int t0 = INT_MIN;  /* the first command's cluster_target, once known: not looked up twice */
@@ -1816,7 +1884,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 			len = len0;
 			w = write;
 		} else {
-			r = resp_share_scan(buf + off, total - off, share_max(s), &len, &w);
+			r = share_scan(s, buf + off, total - off, &len, &w);
 		}
 		if (cluster && r == RESP_SHARE_NO) {
 			/* Nothing gets a connection of its own in a cluster: answered here, once complete. */
@@ -1848,7 +1916,15 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 				s->unshare = true;
 				break;
 			}
-			if (cluster_answer(s, buf + off, clen, KEYSPEC_UNKNOWN))
+			/* FLUSHALL, SCRIPT LOAD, ...: to every shard, their replies merged. */
+			k = cluster_split(s, buf, off, clen, total, KEYSPEC_UNKNOWN);
+			if (k < 0) {
+				session_destroy(s);
+				return true;
+			}
+			if (k == 1)
+				return shared_input(s, NULL, 0);
+			if (k == 0 && cluster_answer(s, buf + off, clen, KEYSPEC_UNKNOWN))
 				return true;
 			off += clen;
 			first = off;
@@ -1861,17 +1937,16 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 				if (ncmds > 0 || s->shared_out > 0 || (s->split != NULL && s->split->left > 0))
 					break;  /* answered in order, once what is before it is */
 				slot = s->host->ops->slot(s->host, buf + off, len);
-				if (slot == KEYSPEC_CROSSSLOT) {
-					/* MGET, MSET, DEL, ...: one command per key, their replies merged. */
-					int k = cluster_split(s, buf, off, len, total);
-					if (k < 0) {
-						session_destroy(s);
-						return true;
-					}
-					if (k > 0)
-						return shared_input(s, NULL, 0);
+				/* MGET, MSET, DEL, ...: one command per key; DBSIZE, KEYS, SCAN, ...: to every
+				 * shard (SCAN: in turn); their replies merged. */
+				int k = cluster_split(s, buf, off, len, total, slot);
+				if (k < 0) {
+					session_destroy(s);
+					return true;
 				}
-				if (cluster_answer(s, buf + off, len, slot))
+				if (k == 1)
+					return shared_input(s, NULL, 0);
+				if (k == 0 && cluster_answer(s, buf + off, len, slot))
 					return true;
 				off += len;
 				first = off;
@@ -1922,6 +1997,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 			break;
 		off += len;
 		ncmds++;
+		if (cluster && s->split != NULL && s->split->fan_next < s->split->fan_n)
+			s->split->fan_next++;  /* that copy is on its way to its shard */
 	}
 	s->shared_need = r == RESP_SHARE_MORE ? len : 0;
 	if (r == RESP_SHARE_NO && (!cluster || s->unshare)) {
@@ -2092,6 +2169,9 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 				s->split->is_tx = false;
 				s->later_until_ms = 0;
 				ok = evbuffer_add_buffer(merged, s->split->acc) == 0;
+			} else if (ok && s->split->scan) {
+				resp_cluster_scan_reply(evbuffer_pullup(s->split->acc, -1), evbuffer_get_length(s->split->acc),
+							s->split->scan_slot, s->split->scan_next, merged);
 			} else if (ok) {
 				resp_cluster_merge(s->split->kind, evbuffer_pullup(s->split->acc, -1),
 						   evbuffer_get_length(s->split->acc), s->split->count, s->resp3, merged);

@@ -97,6 +97,9 @@ struct session_host_ops {
 	 * confirmed primary (a resharding moved the slot): taken, true (the command did not run: send
 	 * it again). False otherwise (the map is asked for again soon). */
 	bool (*slot_moved)(struct session_host *h, int member, const uint8_t *p, size_t n);
+	/* cluster = on: the first slot of each shard that serves one, ascending, at most max of them
+	 * (a shard's name for a command sent to every shard, and in a SCAN cursor); their number. */
+	int (*shard_starts)(struct session_host *h, int *first, int max);
 	const struct sockaddr *(*member_addr)(struct session_host *h, int member, socklen_t *len);
 	const char *(*member_str)(struct session_host *h, int member);
 	const char *(*member_tls_name)(struct session_host *h, int member);

@@ -378,10 +378,31 @@ int resp_command_len(const uint8_t *p, size_t n, size_t max, size_t *len);
  * replies in p[0..n), in order, as the one reply the command would have had -- MGET an array (a
  * key of another type nil, as MGET answers it), MSET +OK, the others the sum; any other error
  * instead, the first. MSET split so is not atomic across slots (as with every cluster proxy). */
-enum resp_split { RESP_SPLIT_NONE, RESP_SPLIT_MGET, RESP_SPLIT_MSET, RESP_SPLIT_SUM };
+enum resp_split {
+	RESP_SPLIT_NONE, RESP_SPLIT_MGET, RESP_SPLIT_MSET, RESP_SPLIT_SUM,
+	/* the data-set-wide commands sent to every shard's primary (resp_cluster_fan) */
+	RESP_SPLIT_OK,      /* FLUSHALL, FLUSHDB, SCRIPT FLUSH: +OK */
+	RESP_SPLIT_KEYS,    /* KEYS: the arrays, one after the other */
+	RESP_SPLIT_FIRST,   /* SCRIPT LOAD, RANDOMKEY: the first that is not nil */
+	RESP_SPLIT_ALL,     /* SCRIPT EXISTS: 1 where every shard says 1 */
+};
 enum resp_split resp_cluster_split(const uint8_t *p, size_t n, struct evbuffer *out, uint32_t *count);
 void resp_cluster_merge(enum resp_split kind, const uint8_t *p, size_t n, uint32_t count, bool resp3,
 			struct evbuffer *out);
+/* A command over the whole data set, without keys, that is sent as it is to every shard's primary
+ * and whose replies merge (DBSIZE the sum; the kinds above): its kind, RESP_SPLIT_NONE otherwise. */
+enum resp_split resp_cluster_fan(const uint8_t *p, size_t n);
+/* SCAN across shards, one shard after the other: the cursor a client sees is the shard's cursor
+ * shifted left by RESP_SCAN_SHIFT bits with the shard's first slot in the low bits (0: the start).
+ * resp_cluster_scan: the complete SCAN command p[0..n) -- false when it is not one or its cursor
+ * is not a number; else *cursor its cursor. resp_cluster_scan_rewrite: the same command, with
+ * `inner` as its cursor, to out. resp_cluster_scan_reply: a shard's whole reply p[0..n) to it, with its cursor made the
+ * client's -- `slot` the shard's first slot, `next` the next shard's (-1: the last one): a shard
+ * done goes on with the next one's start. Any other reply (an error) as it is. */
+#define RESP_SCAN_SHIFT 14
+bool resp_cluster_scan(const uint8_t *p, size_t n, uint64_t *cursor);
+void resp_cluster_scan_rewrite(const uint8_t *p, size_t n, uint64_t inner, struct evbuffer *out);
+void resp_cluster_scan_reply(const uint8_t *p, size_t n, int slot, int next, struct evbuffer *out);
 
 /* Splitting a reply stream into whole replies: feed bytes in order; each call consumes bytes until
  * `want` top-level replies have ended or the bytes run out, sets *got to the replies that ended,

@@ -294,13 +294,46 @@ enum resp_split resp_cluster_split(const uint8_t *p, size_t n, struct evbuffer *
 	return kind;
 }
 
+/* The number of a reply's first line ("*12\r\n", ":3\r\n") within its k bytes; -1 for a nil ("*-1"). */
+static long long head_number(const uint8_t *r, size_t k)
+{
+	long long v = 0;
+
+	if (k > 1 && r[1] == '-')
+		return -1;
+	for (size_t j = 1; j < k && r[j] >= '0' && r[j] <= '9' && v < (1LL << 40); j++)
+		v = v * 10 + (r[j] - '0');
+	return v;
+}
+
+static bool is_nil(const uint8_t *r, size_t k)
+{
+	return r[0] == '_' || ((r[0] == '$' || r[0] == '*') && head_number(r, k) < 0);
+}
+
+/* SCRIPT EXISTS: elems holds the first shard's answers (":1\r\n" each), and(i) clears those a later
+ * shard answers 0 (the i-th of its array r[0..k)). */
+static void all_and(uint8_t *flags, uint32_t nflags, const uint8_t *r, size_t k)
+{
+	uint32_t i = 0;
+
+	for (size_t j = 1; j + 1 < k && i < nflags; j++)
+		if (r[j] == '\n' && r[j + 1] == ':') {
+			if (j + 2 < k && r[j + 2] == '0')
+				flags[i] = 0;
+			i++;
+		}
+}
+
 void resp_cluster_merge(enum resp_split kind, const uint8_t *p, size_t n, uint32_t count, bool resp3,
 			struct evbuffer *out)
 {
 	size_t at = 0;
 	long long sum = 0;
-	const uint8_t *err = NULL;
-	size_t errlen = 0;
+	const uint8_t *err = NULL, *first = NULL;
+	size_t errlen = 0, firstlen = 0;
+	uint8_t flags[1024];
+	uint32_t nflags = 0;
 	struct evbuffer *elems = evbuffer_new();
 
 	if (elems == NULL) {
@@ -331,11 +364,22 @@ void resp_cluster_merge(enum resp_split kind, const uint8_t *p, size_t n, uint32
 		} else if (kind == RESP_SPLIT_MGET) {
 			evbuffer_add(elems, r, k);
 		} else if (kind == RESP_SPLIT_SUM && r[0] == ':') {
-			/* ":<digits>\r\n" within the reply's k bytes (its count of keys: small, never negative) */
-			long long v = 0;
-			for (size_t j = 1; j < k && r[j] >= '0' && r[j] <= '9' && v < (1LL << 40); j++)
-				v = v * 10 + (r[j] - '0');
-			sum += v;
+			/* ":<digits>\r\n" (its count of keys: small, never negative) */
+			sum += head_number(r, k);
+		} else if (kind == RESP_SPLIT_KEYS && r[0] == '*' && head_number(r, k) > 0) {
+			const uint8_t *nl = memchr(r, '\n', k);
+			sum += head_number(r, k);
+			evbuffer_add(elems, nl + 1, k - (size_t)(nl + 1 - r));
+		} else if (kind == RESP_SPLIT_FIRST && first == NULL && !is_nil(r, k)) {
+			first = r;
+			firstlen = k;
+		} else if (kind == RESP_SPLIT_ALL && r[0] == '*') {
+			if (i == 0) {
+				long long m = head_number(r, k);
+				nflags = m > 0 && m <= (long long)sizeof(flags) ? (uint32_t)m : 0;
+				memset(flags, 1, nflags);
+			}
+			all_and(flags, nflags, r, k);
 		}
 		at += k;
 	}
@@ -344,10 +388,121 @@ void resp_cluster_merge(enum resp_split kind, const uint8_t *p, size_t n, uint32
 	} else if (kind == RESP_SPLIT_MGET) {
 		evbuffer_add_printf(out, "*%u\r\n", count);
 		evbuffer_add_buffer(out, elems);
-	} else if (kind == RESP_SPLIT_MSET) {
+	} else if (kind == RESP_SPLIT_MSET || kind == RESP_SPLIT_OK) {
 		evbuffer_add(out, "+OK\r\n", 5);
+	} else if (kind == RESP_SPLIT_KEYS) {
+		evbuffer_add_printf(out, "*%lld\r\n", sum);
+		evbuffer_add_buffer(out, elems);
+	} else if (kind == RESP_SPLIT_FIRST && first != NULL) {
+		evbuffer_add(out, first, firstlen);
+	} else if (kind == RESP_SPLIT_FIRST) {
+		evbuffer_add(out, resp3 ? "_\r\n" : "$-1\r\n", resp3 ? 3 : 5);
+	} else if (kind == RESP_SPLIT_ALL) {
+		evbuffer_add_printf(out, "*%u\r\n", nflags);
+		for (uint32_t i = 0; i < nflags; i++)
+			evbuffer_add(out, flags[i] ? ":1\r\n" : ":0\r\n", 4);
 	} else {
 		evbuffer_add_printf(out, ":%lld\r\n", sum);
 	}
 	evbuffer_free(elems);
+}
+
+/* ---- commands over the whole data set ---- */
+
+enum resp_split resp_cluster_fan(const uint8_t *p, size_t n)
+{
+	struct resp_request rq;
+	size_t len;
+
+	if (resp_request(p, n, n, 1u << 20, &rq, &len) != 1 || rq.seen < 1)
+		return RESP_SPLIT_NONE;
+	const uint8_t *a0 = rq.arg[0], *a1 = rq.seen >= 2 ? rq.arg[1] : NULL;
+	size_t l0 = rq.arg_len[0], l1 = rq.seen >= 2 ? rq.arg_len[1] : 0;
+	if (resp_word_is(a0, l0, "dbsize") && rq.nargs == 1)
+		return RESP_SPLIT_SUM;
+	if (resp_word_is(a0, l0, "keys") && rq.nargs == 2)
+		return RESP_SPLIT_KEYS;
+	if (resp_word_is(a0, l0, "randomkey") && rq.nargs == 1)
+		return RESP_SPLIT_FIRST;
+	if ((resp_word_is(a0, l0, "flushall") || resp_word_is(a0, l0, "flushdb")) && rq.nargs <= 2)
+		return RESP_SPLIT_OK;
+	if (resp_word_is(a0, l0, "script") && a1 != NULL) {
+		if (resp_word_is(a1, l1, "load") && rq.nargs == 3)
+			return RESP_SPLIT_FIRST;
+		if (resp_word_is(a1, l1, "flush") && rq.nargs <= 3)
+			return RESP_SPLIT_OK;
+		if (resp_word_is(a1, l1, "exists") && rq.nargs >= 3 && rq.nargs <= 1026)
+			return RESP_SPLIT_ALL;
+	}
+	return RESP_SPLIT_NONE;
+}
+
+bool resp_cluster_scan(const uint8_t *p, size_t n, uint64_t *cursor)
+{
+	struct resp_request rq;
+	size_t len;
+	uint64_t v = 0;
+
+	if (resp_request(p, n, n, 1u << 20, &rq, &len) != 1 || rq.seen < 2 || !resp_word_is(rq.arg[0], rq.arg_len[0], "scan") ||
+	    rq.arg_len[1] == 0 || rq.arg_len[1] > 20)
+		return false;
+	for (size_t i = 0; i < rq.arg_len[1]; i++) {
+		uint8_t c = rq.arg[1][i];
+		if (c < '0' || c > '9' || v > (UINT64_MAX - (c - '0')) / 10)
+			return false;
+		v = v * 10 + (c - '0');
+	}
+	*cursor = v;
+	return true;
+}
+
+void resp_cluster_scan_rewrite(const uint8_t *p, size_t n, uint64_t inner, struct evbuffer *out)
+{
+	size_t off[64], len[64];
+	long argc = args_of(p, n, off, len, 64);
+	char c[24];
+
+	if (argc < 2)
+		return;
+	snprintf(c, sizeof(c), "%llu", (unsigned long long)inner);
+	evbuffer_add_printf(out, "*%ld\r\n", argc);
+	bulk_n(out, p + off[0], len[0]);
+	bulk(out, c);
+	for (long i = 2; i < argc; i++)
+		bulk_n(out, p + off[i], len[i]);
+}
+
+void resp_cluster_scan_reply(const uint8_t *p, size_t n, int slot, int next, struct evbuffer *out)
+{
+	/* "*2\r\n$<len>\r\n<cursor>\r\n<the keys' array>" */
+	size_t at = 4, end;
+	uint64_t v = 0, shown;
+	char c[24];
+
+	if (n < 8 || memcmp(p, "*2\r\n$", 5) != 0) {
+		evbuffer_add(out, p, n);
+		return;
+	}
+	while (at < n && p[at] != '\n')
+		at++;
+	end = at + 1;
+	while (end < n && p[end] >= '0' && p[end] <= '9') {
+		v = v * 10 + (uint64_t)(p[end] - '0');
+		end++;
+	}
+	if (end + 2 > n || p[end] != '\r') {
+		evbuffer_add(out, p, n);
+		return;
+	}
+	if (v == 0)
+		shown = next < 0 ? 0 : (uint64_t)next;  /* the next shard from its start, or the end */
+	else if (v >> (64 - RESP_SCAN_SHIFT) != 0) {
+		resp_error(out, "ERR", "repoint: a shard's SCAN cursor is too large to carry its shard");
+		return;
+	} else
+		shown = v << RESP_SCAN_SHIFT | (uint64_t)slot;
+	snprintf(c, sizeof(c), "%llu", (unsigned long long)shown);
+	evbuffer_add(out, "*2\r\n", 4);
+	bulk(out, c);
+	evbuffer_add(out, p + end + 2, n - end - 2);
 }

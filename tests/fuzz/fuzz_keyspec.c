@@ -147,6 +147,18 @@ static void words(const uint8_t *p, size_t n)
 	free(cmd);
 }
 
+/* What repoint gives a client for a merged answer is one whole reply, nothing after it. */
+static void one_reply(struct evbuffer *out)
+{
+	struct proto_state st;
+	uint64_t got = 0;
+	size_t n = evbuffer_get_length(out);
+
+	FUZZ_CHECK(n > 0);
+	resp_replies_init(&st);
+	FUZZ_CHECK(resp_replies_scan(&st, evbuffer_pullup(out, -1), n, 2, &got) == n && got == 1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	redisReader *rd = engine_rd_reader_new();  /* the probes' reader, with their caps */
@@ -181,6 +193,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		resp_cluster_answer(data, len, &(struct resp_cluster_self){.host = "127.0.0.1", .port = 6379}, out);
 		FUZZ_CHECK(evbuffer_get_length(out) > 0);
 		(void)resp_cluster_keyless_ok(data, len);
+		(void)resp_cluster_own(data, len);
+		(void)resp_cluster_fan(data, len);
+		uint64_t cursor;
+		if (resp_cluster_scan(data, len, &cursor)) {
+			/* ... SCAN with another cursor: a whole command */
+			struct evbuffer *scan = evbuffer_new();
+			size_t slen;
+			if (scan == NULL)
+				abort();
+			resp_cluster_scan_rewrite(data, len, cursor >> RESP_SCAN_SHIFT, scan);
+			FUZZ_CHECK(resp_command_len(evbuffer_pullup(scan, -1), evbuffer_get_length(scan),
+						    evbuffer_get_length(scan), &slen) == 1 &&
+				   slen == evbuffer_get_length(scan));
+			evbuffer_free(scan);
+		}
 		/* ... split per key when it is MGET/MSET/DEL/...: each piece a whole command */
 		struct evbuffer *parts = evbuffer_new();
 		uint32_t count = 0;
@@ -197,11 +224,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		evbuffer_free(parts);
 	}
-	/* The bytes as the replies of a split command, merged: always one reply. */
-	for (int kind = RESP_SPLIT_MGET; kind <= RESP_SPLIT_SUM; kind++) {
+	/* The bytes as the replies of a split command (or of one sent to every shard), merged: always
+	 * one whole reply; as a transaction's replies; as a shard's reply to SCAN. */
+	for (int kind = RESP_SPLIT_MGET; kind <= RESP_SPLIT_ALL; kind++) {
+		uint32_t count = size > 0 ? data[0] % 8 : 0;
 		evbuffer_drain(out, evbuffer_get_length(out));
-		resp_cluster_merge((enum resp_split)kind, data, size, size > 0 ? data[0] % 8 : 0, size % 2, out);
-		FUZZ_CHECK(evbuffer_get_length(out) > 0);
+		resp_cluster_merge((enum resp_split)kind, data, size, count, size % 2, out);
+		one_reply(out);
+		(void)resp_cluster_tx_moved(data, size, count);
+	}
+	if (size > 0) {
+		struct proto_state st;
+		uint64_t got = 0;
+		resp_replies_init(&st);
+		size_t k = resp_replies_scan(&st, data, size, 1, &got);
+		if (k != (size_t)-1 && got == 1) {
+			evbuffer_drain(out, evbuffer_get_length(out));
+			resp_cluster_scan_reply(data, k, size % 16384, size % 3 == 0 ? -1 : 16383, out);
+			one_reply(out);
+		}
 	}
 	evbuffer_free(out);
 	return 0;

@@ -81,8 +81,8 @@ def test_multi_key_hash_tags_and_local_answers(rp):
         r.sunion("a", "b")        # slots 15495 and 3300: not a command that splits
     with pytest.raises(redis.ResponseError, match="cluster mode"):
         r.execute_command("SELECT", "1")
-    with pytest.raises(redis.ResponseError, match="repoint does not route 'DBSIZE'"):
-        r.dbsize()
+    with pytest.raises(redis.ResponseError, match="repoint does not route 'CONFIG'"):
+        r.config_get("maxmemory")
     assert r.ping()
     assert r.execute_command("CLUSTER", "KEYSLOT", "{user:1}:x") == r.execute_command("CLUSTER", "KEYSLOT", "user:1")
     slots = r.execute_command("CLUSTER", "SLOTS")
@@ -116,6 +116,50 @@ def test_commands_over_several_slots_split(rp, redis_cluster):
     p.set("before", 1).mget(keys[:20]).delete(*keys[:100]).unlink(*keys[100:]).get("before").mget(keys[:3])
     assert p.execute() == [True, [k.upper() for k in keys[:20]], 100, 100, "1", [None, None, None]]
     assert r.delete("split:list", "before") == 2
+    r.close()
+
+
+def test_data_set_wide_commands_span_every_shard(rp, redis_cluster):
+    """DBSIZE, KEYS, RANDOMKEY, FLUSHALL and SCRIPT LOAD/EXISTS/FLUSH go to every shard's primary and
+    their replies are merged; SCAN walks the shards one after the other with a cursor that names the
+    shard, and returns every key once."""
+    r = client(rp)
+    assert r.flushall() and r.dbsize() == 0
+    assert r.randomkey() is None and r.keys("*") == []
+    keys = [f"scan:{i}" for i in range(3000)]
+    for i in range(0, len(keys), 500):
+        p = r.pipeline(transaction=False)
+        for k in keys[i:i + 500]:
+            p.set(k, 1)
+        p.execute()
+    per_shard = [0, 0, 0]
+    for i in range(3):
+        d = redis.Redis(host="127.0.0.1", port=redis_cluster.shard_nodes(i)[0])
+        per_shard[i] = d.dbsize()
+        d.close()
+    assert min(per_shard) > 500 and sum(per_shard) == 3000, per_shard
+    assert r.dbsize() == 3000
+    assert sorted(r.keys("scan:*")) == sorted(keys)
+    assert r.randomkey() in set(keys)
+    seen, cursors = [], []
+    cursor = 0
+    while True:
+        cursor, batch = r.scan(cursor, match="scan:*", count=200)
+        seen += batch
+        cursors.append(cursor)
+        if cursor == 0:
+            break
+    assert len(seen) == len(keys) and set(seen) == set(keys)
+    assert len({c & 0x3FFF for c in cursors[:-1]}) == 3   # every shard in turn
+    assert sorted(r.scan_iter(match="scan:1*", count=50)) == sorted(k for k in keys if k.startswith("scan:1"))
+    with pytest.raises(redis.ResponseError, match="invalid cursor"):
+        r.scan(12345)
+    sha = r.script_load("return 7")
+    assert r.script_exists(sha, "0" * 40) == [True, False]
+    for i in range(3):                        # on every shard: EVALSHA works whatever its key's shard
+        assert r.evalsha(sha, 1, redis_cluster.key_in_shard(i, "ev")) == 7
+    assert r.script_flush() and r.script_exists(sha) == [False]
+    assert r.flushall() and r.dbsize() == 0
     r.close()
 
 

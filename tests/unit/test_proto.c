@@ -2822,6 +2822,60 @@ START_TEST(test_redis_cluster_tx)
 }
 END_TEST
 
+/* Data-set-wide commands in cluster mode: which are sent to every shard, how their replies merge,
+ * and SCAN's cursor carrying its shard's first slot. */
+START_TEST(test_redis_cluster_fan)
+{
+	static const char scan[] = "*4\r\n$4\r\nscan\r\n$5\r\n16389\r\n$5\r\nCOUNT\r\n$1\r\n9\r\n";
+	static const char bad[] = "*2\r\n$4\r\nscan\r\n$2\r\n-1\r\n";
+	static const char part[] = "*2\r\n$1\r\n3\r\n*1\r\n$1\r\nk\r\n", done[] = "*2\r\n$1\r\n0\r\n*0\r\n";
+	struct evbuffer *out = evbuffer_new();
+	uint64_t cursor = 99;
+#define FAN(cmd) resp_cluster_fan((const uint8_t *)(cmd), sizeof(cmd) - 1)
+#define MERGE(kind, replies, n, resp3)                                                                       \
+	(evbuffer_drain(out, evbuffer_get_length(out)),                                                      \
+	 resp_cluster_merge(kind, (const uint8_t *)(replies), sizeof(replies) - 1, n, resp3, out),           \
+	 evbuffer_add(out, "", 1), (const char *)evbuffer_pullup(out, -1))
+	ck_assert_int_eq(FAN("*1\r\n$6\r\nDBSIZE\r\n"), RESP_SPLIT_SUM);
+	ck_assert_int_eq(FAN("*2\r\n$4\r\nkeys\r\n$1\r\n*\r\n"), RESP_SPLIT_KEYS);
+	ck_assert_int_eq(FAN("*2\r\n$6\r\nSCRIPT\r\n$5\r\nFLUSH\r\n"), RESP_SPLIT_OK);
+	ck_assert_int_eq(FAN("*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$8\r\nreturn 1\r\n"), RESP_SPLIT_FIRST);
+	ck_assert_int_eq(FAN("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"), RESP_SPLIT_NONE);
+	ck_assert_int_eq(FAN("*1\r\n$4\r\nkeys\r\n"), RESP_SPLIT_NONE);   /* KEYS without a pattern: the server's error */
+	ck_assert_str_eq(MERGE(RESP_SPLIT_KEYS, "*2\r\n$1\r\na\r\n$1\r\nb\r\n*0\r\n*1\r\n$1\r\nc\r\n", 3, false),
+			 "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+	ck_assert_str_eq(MERGE(RESP_SPLIT_FIRST, "$-1\r\n$1\r\nk\r\n$1\r\nj\r\n", 3, false), "$1\r\nk\r\n");
+	ck_assert_str_eq(MERGE(RESP_SPLIT_FIRST, "_\r\n_\r\n", 2, true), "_\r\n");
+	ck_assert_str_eq(MERGE(RESP_SPLIT_ALL, "*3\r\n:1\r\n:1\r\n:0\r\n*3\r\n:1\r\n:0\r\n:0\r\n", 2, false),
+			 "*3\r\n:1\r\n:0\r\n:0\r\n");
+	ck_assert_str_eq(MERGE(RESP_SPLIT_SUM, ":5\r\n:7\r\n:0\r\n", 3, false), ":12\r\n");
+	ck_assert_str_eq(MERGE(RESP_SPLIT_OK, "+OK\r\n-ERR no\r\n+OK\r\n", 3, false), "-ERR no\r\n");
+	/* SCAN */
+	ck_assert(resp_cluster_scan((const uint8_t *)scan, sizeof(scan) - 1, &cursor));
+	ck_assert_uint_eq(cursor, 16389);
+	ck_assert(!resp_cluster_scan((const uint8_t *)bad, sizeof(bad) - 1, &cursor));
+	evbuffer_drain(out, evbuffer_get_length(out));
+	resp_cluster_scan_rewrite((const uint8_t *)scan, sizeof(scan) - 1, 1, out);
+	evbuffer_add(out, "", 1);
+	ck_assert_str_eq((const char *)evbuffer_pullup(out, -1), "*4\r\n$4\r\nscan\r\n$1\r\n1\r\n$5\r\nCOUNT\r\n$1\r\n9\r\n");
+	evbuffer_drain(out, evbuffer_get_length(out));
+	resp_cluster_scan_reply((const uint8_t *)part, sizeof(part) - 1, 5461, 10923, out);
+	evbuffer_add(out, "", 1);
+	ck_assert_str_eq((const char *)evbuffer_pullup(out, -1), "*2\r\n$5\r\n54613\r\n*1\r\n$1\r\nk\r\n");  /* 3<<14|5461 */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	resp_cluster_scan_reply((const uint8_t *)done, sizeof(done) - 1, 5461, 10923, out);
+	evbuffer_add(out, "", 1);
+	ck_assert_str_eq((const char *)evbuffer_pullup(out, -1), "*2\r\n$5\r\n10923\r\n*0\r\n");  /* the next shard */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	resp_cluster_scan_reply((const uint8_t *)done, sizeof(done) - 1, 10923, -1, out);
+	evbuffer_add(out, "", 1);
+	ck_assert_str_eq((const char *)evbuffer_pullup(out, -1), "*2\r\n$1\r\n0\r\n*0\r\n");      /* the end */
+#undef FAN
+#undef MERGE
+	evbuffer_free(out);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proto");
@@ -2866,6 +2920,7 @@ int main(void)
 	tcase_add_test(all, test_state_size);
 	tcase_add_test(all, test_redis_refusals);
 	tcase_add_test(all, test_redis_cluster_tx);
+	tcase_add_test(all, test_redis_cluster_fan);
 	/* Big streams under sanitizers take a few seconds. */
 	tcase_set_timeout(my, 120);
 	tcase_set_timeout(all, 120);
