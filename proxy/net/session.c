@@ -1664,6 +1664,7 @@ static bool own_input(struct session *s, bool fresh)
 			int k = resp_command_len(buf + off, total - off, share_max(s), &len);
 			enum own_act act;
 			enum resp_own kind;
+			bool ends;
 
 			if (k < 0 && (ncmds > 0 || s->shared_out > 0))
 				break;
@@ -1713,6 +1714,7 @@ static bool own_input(struct session *s, bool fresh)
 				break;  /* looked at again from the start */
 			}
 			kind = resp_cluster_own(buf + off, len);
+			ends = kind == RESP_OWN_EXEC;
 			if (!s->tx_multi && (s->tx_deferred || kind == RESP_OWN_MULTI) && !s->tx_watch && !s->tx_watch_lost) {
 				/* A transaction starts: in a batch of its own, so that, refused while the
 				 * cluster moves, it can be sent again whole. */
@@ -1727,10 +1729,17 @@ static bool own_input(struct session *s, bool fresh)
 				s->tx_deferred = false;
 				s->tx_multi = true;
 			}
+			if (kind == RESP_OWN_BLOCKING && ncmds == 0 && !s->tx_multi && !s->tx_deferred && !s->tx_watch &&
+			    !s->tx_watch_lost && s->shared_out == 0 && (s->split == NULL || s->split->left == 0)) {
+				/* A blocking command alone: refused because its shard failed over (the
+				 * old primary unblocks it with MOVED), it waits again at the new one. */
+				tx_from = off;
+				ends = true;  /* ... and what follows waits for its answer */
+			}
 			own_track(s, buf + off, len);
 			off += len;
 			ncmds++;
-			if (kind == RESP_OWN_EXEC && tx_from != SIZE_MAX && off - tx_from <= SESSION_RETRY_MAX) {
+			if (ends && tx_from != SIZE_MAX && off - tx_from <= SESSION_RETRY_MAX) {
 				tx_to = off;
 				break;  /* what follows waits for its answer: it may be sent again first */
 			}

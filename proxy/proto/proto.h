@@ -366,7 +366,8 @@ enum resp_own resp_cluster_own(const uint8_t *p, size_t n);
 /* The `count` whole replies p[0..n) of a transaction sent from MULTI to EXEC in one piece: true
  * when EXEC was aborted (EXECABORT) because the cluster was moving -- a queued command, or EXEC
  * itself, refused with MOVED, ASK, TRYAGAIN, CLUSTERDOWN or READONLY. Nothing of it ran, and it may
- * be sent again where its slot is served now. */
+ * be sent again where its slot is served now. count 1: the reply of a lone (blocking) command, true
+ * when it is such a refusal, or the UNBLOCKED a primary turned replica unblocks it with. */
 bool resp_cluster_tx_moved(const uint8_t *p, size_t n, uint32_t count);
 /* The length of the command array at the start of p[0..n) (at most max bytes): 1 complete (*len
  * its length), 0 more needed (*len a lower bound), -1 not a command array. */

@@ -73,10 +73,12 @@ enum resp_own resp_cluster_own(const uint8_t *p, size_t n)
 	return RESP_OWN_NONE;
 }
 
-/* An error reply (at p, k bytes) that a cluster gives while a slot moves or a shard fails over. */
+/* An error reply (at p, k bytes) that a cluster gives while a slot moves or a shard fails over
+ * (a primary turned replica unblocks its blocked clients so: the command popped nothing). */
 static bool moving_error(const uint8_t *p, size_t k)
 {
-	static const char *const codes[] = {"MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "READONLY "};
+	static const char *const codes[] = {"MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "READONLY ",
+					    "UNBLOCKED force unblock from blocking operation, instance state changed"};
 
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
 		size_t l = strlen(codes[i]);
@@ -105,6 +107,8 @@ bool resp_cluster_tx_moved(const uint8_t *p, size_t n, uint32_t count)
 		if (i + 1 < count)
 			at += k;
 	}
+	if (count == 1)
+		return moving && at + k == n;
 	if (k <= sizeof(abort_code) - 1 || memcmp(p + at, abort_code, sizeof(abort_code) - 1) != 0)
 		return false;
 	if (!moving) {

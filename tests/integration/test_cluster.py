@@ -320,6 +320,28 @@ def test_blocking_commands_wait_on_their_own(rp, redis_cluster):
     waiter.close()
 
 
+def test_blocking_command_waits_through_its_shards_switchover(rp, redis_cluster):
+    """A BLPOP waiting at a shard's primary when the shard switches over: the old primary unblocks it
+    (it popped nothing), repoint sends it again to the new primary, and it gets what is pushed
+    after -- the client sees nothing of the switchover."""
+    r, waiter = client(rp, socket_timeout=30), client(rp, socket_timeout=30)
+    key = redis_cluster.key_in_shard(2, "jobs")
+    r.delete(key)
+    got = []
+    t = threading.Thread(target=lambda: got.append(waiter.blpop([key], timeout=25)))
+    t.start()
+    wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, 2)), 5,
+             what="the BLPOP to be waiting at its shard's primary")
+    old, new = redis_cluster.switchover(2)
+    wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, 2)), 10,
+             what=f"the BLPOP to be waiting at the new primary {new}")
+    assert r.rpush(key, "job") == 1
+    t.join(25)
+    assert got == [(key, "job")]
+    r.close()
+    waiter.close()
+
+
 def direct_client_list(redis_cluster, shard):
     d = redis.Redis(host="127.0.0.1", port=redis_cluster.shard_nodes(shard)[0], decode_responses=True)
     try:

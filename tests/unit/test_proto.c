@@ -2818,6 +2818,13 @@ START_TEST(test_redis_cluster_tx)
 	ck_assert(!TX("+OK\r\n+QUEUED\r\n*-1\r\n", 3));                    /* a WATCHed key changed */
 	ck_assert(!TX("+OK\r\n-MOVED 866 127.0.0.1:7001\r\n", 3));          /* replies missing */
 	ck_assert(!TX("+OK\r\n-MOVED 866 127.0.0.1:7001\r\n-EXECABORT", 3));  /* EXEC's not whole */
+	/* a lone blocking command */
+	ck_assert(TX("-MOVED 866 127.0.0.1:7001\r\n", 1));
+	ck_assert(TX("-TRYAGAIN Multiple keys request during rehashing of slot\r\n", 1));
+	ck_assert(!TX("*2\r\n$1\r\nq\r\n$3\r\njob\r\n", 1));
+	ck_assert(!TX("-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n", 1));   /* an operator's: given */
+	ck_assert(TX("-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n", 1));
+	ck_assert(!TX("-MOVED 866 127.0.0.1:7001\r\n+OK\r\n", 1));   /* more than one reply */
 #undef TX
 }
 END_TEST
