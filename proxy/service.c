@@ -3090,3 +3090,10 @@ static const struct session_host_ops host_ops = {
 	.barrier = host_barrier,
 	.barred = host_barred,
 };
+
+/* --- for the drill: which shard a load request goes to --- */
+
+int service_slot_shard(const struct service *svc, int slot)
+{
+	return svc->cl != NULL ? cluster_slot_shard(svc->cl, slot) : -1;
+}

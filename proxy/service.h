@@ -110,4 +110,8 @@ struct service_counters *service_counters(struct service *svc);
  * NULL with the reason in why when the password is not available. */
 char *service_probe_credentials(struct service *svc, int member, char **user, char *why, size_t whylen);
 
+/* cluster = on: the shard that serves `slot` now (as /status's cluster.shards[].shard numbers them),
+ * -1 when none does or the service is not a cluster. */
+int service_slot_shard(const struct service *svc, int slot);
+
 #endif

@@ -11,6 +11,7 @@
 #include "drill/internal.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "proto/slots.h"
 #include "secret.h"
 
 static void drill_finish(struct drill *d, const char *status);
@@ -52,22 +54,48 @@ static const char *const phase_names[] = {
 
 static void client_tick_cb(evutil_socket_t fd, short what, void *arg);
 
+/* Room for one '?' expanded: a number, and (cluster = on) a hash tag. */
+#define DRILL_ARG_ROOM 40
+
+/* cluster = on: the shard serving the slot of the word of stmt around position at (the key). */
+static int key_shard(const struct drill *d, const char *stmt, size_t at)
+{
+	size_t b = at, e = at;
+
+	while (b > 0 && stmt[b - 1] != ' ' && stmt[b - 1] != '\t')
+		b--;
+	while (stmt[e] != '\0' && stmt[e] != ' ' && stmt[e] != '\t')
+		e++;
+	return service_slot_shard(d->svc, slots_key_slot((const uint8_t *)stmt + b, e - b));
+}
+
 /* The write with each '?' replaced: the first by the client's number, the others by its
- * sequence number. */
+ * sequence number. On a cluster service the first also gets the hash tag of the client's shard,
+ * and the request counts for the shard serving its word's slot (cl->req_shard). */
 static const char *client_stmt(struct drill_client *cl)
 {
 	const char *t = cl->d->write_tmpl;
-	size_t n = 0;
+	int tag = cl->shard >= 0 ? cl->d->tags[cl->shard] : -1;
+	size_t n = 0, key = 0;
 	int q = 0;
 
-	for (; *t != '\0' && n + 24 < cl->stmt_len; t++) {
+	for (; *t != '\0' && n + DRILL_ARG_ROOM < cl->stmt_len; t++) {
 		if (*t != '?') {
 			cl->stmt[n++] = *t;
 			continue;
 		}
-		n += (size_t)snprintf(cl->stmt + n, cl->stmt_len - n, "%ld", q++ == 0 ? (long)cl->index : cl->seq);
+		if (q++ > 0) {
+			n += (size_t)snprintf(cl->stmt + n, cl->stmt_len - n, "%ld", cl->seq);
+			continue;
+		}
+		key = n;
+		if (tag >= 0)
+			n += (size_t)snprintf(cl->stmt + n, cl->stmt_len - n, "%ld{%d}", (long)cl->index, tag);
+		else
+			n += (size_t)snprintf(cl->stmt + n, cl->stmt_len - n, "%ld", (long)cl->index);
 	}
 	cl->stmt[n] = '\0';
+	cl->req_shard = cl->shard >= 0 && q > 0 ? key_shard(cl->d, cl->stmt, key) : -1;
 	return cl->stmt;
 }
 
@@ -107,6 +135,7 @@ static void client_done(void *arg, const struct drill_result *r)
 		.client = cl->index,
 		.kind = r->kind,
 		.connected = r->connected,
+		.shard = cl->req_shard,
 	};
 
 	if (r->kind != DRILL_OK) {
@@ -151,21 +180,31 @@ static bool load_start(struct drill *d)
 							 : (d->o.clients + 1) / 2;
 	size_t qs = 0;
 	int64_t interval = (int64_t)(1e6 / d->o.rate);
+	int groups = d->nshards > 0 ? 0 : 1;
 
+	/* cluster = on: the clients asked for, for each shard (that serves slots), each writing keys of
+	 * its shard only: a client held on the drilled shard must not hold back the others' load. */
+	for (int k = 0; k < d->nshards; k++)
+		groups += d->tags[k] >= 0;
 	for (const char *t = d->write_tmpl; *t; t++)
 		qs += *t == '?';
-	d->clients = calloc((size_t)d->o.clients, sizeof(*d->clients));
+	d->clients = calloc((size_t)(d->o.clients * groups), sizeof(*d->clients));
 	if (d->clients == NULL)
 		return false;
-	d->nclients = d->o.clients;
+	d->nclients = d->o.clients * groups;
 	for (int i = 0; i < d->nclients; i++) {
 		struct drill_client *cl = &d->clients[i];
+		int group = i / d->o.clients;
 		cl->d = d;
 		cl->index = i;
-		cl->per_request = i >= nlong;
+		cl->per_request = i % d->o.clients >= nlong;
 		cl->started_us = -1;
+		cl->shard = cl->req_shard = -1;
+		for (int k = 0, g = 0; k < d->nshards && cl->shard < 0; k++)
+			if (d->tags[k] >= 0 && g++ == group)
+				cl->shard = k;
 		cl->last_ok_us = -1;
-		cl->stmt_len = strlen(d->write_tmpl) + 24 * (qs + 1) + 1;
+		cl->stmt_len = strlen(d->write_tmpl) + DRILL_ARG_ROOM * (qs + 1) + 1;
 		cl->stmt = malloc(cl->stmt_len);
 		cl->conn = drill_conn_new(d->base, &d->listen_ep, client_done, cl);
 		cl->tick = evtimer_new(d->base, client_tick_cb, cl);
@@ -218,6 +257,18 @@ static const char *const ev_names[] = {
 	[SERVICE_EV_DRAIN_STARTED] = "drain_started",
 };
 
+/* cluster = on: whether `member` is in the drilled shard (always, for other services). A cluster's
+ * other shards' events are kept in service_events, but make no moment of the timeline. */
+static bool in_drilled_shard(const struct drill *d, const char *member)
+{
+	if (d->shard < 0)
+		return true;
+	for (int i = 0; i < d->nmembers; i++)
+		if (strcmp(d->members[i].str, member) == 0)
+			return d->members[i].shard == d->shard;
+	return false;
+}
+
 static void on_service_event(void *arg, const struct service_event *e)
 {
 	struct drill *d = arg;
@@ -233,7 +284,7 @@ static void on_service_event(void *arg, const struct service_event *e)
 					(unsigned)e->kind < ARRAY_LEN(ev_names) ? ev_names[e->kind] : "?", "member",
 					member, "role", e->role != NULL ? json_string(e->role) : json_null(), "via", via,
 					"count", (int)e->count));
-	if (d->requested_us < 0)
+	if (d->requested_us < 0 || (e->kind != SERVICE_EV_HELD_RELEASED && !in_drilled_shard(d, member)))
 		return;
 	switch (e->kind) {
 	case SERVICE_EV_ROLE_CHANGED:
@@ -255,7 +306,11 @@ static void on_service_event(void *arg, const struct service_event *e)
 		}
 		break;
 	case SERVICE_EV_HELD_RELEASED:
-		drill_mark(d, "held_released", false, "%u held client(s) sent to %s", e->count, member);
+		/* A cluster's held clients each go to their own shard's primary: no one member. */
+		if (member[0] != '\0')
+			drill_mark(d, "held_released", false, "%u held client(s) sent to %s", e->count, member);
+		else
+			drill_mark(d, "held_released", false, "%u held client(s) sent on", e->count);
 		break;
 	case SERVICE_EV_DRAIN_STARTED:
 		if (strcmp(member, d->old_writer) == 0)
@@ -271,7 +326,7 @@ static void on_service_event(void *arg, const struct service_event *e)
 /* Reads the members as the service sees them now. */
 static bool read_members(struct drill *d)
 {
-	json_t *st = service_status_json(d->svc), *arr = json_object_get(st, "members"), *m;
+	json_t *st = service_status_json(d->svc), *arr = json_object_get(st, "members"), *m, *v;
 	int n = service_nmembers(d->svc);
 	const char *w = json_string_value(json_object_get(st, "writer"));
 	size_t i;
@@ -314,11 +369,89 @@ static bool read_members(struct drill *d)
 		}
 		dm->healthy = json_is_true(json_object_get(m, "healthy"));
 		dm->epoch = json_integer_value(json_object_get(m, "epoch"));
+		v = json_object_get(m, "shard");
+		dm->shard = json_is_integer(v) ? (int)json_integer_value(v) : -1;
 		d->nmembers++;
 	}
 	snprintf(d->old_writer, sizeof(d->old_writer), "%s", w != NULL ? w : "");
 	json_decref(st);
 	return true;
+}
+
+/* cluster = on: the shards as the service sees them now. The drilled one must be among them and
+ * serve slots (else the drill is refused: false); its primary is the writer the drill replaces.
+ * Each shard gets the hash tag that sends a load request's key to it: the smallest number whose
+ * slot it serves. */
+static bool read_shards(struct drill *d)
+{
+	json_t *st = service_status_json(d->svc), *sh;
+	json_t *arr = json_object_get(json_object_get(st, "cluster"), "shards");
+	const char *primary;
+	size_t k;
+	int found = 0;
+
+	d->nshards = (int)json_array_size(arr);
+	if (d->shard >= d->nshards) {
+		json_decref(st);
+		drill_fail(d, "refused", "NoSuchShard",
+			   "--shard %d: service %s has shards 0 to %d (GET /status: cluster.shards)", d->shard,
+			   d->scfg->name, d->nshards - 1);
+		return false;
+	}
+	d->tags = malloc((size_t)d->nshards * sizeof(*d->tags));
+	d->shards = json_array();
+	if (d->tags == NULL || d->shards == NULL) {
+		json_decref(st);
+		drill_fail(d, "failed", "Internal", "out of memory");
+		return false;
+	}
+	json_array_foreach(arr, k, sh) {
+		d->tags[k] = -1;
+		/* "failovers" holds the count so far until the drill ends (shards_after). */
+		json_array_append_new(d->shards, json_pack("{s:i, s:b, s:O, s:O, s:O}", "shard", (int)k, "drilled",
+							   (int)k == d->shard, "slots", json_object_get(sh, "slots"),
+							   "primary_before", json_object_get(sh, "primary"), "failovers",
+							   json_object_get(sh, "failovers")));
+	}
+	primary = json_string_value(json_object_get(json_array_get(arr, (size_t)d->shard), "primary"));
+	snprintf(d->old_writer, sizeof(d->old_writer), "%s", primary != NULL ? primary : "");
+	json_decref(st);
+	for (int n = 0; found < d->nshards && n < SLOTS_COUNT * 64; n++) {
+		char tag[16];
+		int len = snprintf(tag, sizeof(tag), "%d", n);
+		int s = service_slot_shard(d->svc, slots_key_slot((const uint8_t *)tag, (size_t)len));
+		if (s >= 0 && s < d->nshards && d->tags[s] < 0) {
+			d->tags[s] = n;
+			found++;
+		}
+	}
+	if (d->tags[d->shard] < 0) {
+		drill_fail(d, "refused", "EmptyShard",
+			   "shard %d of service %s serves no slot: no request would show its failover", d->shard,
+			   d->scfg->name);
+		return false;
+	}
+	return true;
+}
+
+/* cluster = on: each shard's primary now, and its failovers since the preflight. */
+static void shards_after(struct drill *d)
+{
+	json_t *st, *arr, *sh;
+	size_t k;
+
+	if (d->shards == NULL)
+		return;
+	st = service_status_json(d->svc);
+	arr = json_object_get(json_object_get(st, "cluster"), "shards");
+	json_array_foreach(d->shards, k, sh) {
+		const json_t *now = json_array_get(arr, k);
+		json_int_t before = json_integer_value(json_object_get(sh, "failovers"));
+		json_object_set(sh, "primary_after", now != NULL ? json_object_get(now, "primary") : json_null());
+		json_object_set_new(sh, "failovers",
+				    json_integer(json_integer_value(json_object_get(now, "failovers")) - before));
+	}
+	json_decref(st);
 }
 
 /* ---- phases ------------------------------------------------------------------------------------ */
@@ -353,14 +486,15 @@ static void start_failover(struct drill *d)
 
 
 /* Recovered: the failover ended on our side, the service confirmed a new writer, the cluster
- * says it is available, and every client has gone through since the confirmation. */
+ * says it is available, and every client has gone through since the confirmation (cluster = on:
+ * every client of the drilled shard; the others' never waited for it). */
 static void drill_check_recovered(struct drill *d)
 {
 	if (d->phase != DRILL_PH_FAILOVER || !d->answered || !d->failover_done || !d->new_writer_seen ||
 	    !d->cluster_available)
 		return;
 	for (int i = 0; i < d->nclients; i++)
-		if (d->clients[i].last_ok_us < d->confirmed_us)
+		if ((d->shard < 0 || d->clients[i].shard == d->shard) && d->clients[i].last_ok_us < d->confirmed_us)
 			return;
 	drill_mark(d, "recovered", false, "every client succeeded after the new writer was confirmed");
 	drill_enter(d, DRILL_PH_AFTER, d->o.duration_after_ms);
@@ -428,6 +562,8 @@ static void preflight_poll(struct drill *d)
 		drill_fail(d, "failed", "Internal", "out of memory");
 		return;
 	}
+	if (d->shard >= 0 && !read_shards(d))
+		return;
 	evtimer_del(d->timer);
 	if (d->fo_kind == DRILL_FO_STATIC) {
 		if (!drill_promote_plan(d, err, sizeof(err))) {
@@ -509,6 +645,7 @@ static void drill_finish(struct drill *d, const char *status)
 	if (d->nclients > 0)
 		drill_mark(d, "load_stopped", false, "%ld ok, %ld errors", d->ok_count, d->err_count);
 	d->after = *service_counters(d->svc);
+	shards_after(d);
 	d->phase = DRILL_PH_DONE;
 	if (d->records_truncated)
 		json_array_append_new(json_object_get(d->failover, "notes"),
@@ -541,6 +678,7 @@ static void drill_finish(struct drill *d, const char *status)
 		.service_events = d->service_events,
 		.before = d->have_before ? &d->before : NULL,
 		.after = d->have_before ? &d->after : NULL,
+		.shards = d->shards,
 	};
 	d->report = drill_report_build(&in);
 	json_decref(kind);
@@ -639,6 +777,32 @@ static bool listen_endpoint(struct drill *d)
 	return true;
 }
 
+/* cluster = on: --shard is repoint's number of the shard to fail over (default 0), and the load
+ * needs a '?' in its key, where each client's requests get the hash tag of its shard. */
+static bool cluster_options(struct drill *d)
+{
+	const char *s = d->o.shard != NULL ? d->o.shard : "0";
+	char *end;
+	long k;
+
+	errno = 0;
+	k = strtol(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || k >= SLOTS_MAX_SHARDS) {
+		drill_fail(d, "refused", "BadShard",
+			   "--shard %s: the shards of cluster service %s are numbered 0, 1, ... as GET /status's "
+			   "cluster.shards shows them", s, d->scfg->name);
+		return false;
+	}
+	d->shard = (int)k;
+	if (strchr(d->write_tmpl, '?') == NULL) {
+		drill_fail(d, "refused", "NoKeyPlaceholder",
+			   "--write %s: cluster service %s needs '?' in the key, where each client's requests get the "
+			   "hash tag of its shard", d->write_tmpl, d->scfg->name);
+		return false;
+	}
+	return true;
+}
+
 static const char *default_write(enum protocol p)
 {
 	switch (p) {
@@ -705,6 +869,7 @@ struct drill *drill_new(struct event_base *base, struct service *svc, const stru
 	d->requested_us = -1;
 	d->confirmed_us = -1;
 	d->old_idx = d->target_idx = -1;
+	d->shard = -1;
 	d->o = *o;
 	/* Own copies of every string: the caller's options may go away. */
 	d->o.config_path = dup_opt(o->config_path);
@@ -759,6 +924,8 @@ void drill_begin(struct drill *d)
 		drill_fail(d, "refused", "BadListener", "cannot reach the listener of service %s", d->scfg->name);
 		return;
 	}
+	if (d->scfg->cluster && !cluster_options(d))
+		return;
 	if (d->scfg->protocol == PROTOCOL_POSTGRES && d->scfg->source == NULL && d->o.runs > 1) {
 		/* pg_promote leaves the old primary on its own timeline, and the other standbys still
 		 * following it; only pg_rewind (or a new base backup) on the old primary's own host makes
@@ -861,6 +1028,8 @@ void drill_free(struct drill *d)
 		free((char *)d->recs[i].message);
 	free(d->recs);
 	free(d->members);
+	free(d->tags);
+	json_decref(d->shards);
 	net_tls_free(d->listen_tls);
 	free(d->write_tmpl);
 	secret_value_free(d->probe_password);

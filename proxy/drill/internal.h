@@ -44,6 +44,8 @@ struct drill_client {
 	struct event *tick;
 	long seq;
 	int64_t started_us;       /* of the request in flight */
+	int shard;                /* cluster = on: the shard whose keys it writes, else -1 */
+	int req_shard;            /* ... the shard serving the key of the request in flight */
 	bool running;
 	char *stmt;               /* buffer for the expanded write */
 	size_t stmt_len;
@@ -58,6 +60,7 @@ struct drill_member {
 	enum role role;
 	bool healthy;
 	int64_t epoch;
+	int shard;                /* cluster = on: its shard, -1 when in none (or not a cluster) */
 };
 
 #define DRILL_MAX_EVENTS 48
@@ -121,6 +124,12 @@ struct drill {
 	struct drill_member *members;
 	int nmembers;
 	int old_idx, target_idx;      /* into members (static); -1 when not a member */
+	/* cluster = on: the shard drilled (--shard, as /status numbers them; -1 when not a cluster), the
+	 * shards, and per shard the hash tag that sends a load request's key there (-1: none found) */
+	int shard;
+	int nshards;
+	int *tags;
+	json_t *shards;               /* per shard: what the service saw, for the report (report.h) */
 	char old_writer[280];
 	char new_writer[280];
 	bool answered;                /* the API answered / the target was promoted */

@@ -12,6 +12,11 @@
  *   MariaDB   read_only=1 on the old writer, MASTER_GTID_WAIT(its gtid_binlog_pos) on the target,
  *             STOP SLAVE; RESET SLAVE ALL; read_only=0 there, then the old writer (and the others)
  *             replicate from the target with GTID.
+ *   Redis Cluster (cluster = on: one shard, --shard)  CLUSTER FAILOVER on a replica of the shard,
+ *             as the cluster's own switchover: the primary pauses its writes until the replica has
+ *             caught up, the replica takes the shard's slots over and the old primary follows it.
+ *             Redis answers +OK at once and does the rest between the nodes: the target's INFO
+ *             replication is asked until it says role:master.
  *
  * Each step says what a failure means: nothing has changed yet (the drill ends, refused as
  * failed), something must be undone first (the undo list runs: CLIENT UNPAUSE, read_only=0 on the
@@ -32,6 +37,10 @@
 #define PROMOTE_RD_CATCHUP_MS 8000
 #define PROMOTE_RD_POLL_MS 2
 #define PROMOTE_SLOW_STEP_MS 40000
+/* Redis gives a manual failover up 5 s after CLUSTER FAILOVER (CLUSTER_MF_TIMEOUT): a replica that
+ * is not the primary a little later will not become it. */
+#define PROMOTE_CL_FAILOVER_MS 6000
+#define PROMOTE_CL_POLL_MS 10
 
 enum promote_op {
 	OP_PLAIN,        /* must succeed */
@@ -40,6 +49,7 @@ enum promote_op {
 	OP_RD_CATCHUP,   /* poll the target until it has that much */
 	OP_MY_POS,       /* read the old writer's gtid_binlog_pos */
 	OP_MY_WAIT,      /* MASTER_GTID_WAIT(that position): built when it runs */
+	OP_CL_PROMOTED,  /* poll the target until it is a cluster primary */
 };
 
 enum promote_on_fail {
@@ -111,6 +121,12 @@ static bool add_step(struct promote_step **arr, int *n, int member, const char *
 	return (cmd == NULL || s->cmd != NULL) && s->shown != NULL;
 }
 
+/* The members the failover concerns: all, or (cluster = on) those of the drilled shard. */
+static bool in_scope(const struct drill *d, int i)
+{
+	return d->shard < 0 || d->members[i].shard == d->shard;
+}
+
 static int find_member(const struct drill *d, const char *target)
 {
 	struct hostport hp;
@@ -138,8 +154,9 @@ static void member_list(const struct drill *d, char *buf, size_t len)
 
 	buf[0] = '\0';
 	for (int i = 0; i < d->nmembers && off + 1 < len; i++)
-		off += (size_t)snprintf(buf + off, len - off, "%s%s %s", i ? ", " : "", d->members[i].str,
-					role_name(d->members[i].role));
+		if (in_scope(d, i))
+			off += (size_t)snprintf(buf + off, len - off, "%s%s %s", off ? ", " : "", d->members[i].str,
+						role_name(d->members[i].role));
 }
 
 static bool plan_pg(struct drill_promote *p)
@@ -171,6 +188,19 @@ static bool plan_redis(struct drill_promote *p)
 	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "CLIENT UNPAUSE", NULL, OP_PLAIN, FAIL_CONTINUE, false);
 	/* Undo before the target is promoted: lift the pause, and that is all that changed. */
 	ok = ok && add_step(&p->undo, &p->nundo, d->old_idx, "CLIENT UNPAUSE", NULL, OP_PLAIN, FAIL_CONTINUE, false);
+	return ok;
+}
+
+static bool plan_cluster(struct drill_promote *p)
+{
+	struct drill *d = p->d;
+	bool ok = true;
+
+	/* Refused (sent to a primary, the replica's link down): nothing happened. Not done in time:
+	 * Redis gave it up, nothing happened either. */
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "CLUSTER FAILOVER", NULL, OP_PLAIN, FAIL_CLEAN, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "INFO replication",
+			    "INFO replication  (until role:master)", OP_CL_PROMOTED, FAIL_CLEAN, true);
 	return ok;
 }
 
@@ -241,27 +271,33 @@ bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
 	struct drill_promote *p;
 	json_t *calls = json_object_get(d->failover, "calls");
 	const char *method;
-	char list[1200];
+	char list[1200], what[300];
 	int writers = 0;
 	bool ok;
 
 	member_list(d, list, sizeof(list));
+	if (d->shard >= 0)
+		snprintf(what, sizeof(what), "shard %d of service %s", d->shard, d->scfg->name);
+	else
+		snprintf(what, sizeof(what), "service %s", d->scfg->name);
 	for (int i = 0; i < d->nmembers; i++) {
+		if (!in_scope(d, i))
+			continue;
 		if (d->members[i].role == ROLE_WRITER && d->members[i].healthy)
 			writers++;
 		if (strcmp(d->members[i].str, d->old_writer) == 0)
 			d->old_idx = i;
 	}
 	if (writers != 1 || d->old_idx < 0) {
-		snprintf(err, errlen, "exactly one writer must be known to fail over service %s (members: %s)",
-			 d->scfg->name, list);
+		snprintf(err, errlen, "exactly one writer must be known to fail over %s (members: %s)", what, list);
 		return false;
 	}
 	if (d->o.target != NULL) {
 		d->target_idx = find_member(d, d->o.target);
-		if (d->target_idx < 0) {
-			snprintf(err, errlen, "--target %s is not a member of service %s (members: %s)", d->o.target,
-				 d->scfg->name, list);
+		if (d->target_idx < 0 || !in_scope(d, d->target_idx)) {
+			snprintf(err, errlen, "--target %s is not a member of %s (members: %s)", d->o.target, what,
+				 list);
+			d->target_idx = -1;
 			return false;
 		}
 		if (d->target_idx == d->old_idx) {
@@ -275,11 +311,10 @@ bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
 		}
 	} else {
 		for (int i = 0; i < d->nmembers && d->target_idx < 0; i++)
-			if (d->members[i].role == ROLE_READER && d->members[i].healthy)
+			if (in_scope(d, i) && d->members[i].role == ROLE_READER && d->members[i].healthy)
 				d->target_idx = i;
 		if (d->target_idx < 0) {
-			snprintf(err, errlen, "service %s has no healthy reader to promote (members: %s)", d->scfg->name,
-				 list);
+			snprintf(err, errlen, "%s has no healthy reader to promote (members: %s)", what, list);
 			return false;
 		}
 	}
@@ -305,8 +340,8 @@ bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
 		ok = plan_pg(p);
 		break;
 	case PROTOCOL_REDIS:
-		method = "redis coordinated handover";
-		ok = plan_redis(p);
+		method = d->shard >= 0 ? "redis cluster failover" : "redis coordinated handover";
+		ok = d->shard >= 0 ? plan_cluster(p) : plan_redis(p);
 		break;
 	case PROTOCOL_MYSQL:
 	default:
@@ -319,6 +354,8 @@ bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
 		return false;
 	}
 	json_object_set_new(d->failover, "method", json_string(method));
+	if (d->shard >= 0)
+		json_object_set_new(d->failover, "shard", json_integer(d->shard));
 	json_object_set_new(d->failover, "from", json_string(d->members[d->old_idx].str));
 	json_object_set_new(d->failover, "to", json_string(d->members[d->target_idx].str));
 	for (int i = 0; i < p->nsteps; i++) {
@@ -339,15 +376,32 @@ bool drill_promote_plan(struct drill *d, char *err, size_t errlen)
 
 static void promote_run(struct drill_promote *p);
 
-static long long info_field(const char *info, const char *field)
+/* Where the value of `field` starts in an INFO reply, NULL when it has none. */
+static const char *info_value(const char *info, const char *field)
 {
 	size_t n = strlen(field);
 
 	for (const char *s = info; s != NULL && *s != '\0'; s = strchr(s, '\n'), s = s != NULL ? s + 1 : NULL) {
 		if (strncmp(s, field, n) == 0 && s[n] == ':')
-			return strtoll(s + n + 1, NULL, 10);
+			return s + n + 1;
 	}
-	return -1;
+	return NULL;
+}
+
+static long long info_field(const char *info, const char *field)
+{
+	const char *v = info_value(info, field);
+
+	return v != NULL ? strtoll(v, NULL, 10) : -1;
+}
+
+/* The value is `word`, up to the end of its line (strchr finds the terminating NUL too). */
+static bool info_is(const char *info, const char *field, const char *word)
+{
+	const char *v = info_value(info, field);
+	size_t n = strlen(word);
+
+	return v != NULL && strncmp(v, word, n) == 0 && strchr("\r\n", v[n]) != NULL;
 }
 
 static void promote_stop(struct drill_promote *p)
@@ -362,6 +416,14 @@ static void promote_retry_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	promote_run(arg);
+}
+
+/* The step's answer is not the one awaited yet: it runs again in poll_ms. */
+static void promote_poll(struct drill_promote *p, int poll_ms)
+{
+	struct timeval tv = {0, poll_ms * 1000};
+
+	evtimer_add(p->retry, &tv);
 }
 
 static void promote_result(void *arg, const struct drill_result *r)
@@ -392,13 +454,27 @@ static void promote_result(void *arg, const struct drill_result *r)
 		} else if (v < p->offset) {
 			/* Not there yet: ask again shortly while the pause lasts. */
 			if (drill_now(d) < p->catchup_deadline_us) {
-				struct timeval tv = {0, PROMOTE_RD_POLL_MS * 1000};
-				evtimer_add(p->retry, &tv);
+				promote_poll(p, PROMOTE_RD_POLL_MS);
 				return;
 			}
 			ok = false;
 			snprintf(result, sizeof(result), "slave_repl_offset %lld did not reach %lld within %d ms", v, p->offset,
 				 PROMOTE_RD_CATCHUP_MS);
+		}
+	}
+	if (s->op == OP_CL_PROMOTED) {
+		/* Asked again, also after an error (the target is busy taking over), until Redis's own
+		 * deadline has passed. */
+		if (ok && info_is(r->value, "role", "master")) {
+			snprintf(result, sizeof(result), "role:master");
+		} else if (drill_now(d) < d->requested_us + PROMOTE_CL_FAILOVER_MS * 1000) {
+			promote_poll(p, PROMOTE_CL_POLL_MS);
+			return;
+		} else if (ok) {
+			ok = false;
+			snprintf(result, sizeof(result),
+				 "still a replica %d ms after CLUSTER FAILOVER: the cluster gave the manual failover up",
+				 PROMOTE_CL_FAILOVER_MS);
 		}
 	}
 	if (ok && s->op == OP_PG_PROMOTE && (r->value == NULL || strcmp(r->value, "t") != 0)) {

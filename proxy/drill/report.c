@@ -88,8 +88,9 @@ static int cmp_i64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int64_t drill_client_gap(const struct drill_record *r, size_t n, int client, int64_t from_us, int64_t until_us,
-			 int64_t *gap_start, int64_t *gap_end, bool *recovered)
+/* drill_client_gap() and drill_shard_gap(): the records of one client, or of one shard. */
+static int64_t success_gap(const struct drill_record *r, size_t n, bool by_shard, int which, int64_t from_us,
+			   int64_t until_us, int64_t *gap_start, int64_t *gap_end, bool *recovered)
 {
 	int64_t *ends = malloc((n > 0 ? n : 1) * sizeof(*ends));
 	size_t k = 0;
@@ -101,7 +102,7 @@ int64_t drill_client_gap(const struct drill_record *r, size_t n, int client, int
 	if (ends == NULL)
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (r[i].client == client && r[i].kind == DRILL_OK)
+		if ((by_shard ? r[i].shard : r[i].client) == which && r[i].kind == DRILL_OK)
 			ends[k++] = r[i].end_us;
 	qsort(ends, k, sizeof(*ends), cmp_i64);
 	for (size_t i = 0; i < k; i++) {
@@ -126,6 +127,18 @@ int64_t drill_client_gap(const struct drill_record *r, size_t n, int client, int
 	}
 	free(ends);
 	return best;
+}
+
+int64_t drill_client_gap(const struct drill_record *r, size_t n, int client, int64_t from_us, int64_t until_us,
+			 int64_t *gap_start, int64_t *gap_end, bool *recovered)
+{
+	return success_gap(r, n, false, client, from_us, until_us, gap_start, gap_end, recovered);
+}
+
+int64_t drill_shard_gap(const struct drill_record *r, size_t n, int shard, int64_t from_us, int64_t until_us,
+			int64_t *gap_start, int64_t *gap_end, bool *recovered)
+{
+	return success_gap(r, n, true, shard, from_us, until_us, gap_start, gap_end, recovered);
 }
 
 int64_t drill_percentile(const int64_t *v, size_t n, double p)
@@ -283,13 +296,51 @@ static json_t *timeline_json(const struct drill_run_info *in, const struct drill
 	return arr;
 }
 
+static size_t bucket_of(const struct drill_record *r, size_t nb)
+{
+	size_t b = r->end_us < 0 ? 0 : (size_t)(r->end_us / (DRILL_BUCKET_MS * 1000));
+
+	return b < nb ? b : nb - 1;
+}
+
+/* Successes and errors in each bucket, per client or (cluster = on) per shard: the picture's strips. */
+static json_t *buckets_per(const struct drill_run_info *in, size_t nb, size_t nkeys, bool by_shard)
+{
+	json_t *per = json_array();
+	long *c_ok = calloc(nb * (nkeys > 0 ? nkeys : 1), sizeof(long));
+	long *c_err = calloc(nb * (nkeys > 0 ? nkeys : 1), sizeof(long));
+
+	if (c_ok != NULL && c_err != NULL) {
+		for (size_t i = 0; i < in->nrecords; i++) {
+			const struct drill_record *r = &in->records[i];
+			int key = by_shard ? r->shard : r->client;
+			if (key < 0 || (size_t)key >= nkeys)
+				continue;
+			if (r->kind != DRILL_OK)
+				c_err[(size_t)key * nb + bucket_of(r, nb)]++;
+			else
+				c_ok[(size_t)key * nb + bucket_of(r, nb)]++;
+		}
+		for (size_t c = 0; c < nkeys; c++) {
+			json_t *a = json_array(), *e = json_array();
+			for (size_t b = 0; b < nb; b++) {
+				json_array_append_new(a, json_integer(c_ok[c * nb + b]));
+				json_array_append_new(e, json_integer(c_err[c * nb + b]));
+			}
+			json_array_append_new(per, json_pack("{s:o, s:o}", "ok", a, "errors", e));
+		}
+	}
+	free(c_ok);
+	free(c_err);
+	return per;
+}
+
 static json_t *buckets_json(const struct drill_run_info *in)
 {
 	int64_t span_us = in->duration_us;
-	size_t nb, nc = in->nclients > 0 ? (size_t)in->nclients : 0;
-	json_t *o = json_object(), *ok = json_array(), *err = json_array(), *slow = json_array(),
-	       *per = json_array();
-	long *c_ok, *c_err, *c_slow, *pc_ok, *pc_err;
+	size_t nb;
+	json_t *o = json_object(), *ok = json_array(), *err = json_array(), *slow = json_array();
+	long *c_ok, *c_err, *c_slow;
 
 	for (size_t i = 0; i < in->nrecords; i++)
 		if (in->records[i].end_us > span_us)
@@ -298,53 +349,68 @@ static json_t *buckets_json(const struct drill_run_info *in)
 	c_ok = calloc(nb, sizeof(long));
 	c_err = calloc(nb, sizeof(long));
 	c_slow = calloc(nb, sizeof(long));
-	pc_ok = calloc(nb * (nc > 0 ? nc : 1), sizeof(long));
-	pc_err = calloc(nb * (nc > 0 ? nc : 1), sizeof(long));
-	if (c_ok != NULL && c_err != NULL && c_slow != NULL && pc_ok != NULL && pc_err != NULL) {
+	if (c_ok != NULL && c_err != NULL && c_slow != NULL) {
 		for (size_t i = 0; i < in->nrecords; i++) {
 			const struct drill_record *r = &in->records[i];
-			size_t b = r->end_us < 0 ? 0 : (size_t)(r->end_us / (DRILL_BUCKET_MS * 1000));
-			bool client_ok = r->client >= 0 && (size_t)r->client < nc;
-			if (b >= nb)
-				b = nb - 1;
-			if (r->kind != DRILL_OK) {
+			size_t b = bucket_of(r, nb);
+			if (r->kind != DRILL_OK)
 				c_err[b]++;
-				if (client_ok)
-					pc_err[(size_t)r->client * nb + b]++;
-			} else {
-				if (r->end_us - r->start_us > in->slow_us)
-					c_slow[b]++;
-				else
-					c_ok[b]++;
-				if (client_ok)
-					pc_ok[(size_t)r->client * nb + b]++;
-			}
+			else if (r->end_us - r->start_us > in->slow_us)
+				c_slow[b]++;
+			else
+				c_ok[b]++;
 		}
 		for (size_t b = 0; b < nb; b++) {
 			json_array_append_new(ok, json_integer(c_ok[b]));
 			json_array_append_new(err, json_integer(c_err[b]));
 			json_array_append_new(slow, json_integer(c_slow[b]));
 		}
-		for (size_t c = 0; c < nc; c++) {
-			json_t *a = json_array(), *e = json_array();
-			for (size_t b = 0; b < nb; b++) {
-				json_array_append_new(a, json_integer(pc_ok[c * nb + b]));
-				json_array_append_new(e, json_integer(pc_err[c * nb + b]));
-			}
-			json_array_append_new(per, json_pack("{s:o, s:o}", "ok", a, "errors", e));
-		}
 	}
 	free(c_ok);
 	free(c_err);
 	free(c_slow);
-	free(pc_ok);
-	free(pc_err);
 	json_object_set_new(o, "width_ms", json_integer(DRILL_BUCKET_MS));
 	json_object_set_new(o, "ok", ok);
 	json_object_set_new(o, "slow", slow);
 	json_object_set_new(o, "errors", err);
-	json_object_set_new(o, "per_client", per);
+	json_object_set_new(o, "per_client", buckets_per(in, nb, in->nclients > 0 ? (size_t)in->nclients : 0, false));
+	if (in->shards != NULL)
+		json_object_set_new(o, "per_shard", buckets_per(in, nb, json_array_size(in->shards), true));
 	return o;
+}
+
+/* cluster = on: what the service saw of each shard, with its requests, errors and longest gap
+ * without a success (the outage of its keys) since the failover was requested. */
+static json_t *shards_json(const struct drill_run_info *in, int64_t until)
+{
+	json_t *arr = json_array(), *sh;
+	size_t k;
+
+	json_array_foreach(in->shards, k, sh) {
+		json_t *o = json_deep_copy(sh);
+		long n = 0, ok = 0;
+		int64_t gs = -1, ge = -1, gap = 0;
+		bool rec = true;
+		for (size_t i = 0; i < in->nrecords; i++) {
+			if (in->records[i].shard != (int)k)
+				continue;
+			n++;
+			ok += in->records[i].kind == DRILL_OK;
+		}
+		if (in->requested_us >= 0 && n > 0)
+			gap = drill_shard_gap(in->records, in->nrecords, (int)k, in->requested_us, until, &gs, &ge,
+					      &rec);
+		json_object_set_new(o, "requests", json_integer(n));
+		json_object_set_new(o, "ok", json_integer(ok));
+		json_object_set_new(o, "errors", json_integer(n - ok));
+		/* A shard no request went to has no outage to tell. */
+		json_object_set_new(o, "outage_ms", n > 0 ? json_integer(us_to_ms(gap)) : json_null());
+		json_object_set_new(o, "gap_start_ms", ms_or_null(gs));
+		json_object_set_new(o, "gap_end_ms", ms_or_null(ge));
+		json_object_set_new(o, "recovered", json_boolean(rec));
+		json_array_append_new(arr, o);
+	}
+	return arr;
 }
 
 json_t *drill_report_build(const struct drill_run_info *in)
@@ -387,12 +453,15 @@ json_t *drill_report_build(const struct drill_run_info *in)
 		long n = 0, ok = 0, err = 0, connects = 0;
 		int64_t gs, ge, gap;
 		bool rec;
+		int shard = -1;
+		json_t *row;
 		const char *mode = in->client_modes != NULL ? in->client_modes[c] : "long";
 		for (size_t i = 0; i < in->nrecords; i++) {
 			const struct drill_record *r = &in->records[i];
 			if (r->client != c)
 				continue;
 			n++;
+			shard = r->shard;
 			if (r->kind == DRILL_OK)
 				ok++;
 			else
@@ -414,12 +483,15 @@ json_t *drill_report_build(const struct drill_run_info *in)
 			worst = gap;
 			worst_client = c;
 		}
-		json_array_append_new(clients, json_pack("{s:i, s:s, s:i, s:i, s:i, s:i, s:I, s:o, s:o, s:b}", "client",
-							 c, "mode", mode, "requests", (int)n, "ok", (int)ok, "errors",
-							 (int)err, "reconnects",
-							 (int)(strcmp(mode, "long") == 0 && connects > 1 ? connects - 1 : 0),
-							 "outage_ms", (json_int_t)us_to_ms(gap), "gap_start_ms",
-							 ms_or_null(gs), "gap_end_ms", ms_or_null(ge), "recovered", rec));
+		row = json_pack("{s:i, s:s, s:i, s:i, s:i, s:i, s:I, s:o, s:o, s:b}", "client", c, "mode", mode, "requests",
+				(int)n, "ok", (int)ok, "errors", (int)err, "reconnects",
+				(int)(strcmp(mode, "long") == 0 && connects > 1 ? connects - 1 : 0), "outage_ms",
+				(json_int_t)us_to_ms(gap), "gap_start_ms", ms_or_null(gs), "gap_end_ms", ms_or_null(ge),
+				"recovered", rec);
+		/* cluster = on: a client writes the keys of one shard (that of its last request). */
+		if (in->shards != NULL)
+			json_object_set_new(row, "shard", shard >= 0 ? json_integer(shard) : json_null());
+		json_array_append_new(clients, row);
 	}
 	for (int k = 1; k < DRILL_NKINDS; k++)
 		json_object_set_new(by_kind, drill_kind_name((enum drill_kind)k), json_integer(kinds[k]));
@@ -489,6 +561,8 @@ json_t *drill_report_build(const struct drill_run_info *in)
 	json_object_set_new(o, "service_events",
 			    in->service_events != NULL ? json_incref(in->service_events) : json_array());
 	json_object_set_new(o, "buckets", buckets_json(in));
+	if (in->shards != NULL)
+		json_object_set_new(o, "shards", shards_json(in, until));
 	return o;
 }
 
@@ -633,6 +707,8 @@ static void text_run(const json_t *run, size_t idx, size_t n, FILE *out)
 		fprintf(out, "  error      %s: %s\n", jstr(err, "code", "?"), jstr(err, "message", ""));
 	if (json_is_object(fo)) {
 		fprintf(out, "  failover   %s (%s)", jstr(fo, "method", "not chosen"), jstr(run, "kind", "?"));
+		if (json_is_integer(json_object_get(fo, "shard")))
+			fprintf(out, " of shard %lld", (long long)jint(fo, "shard"));
 		if (json_string_value(json_object_get(fo, "from")) != NULL)
 			fprintf(out, " from %s", jstr(fo, "from", "?"));
 		if (json_string_value(json_object_get(fo, "to")) != NULL)
@@ -653,9 +729,15 @@ static void text_run(const json_t *run, size_t idx, size_t n, FILE *out)
 		json_array_foreach(json_object_get(fo, "notes"), i, e)
 			fprintf(out, "  note       %s\n", json_string_value(e));
 	}
-	if (json_is_object(opt))
-		fprintf(out, "  load       %d clients (%s) at %g/s each, write: %s\n", (int)jint(opt, "clients"),
-			jstr(opt, "mode", "?"), json_number_value(json_object_get(opt, "rate")), jstr(opt, "write", "?"));
+	if (json_is_object(opt)) {
+		size_t nshards = json_array_size(json_object_get(run, "shards"));
+		char per[48] = "";
+		if (nshards > 0)
+			snprintf(per, sizeof(per), " for each of %zu shards", nshards);
+		fprintf(out, "  load       %d clients (%s)%s at %g/s each, write: %s\n", (int)jint(opt, "clients"),
+			jstr(opt, "mode", "?"), per, json_number_value(json_object_get(opt, "rate")),
+			jstr(opt, "write", "?"));
+	}
 	if (json_array_size(tl) > 0) {
 		fprintf(out, "  timeline   (ms from the drill's start, UTC)\n");
 		json_array_foreach(tl, i, e) {
@@ -690,11 +772,31 @@ static void text_run(const json_t *run, size_t idx, size_t n, FILE *out)
 		fprintf(out, "  latency    p50 %.1f ms, p95 %.1f ms, max %.1f ms\n",
 			json_number_value(json_object_get(v, "p50")), json_number_value(json_object_get(v, "p95")),
 			json_number_value(json_object_get(v, "max")));
-		json_array_foreach(json_object_get(outage, "per_client"), i, e)
-			fprintf(out, "    client %lld (%s): %lld requests, %lld errors, %lld reconnects, longest gap %lld ms\n",
-				(long long)jint(e, "client"), jstr(e, "mode", "?"), (long long)jint(e, "requests"),
+		json_array_foreach(json_object_get(outage, "per_client"), i, e) {
+			char shard[32] = "";
+			if (json_is_integer(json_object_get(e, "shard")))
+				snprintf(shard, sizeof(shard), ", shard %lld", (long long)jint(e, "shard"));
+			fprintf(out, "    client %lld (%s%s): %lld requests, %lld errors, %lld reconnects, longest gap %lld ms\n",
+				(long long)jint(e, "client"), jstr(e, "mode", "?"), shard, (long long)jint(e, "requests"),
 				(long long)jint(e, "errors"), (long long)jint(e, "reconnects"),
 				(long long)jint(e, "outage_ms"));
+		}
+		if (json_array_size(json_object_get(run, "shards")) > 0)
+			fprintf(out, "  shards     (each request counted for the shard serving its key's slot)\n");
+		json_array_foreach(json_object_get(run, "shards"), i, e) {
+			const char *before = jstr(e, "primary_before", "?"), *after = jstr(e, "primary_after", "?");
+			char gap[48] = "no requests";
+			if (!json_is_null(json_object_get(e, "outage_ms")))
+				snprintf(gap, sizeof(gap), "longest gap %lld ms", (long long)jint(e, "outage_ms"));
+			fprintf(out, "    shard %lld%s: %lld requests, %lld errors, %s; primary %s",
+				(long long)jint(e, "shard"), json_is_true(json_object_get(e, "drilled")) ? " (failed over)" : "",
+				(long long)jint(e, "requests"), (long long)jint(e, "errors"), gap, before);
+			if (strcmp(before, after) != 0)
+				fprintf(out, " -> %s", after);
+			if (jint(e, "failovers") > 0)
+				fprintf(out, ", %lld failover(s)", (long long)jint(e, "failovers"));
+			fputc('\n', out);
+		}
 		json_array_foreach(json_object_get(errs, "samples"), i, e) {
 			if (i >= 3)
 				break;

@@ -31,6 +31,8 @@ struct drill_record {
 	enum drill_kind kind;
 	bool connected;          /* this request opened a new connection */
 	const char *message;     /* errors: what the client library said (may be NULL) */
+	int shard;               /* cluster = on: the shard serving its key's slot when it was sent (-1:
+	                            none); unused otherwise */
 };
 
 /* The client-visible outage of one run. Times in microseconds from the drill's start, -1 when
@@ -61,6 +63,9 @@ void drill_outage_compute(const struct drill_record *r, size_t n, int64_t from_u
  * (-1 when none). */
 int64_t drill_client_gap(const struct drill_record *r, size_t n, int client, int64_t from_us, int64_t until_us,
 			 int64_t *gap_start, int64_t *gap_end, bool *recovered);
+/* The same for the requests of one shard (cluster = on): how long no key of it was written. */
+int64_t drill_shard_gap(const struct drill_record *r, size_t n, int shard, int64_t from_us, int64_t until_us,
+			int64_t *gap_start, int64_t *gap_end, bool *recovered);
 
 /* Nearest-rank percentile (p in 0..100) of n values (not modified); -1 when n is 0. */
 int64_t drill_percentile(const int64_t *v, size_t n, double p);
@@ -104,6 +109,10 @@ struct drill_run_info {
 	size_t nevents;
 	json_t *service_events;        /* borrowed: the raw service events */
 	const struct service_counters *before, *after;  /* NULL when not read */
+	json_t *shards;                /* borrowed: cluster = on, what the service saw of each shard, in
+	                                  the order of the records' shard numbers ({"shard", "drilled",
+	                                  "slots", "primary_before", "primary_after", "failovers"}); the
+	                                  report adds each one's requests and outage. NULL otherwise. */
 };
 
 /* The report of one run (schema in REPORT.md). New reference. */

@@ -86,12 +86,20 @@ static const char *event_color(const char *name)
 	return "#6b4c9a";
 }
 
+/* One strip per client, then (cluster = on) one per shard. */
+static int strip_count(const json_t *run)
+{
+	const json_t *b = json_object_get(run, "buckets");
+
+	return (int)(json_array_size(json_object_get(b, "per_client")) +
+		     json_array_size(json_object_get(b, "per_shard")));
+}
+
 static int panel_height(const json_t *run)
 {
-	int nclients = (int)json_array_size(json_object_get(json_object_get(run, "buckets"), "per_client"));
 	int nevents = (int)json_array_size(json_object_get(run, "timeline"));
 
-	return 56 + SVG_CHART_H + 14 + nclients * SVG_ROW_H + 34 + 22 + nevents * SVG_LEGEND_ROW + 24;
+	return 56 + SVG_CHART_H + 14 + strip_count(run) * SVG_ROW_H + 34 + 22 + nevents * SVG_LEGEND_ROW + 24;
 }
 
 static double xpos(double ms, double span_ms)
@@ -103,6 +111,26 @@ static double xpos(double ms, double span_ms)
 	return SVG_LEFT + ms / span_ms * SVG_PLOT_W;
 }
 
+/* A strip: a green cell where its requests succeeded, red where one failed. */
+static void svg_strip(FILE *out, int y, const char *label, const json_t *cells, double bw)
+{
+	const json_t *co = json_object_get(cells, "ok"), *ce = json_object_get(cells, "errors");
+
+	fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"axis\" text-anchor=\"end\">", SVG_LEFT - 4, y + 9);
+	svg_text(out, label);
+	fprintf(out, "</text>\n");
+	fprintf(out, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"strip\"/>\n", SVG_LEFT, y,
+		SVG_PLOT_W, SVG_ROW_H - 2);
+	for (size_t k = 0; k < json_array_size(co); k++) {
+		long o = (long)json_integer_value(json_array_get(co, k));
+		long r = (long)json_integer_value(json_array_get(ce, k));
+		if (o == 0 && r == 0)
+			continue;
+		fprintf(out, "<rect x=\"%.1f\" y=\"%d\" width=\"%.2f\" height=\"%d\" class=\"%s\"/>\n",
+			SVG_LEFT + (double)k * bw, y, bw > 1.5 ? bw - 0.5 : bw, SVG_ROW_H - 2, r > 0 ? "err" : "ok");
+	}
+}
+
 static void svg_panel(const json_t *run, size_t idx, size_t nruns, int y0, FILE *out)
 {
 	const json_t *b = json_object_get(run, "buckets"), *ok = json_object_get(b, "ok"),
@@ -110,11 +138,12 @@ static void svg_panel(const json_t *run, size_t idx, size_t nruns, int y0, FILE 
 		     *per = json_object_get(b, "per_client"), *tl = json_object_get(run, "timeline"),
 		     *outage = json_object_get(run, "outage"), *e;
 	size_t nb = json_array_size(ok), i, nclients = json_array_size(per);
+	const json_t *per_shard = json_object_get(b, "per_shard");
 	double width_ms = (double)json_integer_value(json_object_get(b, "width_ms"));
 	double span = (double)nb * (width_ms > 0 ? width_ms : 100);
 	double bw, mid = y0 + 56 + SVG_CHART_H / 2.0, half = SVG_CHART_H / 2.0 - 4;
 	long maxc = 1, step;
-	int strips = y0 + 56 + SVG_CHART_H + 14, axis = strips + (int)nclients * SVG_ROW_H + 4;
+	int strips = y0 + 56 + SVG_CHART_H + 14, axis = strips + strip_count(run) * SVG_ROW_H + 4;
 	int legend = axis + 34;
 	double num_x[SVG_MAX_NUMS];
 	int num_row[SVG_MAX_NUMS];
@@ -201,23 +230,19 @@ static void svg_panel(const json_t *run, size_t idx, size_t nruns, int y0, FILE 
 				mid, w, hr < 4 ? 4 : hr);
 	}
 
-	/* Per-client strips: a green cell where the client succeeded, red where it failed. */
+	/* Strips per client, then per shard (the drilled one marked). */
 	json_array_foreach(per, i, e) {
-		const json_t *co = json_object_get(e, "ok"), *ce = json_object_get(e, "errors");
 		const json_t *pc = json_array_get(json_object_get(outage, "per_client"), i);
-		int y = strips + (int)i * SVG_ROW_H;
-		fprintf(out, "<text x=\"%d\" y=\"%d\" class=\"axis\" text-anchor=\"end\">c%zu %s</text>\n", SVG_LEFT - 4,
-			y + 9, i, strcmp(jstr(pc, "mode", "long"), "long") == 0 ? "long" : "per-req");
-		fprintf(out, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"strip\"/>\n", SVG_LEFT, y,
-			SVG_PLOT_W, SVG_ROW_H - 2);
-		for (size_t k = 0; k < json_array_size(co); k++) {
-			long o = (long)json_integer_value(json_array_get(co, k));
-			long r = (long)json_integer_value(json_array_get(ce, k));
-			if (o == 0 && r == 0)
-				continue;
-			fprintf(out, "<rect x=\"%.1f\" y=\"%d\" width=\"%.2f\" height=\"%d\" class=\"%s\"/>\n",
-				SVG_LEFT + (double)k * bw, y, bw > 1.5 ? bw - 0.5 : bw, SVG_ROW_H - 2, r > 0 ? "err" : "ok");
-		}
+		char label[32];
+		snprintf(label, sizeof(label), "c%zu %s", i,
+			 strcmp(jstr(pc, "mode", "long"), "long") == 0 ? "long" : "per-req");
+		svg_strip(out, strips + (int)i * SVG_ROW_H, label, e, bw);
+	}
+	json_array_foreach(per_shard, i, e) {
+		const json_t *sh = json_array_get(json_object_get(run, "shards"), i);
+		char label[32];
+		snprintf(label, sizeof(label), "shard %zu%s", i, json_is_true(json_object_get(sh, "drilled")) ? " *" : "");
+		svg_strip(out, strips + (int)(nclients + i) * SVG_ROW_H, label, e, bw);
 	}
 
 	/* Time axis. */
