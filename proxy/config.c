@@ -52,6 +52,7 @@ static const char *const tls_mode_names[] = {
 	NULL};
 static const char *const listen_tls_names[] = {
 	[LISTEN_TLS_OFF] = "off", [LISTEN_TLS_ON] = "on", [LISTEN_TLS_REQUIRE] = "require", NULL};
+static const char *const cluster_names[] = {[CLUSTER_OFF] = "off", [CLUSTER_ON] = "on", [CLUSTER_AUTO] = "auto", NULL};
 static const char *const auth_names[] = {[AUTH_PASSTHROUGH] = "passthrough", [AUTH_REPOINT] = "repoint", NULL};
 static const char *const client_auth_names[] = {[CLIENT_AUTH_SCRAM] = "scram-sha-256", [CLIENT_AUTH_MD5] = "md5",
 						[CLIENT_AUTH_TRUST] = "trust",
@@ -350,7 +351,7 @@ static const struct key_def keys[] = {
 	INT(SECTION_SERVICE, "down_after", SVC(down_after), 1, 100, "3"),
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
-	BOOL(SECTION_SERVICE, "cluster", SVC(cluster), "off"),
+	ENUM(SECTION_SERVICE, "cluster", SVC(cluster), cluster_names, "off", false),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
 	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_member_secret),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),
@@ -1307,9 +1308,14 @@ static void check_service(struct parser *p, size_t idx)
 		if (cl->valid && svc->cluster && protocol->valid && svc->protocol != PROTOCOL_REDIS)
 			add_error(p, cl->line, "cluster: Redis Cluster is for redis services, but this service is %s",
 				  protocol_name(svc->protocol));
-		else if (cl->valid && svc->cluster && svc->source != NULL)
-			add_error(p, cl->line, "cluster: the seeds are given as members (a cluster from a source is "
-					       "not followed yet: use shard = to pin one node group)");
+		else if (cl->valid && svc->cluster && svc->source != NULL && kind != SOURCE_ELASTICACHE &&
+			 kind != SOURCE_MEMORYDB)
+			add_error(p, cl->line, "cluster: a cluster's nodes come from static members or from an elasticache: "
+					       "(cluster mode) or memorydb: source, not from %s", svc->source);
+		else if (cl->valid && svc->cluster && svc->shard != NULL)
+			add_error(p, shard->valid ? shard->line : cl->line,
+				  "shard: pins one node group, but cluster = on serves every shard behind one listener: "
+				  "choose one");
 		else if (cl->valid && svc->cluster && !svc->multiplex)
 			add_error(p, multiplex->line ? multiplex->line : cl->line,
 				  "cluster: commands travel on each shard primary's shared connections: it needs multiplex = on");

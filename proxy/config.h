@@ -27,6 +27,8 @@ const char *protocol_name(enum protocol p);
 const char *route_name(enum route r);
 const char *drain_mode_name(enum drain_mode d);
 
+enum cluster_mode { CLUSTER_OFF, CLUSTER_ON, CLUSTER_AUTO };
+
 struct service_config {
 	char *name;           /* from "[service NAME]" */
 	int line;             /* line of the section header, for messages about the whole section */
@@ -43,8 +45,9 @@ struct service_config {
 	                                    the control plane's word alone routes */
 	bool multiplex;                  /* redis: stateless commands of all clients share one
 	                                    connection per server (default off) */
-	bool cluster;                    /* redis: the members are seeds of a Redis Cluster; every
-	                                    shard's primary is followed, commands go by key slot */
+	enum cluster_mode cluster;       /* redis: on -- the members are seeds of a Redis Cluster;
+	                                    every shard's primary is followed, commands go by key
+	                                    slot; auto -- the first member's answer decides */
 	char *probe_user;                /* default: postgres "postgres", mysql "root", redis NULL */
 	bool probe_user_given;           /* probe_user was in the file (else an RDS-managed secret's
 	                                    username is used, when probe_password names one) */

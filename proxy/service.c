@@ -125,6 +125,10 @@ struct service {
 	int64_t map_asked_ms;
 	bool map_stale;                   /* a role changed: the next probe asks for the map */
 	char map_error[600];              /* the last map that could not be taken, "" when the last was */
+	struct hostport *seeds;           /* ... a source's nodes: seeds, as static members are */
+	int nseeds;
+	bool cluster_pending;             /* cluster = auto: no member has said yet whether it is in a
+	                                     Redis Cluster (new clients are held) */
 	unsigned next_keyless;            /* round robin of keyless commands over the shards */
 	struct member **members;
 	int nmembers;
@@ -676,12 +680,13 @@ static void cluster_ask(struct member *m)
 	probe_want(m->probe, shards, svc->keys == NULL);
 }
 
-/* A slot map `m` reported (in svc->map_buf): every node it names becomes a member (the seeds stay
- * too, and so does `m`: it is inside its own probe's callback), each in its shard. */
+/* A slot map `m` reported (in svc->map_buf): every node it names becomes a member (the seeds --
+ * static members, a source's nodes -- stay too, and so does `m`: it is inside its own probe's
+ * callback), each in its shard. */
 static void cluster_take_map(struct service *svc, struct member *m)
 {
 	const struct slots_map *map = svc->map_buf;
-	int cap = svc->cfg->nmembers + 1, n = 0;
+	int cap = svc->cfg->nmembers + svc->nseeds + 1, n = 0;
 	struct hostport *hps = NULL;
 	const char **ids = NULL;
 	int *in_shard = NULL;
@@ -720,8 +725,9 @@ static void cluster_take_map(struct service *svc, struct member *m)
 			ids[n++] = nd->id;
 		}
 	}
-	for (int i = -1; i < svc->cfg->nmembers; i++) {
-		const struct hostport *hp = i < 0 ? &m->hp : &svc->cfg->members[i];
+	for (int i = -1; i < svc->cfg->nmembers + svc->nseeds; i++) {
+		const struct hostport *hp = i < 0 ? &m->hp : i < svc->cfg->nmembers ? &svc->cfg->members[i]
+										: &svc->seeds[i - svc->cfg->nmembers];
 		char a[300], b[300];
 		bool dup = false;
 		hostport_str(hp, a, sizeof(a));
@@ -760,6 +766,36 @@ out:
 	free(owner);
 }
 
+/* From now on a Redis Cluster: the shards, the slot map's buffer, every member in no shard yet
+ * (the first map puts them in theirs). False on allocation failure (nothing changed). */
+static bool cluster_start(struct service *svc)
+{
+	struct cluster *cl = malloc(sizeof(*cl));
+	struct slots_map *buf = malloc(sizeof(*buf));
+	int *map = malloc((size_t)(svc->nmembers > 0 ? svc->nmembers : 1) * sizeof(*map));
+
+	if (cl == NULL || buf == NULL || map == NULL)
+		goto fail;
+	cluster_init(cl, svc->cfg->down_after);
+	for (int i = 0; i < svc->nmembers; i++)
+		map[i] = -1;
+	if (!cluster_remap(cl, svc->nmembers, map, now_ms(), cluster_react, svc)) {
+		cluster_free(cl);
+		goto fail;
+	}
+	free(map);
+	svc->cl = cl;
+	svc->map_buf = buf;
+	svc->cluster_pending = false;
+	svc->host.cluster = true;
+	return true;
+fail:
+	free(cl);
+	free(buf);
+	free(map);
+	return false;
+}
+
 /* The replies cluster_ask asked for. They come from a member: hostile input, read by parsers that
  * refuse what is not the shape they expect; a map that cannot be taken leaves the last one. */
 static void probe_cluster_done(void *arg, enum probe_cluster_reply kind, const struct redisReply *r)
@@ -767,6 +803,27 @@ static void probe_cluster_done(void *arg, enum probe_cluster_reply kind, const s
 	struct member *m = arg;
 	struct service *svc = m->svc;
 	char why[200];
+
+	if (svc->cluster_pending && kind == PROBE_CLUSTER_SHARDS) {
+		/* cluster = auto: a server outside a cluster refuses every CLUSTER command so. Anything
+		 * but that or an answer (LOADING, a refused login) leaves the question to the next check. */
+		enum slots_membership said = slots_membership(r);
+		if (said == SLOTS_NOT_CLUSTER) {
+			svc->cluster_pending = false;
+			log_info(svc->subject, "%s is not in a Redis Cluster (cluster = auto): served as one server", m->str);
+			kick_held(svc);
+			return;
+		}
+		if (said != SLOTS_IN_CLUSTER)
+			return;
+		if (!cluster_start(svc)) {
+			log_error(svc->subject, "out of memory following a Redis Cluster (cluster = auto): asked again");
+			return;
+		}
+		log_info(svc->subject, "%s is in a Redis Cluster (cluster = auto): every shard's primary is followed", m->str);
+	}
+	if (svc->cl == NULL)
+		return;
 
 	if (kind == PROBE_CLUSTER_COMMANDS) {
 		struct keyspec *ks;
@@ -820,6 +877,8 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (m->svc->cl != NULL)
 		cluster_ask(m);
+	else if (m->svc->cluster_pending)
+		probe_want(m->probe, true, false);  /* cluster = auto: CLUSTER SHARDS answers the question */
 	probe_run(m->probe);
 }
 
@@ -969,8 +1028,9 @@ static int service_pick(struct service *svc)
 	const struct topology *t = &svc->topo;
 	int best = -1, n = svc->nmembers;
 
-	if (svc->paused)
-		return -1;  /* held until resumed (at most hold_timeout, as always) */
+	if (svc->paused || svc->cluster_pending)
+		return -1;  /* held until resumed, or until it is known to be a cluster or not (at most
+		               hold_timeout, as always) */
 	if (svc->cfg->route == ROUTE_WRITER)
 		return topo_writer_ready(t);
 	/* Readers (or any healthy member): the one with the fewest sessions, round robin among equals. */
@@ -1070,6 +1130,11 @@ bool service_ready(const struct service *svc, char *why, size_t len)
 	}
 	if (svc->paused) {
 		snprintf(why, len, "service %s: paused (new clients are held)", svc->cfg->name);
+		return false;
+	}
+	if (svc->cluster_pending) {
+		snprintf(why, len, "service %s: cluster = auto: no member has said yet whether it is in a Redis Cluster "
+				   "(new clients are held)", svc->cfg->name);
 		return false;
 	}
 	if (svc->cl != NULL) {
@@ -1492,7 +1557,7 @@ static bool member_probe_start(struct member *m)
 	if (m->probe == NULL)
 		return false;
 	probe_on_idle_lost(m->probe, probe_lost);
-	if (m->svc->cl != NULL)
+	if (m->svc->cl != NULL || m->svc->cluster_pending)
 		probe_on_cluster(m->probe, probe_cluster_done);
 	return true;
 }
@@ -1667,6 +1732,24 @@ static void tls_from_source(struct service *svc)
 	}
 }
 
+/* cluster = on with a source (ElastiCache cluster mode, MemoryDB): the control plane's nodes are
+ * seeds. The slot map says which shard each node is in and the probes which is primary (the API
+ * has no roles in cluster mode); until a map is known, the seeds are the members that are asked
+ * for it. */
+static void cluster_seeds(struct service *svc, const struct hostport *hps, const char **ids, int n)
+{
+	struct hostport *seeds = calloc((size_t)(n > 0 ? n : 1), sizeof(*seeds));
+
+	if (seeds == NULL)
+		return;  /* the last seeds stay */
+	memcpy(seeds, hps, (size_t)n * sizeof(*seeds));
+	free(svc->seeds);
+	svc->seeds = seeds;
+	svc->nseeds = n;
+	if ((svc->cl == NULL || svc->cl->nshards == 0) && n > 0)
+		(void)set_members(svc, hps, ids, n);
+}
+
 static void source_view(void *arg, const struct aws_source_view *v)
 {
 	struct service *svc = arg;
@@ -1683,6 +1766,11 @@ static void source_view(void *arg, const struct aws_source_view *v)
 		snprintf(hps[i].host, sizeof(hps[i].host), "%s", v->members[i].host);
 		hps[i].port = v->members[i].port;
 		ids[i] = v->members[i].id;
+	}
+	if (svc->cl != NULL || svc->cluster_pending) {
+		cluster_seeds(svc, hps, ids, v->nmembers);
+		aws_source_set_fast(svc->source, failing_over(svc) || strcmp(v->status, "available") != 0);
+		goto out;
 	}
 	if (!set_members(svc, hps, ids, v->nmembers))
 		goto out;
@@ -1771,17 +1859,11 @@ struct service *service_new(struct event_base *base, const struct service_config
 		service_free(svc);
 		return NULL;
 	}
-	if (cfg->cluster) {
-		svc->cl = malloc(sizeof(*svc->cl));
-		svc->map_buf = malloc(sizeof(*svc->map_buf));
-		if (svc->cl == NULL || svc->map_buf == NULL) {
-			free(svc->cl);
-			svc->cl = NULL;
-			service_free(svc);
-			return NULL;
-		}
-		cluster_init(svc->cl, cfg->down_after);
+	if (cfg->cluster == CLUSTER_ON && !cluster_start(svc)) {
+		service_free(svc);
+		return NULL;
 	}
+	svc->cluster_pending = cfg->cluster == CLUSTER_AUTO;
 	return svc;
 }
 
@@ -2307,6 +2389,7 @@ void service_free(struct service *svc)
 		cluster_free(svc->cl);
 	free(svc->cl);
 	free(svc->map_buf);
+	free(svc->seeds);
 	if (svc->keys != NULL)
 		keyspec_free(svc->keys);
 	net_tls_free(svc->tls);
@@ -3096,4 +3179,9 @@ static const struct session_host_ops host_ops = {
 int service_slot_shard(const struct service *svc, int slot)
 {
 	return svc->cl != NULL ? cluster_slot_shard(svc->cl, slot) : -1;
+}
+
+bool service_is_cluster(const struct service *svc)
+{
+	return svc->cl != NULL;
 }

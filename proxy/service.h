@@ -113,5 +113,7 @@ char *service_probe_credentials(struct service *svc, int member, char **user, ch
 /* cluster = on: the shard that serves `slot` now (as /status's cluster.shards[].shard numbers them),
  * -1 when none does or the service is not a cluster. */
 int service_slot_shard(const struct service *svc, int slot);
+/* A Redis Cluster now: cluster = on, or auto and a member said so. */
+bool service_is_cluster(const struct service *svc);
 
 #endif

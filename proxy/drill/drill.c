@@ -924,7 +924,7 @@ void drill_begin(struct drill *d)
 		drill_fail(d, "refused", "BadListener", "cannot reach the listener of service %s", d->scfg->name);
 		return;
 	}
-	if (d->scfg->cluster && !cluster_options(d))
+	if (service_is_cluster(d->svc) && !cluster_options(d))
 		return;
 	if (d->scfg->protocol == PROTOCOL_POSTGRES && d->scfg->source == NULL && d->o.runs > 1) {
 		/* pg_promote leaves the old primary on its own timeline, and the other standbys still

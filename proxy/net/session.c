@@ -127,7 +127,7 @@ static int tx_first_slot(struct session *s, const uint8_t *p, size_t n);
 
 static size_t share_max(const struct session *s)
 {
-	return s->host->cfg->cluster ? SESSION_CLUSTER_SHARE_MAX : SESSION_SHARE_MAX;
+	return s->host->cluster ? SESSION_CLUSTER_SHARE_MAX : SESSION_SHARE_MAX;
 }
 
 static uint64_t session_next_id = 1;
@@ -808,7 +808,7 @@ static int pending_slot(struct session *s)
 /* The member to go to now (-1: hold): the writer, or (cluster = on) its next command's shard's. */
 static int route_pick(struct session *s)
 {
-	if (s->host->cfg->cluster)
+	if (s->host->cluster)
 		return s->host->ops->pick_slot(s->host, pending_slot(s));
 	return s->host->ops->pick(s->host);
 }
@@ -1157,7 +1157,7 @@ static bool pending_pins(struct session *s)
 
 	if (n == 0 || s->shared_out > 0 || s->replay)
 		return false;
-	return !s->host->cfg->cluster &&
+	return !s->host->cluster &&
 	       resp_share_scan(evbuffer_pullup(s->client_in, -1), n, share_max(s), &len, &write) == RESP_SHARE_NO;
 }
 
@@ -1841,7 +1841,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	/* The first command decides which shared connection a batch goes on: reads have one of their
 	 * own (a write held by CLIENT PAUSE WRITE cannot hold them up); a batch on the writes'
 	 * connection may carry reads too. */
-	bool write = false, w = false, cluster = s->host->cfg->cluster;
+	bool write = false, w = false, cluster = s->host->cluster;
 	size_t len = 0, len0;
 	enum resp_share r0 = n > 0 ? share_scan(s, p, n, &len, &write) : RESP_SHARE_MORE;
 	len0 = len;
@@ -2133,7 +2133,7 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 		if (ro == 0) {
 			s->retry_streak = 0;
 		} else if (ro == n && replies == 1 && s->shared_out == 0 && s->retry_valid && s->retry_len > 0 &&
-			   svc->cfg->cluster && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
+			   svc->cluster && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !svc->ops->stopping(svc) &&
 			   !s->client_eof && svc->ops->slot_moved(svc, member, p, n)) {
 			/* A resharding moved the command's slot to another shard, whose primary is
@@ -2155,7 +2155,7 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 	s->active_ms = now_ms_coarse();
 	/* Large replies go on a connection of the session's own from now on, like large commands. */
 	s->shared_reply += n;
-	if (!svc->cfg->cluster &&
+	if (!svc->cluster &&
 	    (replies > 0 ? s->shared_reply > (size_t)SESSION_SHARE_MAX * replies : s->shared_reply > SESSION_SHARE_MAX))
 		s->unshare = true;
 	if (replies > 0)
@@ -2253,7 +2253,7 @@ void session_shared_lost(struct session *s, const char *why)
 {
 	char reason[200];
 
-	if (s->host->cfg->cluster && s->shared_out > 0 && s->shared_reply == 0 && s->member >= 0 &&
+	if (s->host->cluster && s->shared_out > 0 && s->shared_reply == 0 && s->member >= 0 &&
 	    (s->split == NULL || s->split->left == 0) &&
 	    (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !s->client_eof) {
 		/* A cluster session has other shards to go on with, and no reply is half passed on: each

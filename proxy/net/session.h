@@ -159,6 +159,8 @@ struct session_host {
 	const struct session_host_ops *ops;
 	const struct proto_ops *proto;
 	const struct service_config *cfg;  /* the service's current configuration (a reload replaces it) */
+	bool cluster;                      /* a Redis Cluster behind the listener (cluster = on, or auto
+	                                      and the members said so) */
 	struct event_base *base;
 	const char *name;
 	struct service_counters counters;

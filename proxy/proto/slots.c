@@ -222,3 +222,12 @@ bool slots_from_cluster_shards(const redisReply *r, struct slots_map *m, char *w
 	}
 	return true;
 }
+
+enum slots_membership slots_membership(const struct redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ARRAY)
+		return SLOTS_IN_CLUSTER;
+	if (r->type == REDIS_REPLY_ERROR && r->str != NULL && strstr(r->str, "cluster support disabled") != NULL)
+		return SLOTS_NOT_CLUSTER;
+	return SLOTS_UNKNOWN;
+}

@@ -602,3 +602,31 @@ def test_cluster_down_for_a_moment_is_waited_out(tmp_path, redis_cluster):
         r.close()
     finally:
         rp.stop()
+
+
+def test_cluster_auto_asks_the_members(tmp_path, redis_cluster, start_repoint):
+    """cluster = auto: the first member's answer to CLUSTER SHARDS decides -- the lab cluster's nodes
+    give a slot map (every shard followed, commands by slot), the lab's standalone Redis refuses it
+    (served as one server); clients are held until then, never routed by a guess."""
+    rp = start_custom(tmp_path, {"cache": f"protocol = redis\nmembers = {redis_cluster.seeds_config()}\n"
+                                          "cluster = auto\nprobe_interval = 100ms\n"})
+    try:
+        wait_for(lambda: (rp.service("cache").get("cluster") or {}).get("ready"), 20, what="the cluster's shards")
+        assert len(rp.service("cache")["cluster"]["shards"]) == 3
+        r = client(rp)
+        keys = [f"auto:{i}" for i in range(300)]
+        assert r.mset({k: k for k in keys}) and r.mget(keys) == keys
+        assert r.dbsize() >= 300
+        r.close()
+        assert "is in a Redis Cluster (cluster = auto)" in rp.logtext()
+    finally:
+        rp.stop()
+    single = start_repoint(redis={"cluster": "auto"})
+    s = single.service("redis")
+    assert "cluster" not in s and s["writer_ready"]
+    r = redis.Redis(host="127.0.0.1", port=single.ports["redis"], decode_responses=True, socket_timeout=10)
+    assert r.set("auto:single", 1) and r.get("auto:single") == "1"
+    with pytest.raises(redis.ResponseError, match="cluster support disabled"):
+        r.execute_command("CLUSTER", "SLOTS")      # the server's own answer: repoint is no cluster here
+    r.close()
+    assert "is not in a Redis Cluster (cluster = auto): served as one server" in single.logtext()

@@ -581,6 +581,26 @@ START_TEST(test_err_members)
 }
 END_TEST
 
+/* cluster = on | off | auto; a cluster's nodes from members or an elasticache:/memorydb: source,
+ * every shard (not one pinned with shard =). */
+START_TEST(test_err_cluster)
+{
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\ncluster = maybe\n",
+		      "test.ini:5: cluster: expected off, on or auto, got 'maybe'");
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nsource = elasticache:g\nshard = 0001\n"
+		      "cluster = auto\n",
+		      "test.ini:5: shard: pins one node group, but cluster = on serves every shard behind one listener: "
+		      "choose one");
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nsource = elasticache-global:g\ncluster = on\n",
+		      "test.ini:5: cluster: a cluster's nodes come from static members or from an elasticache: (cluster "
+		      "mode) or memorydb: source, not from elasticache-global:g");
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\ncluster = auto\n"
+		      "route = reader\n",
+		      "test.ini:6: cluster: commands go to their shard's primary: it needs route = writer");
+	config_free(load_ok("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nsource = memorydb:m\ncluster = on\n"));
+}
+END_TEST
+
 START_TEST(test_err_source)
 {
 	expect_errors("[service a]\nprotocol = postgres\nlisten = 127.0.0.1:1\n"
@@ -1023,6 +1043,7 @@ int main(void)
 	tcase_add_test(tc, test_err_listen);
 	tcase_add_test(tc, test_err_members);
 	tcase_add_test(tc, test_err_source);
+	tcase_add_test(tc, test_err_cluster);
 	tcase_add_test(tc, test_err_syntax);
 	tcase_add_test(tc, test_err_long_line);
 	tcase_add_test(tc, test_err_many);
