@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -119,6 +120,44 @@ def start_custom(tmp_path, services, admin=True, extra="", env=None, tail=""):
     rp = Repoint(str(path), admin_port, ports, env=env)
     wait_for(lambda: rp.status(), 10, what="admin API")
     return rp
+
+
+class KeyWriters:
+    """Redis clients writing through repoint, each `SET key n` every `pace` seconds until stopped
+    (n = 0, 1, ...; key_of(w, n) names client w's key): every error kept as the application saw
+    it, every acknowledged write counted (writes[w]) and remembered (acked[key] = n)."""
+
+    def __init__(self, clients, key_of, pace=0.005):
+        import redis
+        self.redis, self.key_of, self.pace = redis, key_of, pace
+        self.stop_event, self.lock = threading.Event(), threading.Lock()
+        self.errors, self.acked, self.writes = [], {}, [0] * len(clients)
+        self.threads = [threading.Thread(target=self._run, args=(w, c)) for w, c in enumerate(clients)]
+
+    def _run(self, w, r):
+        n = 0
+        while not self.stop_event.is_set():
+            key = self.key_of(w, n)
+            try:
+                r.set(key, n)
+                with self.lock:
+                    self.acked[key] = n
+                self.writes[w] += 1
+            except self.redis.RedisError as e:
+                self.errors.append(f"{key}: {e!r}")
+            n += 1
+            time.sleep(self.pace)
+        r.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join()
 
 
 def rss_kb(pid):

@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.cluster
 
-from conftest import start_custom, wait_for
+from conftest import KeyWriters, start_custom, wait_for
 
 SLOTS = 16384
 
@@ -299,12 +299,7 @@ def test_blocking_commands_wait_on_their_own(rp, redis_cluster):
     are not held up behind it, and it gets what another client pushes."""
     r, waiter = client(rp), client(rp)
     key = redis_cluster.key_in_shard(1, "queue")
-    r.delete(key)
-    got = []
-    t = threading.Thread(target=lambda: got.append(waiter.blpop([key], timeout=10)))
-    t.start()
-    wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, 1)), 5,
-             what="the BLPOP to be waiting at its shard's primary")
+    t, got = blpop_waiting(r, waiter, redis_cluster, 1, key, 10)
     t0 = time.monotonic()
     for i in range(50):                      # the shard's shared connection is not held up
         r.set(redis_cluster.key_in_shard(1, "busy", i), i)
@@ -326,12 +321,7 @@ def test_blocking_command_waits_through_its_shards_switchover(rp, redis_cluster)
     after -- the client sees nothing of the switchover."""
     r, waiter = client(rp, socket_timeout=30), client(rp, socket_timeout=30)
     key = redis_cluster.key_in_shard(2, "jobs")
-    r.delete(key)
-    got = []
-    t = threading.Thread(target=lambda: got.append(waiter.blpop([key], timeout=25)))
-    t.start()
-    wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, 2)), 5,
-             what="the BLPOP to be waiting at its shard's primary")
+    t, got = blpop_waiting(r, waiter, redis_cluster, 2, key, 25)
     old, new = redis_cluster.switchover(2)
     wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, 2)), 10,
              what=f"the BLPOP to be waiting at the new primary {new}")
@@ -340,6 +330,18 @@ def test_blocking_command_waits_through_its_shards_switchover(rp, redis_cluster)
     assert got == [(key, "job")]
     r.close()
     waiter.close()
+
+
+def blpop_waiting(r, waiter, redis_cluster, shard, key, timeout):
+    """`waiter` BLPOPs the empty list `key` of `shard` in a thread: (the thread, what it got, once
+    it has), returned once the BLPOP waits at the shard's primary."""
+    r.delete(key)
+    got = []
+    t = threading.Thread(target=lambda: got.append(waiter.blpop([key], timeout=timeout)))
+    t.start()
+    wait_for(lambda: any(c["cmd"] == "blpop" for c in direct_client_list(redis_cluster, shard)), 5,
+             what="the BLPOP to be waiting at its shard's primary")
+    return t, got
 
 
 def direct_client_list(redis_cluster, shard):
@@ -369,16 +371,13 @@ def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
     client runs transactions (MULTI, INCR, INCR, EXEC) on each shard in turn, while each shard in
     turn switches over (CLUSTER FAILOVER on its replica): no client sees an error, every acknowledged
     write is on the new primaries, and every acknowledged transaction ran exactly once."""
-    stop, errors, acked, lock = threading.Event(), [], {}, threading.Lock()
-    writes = [0] * 5
     tags = ["{%s}" % redis_cluster.key_in_shard(i, "txw") for i in range(3)]
-    tx_acked = [0] * 3
+    tx_acked, tx_errors, stop = [0] * 3, [], threading.Event()
 
     def transactions():
         r = client(rp, socket_timeout=30)
         n = 0
         while not stop.is_set():
-            writes[4] = n
             i = n % 3
             p = r.pipeline()
             p.incr(f"{tags[i]}:a").incr(f"{tags[i]}:b")
@@ -387,62 +386,45 @@ def test_switchover_of_each_shard_costs_nothing(rp, redis_cluster):
                 assert a == b == tx_acked[i] + 1, (a, b, tx_acked[i])
                 tx_acked[i] += 1
             except redis.RedisError as e:
-                errors.append(f"transaction on {tags[i]}: {e!r}")
+                tx_errors.append(f"transaction on {tags[i]}: {e!r}")
             n += 1
             time.sleep(0.005)
         r.close()
 
-    def writer(w):
-        if w == 4:
-            return transactions()
-        if w == 3:
-            r = redis.cluster.RedisCluster(host="127.0.0.1", port=rp.ports["cache"], socket_timeout=30)
-        else:
-            r = client(rp, socket_timeout=30)
-        n = 0
-        while not stop.is_set():
-            writes[w] = n
-            key = f"w{w}:{n % 64}"
-            try:
-                r.set(key, n)
-                with lock:
-                    acked[key] = n
-            except redis.RedisError as e:
-                errors.append(f"{key}: {e!r}")
-            n += 1
-            time.sleep(0.005)
-        r.close()
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(5)]
-    for t in threads:
-        t.start()
+    clients = [client(rp, socket_timeout=30) for _ in range(3)]
+    clients.append(redis.cluster.RedisCluster(host="127.0.0.1", port=rp.ports["cache"], socket_timeout=30))
+    tx = threading.Thread(target=transactions)
+    tx.start()
     try:
-        time.sleep(0.3)
-        for shard in range(3):
-            old, new = redis_cluster.switchover(shard)
-            wait_for(lambda: any(sh["primary"] == f"127.0.0.1:{new}" and sh["primary_ready"]
-                                 for sh in rp.service("cache")["cluster"]["shards"]), 10,
-                     what=f"repoint to follow shard {shard}'s switchover to {new}")
-            time.sleep(0.3)
+        with KeyWriters(clients, lambda w, n: f"w{w}:{n % 64}") as kw:
+            def progress(k=20):
+                seen = list(kw.writes) + [sum(tx_acked)]
+                wait_for(lambda: all(a >= b + k for a, b in zip(list(kw.writes) + [sum(tx_acked)], seen)), 10,
+                         what="every writer to write")
+            progress()
+            for shard in range(3):
+                old, new = redis_cluster.switchover(shard)
+                wait_for(lambda: any(sh["primary"] == f"127.0.0.1:{new}" and sh["primary_ready"]
+                                     for sh in rp.service("cache")["cluster"]["shards"]), 10,
+                         what=f"repoint to follow shard {shard}'s switchover to {new}")
+                progress()
     finally:
         stop.set()
-        for t in threads:
-            t.join()
-    assert errors == []
-    assert min(writes) > 100, writes   # every writer wrote all along
+        tx.join()
+    writes = list(kw.writes) + [sum(tx_acked)]
+    assert kw.errors + tx_errors == []
     s = rp.service("cache")
     assert sorted(sh["failovers"] for sh in s["cluster"]["shards"]) == [1, 1, 1], "\n".join(
         l for l in rp.logtext().splitlines() if "slot map" in l or "writer" in l or "member" in l)[-6000:]
     print(f"writes {writes}, retried {s['counters']['retried']}, shards {s['cluster']['shards']}")
     direct = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.primaries()[0][1], decode_responses=True)
     try:
-        for key, n in acked.items():
+        for key, n in kw.acked.items():
             assert int(direct.get(key)) >= n
         for i, tag in enumerate(tags):
             assert int(direct.get(f"{tag}:a")) == int(direct.get(f"{tag}:b")) == tx_acked[i]
     finally:
         direct.close()
-
 
 def test_crash_of_one_shard_primary(rp, redis_cluster):
     """SIGKILL shard 0's primary while one client writes to each shard every 5 ms: the other shards
