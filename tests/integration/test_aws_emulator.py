@@ -585,3 +585,259 @@ def test_lab_cli_env_and_down_stops_the_emulator():
             return True
     wait_for(lambda: all(gone(p) for p in [pid] + aws_pids), 10, what="the emulator and its nodes to stop")
     assert not os.path.exists(d)
+
+
+# ---- cluster mode: ElastiCache (cluster mode enabled) and MemoryDB over a real Redis Cluster ----------------
+@pytest.fixture(scope="module")
+def cluster_models(emu, redis_cluster):
+    """labcc (ElastiCache, cluster mode enabled) and labmdb (MemoryDB) over the same 3-shard Redis Cluster,
+    each shard's nodes named primary first (so ID-SHARD-001 is the primary at the start). Whatever the
+    tests did, the models are removed again (redis_clusters=[]) and no failover is left running."""
+    rc = redis_cluster
+    nodes = []
+    for i in range(3):
+        p, reps = rc.shard_nodes(i)
+        nodes += [{"shard": "%04d" % (i + 1), "host": rc.host, "port": port} for port in [p] + reps]
+    cfg = emu.aws_configure(redis_clusters=[{"kind": "elasticache", "id": "labcc", "nodes": nodes},
+                                            {"kind": "memorydb", "id": "labmdb", "nodes": nodes}])
+    assert [(m["kind"], m["id"], len(m["nodes"])) for m in cfg["redis_clusters"]] == \
+        [("elasticache", "labcc", 6), ("memorydb", "labmdb", 6)]
+    try:
+        yield rc, nodes
+    finally:
+        emu.aws_wait_idle(90)
+        emu.aws_configure(redis_clusters=[])
+
+
+def cc_ports(nodes, prefix):
+    """{member name (PREFIX-SHARD-00N, in the order the shard's nodes were named): port}."""
+    out, count = {}, {}
+    for n in nodes:
+        count[n["shard"]] = count.get(n["shard"], 0) + 1
+        out["%s-%s-%03d" % (prefix, n["shard"], count[n["shard"]])] = n["port"]
+    return out
+
+
+def slots_text(rc, i):
+    return ",".join("%d-%d" % r for r in rc.slots_of_shard(i))
+
+
+def test_cluster_mode_group_shows_live_node_groups(emu, cli_env, cluster_models):
+    """describe-replication-groups (aws CLI) of a cluster-mode-enabled group: one node group per shard
+    with the slots the cluster serves NOW (read live: a reshard shows in the next reply, as several
+    ranges), members without CurrentRole/ReadEndpoint and node groups without Primary/ReaderEndpoint
+    (AWS leaves roles to the cluster itself in cluster mode), a configuration endpoint that is one of
+    the nodes; listed with the other groups too."""
+    rc, nodes = cluster_models
+    ports = cc_ports(nodes, "labcc")
+
+    def group():
+        rc_, out, err = aws(cli_env, "elasticache", "describe-replication-groups", "--replication-group-id", "labcc")
+        assert rc_ == 0, err
+        return out["ReplicationGroups"][0]
+
+    g = group()
+    assert g["Status"] == "available" and g["ClusterEnabled"] is True
+    assert g["AutomaticFailover"] == "enabled" and g["MultiAZ"] == "enabled"
+    assert g["TransitEncryptionEnabled"] is False
+    assert g["ConfigurationEndpoint"]["Address"] == rc.host and g["ConfigurationEndpoint"]["Port"] in ports.values()
+    assert g["MemberClusters"] == list(ports)
+    ngs = g["NodeGroups"]
+    assert [ng["NodeGroupId"] for ng in ngs] == ["0001", "0002", "0003"]
+    assert [ng["Slots"] for ng in ngs] == [slots_text(rc, i) for i in range(3)]
+    assert ngs[0]["Slots"].startswith("0-") and all(ng["Status"] == "available" for ng in ngs)
+    for ng in ngs:
+        assert "PrimaryEndpoint" not in ng and "ReaderEndpoint" not in ng
+        assert [m["CacheClusterId"] for m in ng["NodeGroupMembers"]] == \
+            ["labcc-%s-%03d" % (ng["NodeGroupId"], j + 1) for j in range(2)]
+        for m in ng["NodeGroupMembers"]:
+            assert m["CacheNodeId"] == "0001" and m["PreferredAvailabilityZone"].startswith("us-east-1")
+            assert "CurrentRole" not in m and "ReadEndpoint" not in m
+
+    # the slots are the cluster's, not the configuration's: move some and look again
+    moved = rc.reshard(0, 1, 10)
+    g = group()
+    assert [ng["Slots"] for ng in g["NodeGroups"]] == [slots_text(rc, i) for i in range(3)]
+    assert len(moved) == 10 and "," in g["NodeGroups"][0]["Slots"] + g["NodeGroups"][1]["Slots"]
+
+    # the listing has it next to the single-shard groups; the flag follows transit_encryption
+    emu.aws_configure(transit_encryption=True)
+    try:
+        rc_, out, err = aws(cli_env, "elasticache", "describe-replication-groups")
+    finally:
+        emu.aws_configure(transit_encryption=False)
+    assert rc_ == 0, err
+    groups = {x["ReplicationGroupId"]: x for x in out["ReplicationGroups"]}
+    assert {"lab-redis", "labcc"} <= set(groups) and groups["labcc"]["TransitEncryptionEnabled"] is True
+    assert groups["lab-redis"]["ClusterEnabled"] is False
+    models = emu.aws_state()["models"]
+    assert models["elasticache"]["labcc"]["members"] == {k: "%s:%d" % (rc.host, p) for k, p in ports.items()}
+
+
+def test_cluster_mode_cache_clusters_give_every_node(emu, cli_env, cluster_models):
+    """describe-cache-clusters --show-cache-node-info knows every node of the cluster-mode group as a
+    cache cluster of its own (ID-SHARD-00N, CacheNodeId 0001) with the node's endpoint: what a client
+    that maps cache clusters to nodes reads. Also by id, and through the paged listing."""
+    rc, nodes = cluster_models
+    ports = cc_ports(nodes, "labcc")
+    rc_, out, err = aws(cli_env, "elasticache", "describe-cache-clusters", "--show-cache-node-info")
+    assert rc_ == 0, err
+    got = {c["CacheClusterId"]: c for c in out["CacheClusters"] if c.get("ReplicationGroupId") == "labcc"}
+    assert list(got) == list(ports)
+    for cc, c in got.items():
+        assert c["CacheClusterStatus"] == "available" and c["Engine"] == "redis" and c["NumCacheNodes"] == 1
+        (node,) = c["CacheNodes"]
+        assert node["CacheNodeId"] == "0001" and node["Endpoint"] == {"Address": rc.host, "Port": ports[cc]}
+        assert node["CustomerAvailabilityZone"].startswith("us-east-1")
+    rc_, out, err = aws(cli_env, "elasticache", "describe-cache-clusters", "--cache-cluster-id", "labcc-0002-002",
+                        "--show-cache-node-info")
+    assert rc_ == 0, err
+    assert [(c["CacheClusterId"], c["CacheNodes"][0]["Endpoint"]["Port"]) for c in out["CacheClusters"]] == \
+        [("labcc-0002-002", ports["labcc-0002-002"])]
+    rc_, out, err = aws(cli_env, "elasticache", "describe-cache-clusters", "--cache-cluster-id", "labcc-0009-001")
+    assert rc_ != 0 and "CacheClusterNotFound" in err, err
+    # pages of 4: the cluster's six after the single-shard groups' members, none lost or doubled
+    emu.aws_configure(max_page_size=4)
+    try:
+        ec = client(emu, "elasticache")
+        ids = [c["CacheClusterId"] for page in ec.get_paginator("describe_cache_clusters").paginate(
+            ShowCacheNodeInfo=True) for c in page["CacheClusters"]]
+    finally:
+        emu.aws_configure(max_page_size=100)
+    assert len(ids) == len(set(ids)) and [i for i in ids if i.startswith("labcc-")] == list(ports)
+
+
+def test_cluster_mode_test_failover_swaps_a_shard(emu, cli_env, cluster_models):
+    """aws elasticache test-failover --node-group-id 0002 on the cluster-mode group is a real CLUSTER
+    FAILOVER in that shard: held (promote delay) the group and that node group say modifying, its two
+    cache clusters too, and a second failover -- or one through the MemoryDB model over the same
+    nodes -- is refused as busy; released, the shard's replica becomes primary (its nodes say so) and
+    the group goes back to available, the other shards untouched."""
+    rc, nodes = cluster_models
+    ec = client(emu, "elasticache")
+    rc.wait_healthy()
+    before = [rc.shard_nodes(i) for i in range(3)]
+    old, reps = before[1]
+    ports = cc_ports(nodes, "labcc")
+    assert ports["labcc-0002-001"] == old and ports["labcc-0002-002"] == reps[0]
+
+    def state():
+        g = ec.describe_replication_groups(ReplicationGroupId="labcc")["ReplicationGroups"][0]
+        return g["Status"], tuple(ng["Status"] for ng in g["NodeGroups"])
+
+    emu.aws_delays(elasticache={"promote": 120})      # hold the failover until the checks below are done
+    try:
+        rc_, out, err = aws(cli_env, "elasticache", "test-failover", "--replication-group-id", "labcc",
+                            "--node-group-id", "0002")
+        assert rc_ == 0, err
+        g = out["ReplicationGroup"]
+        assert g["ReplicationGroupId"] == "labcc" and g["Status"] == "modifying"
+        assert [ng["Status"] for ng in g["NodeGroups"]] == ["available", "modifying", "available"]
+        assert state() == ("modifying", ("available", "modifying", "available"))
+        st = {c["CacheClusterId"]: c["CacheClusterStatus"] for c in ec.describe_cache_clusters()["CacheClusters"]
+              if c["CacheClusterId"].startswith("labcc-")}
+        assert [k for k, v in st.items() if v == "modifying"] == ["labcc-0002-001", "labcc-0002-002"]
+        rc_, out, err = aws(cli_env, "elasticache", "test-failover", "--replication-group-id", "labcc",
+                            "--node-group-id", "0001")
+        assert rc_ != 0 and "(InvalidReplicationGroupState) when calling the TestFailover operation" in err, err
+        with pytest.raises(Exception) as ei:
+            client(emu, "memorydb").failover_shard(ClusterName="labmdb", ShardName="0002")
+        assert ei.value.response["Error"]["Code"] == "InvalidClusterStateFault"
+        assert rc.shard_nodes(1)[0] == old                # held: nothing happened to the cluster yet
+    finally:
+        emu.aws_delays(elasticache=FAST)                  # the waiting failover goes on now
+    seen = watch(state, lambda s: s[0] == "available", timeout=90, what="labcc to fail over node group 0002")
+    assert seen[0] == ("modifying", ("available", "modifying", "available")), seen
+    assert seen[-1] == ("available", ("available",) * 3), seen
+    # the cluster's own nodes: the replica is primary, the old primary its replica, every node agrees
+    assert rc.shard_nodes(1) == (reps[0], [old])
+    assert rc.client(reps[0]).execute_command("ROLE")[0] == "master"
+    assert rc.client(old).execute_command("ROLE")[0] == "slave"
+    rc.wait_healthy()
+    assert [rc.shard_nodes(i) for i in (0, 2)] == [before[0], before[2]]
+    g = ec.describe_replication_groups(ReplicationGroupId="labcc")["ReplicationGroups"][0]
+    assert g["NodeGroups"][1]["Slots"] == slots_text(rc, 1)          # the slots moved with the shard
+    op = last_op(emu)
+    assert (op["action"], op["model"], op["node_group"], op["state"]) == ("TestFailover", "labcc", "0002", "done"), op
+    assert (op["from"], op["to"]) == ("labcc-0002-001", "labcc-0002-002") and op["error"] is None, op
+    rc_, out, err = aws(cli_env, "elasticache", "test-failover", "--replication-group-id", "labcc",
+                        "--node-group-id", "0009")
+    assert rc_ != 0 and "(NodeGroupNotFoundFault) when calling the TestFailover operation" in err, err
+
+
+def test_memorydb_multi_shard_cluster_and_failover_shard(emu, cli_env, cluster_models):
+    """memorydb describe-clusters --show-shard-details of the MemoryDB model over the same Redis Cluster:
+    three shards with the live slots and every node's endpoint; failover-shard 0003 is a real CLUSTER
+    FAILOVER of that shard (modifying / failing-over while it runs, available after, the cluster's
+    nodes agree); unknown shards and shards without a replica are refused with AWS' faults."""
+    rc, nodes = cluster_models
+    mdb = client(emu, "memorydb")
+    ports = cc_ports(nodes, "labmdb")
+    rc.wait_healthy()
+    rc_, out, err = aws(cli_env, "memorydb", "describe-clusters", "--cluster-name", "labmdb", "--show-shard-details")
+    assert rc_ == 0, err
+    (c,) = out["Clusters"]
+    assert c["Name"] == "labmdb" and c["Status"] == "available" and c["NumberOfShards"] == 3
+    assert c["TLSEnabled"] is False and c["ClusterEndpoint"]["Port"] in ports.values()
+    assert [s["Name"] for s in c["Shards"]] == ["0001", "0002", "0003"]
+    assert [s["Slots"] for s in c["Shards"]] == [slots_text(rc, i) for i in range(3)]
+    assert {n["Name"]: n["Endpoint"]["Port"] for s in c["Shards"] for n in s["Nodes"]} == ports
+    assert all(n["Status"] == "available" and n["AvailabilityZone"].startswith("us-east-1")
+               for s in c["Shards"] for n in s["Nodes"])
+    rc_, out, err = aws(cli_env, "memorydb", "describe-clusters")
+    assert rc_ == 0, err
+    assert {"lab-memorydb", "labmdb"} <= {x["Name"] for x in out["Clusters"]}
+
+    old, reps = rc.shard_nodes(2)
+    before = [rc.shard_nodes(i) for i in (0, 1)]
+    rc_, out, err = aws(cli_env, "memorydb", "failover-shard", "--cluster-name", "labmdb", "--shard-name", "0003")
+    assert rc_ == 0, err
+    assert out["Cluster"]["Status"] == "modifying"
+    assert [s["Status"] for s in out["Cluster"]["Shards"]] == ["available", "available", "failing-over"]
+
+    def state():
+        c = mdb.describe_clusters(ClusterName="labmdb", ShowShardDetails=True)["Clusters"][0]
+        return c["Status"], tuple(s["Status"] for s in c["Shards"])
+    seen = watch(state, lambda s: s == ("available", ("available",) * 3), timeout=90, what="labmdb shard 0003")
+    assert seen[0][0] == "modifying", seen
+    assert rc.shard_nodes(2) == (reps[0], [old])
+    rc.wait_healthy()
+    assert [rc.shard_nodes(i) for i in (0, 1)] == before
+    op = last_op(emu)
+    assert (op["action"], op["model"], op["shard"], op["state"]) == ("FailoverShard", "labmdb", "0003", "done"), op
+    with pytest.raises(Exception) as ei:
+        mdb.failover_shard(ClusterName="labmdb", ShardName="0009")
+    assert ei.value.response["Error"]["Code"] == "ShardNotFoundFault"
+
+    # a model naming only a shard's primary: nothing to fail over to
+    p0 = rc.shard_nodes(0)[0]
+    emu.aws_configure(redis_clusters=emu.aws_state()["config"]["redis_clusters"] + [
+        {"kind": "memorydb", "id": "labmdb-lone", "nodes": [{"shard": "0001", "host": rc.host, "port": p0}]}])
+    with pytest.raises(Exception) as ei:
+        mdb.failover_shard(ClusterName="labmdb-lone", ShardName="0001")
+    assert ei.value.response["Error"]["Code"] == "TestFailoverNotAvailableFault"
+    assert rc.shard_nodes(0)[0] == p0
+
+
+def test_cluster_models_removed_with_an_empty_list(emu, cli_env, cluster_models):
+    """redis_clusters=[] removes every cluster-mode model (the single-shard ones stay): their ids are
+    unknown to the API again. Malformed configurations are refused by the control API."""
+    rc, nodes = cluster_models
+    try:
+        with pytest.raises(Exception) as ei:
+            emu.aws_configure(redis_clusters=[{"kind": "elasticache", "id": "lab-redis", "nodes": nodes}])
+        assert "built-in" in str(ei.value)
+        with pytest.raises(Exception):
+            emu.aws_configure(redis_clusters=[{"kind": "rds", "id": "x", "nodes": nodes}])
+        assert {m["id"] for m in emu.aws_state()["config"]["redis_clusters"]} >= {"labcc", "labmdb"}
+    finally:
+        assert emu.aws_configure(redis_clusters=[])["redis_clusters"] == []
+    rc_, out, err = aws(cli_env, "elasticache", "describe-replication-groups", "--replication-group-id", "labcc")
+    assert rc_ != 0 and "ReplicationGroupNotFoundFault" in err, err
+    rc_, out, err = aws(cli_env, "elasticache", "describe-replication-groups")
+    assert rc_ == 0 and "labcc" not in {g["ReplicationGroupId"] for g in out["ReplicationGroups"]}
+    assert "lab-redis" in {g["ReplicationGroupId"] for g in out["ReplicationGroups"]}
+    rc_, out, err = aws(cli_env, "memorydb", "describe-clusters", "--cluster-name", "labmdb")
+    assert rc_ != 0 and "ClusterNotFoundFault" in err, err
+    models = emu.aws_state()["models"]
+    assert "labcc" not in models["elasticache"] and "labmdb" not in models["memorydb"]

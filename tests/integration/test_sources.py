@@ -9,7 +9,7 @@ import time
 import pytest
 
 from labkit.clients import ENGINES, WriterLoop
-from conftest import Repoint, free_port, record_notice, record_outage, wait_for
+from conftest import KeyWriters, Repoint, free_port, record_notice, record_outage, wait_for
 
 @pytest.fixture(scope="module")
 def aws(lab):
@@ -220,3 +220,51 @@ def test_in_transit_encryption_from_the_control_plane_turns_tls_on(lab, aws, tmp
             rp.stop()
     finally:
         lab.aws_configure(transit_encryption=False)
+
+
+@pytest.mark.parametrize("kind", ["elasticache", "memorydb"])
+def test_cluster_from_a_source(lab, aws, redis_cluster, tmp_path, kind):
+    """An ElastiCache cluster-mode-enabled replication group, or a MemoryDB cluster, over a real
+    3-shard Redis Cluster, named as `source` with `cluster = on` and no members: the control plane's
+    nodes are the seeds, the slot map puts them in shards, the probes find each shard's primary (the
+    API says nothing of roles in cluster mode). A TestFailover / FailoverShard of one node group
+    through the aws CLI, under clients writing keys of every shard: 0 errors."""
+    import redis as redispy
+    cid = {"elasticache": "labcc", "memorydb": "labmdb"}[kind]
+    nodes = []
+    for i in range(3):
+        primary, replicas = redis_cluster.shard_nodes(i)
+        nodes += [{"shard": "%04d" % (i + 1), "host": "127.0.0.1", "port": p} for p in [primary] + replicas]
+    lab.aws_configure(redis_clusters=[{"kind": kind, "id": cid, "nodes": nodes}])
+    rp = None
+    try:
+        rp = start_sources(tmp_path, aws, {"cache": f"protocol = redis\nsource = {kind}:{cid}\ncluster = on\n"
+                                                    "failover_probe_interval = 20ms\n"})
+        wait_for(lambda: (rp.service("cache").get("cluster") or {}).get("ready"), 30,
+                 what="the cluster's shards and primaries from the source's seeds")
+        s = rp.service("cache")
+        assert len(s["cluster"]["shards"]) == 3 and len(s["members"]) == 6
+        assert {sh["primary"] for sh in s["cluster"]["shards"]} == {f"127.0.0.1:{p}" for _, p in redis_cluster.primaries()}
+        old, _ = redis_cluster.shard_nodes(1)
+        clients = [redispy.Redis(host="127.0.0.1", port=rp.ports["cache"], socket_timeout=30) for _ in range(2)]
+        with KeyWriters(clients, lambda w, n: redis_cluster.key_in_shard(n % 3, f"src{w}", n // 3 % 20)) as kw:
+            wait_for(lambda: min(kw.writes) > 20, 10, what="the writers to write")
+            if kind == "elasticache":
+                aws_cli("elasticache", "test-failover", "--replication-group-id", cid, "--node-group-id", "0002")
+            else:
+                aws_cli("memorydb", "failover-shard", "--cluster-name", cid, "--shard-name", "0002")
+            wait_for(lambda: redis_cluster.shard_nodes(1)[0] != old, 60, what="the node group's failover")
+            new = redis_cluster.shard_nodes(1)[0]
+            wait_for(lambda: any(sh["primary"] == f"127.0.0.1:{new}" and sh["primary_ready"]
+                                 for sh in rp.service("cache")["cluster"]["shards"]), 20,
+                     what=f"repoint to follow the failover to {new}")
+            assert lab.aws_wait_idle(60)
+            seen = list(kw.writes)
+            wait_for(lambda: all(kw.writes[w] > seen[w] + 20 for w in range(2)), 10, what="writes after the failover")
+        errors, writes = kw.errors, kw.writes
+        assert errors == []
+        print(f"{kind}: writes {writes}, retried {rp.service('cache')['counters']['retried']}")
+    finally:
+        lab.aws_configure(redis_clusters=[])
+        if rp is not None:
+            rp.stop()

@@ -5,6 +5,9 @@
                  Global Datastore lab-global = lab-gd-east (us-east-1: gd1, gd2)
                                              + lab-gd-west (us-west-2: gd3, gd4; gd3 follows gd1)
     MemoryDB     lab-memorydb: shard 0001 (mdb1, mdb2), shard 0002 (mdb3, mdb4)                    us-east-1
+    Cluster mode (configured: POST /_lab/config {"redis_clusters": [...]}, see clusters.py)
+                 ElastiCache groups with cluster mode enabled and MemoryDB clusters of several
+                 shards over a real Redis Cluster's nodes (members ID-SHARD-001, ...)           us-east-1
 
 Nothing about roles is stored here: every reply asks the nodes (ROLE, pg_is_in_recovery(),
 @@read_only) at that moment, so whatever moves the writer (this emulator, `lab switchover`, a
@@ -21,6 +24,7 @@ import time
 from .. import lab as labmod
 from ..base import Steps
 from ..procs import LabError
+from . import clusters as awsclusters
 from . import nodes as awsnodes
 from .wire import ApiError, XList, iso, q_bool, q_filters, q_int
 
@@ -79,6 +83,9 @@ class Models:
         self.ops = []           # history of failover operations
         self.quota = {"elasticache": collections.deque(), "memorydb": collections.deque()}
         self._op_seq = 0
+        # cluster-mode models over a real Redis Cluster (clusters.py): [clusters.Spec]
+        self.cpool = awsclusters.Pool()
+        self.redis_clusters = awsclusters.parse(cfg.get("redis_clusters"), REGION, self._reserved_ids())
 
     # ---- configuration ----------------------------------------------------------------------------
     def set_delays(self, d):
@@ -115,6 +122,8 @@ class Models:
             if "auto_failover" in d:
                 self.auto_failover = float(d["auto_failover"] or 0)
                 self._down_since.clear()
+            if "redis_clusters" in d:
+                self.redis_clusters = awsclusters.parse(d["redis_clusters"], REGION, self._reserved_ids())
             if d.get("reset_quota"):
                 for q in self.quota.values():
                     q.clear()
@@ -127,7 +136,24 @@ class Models:
                     "strict_regions": self.strict_regions, "failover_rate_limit": self.failover_rate_limit,
                     "transit_encryption": self.transit_encryption,
                     "auto_failover": self.auto_failover,
+                    "redis_clusters": [s.public() for s in self.redis_clusters],
                     "quota_used": {k: len(self._quota(k)) for k in self.quota}}
+
+    @staticmethod
+    def _reserved_ids():
+        return {"elasticache": {g[0] for g in EC_GROUPS}, "memorydb": {MEMORYDB[0]}}
+
+    def _clusters(self, kind, region=None):
+        """The cluster-mode models of one kind (in a region, when given and regions are strict)."""
+        with self.lock:
+            specs = list(self.redis_clusters)
+        return [s for s in specs if s.kind == kind and self._check_region(region, s.region)]
+
+    def _cluster_find(self, kind, mid, region):
+        for s in self._clusters(kind, region):
+            if mid and s.id == mid.lower():
+                return s
+        return None
 
     def state(self):
         with self.lock:
@@ -150,6 +176,17 @@ class Models:
             name, region, shards = MEMORYDB
             out["memorydb"][name] = {"region": region, "shards": {
                 s: {"%s-%s-%03d" % (name, s, i + 1): n for i, n in enumerate(ns)} for s, _, ns in shards}}
+        for spec in self._clusters("elasticache"):
+            out["elasticache"][spec.id] = {
+                "region": spec.region, "cluster_mode": True, "global": None,
+                "node_groups": {s: {spec.member(s, i): "%s:%d" % hp for i, hp in enumerate(ns)}
+                                for s, ns in spec.shards},
+                "members": {m: "%s:%d" % hp for _, m, hp in spec.members()}}
+        for spec in self._clusters("memorydb"):
+            out["memorydb"][spec.id] = {
+                "region": spec.region, "cluster_mode": True,
+                "shards": {s: {spec.member(s, i): "%s:%d" % hp for i, hp in enumerate(ns)}
+                           for s, ns in spec.shards}}
         return out
 
     # ---- reading the lab ------------------------------------------------------------------------
@@ -842,10 +879,49 @@ class Models:
     def ec_describe_replication_groups(self, p, region):
         self._refresh()
         gid = p.get("ReplicationGroupId")
-        groups = [self._ec_find(gid, region)] if gid else [
-            g for g in self._ec_groups() if self._check_region(region, g[1])]
+        cs = self._cluster_find("elasticache", gid, region) if gid else None
+        if cs is not None:
+            groups = [cs]
+        else:
+            groups = [self._ec_find(gid, region)] if gid else [
+                g for g in self._ec_groups() if self._check_region(region, g[1])]
+            if not gid:
+                groups += self._clusters("elasticache", region)
         page, nxt = self._page(groups, p, "DescribeReplicationGroups")
-        return {"Marker": nxt, "ReplicationGroups": XList("ReplicationGroup", [self._ec_group(g) for g in page])}
+        return {"Marker": nxt, "ReplicationGroups": XList("ReplicationGroup", [
+            self._ecc_group(g) if isinstance(g, awsclusters.Spec) else self._ec_group(g) for g in page])}
+
+    def _cc_item(self, cc, gid, gregion, i, status, host, port, show, auth):
+        """One CacheCluster of DescribeCacheClusters (a member of replication group gid)."""
+        d = {"CacheClusterId": cc, "ClientDownloadLandingPage":
+             "https://console.aws.amazon.com/elasticache/home#client-download:",
+             "CacheNodeType": "cache.r6g.large", "Engine": "redis", "EngineVersion": "7.0.15",
+             "CacheClusterStatus": status, "NumCacheNodes": 1,
+             "PreferredAvailabilityZone": gregion + AZS[i % len(AZS)],
+             "CacheClusterCreateTime": iso(CREATED),
+             "PreferredMaintenanceWindow": "sun:05:00-sun:06:00",
+             "PendingModifiedValues": {},
+             "CacheSecurityGroups": XList("CacheSecurityGroup", []),
+             "CacheParameterGroup": {"CacheParameterGroupName": "default.redis7",
+                                     "ParameterApplyStatus": "in-sync",
+                                     "CacheNodeIdsToReboot": XList("CacheNodeId", [])},
+             "CacheSubnetGroupName": "default"}
+        if show:
+            d["CacheNodes"] = XList("CacheNode", [{
+                "CacheNodeId": "0001", "CacheNodeStatus": status if status != "modifying" else "available",
+                "CacheNodeCreateTime": iso(CREATED),
+                "Endpoint": {"Address": host, "Port": port},
+                "ParameterGroupStatus": "in-sync",
+                "CustomerAvailabilityZone": gregion + AZS[i % len(AZS)]}])
+        d.update({"AutoMinorVersionUpgrade": True, "ReplicationGroupId": gid,
+                  "SnapshotRetentionLimit": 0, "SnapshotWindow": "06:30-07:30",
+                  "AuthTokenEnabled": auth, "TransitEncryptionEnabled": self.transit_encryption,
+                  "AtRestEncryptionEnabled": False,
+                  "ARN": "arn:aws:elasticache:%s:%s:cluster:%s" % (gregion, ACCOUNT, cc),
+                  "ReplicationGroupLogDeliveryEnabled": False,
+                  "LogDeliveryConfigurations": XList("LogDeliveryConfiguration", []),
+                  "NetworkType": "ipv4", "IpDiscovery": "ipv4"})
+        return d
 
     def ec_describe_cache_clusters(self, p, region):
         self._refresh()
@@ -875,35 +951,12 @@ class Models:
                     status = "modifying"
                 else:
                     status = "available"
-                d = {"CacheClusterId": cc, "ClientDownloadLandingPage":
-                     "https://console.aws.amazon.com/elasticache/home#client-download:",
-                     "CacheNodeType": "cache.r6g.large", "Engine": "redis", "EngineVersion": "7.0.15",
-                     "CacheClusterStatus": status, "NumCacheNodes": 1,
-                     "PreferredAvailabilityZone": gregion + AZS[i % len(AZS)],
-                     "CacheClusterCreateTime": iso(CREATED),
-                     "PreferredMaintenanceWindow": "sun:05:00-sun:06:00",
-                     "PendingModifiedValues": {},
-                     "CacheSecurityGroups": XList("CacheSecurityGroup", []),
-                     "CacheParameterGroup": {"CacheParameterGroupName": "default.redis7",
-                                             "ParameterApplyStatus": "in-sync",
-                                             "CacheNodeIdsToReboot": XList("CacheNodeId", [])},
-                     "CacheSubnetGroupName": "default"}
-                if show:
-                    d["CacheNodes"] = XList("CacheNode", [{
-                        "CacheNodeId": "0001", "CacheNodeStatus": status if status != "modifying" else "available",
-                        "CacheNodeCreateTime": iso(CREATED),
-                        "Endpoint": {"Address": v["node"].host, "Port": v["node"].port},
-                        "ParameterGroupStatus": "in-sync",
-                        "CustomerAvailabilityZone": gregion + AZS[i % len(AZS)]}])
-                d.update({"AutoMinorVersionUpgrade": True, "ReplicationGroupId": gid,
-                          "SnapshotRetentionLimit": 0, "SnapshotWindow": "06:30-07:30",
-                          "AuthTokenEnabled": auth, "TransitEncryptionEnabled": self.transit_encryption,
-                          "AtRestEncryptionEnabled": False,
-                          "ARN": "arn:aws:elasticache:%s:%s:cluster:%s" % (gregion, ACCOUNT, cc),
-                          "ReplicationGroupLogDeliveryEnabled": False,
-                          "LogDeliveryConfigurations": XList("LogDeliveryConfiguration", []),
-                          "NetworkType": "ipv4", "IpDiscovery": "ipv4"})
-                items.append(d)
+                items.append(self._cc_item(cc, gid, gregion, i, status, v["node"].host, v["node"].port,
+                                           show, auth))
+        for spec in self._clusters("elasticache", region):
+            if ccid and not ccid.lower().startswith(spec.id + "-"):
+                continue
+            items += self._ecc_cache_clusters(spec, show, ccid)
         if ccid and not items:
             raise ApiError("CacheClusterNotFound", 404, "CacheCluster %s not found." % ccid)
         if not_in_rg:
@@ -934,6 +987,9 @@ class Models:
         for k in ("ReplicationGroupId", "NodeGroupId"):
             if not p.get(k):
                 raise ApiError("MissingParameter", 400, "The request must contain the parameter %s" % k)
+        cs = self._cluster_find("elasticache", p["ReplicationGroupId"], region)
+        if cs is not None:
+            return self._ecc_test_failover(cs, p)
         g = self._ec_find(p["ReplicationGroupId"], region)
         gid, gregion, src, names, gl = g
         if p["NodeGroupId"] != "0001":
@@ -1092,9 +1148,17 @@ class Models:
         if name is not None and not isinstance(name, str):
             raise ApiError("InvalidParameterValueException", 400, "ClusterName must be a string.")
         exists = self._mdb_exists(region)
-        if name and (name.lower() != MEMORYDB[0] or not exists):
-            raise ApiError("ClusterNotFoundFault", 400, "Cluster %s not found." % name)
-        items = [MEMORYDB[0]] if exists else []
+        cms = self._clusters("memorydb", region)
+        if name:
+            cs = self._cluster_find("memorydb", name, region)
+            if cs is not None:
+                items = [cs]
+            elif name.lower() != MEMORYDB[0] or not exists:
+                raise ApiError("ClusterNotFoundFault", 400, "Cluster %s not found." % name)
+            else:
+                items = [MEMORYDB[0]]
+        else:
+            items = ([MEMORYDB[0]] if exists else []) + cms
         mp = {}
         if p.get("MaxResults") is not None:
             mp["MaxResults"] = str(p["MaxResults"])
@@ -1103,7 +1167,8 @@ class Models:
         page, nxt = self._page(items, mp, "DescribeClusters", max_key="MaxResults", marker_key="NextToken",
                                lo=1, hi=100, exc="InvalidParameterValueException")
         show = bool(p.get("ShowShardDetails"))
-        out = {"Clusters": [self._mdb_cluster(show) for _ in page]}
+        out = {"Clusters": [self._mdbc_cluster(c, show) if isinstance(c, awsclusters.Spec) else self._mdb_cluster(show)
+                            for c in page]}
         if nxt:
             out["NextToken"] = nxt
         return out
@@ -1113,6 +1178,9 @@ class Models:
         for k in ("ClusterName", "ShardName"):
             if not p.get(k):
                 raise ApiError("InvalidParameterValueException", 400, "%s is required." % k)
+        cs = self._cluster_find("memorydb", p["ClusterName"], region)
+        if cs is not None:
+            return self._mdbc_failover_shard(cs, p)
         name, _, shards = MEMORYDB
         if p["ClusterName"].lower() != name or not self._mdb_exists(region):
             raise ApiError("ClusterNotFoundFault", 400, "Cluster %s not found." % p["ClusterName"])
@@ -1136,6 +1204,177 @@ class Models:
             delays = "memorydb"      # read live: changing the delays moves this operation too
         self._run_op(op, ("memorydb", name), delays, lambda: self._aws_failover(ns))
         return {"Cluster": self._mdb_cluster(True, view)}
+
+
+    # =================================================================================================
+    # Cluster mode: ElastiCache (cluster mode enabled) and MemoryDB over a real Redis Cluster
+    # (POST /_lab/config {"redis_clusters": [...]}, see clusters.py)
+    # =================================================================================================
+    def _cview(self, spec):
+        return awsclusters.View(spec, self.cpool)
+
+    def _cluster_conflict(self, ns):
+        """A failover under way on any of these nodes (two models may name the same cluster's nodes)."""
+        want = {"%s:%d" % hp for hp in ns}
+        for op in self.busy.values():
+            if want & set(op.get("endpoints", ())):
+                return op
+        return None
+
+    def _ecc_group(self, spec, v=None):
+        """A replication group with cluster mode enabled: one node group per shard with its live slots;
+        members carry no CurrentRole and no ReadEndpoint, node groups no Primary/ReaderEndpoint (as AWS
+        replies for cluster-mode groups: clients ask the cluster itself)."""
+        v = v or self._cview(spec)
+        with self.lock:
+            status = self._ec_status(spec.id)
+            op = self.busy.get(("elasticache", spec.id))
+        ngs = []
+        for s, ns in spec.shards:
+            members = [{"CacheClusterId": spec.member(s, i), "CacheNodeId": "0001",
+                        "PreferredAvailabilityZone": spec.region + AZS[i % len(AZS)]} for i in range(len(ns))]
+            ngs.append({"NodeGroupId": s,
+                        "Status": "modifying" if op and op.get("node_group") == s else "available",
+                        "Slots": v.shards[s]["slots"] or None,
+                        "NodeGroupMembers": XList("NodeGroupMember", members)})
+        entry = v.entry()
+        return {
+            "ReplicationGroupId": spec.id,
+            "Description": "lab %s (cluster mode enabled)" % spec.id,
+            "Status": status,
+            "PendingModifiedValues": {},
+            "MemberClusters": XList("ClusterId", [m for _, m, _ in spec.members()]),
+            "NodeGroups": XList("NodeGroup", ngs),
+            "AutomaticFailover": "enabled",
+            "MultiAZ": "enabled",
+            "ConfigurationEndpoint": {"Address": entry[0], "Port": entry[1]},
+            "SnapshotRetentionLimit": 0,
+            "SnapshotWindow": "06:30-07:30",
+            "ClusterEnabled": True,
+            "CacheNodeType": "cache.r6g.large",
+            "AuthTokenEnabled": False,
+            "TransitEncryptionEnabled": self.transit_encryption,
+            "AtRestEncryptionEnabled": False,
+            "MemberClustersOutpostArns": XList("ReplicationGroupOutpostArn", []),
+            "ARN": "arn:aws:elasticache:%s:%s:replicationgroup:%s" % (spec.region, ACCOUNT, spec.id),
+            "LogDeliveryConfigurations": XList("LogDeliveryConfiguration", []),
+            "ReplicationGroupCreateTime": iso(CREATED),
+            "DataTiering": "disabled",
+            "AutoMinorVersionUpgrade": True,
+            "NetworkType": "ipv4",
+            "IpDiscovery": "ipv4",
+            "ClusterMode": "enabled",
+            "Engine": "redis",
+        }
+
+    def _ecc_cache_clusters(self, spec, show, ccid=None):
+        v = self._cview(spec)
+        with self.lock:
+            op = self.busy.get(("elasticache", spec.id))
+        out = []
+        for s, ns in spec.shards:
+            for i, hp in enumerate(ns):
+                cc = spec.member(s, i)
+                if ccid and cc != ccid.lower():
+                    continue
+                if v.nodes[hp]["role"] == "down":
+                    status = "rebooting cache cluster nodes"
+                elif op and cc in op.get("nodes", ()):
+                    status = "modifying"
+                else:
+                    status = "available"
+                out.append(self._cc_item(cc, spec.id, spec.region, i, status, hp[0], hp[1], show, False))
+        return out
+
+    def _ecc_test_failover(self, spec, p):
+        ng = p["NodeGroupId"]
+        ns = spec.shard(ng)
+        if ns is None:
+            raise ApiError("NodeGroupNotFoundFault", 404,
+                           "NodeGroup %s not found in ReplicationGroup %s." % (ng, spec.id))
+        v = self._cview(spec)
+        sh = v.shards[ng]
+        key = ("elasticache", spec.id)
+        with self.lock:
+            status = self._ec_status(spec.id)
+            if status == "available" and self._cluster_conflict(ns):
+                status = "modifying"
+            if status != "available":
+                raise ApiError("InvalidReplicationGroupState", 400,
+                               "ReplicationGroup %s is not in available state (%s)." % (spec.id, status))
+            if not sh["linked"]:
+                raise ApiError("TestFailoverNotAvailableFault", 400,
+                               "NodeGroup %s of ReplicationGroup %s has no available replica to fail over to."
+                               % (ng, spec.id))
+            op = self._cluster_failover_op("elasticache", "TestFailover", spec, ng, sh, ns, key, node_group=ng)
+        self._run_op(op, key, "elasticache",
+                     lambda: awsclusters.failover(spec, ng, self.cpool, self.stopping))
+        return {"ReplicationGroup": self._ecc_group(spec, v)}
+
+    def _cluster_failover_op(self, service, action, spec, group, sh, ns, key, **label):
+        """(Under self.lock.) A real CLUSTER FAILOVER of shard `group` starts: its quota taken, its
+        operation recorded (from its primary to its first linked replica) and the model marked busy."""
+        self._take_quota(service)
+        names = {hp: spec.member(group, i) for i, hp in enumerate(ns)}
+        op = self._new_op(service, action, spec.id, cluster_mode=True, endpoints=["%s:%d" % hp for hp in ns],
+                          **label, **{"from": names.get(sh["primary"]),
+                                      "nodes": [names[x] for x in (sh["primary"], sh["linked"][0]) if x]})
+        self.busy[key] = op
+        return op
+
+    def _mdbc_cluster(self, spec, show_shards, v=None):
+        v = v or self._cview(spec)
+        with self.lock:
+            op = self.busy.get(("memorydb", spec.id))
+        out = {"Name": spec.id, "Description": "lab MemoryDB cluster %s" % spec.id,
+               "Status": "modifying" if op else "available", "PendingUpdates": {},
+               "NumberOfShards": len(spec.shards)}
+        if show_shards:
+            sl = []
+            for s, ns in spec.shards:
+                nodes = []
+                for i, hp in enumerate(ns):
+                    nodes.append({"Name": spec.member(s, i),
+                                  "Status": "failed" if v.nodes[hp]["role"] == "down" else "available",
+                                  "AvailabilityZone": spec.region + AZS[i % len(AZS)], "CreateTime": CREATED,
+                                  "Endpoint": {"Address": hp[0], "Port": hp[1]}})
+                sl.append({"Name": s,
+                           "Status": "failing-over" if op and op.get("shard") == s else "available",
+                           "Slots": v.shards[s]["slots"] or None, "Nodes": nodes, "NumberOfNodes": len(ns)})
+            out["Shards"] = sl
+        entry = v.entry()
+        out.update({"AvailabilityMode": "multiaz",
+                    "ClusterEndpoint": {"Address": entry[0], "Port": entry[1]},
+                    "NodeType": "db.r6g.large", "Engine": "redis", "EngineVersion": "7.0",
+                    "EnginePatchVersion": "7.0.7", "ParameterGroupName": "default.memorydb-redis7",
+                    "ParameterGroupStatus": "in-sync",
+                    "SecurityGroups": [{"SecurityGroupId": "sg-0lab0lab0lab0lab0", "Status": "active"}],
+                    "SubnetGroupName": "default", "TLSEnabled": self.transit_encryption,
+                    "ARN": "arn:aws:memorydb:%s:%s:cluster/%s" % (spec.region, ACCOUNT, spec.id),
+                    "SnapshotRetentionLimit": 0, "MaintenanceWindow": "sun:05:00-sun:06:00",
+                    "SnapshotWindow": "06:30-07:30", "ACLName": "open-access",
+                    "AutoMinorVersionUpgrade": True, "DataTiering": "false"})
+        return out
+
+    def _mdbc_failover_shard(self, spec, p):
+        sname = p["ShardName"]
+        ns = spec.shard(sname)
+        if ns is None:
+            raise ApiError("ShardNotFoundFault", 400, "Shard %s not found in cluster %s." % (sname, spec.id))
+        v = self._cview(spec)
+        sh = v.shards[sname]
+        key = ("memorydb", spec.id)
+        with self.lock:
+            if key in self.busy or self._cluster_conflict(ns):
+                raise ApiError("InvalidClusterStateFault", 400,
+                               "Cluster %s is not in available state (modifying)." % spec.id)
+            if not sh["linked"]:
+                raise ApiError("TestFailoverNotAvailableFault", 400,
+                               "Shard %s has no available replica to fail over to." % sname)
+            op = self._cluster_failover_op("memorydb", "FailoverShard", spec, sname, sh, ns, key, shard=sname)
+        self._run_op(op, key, "memorydb",
+                     lambda: awsclusters.failover(spec, sname, self.cpool, self.stopping))
+        return {"Cluster": self._mdbc_cluster(spec, True, v)}
 
 
 def _parallel(fn, items):

@@ -14,7 +14,8 @@ the operation (AmazonMemoryDB.*, secretsmanager.*: see secrets.py). /_lab/... is
     GET    /_lab/delays | POST /_lab/delays {"promote": s, "settle": s} or {"rds": {...}, ...}
     GET    /_lab/config | POST /_lab/config {delays, test_failover_limit, max_page_size,
                                              strict_regions, reset_quota, failover_rate_limit,
-                                             auto_failover}
+                                             auto_failover, transit_encryption, redis_clusters}
+                                             (redis_clusters: cluster-mode models, see clusters.py)
     GET    /_lab/ops                          failover operations with their timings
     POST   /_lab/wait-idle?timeout=S          returns when no failover is under way
 
