@@ -127,6 +127,8 @@ struct service {
 	char map_error[600];              /* the last map that could not be taken, "" when the last was */
 	struct hostport *seeds;           /* ... a source's nodes: seeds, as static members are */
 	int nseeds;
+	bool map_by_slots;                /* a member did not answer CLUSTER SHARDS (before 7.0, an ACL):
+	                                     the map is asked with CLUSTER SLOTS */
 	bool cluster_pending;             /* cluster = auto: no member has said yet whether it is in a
 	                                     Redis Cluster (new clients are held) */
 	unsigned next_keyless;            /* round robin of keyless commands over the shards */
@@ -670,14 +672,14 @@ static void cluster_ask(struct member *m)
 {
 	struct service *svc = m->svc;
 	int64_t now = now_ms();
-	bool shards = false;
+	enum probe_cluster_reply map = PROBE_CLUSTER_COMMANDS;  /* no map this time */
 
 	if (svc->cl->nshards == 0 || svc->map_stale || now - svc->map_asked_ms >= CLUSTER_MAP_REFRESH_MS) {
-		shards = true;
+		map = svc->map_by_slots ? PROBE_CLUSTER_SLOTS : PROBE_CLUSTER_SHARDS;
 		svc->map_stale = false;
 		svc->map_asked_ms = now;
 	}
-	probe_want(m->probe, shards, svc->keys == NULL);
+	probe_want(m->probe, map, svc->keys == NULL);
 }
 
 /* A slot map `m` reported (in svc->map_buf): every node it names becomes a member (the seeds --
@@ -804,10 +806,19 @@ static void probe_cluster_done(void *arg, enum probe_cluster_reply kind, const s
 	struct service *svc = m->svc;
 	char why[200];
 
-	if (svc->cluster_pending && kind == PROBE_CLUSTER_SHARDS) {
+	enum slots_membership said = kind != PROBE_CLUSTER_COMMANDS ? slots_membership(r) : SLOTS_UNKNOWN;
+
+	if (said == SLOTS_NO_SHARDS && kind == PROBE_CLUSTER_SHARDS) {
+		if (!svc->map_by_slots)
+			log_info(svc->subject, "%s does not answer CLUSTER SHARDS (Redis before 7.0, or an ACL): the slot map "
+					       "is asked with CLUSTER SLOTS", m->str);
+		svc->map_by_slots = true;
+		svc->map_stale = true;
+		return;
+	}
+	if (svc->cluster_pending && kind != PROBE_CLUSTER_COMMANDS) {
 		/* cluster = auto: a server outside a cluster refuses every CLUSTER command so. Anything
 		 * but that or an answer (LOADING, a refused login) leaves the question to the next check. */
-		enum slots_membership said = slots_membership(r);
 		if (said == SLOTS_NOT_CLUSTER) {
 			svc->cluster_pending = false;
 			log_info(svc->subject, "%s is not in a Redis Cluster (cluster = auto): served as one server", m->str);
@@ -838,9 +849,11 @@ static void probe_cluster_done(void *arg, enum probe_cluster_reply kind, const s
 		kick_held(svc);
 		return;
 	}
-	if (!slots_from_cluster_shards(r, svc->map_buf, why, sizeof(why))) {
+	if (!(kind == PROBE_CLUSTER_SLOTS ? slots_from_cluster_slots : slots_from_cluster_shards)(r, svc->map_buf, why,
+											      sizeof(why))) {
 		if (strstr(svc->map_error, why) == NULL)  /* said once while it lasts */
-			log_warn(svc->subject, "CLUSTER SHARDS from %s: %s (the last map stays)", m->str, why);
+			log_warn(svc->subject, "%s from %s: %s (the last map stays)",
+				 kind == PROBE_CLUSTER_SLOTS ? "CLUSTER SLOTS" : "CLUSTER SHARDS", m->str, why);
 		snprintf(svc->map_error, sizeof(svc->map_error), "%s: %s", m->str, why);
 		return;
 	}
@@ -878,7 +891,8 @@ static void probe_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (m->svc->cl != NULL)
 		cluster_ask(m);
 	else if (m->svc->cluster_pending)
-		probe_want(m->probe, true, false);  /* cluster = auto: CLUSTER SHARDS answers the question */
+		probe_want(m->probe, m->svc->map_by_slots ? PROBE_CLUSTER_SLOTS : PROBE_CLUSTER_SHARDS,
+			   false);  /* cluster = auto: the map's question answers this one */
 	probe_run(m->probe);
 }
 

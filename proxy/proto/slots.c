@@ -229,5 +229,9 @@ enum slots_membership slots_membership(const struct redisReply *r)
 		return SLOTS_IN_CLUSTER;
 	if (r->type == REDIS_REPLY_ERROR && r->str != NULL && strstr(r->str, "cluster support disabled") != NULL)
 		return SLOTS_NOT_CLUSTER;
+	/* 6.x: "ERR Unknown subcommand or wrong number of arguments for 'SHARDS'"; an ACL: "NOPERM ..." */
+	if (r->type == REDIS_REPLY_ERROR && r->str != NULL &&
+	    (strncmp(r->str, "NOPERM", 6) == 0 || strcasestr(r->str, "unknown subcommand") != NULL))
+		return SLOTS_NO_SHARDS;
 	return SLOTS_UNKNOWN;
 }

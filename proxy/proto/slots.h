@@ -50,10 +50,11 @@ struct redisReply;
  * shards claiming one slot, too many shards. */
 bool slots_from_cluster_slots(const struct redisReply *r, struct slots_map *m, char *why, size_t whylen);
 bool slots_from_cluster_shards(const struct redisReply *r, struct slots_map *m, char *why, size_t whylen);
-/* What a node's reply to CLUSTER SHARDS says of it (cluster = auto): in a cluster (an array, read
- * by slots_from_cluster_shards), not in one (the error every CLUSTER command gets from a server
- * with cluster support disabled), or nothing yet (LOADING, any other error). */
-enum slots_membership { SLOTS_UNKNOWN, SLOTS_IN_CLUSTER, SLOTS_NOT_CLUSTER };
+/* What a node's reply to CLUSTER SHARDS (or SLOTS) says of it: in a cluster (an array), not in one
+ * (the error every CLUSTER command gets from a server with cluster support disabled), no answer to
+ * CLUSTER SHARDS (a server before 7.0 does not know it; an ACL may forbid it: ask CLUSTER SLOTS),
+ * or nothing yet (LOADING, any other error). */
+enum slots_membership { SLOTS_UNKNOWN, SLOTS_IN_CLUSTER, SLOTS_NOT_CLUSTER, SLOTS_NO_SHARDS };
 enum slots_membership slots_membership(const struct redisReply *r);
 
 #endif

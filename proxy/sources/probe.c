@@ -92,7 +92,8 @@ struct probe {
 	probe_cb cb;
 	probe_lost_cb lost_cb;  /* optional: the idle connection died between checks */
 	probe_cluster_cb cluster_cb;  /* optional (Redis Cluster): CLUSTER SHARDS / COMMAND replies */
-	bool want_shards, want_commands;  /* ... asked for with the next check */
+	bool want_map, want_commands;     /* ... asked for with the next check */
+	enum probe_cluster_reply map_kind;  /* ... the map as CLUSTER SHARDS or CLUSTER SLOTS */
 	void *cb_arg;
 
 	struct event *timer;   /* bounds one check */
@@ -864,13 +865,13 @@ static void probe_rd_query(struct probe *p)
 		p->rd_extra[p->rd_extra_n++] = PROBE_CLUSTER_COMMANDS;
 		cmd = NULL;
 	}
-	if (ok && p->want_shards) {
-		len = redisFormatCommand(&cmd, "CLUSTER SHARDS");
+	if (ok && p->want_map) {
+		len = redisFormatCommand(&cmd, p->map_kind == PROBE_CLUSTER_SLOTS ? "CLUSTER SLOTS" : "CLUSTER SHARDS");
 		ok = engine_rd_command(&p->eng, len, cmd);
-		p->rd_extra[p->rd_extra_n++] = PROBE_CLUSTER_SHARDS;
+		p->rd_extra[p->rd_extra_n++] = p->map_kind;
 		cmd = NULL;
 	}
-	p->want_commands = p->want_shards = false;
+	p->want_commands = p->want_map = false;
 	len = redisFormatCommand(&cmd, "ROLE");
 	if (!ok || !engine_rd_command(&p->eng, len, cmd)) {
 		probe_fail(p, "out of memory");
@@ -1042,9 +1043,12 @@ void probe_on_cluster(struct probe *p, probe_cluster_cb cb)
 	p->cluster_cb = cb;
 }
 
-void probe_want(struct probe *p, bool shards, bool commands)
+void probe_want(struct probe *p, enum probe_cluster_reply map, bool commands)
 {
-	p->want_shards |= shards;
+	if (map == PROBE_CLUSTER_SHARDS || map == PROBE_CLUSTER_SLOTS) {
+		p->want_map = true;
+		p->map_kind = map;
+	}
 	p->want_commands |= commands;
 }
 

@@ -86,15 +86,18 @@ bool probe_address(const struct probe *p, struct sockaddr_storage *sa, socklen_t
 typedef void (*probe_lost_cb)(void *arg);
 void probe_on_idle_lost(struct probe *p, probe_lost_cb cb);
 
-/* Redis Cluster: with the next check (and only that one), ask CLUSTER SHARDS and/or COMMAND before
- * ROLE; their replies go to cb (with the probe's arg) as they come, before the check's result -- any
- * reply, errors included: the callee reads it as the hostile input it is. A check that fails before
- * they come leaves them unanswered: ask again. */
+/* Redis Cluster: with the next check (and only that one), ask the slot map (CLUSTER SHARDS, or
+ * CLUSTER SLOTS of a server before 7.0) and/or COMMAND before ROLE; their replies go to cb (with the
+ * probe's arg) as they come, before the check's result -- any reply, errors included: the callee
+ * reads it as the hostile input it is. A check that fails before they come leaves them unanswered:
+ * ask again. */
 struct redisReply;
-enum probe_cluster_reply { PROBE_CLUSTER_SHARDS, PROBE_CLUSTER_COMMANDS };
+enum probe_cluster_reply { PROBE_CLUSTER_SHARDS, PROBE_CLUSTER_SLOTS, PROBE_CLUSTER_COMMANDS };
 typedef void (*probe_cluster_cb)(void *arg, enum probe_cluster_reply kind, const struct redisReply *r);
 void probe_on_cluster(struct probe *p, probe_cluster_cb cb);
-void probe_want(struct probe *p, bool shards, bool commands);
+/* map: PROBE_CLUSTER_SHARDS or PROBE_CLUSTER_SLOTS to ask for the map, PROBE_CLUSTER_COMMANDS for
+ * none. */
+void probe_want(struct probe *p, enum probe_cluster_reply map, bool commands);
 
 /* Cancels any check (no callback) and frees everything. Not to be called from inside its callback. */
 void probe_free(struct probe *p);

@@ -612,3 +612,29 @@ def test_cluster_auto_asks_the_members(tmp_path, redis_cluster, start_repoint):
         r.execute_command("CLUSTER", "SLOTS")      # the server's own answer: repoint is no cluster here
     r.close()
     assert "is not in a Redis Cluster (cluster = auto): served as one server" in single.logtext()
+
+
+def test_slot_map_from_cluster_slots_where_shards_is_not_answered(tmp_path, redis_cluster):
+    """A node that does not answer CLUSTER SHARDS (Redis before 7.0 does not know it; here an ACL
+    forbids it to the probes' user) gives its slot map as CLUSTER SLOTS: repoint asks that instead and
+    follows the cluster all the same."""
+    nodes = [p for i in range(3) for p in [redis_cluster.shard_nodes(i)[0]] + redis_cluster.shard_nodes(i)[1]]
+    for port in nodes:
+        d = redis.Redis(host="127.0.0.1", port=port)
+        d.execute_command("ACL", "SETUSER", "oldprobe", "on", ">probe-pw", "~*", "&*", "+@all", "-cluster|shards")
+        d.close()
+    rp = start_custom(tmp_path, cluster_service(redis_cluster, "probe_user = oldprobe\nprobe_password = probe-pw\n"))
+    try:
+        wait_for(lambda: (rp.service("cache").get("cluster") or {}).get("ready"), 20, what="the map from CLUSTER SLOTS")
+        assert len(rp.service("cache")["cluster"]["shards"]) == 3
+        assert "does not answer CLUSTER SHARDS (Redis before 7.0, or an ACL)" in rp.logtext()
+        r = client(rp)
+        keys = [f"old:{i}" for i in range(300)]
+        assert r.mset({k: k for k in keys}) and r.mget(keys) == keys
+        r.close()
+    finally:
+        rp.stop()
+        for port in nodes:
+            d = redis.Redis(host="127.0.0.1", port=port)
+            d.execute_command("ACL", "DELUSER", "oldprobe")
+            d.close()

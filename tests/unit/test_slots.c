@@ -43,6 +43,30 @@ static redisReply *parse(const char *resp)
 	return reply;
 }
 
+/* What a node's answer to CLUSTER SHARDS says: a cluster, not one, ask CLUSTER SLOTS, or nothing. */
+START_TEST(test_membership)
+{
+	static const struct {
+		const char *reply;
+		enum slots_membership said;
+	} cases[] = {
+		{"*0\r\n", SLOTS_IN_CLUSTER},
+		{"-ERR This instance has cluster support disabled\r\n", SLOTS_NOT_CLUSTER},
+		{"-ERR Unknown subcommand or wrong number of arguments for 'SHARDS'. Try CLUSTER HELP.\r\n", SLOTS_NO_SHARDS},
+		{"-ERR unknown subcommand 'shards'. Try CLUSTER HELP.\r\n", SLOTS_NO_SHARDS},
+		{"-NOPERM User probe has no permissions to run the 'cluster|shards' command\r\n", SLOTS_NO_SHARDS},
+		{"-LOADING Redis is loading the dataset in memory\r\n", SLOTS_UNKNOWN},
+		{"+OK\r\n", SLOTS_UNKNOWN},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		redisReply *r = parse(cases[i].reply);
+		ck_assert_msg(slots_membership(r) == cases[i].said, "%s", cases[i].reply);
+		freeReplyObject(r);
+	}
+}
+END_TEST
+
 START_TEST(test_cluster_slots)
 {
 	/* 3 shards (0-5460, 5461-10922, 10923-16383), each a primary and a replica, as Redis 7.0 answers. */
@@ -135,6 +159,7 @@ int main(void)
 	tcase_add_test(tc, test_key_slots);
 	tcase_add_test(tc, test_cluster_slots);
 	tcase_add_test(tc, test_cluster_shards);
+	tcase_add_test(tc, test_membership);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
