@@ -1092,30 +1092,33 @@ static int service_slot(const struct service *svc, const uint8_t *p, size_t n)
 	return keyspec_slot(svc->keys, p, n);
 }
 
-static bool service_slot_moved(struct service *svc, int member, const uint8_t *p, size_t n)
+/* A redirection p[0..n) `member` answered -- "-MOVED <slot> <ip>:<port>\r\n" or "-ASK ..." (`code`,
+ * with its space) -- to another shard's confirmed primary: that member (*slot the slot), -1 for any
+ * other (within the shard it is a failover, which the member's own word settles). */
+static int redirect_target(struct service *svc, int member, const uint8_t *p, size_t n, const char *code, long *slot)
 {
 	char line[400], *sp, *colon, *end;
-	long slot, port;
+	size_t cl = strlen(code);
+	long port;
 	struct hostport hp = {0};
 	char str[300];
 
-	if (svc->cl == NULL || member < 0 || member >= svc->nmembers || n < 8 || n >= sizeof(line))
-		return false;
-	svc->map_stale = true;  /* whatever it said, the map is worth asking for again */
+	if (svc->cl == NULL || member < 0 || member >= svc->nmembers || n < cl + 3 || n >= sizeof(line))
+		return -1;
 	memcpy(line, p, n);
 	line[n] = '\0';
-	/* "-MOVED <slot> <ip>:<port>\r\n" (IPv6 addresses unbracketed: the port is after the last ':') */
-	if (strncmp(line, "-MOVED ", 7) != 0)
-		return false;
-	slot = strtol(line + 7, &sp, 10);
-	if (sp == line + 7 || *sp != ' ' || slot < 0 || slot >= SLOTS_COUNT)
-		return false;
+	/* IPv6 addresses come unbracketed: the port is after the last ':' */
+	if (strncmp(line, code, cl) != 0)
+		return -1;
+	*slot = strtol(line + cl, &sp, 10);
+	if (sp == line + cl || *sp != ' ' || *slot < 0 || *slot >= SLOTS_COUNT)
+		return -1;
 	sp++;
 	if ((end = strchr(sp, '\r')) == NULL || (colon = memrchr(sp, ':', (size_t)(end - sp))) == NULL)
-		return false;
+		return -1;
 	port = strtol(colon + 1, &end, 10);
 	if (*end != '\r' || port <= 0 || port > 65535 || (size_t)(colon - sp) >= sizeof(hp.host))
-		return false;
+		return -1;
 	memcpy(hp.host, sp, (size_t)(colon - sp));
 	hp.port = (uint16_t)port;
 	hostport_str(&hp, str, sizeof(str));
@@ -1123,15 +1126,27 @@ static bool service_slot_moved(struct service *svc, int member, const uint8_t *p
 		int k = svc->cl->member_shard[i];
 		if (strcmp(svc->members[i]->str, str) != 0)
 			continue;
-		/* Only to another shard's confirmed primary: within the shard it is a failover, which
-		 * the member's own word settles. */
 		if (k < 0 || k == svc->cl->member_shard[member] || topo_writer_ready(&svc->cl->shards[k].topo) != i)
-			return false;
-		log_debug(svc->subject, "slot %ld moved to shard %d (%s), as %s says", slot, k, str, svc->members[member]->str);
-		cluster_move_slot(svc->cl, (int)slot, k);
-		return true;
+			return -1;
+		return i;
 	}
-	return false;
+	return -1;
+}
+
+static bool service_slot_moved(struct service *svc, int member, const uint8_t *p, size_t n)
+{
+	long slot;
+	int to;
+
+	if (svc->cl == NULL)
+		return false;
+	svc->map_stale = true;  /* whatever it said, the map is worth asking for again */
+	if ((to = redirect_target(svc, member, p, n, "-MOVED ", &slot)) < 0)
+		return false;
+	log_debug(svc->subject, "slot %ld moved to shard %d (%s), as %s says", slot, svc->cl->member_shard[to],
+		  svc->members[to]->str, svc->members[member]->str);
+	cluster_move_slot(svc->cl, (int)slot, svc->cl->member_shard[to]);
+	return true;
 }
 
 bool service_ready(const struct service *svc, char *why, size_t len)
@@ -2932,6 +2947,13 @@ static bool host_slot_moved(struct session_host *h, int member, const uint8_t *p
 	return service_slot_moved(host_svc(h), member, p, n);
 }
 
+static int host_slot_asked(struct session_host *h, int member, const uint8_t *p, size_t n)
+{
+	long slot;
+
+	return redirect_target(host_svc(h), member, p, n, "-ASK ", &slot);
+}
+
 static const struct sockaddr *host_member_addr(struct session_host *h, int member, socklen_t *len)
 {
 	return service_member_addr(host_svc(h), member, len);
@@ -3156,6 +3178,7 @@ static const struct session_host_ops host_ops = {
 	.pick_slot = host_pick_slot,
 	.slot = host_slot,
 	.slot_moved = host_slot_moved,
+	.slot_asked = host_slot_asked,
 	.shard_starts = host_shard_starts,
 	.member_addr = host_member_addr,
 	.member_str = host_member_str,

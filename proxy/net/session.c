@@ -808,6 +808,8 @@ static int pending_slot(struct session *s)
 /* The member to go to now (-1: hold): the writer, or (cluster = on) its next command's shard's. */
 static int route_pick(struct session *s)
 {
+	if (s->host->cluster && s->ask_member >= 0)
+		return s->ask_member;  /* the command an ASK sent elsewhere, once */
 	if (s->host->cluster)
 		return s->host->ops->pick_slot(s->host, pending_slot(s));
 	return s->host->ops->pick(s->host);
@@ -1260,6 +1262,8 @@ static int cluster_target(struct session *s, const uint8_t *p, size_t len)
 
 	if (s->split != NULL && s->split->fan_next < s->split->fan_n)
 		return s->host->ops->pick_slot(s->host, s->split->fan[s->split->fan_next]);  /* a copy for one shard */
+	if (s->ask_member >= 0)
+		return s->ask_member;  /* the command an ASK sent elsewhere, once */
 	slot = s->host->ops->slot(s->host, p, len);
 
 	if (slot >= 0)
@@ -1863,7 +1867,7 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 	const uint8_t *buf = p;
 	size_t off = 0, first = 0, total = n;
 	uint32_t ncmds = 0;
-	bool again = false, own_now = false;
+	bool again = false, own_now = false, asking = cluster && s->ask_member >= 0;
 
 	if (buffered || sh == NULL) {
 		struct evbuffer *in = client_input(s);
@@ -2008,6 +2012,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		ncmds++;
 		if (cluster && s->split != NULL && s->split->fan_next < s->split->fan_n)
 			s->split->fan_next++;  /* that copy is on its way to its shard */
+		if (asking)
+			break;                 /* ASKING goes for the one command after it */
 	}
 	s->shared_need = r == RESP_SHARE_MORE ? len : 0;
 	if (r == RESP_SHARE_NO && (!cluster || s->unshare)) {
@@ -2020,8 +2026,12 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		}
 	}
 	if (ncmds > 0) {
+		static const char asking_cmd[] = "*1\r\n$6\r\nASKING\r\n";
 		size_t n_sent = off - first;
-		if (!shared_send(sh, s, buf + first, n_sent, ncmds)) {
+		/* ASKING right before the command, its reply dropped: nothing comes between them on the
+		 * connection (the loop is single-threaded, the batch queued whole). */
+		if ((asking && !shared_send(sh, NULL, (const uint8_t *)asking_cmd, sizeof(asking_cmd) - 1, 1)) ||
+		    !shared_send(sh, s, buf + first, n_sent, ncmds)) {
 			session_destroy(s);
 			return true;
 		}
@@ -2030,6 +2040,8 @@ static bool shared_input(struct session *s, const uint8_t *p, size_t n)
 		s->retry_len = 0;
 		s->retry_valid = s->shared_out == 0 && ncmds == 1;
 		retry_append(s, buf + first, n_sent);
+		if (asking)
+			s->ask_member = -1;
 		s->sh = sh;
 		s->sh_write = on_write;
 		s->shared_out += ncmds;
@@ -2107,6 +2119,24 @@ void session_shared_reply(struct session *s, const uint8_t *p, size_t n, uint32_
 	s->shared_bytes -= done_bytes <= s->shared_bytes ? done_bytes : s->shared_bytes;
 	if (s->shared_out == 0)
 		s->sh = NULL;
+	if (replies == 1 && svc->cluster && n > 5 && memcmp(p, "-ASK ", 5) == 0 && s->shared_out == 0 && s->retry_valid &&
+	    s->retry_len > 0 && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
+	    (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && !svc->ops->stopping(svc) && !s->client_eof &&
+	    (s->ask_member = svc->ops->slot_asked(svc, member, p, n)) >= 0) {
+		/* The slot is migrating and the key has left: the command did not run here, and goes
+		 * once, after ASKING, to the node importing the slot. */
+		struct evbuffer *in = client_input(s);
+		s->retry_streak++;
+		svc->counters.retried++;
+		if (in == NULL || evbuffer_prepend(in, s->retry, s->retry_len) < 0) {
+			session_destroy(s);
+			return;
+		}
+		s->retry_valid = false;
+		s->retry_len = 0;
+		shared_input(s, NULL, 0);
+		return;
+	}
 	if (replies > 0 && proto->later_reply != NULL) {
 		/* Refused for a moment without running (a cluster settling after a failover): a lone
 		 * request from an idle point is sent again a little later, on whichever node serves its
@@ -4002,7 +4032,7 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 	s->id = session_next_id++;
 	s->member = -1;
 	s->avoid_member = -1;
-	s->own_at = s->own_member = s->own_slot = -1;
+	s->own_at = s->own_member = s->own_slot = s->ask_member = -1;
 	s->state = SESSION_HELD;
 	net_conn_init(&s->client.conn, -1);
 	net_conn_init(&s->upstream.conn, -1);

@@ -97,6 +97,10 @@ struct session_host_ops {
 	 * confirmed primary (a resharding moved the slot): taken, true (the command did not run: send
 	 * it again). False otherwise (the map is asked for again soon). */
 	bool (*slot_moved)(struct session_host *h, int member, const uint8_t *p, size_t n);
+	/* cluster = on: `member` answered p[0..n) with ASK (the slot is migrating and the key has left):
+	 * the member it names, another shard's confirmed primary, where the command goes once after
+	 * ASKING; -1 for any other. */
+	int (*slot_asked)(struct session_host *h, int member, const uint8_t *p, size_t n);
 	/* cluster = on: the first slot of each shard that serves one, ascending, at most max of them
 	 * (a shard's name for a command sent to every shard, and in a SCAN cursor); their number. */
 	int (*shard_starts)(struct session_host *h, int *first, int max);
@@ -307,6 +311,7 @@ struct session {
 	int own_at;                  /* the member `own` goes to */
 	int own_member;              /* the member this transaction goes to; -1 not chosen yet */
 	int own_slot;                /* the slot it is bound to (its first key's); -1 none yet */
+	int ask_member;              /* the next command goes there once, after ASKING (-1: none) */
 	bool own_active;
 	bool tx_multi;               /* MULTI sent on `own`, EXEC or DISCARD not yet */
 	bool tx_watch;               /* WATCH armed on `own` */

@@ -638,3 +638,34 @@ def test_slot_map_from_cluster_slots_where_shards_is_not_answered(tmp_path, redi
             d = redis.Redis(host="127.0.0.1", port=port)
             d.execute_command("ACL", "DELUSER", "oldprobe")
             d.close()
+
+
+def test_ask_goes_to_the_importing_node_at_once(rp, redis_cluster):
+    """A slot in the middle of a migration whose key has moved already: the old node answers ASK, and
+    repoint sends the command once, after ASKING, to the node importing the slot -- the client gets
+    its answer at once, not after the migration ends (here it never does on its own)."""
+    src_port, dst_port = redis_cluster.shard_nodes(0)[0], redis_cluster.shard_nodes(1)[0]
+    key = redis_cluster.key_in_shard(0, "asked")
+    slot = redis_cluster.slot_of(key)
+    src, dst = redis.Redis(port=src_port), redis.Redis(port=dst_port)
+    r = client(rp)
+    assert r.set(key, "before")
+    try:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", redis_cluster.node_id(src_port))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", redis_cluster.node_id(dst_port))
+        src.execute_command("MIGRATE", "127.0.0.1", dst_port, key, 0, 5000)
+        t0 = time.monotonic()
+        assert r.get(key) == "before"                       # ASK, then ASKING + GET at the importing node
+        assert r.set(key, "after") and r.get(key) == "after"
+        assert time.monotonic() - t0 < 1
+        assert dst.execute_command("ASKING") and dst.get(key) == b"after"   # where it ran
+    finally:
+        # The slot stable again at its owner, and its key back there.
+        src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        if dst.execute_command("ASKING") and dst.exists(key):
+            dst.execute_command("MIGRATE", "127.0.0.1", src_port, key, 0, 5000)
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        src.close()
+        dst.close()
+        r.close()
+    redis_cluster.wait_healthy(30)
