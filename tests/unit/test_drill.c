@@ -1,17 +1,21 @@
-/* test_drill.c - the drill's numbers (outage, per-client gaps, percentiles, gate), its JSON report
- * and text, the SVG timeline, the error classification and the option parsing. */
+/* test_drill.c - the drill's numbers (outage, per-client and per-shard gaps, percentiles, gate), its
+ * JSON report and text, the SVG timeline, the error classification, the option parsing, and the
+ * refusals of a cluster = on drill that come before anything is asked of the service. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 #include <libxml/parser.h>
 
+#include "config.h"
 #include "drill/conn.h"
 #include "drill/drill.h"
 #include "drill/report.h"
 #include "drill/svg.h"
+#include "proto/slots.h"
 #include "service.h"
 
 #define MS 1000 /* records are in microseconds */
@@ -535,6 +539,491 @@ START_TEST(test_options_json)
 }
 END_TEST
 
+
+/* ---- cluster = on: a row per shard ------------------------------------------------------------ */
+
+/* A 3-shard cluster, shard 1 drilled; the failover is requested at 1000 ms. Clients 0 and 1 write
+ * shard 0's keys, 2 and 3 shard 1's; shard 2 serves no slot (no client writes it) and client 4 sent
+ * nothing. Client 1's first request and client 3's at 1630 ms found their key's slot served by no
+ * shard (-1). */
+static const struct drill_record cluster_recs[] = {
+	{.start_us = 800 * MS, .end_us = 805 * MS, .client = 1, .kind = DRILL_ERR_SERVER, .message = "CLUSTERDOWN", .shard = -1},
+	{.start_us = 900 * MS, .end_us = 905 * MS, .client = 0, .kind = DRILL_OK, .connected = true, .shard = 0},
+	{.start_us = 910 * MS, .end_us = 915 * MS, .client = 2, .kind = DRILL_OK, .connected = true, .shard = 1},
+	{.start_us = 950 * MS, .end_us = 955 * MS, .client = 1, .kind = DRILL_OK, .shard = 0},
+	{.start_us = 960 * MS, .end_us = 965 * MS, .client = 3, .kind = DRILL_OK, .shard = 1},
+	{.start_us = 1010 * MS, .end_us = 1020 * MS, .client = 2, .kind = DRILL_ERR_CLOSED, .message = "gone", .shard = 1},
+	{.start_us = 1000 * MS, .end_us = 1600 * MS, .client = 3, .kind = DRILL_OK, .connected = true, .shard = 1},
+	{.start_us = 1100 * MS, .end_us = 1105 * MS, .client = 0, .kind = DRILL_OK, .shard = 0},
+	{.start_us = 1200 * MS, .end_us = 1300 * MS, .client = 1, .kind = DRILL_OK, .shard = 0},
+	{.start_us = 1050 * MS, .end_us = 1400 * MS, .client = 2, .kind = DRILL_ERR_REFUSED, .message = "no writer", .shard = 1},
+	{.start_us = 1420 * MS, .end_us = 1425 * MS, .client = 2, .kind = DRILL_OK, .connected = true, .shard = 1},
+	{.start_us = 1500 * MS, .end_us = 1505 * MS, .client = 0, .kind = DRILL_OK, .shard = 0},
+	{.start_us = 1610 * MS, .end_us = 1615 * MS, .client = 3, .kind = DRILL_OK, .shard = 1},
+	{.start_us = 1630 * MS, .end_us = 1640 * MS, .client = 3, .kind = DRILL_ERR_SERVER, .message = "CLUSTERDOWN", .shard = -1},
+	{.start_us = 1680 * MS, .end_us = 1685 * MS, .client = 3, .kind = DRILL_OK, .shard = 1},
+	{.start_us = 1700 * MS, .end_us = 1705 * MS, .client = 2, .kind = DRILL_OK, .shard = 1},
+};
+#define NCLUSTER (sizeof(cluster_recs) / sizeof(cluster_recs[0]))
+
+START_TEST(test_shard_gaps)
+{
+	int64_t gs, ge, gap;
+	bool rec;
+
+	/* The drilled shard: its successes, whichever client had them (965 by client 3 -> 1425 by
+	 * client 2); the errors in between do not end the gap. */
+	gap = drill_shard_gap(cluster_recs, NCLUSTER, 1, 1000 * MS, 2000 * MS, &gs, &ge, &rec);
+	ck_assert_int_eq(gap, 460 * MS);
+	ck_assert_int_eq(gs, 965 * MS);
+	ck_assert_int_eq(ge, 1425 * MS);
+	ck_assert(rec);
+	/* Shard 0 never failed, but each of its clients waited longer than the shard did: 1300 (client
+	 * 1) -> 1505 (client 0), while client 0 alone had 1105 -> 1505. */
+	gap = drill_shard_gap(cluster_recs, NCLUSTER, 0, 1000 * MS, 2000 * MS, &gs, &ge, &rec);
+	ck_assert_int_eq(gap, 205 * MS);
+	ck_assert_int_eq(gs, 1300 * MS);
+	ck_assert_int_eq(ge, 1505 * MS);
+	ck_assert(rec);
+	ck_assert_int_eq(drill_client_gap(cluster_recs, NCLUSTER, 0, 1000 * MS, 2000 * MS, &gs, &ge, &rec), 400 * MS);
+	ck_assert_int_eq(drill_client_gap(cluster_recs, NCLUSTER, 1, 1000 * MS, 2000 * MS, &gs, &ge, &rec), 345 * MS);
+	/* No success of the shard after `from`: the gap runs from its last success to `until`. */
+	gap = drill_shard_gap(cluster_recs, NCLUSTER, 1, 1705 * MS, 2000 * MS, &gs, &ge, &rec);
+	ck_assert_int_eq(gap, 295 * MS);
+	ck_assert_int_eq(gs, 1705 * MS);
+	ck_assert_int_eq(ge, 2000 * MS);
+	ck_assert(!rec);
+	/* Only the first records (shard 1 failing, nothing of it ended since): not recovered, the gap
+	 * runs from its last success to `until`, while shard 0 is not concerned. */
+	gap = drill_shard_gap(cluster_recs, 6, 1, 1000 * MS, 1410 * MS, &gs, &ge, &rec);
+	ck_assert(!rec);
+	ck_assert_int_eq(gap, 445 * MS);                   /* 965 -> 1410 */
+	ck_assert_int_eq(gs, 965 * MS);
+	ck_assert_int_eq(ge, 1410 * MS);
+	/* A shard no request went to is measured from the request. */
+	gap = drill_shard_gap(cluster_recs, NCLUSTER, 2, 1000 * MS, 2000 * MS, &gs, &ge, &rec);
+	ck_assert_int_eq(gap, 1000 * MS);
+	ck_assert_int_eq(gs, 1000 * MS);
+	ck_assert_int_eq(ge, 2000 * MS);
+	ck_assert(!rec);
+	/* Never requested: nothing to measure. */
+	gap = drill_shard_gap(cluster_recs, NCLUSTER, 2, -1, 2000 * MS, &gs, &ge, &rec);
+	ck_assert_int_eq(gap, 0);
+	ck_assert_int_eq(gs, -1);
+	ck_assert_int_eq(ge, -1);
+	ck_assert(rec);
+	gap = drill_shard_gap(NULL, 0, 0, 1000 * MS, 2000 * MS, &gs, &ge, &rec);
+	ck_assert_int_eq(gap, 1000 * MS);
+	ck_assert(!rec);
+}
+END_TEST
+
+/* What drill.c hands over for a cluster: each shard as /status showed it, primary_after and the
+ * failovers during the drill filled in at the end. */
+static json_t *cluster_shards_in(void)
+{
+	return json_pack("[{s:i, s:b, s:i, s:s, s:s, s:i}, {s:i, s:b, s:i, s:s, s:s, s:i},"
+			 " {s:i, s:b, s:i, s:s, s:s, s:i}]",
+			 "shard", 0, "drilled", 0, "slots", 8192, "primary_before", "10.0.0.11:6379", "primary_after",
+			 "10.0.0.11:6379", "failovers", 0, "shard", 1, "drilled", 1, "slots", 8192, "primary_before",
+			 "10.0.0.12:6379", "primary_after", "10.0.0.22:6379", "failovers", 1, "shard", 2, "drilled", 0,
+			 "slots", 0, "primary_before", "10.0.0.13:6379", "primary_after", "10.0.0.13:6379",
+			 "failovers", 0);
+}
+
+static json_t *cluster_report(json_t *shards, int64_t requested_us)
+{
+	static const char *const modes[] = {"long", "per-request", "long", "per-request", "long"};
+	struct drill_event ev[] = {
+		{.name = "failover_requested", .at_us = 1000 * MS, .detail = "redis cluster failover"},
+		{.name = "new_writer_confirmed", .at_us = 1410 * MS, .detail = "10.0.0.22:6379 (seen by the probe)"},
+	};
+	json_t *fo = json_pack("{s:s, s:i, s:s, s:s, s:[s, s]}", "method", "redis cluster failover", "shard", 1,
+			       "from", "10.0.0.12:6379", "to", "10.0.0.22:6379", "calls",
+			       "10.0.0.22:6379: CLUSTER FAILOVER", "10.0.0.22:6379: INFO replication  (until role:master)");
+	json_t *opts = json_pack("{s:i, s:f, s:s, s:s, s:s}", "clients", 2, "rate", 50.0, "mode", "both", "write",
+				 "SET repoint:drill:? ? EX 3600", "shard", "1");
+	struct drill_run_info in = {
+		.id = "c-1",
+		.service = "cache",
+		.protocol = "redis",
+		.listen = "127.0.0.1:6379",
+		.kind = "static",
+		.status = "completed",
+		.t0_wall_ms = 1700000000000LL,
+		.duration_us = 2000 * MS,
+		.requested_us = requested_us,
+		.slow_us = 500 * MS,
+		.options = opts,
+		.failover = fo,
+		.records = cluster_recs,
+		.nrecords = NCLUSTER,
+		.nclients = 5,
+		.client_modes = modes,
+		.events = ev,
+		.nevents = 2,
+		.shards = shards,
+	};
+	json_t *r = drill_report_build(&in);
+
+	json_decref(fo);
+	json_decref(opts);
+	return r;
+}
+
+static json_int_t jget(const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+
+	ck_assert_msg(json_is_integer(v), "%s: not an integer", key);
+	return json_integer_value(v);
+}
+
+START_TEST(test_report_shards)
+{
+	json_t *in = cluster_shards_in(), *r = cluster_report(in, 1000 * MS), *shards, *sh, *pc, *b, *ps;
+	json_int_t sum = 0;
+	size_t i, nb;
+
+	/* The input is copied, not filled in. */
+	ck_assert_ptr_null(json_object_get(json_array_get(in, 0), "requests"));
+	shards = json_object_get(r, "shards");
+	ck_assert(json_is_array(shards));
+	ck_assert_int_eq(json_array_size(shards), 3);
+	/* The drilled shard: what the service saw of it, its requests (the slow success among the ok)
+	 * and its keys' longest gap since the request. */
+	sh = json_array_get(shards, 1);
+	ck_assert_int_eq(jget(sh, "shard"), 1);
+	ck_assert(json_is_true(json_object_get(sh, "drilled")));
+	ck_assert_int_eq(jget(sh, "slots"), 8192);
+	ck_assert_str_eq(json_string_value(json_object_get(sh, "primary_before")), "10.0.0.12:6379");
+	ck_assert_str_eq(json_string_value(json_object_get(sh, "primary_after")), "10.0.0.22:6379");
+	ck_assert_int_eq(jget(sh, "failovers"), 1);
+	ck_assert_int_eq(jget(sh, "requests"), 9);
+	ck_assert_int_eq(jget(sh, "ok"), 7);
+	ck_assert_int_eq(jget(sh, "errors"), 2);
+	ck_assert_int_eq(jget(sh, "outage_ms"), 460);
+	ck_assert_int_eq(jget(sh, "gap_start_ms"), 965);
+	ck_assert_int_eq(jget(sh, "gap_end_ms"), 1425);
+	ck_assert(json_is_true(json_object_get(sh, "recovered")));
+	sh = json_array_get(shards, 0);
+	ck_assert(json_is_false(json_object_get(sh, "drilled")));
+	ck_assert_int_eq(jget(sh, "requests"), 5);
+	ck_assert_int_eq(jget(sh, "errors"), 0);
+	ck_assert_int_eq(jget(sh, "outage_ms"), 205);
+	ck_assert_int_eq(jget(sh, "gap_start_ms"), 1300);
+	ck_assert_int_eq(jget(sh, "gap_end_ms"), 1505);
+	/* A shard no request went to: no outage to tell (null, not 0), and nothing to recover from. */
+	sh = json_array_get(shards, 2);
+	ck_assert_int_eq(jget(sh, "requests"), 0);
+	ck_assert_int_eq(jget(sh, "ok"), 0);
+	ck_assert_int_eq(jget(sh, "errors"), 0);
+	ck_assert(json_is_null(json_object_get(sh, "outage_ms")));
+	ck_assert(json_is_null(json_object_get(sh, "gap_start_ms")));
+	ck_assert(json_is_null(json_object_get(sh, "gap_end_ms")));
+	ck_assert(json_is_true(json_object_get(sh, "recovered")));
+	/* The requests whose slot no shard served count for none, but for the run they are errors. */
+	json_array_foreach(shards, i, sh)
+		sum += jget(sh, "requests");
+	ck_assert_int_eq(sum, (json_int_t)NCLUSTER - 2);
+	ck_assert_int_eq(jget(json_object_get(r, "errors"), "total"), 4);
+
+	/* Each client's row says its shard: that of its last request (client 1's first and client 3's
+	 * one before the last went to no shard); a client that sent nothing has none. */
+	pc = json_object_get(json_object_get(r, "outage"), "per_client");
+	ck_assert_int_eq(json_array_size(pc), 5);
+	ck_assert_int_eq(jget(json_array_get(pc, 0), "shard"), 0);
+	ck_assert_int_eq(jget(json_array_get(pc, 1), "shard"), 0);
+	ck_assert_int_eq(jget(json_array_get(pc, 2), "shard"), 1);
+	ck_assert_int_eq(jget(json_array_get(pc, 3), "shard"), 1);
+	ck_assert_ptr_nonnull(json_object_get(json_array_get(pc, 4), "shard"));
+	ck_assert(json_is_null(json_object_get(json_array_get(pc, 4), "shard")));
+	ck_assert_int_eq(jget(json_array_get(pc, 2), "outage_ms"), 510);   /* 915 -> 1425, its own */
+
+	/* buckets.per_shard: a strip per shard, as long as the others, by request end. */
+	b = json_object_get(r, "buckets");
+	nb = json_array_size(json_object_get(b, "ok"));
+	ck_assert_int_eq(nb, 21);
+	ps = json_object_get(b, "per_shard");
+	ck_assert_int_eq(json_array_size(ps), 3);
+	json_array_foreach(ps, i, sh) {
+		ck_assert_int_eq(json_array_size(json_object_get(sh, "ok")), nb);
+		ck_assert_int_eq(json_array_size(json_object_get(sh, "errors")), nb);
+	}
+	sh = json_array_get(ps, 1);
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "errors"), 10)), 1);  /* 1020 */
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "errors"), 14)), 1);  /* 1400 */
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "ok"), 16)), 3);      /* 1600, 1615, 1685 */
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "errors"), 16)), 0);
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "ok"), 9)), 2);       /* 915, 965 */
+	sh = json_array_get(ps, 0);
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "ok"), 9)), 2);       /* 905, 955 */
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "ok"), 16)), 0);
+	sh = json_array_get(ps, 2);
+	for (size_t k = 0; k < nb; k++) {
+		ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "ok"), k)), 0);
+		ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(sh, "errors"), k)), 0);
+	}
+	/* ...while the run's own errors have the requests no shard served. */
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(b, "errors"), 16)), 1);
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(b, "errors"), 8)), 1);
+	ck_assert_int_eq(json_array_size(json_object_get(b, "per_client")), 5);
+	json_decref(r);
+
+	/* Never requested (refused after the shards were read): the shards are there, without a gap. */
+	r = cluster_report(in, -1);
+	sh = json_array_get(json_object_get(r, "shards"), 1);
+	ck_assert_int_eq(jget(sh, "requests"), 9);
+	ck_assert_int_eq(jget(sh, "outage_ms"), 0);
+	ck_assert(json_is_null(json_object_get(sh, "gap_start_ms")));
+	ck_assert(json_is_true(json_object_get(sh, "recovered")));
+	ck_assert(json_is_null(json_object_get(json_array_get(json_object_get(r, "shards"), 2), "outage_ms")));
+	json_decref(r);
+
+	/* No shard at all (an empty cluster.shards): an empty array, not none. */
+	json_decref(in);
+	in = json_array();
+	r = cluster_report(in, 1000 * MS);
+	ck_assert(json_is_array(json_object_get(r, "shards")));
+	ck_assert_int_eq(json_array_size(json_object_get(r, "shards")), 0);
+	ck_assert_int_eq(json_array_size(json_object_get(json_object_get(r, "buckets"), "per_shard")), 0);
+	json_decref(r);
+	json_decref(in);
+
+	/* Not a cluster: none of the cluster fields. */
+	r = scenario_report("completed");
+	ck_assert_ptr_null(json_object_get(r, "shards"));
+	ck_assert_ptr_null(json_object_get(json_object_get(r, "buckets"), "per_shard"));
+	json_array_foreach(json_object_get(json_object_get(r, "outage"), "per_client"), i, pc)
+		ck_assert_ptr_null(json_object_get(pc, "shard"));
+	json_decref(r);
+}
+END_TEST
+
+static json_t *cluster_result(void)
+{
+	json_t *in = cluster_shards_in(), *runs = json_array(), *res;
+
+	json_array_append_new(runs, cluster_report(in, 1000 * MS));
+	json_decref(in);
+	res = drill_result_new("cache", runs);
+	drill_result_decide(res, &(struct drill_gate){-1, -1});
+	return res;
+}
+
+START_TEST(test_text_shards)
+{
+	json_t *res = cluster_result();
+	char *text = render(text_adapter, res);
+
+	ck_assert_msg(strstr(text, "  failover   redis cluster failover (static) of shard 1 from 10.0.0.12:6379 to "
+				   "10.0.0.22:6379\n") != NULL, "%s", text);
+	ck_assert_ptr_nonnull(strstr(text, "  load       2 clients (both) for each of 3 shards at 50/s each, write: "
+					   "SET repoint:drill:? ? EX 3600\n"));
+	ck_assert_ptr_nonnull(strstr(text, "    client 0 (long, shard 0): 3 requests, 0 errors, 0 reconnects, longest gap 400 ms\n"));
+	ck_assert_ptr_nonnull(strstr(text, "    client 2 (long, shard 1): 5 requests, 2 errors, 1 reconnects, longest gap 510 ms\n"));
+	ck_assert_ptr_nonnull(strstr(text, "    client 4 (long): 0 requests"));
+	ck_assert_ptr_nonnull(strstr(text, "  shards     (each request counted for the shard serving its key's slot)\n"));
+	ck_assert_ptr_nonnull(strstr(text, "    shard 0: 5 requests, 0 errors, longest gap 205 ms; primary 10.0.0.11:6379\n"));
+	ck_assert_ptr_nonnull(strstr(text, "    shard 1 (failed over): 9 requests, 2 errors, longest gap 460 ms; primary "
+					   "10.0.0.12:6379 -> 10.0.0.22:6379, 1 failover(s)\n"));
+	ck_assert_ptr_nonnull(strstr(text, "    shard 2: 0 requests, 0 errors, no requests; primary 10.0.0.13:6379\n"));
+	free(text);
+	json_decref(res);
+
+	/* A service that is not a cluster says nothing of shards. */
+	res = drill_result_new("orders", json_array());
+	json_array_append_new(json_object_get(res, "runs"), scenario_report("completed"));
+	drill_result_decide(res, &(struct drill_gate){-1, -1});
+	text = render(text_adapter, res);
+	ck_assert_ptr_null(strstr(text, "shard"));
+	ck_assert_ptr_nonnull(strstr(text, "  load       2 clients (both) at 50/s each"));
+	free(text);
+	json_decref(res);
+}
+END_TEST
+
+static size_t count_of(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+START_TEST(test_svg_shards)
+{
+	json_t *res = cluster_result(), *plain;
+	char *svg, *plain_svg;
+	xmlDocPtr doc;
+
+	svg = render(drill_svg_write, res);
+	doc = xmlReadMemory(svg, (int)strlen(svg), "cluster.svg", NULL, XML_PARSE_NONET | XML_PARSE_NOERROR);
+	ck_assert_msg(doc != NULL, "the SVG is not well-formed");
+	xmlFreeDoc(doc);
+	/* A strip per client, then one per shard, the drilled one marked. */
+	ck_assert_int_eq(count_of(svg, "class=\"strip\""), 5 + 3);
+	ck_assert_ptr_nonnull(strstr(svg, ">shard 0</text>"));
+	ck_assert_ptr_nonnull(strstr(svg, ">shard 1 *</text>"));
+	ck_assert_ptr_nonnull(strstr(svg, ">shard 2</text>"));
+	ck_assert_ptr_nonnull(strstr(svg, ">c4 long</text>"));
+
+	/* The panel grows by the shards' strips: the same run without them is shorter. */
+	plain = json_deep_copy(res);
+	json_object_del(json_object_get(json_array_get(json_object_get(plain, "runs"), 0), "buckets"), "per_shard");
+	plain_svg = render(drill_svg_write, plain);
+	ck_assert_int_eq(count_of(plain_svg, "class=\"strip\""), 5);
+	ck_assert_ptr_null(strstr(plain_svg, ">shard 1 *</text>"));
+	{
+		int h1 = 0, h2 = 0;
+		const char *a = strstr(svg, "height=\""), *c = strstr(plain_svg, "height=\"");
+		ck_assert_ptr_nonnull(a);
+		ck_assert_ptr_nonnull(c);
+		h1 = atoi(a + 8);
+		h2 = atoi(c + 8);
+		ck_assert_int_gt(h1, h2);
+	}
+	free(plain_svg);
+	json_decref(plain);
+	free(svg);
+	json_decref(res);
+}
+END_TEST
+
+/* ---- cluster = on: what is refused before the service is asked anything ---------------------- */
+
+struct refusal_run {
+	struct event_base *base;
+	struct config *cfg;
+	struct service *svc;
+	struct drill *d;
+	int done;
+};
+
+static void refusal_done(void *arg, struct drill *d)
+{
+	struct refusal_run *rr = arg;
+
+	(void)d;
+	rr->done++;
+}
+
+#define CLUSTER_CFG                                                                                \
+	"[service cache]\n"                                                                        \
+	"protocol = redis\n"                                                                       \
+	"listen = 127.0.0.1:7379\n"                                                                \
+	"members = 127.0.0.1:7380, 127.0.0.1:7381\n"
+
+/* A drill of service cache (not started: no listener, no probe) begun with --shard shard and
+ * --write write (NULL: the defaults); returns it, finished or not. */
+static struct drill *begin_drill(struct refusal_run *rr, const char *cluster, const char *shard, const char *write)
+{
+	char text[512], err[1024];
+	struct drill_options o;
+
+	memset(rr, 0, sizeof(*rr));
+	snprintf(text, sizeof(text), CLUSTER_CFG "cluster = %s\n", cluster);
+	rr->cfg = config_load_string(text, "drill.ini", err, sizeof(err));
+	ck_assert_msg(rr->cfg != NULL, "config: %s", err);
+	rr->base = event_base_new();
+	ck_assert_ptr_nonnull(rr->base);
+	rr->svc = service_new(rr->base, &rr->cfg->services[0], &rr->cfg->aws, NULL);
+	ck_assert_ptr_nonnull(rr->svc);
+	drill_options_init(&o);
+	o.service = (char *)"cache";
+	o.shard = (char *)shard;
+	o.write = (char *)write;
+	o.yes = true;
+	rr->d = drill_new(rr->base, rr->svc, &rr->cfg->aws, &o, refusal_done, rr);
+	ck_assert_ptr_nonnull(rr->d);
+	drill_begin(rr->d);
+	return rr->d;
+}
+
+static void end_drill(struct refusal_run *rr)
+{
+	if (!drill_finished(rr->d))
+		drill_cancel(rr->d, "test over");
+	event_base_loop(rr->base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(rr->done, 1);
+	drill_free(rr->d);
+	service_free(rr->svc);
+	event_base_free(rr->base);
+	config_free(rr->cfg);
+}
+
+/* Begun, refused at once with `code`, its message starting with `msg`; refused runs exit 3. */
+static void expect_refused(const char *shard, const char *write, const char *code, const char *msg)
+{
+	struct refusal_run rr;
+	struct drill *d = begin_drill(&rr, "on", shard, write);
+	json_t *rep, *err, *res, *runs;
+
+	ck_assert_msg(drill_finished(d), "--shard %s --write %s: not refused", shard ? shard : "(none)",
+		      write ? write : "(default)");
+	rep = drill_report(d);
+	ck_assert_ptr_nonnull(rep);
+	ck_assert_str_eq(json_string_value(json_object_get(rep, "status")), "refused");
+	err = json_object_get(rep, "error");
+	ck_assert_str_eq(json_string_value(json_object_get(err, "code")), code);
+	ck_assert_msg(strncmp(json_string_value(json_object_get(err, "message")), msg, strlen(msg)) == 0,
+		      "message '%s', expected '%s...'", json_string_value(json_object_get(err, "message")), msg);
+	/* Refused before the shards were read, the failover planned or a client started. */
+	ck_assert_ptr_null(json_object_get(rep, "shards"));
+	ck_assert_ptr_null(json_object_get(json_object_get(rep, "failover"), "shard"));
+	ck_assert_int_eq(jget(json_object_get(rep, "requests"), "total"), 0);
+	runs = json_array();
+	json_array_append(runs, rep);
+	res = drill_result_new("cache", runs);
+	ck_assert_int_eq(drill_result_decide(res, &(struct drill_gate){-1, -1}), DRILL_EXIT_NOT_RUN);
+	json_decref(res);
+	end_drill(&rr);
+}
+
+START_TEST(test_cluster_refusals)
+{
+	struct refusal_run rr;
+	char big[16], msg[200];
+
+	expect_refused("x", NULL, "BadShard",
+		       "--shard x: the shards of cluster service cache are numbered 0, 1, ... as GET /status's "
+		       "cluster.shards shows them");
+	expect_refused("-1", NULL, "BadShard", "--shard -1: ");
+	expect_refused("+1", NULL, "BadShard", "--shard +1: ");
+	expect_refused("1a", NULL, "BadShard", "--shard 1a: ");
+	expect_refused("", NULL, "BadShard", "--shard : ");
+	expect_refused("0001x", NULL, "BadShard", "--shard 0001x: ");
+	snprintf(big, sizeof(big), "%d", SLOTS_MAX_SHARDS);
+	snprintf(msg, sizeof(msg), "--shard %d: ", SLOTS_MAX_SHARDS);
+	expect_refused(big, NULL, "BadShard", msg);
+	expect_refused("99999999999999999999", NULL, "BadShard", "--shard 99999999999999999999: ");
+	/* The key needs a '?' for the hash tag of the client's shard. */
+	expect_refused("1", "SET repoint:drill:k 1", "NoKeyPlaceholder",
+		       "--write SET repoint:drill:k 1: cluster service cache needs '?' in the key, where each client's "
+		       "requests get the hash tag of its shard");
+	expect_refused(NULL, "PING", "NoKeyPlaceholder", "--write PING: ");
+
+	/* A shard number that may be there, the default write (its first '?' in the key), no --shard
+	 * (shard 0): nothing refused yet, the preflight waits for the service. */
+	snprintf(big, sizeof(big), "%d", SLOTS_MAX_SHARDS - 1);
+	begin_drill(&rr, "on", big, NULL);
+	ck_assert(!drill_finished(rr.d));
+	end_drill(&rr);
+	begin_drill(&rr, "on", NULL, NULL);
+	ck_assert(!drill_finished(rr.d));
+	end_drill(&rr);
+	begin_drill(&rr, "on", "007", "SET k? ?");
+	ck_assert(!drill_finished(rr.d));
+	end_drill(&rr);
+	/* A service that is not a cluster does not read --shard so (nor needs a '?'). */
+	begin_drill(&rr, "off", "x", "PING");
+	ck_assert(!drill_finished(rr.d));
+	ck_assert_ptr_null(drill_report(rr.d));
+	end_drill(&rr);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("drill");
@@ -553,6 +1042,11 @@ int main(void)
 	tcase_add_test(tc, test_classification);
 	tcase_add_test(tc, test_options);
 	tcase_add_test(tc, test_options_json);
+	tcase_add_test(tc, test_shard_gaps);
+	tcase_add_test(tc, test_report_shards);
+	tcase_add_test(tc, test_text_shards);
+	tcase_add_test(tc, test_svg_shards);
+	tcase_add_test(tc, test_cluster_refusals);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
