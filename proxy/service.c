@@ -126,6 +126,7 @@ struct service {
 	bool map_stale;                   /* a role changed: the next probe asks for the map */
 	char map_error[600];              /* the last map that could not be taken, "" when the last was */
 	struct hostport *seeds;           /* ... a source's nodes: seeds, as static members are */
+	char (*seed_groups)[64];          /* ... and the node group (shard) the source puts each in */
 	int nseeds;
 	bool map_by_slots;                /* a member did not answer CLUSTER SHARDS (before 7.0, an ACL):
 	                                     the map is asked with CLUSTER SLOTS */
@@ -1765,15 +1766,24 @@ static void tls_from_source(struct service *svc)
  * seeds. The slot map says which shard each node is in and the probes which is primary (the API
  * has no roles in cluster mode); until a map is known, the seeds are the members that are asked
  * for it. */
-static void cluster_seeds(struct service *svc, const struct hostport *hps, const char **ids, int n)
+static void cluster_seeds(struct service *svc, const struct aws_source_view *v, const struct hostport *hps,
+			  const char **ids, int n)
 {
 	struct hostport *seeds = calloc((size_t)(n > 0 ? n : 1), sizeof(*seeds));
+	char (*groups)[64] = calloc((size_t)(n > 0 ? n : 1), sizeof(*groups));
 
-	if (seeds == NULL)
+	if (seeds == NULL || groups == NULL) {
+		free(seeds);
+		free(groups);
 		return;  /* the last seeds stay */
+	}
 	memcpy(seeds, hps, (size_t)n * sizeof(*seeds));
+	for (int i = 0; i < n; i++)
+		snprintf(groups[i], sizeof(groups[i]), "%s", v->members[i].group);
 	free(svc->seeds);
+	free(svc->seed_groups);
 	svc->seeds = seeds;
+	svc->seed_groups = groups;
 	svc->nseeds = n;
 	if ((svc->cl == NULL || svc->cl->nshards == 0) && n > 0)
 		(void)set_members(svc, hps, ids, n);
@@ -1797,7 +1807,7 @@ static void source_view(void *arg, const struct aws_source_view *v)
 		ids[i] = v->members[i].id;
 	}
 	if (svc->cl != NULL || svc->cluster_pending) {
-		cluster_seeds(svc, hps, ids, v->nmembers);
+		cluster_seeds(svc, v, hps, ids, v->nmembers);
 		aws_source_set_fast(svc->source, failing_over(svc) || strcmp(v->status, "available") != 0);
 		goto out;
 	}
@@ -2419,6 +2429,7 @@ void service_free(struct service *svc)
 	free(svc->cl);
 	free(svc->map_buf);
 	free(svc->seeds);
+	free(svc->seed_groups);
 	if (svc->keys != NULL)
 		keyspec_free(svc->keys);
 	net_tls_free(svc->tls);
@@ -3221,4 +3232,19 @@ int service_slot_shard(const struct service *svc, int slot)
 bool service_is_cluster(const struct service *svc)
 {
 	return svc->cl != NULL;
+}
+
+int service_group_shard(const struct service *svc, const char *group)
+{
+	char str[300];
+
+	for (int i = 0; svc->cl != NULL && group != NULL && i < svc->nseeds; i++) {
+		if (strcmp(svc->seed_groups[i], group) != 0)
+			continue;
+		hostport_str(&svc->seeds[i], str, sizeof(str));
+		for (int j = 0; j < svc->nmembers; j++)
+			if (strcmp(svc->members[j]->str, str) == 0 && svc->cl->member_shard[j] >= 0)
+				return svc->cl->member_shard[j];
+	}
+	return -1;
 }

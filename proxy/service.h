@@ -113,6 +113,9 @@ char *service_probe_credentials(struct service *svc, int member, char **user, ch
 /* cluster = on: the shard that serves `slot` now (as /status's cluster.shards[].shard numbers them),
  * -1 when none does or the service is not a cluster. */
 int service_slot_shard(const struct service *svc, int slot);
+/* cluster = on with an elasticache:/memorydb: source: the shard (as /status numbers them) whose
+ * nodes the control plane puts in node group (shard) `group`; -1 when none is in one. */
+int service_group_shard(const struct service *svc, const char *group);
 /* A Redis Cluster now: cluster = on, or auto and a member said so. */
 bool service_is_cluster(const struct service *svc);
 

@@ -785,15 +785,29 @@ static bool cluster_options(struct drill *d)
 	char *end;
 	long k;
 
-	errno = 0;
-	k = strtol(s, &end, 10);
-	if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || k >= SLOTS_MAX_SHARDS) {
-		drill_fail(d, "refused", "BadShard",
-			   "--shard %s: the shards of cluster service %s are numbered 0, 1, ... as GET /status's "
-			   "cluster.shards shows them", s, d->scfg->name);
-		return false;
+	if (d->fo_kind == DRILL_FO_ELASTICACHE || d->fo_kind == DRILL_FO_MEMORYDB) {
+		/* The control plane's failover takes its own name of the shard: the node group (shard)
+		 * whose nodes are in one of the service's shards. */
+		s = d->o.shard != NULL ? d->o.shard : "0001";
+		if ((d->shard = service_group_shard(d->svc, s)) < 0) {
+			drill_fail(d, "refused", "NoSuchShard",
+				   "--shard %s: no node of %s %s's node group (shard) %s is in a shard of service %s "
+				   "(GET /status: cluster.shards)", s,
+				   d->fo_kind == DRILL_FO_MEMORYDB ? "cluster" : "replication group", d->source_id, s,
+				   d->scfg->name);
+			return false;
+		}
+	} else {
+		errno = 0;
+		k = strtol(s, &end, 10);
+		if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || k >= SLOTS_MAX_SHARDS) {
+			drill_fail(d, "refused", "BadShard",
+				   "--shard %s: the shards of cluster service %s are numbered 0, 1, ... as GET /status's "
+				   "cluster.shards shows them", s, d->scfg->name);
+			return false;
+		}
+		d->shard = (int)k;
 	}
-	d->shard = (int)k;
 	if (strchr(d->write_tmpl, '?') == NULL) {
 		drill_fail(d, "refused", "NoKeyPlaceholder",
 			   "--write %s: cluster service %s needs '?' in the key, where each client's requests get the "

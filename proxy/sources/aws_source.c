@@ -412,6 +412,7 @@ static void poll_succeed(struct aws_source *src, const char *status)
 		sm->port = cm->port;
 		sm->role = cm->role;
 		memcpy(sm->status, cm->status, sizeof(sm->status));
+		memcpy(sm->group, cm->group, sizeof(sm->group));
 		sm->available = member_serves(cm->status);
 	}
 	qsort(m, (size_t)n, sizeof(*m), member_cmp);

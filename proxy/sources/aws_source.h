@@ -48,6 +48,7 @@ struct aws_source_member {
 	bool available;     /* the member's own status says it serves ("available", "in-sync",
 	                       "associated", "backing-up", "configuring-..."; also "" = not said) */
 	char status[48];
+	char group[64];     /* ElastiCache node group, MemoryDB shard ("" when none) */
 };
 
 struct aws_source_view {

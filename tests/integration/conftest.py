@@ -137,7 +137,11 @@ class KeyWriters:
     def _run(self, w, r):
         n = 0
         while not self.stop_event.is_set():
-            key = self.key_of(w, n)
+            try:
+                key = self.key_of(w, n)
+            except Exception as e:  # the test's own doing: said, and the writer stops
+                self.errors.append(f"writer {w}: no key: {e!r}")
+                break
             try:
                 r.set(key, n)
                 with self.lock:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from labkit.clients import ENGINES, WriterLoop
-from conftest import KeyWriters, Repoint, free_port, record_notice, record_outage, wait_for
+from conftest import REPOINT_BIN, KeyWriters, Repoint, free_port, record_notice, record_outage, wait_for
 
 @pytest.fixture(scope="module")
 def aws(lab):
@@ -31,9 +31,9 @@ def aws(lab):
         lab.aws_down()
 
 
-def start_sources(tmp_path, url, services, poll="300ms", aws_extra=""):
+def start_sources(tmp_path, url, services, poll="300ms", aws_extra="", extra=""):
     admin = free_port()
-    text = (f"[repoint]\nadmin = 127.0.0.1:{admin}\nshutdown_timeout = 5s\n\n"
+    text = (f"[repoint]\nadmin = 127.0.0.1:{admin}\nshutdown_timeout = 5s\n{extra}\n"
             f"[aws]\nregion = us-east-1\nendpoint_url = {url}\npoll_interval = {poll}\nfailover_poll_interval = 100ms\n"
             f"{aws_extra}\n")
     ports = {}
@@ -239,7 +239,8 @@ def test_cluster_from_a_source(lab, aws, redis_cluster, tmp_path, kind):
     rp = None
     try:
         rp = start_sources(tmp_path, aws, {"cache": f"protocol = redis\nsource = {kind}:{cid}\ncluster = on\n"
-                                                    "failover_probe_interval = 20ms\n"})
+                                                    "failover_probe_interval = 20ms\n"},
+                           extra="admin_token = s3cret")
         wait_for(lambda: (rp.service("cache").get("cluster") or {}).get("ready"), 30,
                  what="the cluster's shards and primaries from the source's seeds")
         s = rp.service("cache")
@@ -247,7 +248,8 @@ def test_cluster_from_a_source(lab, aws, redis_cluster, tmp_path, kind):
         assert {sh["primary"] for sh in s["cluster"]["shards"]} == {f"127.0.0.1:{p}" for _, p in redis_cluster.primaries()}
         old, _ = redis_cluster.shard_nodes(1)
         clients = [redispy.Redis(host="127.0.0.1", port=rp.ports["cache"], socket_timeout=30) for _ in range(2)]
-        with KeyWriters(clients, lambda w, n: redis_cluster.key_in_shard(n % 3, f"src{w}", n // 3 % 20)) as kw:
+        keys = [[[redis_cluster.key_in_shard(i, f"src{w}", j) for j in range(20)] for i in range(3)] for w in range(2)]
+        with KeyWriters(clients, lambda w, n: keys[w][n % 3][n // 3 % 20]) as kw:
             wait_for(lambda: min(kw.writes) > 20, 10, what="the writers to write")
             if kind == "elasticache":
                 aws_cli("elasticache", "test-failover", "--replication-group-id", cid, "--node-group-id", "0002")
@@ -264,6 +266,22 @@ def test_cluster_from_a_source(lab, aws, redis_cluster, tmp_path, kind):
         errors, writes = kw.errors, kw.writes
         assert errors == []
         print(f"{kind}: writes {writes}, retried {rp.service('cache')['counters']['retried']}")
+        # A drill of node group 0003 (the lab's shard 2): the control plane's failover call, the load
+        # through the listener, the report's rows for repoint's shard that holds its nodes.
+        old = redis_cluster.shard_nodes(2)[0]
+        out_json = str(tmp_path / "drill.json")
+        p = subprocess.run([REPOINT_BIN, "drill", "-c", rp.config_path, "--service", "cache", "--shard", "0003",
+                            "--yes", "--json", out_json, "--warmup", "1s", "--duration-after", "2s"],
+                           capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, (p.stdout, p.stderr[-3000:])
+        with open(out_json) as f:
+            run = json.load(f)["runs"][0]
+        assert run["status"] == "completed", run.get("error")
+        drilled = [sh for sh in run["shards"] if sh["drilled"]]
+        assert len(drilled) == 1 and drilled[0]["primary_before"] == f"127.0.0.1:{old}"
+        assert drilled[0]["primary_after"] == f"127.0.0.1:{redis_cluster.shard_nodes(2)[0]}" != drilled[0]["primary_before"]
+        assert all(sh["errors"] == 0 for sh in run["shards"]), run["shards"]
+        assert lab.aws_wait_idle(60)
     finally:
         lab.aws_configure(redis_clusters=[])
         if rp is not None:
