@@ -88,7 +88,10 @@ def iam_env(tmp_path, akid=IAM_KEYS[0], secret=IAM_KEYS[1]):
 
 
 def iam_service(lab, extra=""):
+    # probe_timeout: the lab's token checker starts a Python with botocore for each login (PAM), about
+    # half a second alone on a small machine; three members' probes at once take longer than 1 s.
     return ("protocol = postgres\nmembers = %s\ntls = verify-full\ntls_ca_file = %s\nprobe_interval = 100ms\n"
+            "probe_timeout = 5s\n"
             "probe_user = iam_probe\nprobe_password = iam\nprobe_database = test\nhold_timeout = 20s\n%s"
             % (", ".join(n.addr for n in lab.nodes("postgres")), lab.tls["ca"], extra))
 

@@ -855,9 +855,18 @@ class Models:
             "SnapshottingClusterId": "%s-%03d" % (gid, len(names)),
             "AutomaticFailover": "enabled",
             "MultiAZ": "enabled",
+            "ClusterEnabled": False,
+            "TransitEncryptionMode": None,
+            "ClusterMode": "disabled",
+        })
+        out.update(self._ec_group_common(region, gid, auth))
+        return out
+
+    def _ec_group_common(self, region, gid, auth):
+        """What every replication group of the lab says alike, cluster mode or not."""
+        return {
             "SnapshotRetentionLimit": 0,
             "SnapshotWindow": "06:30-07:30",
-            "ClusterEnabled": False,
             "CacheNodeType": "cache.r6g.large",
             "AuthTokenEnabled": auth,
             "TransitEncryptionEnabled": self.transit_encryption,
@@ -870,11 +879,8 @@ class Models:
             "AutoMinorVersionUpgrade": True,
             "NetworkType": "ipv4",
             "IpDiscovery": "ipv4",
-            "TransitEncryptionMode": None,
-            "ClusterMode": "disabled",
             "Engine": "redis",
-        })
-        return out
+        }
 
     def ec_describe_replication_groups(self, p, region):
         self._refresh()
@@ -1238,7 +1244,7 @@ class Models:
                         "Slots": v.shards[s]["slots"] or None,
                         "NodeGroupMembers": XList("NodeGroupMember", members)})
         entry = v.entry()
-        return {
+        out = {
             "ReplicationGroupId": spec.id,
             "Description": "lab %s (cluster mode enabled)" % spec.id,
             "Status": status,
@@ -1248,24 +1254,11 @@ class Models:
             "AutomaticFailover": "enabled",
             "MultiAZ": "enabled",
             "ConfigurationEndpoint": {"Address": entry[0], "Port": entry[1]},
-            "SnapshotRetentionLimit": 0,
-            "SnapshotWindow": "06:30-07:30",
             "ClusterEnabled": True,
-            "CacheNodeType": "cache.r6g.large",
-            "AuthTokenEnabled": False,
-            "TransitEncryptionEnabled": self.transit_encryption,
-            "AtRestEncryptionEnabled": False,
-            "MemberClustersOutpostArns": XList("ReplicationGroupOutpostArn", []),
-            "ARN": "arn:aws:elasticache:%s:%s:replicationgroup:%s" % (spec.region, ACCOUNT, spec.id),
-            "LogDeliveryConfigurations": XList("LogDeliveryConfiguration", []),
-            "ReplicationGroupCreateTime": iso(CREATED),
-            "DataTiering": "disabled",
-            "AutoMinorVersionUpgrade": True,
-            "NetworkType": "ipv4",
-            "IpDiscovery": "ipv4",
             "ClusterMode": "enabled",
-            "Engine": "redis",
         }
+        out.update(self._ec_group_common(spec.region, spec.id, False))
+        return out
 
     def _ecc_cache_clusters(self, spec, show, ccid=None):
         v = self._cview(spec)
