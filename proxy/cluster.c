@@ -83,6 +83,21 @@ static void shard_ranges(struct cluster *c, int k)
 	}
 }
 
+/* Shard k serves slots, and the map `owner` gives none of them to a shard of its own. */
+static bool left_out(const struct cluster *c, int k, const int16_t *owner)
+{
+	bool serves = false;
+
+	for (int s = 0; s < SLOTS_COUNT; s++) {
+		if (c->owner[s] != k)
+			continue;
+		if (owner[s] >= 0)
+			return false;
+		serves = true;
+	}
+	return serves;
+}
+
 bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const int16_t *owner, int64_t now_ms,
 		   cluster_react_fn react, void *arg, bool *oom)
 {
@@ -95,7 +110,9 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 	unsigned *events = NULL;
 	int *pos = NULL;
 	bool *used = NULL;
-	int nnext = map_shards;
+	int16_t *owner_kept = NULL;
+	int *in_kept = NULL, *to_old_kept = NULL;
+	int nnext = map_shards, kept = 0;
 	bool changed = false;
 
 	*oom = false;
@@ -125,6 +142,40 @@ bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const
 		to_old[j] = best;
 		if (best >= 0)
 			taken[best] = true;
+	}
+	/* A shard the map leaves out altogether -- none of its slots served by a map shard, and no map
+	 * shard is it -- as a map seen mid-failover may (or one listing nothing at all): kept as it is,
+	 * with its slots and the members the map puts in no other shard, and what its topology knows. */
+	for (int k = 0; k < c->nshards; k++)
+		if (!taken[k] && left_out(c, k, owner))
+			kept++;
+	if (kept > 0) {
+		owner_kept = malloc(SLOTS_COUNT * sizeof(*owner_kept));
+		in_kept = malloc((size_t)(c->nmembers > 0 ? c->nmembers : 1) * sizeof(*in_kept));
+		to_old_kept = malloc((size_t)(map_shards + kept) * sizeof(*to_old_kept));
+		if (owner_kept == NULL || in_kept == NULL || to_old_kept == NULL)
+			goto fail;
+		memcpy(owner_kept, owner, SLOTS_COUNT * sizeof(*owner_kept));
+		memcpy(in_kept, in_shard, (size_t)c->nmembers * sizeof(*in_kept));
+		memcpy(to_old_kept, to_old, (size_t)map_shards * sizeof(*to_old_kept));
+		for (int k = 0, j = map_shards; k < c->nshards; k++) {
+			if (taken[k] || !left_out(c, k, owner))
+				continue;
+			for (int s = 0; s < SLOTS_COUNT; s++)
+				if (c->owner[s] == k)
+					owner_kept[s] = (int16_t)j;
+			for (int i = 0; i < c->nmembers; i++)
+				if (in_kept[i] < 0 && c->member_shard[i] == k)
+					in_kept[i] = j;
+			to_old_kept[j++] = k;
+			taken[k] = true;
+		}
+		owner = owner_kept;
+		in_shard = in_kept;
+		free(to_old);
+		to_old = to_old_kept;
+		to_old_kept = NULL;
+		nnext = map_shards += kept;
 	}
 	/* Shards no map shard took are gone: their members left them (below). */
 	if (nnext < c->nshards)
@@ -221,6 +272,9 @@ fail:
 	changed = false;
 	free(next);
 out:
+	free(owner_kept);
+	free(in_kept);
+	free(to_old_kept);
 	free(pos);
 	free(used);
 	free(to_old);

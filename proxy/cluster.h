@@ -49,8 +49,9 @@ bool cluster_remap(struct cluster *c, int n, const int *map, int64_t now_ms, clu
 
 /* Take a slot map of `map_shards` shards: member i is in map shard in_shard[i] (-1: none), slot s
  * is served by map shard owner[s] (-1: none). A member that changes shard leaves the old one as a
- * member that left (losing its writer role there) and starts unknown in the new one. Returns
- * whether anything changed; false with *oom on allocation failure (nothing changed). */
+ * member that left (losing its writer role there) and starts unknown in the new one. A shard the
+ * map leaves out altogether (none of its slots served by a map shard: a map seen mid-failover, or an
+ * empty one) stays as it is. Returns whether anything changed; false with *oom on allocation failure (nothing changed). */
 bool cluster_apply(struct cluster *c, int map_shards, const int *in_shard, const int16_t *owner, int64_t now_ms,
 		   cluster_react_fn react, void *arg, bool *oom);
 

@@ -654,6 +654,33 @@ START_TEST(test_shards_keep_identity)
 	ck_assert(cluster_apply(&c, 2, swapped, owner, 8, count_react, NULL, &oom));
 	ck_assert_uint_eq(c.shards[c.owner[5]].topo.failovers, f);
 	ck_assert_uint_eq(c.shards[c.owner[9000]].topo.failovers, 0);
+	/* A map that leaves a shard out altogether (its slots served by no shard of the map), or lists
+	 * none at all: the shards left out stay as they were -- number, slots, members, primary, failovers. */
+	int k5 = c.owner[5], k9 = c.owner[9000], w5 = cluster_slot_writer(&c, 5);
+	int16_t *part = malloc(SLOTS_COUNT * sizeof(*part));
+	int only[4];
+	ck_assert(part != NULL);
+	for (int i = 0; i < 4; i++)
+		only[i] = c.member_shard[i] == k9 ? 0 : -1;
+	for (int s = 0; s < SLOTS_COUNT; s++)
+		part[s] = c.owner[s] == k9 ? 0 : -1;
+	cluster_apply(&c, 1, only, part, 9, count_react, NULL, &oom);
+	ck_assert(!oom);
+	ck_assert_int_eq(c.nshards, 2);
+	ck_assert_int_eq(c.owner[5], k5);
+	ck_assert_int_eq(c.owner[9000], k9);
+	ck_assert_int_eq(cluster_slot_writer(&c, 5), w5);
+	ck_assert_uint_eq(c.shards[k5].topo.failovers, f);
+	int none[4] = {-1, -1, -1, -1};
+	for (int s = 0; s < SLOTS_COUNT; s++)
+		part[s] = -1;
+	ck_assert(!cluster_apply(&c, 0, none, part, 10, count_react, NULL, &oom));   /* nothing changes */
+	ck_assert(!oom);
+	ck_assert_int_eq(c.nshards, 2);
+	ck_assert_int_eq(cluster_slot_writer(&c, 5), w5);
+	ck_assert_int_eq(cluster_slot_writer(&c, 9000), 2);
+	ck_assert_uint_eq(c.shards[k5].topo.failovers, f);
+	free(part);
 	cluster_free(&c);
 }
 END_TEST
