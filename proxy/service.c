@@ -2622,6 +2622,8 @@ json_t *service_status_json(const struct service *svc)
 				      "bytes_client_to_server",
 				      (json_int_t)svc->host.counters.bytes_client_to_server, "bytes_server_to_client",
 				      (json_int_t)svc->host.counters.bytes_server_to_client));
+	json_object_set_new(json_object_get(o, "counters"), "transactions_replayed",
+			    json_integer((json_int_t)svc->host.counters.tx_replayed));
 	json_object_set_new(json_object_get(o, "counters"), "shared_commands",
 			    json_integer((json_int_t)svc->host.counters.shared_commands));
 	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->host.counters.pinned));
@@ -2697,6 +2699,7 @@ METRIC_FN(m_pool_reused, svc->host.counters.pool_reused)
 METRIC_FN(m_opaque_sessions, svc->host.counters.opaque_sessions)
 METRIC_FN(m_migrated, svc->host.counters.migrated)
 METRIC_FN(m_retried, svc->host.counters.retried)
+METRIC_FN(m_tx_replayed, svc->host.counters.tx_replayed)
 METRIC_FN(m_shared_commands, svc->host.counters.shared_commands)
 METRIC_FN(m_pinned, svc->host.counters.pinned)
 METRIC_FN(m_shared_connections, shared_connections(svc))
@@ -2751,6 +2754,9 @@ static const struct metric service_metric_table[] = {
 	 m_migrated, false},
 	{"repoint_retried_total", "counter", "Requests refused as read-only by an old writer and sent again",
 	 m_retried, false},
+	{"repoint_transactions_replayed_total", "counter",
+	 "Transactions refused part-way by an old writer turned read-only, run again on the new writer with the same answers",
+	 m_tx_replayed, false},
 	{"repoint_shared_commands_total", "counter", "Commands sent over shared server connections (multiplex)",
 	 m_shared_commands, false},
 	{"repoint_pinned_total", "counter", "Sessions that needed a server connection of their own (multiplex)",

@@ -379,12 +379,17 @@ void session_destroy(struct session *s)
 		event_free(s->relogin_ev);
 	s->host->ops->closed(s->host, s);
 	free(s->retry);
+	if (s->txlog != NULL) {
+		txlog_free(s->txlog);
+		free(s->txlog);
+	}
 	free(s);
 }
 
 static void drop_upstream(struct session *s)
 {
 	side_close(&s->upstream);
+	s->txr_replaying = false;  /* a transaction's replay ends with its connection: nothing committed */
 	s->tls_asking = false;
 	s->upstream.handshaking = false;
 	s->med = 0;
@@ -604,6 +609,13 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 	if (keep && proto->is_idle(&s->ps)) {
 		s->retry_len = 0;
 		s->retry_valid = true;
+		if (proto->tx_retryable != NULL && s->login != NULL) {
+			/* ... and the answers too, for a transaction refused part-way. */
+			if (s->txlog == NULL)
+				s->txlog = calloc(1, sizeof(*s->txlog));
+			if (s->txlog != NULL)
+				txlog_reset(s->txlog);
+		}
 	}
 	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, p, n);
 	if (keep || s->starting)
@@ -765,6 +777,8 @@ static bool held_last_words(struct session *s, size_t n)
 		return false;
 	s->term_held = true;
 	if (at > 0) {
+		if (s->txlog != NULL)
+			s->txlog->valid = false;
 		s->ps = after;
 		take_replayable(s);
 		s->host->counters.bytes_server_to_client += at;
@@ -843,6 +857,8 @@ static void deliver_held_reply(struct session *s)
 	size_t n = evbuffer_get_length(s->held_reply);
 	uint8_t *p = evbuffer_pullup(s->held_reply, -1);
 
+	if (s->txlog != NULL)
+		s->txlog->valid = false;  /* answers the log did not see */
 	if (n > 0) {
 		if (!s->shared)
 			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, n);
@@ -906,10 +922,13 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 		/* Sent again only on the member's own word that it is not a writer: then the refusal
 		 * was a replica's, and the request did not run. */
 		if (role == ROLE_READER && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
-			evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
+			/* A transaction's refusal is kept: the client's answer should its replay go otherwise. */
+			if (!s->txr_pending)
+				evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
 			retry_elsewhere(s);
 			return;
 		}
+		s->txr_pending = false;
 		deliver_held_reply(s);
 		return;
 	}
@@ -3150,6 +3169,82 @@ static void tls_step(struct session *s);
 static void tls_answer(struct session *s);
 static void med_upstream_read(struct session *s);
 
+/* A transaction refused part-way by a writer turned read-only can run again on the new writer:
+ * every request since its idle point is kept, every answer the client had to them is in the log,
+ * one by one (the protocol's tracker says so). */
+static bool tx_replayable(struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+	unsigned k, n = 0;
+
+	if (proto->tx_retryable == NULL || s->txlog == NULL || !s->txlog->valid || !s->retry_valid ||
+	    s->retry_streak >= SESSION_RETRY_STREAK_MAX || s->client_eof || s->host->cfg->route != ROUTE_WRITER ||
+	    (k = proto->tx_retryable(&s->ps)) == 0 || s->txlog->nends + 1u != k)
+		return false;
+	/* The kept bytes are those k requests, whole. */
+	for (size_t off = 0, len; off < s->retry_len; off += len, n++)
+		if ((len = proto->request_len(s->retry + off, s->retry_len - off)) == 0)
+			return false;
+	return n == k;
+}
+
+/* The transaction's replay went otherwise than the client saw it the first time: the client gets
+ * the refusal it would have had, and the session ends (what the client believes of its transaction
+ * is true nowhere now). */
+static void txr_failed(struct session *s, const char *why)
+{
+	char subj[160];
+
+	log_warn(subject(s, subj, sizeof(subj)), "its transaction could not run again on the new writer (%s): "
+		 "the client gets the old writer's refusal, and the session ends", why);
+	s->txr_replaying = false;
+	s->host->counters.bytes_server_to_client += evbuffer_get_length(s->held_reply);
+	evbuffer_add_buffer(s->client.out, s->held_reply);
+	close_after_flush(s, "(its transaction's replay answered otherwise)");
+}
+
+/* An answer to a request of a transaction being run again: checked against the log, and the next
+ * request sent once it is complete; the last one's answer is the client's (its replay is over). */
+static void txr_read(struct session *s, size_t n)
+{
+	const struct proto_ops *proto = s->host->proto;
+	char subj[160];
+
+	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, n);
+	bool answered = proto->tx_answered(&s->ps);
+	if (!txlog_match(s->txlog, &s->txr_pos, &s->txr_idx, session_io, n, answered)) {
+		txr_failed(s, "an answer differs");
+		return;
+	}
+	if (!answered)
+		return;
+	size_t len = proto->request_len(s->retry + s->txr_sent, s->retry_len - s->txr_sent);
+	bool last = s->txr_sent + len == s->retry_len;
+	if (len == 0 || (last && s->txr_pos != s->txlog->len)) {
+		txr_failed(s, "the answers end otherwise");
+		return;
+	}
+	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry + s->txr_sent, len);
+	if (!side_send(&s->upstream, s->retry + s->txr_sent, len)) {
+		upstream_gone(s, true);
+		return;
+	}
+	s->txr_sent += (uint32_t)len;
+	if (!last)
+		return;
+	/* Every answer the same: the client's transaction is where it was, on the new writer. */
+	s->txr_replaying = false;
+	s->host->counters.tx_replayed++;
+	evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
+	log_info(subject(s, subj, sizeof(subj)), "its transaction ran again on the new writer (%u request(s), "
+		 "each answered as before); its refused request sent again", (unsigned)s->txr_idx + 1u);
+	forward_client_input(s);
+	s->client.paused = false;
+	side_reading(&s->client, !s->client_eof);
+	if (!side_flush(&s->upstream))
+		upstream_gone(s, true);
+}
+
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
@@ -3221,6 +3316,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		memmove(session_io, session_io + used, (size_t)r - used);
 		r -= (ssize_t)used;
 	}
+	if (s->txr_replaying) {
+		txr_read(s, (size_t)r);
+		return;
+	}
 	if (s->starting) {
 		size_t off = s->swallow < (size_t)r ? s->swallow : (size_t)r;
 		size_t refused;
@@ -3273,6 +3372,9 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
 			   !s->client_eof && confirm_readonly(s, member, session_io, (size_t)r)) {
 			return;
+		} else if (ro == (size_t)r && tx_replayable(s) && confirm_readonly(s, member, session_io, (size_t)r)) {
+			s->txr_pending = true;
+			return;
 		} else {
 			readonly = true;
 		}
@@ -3280,6 +3382,8 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->relay_on)
 		s->relay_on = proto->upgrade->relay(&s->relay, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
+	if (s->txlog != NULL)
+		txlog_reply(s->txlog, session_io, (size_t)r, proto->tx_answered(&s->ps));
 	if (s->login != NULL)
 		take_replayable(s);
 	svc->counters.bytes_server_to_client += (uint64_t)r;
@@ -3762,6 +3866,18 @@ static bool on_connected(struct session *s)
 				     ? proto->startup_preamble(s->retry, s->retry_len)
 				     : 0;
 		size_t first = pre > 0 ? pre : s->retry_len;
+		if (s->txr_pending) {
+			/* A transaction refused part-way: its first request alone; each next one once the
+			 * answer before it came, the same as the client had it (txr_read). */
+			s->txr_pending = false;
+			first = proto->request_len(s->retry, s->retry_len);
+			s->txr_replaying = first > 0 && first < s->retry_len;
+			if (!s->txr_replaying)
+				first = s->retry_len;
+			s->txr_sent = (uint32_t)first;
+			s->txr_pos = 0;
+			s->txr_idx = 0;
+		}
 		/* What the old server refused goes first: the request in flight (Redis), or the session's
 		 * start. A negotiation request goes alone (a server refuses data sent past it before its
 		 * answer); its answer, which the client already has, is not passed on again, and the rest
@@ -3784,9 +3900,12 @@ static bool on_connected(struct session *s)
 		else
 			evbuffer_add(s->upstream.out, ping, sizeof(ping) - 1);
 		side_reading(&s->client, false);
+	} else if (s->txr_replaying) {
+		side_reading(&s->client, false);
 	} else if (s->swallow == 0) {
 		/* Not before it is known whether they are a cancel request (cancel_check), nor while
-		 * repoint conducts the start (they are the client's hello: med_client_read). */
+		 * repoint conducts the start (they are the client's hello: med_client_read), nor while
+		 * a transaction runs again (txr_read). */
 		if ((s->host->proto->cancel_request == NULL || s->cancel_checked) && s->med == 0)
 			forward_client_input(s);
 		s->client.paused = false;

@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "net/conn.h"
+#include "net/txlog.h"
 #include "proto/proto.h"
 #include "topology.h"
 
@@ -53,6 +54,7 @@ struct service_counters {
 	uint64_t opaque_sessions;    /* sessions repoint could not read (a client's own TLS passed through) */
 	uint64_t migrated;           /* sessions moved to another server without the client noticing */
 	uint64_t retried;            /* requests refused as read-only by an old writer, sent again */
+	uint64_t tx_replayed;        /* transactions refused part-way by an old writer, run again on the new one */
 	uint64_t restarted;          /* session starts refused by a server (shutting down), replayed */
 	uint64_t shared_commands;    /* multiplex: commands sent over shared connections */
 	uint64_t pinned;             /* multiplex: sessions that needed a connection of their own */
@@ -225,6 +227,16 @@ struct session {
 	uint32_t retry_len, retry_cap;
 	bool retry_valid;
 	bool replay;                 /* send `retry` first once connected (a migrated request) */
+	/* auth = repoint, a protocol whose transactions can run again (proto->tx_retryable): the
+	 * answers since the idle point (allocated on first use), and a transaction refused part-way
+	 * being run again on the new writer, one request at a time, each answer checked against them:
+	 * `retry` up to txr_sent is sent, txr_pos/txr_idx where the log is. held_reply keeps the
+	 * refusal meanwhile: the client's answer if the replay goes otherwise. */
+	struct txlog *txlog;
+	bool txr_pending;            /* confirmed read-only: replay the transaction once connected */
+	bool txr_replaying;
+	uint8_t txr_idx;
+	uint32_t txr_sent, txr_pos;
 	uint8_t retry_streak;        /* read-only refusals retried in a row */
 	int64_t later_until_ms;      /* refused "for a moment" (proto->later_reply) since: sent again until
 	                                this time (monotonic), 0 when not refused so */

@@ -135,6 +135,10 @@ struct my_state {
 	bool cmd_at_idle;    /* ... sent at an idle point (nothing else in flight, no transaction) */
 	bool cmd_query;      /* ... a COM_QUERY or COM_INIT_DB: refused read-only, it did not run */
 	bool replay_ready, reset_ready;
+	/* Requests since the last idle point (saturating), and whether each was a lone plain query:
+	 * a transaction refused part-way can run again (tx_retryable). */
+	uint8_t tx_cmds;
+	bool tx_plain;
 	/* The text of a COM_QUERY, read as the server's lexer would, for what it leaves behind. */
 	bool scanning;
 	uint8_t sc_quote;    /* inside '...', "..." or `...`: that character */
@@ -445,6 +449,8 @@ static void sc_finish(struct my_state *m)
 {
 	sc_word_end(m);
 	m->scanning = false;
+	if (m->sc_stmts > 1)
+		m->tx_plain = false;  /* several statements, several answers: not followed one by one */
 	m->cmd_cls = CLS_NONE;
 	if (m->sc_why) {
 		my_unmovable(m, m->sc_why);
@@ -497,6 +503,14 @@ static void my_client_command(struct my_state *m, uint8_t cmd)
 		m->cmd_cls = CLS_NONE;
 		m->cmd_at_idle = m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->in_trans;
 		m->cmd_query = cmd == COM_QUERY || cmd == COM_INIT_DB;
+		if (m->cmd_at_idle) {
+			m->tx_cmds = 1;
+			m->tx_plain = cmd == COM_QUERY;
+		} else {
+			if (m->tx_cmds != 0 && m->tx_cmds < UINT8_MAX)
+				m->tx_cmds++;
+			m->tx_plain = m->tx_plain && cmd == COM_QUERY;
+		}
 		switch (cmd) {
 		case COM_QUERY:
 			m->scanning = true;
@@ -633,6 +647,15 @@ static void my_client_packet(struct my_state *m)
 	}
 }
 
+/* A status the server reported (OK, EOF): whether a transaction is open. One that ended, or was
+ * never open, since the idle point leaves nothing of what came before to run again. */
+static void my_in_trans(struct my_state *m, uint16_t status)
+{
+	m->in_trans = status & SERVER_STATUS_IN_TRANS;
+	if (!m->in_trans)
+		m->tx_plain = false;
+}
+
 /* A response ends. The last command's, answered otherwise than OK (my_answered_ok comes first):
  * it left nothing to carry (an error), or nothing that is a setting. */
 static void my_response_done(struct my_state *m)
@@ -661,7 +684,7 @@ static void my_result_first(struct my_state *m)
 			m->opaque = true;
 			return;
 		}
-		m->in_trans = status & SERVER_STATUS_IN_TRANS;
+		my_in_trans(m, status);
 		if (!(status & SERVER_MORE_RESULTS_EXISTS)) {
 			my_answered_ok(m);
 			my_response_done(m);
@@ -711,7 +734,7 @@ static void my_rows(struct my_state *m)
 		m->opaque = true;
 		return;
 	}
-	m->in_trans = status & SERVER_STATUS_IN_TRANS;
+	my_in_trans(m, status);
 	if ((status & SERVER_MORE_RESULTS_EXISTS) && !(status & SERVER_STATUS_CURSOR_EXISTS))
 		m->resp = RS_FIRST;
 	else
@@ -813,7 +836,7 @@ static void my_server_packet(struct my_state *m)
 				m->opaque = true;
 				return;
 			}
-			m->in_trans = status & SERVER_STATUS_IN_TRANS;
+			my_in_trans(m, status);
 			m->phase = PH_COMMAND;
 			return;
 		case 0xFF:
@@ -852,7 +875,7 @@ static void my_server_packet(struct my_state *m)
 			m->opaque = true;
 			return;
 		}
-		m->in_trans = status & SERVER_STATUS_IN_TRANS;
+		my_in_trans(m, status);
 		/* A cursor was opened (COM_STMT_EXECUTE with a cursor flag): the rows come with
 		 * COM_STMT_FETCH, this response ends here. */
 		if (status & SERVER_STATUS_CURSOR_EXISTS)
@@ -876,7 +899,7 @@ static void my_server_packet(struct my_state *m)
 				m->opaque = true;
 				return;
 			}
-			m->in_trans = status & SERVER_STATUS_IN_TRANS;
+			my_in_trans(m, status);
 			if (b[0] == 0x00)
 				my_answered_ok(m);
 			my_response_done(m);
@@ -897,7 +920,7 @@ static void my_server_packet(struct my_state *m)
 				m->opaque = true;
 				return;
 			}
-			m->in_trans = status & SERVER_STATUS_IN_TRANS;
+			my_in_trans(m, status);
 			my_response_done(m);
 			return;
 		case 0xFF:
@@ -1301,6 +1324,43 @@ static bool my_retryable(const struct proto_state *st)
 	       my_dir_quiet(&m->s);
 }
 
+static unsigned my_tx_retryable(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->q_len != 1 || m->resp != RS_NONE ||
+	    !m->in_trans || m->cmd_at_idle || !m->tx_plain || m->tx_cmds < 2 || m->tx_cmds == UINT8_MAX || m->scanning ||
+	    m->stateful != MU_MOVABLE || m->nstmts != 0 || m->replay_ready || m->reset_ready ||
+	    !my_dir_quiet(&m->c) || !my_dir_quiet(&m->s))
+		return 0;
+	return m->tx_cmds;
+}
+
+static bool my_tx_answered(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	return !m->opaque && m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->scanning &&
+	       my_dir_quiet(&m->c) && my_dir_quiet(&m->s);
+}
+
+/* A command: its packets, up to the first shorter than the largest payload. */
+static size_t my_request_len(const uint8_t *p, size_t n)
+{
+	size_t off = 0;
+
+	for (;;) {
+		if (n - off < 4)
+			return 0;
+		size_t len = (size_t)p[off] | (size_t)p[off + 1] << 8 | (size_t)p[off + 2] << 16;
+		if (len > n - off - 4)
+			return 0;
+		off += 4 + len;
+		if (len < MY_MAX_PAYLOAD)
+			return off;
+	}
+}
+
 /* Requests in flight when the server went away: each can be told its outcome is unknown when
  * nothing of its answer came yet, each is answered by one packet (OK or ERR, or a result that an
  * ERR may stand for), no transaction was open and nothing was set that cannot move. */
@@ -1461,6 +1521,9 @@ const struct proto_ops proto_mysql = {
 	.login = &mysql_login_ops,
 	.can_migrate = my_can_migrate,
 	.retryable = my_retryable,
+	.tx_retryable = my_tx_retryable,
+	.tx_answered = my_tx_answered,
+	.request_len = my_request_len,
 	.unmovable_reason = my_unmovable_reason,
 	.replayable = my_replayable,
 	.inflight_lost = my_inflight_lost,

@@ -59,6 +59,18 @@ struct proto_ops {
 	 *   executing it (a read-only error), the request may be sent again to the new writer. */
 	bool (*can_migrate)(const struct proto_state *st);
 	bool (*retryable)(const struct proto_state *st);
+	/* A transaction refused part-way (optional; MySQL): the number of requests since the idle
+	 * point it began at, when there are at least two, the last alone in flight and unanswered,
+	 * every one before it answered and each a plain query that running again rebuilds (nothing
+	 * set, prepared or locked outside the transaction), nothing partial either way; else 0.
+	 * Refused read-only, none of it was committed: the requests may run again, one at a time, on
+	 * the new writer, as long as each is answered as before (net/txlog.h).
+	 * tx_answered: nothing in flight and nothing half-received (a replayed request's answer is
+	 *   complete). request_len: the length of the whole request at the start of p[0..n), 0 when
+	 *   incomplete. */
+	unsigned (*tx_retryable)(const struct proto_state *st);
+	bool (*tx_answered)(const struct proto_state *st);
+	size_t (*request_len)(const uint8_t *p, size_t n);
 	/* At an idle point where can_migrate says no: why, as a metric label ("named_statement",
 	 * "subscribed", ...; static), or NULL when it does not know. */
 	const char *(*unmovable_reason)(const struct proto_state *st);

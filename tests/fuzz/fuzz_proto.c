@@ -67,6 +67,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						fuzz_feed(o, &owned, data, ncuts, data + ncuts, size - ncuts);
 						(void)o->can_migrate(&owned);
 						(void)o->retryable(&owned);
+						if (o->tx_retryable != NULL) {
+							(void)o->tx_retryable(&owned);
+							(void)o->tx_answered(&owned);
+							size_t len = o->request_len(data, size);
+							if (len > size)
+								abort();
+						}
 						(void)o->replayable(&owned);
 						(void)o->unmovable_reason(&owned);
 						/* the bytes as a COM_CHANGE_USER, then as the member's answers to it */

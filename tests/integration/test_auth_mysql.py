@@ -386,6 +386,69 @@ def test_sessions_with_autocommit_off_move_between_transactions(lab, start_repoi
     assert set(done) <= rows
 
 
+def test_a_transaction_refused_part_way_runs_again_on_the_new_writer(lab, start_repoint, auth):
+    """A transaction that wrote on the old writer before it turned read-only has its COMMIT refused there
+    (1290: nothing of it committed). repoint runs it again on the new writer, one statement at a time, each
+    answer compared with the one the client had; all the same, the COMMIT is sent there and the client sees
+    nothing. One whose answers come out otherwise (NOW(6) differs) gets the old writer's refusal and its
+    session ends: nothing of it is committed anywhere, and nothing runs twice."""
+    rp = start_repoint(**auth)
+    port = rp.ports["mysql"]
+    engine = ENGINES["mysql"]
+    c = engine.connect(port)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS tx_r (k VARCHAR(32) PRIMARY KEY, n INT)")
+        cur.execute("DELETE FROM tx_r")
+        cur.execute("INSERT INTO tx_r VALUES ('seen', 1)")
+    engine.close(c)
+
+    def connect():
+        return pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", database="test",
+                               connect_timeout=10, read_timeout=20)   # autocommit off
+
+    same = connect()          # answers that come out the same on the new writer
+    differs = connect()       # one that does not
+    explicit = connect()      # BEGIN ... COMMIT with autocommit on
+    explicit.autocommit(True)
+    with same.cursor() as cur:
+        cur.execute("INSERT INTO tx_r VALUES ('same', 1)")
+        cur.execute("SELECT k, n FROM tx_r ORDER BY k")
+        assert cur.fetchall() == (("same", 1), ("seen", 1))
+        cur.execute("UPDATE tx_r SET n = n + 1 WHERE k = 'same'")
+    with differs.cursor() as cur:
+        cur.execute("INSERT INTO tx_r VALUES ('differs', 1)")
+        cur.execute("SELECT NOW(6)")
+    with explicit.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO tx_r VALUES ('explicit', 1)")
+    old = lab.primary("mysql")
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    same.commit()
+    with explicit.cursor() as cur:
+        cur.execute("COMMIT")
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        differs.commit()
+    assert e.value.args[0] == 1290, e.value.args
+    for cn in (same, explicit):
+        # The session goes on, on the new writer, with its setting.
+        with cn.cursor() as cur:
+            cur.execute("SELECT @@port, @@autocommit, @@in_transaction")
+            assert cur.fetchone() == (new.port, 1 if cn is explicit else 0, 0)
+        cn.close()
+    with pytest.raises(pymysql.err.Error):
+        with differs.cursor() as cur:
+            cur.execute("SELECT 1")
+    direct = engine.connect_node(new)
+    with direct.cursor() as cur:
+        cur.execute("SELECT k, n FROM tx_r ORDER BY k")
+        assert cur.fetchall() == (("explicit", 1), ("same", 2), ("seen", 1))
+    engine.close(direct)
+    assert new.port != old.port
+    assert 'repoint_transactions_replayed_total{service="mysql"} 2' in rp.metrics()
+
+
 def test_pool_keeps_server_connections_for_the_next_client(lab, start_repoint, auth):
     """A client that says goodbye (COM_QUIT) at an idle point, having set nothing, leaves its logged-in server
     connection to the next client of the same start: that client is greeted from the kept connection's greeting

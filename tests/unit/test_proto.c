@@ -10,6 +10,7 @@
 #include "auth/auth.h"
 #include "config.h"
 #include "proto/proto.h"
+#include "net/txlog.h"
 
 #include <check.h>
 #include <event2/buffer.h>
@@ -1981,6 +1982,123 @@ START_TEST(test_my_session_state)
 }
 END_TEST
 
+/* A transaction refused part-way: the requests since its idle point can run again when each was a lone
+ * plain query answered inside the transaction, the last alone in flight; the log checks a replay. */
+START_TEST(test_my_tx_retryable)
+{
+	const struct proto_login_ops *lo = proto_mysql.login;
+	struct auth_users *users = my_users("s3cret");
+	struct proto_login *l = lo->create(CLIENT_AUTH_TRUST, users);
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+	static const char ok_tx[] = "\x07\x00\x00\x01\x00\x01\x00\x01\x00\x00\x00";   /* 1 row, IN_TRANS */
+	static const char ok_idle[] = "\x07\x00\x00\x01\x00\x01\x00\x02\x00\x00\x00"; /* AUTOCOMMIT */
+	static const char ins[] = "\x0f\x00\x00\x00\x03INSERT INTO t ";
+	static const char commit[] = "\x07\x00\x00\x00\x03" "COMMIT";
+	static const char two[] = "\x13\x00\x00\x00\x03INSERT 1; INSERT 2";
+	char err[200];
+	uint8_t challenge[20];
+	struct proto_state ps;
+
+	lo->back_start(l, up, NULL, false);
+	evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+	lo->back(l, min, up, out, err, sizeof(err));
+	my_greeting_challenge(out, challenge);
+	my_hello(in, "app", challenge, "s3cret", "mysql_native_password");
+	ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+
+	/* request_len: whole packets only. */
+	ck_assert_uint_eq(proto_mysql.request_len((const uint8_t *)ins, sizeof(ins) - 1), sizeof(ins) - 1);
+	ck_assert_uint_eq(proto_mysql.request_len((const uint8_t *)ins, sizeof(ins) - 2), 0);
+	ck_assert_uint_eq(proto_mysql.request_len((const uint8_t *)ins, 3), 0);
+
+	/* INSERT (autocommit off: a transaction begins), COMMIT in flight: 2 requests. */
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ins, sizeof(ins) - 1);
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);       /* the first: the lone-request retry's */
+	ck_assert(!proto_mysql.tx_answered(&ps));
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_tx, 5);
+	ck_assert(!proto_mysql.tx_answered(&ps));
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_tx + 5, sizeof(ok_tx) - 6);
+	ck_assert(proto_mysql.tx_answered(&ps));
+	ck_assert(!proto_mysql.is_idle(&ps));
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);       /* nothing in flight */
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)commit, sizeof(commit) - 1);
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 2);
+
+	/* An answer outside a transaction (autocommit: it committed) before the last: never again. */
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ins, sizeof(ins) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ins, sizeof(ins) - 1);  /* pipelined */
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_idle, sizeof(ok_idle) - 1);
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);
+
+	/* Several statements in one query, a prepared statement, a SET inside: not followed. */
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)two, sizeof(two) - 1);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)commit, sizeof(commit) - 1);
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ins, sizeof(ins) - 1);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x0a\x00\x00\x00\x03SET a = 1", 14);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)commit, sizeof(commit) - 1);
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);
+	lo->track_idle(l, &ps);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ins, sizeof(ins) - 1);
+	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1);
+	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x01\x00\x00\x00\x0e", 5);  /* COM_PING */
+	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);
+
+	/* The log: answers kept with their ends; a replay matches only byte for byte, answer by answer. */
+	struct txlog tl = {0};
+	uint32_t pos = 0;
+	uint8_t idx = 0;
+	txlog_reset(&tl);
+	txlog_reply(&tl, (const uint8_t *)ok_tx, 4, false);
+	txlog_reply(&tl, (const uint8_t *)ok_tx + 4, sizeof(ok_tx) - 5, true);
+	txlog_reply(&tl, (const uint8_t *)ok_idle, sizeof(ok_idle) - 1, true);
+	ck_assert(tl.valid && tl.nends == 2 && tl.len == 2 * (sizeof(ok_tx) - 1));
+	ck_assert(txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1, true));
+	ck_assert(txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_idle, 3, false));
+	ck_assert(txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_idle + 3, sizeof(ok_idle) - 4, true));
+	ck_assert(pos == tl.len && idx == 2);
+	pos = 0, idx = 0;
+	ck_assert(!txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_idle, sizeof(ok_idle) - 1, true));  /* differs */
+	pos = 0, idx = 0;
+	ck_assert(!txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_tx, 5, true));       /* ends early */
+	pos = 0, idx = 0;
+	ck_assert(!txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1, false));  /* goes on */
+	pos = 0, idx = 0;
+	ck_assert(txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1, true));
+	ck_assert(!txlog_match(&tl, &pos, &idx, (const uint8_t *)ok_idle, sizeof(ok_idle), true));  /* runs past */
+	/* Bounded: too many answers, too many bytes, and it gives up. */
+	txlog_reset(&tl);
+	for (int i = 0; i < TXLOG_REPLIES; i++)
+		txlog_reply(&tl, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1, true);
+	ck_assert(tl.valid);
+	txlog_reply(&tl, (const uint8_t *)ok_tx, sizeof(ok_tx) - 1, true);
+	ck_assert(!tl.valid);
+	txlog_reset(&tl);
+	static uint8_t big[TXLOG_MAX];
+	txlog_reply(&tl, big, sizeof(big), false);
+	ck_assert(tl.valid);
+	txlog_reply(&tl, big, 1, true);
+	ck_assert(!tl.valid);
+	pos = 0, idx = 0;
+	ck_assert(!txlog_match(&tl, &pos, &idx, big, 1, false));
+	txlog_free(&tl);
+
+	lo->destroy(l);
+	auth_users_unref(users);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	evbuffer_free(up);
+	evbuffer_free(min);
+}
+END_TEST
+
 START_TEST(test_my_upgrade)
 {
 	const struct proto_upgrade *up = proto_mysql.upgrade;
@@ -2908,6 +3026,7 @@ int main(void)
 	tcase_add_test(my, test_my_refuse);
 	tcase_add_test(my, test_my_err_encoder);
 	tcase_add_test(my, test_my_upgrade);
+	tcase_add_test(my, test_my_tx_retryable);
 	tcase_add_test(my, test_mysql_login);
 	tcase_add_test(my, test_mysql_login_refusals);
 	tcase_add_test(my, test_mysql_login_pool);
