@@ -271,7 +271,8 @@ def test_cluster_from_a_source(lab, aws, redis_cluster, tmp_path, kind):
         old = redis_cluster.shard_nodes(2)[0]
         out_json = str(tmp_path / "drill.json")
         p = subprocess.run([REPOINT_BIN, "drill", "-c", rp.config_path, "--service", "cache", "--shard", "0003",
-                            "--yes", "--json", out_json, "--warmup", "1s", "--duration-after", "2s"],
+                            "--yes", "--json", out_json, "--warmup", "1s", "--duration-after", "2s",
+                            "--ledger", str(tmp_path / "ledger.json")],   # the test's own, not the machine's
                            capture_output=True, text=True, timeout=180)
         assert p.returncode == 0, (p.stdout, p.stderr[-3000:])
         with open(out_json) as f:
