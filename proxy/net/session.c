@@ -318,7 +318,8 @@ static void term_deliver(struct session *s)
 
 static void term_forget(struct session *s)
 {
-	if (s->term_held)
+	/* (Kept while a transaction runs again: the client's should it go otherwise.) */
+	if (s->term_held && !s->txr_pending)
 		evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
 	s->term_held = false;
 }
@@ -609,7 +610,7 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 	if (keep && proto->is_idle(&s->ps)) {
 		s->retry_len = 0;
 		s->retry_valid = true;
-		if (proto->tx_retryable != NULL && s->login != NULL) {
+		if ((proto->tx_retryable != NULL || proto->tx_idle != NULL) && s->login != NULL) {
 			/* ... and the answers too, for a transaction refused part-way. */
 			if (s->txlog == NULL)
 				s->txlog = calloc(1, sizeof(*s->txlog));
@@ -725,6 +726,44 @@ static void take_replayable(struct session *s)
 	s->retry_len = 0;
 }
 
+/* A transaction's `k` requests can run again on another member: every one since its idle point is
+ * kept, and the `answered` answers the client had to them are in the log, each whole; the session's
+ * login is repoint's and everything it set goes with it (so a transaction begins there as it did). */
+static bool tx_kept(const struct session *s, unsigned k, unsigned answered)
+{
+	const struct proto_ops *proto = s->host->proto;
+	unsigned n = 0;
+
+	if (k == 0 || s->login == NULL || s->unmovable || s->txlog == NULL || !s->txlog->valid || !s->retry_valid ||
+	    s->txlog->nends != answered || s->client_eof || s->host->cfg->route != ROUTE_WRITER || s->host->ops->stopping(s->host))
+		return false;
+	for (size_t off = 0, len; off < s->retry_len; off += len, n++)
+		if ((len = proto->request_len(s->retry + off, s->retry_len - off)) == 0)
+			return false;
+	return n == k;
+}
+
+/* A transaction refused part-way by a writer turned read-only (the last request in flight) runs
+ * again on the new writer. */
+static bool tx_replayable(struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+	unsigned k;
+
+	return proto->tx_retryable != NULL && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
+	       (k = proto->tx_retryable(&s->ps)) > 0 && tx_kept(s, k, k - 1);
+}
+
+/* A session idle inside a transaction (tracker at `st`) outlives its server: the transaction runs
+ * again on the next one. */
+static bool tx_idle_at(const struct session *s, const struct proto_state *st)
+{
+	const struct proto_ops *proto = s->host->proto;
+	unsigned k;
+
+	return proto->tx_idle != NULL && (k = proto->tx_idle(st)) > 0 && tx_kept(s, k, k);
+}
+
 /* Whether a session whose tracker is at `st` can outlive its server connection (auth = repoint):
  * idle with nothing to lose, or with requests in flight whose client can be told their outcome is
  * unknown (*owed of them). */
@@ -738,6 +777,8 @@ static bool survives_at(const struct session *s, const struct proto_state *st, u
 	    s->host->ops->stopping(s->host))
 		return false;
 	if (proto->can_migrate != NULL && proto->can_migrate(st))
+		return true;
+	if (tx_idle_at(s, st))
 		return true;
 	if (proto->inflight_lost == NULL || !proto->inflight_lost(st, &n))
 		return false;
@@ -1046,9 +1087,15 @@ static void upstream_gone(struct session *s, bool error)
 		bool writer = svc->ops->pick(svc) == member;
 
 		s->owed = owed;
+		if (owed == 0 && !can_migrate(s) && tx_idle_at(s, &s->ps)) {
+			/* Idle in a transaction: it runs again on the next server, every answer checked. */
+			s->txr_pending = s->txr_all = true;
+			s->replay = true;
+		} else {
+			s->retry_len = 0;
+			s->retry_valid = false;
+		}
 		svc->proto->init(&s->ps);
-		s->retry_len = 0;
-		s->retry_valid = false;
 		if (writer) {
 			s->confirming = CONFIRM_CLOSE;
 			s->confirm_member = member;
@@ -3169,25 +3216,6 @@ static void tls_step(struct session *s);
 static void tls_answer(struct session *s);
 static void med_upstream_read(struct session *s);
 
-/* A transaction refused part-way by a writer turned read-only can run again on the new writer:
- * every request since its idle point is kept, every answer the client had to them is in the log,
- * one by one (the protocol's tracker says so). */
-static bool tx_replayable(struct session *s)
-{
-	const struct proto_ops *proto = s->host->proto;
-	unsigned k, n = 0;
-
-	if (proto->tx_retryable == NULL || s->txlog == NULL || !s->txlog->valid || !s->retry_valid ||
-	    s->retry_streak >= SESSION_RETRY_STREAK_MAX || s->client_eof || s->host->cfg->route != ROUTE_WRITER ||
-	    (k = proto->tx_retryable(&s->ps)) == 0 || s->txlog->nends + 1u != k)
-		return false;
-	/* The kept bytes are those k requests, whole. */
-	for (size_t off = 0, len; off < s->retry_len; off += len, n++)
-		if ((len = proto->request_len(s->retry + off, s->retry_len - off)) == 0)
-			return false;
-	return n == k;
-}
-
 /* The transaction's replay went otherwise than the client saw it the first time: the client gets
  * the refusal it would have had, and the session ends (what the client believes of its transaction
  * is true nowhere now). */
@@ -3196,10 +3224,12 @@ static void txr_failed(struct session *s, const char *why)
 	char subj[160];
 
 	log_warn(subject(s, subj, sizeof(subj)), "its transaction could not run again on the new writer (%s): "
-		 "the client gets the old writer's refusal, and the session ends", why);
+		 "the client gets the old writer's last word on it, and the session ends", why);
 	s->txr_replaying = false;
-	s->host->counters.bytes_server_to_client += evbuffer_get_length(s->held_reply);
-	evbuffer_add_buffer(s->client.out, s->held_reply);
+	if (s->held_reply != NULL) {   /* (none: the server closed without a word) */
+		s->host->counters.bytes_server_to_client += evbuffer_get_length(s->held_reply);
+		evbuffer_add_buffer(s->client.out, s->held_reply);
+	}
 	close_after_flush(s, "(its transaction's replay answered otherwise)");
 }
 
@@ -3218,26 +3248,34 @@ static void txr_read(struct session *s, size_t n)
 	}
 	if (!answered)
 		return;
-	size_t len = proto->request_len(s->retry + s->txr_sent, s->retry_len - s->txr_sent);
-	bool last = s->txr_sent + len == s->retry_len;
-	if (len == 0 || (last && s->txr_pos != s->txlog->len)) {
+	bool last = false;
+	if (s->txr_sent < s->retry_len) {
+		size_t len = proto->request_len(s->retry + s->txr_sent, s->retry_len - s->txr_sent);
+		last = s->txr_sent + len == s->retry_len;
+		if (len == 0 || (last && !s->txr_all && s->txr_pos != s->txlog->len)) {
+			txr_failed(s, "the answers end otherwise");
+			return;
+		}
+		proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry + s->txr_sent, len);
+		if (!side_send(&s->upstream, s->retry + s->txr_sent, len)) {
+			upstream_gone(s, true);
+			return;
+		}
+		s->txr_sent += (uint32_t)len;
+		if (!last || s->txr_all)
+			return;
+	} else if (s->txr_pos != s->txlog->len) {
 		txr_failed(s, "the answers end otherwise");
 		return;
 	}
-	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry + s->txr_sent, len);
-	if (!side_send(&s->upstream, s->retry + s->txr_sent, len)) {
-		upstream_gone(s, true);
-		return;
-	}
-	s->txr_sent += (uint32_t)len;
-	if (!last)
-		return;
 	/* Every answer the same: the client's transaction is where it was, on the new writer. */
 	s->txr_replaying = false;
 	s->host->counters.tx_replayed++;
-	evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
+	if (s->held_reply != NULL)
+		evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
 	log_info(subject(s, subj, sizeof(subj)), "its transaction ran again on the new writer (%u request(s), "
-		 "each answered as before); its refused request sent again", (unsigned)s->txr_idx + 1u);
+		 "each answered as before)%s", (unsigned)s->txr_idx + (last ? 1u : 0u),
+		 last ? "; its refused request sent again" : "");
 	forward_client_input(s);
 	s->client.paused = false;
 	side_reading(&s->client, !s->client_eof);
@@ -3374,6 +3412,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		} else if (ro == (size_t)r && tx_replayable(s) && confirm_readonly(s, member, session_io, (size_t)r)) {
 			s->txr_pending = true;
+			s->txr_all = false;
 			return;
 		} else {
 			readonly = true;
@@ -3871,7 +3910,7 @@ static bool on_connected(struct session *s)
 			 * answer before it came, the same as the client had it (txr_read). */
 			s->txr_pending = false;
 			first = proto->request_len(s->retry, s->retry_len);
-			s->txr_replaying = first > 0 && first < s->retry_len;
+			s->txr_replaying = first > 0 && (first < s->retry_len || s->txr_all);
 			if (!s->txr_replaying)
 				first = s->retry_len;
 			s->txr_sent = (uint32_t)first;

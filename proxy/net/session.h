@@ -233,7 +233,9 @@ struct session {
 	 * `retry` up to txr_sent is sent, txr_pos/txr_idx where the log is. held_reply keeps the
 	 * refusal meanwhile: the client's answer if the replay goes otherwise. */
 	struct txlog *txlog;
-	bool txr_pending;            /* confirmed read-only: replay the transaction once connected */
+	bool txr_pending;            /* replay the transaction once connected: */
+	bool txr_all;                /* ... every request of it compared (its server went away while it
+	                                was idle in it), else the last one's answer is the client's */
 	bool txr_replaying;
 	uint8_t txr_idx;
 	uint32_t txr_sent, txr_pos;

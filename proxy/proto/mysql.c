@@ -1336,6 +1336,17 @@ static unsigned my_tx_retryable(const struct proto_state *st)
 	return m->tx_cmds;
 }
 
+static unsigned my_tx_idle(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->q_len != 0 || m->resp != RS_NONE || !m->in_trans ||
+	    !m->tx_plain || m->tx_cmds == 0 || m->tx_cmds == UINT8_MAX || m->scanning || m->stateful != MU_MOVABLE ||
+	    m->nstmts != 0 || m->replay_ready || m->reset_ready || !my_dir_quiet(&m->c) || !my_dir_quiet(&m->s))
+		return 0;
+	return m->tx_cmds;
+}
+
 static bool my_tx_answered(const struct proto_state *st)
 {
 	const struct my_state *m = my_c(st);
@@ -1522,6 +1533,7 @@ const struct proto_ops proto_mysql = {
 	.can_migrate = my_can_migrate,
 	.retryable = my_retryable,
 	.tx_retryable = my_tx_retryable,
+	.tx_idle = my_tx_idle,
 	.tx_answered = my_tx_answered,
 	.request_len = my_request_len,
 	.unmovable_reason = my_unmovable_reason,

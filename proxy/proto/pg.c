@@ -86,6 +86,11 @@ struct pg_state {
 	bool c_first;            /* the next client byte is the first of a Parse's payload */
 	uint8_t tag_len;         /* CommandComplete: bytes of its tag gathered */
 	char tag[14];
+	/* Simple Queries since the last idle point (saturating), and whether each was one, answered
+	 * inside a transaction that neither ended nor failed: a session idle in such a transaction when
+	 * its server goes away can run them again elsewhere (proto->tx_idle). */
+	uint8_t tx_reqs;
+	bool tx_plain;
 };
 
 _Static_assert(sizeof(struct pg_state) <= sizeof(struct proto_state), "pg_state must fit in proto_state");
@@ -185,7 +190,17 @@ static void pg_client_message(struct pg_state *s, uint8_t type)
 	s->q_dealloc = false;
 	if (type == 'C')
 		s->c_close = true;  /* a statement's or a portal's: the login tells them apart */
-	s->q_simple = type == 'Q' && s->ready_idle && s->pending_sync == 0 && !s->unsynced && s->last_status == 'I';
+	bool at_idle = s->ready_idle && s->pending_sync == 0 && !s->unsynced && s->last_status == 'I';
+	s->q_simple = type == 'Q' && at_idle;
+	if (at_idle) {
+		s->tx_reqs = 1;
+		s->tx_plain = type == 'Q';
+	} else if (type == 'Q') {
+		if (s->tx_reqs != 0 && s->tx_reqs < UINT8_MAX)
+			s->tx_reqs++;
+	} else {
+		s->tx_plain = false;  /* the extended protocol, a COPY, a function call: not followed */
+	}
 	s->q_tags = 0;
 	s->q_set = true;
 	s->set_ready = false;
@@ -311,6 +326,10 @@ static void pg_command_tag(struct pg_state *s)
 			pg_unmovable(s, words[i].why);
 	if (s->q_tags < UINT8_MAX)
 		s->q_tags++;
+	/* A transaction ended (or rolled back to a savepoint) inside a request: what came before it may
+	 * have committed. */
+	if (tag_is(s->tag, n, "COMMIT") || tag_is(s->tag, n, "ROLLBACK") || tag_is(s->tag, n, "RELEASE"))
+		s->tx_plain = false;
 	if (!set)
 		s->q_set = false;
 	/* A SET the session can replay elsewhere only when it came alone in a simple Query at an idle
@@ -329,6 +348,8 @@ static void pg_server_ready(struct pg_state *s, uint8_t status)
 		s->pending_sync--;
 	s->ready_idle = status == 'I';
 	s->last_status = status;
+	if (status != 'T')
+		s->tx_plain = false;
 	if (s->q_simple && s->q_tags > 0 && s->q_set) {
 		if (s->q_tags == 1 && status == 'I')
 			s->set_ready = true;
@@ -484,6 +505,39 @@ static bool pg_inflight_lost(const struct proto_state *st, uint32_t *owed)
 		return false;
 	*owed = s->pending_sync;
 	return true;
+}
+
+/* Idle inside a transaction (ReadyForQuery 'T', nothing in flight or partial) that began at the
+ * last idle point, every request since a simple Query answered inside it, nothing set that cannot
+ * move: their number. */
+static unsigned pg_tx_idle(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	if (s->opaque || s->cphase != PGC_TYPED || s->last_status != 'T' || s->pending_sync != 0 || s->unsynced ||
+	    s->client_since_ready || !s->tx_plain || s->tx_reqs == 0 || s->tx_reqs == UINT8_MAX || s->stateful ||
+	    s->set_ready || s->stmt_ready || s->dealloc_ready || s->c.hdr_len != 0 || s->c.remaining != 0 ||
+	    s->s.hdr_len != 0 || s->s.remaining != 0)
+		return 0;
+	return s->tx_reqs;
+}
+
+static bool pg_tx_answered(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	return !s->opaque && s->pending_sync == 0 && !s->unsynced && s->s.hdr_len == 0 && s->s.remaining == 0;
+}
+
+/* One typed message (a simple Query). */
+static size_t pg_request_len(const uint8_t *p, size_t n)
+{
+	if (n < 5)
+		return 0;
+	uint32_t len = be32(p + 1);
+	if (len < 4 || len > PG_MAX_MSG_LEN || (size_t)len > n - 1)
+		return 0;
+	return 1 + (size_t)len;
 }
 
 /* 08007 transaction_resolution_unknown, then ReadyForQuery (idle: no transaction was open). */
@@ -692,6 +746,9 @@ const struct proto_ops proto_postgres = {
 	.startup_preamble = pg_startup_preamble,
 	.termination = pg_termination,
 	.inflight_lost = pg_inflight_lost,
+	.tx_idle = pg_tx_idle,
+	.tx_answered = pg_tx_answered,
+	.request_len = pg_request_len,
 	.outcome_unknown = pg_outcome_unknown,
 	.cancel_request = pg_cancel_request,
 	.session_key = pg_session_key,

@@ -69,6 +69,10 @@ struct proto_ops {
 	 *   complete). request_len: the length of the whole request at the start of p[0..n), 0 when
 	 *   incomplete. */
 	unsigned (*tx_retryable)(const struct proto_state *st);
+	/* tx_idle (optional; Postgres, MySQL): the same for a session idle inside such a transaction
+	 * (every request answered, the transaction open): when its server goes away nothing of it was
+	 * committed, and it can run again elsewhere, every answer checked, before the client goes on. */
+	unsigned (*tx_idle)(const struct proto_state *st);
 	bool (*tx_answered)(const struct proto_state *st);
 	size_t (*request_len)(const uint8_t *p, size_t n);
 	/* At an idle point where can_migrate says no: why, as a metric label ("named_statement",

@@ -67,8 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						fuzz_feed(o, &owned, data, ncuts, data + ncuts, size - ncuts);
 						(void)o->can_migrate(&owned);
 						(void)o->retryable(&owned);
-						if (o->tx_retryable != NULL) {
+						if (o->tx_retryable != NULL)
 							(void)o->tx_retryable(&owned);
+						if (o->tx_idle != NULL) {
+							(void)o->tx_idle(&owned);
 							(void)o->tx_answered(&owned);
 							size_t len = o->request_len(data, size);
 							if (len > size)

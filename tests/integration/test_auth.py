@@ -54,6 +54,53 @@ def test_repoint_answers_the_start_and_logs_in(lab, start_repoint):
     assert 'repoint_client_auth_failures_total{service="postgres"} 1' in rp.metrics()
 
 
+def test_a_session_idle_in_a_transaction_survives_a_switchover(lab, start_repoint):
+    """A session idle inside a transaction when its server shuts down (the lab's switchover: 57P01, then the
+    close) lost nothing that had committed: repoint runs the transaction's queries again on the new writer, one
+    at a time, each answer compared with the one the client had; all the same, the client goes on in its
+    transaction there and commits. One whose answers come out otherwise (clock_timestamp()) gets the old
+    server's last words and its session ends: nothing of it committed anywhere, nothing ran twice."""
+    rp = start_repoint(**AUTH)
+    port = rp.ports["postgres"]
+    c = ENGINES["postgres"].connect(port)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS tx_r (k text PRIMARY KEY, n int)")
+        cur.execute("DELETE FROM tx_r")
+        cur.execute("INSERT INTO tx_r VALUES ('seen', 1)")
+    c.close()
+
+    def connect():   # psycopg2's default: every first query opens a transaction (BEGIN)
+        return psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=10)
+
+    same, differs = connect(), connect()
+    with same.cursor() as cur:
+        cur.execute("INSERT INTO tx_r VALUES ('same', 1)")
+        cur.execute("SELECT k, n FROM tx_r ORDER BY k")
+        assert cur.fetchall() == [("same", 1), ("seen", 1)]
+    with differs.cursor() as cur:
+        cur.execute("INSERT INTO tx_r VALUES ('differs', 1)")
+        cur.execute("SELECT clock_timestamp()")
+    old = lab.primary("postgres")
+    lab.switchover("postgres")
+    new = lab.primary("postgres")
+    rp.wait_writer("postgres", f"127.0.0.1:{new.port}")
+    with same.cursor() as cur:
+        cur.execute("UPDATE tx_r SET n = n + 1 WHERE k = 'same' RETURNING n, inet_server_port()")
+        assert cur.fetchone() == (2, new.port)
+    same.commit()
+    with pytest.raises(psycopg2.OperationalError):
+        with differs.cursor() as cur:
+            cur.execute("SELECT 1")
+    same.close()
+    direct = ENGINES["postgres"].connect(new.port)
+    with direct.cursor() as cur:
+        cur.execute("SELECT k, n FROM tx_r ORDER BY k")
+        assert cur.fetchall() == [("same", 2), ("seen", 1)]
+    direct.close()
+    assert new.port != old.port
+    assert 'repoint_transactions_replayed_total{service="postgres"} 1' in rp.metrics()
+
+
 def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint):
     engine = ENGINES["postgres"]
     rp = start_repoint(**AUTH)

@@ -134,8 +134,9 @@ def test_state_repoint_cannot_carry_closes_at_idle_and_is_counted(lab, start_rep
 
 
 def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(lab, start_repoint, auth):
-    """A crash: the idle sessions move once the member's own probe says it is gone. A connection killed
-    while its member stays the writer (KILL): that was for the client, who gets it."""
+    """A crash: the idle sessions move once the member's own probe says it is gone, and one idle inside a
+    transaction runs it again there (nothing of it had committed) and goes on. A connection killed while its
+    member stays the writer (KILL): that was for the client, who gets it."""
     engine = ENGINES["mysql"]
     rp = start_repoint(hold_timeout="60s", **auth)
     port = rp.ports["mysql"]
@@ -145,6 +146,18 @@ def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(la
     engine.setup(idle[0])
     for c in idle:
         assert conn_id(c)[1] == old.port
+    with idle[0].cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS tx_c (k VARCHAR(32) PRIMARY KEY, n INT)")
+        cur.execute("DELETE FROM tx_c")
+    on_target = engine.connect_node(target)
+    wait_for(lambda: on_target.cursor().execute("SELECT COUNT(*) FROM tx_c") == 1, 20,
+             what="tx_c on the replica")   # (raises until the table is there)
+    engine.close(on_target)
+    in_tx = pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", database="test",
+                            connect_timeout=10, read_timeout=30)   # autocommit off
+    with in_tx.cursor() as cur:
+        cur.execute("INSERT INTO tx_c VALUES ('crash', 1)")
+        cur.execute("SELECT 6 * 7")
     victim = engine.connect(port)
     vid = conn_id(victim)[0]
     direct = engine.connect_node(old)
@@ -172,6 +185,13 @@ def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(la
     for c in idle:
         assert conn_id(c)[1] == target.port   # the same client sockets, on the new writer
         engine.close(c)
+    with in_tx.cursor() as cur:               # its transaction, run again on the new writer, goes on
+        cur.execute("UPDATE tx_c SET n = n + 1 WHERE k = 'crash'")
+        cur.execute("SELECT n, @@port FROM tx_c WHERE k = 'crash'")
+        assert cur.fetchone() == (2, target.port)
+    in_tx.commit()
+    in_tx.close()
+    assert 'repoint_transactions_replayed_total{service="mysql"} 1' in rp.metrics()
     # A write in flight when the writer died is answered "outcome unknown" (2013, as a lost connection: it may
     # have committed, so it is never sent again), and its session goes on; no client connection was closed.
     errors = [e for w in loops for t, e in w.errors()]

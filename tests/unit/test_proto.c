@@ -568,6 +568,66 @@ static void feed_evbuffer(struct evbuffer *b, const char *p, size_t n)
 	evbuffer_add(b, p, n);
 }
 
+/* A session idle inside a transaction of simple Queries, every one answered inside it: tx_idle counts them. */
+START_TEST(test_pg_tx_idle)
+{
+	static const char startup[] = "\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00"
+				      "application_name\x00psql\x00\x00";
+	static const char in[] = "R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I";
+	static const char begin[] = "Q\x00\x00\x00\x0b" "BEGIN;\x00";
+	static const char begun[] = "C\x00\x00\x00\nBEGIN\x00Z\x00\x00\x00\x05T";
+	static const char ins[] = "Q\x00\x00\x00\x0d" "INSERT 1\x00";
+	static const char inserted[] = "C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05T";
+	static const char commit_begin[] = "Q\x00\x00\x00\x13" "COMMIT; BEGIN;\x00";
+	static const char committed_begun[] = "C\x00\x00\x00\x0b" "COMMIT\x00" "C\x00\x00\x00\nBEGIN\x00Z\x00\x00\x00\x05T";
+	static const char failed[] = "E\x00\x00\x00\x0cSERROR\x00\x00Z\x00\x00\x00\x05" "E";
+	static const char parse_sync[] = "P\x00\x00\x00\x0e\x00SELECT\x00\x00\x00S\x00\x00\x00\x04";
+	static const char parsed[] = "1\x00\x00\x00\x04Z\x00\x00\x00\x05T";
+	struct proto_state ps;
+	const struct proto_ops *o = &proto_postgres;
+
+#define PGF(dir, lit) o->feed(&ps, (dir), (const uint8_t *)(lit), sizeof(lit) - 1)
+	ck_assert_uint_eq(o->request_len((const uint8_t *)ins, sizeof(ins) - 1), sizeof(ins) - 1);
+	ck_assert_uint_eq(o->request_len((const uint8_t *)ins, sizeof(ins) - 2), 0);
+	ck_assert_uint_eq(o->request_len((const uint8_t *)"Q\x00\x00\x00\x02", 5), 0);
+	for (int round = 0; round < 4; round++) {
+		o->init(&ps);
+		PGF(PROTO_CLIENT_TO_SERVER, startup);
+		PGF(PROTO_SERVER_TO_CLIENT, in);
+		ck_assert(o->is_idle(&ps));
+		ck_assert_uint_eq(o->tx_idle(&ps), 0);
+		PGF(PROTO_CLIENT_TO_SERVER, begin);
+		ck_assert_uint_eq(o->tx_idle(&ps), 0);       /* in flight */
+		ck_assert(!o->tx_answered(&ps));
+		PGF(PROTO_SERVER_TO_CLIENT, begun);
+		ck_assert(o->tx_answered(&ps));
+		ck_assert_uint_eq(o->tx_idle(&ps), 1);
+		PGF(PROTO_CLIENT_TO_SERVER, ins);
+		PGF(PROTO_SERVER_TO_CLIENT, inserted);
+		ck_assert_uint_eq(o->tx_idle(&ps), 2);
+		switch (round) {
+		case 0:   /* a transaction that committed inside a request: what came before must not run again */
+			PGF(PROTO_CLIENT_TO_SERVER, commit_begin);
+			PGF(PROTO_SERVER_TO_CLIENT, committed_begun);
+			break;
+		case 1:   /* failed: not followed */
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			PGF(PROTO_SERVER_TO_CLIENT, failed);
+			break;
+		case 2:   /* the extended protocol: not followed */
+			PGF(PROTO_CLIENT_TO_SERVER, parse_sync);
+			PGF(PROTO_SERVER_TO_CLIENT, parsed);
+			break;
+		case 3:   /* a client byte after the answer: no longer idle */
+			o->feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q", 1);
+			break;
+		}
+		ck_assert_uint_eq(o->tx_idle(&ps), 0);
+	}
+#undef PGF
+}
+END_TEST
+
 START_TEST(test_pg_login)
 {
 	const struct proto_login_ops *lo = proto_postgres.login;
@@ -2022,8 +2082,10 @@ START_TEST(test_my_tx_retryable)
 	ck_assert(proto_mysql.tx_answered(&ps));
 	ck_assert(!proto_mysql.is_idle(&ps));
 	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 0);       /* nothing in flight */
+	ck_assert_uint_eq(proto_mysql.tx_idle(&ps), 1);            /* idle in the transaction */
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)commit, sizeof(commit) - 1);
 	ck_assert_uint_eq(proto_mysql.tx_retryable(&ps), 2);
+	ck_assert_uint_eq(proto_mysql.tx_idle(&ps), 0);
 
 	/* An answer outside a transaction (autocommit: it committed) before the last: never again. */
 	lo->track_idle(l, &ps);
@@ -3027,6 +3089,7 @@ int main(void)
 	tcase_add_test(my, test_my_err_encoder);
 	tcase_add_test(my, test_my_upgrade);
 	tcase_add_test(my, test_my_tx_retryable);
+	tcase_add_test(my, test_pg_tx_idle);
 	tcase_add_test(my, test_mysql_login);
 	tcase_add_test(my, test_mysql_login_refusals);
 	tcase_add_test(my, test_mysql_login_pool);
