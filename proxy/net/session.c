@@ -3421,8 +3421,14 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->relay_on)
 		s->relay_on = proto->upgrade->relay(&s->relay, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
-	if (s->txlog != NULL)
-		txlog_reply(s->txlog, session_io, (size_t)r, proto->tx_answered(&s->ps));
+	/* An answer that leaves the session idle outside a transaction is not kept: the next request
+	 * starts the log again (an autocommit workload copies nothing). */
+	if (s->txlog != NULL && s->txlog->valid) {
+		if (proto->is_idle(&s->ps))
+			s->txlog->valid = false;
+		else
+			txlog_reply(s->txlog, session_io, (size_t)r, proto->tx_answered(&s->ps));
+	}
 	if (s->login != NULL)
 		take_replayable(s);
 	svc->counters.bytes_server_to_client += (uint64_t)r;
