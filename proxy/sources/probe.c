@@ -546,12 +546,16 @@ static void probe_start_connect(struct probe *p)
 
 /* ---- Postgres -------------------------------------------------------------------------------- */
 
-/* One round trip, one row: in_recovery, and the timeline. A primary's is the one of the WAL it is
- * writing (switches at promotion, unlike pg_control_checkpoint() which waits for a checkpoint).
- * A standby's is the timeline it receives, else that of its last restartpoint; the functions are
- * guarded because an unprivileged user may not run them (then the timeline is NULL). The CTE is
- * materialized so that pg_is_in_recovery() is evaluated once: pg_current_wal_lsn() raises an
- * error during recovery. */
+/* One round trip, one row: in_recovery, the timeline, and whether the server makes every new
+ * transaction read-only. A primary's timeline is the one of the WAL it is writing (switches at
+ * promotion, unlike pg_control_checkpoint() which waits for a checkpoint). A standby's is the
+ * timeline it receives, else that of its last restartpoint; the functions are guarded because an
+ * unprivileged user may not run them (then the timeline is NULL). The CTE is materialized so that
+ * pg_is_in_recovery() is evaluated once: pg_current_wal_lsn() raises an error during recovery.
+ * The third column is libpq's own test for target_session_attrs=read-write: a primary whose
+ * default_transaction_read_only is on refuses new writes (25006) -- a switchover drains its old
+ * primary so -- and is not the writer. Only the server's setting counts (its configuration file,
+ * command line or environment), not one a role or a database sets for its own sessions. */
 static const char probe_pg_sql[] =
 	"WITH s AS MATERIALIZED (SELECT pg_catalog.pg_is_in_recovery() AS rec) "
 	"SELECT s.rec, CASE WHEN s.rec THEN coalesce("
@@ -559,7 +563,9 @@ static const char probe_pg_sql[] =
 	"CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_checkpoint()', 'execute') "
 	"THEN (SELECT timeline_id::bigint FROM pg_catalog.pg_control_checkpoint()) END) "
 	"ELSE ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))"
-	"::bit(32)::bigint END FROM s";
+	"::bit(32)::bigint END, "
+	"(SELECT setting = 'on' AND source IN ('configuration file', 'command line', 'environment variable') "
+	"FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only') FROM s";
 
 
 static void probe_pg_connect(struct probe *p)
@@ -585,7 +591,7 @@ static void probe_pg_connect(struct probe *p)
 }
 
 
-void probe_read_postgres(const char *in_recovery, const char *tli, struct probe_result *r)
+void probe_read_postgres(const char *in_recovery, const char *tli, const char *read_only, struct probe_result *r)
 {
 	int64_t t = 0;
 	char *end;
@@ -593,6 +599,10 @@ void probe_read_postgres(const char *in_recovery, const char *tli, struct probe_
 	memset(r, 0, sizeof(*r));
 	if (in_recovery == NULL || (strcmp(in_recovery, "t") != 0 && strcmp(in_recovery, "f") != 0)) {
 		snprintf(r->detail, sizeof(r->detail), "unexpected in_recovery value");
+		return;
+	}
+	if (read_only != NULL && strcmp(read_only, "t") != 0 && strcmp(read_only, "f") != 0) {
+		snprintf(r->detail, sizeof(r->detail), "unexpected default_transaction_read_only value");
 		return;
 	}
 	if (tli != NULL) {
@@ -618,8 +628,13 @@ void probe_read_postgres(const char *in_recovery, const char *tli, struct probe_
 		return;
 	}
 	r->ok = true;
-	r->role = ROLE_WRITER;
 	r->epoch = t;
+	if (read_only != NULL && read_only[0] == 't') {
+		r->role = ROLE_READER;
+		snprintf(r->detail, sizeof(r->detail), "in_recovery=f tli=%" PRId64 " default_transaction_read_only=on", t);
+		return;
+	}
+	r->role = ROLE_WRITER;
 	snprintf(r->detail, sizeof(r->detail), "in_recovery=f tli=%" PRId64, t);
 }
 
@@ -648,14 +663,15 @@ static void probe_pg_take(struct probe *p, PGresult *res)
 			snprintf(p->pg_error, sizeof(p->pg_error), "error without a message");
 		return;
 	}
-	if (st != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 2 || p->pg_have_row) {
+	if (st != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 3 || p->pg_have_row) {
 		if (p->pg_error[0] == '\0')
 			snprintf(p->pg_error, sizeof(p->pg_error), "unexpected answer (%s, %d rows, %d columns)",
 			         PQresStatus(st), PQntuples(res), PQnfields(res));
 		return;
 	}
 	probe_read_postgres(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
-	                    PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1), &p->pg_row);
+	                    PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
+	                    PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2), &p->pg_row);
 	if (!p->pg_row.ok) {
 		snprintf(p->pg_error, sizeof(p->pg_error), "%.100s", p->pg_row.detail);
 		return;

@@ -107,7 +107,9 @@ void probe_free(struct probe *p);
  * role, epoch and detail (latency_us 0). A NULL value is SQL NULL. */
 struct redisReply;
 void probe_read_redis(const struct redisReply *reply, struct probe_result *r);
-void probe_read_postgres(const char *in_recovery, const char *tli, struct probe_result *r);
+/* Postgres: pg_is_in_recovery(), the timeline, and whether the server's default_transaction_read_only
+ * is on (NULL: not known; a primary refusing new writes is a reader). */
+void probe_read_postgres(const char *in_recovery, const char *tli, const char *read_only, struct probe_result *r);
 void probe_read_mysql(const char *read_only, const char *innodb_read_only, struct probe_result *r);
 
 #endif

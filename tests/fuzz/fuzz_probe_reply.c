@@ -86,7 +86,9 @@ out:
 	two_values(p, n, &a, &b);
 	const char *va = (uint8_t)a[0] == 0xff ? NULL : a, *vb = (uint8_t)b[0] == 0xff ? NULL : b;
 	if (sel == 1) {
-		probe_read_postgres(va, vb, &r);
+		/* the third column: NULL, "t", or the second value again (anything) */
+		const char *vc = n == 0 || p[n - 1] % 3 == 0 ? NULL : p[n - 1] % 3 == 1 ? "t" : vb;
+		probe_read_postgres(va, vb, vc, &r);
 		check(&r);
 		FUZZ_CHECK(!r.ok || r.role != ROLE_WRITER || r.epoch > 0);
 	} else {
