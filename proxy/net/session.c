@@ -261,6 +261,8 @@ static bool side_flush(struct session_side *d)
  * next, so one buffer serves every session. Most reads are then written to the other socket at
  * once, straight from here; only what the kernel does not take is copied into an evbuffer. */
 static uint8_t session_io[SESSION_READ_MAX];
+/* What of session_io a transaction's replay compares (proto->tx_strip). */
+static uint8_t strip_io[SESSION_READ_MAX + 8];
 
 /* One read of up to SESSION_READ_MAX bytes into session_io. Returns the byte count, 0 at EOF, -1 on
  * error, -2 when nothing was there. What the transport holds beyond (TLS) is read at the next turn. */
@@ -584,13 +586,23 @@ static void retry_append(struct session *s, const uint8_t *p, size_t n)
 	s->retry_len += (uint32_t)n;
 }
 
+/* Whether the session keeps its requests from each idle point on: to send one again elsewhere
+ * (refused as read-only) or to set again on the next server what it set. Where moving a session
+ * takes repoint's own login (Postgres, MySQL), only a session with one does. */
+static bool keeps_requests(const struct session *s)
+{
+	const struct proto_ops *proto = s->host->proto;
+
+	return s->login != NULL || (proto->retryable != NULL && proto->login == NULL);
+}
+
 /* The server took the session: its start can no longer be replayed elsewhere. */
 static void started(struct session *s)
 {
 	s->starting = false;
 	s->retry_valid = false;
 	s->retry_len = 0;
-	if (s->host->proto->retryable == NULL) {
+	if (!keeps_requests(s)) {
 		/* Nothing else keeps client bytes for this protocol: give the memory back. */
 		free(s->retry);
 		s->retry = NULL;
@@ -604,9 +616,8 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 {
 	const struct proto_ops *proto = s->host->proto;
 
-	/* From an idle point on, the request is kept while small: to send it again (Redis, refused as
-	 * read-only) or to set again on the next server what it set (auth = repoint: a SET). */
-	bool keep = proto->retryable != NULL || s->login != NULL;
+	/* From an idle point on, the request is kept while small (keeps_requests). */
+	bool keep = keeps_requests(s);
 	if (keep && proto->is_idle(&s->ps)) {
 		s->retry_len = 0;
 		s->retry_valid = true;
@@ -616,6 +627,7 @@ static void client_bytes(struct session *s, const uint8_t *p, size_t n)
 				s->txlog = calloc(1, sizeof(*s->txlog));
 			if (s->txlog != NULL)
 				txlog_reset(s->txlog);
+			memset(&s->txlog_strip, 0, sizeof(s->txlog_strip));
 		}
 	}
 	proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, p, n);
@@ -960,9 +972,12 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 		  is_writer ? " (the service's writer)" : "");
 	s->confirming = CONFIRM_NONE;
 	if (what == CONFIRM_READONLY) {
-		/* Sent again only on the member's own word that it is not a writer: then the refusal
-		 * was a replica's, and the request did not run. */
-		if (role == ROLE_READER && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
+		/* Sent again only on the member's own word that it is not a writer (then the refusal
+		 * was a replica's, and the request did not run), or when it can no longer say and the
+		 * service has already left it (a switchover that turned it read-only, then shut it
+		 * down before its word came). */
+		if ((role == ROLE_READER || (role == ROLE_DOWN && !is_writer)) &&
+		    (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)) {
 			/* A transaction's refusal is kept: the client's answer should its replay go otherwise. */
 			if (!s->txr_pending)
 				evbuffer_drain(s->held_reply, evbuffer_get_length(s->held_reply));
@@ -3235,14 +3250,29 @@ static void txr_failed(struct session *s, const char *why)
 
 /* An answer to a request of a transaction being run again: checked against the log, and the next
  * request sent once it is complete; the last one's answer is the client's (its replay is over). */
+/* The bytes of session_io[0..n) a transaction's log keeps and its replay compares. */
+static const uint8_t *tx_compared(const struct session *s, struct proto_strip *st, size_t n, size_t *k)
+{
+	const struct proto_ops *proto = s->host->proto;
+
+	if (proto->tx_strip == NULL) {
+		*k = n;
+		return session_io;
+	}
+	*k = proto->tx_strip(st, session_io, n, strip_io);
+	return strip_io;
+}
+
 static void txr_read(struct session *s, size_t n)
 {
 	const struct proto_ops *proto = s->host->proto;
 	char subj[160];
+	size_t k;
 
 	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, n);
 	bool answered = proto->tx_answered(&s->ps);
-	if (!txlog_match(s->txlog, &s->txr_pos, &s->txr_idx, session_io, n, answered)) {
+	const uint8_t *cmp = tx_compared(s, &s->txr_strip, n, &k);
+	if (!txlog_match(s->txlog, &s->txr_pos, &s->txr_idx, cmp, k, answered)) {
 		txr_failed(s, "an answer differs");
 		return;
 	}
@@ -3426,8 +3456,11 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->txlog != NULL && s->txlog->valid) {
 		if (proto->is_idle(&s->ps))
 			s->txlog->valid = false;
-		else
-			txlog_reply(s->txlog, session_io, (size_t)r, proto->tx_answered(&s->ps));
+		else {
+			size_t k;
+			const uint8_t *kept = tx_compared(s, &s->txlog_strip, (size_t)r, &k);
+			txlog_reply(s->txlog, kept, k, proto->tx_answered(&s->ps));
+		}
 	}
 	if (s->login != NULL)
 		take_replayable(s);
@@ -3922,6 +3955,7 @@ static bool on_connected(struct session *s)
 			s->txr_sent = (uint32_t)first;
 			s->txr_pos = 0;
 			s->txr_idx = 0;
+			memset(&s->txr_strip, 0, sizeof(s->txr_strip));
 		}
 		/* What the old server refused goes first: the request in flight (Redis), or the session's
 		 * start. A negotiation request goes alone (a server refuses data sent past it before its

@@ -239,6 +239,7 @@ struct session {
 	bool txr_replaying;
 	uint8_t txr_idx;
 	uint32_t txr_sent, txr_pos;
+	struct proto_strip txlog_strip, txr_strip;  /* where the log's and the replay's answers are */
 	uint8_t retry_streak;        /* read-only refusals retried in a row */
 	int64_t later_until_ms;      /* refused "for a moment" (proto->later_reply) since: sent again until
 	                                this time (monotonic), 0 when not refused so */

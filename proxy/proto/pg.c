@@ -91,6 +91,13 @@ struct pg_state {
 	 * its server goes away can run them again elsewhere (proto->tx_idle). */
 	uint8_t tx_reqs;
 	bool tx_plain;
+	/* The requests since the last idle point: their sync points (saturating), and whether each
+	 * message was a Query or the extended protocol's Parse/Bind/Describe/Execute/Sync/Flush;
+	 * answering: the server sent something since its last ReadyForQuery. One such sync group,
+	 * refused read-only before anything of it was answered, did not run (proto->retryable). */
+	uint8_t grp_syncs;
+	bool grp_plain;
+	bool answering;
 };
 
 _Static_assert(sizeof(struct pg_state) <= sizeof(struct proto_state), "pg_state must fit in proto_state");
@@ -192,6 +199,14 @@ static void pg_client_message(struct pg_state *s, uint8_t type)
 		s->c_close = true;  /* a statement's or a portal's: the login tells them apart */
 	bool at_idle = s->ready_idle && s->pending_sync == 0 && !s->unsynced && s->last_status == 'I';
 	s->q_simple = type == 'Q' && at_idle;
+	if (at_idle) {
+		s->grp_syncs = 0;
+		s->grp_plain = true;
+	}
+	if (memchr("QPBDESH", type, 7) == NULL)
+		s->grp_plain = false;
+	if ((type == 'Q' || type == 'F' || type == 'S') && s->grp_syncs < UINT8_MAX)
+		s->grp_syncs++;
 	if (at_idle) {
 		s->tx_reqs = 1;
 		s->tx_plain = type == 'Q';
@@ -375,6 +390,7 @@ static void pg_server_ready(struct pg_state *s, uint8_t status)
 	s->p_named = s->c_close = s->q_err = s->q_dealloc = false;
 	s->q_simple = false;
 	s->client_since_ready = false;
+	s->answering = false;
 }
 
 static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
@@ -440,6 +456,8 @@ static void pg_feed_server(struct pg_state *s, const uint8_t *p, size_t n)
 			s->tag_len = 0;
 		if (type == 'E')
 			s->q_err = true;
+		if (type != 'Z' && type != 'S')
+			s->answering = true;  /* a ParameterStatus may come with any answer, or before it */
 		/* Asynchronous messages are complete by themselves and say nothing about the session. */
 		if (type != 'A' && type != 'N' && type != 'S' && type != 'Z')
 			s->ready_idle = false;
@@ -507,6 +525,20 @@ static bool pg_inflight_lost(const struct proto_state *st, uint32_t *owed)
 	return true;
 }
 
+/* One sync group in flight (a simple Query, or Parse/Bind/Describe/Execute/Sync), sent at an idle
+ * point outside a transaction, nothing of it answered yet, nothing half-sent, nothing in it that
+ * leaves state behind (no named statement, no Close): refused read-only, it did not run, and the
+ * session can carry it to the new writer. */
+static bool pg_retryable(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	return !s->opaque && s->cphase == PGC_TYPED && s->last_status == 'I' && s->grp_plain && s->grp_syncs == 1 &&
+	       s->pending_sync == 1 && !s->unsynced && !s->answering && !s->stateful && !s->set_ready &&
+	       !s->stmt_ready && !s->dealloc_ready && !s->p_named && !s->c_close && s->c.hdr_len == 0 &&
+	       s->c.remaining == 0 && s->s.hdr_len == 0 && s->s.remaining == 0;
+}
+
 /* Idle inside a transaction (ReadyForQuery 'T', nothing in flight or partial) that began at the
  * last idle point, every request since a simple Query answered inside it, nothing set that cannot
  * move: their number. */
@@ -520,6 +552,55 @@ static unsigned pg_tx_idle(const struct proto_state *st)
 	    s->s.hdr_len != 0 || s->s.remaining != 0)
 		return 0;
 	return s->tx_reqs;
+}
+
+/* A transaction refused part-way (25006 inside it: it began read-only -- the server's default when
+ * it began -- so nothing of it was written): begun at the last idle point, every request since a
+ * simple Query answered inside it, the last alone in flight with nothing of its answer seen yet,
+ * nothing set that cannot move: their number. */
+static unsigned pg_tx_retryable(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	if (s->opaque || s->cphase != PGC_TYPED || s->last_status != 'T' || s->pending_sync != 1 || s->unsynced ||
+	    s->answering || !s->tx_plain || s->tx_reqs < 2 || s->tx_reqs == UINT8_MAX || s->stateful || s->set_ready ||
+	    s->stmt_ready || s->dealloc_ready || s->c.hdr_len != 0 || s->c.remaining != 0 || s->s.hdr_len != 0 ||
+	    s->s.remaining != 0)
+		return 0;
+	return s->tx_reqs;
+}
+
+/* Every server message but ParameterStatus, header and all. */
+static size_t pg_tx_strip(struct proto_strip *st, const uint8_t *p, size_t n, uint8_t *out)
+{
+	size_t k = 0;
+
+	while (n > 0) {
+		if (st->remaining > 0) {
+			size_t c = n < st->remaining ? n : st->remaining;
+			if (!st->skip) {
+				memcpy(out + k, p, c);
+				k += c;
+			}
+			st->remaining -= (uint32_t)c;
+			p += c;
+			n -= c;
+			continue;
+		}
+		st->hdr[st->hdr_len++] = *p++;
+		n--;
+		if (st->hdr_len < sizeof(st->hdr))
+			continue;
+		st->hdr_len = 0;
+		uint32_t len = be32(st->hdr + 1);
+		st->skip = st->hdr[0] == 'S';
+		st->remaining = len >= 4 ? len - 4 : 0;
+		if (!st->skip) {
+			memcpy(out + k, st->hdr, sizeof(st->hdr));
+			k += sizeof(st->hdr);
+		}
+	}
+	return k;
 }
 
 static bool pg_tx_answered(const struct proto_state *st)
@@ -609,19 +690,41 @@ static enum proto_refuse_step pg_refuse(struct evbuffer *client_in, struct evbuf
 	return PROTO_REFUSE_DONE;
 }
 
-/* An ErrorResponse with SQLSTATE 25006 (read_only_sql_transaction): a write reached a standby --
- * or a client that set its own transaction read-only, hence only a hint. */
+/* An ErrorResponse with SQLSTATE 25006 (read_only_sql_transaction): a write reached a standby, or
+ * a primary whose new transactions are read-only -- or a client that set its own transaction
+ * read-only, hence only a hint. The extended protocol's answers to what comes before an Execute
+ * (ParseComplete, BindComplete, NoData, ParameterDescription, RowDescription: nothing ran yet) may
+ * come first, and the ReadyForQuery after it is part of the reply, with the ParameterStatus
+ * messages a server sends before it (a primary turned read-only by a reload reports
+ * default_transaction_read_only there). */
 static size_t pg_readonly_reply(const uint8_t *p, size_t n)
 {
 	static const uint8_t code[] = {'C', '2', '5', '0', '0', '6', 0};
-	size_t len;
+	size_t at = 0, len;
 
-	if (n < 5 + sizeof(code) || p[0] != 'E')
+	while (n - at >= 5 && memchr("12ntTS", p[at], 6) != NULL) {
+		len = be32(p + at + 1);
+		if (len < 4 || n - at - 1 < len)
+			return 0;
+		at += 1 + len;
+	}
+	if (n - at < 5 + sizeof(code) || p[at] != 'E')
 		return 0;
-	len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4];
-	if (len < 4 || n < 1 + len || memmem(p + 5, len - 4, code, sizeof(code)) == NULL)
+	len = be32(p + at + 1);
+	if (len < 4 || n - at - 1 < len || memmem(p + at + 5, len - 4, code, sizeof(code)) == NULL)
 		return 0;
-	return 1 + len;
+	at += 1 + len;
+	for (size_t k = at; n - k >= 5;) {
+		len = be32(p + k + 1);
+		if (len < 4 || n - k - 1 < len)
+			break;
+		k += 1 + len;
+		if (p[k - 1 - len] == 'Z' && len == 5)
+			return k;
+		if (p[k - 1 - len] != 'S')
+			break;
+	}
+	return at;
 }
 
 /* ErrorResponse 57P03 (cannot_connect_now: starting up, shutting down) or 57P01 (admin_shutdown)
@@ -746,8 +849,11 @@ const struct proto_ops proto_postgres = {
 	.startup_preamble = pg_startup_preamble,
 	.termination = pg_termination,
 	.inflight_lost = pg_inflight_lost,
+	.retryable = pg_retryable,
+	.tx_retryable = pg_tx_retryable,
 	.tx_idle = pg_tx_idle,
 	.tx_answered = pg_tx_answered,
+	.tx_strip = pg_tx_strip,
 	.request_len = pg_request_len,
 	.outcome_unknown = pg_outcome_unknown,
 	.cancel_request = pg_cancel_request,

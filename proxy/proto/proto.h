@@ -38,6 +38,14 @@ struct proto_state {
 	uint64_t words[20];
 };
 
+/* tx_strip's place in a server's messages, across reads (zeroed at an answer's start). */
+struct proto_strip {
+	uint32_t remaining;
+	uint8_t hdr[5];
+	uint8_t hdr_len;
+	bool skip;
+};
+
 struct proto_ops {
 	const char *name;
 	void (*init)(struct proto_state *st);
@@ -59,7 +67,7 @@ struct proto_ops {
 	 *   executing it (a read-only error), the request may be sent again to the new writer. */
 	bool (*can_migrate)(const struct proto_state *st);
 	bool (*retryable)(const struct proto_state *st);
-	/* A transaction refused part-way (optional; MySQL): the number of requests since the idle
+	/* A transaction refused part-way (optional; MySQL, Postgres): the number of requests since the idle
 	 * point it began at, when there are at least two, the last alone in flight and unanswered,
 	 * every one before it answered and each a plain query that running again rebuilds (nothing
 	 * set, prepared or locked outside the transaction), nothing partial either way; else 0.
@@ -74,6 +82,11 @@ struct proto_ops {
 	 * committed, and it can run again elsewhere, every answer checked, before the client goes on. */
 	unsigned (*tx_idle)(const struct proto_state *st);
 	bool (*tx_answered)(const struct proto_state *st);
+	/* What of the answers a replay must match (optional; Postgres: all but ParameterStatus, which a
+	 * server sends when a setting changed -- a reload that turned it read-only -- and which says
+	 * nothing of the transaction): copies the bytes of p[0..n) to compare into out (room for
+	 * n + 8), returns how many. NULL: every byte. */
+	size_t (*tx_strip)(struct proto_strip *st, const uint8_t *p, size_t n, uint8_t *out);
 	size_t (*request_len)(const uint8_t *p, size_t n);
 	/* At an idle point where can_migrate says no: why, as a metric label ("named_statement",
 	 * "subscribed", ...; static), or NULL when it does not know. */

@@ -311,27 +311,58 @@ class Postgres(Engine):
         order = ["plain", "rewind", "basebackup"] if "recovery" in state else ["rewind", "basebackup"]
         return self._join_chain(node, primary, steps, order)
 
+    def _read_only(self, node, on):
+        """Every new transaction on node read-only (a write is refused 25006 and runs nowhere), or not;
+        returns once a new connection sees it -- the postmaster has told every backend by then, and each
+        takes it before its next command."""
+        self.q(node, "ALTER SYSTEM %s" % ("SET default_transaction_read_only = on" if on else
+                                          "RESET default_transaction_read_only"), fetch=None)
+        self.q(node, "SELECT pg_reload_conf()")
+        want = "on" if on else "off"
+        wait_until(lambda: self.q(node, "SHOW default_transaction_read_only")[0] == want, 10,
+                   "%s's default_transaction_read_only to be %s" % (node.name, want), interval=0.002)
+
     def switchover(self, old, new, others, steps):
+        """The switchover a careful operator runs: the old primary stops taking writes first (new
+        transactions read-only, as libpq's target_session_attrs=read-write reads it), the transactions
+        that began before finish (5 s at most), the target replays the old primary's last WAL and is
+        promoted, and only then does the old primary shut down and follow it. A write meanwhile is
+        refused read-only without running (a proxy may hold it for the new primary); no write in flight
+        is cut by the shutdown."""
         with steps("check_streaming"):     # the old primary's last WAL must be able to reach the target
             self._wait_following(new, old, 10)
-        with steps("stop_old"):
-            self.stop(old)
-        ckpt = self._controldata(old)["Latest checkpoint location"]
-        with steps("wait_replay"):
-            try:
-                wait_until(lambda: self.q(new, "SELECT pg_last_wal_replay_lsn() > %s::pg_lsn", (ckpt,))[0], 15,
-                           "%s to replay %s's shutdown checkpoint %s" % (new.name, old.name, ckpt),
-                           interval=0.005)
-            except LabError:
-                self._start_proc(old)    # roll back: the old primary takes writes again
-                raise
+        with steps("read_only_old"):
+            self._read_only(old, True)
+            since = self.q(old, "SELECT clock_timestamp()")[0]
+        try:
+            with steps("drain_old"):
+                # The transactions that began writable finish; those still open after a second are ended
+                # (57P01), before the last WAL position is read: none of them can commit after it.
+                older = ("FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                         "AND xact_start < %s")
+                try:
+                    wait_until(lambda: self.q(old, "SELECT count(*) " + older, (since,))[0] == 0, 1,
+                               "%s's writable transactions to end" % old.name, interval=0.005)
+                except LabError:
+                    self.q(old, "SELECT count(pg_terminate_backend(pid, 5000)) " + older, (since,))
+            lsn = self.q(old, "SELECT pg_current_wal_lsn()")[0]
+            with steps("wait_replay"):
+                wait_until(lambda: self.q(new, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))[0], 15,
+                           "%s to replay %s's WAL up to %s" % (new.name, old.name, lsn), interval=0.005)
+        except BaseException:
+            self._read_only(old, False)  # roll back: the old primary takes writes again
+            raise
         with steps("promote"):
             self.promote(new, steps)
+        with steps("stop_old"):
+            # The setting stays in the old primary's files until it follows the new one: keep it out.
+            self.q(old, "ALTER SYSTEM RESET default_transaction_read_only", fetch=None)
+            self.stop(old)
         with steps("repoint_others"):
             for o in others:
                 self.make_replica(o, new, steps)
         with steps("rejoin_old"):
-            self._join_chain(old, new, steps, ["plain", "rewind", "basebackup"])
+            self._join_chain(old, new, steps, ["rewind", "basebackup"])  # its shutdown went past the fork
 
     def write_and_check(self, primary, replicas, timeout=15.0):
         token = uuid.uuid4().hex

@@ -53,6 +53,19 @@ static inline void fuzz_table_functions(const struct proto_ops *ops, const uint8
 
 	if (ops->readonly_reply != NULL)
 		FUZZ_CHECK(ops->readonly_reply(p, n) <= n);
+	if (ops->tx_strip != NULL) {
+		/* In two reads cut anywhere: never more out than in, and room for n + 8 suffices. */
+		struct proto_strip st = {0};
+		uint8_t *out = malloc(n + 8);
+		size_t cut = n > 0 ? p[0] % (n + 1) : 0, kept;
+		if (out != NULL) {
+			kept = ops->tx_strip(&st, p, cut, out);
+			FUZZ_CHECK(kept <= cut + 8);
+			kept = ops->tx_strip(&st, p + cut, n - cut, out);
+			FUZZ_CHECK(kept <= n - cut + 8);
+			free(out);
+		}
+	}
 	if (ops->startup_refusal != NULL)
 		FUZZ_CHECK(ops->startup_refusal(p, n) <= n);
 	if (ops->startup_preamble != NULL)

@@ -628,6 +628,126 @@ START_TEST(test_pg_tx_idle)
 }
 END_TEST
 
+/* A write refused read-only (25006) before anything of it was answered did not run: one sync
+ * group sent at an idle point outside a transaction may be sent again elsewhere; the refusal is
+ * recognised with the extended protocol's pre-execution answers before it and the ParameterStatus
+ * a reload reports before ReadyForQuery. */
+START_TEST(test_pg_retryable)
+{
+	static const char startup[] = "\x00\x00\x00" "7\x00\x03\x00\x00user\x00" "alice\x00" "database\x00" "app\x00"
+				      "application_name\x00psql\x00\x00";
+	static const char in[] = "R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05I";
+	static const char ins[] = "Q\x00\x00\x00\x0d" "INSERT 1\x00";
+	static const char begin[] = "Q\x00\x00\x00\x0b" "BEGIN;\x00";
+	static const char begun[] = "C\x00\x00\x00\nBEGIN\x00Z\x00\x00\x00\x05T";
+	static const char inserted[] = "C\x00\x00\x00\x0fINSERT 0 1\x00Z\x00\x00\x00\x05I";
+	static const char ext[] = "P\x00\x00\x00\x10\x00INSERT 1\x00\x00\x00" "B\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00\x00"
+				  "D\x00\x00\x00\x06P\x00" "E\x00\x00\x00\x09\x00\x00\x00\x00\x00" "S\x00\x00\x00\x04";
+	static const char named[] = "P\x00\x00\x00\x11s\x00INSERT 1\x00\x00\x00" "S\x00\x00\x00\x04";
+	static const char param[] = "S\x00\x00\x00\x25" "default_transaction_read_only\x00on\x00";
+	static const char err[] = "E\x00\x00\x00\x17SERROR\x00" "C25006\x00" "Mro\x00\x00";
+	static const char other[] = "E\x00\x00\x00\x17SERROR\x00" "C23505\x00" "Mro\x00\x00";
+	static const char ready[] = "Z\x00\x00\x00\x05I";
+	static const char pre[] = "1\x00\x00\x00\x04" "2\x00\x00\x00\x04" "n\x00\x00\x00\x04";
+	static const char tag[] = "C\x00\x00\x00\x0bINSERT\x00";
+	const struct proto_ops *o = &proto_postgres;
+	struct proto_state ps;
+	uint8_t buf[256];
+	size_t n;
+
+#define PGF(dir, lit) o->feed(&ps, (dir), (const uint8_t *)(lit), sizeof(lit) - 1)
+#define CAT(lit) (memcpy(buf + n, (lit), sizeof(lit) - 1), n += sizeof(lit) - 1)
+	/* The refusal: alone, with its ReadyForQuery, the ParameterStatus before it, the pre-execution
+	 * answers before the error; not after something that ran, not another error. */
+	n = 0, CAT(err);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), n);
+	CAT(param), CAT(ready);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), n);
+	ck_assert_uint_eq(o->readonly_reply(buf, n - 1), sizeof(err) - 1);  /* ReadyForQuery not here yet */
+	n = 0, CAT(pre), CAT(err), CAT(ready);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), n);
+	n = 0, CAT(param), CAT(err), CAT(ready);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), n);
+	n = 0, CAT(tag), CAT(err), CAT(ready);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), 0);
+	n = 0, CAT(other), CAT(ready);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), 0);
+	n = 0, CAT(err), CAT(tag);
+	ck_assert_uint_eq(o->readonly_reply(buf, n), sizeof(err) - 1);
+
+	/* What a replay compares: every message but ParameterStatus, however the reads cut them. */
+	n = 0, CAT(tag), CAT(param), CAT(ready), CAT(param);
+	for (size_t cut = 0; cut <= n; cut++) {
+		struct proto_strip st = {0};
+		uint8_t out[256 + 16];
+		size_t k = o->tx_strip(&st, buf, cut, out);
+		k += o->tx_strip(&st, buf + cut, n - cut, out + k);
+		ck_assert_uint_eq(k, sizeof(tag) - 1 + sizeof(ready) - 1);
+		ck_assert(memcmp(out, tag, sizeof(tag) - 1) == 0);
+		ck_assert(memcmp(out + sizeof(tag) - 1, ready, sizeof(ready) - 1) == 0);
+	}
+
+	for (int round = 0; round < 7; round++) {
+		o->init(&ps);
+		PGF(PROTO_CLIENT_TO_SERVER, startup);
+		PGF(PROTO_SERVER_TO_CLIENT, in);
+		ck_assert(!o->retryable(&ps));   /* nothing in flight */
+		switch (round) {
+		case 0:   /* a simple Query at an idle point; a ParameterStatus is not an answer */
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			ck_assert(o->retryable(&ps));
+			PGF(PROTO_SERVER_TO_CLIENT, param);
+			ck_assert(o->retryable(&ps));
+			PGF(PROTO_SERVER_TO_CLIENT, tag);   /* part of it ran */
+			break;
+		case 1:   /* the extended protocol, unnamed */
+			PGF(PROTO_CLIENT_TO_SERVER, ext);
+			ck_assert(o->retryable(&ps));
+			PGF(PROTO_SERVER_TO_CLIENT, pre);
+			break;
+		case 2:   /* a named statement would stay behind */
+			PGF(PROTO_CLIENT_TO_SERVER, named);
+			break;
+		case 3:   /* two in flight */
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			break;
+		case 4:   /* sent while another was in flight: the first ran */
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			PGF(PROTO_SERVER_TO_CLIENT, inserted);
+			break;
+		case 5:   /* inside a transaction: the transaction may run again (tx_retryable) */
+			PGF(PROTO_CLIENT_TO_SERVER, begin);
+			ck_assert_uint_eq(o->tx_retryable(&ps), 0);   /* BEGIN itself: not a transaction yet */
+			PGF(PROTO_SERVER_TO_CLIENT, begun);
+			ck_assert_uint_eq(o->tx_retryable(&ps), 0);   /* nothing in flight */
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			ck_assert_uint_eq(o->tx_retryable(&ps), 2);
+			PGF(PROTO_SERVER_TO_CLIENT, param);
+			ck_assert_uint_eq(o->tx_retryable(&ps), 2);
+			PGF(PROTO_CLIENT_TO_SERVER, ins);
+			ck_assert_uint_eq(o->tx_retryable(&ps), 0);   /* two in flight */
+			break;
+		case 6:   /* half-sent */
+			o->feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ins, sizeof(ins) - 2);
+			break;
+		}
+		ck_assert_msg(!o->retryable(&ps), "round %d", round);
+	}
+	/* After an answer, the next one at the idle point is again. */
+	o->init(&ps);
+	PGF(PROTO_CLIENT_TO_SERVER, startup);
+	PGF(PROTO_SERVER_TO_CLIENT, in);
+	PGF(PROTO_CLIENT_TO_SERVER, ins);
+	PGF(PROTO_SERVER_TO_CLIENT, inserted);
+	PGF(PROTO_CLIENT_TO_SERVER, ins);
+	ck_assert(o->retryable(&ps));
+#undef CAT
+#undef PGF
+}
+END_TEST
+
 START_TEST(test_pg_login)
 {
 	const struct proto_login_ops *lo = proto_postgres.login;
@@ -3090,6 +3210,7 @@ int main(void)
 	tcase_add_test(my, test_my_upgrade);
 	tcase_add_test(my, test_my_tx_retryable);
 	tcase_add_test(my, test_pg_tx_idle);
+	tcase_add_test(my, test_pg_retryable);
 	tcase_add_test(my, test_mysql_login);
 	tcase_add_test(my, test_mysql_login_refusals);
 	tcase_add_test(my, test_mysql_login_pool);
