@@ -4,8 +4,12 @@
  * nothing blocks the loop), written down before anything runs: the dry run prints it, the report
  * keeps it, and the run follows it step by step.
  *
- *   Postgres  SELECT pg_promote(true, 30) on the target. The old primary keeps running on its
- *             timeline; repoint prefers the higher timeline and fences the old one.
+ *   Postgres  ALTER SYSTEM SET default_transaction_read_only = on and pg_reload_conf() on the old
+ *             writer, SHOW it until it says on, wait (5 s at most) for the transactions that began
+ *             before to end and end those still open (pg_terminate_backend: they could commit after
+ *             the fork), wait until the target has replayed the old writer's pg_current_wal_lsn(),
+ *             then pg_promote(true, 30) on the target. The old primary keeps running, read-only, on
+ *             its timeline; repoint prefers the higher timeline and fences the old one.
  *   Redis     CLIENT PAUSE WRITE on the old writer, wait until the target's slave_repl_offset
  *             reaches the old writer's master_repl_offset, REPLICAOF NO ONE on the target,
  *             REPLICAOF target on the old writer and the others, CLIENT UNPAUSE.
@@ -20,7 +24,9 @@
  *
  * Each step says what a failure means: nothing has changed yet (the drill ends, refused as
  * failed), something must be undone first (the undo list runs: CLIENT UNPAUSE, read_only=0 on the
- * old writer), or the promotion already happened and the rest is best effort (noted, carried on).
+ * old writer, ALTER SYSTEM RESET default_transaction_read_only and pg_reload_conf() on the old
+ * Postgres writer), or the promotion already happened and the rest is best effort (noted, carried
+ * on).
  */
 #include "drill/internal.h"
 
@@ -41,10 +47,23 @@
  * is not the primary a little later will not become it. */
 #define PROMOTE_CL_FAILOVER_MS 6000
 #define PROMOTE_CL_POLL_MS 10
+/* Postgres: the old writer's backends take the reloaded setting (pg_reload_conf() only signals the
+ * postmaster, which signals them); the transactions that began writable end (past that, go on);
+ * the target replays the old writer's WAL. */
+#define PROMOTE_PG_RO_MS 10000
+#define PROMOTE_PG_DRAIN_MS 5000
+#define PROMOTE_PG_CATCHUP_MS 10000
+#define PROMOTE_PG_POLL_MS 2
 
 enum promote_op {
 	OP_PLAIN,        /* must succeed */
 	OP_PG_PROMOTE,   /* must answer t */
+	OP_PG_RO_WAIT,   /* poll the old writer until SHOW default_transaction_read_only says on */
+	OP_PG_SINCE,     /* read the old writer's clock_timestamp() */
+	OP_PG_DRAIN,     /* poll until no transaction begun before that is open: built when it runs */
+	OP_PG_END,       /* end those still open (they could commit after the target forks): built so too */
+	OP_PG_LSN,       /* read the old writer's pg_current_wal_lsn() */
+	OP_PG_CATCHUP,   /* poll the target until it has replayed that: built when it runs */
 	OP_RD_OFFSET,    /* read the old writer's master_repl_offset */
 	OP_RD_CATCHUP,   /* poll the target until it has that much */
 	OP_MY_POS,       /* read the old writer's gtid_binlog_pos */
@@ -60,7 +79,7 @@ enum promote_on_fail {
 
 struct promote_step {
 	int member;
-	char *cmd;       /* NULL for OP_MY_WAIT */
+	char *cmd;       /* NULL for OP_MY_WAIT, OP_PG_DRAIN, OP_PG_END, OP_PG_CATCHUP */
 	char *shown;     /* as printed and reported: secrets masked */
 	enum promote_op op;
 	enum promote_on_fail on_fail;
@@ -81,7 +100,12 @@ struct drill_promote {
 	struct promote_conn *conns;     /* one per member, made when first needed */
 	long long offset;
 	char pos[256];
+	char since[64];                 /* Postgres: the old writer's clock_timestamp(), checked */
+	char lsn[40];                   /* ... its pg_current_wal_lsn(), checked */
+	char built[1024];               /* the statement of a step built when it runs */
 	int64_t catchup_deadline_us;
+	int64_t step_started_us;        /* the current step's first try (the polls' bound) */
+	bool polling;                   /* the current step runs again */
 	struct event *retry;
 	char fail_code[64];
 	char fail_msg[4096];
@@ -159,10 +183,54 @@ static void member_list(const struct drill *d, char *buf, size_t len)
 						role_name(d->members[i].role));
 }
 
+/* The transactions of other clients that began before the old writer's new transactions became
+ * read-only; `since` is a checked timestamp. */
+#define PG_BEGUN_WRITABLE                                                                               \
+	"FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "      \
+	"AND xact_start < '%s'::timestamptz"
+#define PG_DRAIN_SQL "SELECT count(*) " PG_BEGUN_WRITABLE
+#define PG_END_SQL "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) " PG_BEGUN_WRITABLE
+#define PG_CATCHUP_SQL "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn"
+
 static bool plan_pg(struct drill_promote *p)
 {
-	return add_step(&p->steps, &p->nsteps, p->d->target_idx, "SELECT pg_promote(true, 30)", NULL, OP_PG_PROMOTE,
-			FAIL_CLEAN, true);
+	struct drill *d = p->d;
+	char shown[400];
+	bool ok = true;
+
+	/* The old writer stops taking writes: every new transaction there is read-only (a write is
+	 * refused with 25006 and runs nowhere; repoint's probe no longer counts it as the writer). */
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "ALTER SYSTEM SET default_transaction_read_only = on",
+			    NULL, OP_PLAIN, FAIL_CLEAN, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "SELECT pg_reload_conf()", NULL, OP_PLAIN, FAIL_UNDO,
+			    false);
+	snprintf(shown, sizeof(shown), "SHOW default_transaction_read_only  (until on, %d ms at most)",
+		 PROMOTE_PG_RO_MS);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "SHOW default_transaction_read_only", shown,
+			    OP_PG_RO_WAIT, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "SELECT clock_timestamp()", NULL, OP_PG_SINCE, FAIL_UNDO,
+			    false);
+	snprintf(shown, sizeof(shown), PG_DRAIN_SQL "  (until 0, %d ms at most)", "<that clock_timestamp()>",
+		 PROMOTE_PG_DRAIN_MS);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, NULL, shown, OP_PG_DRAIN, FAIL_UNDO, false);
+	/* Those still open could commit after the target forks, acknowledged and lost: they end (their
+	 * clients see the connection closed -- the outcome they are told of, not a silent loss). */
+	snprintf(shown, sizeof(shown), PG_END_SQL, "<that clock_timestamp()>");
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, NULL, shown, OP_PG_END, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->old_idx, "SELECT pg_current_wal_lsn()", NULL, OP_PG_LSN,
+			    FAIL_UNDO, false);
+	snprintf(shown, sizeof(shown), PG_CATCHUP_SQL "  (until t, %d ms at most)",
+		 "<the old writer''s pg_current_wal_lsn()>", PROMOTE_PG_CATCHUP_MS);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, NULL, shown, OP_PG_CATCHUP, FAIL_UNDO, false);
+	ok = ok && add_step(&p->steps, &p->nsteps, d->target_idx, "SELECT pg_promote(true, 30)", NULL, OP_PG_PROMOTE,
+			    FAIL_UNDO, true);
+	/* Undo before the target is promoted: the old writer takes writes again. After it, the old
+	 * writer stays read-only (fenced by its timeline and by that). */
+	ok = ok && add_step(&p->undo, &p->nundo, d->old_idx, "ALTER SYSTEM RESET default_transaction_read_only", NULL,
+			    OP_PLAIN, FAIL_CONTINUE, false);
+	ok = ok && add_step(&p->undo, &p->nundo, d->old_idx, "SELECT pg_reload_conf()", NULL, OP_PLAIN, FAIL_CONTINUE,
+			    false);
+	return ok;
 }
 
 static bool plan_redis(struct drill_promote *p)
@@ -404,6 +472,33 @@ static bool info_is(const char *info, const char *field, const char *word)
 	return v != NULL && strncmp(v, word, n) == 0 && strchr("\r\n", v[n]) != NULL;
 }
 
+/* A server's answers are not trusted into SQL: an LSN is hex/hex ... */
+static bool pg_lsn_ok(const char *v)
+{
+	size_t a, b;
+
+	if (v == NULL)
+		return false;
+	a = strspn(v, "0123456789ABCDEFabcdef");
+	if (a < 1 || a > 8 || v[a] != '/')
+		return false;
+	b = strspn(v + a + 1, "0123456789ABCDEFabcdef");
+	return b >= 1 && b <= 8 && v[a + 1 + b] == '\0';
+}
+
+/* ... and a timestamp (in the session's DateStyle: ISO by default, but "Sun Dec 06 ..." or
+ * "12/06/2026 ..." as well) is digits, letters, spaces and + - . : / only. */
+static bool pg_timestamp_ok(const char *v, size_t max)
+{
+	static const char allowed[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ +-.:/";
+	size_t n;
+
+	if (v == NULL || v[0] == '\0')
+		return false;
+	n = strlen(v);
+	return n < max && strspn(v, allowed) == n;
+}
+
 static void promote_stop(struct drill_promote *p)
 {
 	struct drill *d = p->d;
@@ -423,6 +518,7 @@ static void promote_poll(struct drill_promote *p, int poll_ms)
 {
 	struct timeval tv = {0, poll_ms * 1000};
 
+	p->polling = true;
 	evtimer_add(p->retry, &tv);
 }
 
@@ -477,6 +573,76 @@ static void promote_result(void *arg, const struct drill_result *r)
 				 PROMOTE_CL_FAILOVER_MS);
 		}
 	}
+	if (ok && s->op == OP_PG_RO_WAIT) {
+		if (r->value != NULL && strcmp(r->value, "on") == 0) {
+			snprintf(result, sizeof(result), "on");
+		} else if (drill_now(d) < p->step_started_us + PROMOTE_PG_RO_MS * 1000LL) {
+			promote_poll(p, PROMOTE_PG_POLL_MS);
+			return;
+		} else {
+			ok = false;
+			snprintf(result, sizeof(result), "still %.40s %d ms after pg_reload_conf()",
+				 r->value != NULL ? r->value : "NULL", PROMOTE_PG_RO_MS);
+		}
+	}
+	if (ok && s->op == OP_PG_SINCE) {
+		if (pg_timestamp_ok(r->value, sizeof(p->since))) {
+			snprintf(p->since, sizeof(p->since), "%s", r->value);
+		} else {
+			ok = false;
+			snprintf(result, sizeof(result), "not a timestamp: %.80s",
+				 r->value != NULL ? r->value : "NULL");
+		}
+	}
+	if (ok && s->op == OP_PG_DRAIN) {
+		char *end = NULL;
+		long nopen = r->value != NULL ? strtol(r->value, &end, 10) : -1;
+
+		if (r->value == NULL || end == r->value || *end != '\0' || nopen < 0) {
+			ok = false;
+			snprintf(result, sizeof(result), "not a count: %.80s", r->value != NULL ? r->value : "NULL");
+		} else if (nopen == 0) {
+			snprintf(result, sizeof(result), "0: every transaction begun writable has ended");
+		} else if (drill_now(d) < p->step_started_us + PROMOTE_PG_DRAIN_MS * 1000LL) {
+			promote_poll(p, PROMOTE_PG_POLL_MS);
+			return;
+		} else {
+			snprintf(result, sizeof(result),
+				 "%ld transaction(s) begun writable still open after %d ms: they are ended next",
+				 nopen, PROMOTE_PG_DRAIN_MS);
+		}
+	}
+	if (ok && s->op == OP_PG_END) {
+		char *end = NULL;
+		long nend = r->value != NULL ? strtol(r->value, &end, 10) : -1;
+
+		if (r->value == NULL || end == r->value || *end != '\0' || nend < 0) {
+			ok = false;
+			snprintf(result, sizeof(result), "not a count: %.80s", r->value != NULL ? r->value : "NULL");
+		} else {
+			snprintf(result, sizeof(result), "%ld ended", nend);
+		}
+	}
+	if (ok && s->op == OP_PG_LSN) {
+		if (pg_lsn_ok(r->value)) {
+			snprintf(p->lsn, sizeof(p->lsn), "%s", r->value);
+		} else {
+			ok = false;
+			snprintf(result, sizeof(result), "not an LSN: %.80s", r->value != NULL ? r->value : "NULL");
+		}
+	}
+	if (ok && s->op == OP_PG_CATCHUP) {
+		if (r->value != NULL && strcmp(r->value, "t") == 0) {
+			snprintf(result, sizeof(result), "t");
+		} else if (drill_now(d) < p->step_started_us + PROMOTE_PG_CATCHUP_MS * 1000LL) {
+			promote_poll(p, PROMOTE_PG_POLL_MS);
+			return;
+		} else {
+			ok = false;
+			snprintf(result, sizeof(result), "the target had not replayed %s after %d ms (answer %.40s)",
+				 p->lsn, PROMOTE_PG_CATCHUP_MS, r->value != NULL ? r->value : "NULL");
+		}
+	}
 	if (ok && s->op == OP_PG_PROMOTE && (r->value == NULL || strcmp(r->value, "t") != 0)) {
 		ok = false;
 		snprintf(result, sizeof(result), "pg_promote returned %s: not promoted within 30 s",
@@ -493,6 +659,8 @@ static void promote_result(void *arg, const struct drill_result *r)
 		char shown[600];
 		snprintf(shown, sizeof(shown), "SELECT MASTER_GTID_WAIT('%s', 30)", p->pos);
 		drill_step(d, member, shown, ok, result);
+	} else if (s->op == OP_PG_DRAIN || s->op == OP_PG_END || s->op == OP_PG_CATCHUP) {
+		drill_step(d, member, p->built, ok, result);
 	} else {
 		drill_step(d, member, s->shown, ok, result);
 	}
@@ -502,6 +670,19 @@ static void promote_result(void *arg, const struct drill_result *r)
 		return;
 	}
 	if (ok) {
+		if (s->promotes && d->scfg->protocol == PROTOCOL_POSTGRES) {
+			const struct drill_member *old = &d->members[d->old_idx];
+			char note[1400];
+
+			snprintf(note, sizeof(note),
+				 "the old primary %s keeps running as a primary on timeline %lld, its new "
+				 "transactions read-only (ALTER SYSTEM SET default_transaction_read_only = on): "
+				 "repoint follows the newer timeline of %s and keeps %s fenced; rejoin it as a standby "
+				 "(pg_rewind) and ALTER SYSTEM RESET default_transaction_read_only there before it "
+				 "serves again",
+				 old->str, (long long)old->epoch, member, old->str);
+			json_array_append_new(json_object_get(d->failover, "notes"), json_string(note));
+		}
 		if (s->promotes)
 			drill_answered(d, NULL, "the target was promoted");
 		promote_run(p);
@@ -573,6 +754,15 @@ static void promote_run(struct drill_promote *p)
 		snprintf(cmd, sizeof(cmd), "SELECT MASTER_GTID_WAIT('%s', 30)", esc);
 		stmt = cmd;
 	}
+	if (s->op == OP_PG_DRAIN || s->op == OP_PG_END || s->op == OP_PG_CATCHUP) {
+		sql_escape(s->op == OP_PG_CATCHUP ? p->lsn : p->since, esc, sizeof(esc));
+		snprintf(p->built, sizeof(p->built),
+			 s->op == OP_PG_DRAIN ? PG_DRAIN_SQL : s->op == OP_PG_END ? PG_END_SQL : PG_CATCHUP_SQL, esc);
+		stmt = p->built;
+	}
+	if (!p->polling)
+		p->step_started_us = drill_now(d);
+	p->polling = false;
 	if (s->op == OP_PG_PROMOTE || s->op == OP_MY_WAIT)
 		timeout = PROMOTE_SLOW_STEP_MS;
 	if (s->op == OP_RD_OFFSET)
@@ -588,17 +778,8 @@ static void promote_run(struct drill_promote *p)
 void drill_promote_start(struct drill *d)
 {
 	struct drill_promote *p = d->promote;
-	const struct drill_member *old = &d->members[d->old_idx], *t = &d->members[d->target_idx];
 
 	p->retry = evtimer_new(d->base, promote_retry_cb, p);
-	if (d->scfg->protocol == PROTOCOL_POSTGRES) {
-		char note[1400];
-		snprintf(note, sizeof(note),
-			 "the old primary %s keeps running as a primary on timeline %lld: repoint follows the newer "
-			 "timeline of %s and keeps %s fenced; rejoin it as a standby (pg_rewind) before it serves again",
-			 old->str, (long long)old->epoch, t->str, old->str);
-		json_array_append_new(json_object_get(d->failover, "notes"), json_string(note));
-	}
 	drill_requested(d);
 	if (p->retry == NULL) {
 		snprintf(p->fail_code, sizeof(p->fail_code), "Internal");

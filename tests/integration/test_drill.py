@@ -71,6 +71,13 @@ def listening(port):
 def repair(lab, name, new_primary):
     """Leave the lab healthy: one primary, every other node replicating from it."""
     if name == "postgres":
+        # The drill left the old primary's new transactions read-only (postgresql.auto.conf): reset it
+        # before it rejoins, or a later promotion of that node makes a read-only primary.
+        eng = lab._engine("postgres")
+        for n in lab.nodes("postgres"):
+            if n.alive() and eng.q(n, "SHOW default_transaction_read_only")[0] == "on":
+                eng.q(n, "ALTER SYSTEM RESET default_transaction_read_only", fetch=None)
+                eng.q(n, "SELECT pg_reload_conf()")
         lab.repoint("postgres", primary=new_primary)   # the old primary is rewound onto the new timeline
     wait_for(lambda: lab.primaries(name) == [new_primary], 30, what=f"{name}: {new_primary} the only primary")
     lab.verify(name)
@@ -79,6 +86,30 @@ def repair(lab, name, new_primary):
 def a_replica(lab, name):
     p = lab.primary(name)
     return next(n for n in lab.nodes(name) if n.name != p.name and n.alive() and n.role() == "replica")
+
+
+class AckedInserts:
+    """Postgres through repoint, for a WriterLoop: one row per write, never overwritten, and the writes the
+    application got an acknowledgement for."""
+    TABLE = "repoint_drill_acked"
+
+    def __init__(self):
+        self.pg, self.acked = ENGINES["postgres"], []
+
+    def connect(self, port):
+        return self.pg.connect(port)
+
+    def close(self, conn):
+        self.pg.close(conn)
+
+    def setup(self, conn):
+        with conn.cursor() as c:
+            c.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (tag text, seq int, PRIMARY KEY (tag, seq))")
+
+    def write(self, conn, key, value):
+        with conn.cursor() as c:
+            c.execute(f"INSERT INTO {self.TABLE} VALUES (%s, %s)", (key, int(value)))
+        self.acked.append(int(value))
 
 
 @pytest.mark.parametrize("name", ENGINE_NAMES)
@@ -95,7 +126,7 @@ def test_static_drill_fails_over(lab, tmp_path, promote_user, name):
                                        "--svg", out_svg, "--warmup", "3s", "--duration-after", "6s",
                                        "--max-outage", "1ms"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=drill_env())
-    loop = None
+    loop = acked = inserts = None
     try:
         wait_for(lambda: listening(port), 20, what="the drill's listener")
         c = engine.connect(port)
@@ -104,6 +135,14 @@ def test_static_drill_fails_over(lab, tmp_path, promote_user, name):
         # An independent application through the same listener, in the same run.
         loop = WriterLoop(engine, port, name=f"py-{time.time_ns()}")
         loop.start()
+        if name == "postgres":
+            # ... and one that keeps every row it wrote: a switchover loses none that was acknowledged.
+            inserts = AckedInserts()
+            c = inserts.connect(port)
+            inserts.setup(c)
+            inserts.close(c)
+            acked = WriterLoop(inserts, port, name=f"acked-{time.time_ns()}")
+            acked.start()
         try:
             wait_for(lambda: target.name in lab.primaries(name), 60, what=f"{target.name} to be primary")
         except AssertionError:
@@ -114,10 +153,13 @@ def test_static_drill_fails_over(lab, tmp_path, promote_user, name):
         wait_for(lambda: len([t for t in loop.successes() if t > t_seen]) >= 20, 30,
                  what="the independent client to write again")
         loop.stop()
+        if acked is not None:
+            acked.stop()
         stdout, stderr = proc.communicate(timeout=DRILL_TIMEOUT_S)
     finally:
-        if loop is not None and loop.is_alive():
-            loop.stop()
+        for w in (loop, acked):
+            if w is not None and w.is_alive():
+                w.stop()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -136,7 +178,27 @@ def test_static_drill_fails_over(lab, tmp_path, promote_user, name):
     if name != "postgres":      # Postgres: the old primary runs on on its old timeline (see the note)
         assert lab.roles(name)[old.name] == "replica", lab.roles(name)
     else:
-        assert any("timeline" in n for n in run["failover"]["notes"]), run["failover"]
+        assert any("timeline" in n and "RESET default_transaction_read_only" in n for n in run["failover"]["notes"]), \
+            run["failover"]
+        # The switchover: the old primary's new transactions read-only, the target caught up with its WAL,
+        # only then promoted -- and the old primary stays read-only (fenced by timeline and by that).
+        steps = run["failover"]["steps"]
+        assert all(st["ok"] for st in steps), steps
+        cmds = [(st["member"], st["command"]) for st in steps]
+        ro = cmds.index((addr(old), "ALTER SYSTEM SET default_transaction_read_only = on"))
+        catchup = next(i for i, (m, cmd) in enumerate(cmds) if m == addr(target) and "pg_last_wal_replay_lsn()" in cmd)
+        promote = cmds.index((addr(target), "SELECT pg_promote(true, 30)"))
+        assert ro < catchup < promote, cmds
+        assert "'::pg_lsn" in cmds[catchup][1] and "<" not in cmds[catchup][1].split(">=")[1], cmds[catchup]
+        pg = lab._engine("postgres")
+        assert pg.q(old, "SHOW default_transaction_read_only")[0] == "on"
+        # Every write acknowledged through repoint is on the new writer (with pg_promote alone, the old
+        # primary took writes until repoint saw the new timeline, and they were lost).
+        assert len(inserts.acked) > 100, len(inserts.acked)
+        rows = {r[0] for r in pg.q(target, f"SELECT seq FROM {AckedInserts.TABLE} WHERE tag = %s", (acked.tag,),
+                                   fetch="all")}
+        lost = sorted(set(inserts.acked) - rows)
+        assert not lost, (len(lost), lost[:20], len(inserts.acked), acked.errors()[:5])
     assert run["failover"]["to"] == addr(target) and run["failover"]["new_writer"] == addr(target)
     ev = run["events"]
     for k in ("failover_requested", "api_answered", "new_writer_confirmed", "cluster_available"):
@@ -190,6 +252,9 @@ def test_dry_run_changes_nothing(lab, tmp_path, promote_user, name):
     expected = {"postgres": "SELECT pg_promote(true, 30)", "mysql": "MASTER_GTID_WAIT",
                 "redis": "REPLICAOF NO ONE"}[name]
     assert expected in out, out
+    if name == "postgres":      # the old writer stops taking writes before anything is promoted
+        assert out.index("ALTER SYSTEM SET default_transaction_read_only = on") < out.index(expected), out
+        assert "ALTER SYSTEM RESET default_transaction_read_only" in out, out
     assert lab.roles(name) == before
     with open(tmp_path / "dry.json") as f:
         result = json.load(f)

@@ -1,6 +1,7 @@
 /* test_drill.c - the drill's numbers (outage, per-client and per-shard gaps, percentiles, gate), its
- * JSON report and text, the SVG timeline, the error classification, the option parsing, and the
- * refusals of a cluster = on drill that come before anything is asked of the service. */
+ * JSON report and text, the SVG timeline, the error classification, the option parsing, the
+ * refusals of a cluster = on drill that come before anything is asked of the service, and the plan
+ * of a static Postgres switchover. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "config.h"
 #include "drill/conn.h"
 #include "drill/drill.h"
+#include "drill/internal.h"
 #include "drill/report.h"
 #include "drill/svg.h"
 #include "proto/slots.h"
@@ -1024,6 +1026,88 @@ START_TEST(test_cluster_refusals)
 }
 END_TEST
 
+/* The plan of a static Postgres switchover, as the dry run prints it and the report keeps it: the
+ * old writer's new transactions become read-only, the writable ones end, the target replays the
+ * old writer's WAL, and only then is it promoted; before that, a failure makes the old writer
+ * writable again. */
+static void check_pg_plan(const char *target, const char *to)
+{
+	struct service_config scfg = {.name = (char *)"orders", .protocol = PROTOCOL_POSTGRES,
+				      .probe_user = (char *)"postgres", .probe_database = (char *)"postgres"};
+	struct drill_member members[3];
+	struct drill d;
+	json_t *calls;
+	char err[512], line[600];
+	const char *old = "10.0.0.1:5432";
+	const char *expected[][2] = {
+		{"", "ALTER SYSTEM SET default_transaction_read_only = on"},
+		{"", "SELECT pg_reload_conf()"},
+		{"", "SHOW default_transaction_read_only  (until on, 10000 ms at most)"},
+		{"", "SELECT clock_timestamp()"},
+		{"", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> "
+		     "pg_backend_pid() AND xact_start < '<that clock_timestamp()>'::timestamptz  (until 0, 5000 ms at "
+		     "most)"},
+		{"", "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE backend_type = "
+		     "'client backend' AND pid <> pg_backend_pid() AND xact_start < '<that clock_timestamp()>'::timestamptz"},
+		{"", "SELECT pg_current_wal_lsn()"},
+		{"t", "SELECT pg_last_wal_replay_lsn() >= '<the old writer''s pg_current_wal_lsn()>'::pg_lsn  (until t, "
+		      "10000 ms at most)"},
+		{"t", "SELECT pg_promote(true, 30)"},
+		{"u", "ALTER SYSTEM RESET default_transaction_read_only"},
+		{"u", "SELECT pg_reload_conf()"},
+	};
+	size_t n = sizeof(expected) / sizeof(expected[0]);
+
+	memset(members, 0, sizeof(members));
+	for (int i = 0; i < 3; i++) {
+		snprintf(members[i].str, sizeof(members[i].str), "10.0.0.%d:5432", i + 1);
+		snprintf(members[i].hp.host, sizeof(members[i].hp.host), "10.0.0.%d", i + 1);
+		members[i].hp.port = 5432;
+		members[i].ep.protocol = PROTOCOL_POSTGRES;
+		snprintf(members[i].ep.host, sizeof(members[i].ep.host), "10.0.0.%d", i + 1);
+		members[i].ep.port = 5432;
+		members[i].role = i == 0 ? ROLE_WRITER : ROLE_READER;
+		members[i].healthy = true;
+		members[i].epoch = 1;
+		members[i].shard = -1;
+	}
+	memset(&d, 0, sizeof(d));
+	d.scfg = &scfg;
+	drill_options_init(&d.o);
+	d.o.target = (char *)target;
+	d.members = members;
+	d.nmembers = 3;
+	d.shard = -1;
+	d.old_idx = d.target_idx = -1;
+	snprintf(d.old_writer, sizeof(d.old_writer), "%s", old);
+	d.failover = json_pack("{s:[], s:[]}", "calls", "notes");
+	ck_assert_msg(drill_promote_plan(&d, err, sizeof(err)), "%s", err);
+	ck_assert_str_eq(json_string_value(json_object_get(d.failover, "method")), "pg_promote");
+	ck_assert_str_eq(json_string_value(json_object_get(d.failover, "from")), old);
+	ck_assert_str_eq(json_string_value(json_object_get(d.failover, "to")), to);
+	calls = json_object_get(d.failover, "calls");
+	ck_assert_int_eq(json_array_size(calls), n);
+	for (size_t i = 0; i < n; i++) {
+		if (expected[i][0][0] == 'u')
+			snprintf(line, sizeof(line), "(on failure before the promotion) %s: %s", old, expected[i][1]);
+		else
+			snprintf(line, sizeof(line), "%s: %s", expected[i][0][0] == 't' ? to : old, expected[i][1]);
+		ck_assert_str_eq(json_string_value(json_array_get(calls, i)), line);
+	}
+	/* Nothing is said about the old primary before it ran. */
+	ck_assert_int_eq(json_array_size(json_object_get(d.failover, "notes")), 0);
+	drill_promote_free(&d);
+	ck_assert_ptr_null(d.promote);
+	json_decref(d.failover);
+}
+
+START_TEST(test_pg_plan)
+{
+	check_pg_plan(NULL, "10.0.0.2:5432");      /* the first healthy reader */
+	check_pg_plan("10.0.0.3:5432", "10.0.0.3:5432");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("drill");
@@ -1047,6 +1131,7 @@ int main(void)
 	tcase_add_test(tc, test_text_shards);
 	tcase_add_test(tc, test_svg_shards);
 	tcase_add_test(tc, test_cluster_refusals);
+	tcase_add_test(tc, test_pg_plan);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
