@@ -86,11 +86,13 @@ struct pg_state {
 	bool c_first;            /* the next client byte is the first of a Parse's payload */
 	uint8_t tag_len;         /* CommandComplete: bytes of its tag gathered */
 	char tag[14];
-	/* Simple Queries since the last idle point (saturating), and whether each was one, answered
-	 * inside a transaction that neither ended nor failed: a session idle in such a transaction when
-	 * its server goes away can run them again elsewhere (proto->tx_idle). */
+	/* Requests since the last idle point (saturating): each a simple Query or a sync group of the
+	 * extended protocol's Parse (unnamed)/Bind/Describe/Execute/Sync; tx_plain: every one such,
+	 * answered inside a transaction that neither ended nor failed; tx_grp_done: the last message
+	 * ended one. A session idle in such a transaction when its server goes away can run them again
+	 * elsewhere (proto->tx_idle). */
 	uint8_t tx_reqs;
-	bool tx_plain;
+	bool tx_plain, tx_grp_done;
 	/* The requests since the last idle point: their sync points (saturating), and whether each
 	 * message was a Query or the extended protocol's Parse/Bind/Describe/Execute/Sync/Flush;
 	 * answering: the server sent something since its last ReadyForQuery. One such sync group,
@@ -209,13 +211,13 @@ static void pg_client_message(struct pg_state *s, uint8_t type)
 		s->grp_syncs++;
 	if (at_idle) {
 		s->tx_reqs = 1;
-		s->tx_plain = type == 'Q';
-	} else if (type == 'Q') {
-		if (s->tx_reqs != 0 && s->tx_reqs < UINT8_MAX)
-			s->tx_reqs++;
-	} else {
-		s->tx_plain = false;  /* the extended protocol, a COPY, a function call: not followed */
+		s->tx_plain = true;
+	} else if (s->tx_grp_done && s->tx_reqs != 0 && s->tx_reqs < UINT8_MAX) {
+		s->tx_reqs++;
 	}
+	if (memchr("QPBDES", type, 6) == NULL)
+		s->tx_plain = false;  /* a COPY, a function call, a Close, a Flush: not followed */
+	s->tx_grp_done = type == 'Q' || type == 'S' || type == 'F';
 	s->q_tags = 0;
 	s->q_set = true;
 	s->set_ready = false;
@@ -260,8 +262,10 @@ static void pg_feed_client(struct pg_state *s, const uint8_t *p, size_t n)
 			if (s->c_first) {
 				/* Parse: the statement's name comes first; "" is the unnamed statement. */
 				s->c_first = false;
-				if (*p != 0)
+				if (*p != 0) {
 					s->p_named = true;
+					s->tx_plain = false;  /* created in the transaction: not followed */
+				}
 			}
 			size_t k = n < s->c.remaining ? n : s->c.remaining;
 			s->c.remaining -= (uint32_t)k;
@@ -610,15 +614,22 @@ static bool pg_tx_answered(const struct proto_state *st)
 	return !s->opaque && s->pending_sync == 0 && !s->unsynced && s->s.hdr_len == 0 && s->s.remaining == 0;
 }
 
-/* One typed message (a simple Query). */
+/* A request: a simple Query (or FunctionCall), or the extended protocol's messages up to and with
+ * their Sync. */
 static size_t pg_request_len(const uint8_t *p, size_t n)
 {
-	if (n < 5)
-		return 0;
-	uint32_t len = be32(p + 1);
-	if (len < 4 || len > PG_MAX_MSG_LEN || (size_t)len > n - 1)
-		return 0;
-	return 1 + (size_t)len;
+	size_t at = 0;
+
+	while (n - at >= 5) {
+		uint32_t len = be32(p + at + 1);
+		uint8_t type = p[at];
+		if (len < 4 || len > PG_MAX_MSG_LEN || (size_t)len > n - at - 1)
+			return 0;
+		at += 1 + (size_t)len;
+		if (type == 'Q' || type == 'S' || type == 'F')
+			return at;
+	}
+	return 0;
 }
 
 /* 08007 transaction_resolution_unknown, then ReadyForQuery (idle: no transaction was open). */

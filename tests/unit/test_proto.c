@@ -582,6 +582,7 @@ START_TEST(test_pg_tx_idle)
 	static const char committed_begun[] = "C\x00\x00\x00\x0b" "COMMIT\x00" "C\x00\x00\x00\nBEGIN\x00Z\x00\x00\x00\x05T";
 	static const char failed[] = "E\x00\x00\x00\x0cSERROR\x00\x00Z\x00\x00\x00\x05" "E";
 	static const char parse_sync[] = "P\x00\x00\x00\x0e\x00SELECT\x00\x00\x00S\x00\x00\x00\x04";
+	static const char named_sync[] = "P\x00\x00\x00\x0fs\x00SELECT\x00\x00\x00S\x00\x00\x00\x04";
 	static const char parsed[] = "1\x00\x00\x00\x04Z\x00\x00\x00\x05T";
 	struct proto_state ps;
 	const struct proto_ops *o = &proto_postgres;
@@ -590,7 +591,10 @@ START_TEST(test_pg_tx_idle)
 	ck_assert_uint_eq(o->request_len((const uint8_t *)ins, sizeof(ins) - 1), sizeof(ins) - 1);
 	ck_assert_uint_eq(o->request_len((const uint8_t *)ins, sizeof(ins) - 2), 0);
 	ck_assert_uint_eq(o->request_len((const uint8_t *)"Q\x00\x00\x00\x02", 5), 0);
-	for (int round = 0; round < 4; round++) {
+	/* The extended protocol's request: up to and with its Sync. */
+	ck_assert_uint_eq(o->request_len((const uint8_t *)parse_sync, sizeof(parse_sync) - 1), sizeof(parse_sync) - 1);
+	ck_assert_uint_eq(o->request_len((const uint8_t *)parse_sync, sizeof(parse_sync) - 2), 0);
+	for (int round = 0; round < 5; round++) {
 		o->init(&ps);
 		PGF(PROTO_CLIENT_TO_SERVER, startup);
 		PGF(PROTO_SERVER_TO_CLIENT, in);
@@ -614,12 +618,18 @@ START_TEST(test_pg_tx_idle)
 			PGF(PROTO_CLIENT_TO_SERVER, ins);
 			PGF(PROTO_SERVER_TO_CLIENT, failed);
 			break;
-		case 2:   /* the extended protocol: not followed */
-			PGF(PROTO_CLIENT_TO_SERVER, parse_sync);
+		case 2:   /* a statement named inside it: not followed */
+			PGF(PROTO_CLIENT_TO_SERVER, named_sync);
 			PGF(PROTO_SERVER_TO_CLIENT, parsed);
 			break;
 		case 3:   /* a client byte after the answer: no longer idle */
 			o->feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q", 1);
+			break;
+		case 4:   /* the extended protocol with the unnamed statement: followed, a request per Sync */
+			PGF(PROTO_CLIENT_TO_SERVER, parse_sync);
+			PGF(PROTO_SERVER_TO_CLIENT, parsed);
+			ck_assert_uint_eq(o->tx_idle(&ps), 3);
+			o->feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q", 1);   /* then a client byte */
 			break;
 		}
 		ck_assert_uint_eq(o->tx_idle(&ps), 0);
