@@ -297,10 +297,11 @@ class FakeRdsPostgres:
                 if t == b"X":
                     return
                 if t == b"Q":
+                    # The probe's row: in recovery, timeline, new transactions read-only.
                     cols = b"".join(name + b"\0" + struct.pack("!ihihih", 0, 0, oid, size, -1, 0)
-                                    for name, oid, size in ((b"rec", 16, 1), (b"tli", 20, 8)))
-                    row = struct.pack("!h", 2) + struct.pack("!i", 1) + b"f" + struct.pack("!i", 1) + b"1"
-                    s.sendall(self._msg(b"T", struct.pack("!h", 2) + cols) + self._msg(b"D", row) +
+                                    for name, oid, size in ((b"rec", 16, 1), (b"tli", 20, 8), (b"ro", 16, 1)))
+                    row = struct.pack("!h", 3) + b"".join(struct.pack("!i", 1) + v for v in (b"f", b"1", b"f"))
+                    s.sendall(self._msg(b"T", struct.pack("!h", 3) + cols) + self._msg(b"D", row) +
                               self._msg(b"C", b"SELECT 1\0") + self._msg(b"Z", b"I"))
                     return
         except (EOFError, OSError, ssl.SSLError, struct.error):

@@ -77,8 +77,9 @@ def test_plaintext_clients_reach_tls_only_members(tls_pair, pki, tmp_path, multi
     rp = start_custom(tmp_path, {"rd": service([a, b], pki, extra="multiplex = %s\n" % multiplex)})
     try:
         rp.wait_writer("rd", "127.0.0.1:%d" % a.port)
-        members = {m["address"]: m for m in rp.service("rd")["members"]}
-        assert members["127.0.0.1:%d" % b.port]["role"] == "reader"
+        # The replica's own first check over TLS may end after the writer's (a loaded machine).
+        wait_for(lambda: {m["address"]: m for m in rp.service("rd")["members"]}["127.0.0.1:%d" % b.port]["role"]
+                 == "reader", 20, what="the TLS replica to be known as a reader")
         c = redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=20)
         big = os.urandom(16 << 20)
         assert c.set("tls:big", big)
