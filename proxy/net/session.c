@@ -563,27 +563,8 @@ static bool hold_again(struct session *s, const char *why)
 
 static void retry_append(struct session *s, const uint8_t *p, size_t n)
 {
-	if (!s->retry_valid)
-		return;
-	if ((size_t)s->retry_len + n > SESSION_RETRY_MAX) {
+	if (s->retry_valid && !bytes_append(&s->retry, &s->retry_len, &s->retry_cap, p, n, 64, SESSION_RETRY_MAX))
 		s->retry_valid = false;
-		return;
-	}
-	if (s->retry_len + n > s->retry_cap) {
-		uint32_t cap = s->retry_cap ? s->retry_cap : 64;
-		uint8_t *r;
-		while (cap < s->retry_len + n)
-			cap *= 2;
-		r = realloc(s->retry, cap);
-		if (r == NULL) {
-			s->retry_valid = false;
-			return;
-		}
-		s->retry = r;
-		s->retry_cap = cap;
-	}
-	memcpy(s->retry + s->retry_len, p, n);
-	s->retry_len += (uint32_t)n;
 }
 
 /* Whether the session keeps its requests from each idle point on: to send one again elsewhere
@@ -3437,8 +3418,9 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (ro == 0) {
 			s->retry_streak = 0;
 		} else if (ro == (size_t)r && proto->retryable != NULL && s->retry_valid && s->retry_len > 0 &&
-			   proto->retryable(&s->ps) && s->retry_streak < SESSION_RETRY_STREAK_MAX &&
-			   !s->client_eof && confirm_readonly(s, member, session_io, (size_t)r)) {
+			   svc->cfg->route == ROUTE_WRITER && proto->retryable(&s->ps) &&
+			   s->retry_streak < SESSION_RETRY_STREAK_MAX && !s->client_eof &&
+			   confirm_readonly(s, member, session_io, (size_t)r)) {
 			return;
 		} else if (ro == (size_t)r && tx_replayable(s) && confirm_readonly(s, member, session_io, (size_t)r)) {
 			s->txr_pending = true;

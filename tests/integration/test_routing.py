@@ -38,6 +38,27 @@ def test_reader_route_spreads_over_replicas_and_falls_back_to_the_writer(lab, tm
         rp.stop()
 
 
+@pytest.mark.parametrize("multiplex", ["off", "on"])
+def test_a_write_through_a_reader_route_gets_the_refusal_at_once(lab, tmp_path, multiplex):
+    """route = reader sends a session to a replica on purpose: a write refused there (-READONLY) is the
+    client's answer at once, never held for the member's word and sent to another replica."""
+    primary = lab.primary("redis")
+    replicas = [n for n in lab.nodes("redis") if n.name != primary.name and n.alive()]
+    members = ", ".join(f"127.0.0.1:{n.port}" for n in [primary] + replicas)
+    rp = start_custom(tmp_path, {"rd": f"protocol = redis\nroute = reader\nmembers = {members}\nmultiplex = {multiplex}\n"})
+    try:
+        wait_for(lambda: sorted(m["role"] for m in rp.service("rd")["members"]).count("reader") == len(replicas),
+                 10, what="the replicas to be known")
+        c = redis.Redis(host="127.0.0.1", port=rp.ports["rd"], socket_timeout=5, single_connection_client=True)
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            c.set("reader-route-write", "1")
+        assert c.ping()
+        c.close()
+        assert rp.service("rd")["counters"]["retried"] == 0
+    finally:
+        rp.stop()
+
+
 def test_any_route_uses_every_healthy_member(lab, tmp_path):
     nodes = [n for n in lab.nodes("redis") if n.alive()]
     members = ", ".join(f"127.0.0.1:{n.port}" for n in nodes)
