@@ -234,3 +234,26 @@ bool host_is_loopback(const char *host)
 		return IN6_IS_ADDR_LOOPBACK(&a6);
 	return false;
 }
+
+bool bytes_append(uint8_t **buf, uint32_t *len, uint32_t *cap, const uint8_t *p, size_t n, uint32_t first,
+		  uint32_t max)
+{
+	if (n > max || *len > max - n)
+		return false;
+	if (*len + n > *cap) {
+		size_t c = *cap ? *cap : (first ? first : 1);
+		uint8_t *b;
+		while (c < *len + n)
+			c *= 2;
+		if (c > max)
+			c = max;
+		if ((b = realloc(*buf, c)) == NULL)
+			return false;
+		*buf = b;
+		*cap = (uint32_t)c;
+	}
+	if (n > 0)
+		memcpy(*buf + *len, p, n);
+	*len += (uint32_t)n;
+	return true;
+}

@@ -53,6 +53,12 @@ void str_printable(char *dst, size_t len, const char *src);
 /* Trim leading and trailing white space in place; returns s. */
 char *str_trim(char *s);
 
+/* Appends p[0..n) to the byte buffer *buf (*len used of *cap; NULL/0/0 at first), growing it by
+ * doubling from `first` bytes: false, nothing appended, when that would pass `max` bytes or memory
+ * runs out. */
+bool bytes_append(uint8_t **buf, uint32_t *len, uint32_t *cap, const uint8_t *p, size_t n, uint32_t first,
+		  uint32_t max) WARN_UNUSED;
+
 /* A Prometheus histogram of durations in seconds, with fixed buckets from 1 ms to 30 s (counts per
  * bucket, not cumulative; the printer adds them up). */
 #define HIST_NBOUNDS 14

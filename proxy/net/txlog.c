@@ -1,6 +1,8 @@
 /* txlog.c - a transaction's answers, kept to check a replay of it against (see txlog.h). */
 #include "net/txlog.h"
 
+#include "util.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,24 +17,10 @@ void txlog_reply(struct txlog *tl, const uint8_t *p, size_t n, bool answered)
 {
 	if (!tl->valid)
 		return;
-	if (n > TXLOG_MAX - tl->len || (answered && tl->nends == TXLOG_REPLIES)) {
+	if ((answered && tl->nends == TXLOG_REPLIES) || !bytes_append(&tl->buf, &tl->len, &tl->cap, p, n, 256, TXLOG_MAX)) {
 		tl->valid = false;
 		return;
 	}
-	if (tl->len + n > tl->cap) {
-		uint32_t cap = tl->cap ? tl->cap : 256;
-		while (cap < tl->len + n)
-			cap *= 2;
-		uint8_t *b = realloc(tl->buf, cap);
-		if (b == NULL) {
-			tl->valid = false;
-			return;
-		}
-		tl->buf = b;
-		tl->cap = cap;
-	}
-	memcpy(tl->buf + tl->len, p, n);
-	tl->len += (uint32_t)n;
 	if (answered)
 		tl->ends[tl->nends++] = tl->len;
 }

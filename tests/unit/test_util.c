@@ -84,6 +84,27 @@ START_TEST(test_printable)
 }
 END_TEST
 
+START_TEST(test_bytes_append)
+{
+	uint8_t *buf = NULL, data[100];
+	uint32_t len = 0, cap = 0;
+
+	memset(data, 'x', sizeof(data));
+	ck_assert(bytes_append(&buf, &len, &cap, data, 10, 4, 40));
+	ck_assert_uint_eq(len, 10);
+	ck_assert_uint_eq(cap, 16);               /* doubled from 4 */
+	ck_assert(bytes_append(&buf, &len, &cap, data, 30, 4, 40));
+	ck_assert_uint_eq(len, 40);
+	ck_assert_uint_eq(cap, 40);               /* never past the bound */
+	ck_assert(!bytes_append(&buf, &len, &cap, data, 1, 4, 40));
+	ck_assert_uint_eq(len, 40);               /* nothing appended */
+	ck_assert(bytes_append(&buf, &len, &cap, data, 0, 4, 40));
+	ck_assert(!bytes_append(&buf, &len, &cap, data, SIZE_MAX, 4, 40));
+	ck_assert(memcmp(buf, data, 40) == 0);
+	free(buf);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -92,6 +113,7 @@ int main(void)
 	tcase_add_test(tc, test_hostports);
 	tcase_add_test(tc, test_trim_and_clocks);
 	tcase_add_test(tc, test_printable);
+	tcase_add_test(tc, test_bytes_append);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
