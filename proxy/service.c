@@ -696,16 +696,19 @@ static void cluster_take_map(struct service *svc, struct member *m)
 	int16_t *owner = NULL;
 	bool oom = false;
 	char mid[sizeof(m->id)];
+	char (*kept_ids)[sizeof(m->id)] = NULL;
 
 	snprintf(mid, sizeof(mid), "%s", m->id);  /* set_members writes ids into members, m's too */
 
+	cap += svc->nmembers;
 	for (int j = 0; j < map->nshards; j++)
 		cap += 1 + map->shards[j].nreplicas;
 	hps = calloc((size_t)cap, sizeof(*hps));
 	ids = calloc((size_t)cap, sizeof(*ids));
 	in_shard = calloc((size_t)cap, sizeof(*in_shard));
 	owner = calloc(SLOTS_COUNT, sizeof(*owner));
-	if (hps == NULL || ids == NULL || in_shard == NULL || owner == NULL)
+	kept_ids = calloc((size_t)(svc->nmembers > 0 ? svc->nmembers : 1), sizeof(*kept_ids));
+	if (hps == NULL || ids == NULL || in_shard == NULL || owner == NULL || kept_ids == NULL)
 		goto out;
 	/* Shards' nodes first, in the map's order, then seeds and the reporter if they are not in it. */
 	for (int j = 0; j < map->nshards; j++) {
@@ -742,6 +745,24 @@ static void cluster_take_map(struct service *svc, struct member *m)
 			hps[n++] = *hp;
 		}
 	}
+	/* A shard's confirmed primary the map leaves out stays a member, in no shard until a map lists
+	 * it: a node's map read in the middle of a failover may not list the new primary yet (CI saw
+	 * it), and removing the member would close every session on it with its commands in flight;
+	 * its shard waits for the next map instead. */
+	for (int j = 0; svc->cl != NULL && j < svc->nmembers; j++) {
+		char b[300];
+		bool writer = false, listed = false;
+		for (int k = 0; k < svc->cl->nshards && !writer; k++)
+			writer = topo_writer_ready(&svc->cl->shards[k].topo) == j;
+		for (int k = 0; k < n && writer && !listed; k++)
+			listed = strcmp(hostport_str(&hps[k], b, sizeof(b)), svc->members[j]->str) == 0;
+		if (writer && !listed && n < cap) {
+			snprintf(kept_ids[j], sizeof(kept_ids[j]), "%s", svc->members[j]->id);
+			in_shard[n] = -1;
+			ids[n] = kept_ids[j];
+			hps[n++] = svc->members[j]->hp;
+		}
+	}
 	/* set_members keeps the order: member i is hps[i]. */
 	if (!set_members(svc, hps, ids, n))
 		goto out;
@@ -767,6 +788,7 @@ out:
 	free(ids);
 	free(in_shard);
 	free(owner);
+	free(kept_ids);
 }
 
 /* From now on a Redis Cluster: the shards, the slot map's buffer, every member in no shard yet
