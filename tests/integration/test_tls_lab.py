@@ -96,6 +96,13 @@ def iam_service(lab, extra=""):
             % (", ".join(n.addr for n in lab.nodes("postgres")), lab.tls["ca"], extra))
 
 
+def iam_refusals(log):
+    """The lab checker's refusals of the IAM roles' logins. (CI once logged a refusal of `test`, a
+    password user, "not a presigned URL", 28 s before the IAM test began, during an earlier test of
+    the module: not a token repoint made -- the IAM roles' logins are what these tests are about.)"""
+    return [l for l in log.splitlines() if " refused iam_" in l]
+
+
 def iam_connect(port, **kw):
     return psycopg2.connect(host="127.0.0.1", port=port, user="iam_app", dbname="test", connect_timeout=10, **kw)
 
@@ -163,7 +170,7 @@ def test_iam_probes_and_sessions_through_a_switchover(lab, tmp_path):
         assert rp.service("pg")["counters"]["migrated"] >= 2
         log = lab.iam_log()
         assert "accepted iam_app port=%d" % new.port in log and "accepted iam_probe port=%d" % new.port in log, log
-        assert "refused" not in log, log
+        assert iam_refusals(log) == [], log
         text = (tmp_path / "custom.ini").read_text()
         assert IAM_KEYS[1] not in text and "password" not in text.replace("probe_password = iam", "").replace(
             "member_password = iam", "")
@@ -201,7 +208,7 @@ def test_iam_probes_as_every_server_sees_them_and_passthrough_clients(lab, tmp_p
             cur.execute("CREATE TEMP TABLE t (x int)")
             cur.execute("INSERT INTO t VALUES (1)")
         c.close()
-        assert "refused" not in lab.iam_log(), lab.iam_log()
+        assert iam_refusals(lab.iam_log()) == [], lab.iam_log()
         assert IAM_KEYS[1] not in (tmp_path / "custom.ini").read_text()
     finally:
         rp.stop()
