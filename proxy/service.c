@@ -1508,16 +1508,17 @@ static bool service_pool_put(struct service *svc, int member, const uint8_t *sta
 	e->startup_len = n;
 	e->m = m;
 	e->p = *p;
-	if (p->reset) {
-		/* DISCARD ALL first; the entry is taken once the server said it is done (pooled_cb). */
-		size_t len;
-		const uint8_t *q = svc->proto->login->reset_request(&len);
-		if (e->p.conn.ops->write(&e->p.conn, q, len) != (ssize_t)len) {
+	if (p->reset != NULL) {
+		/* The reset first; the entry is taken once the server said it is done (pooled_cb). */
+		size_t len = evbuffer_get_length(p->reset);
+		if (e->p.conn.ops->write(&e->p.conn, evbuffer_pullup(p->reset, -1), len) != (ssize_t)len) {
 			event_free(e->ev);
 			free(e->startup);
 			free(e);
 			return false;
 		}
+		evbuffer_free(p->reset);
+		e->p.reset = NULL;
 		e->resetting = true;
 		tv = (struct timeval){POOL_RESET_TIMEOUT_MS / 1000, 0};
 	}

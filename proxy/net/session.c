@@ -4082,9 +4082,9 @@ static bool pool_adopt(struct session *s, int member)
 	return true;
 }
 
-/* A client says goodbye (Terminate) at an idle point: its logged-in server connection is kept for
- * the next client of the same start instead of closed -- reset first (DISCARD ALL) when the session
- * set something. True when kept (the session is gone then). */
+/* A client says goodbye (Terminate, COM_QUIT) at an idle point: its logged-in server connection is
+ * kept for the next client of the same start instead of closed -- reset first (DISCARD ALL,
+ * COM_RESET_CONNECTION...) when the session set something. True when kept (the session is gone then). */
 static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 {
 	const struct proto_login_ops *lo;
@@ -4106,22 +4106,23 @@ static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 	    (startup = lo->startup(s->login, &len)) == NULL)
 		return false;
 	memset(&kept, 0, sizeof(kept));
-	kept.reset = !clean;
-	if ((kept.params = evbuffer_new()) == NULL || !lo->hand_over(s->login, kept.params, kept.member_key, &kept.has_key)) {
-		if (kept.params != NULL)
-			evbuffer_free(kept.params);
-		return false;
-	}
+	if ((kept.params = evbuffer_new()) == NULL || !lo->hand_over(s->login, kept.params, kept.member_key, &kept.has_key) ||
+	    (!clean && ((kept.reset = evbuffer_new()) == NULL || !lo->reset_request(s->login, kept.reset))))
+		goto not_kept;
 	kept.conn = s->upstream.conn;
 	kept.born_ms = s->upstream_born_ms;
-	if (!s->host->ops->pool_put(s->host, s->member, startup, len, &kept)) {
-		evbuffer_free(kept.params);
-		return false;
-	}
+	if (!s->host->ops->pool_put(s->host, s->member, startup, len, &kept))
+		goto not_kept;
 	side_release(&s->upstream, &kept.conn);   /* the pool has the socket now */
 	s->host->counters.pooled++;
 	session_destroy(s);
 	return true;
+not_kept:
+	if (kept.params != NULL)
+		evbuffer_free(kept.params);
+	if (kept.reset != NULL)
+		evbuffer_free(kept.reset);
+	return false;
 }
 
 /* A member that speaks first, and a kept connection to the writer: the client is greeted from that

@@ -81,8 +81,9 @@ struct session_pooled {
 	uint8_t member_key[PROTO_KEY_MAX];
 	bool has_key;
 	int64_t born_ms;             /* when it connected (monotonic): server_lifetime counts from there */
-	bool reset;                  /* its session set something: reset it (proto_login_ops.reset_request)
-	                                before another client takes it */
+	struct evbuffer *reset;      /* its session set something: what resets it (proto_login_ops.reset_request),
+	                                sent before another client takes it (NULL: nothing to); pool_put takes
+	                                it with the connection, the caller frees it otherwise */
 };
 /* What a session asks of, and tells, the service that accepted it. service.c implements it and
  * hands it over with each client (session_accept): the data path names nothing of service.c, so

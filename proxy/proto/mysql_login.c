@@ -1023,7 +1023,64 @@ static bool mll_goodbye(const uint8_t *p, size_t n)
  * it (the tracker says the rest: no statement, nothing else set). */
 static bool mll_poolable(const struct proto_login *l)
 {
-	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->member_greeting != NULL && l->key_len > 0;
+	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->member_greeting != NULL && l->key_len > 0 &&
+	       l->next_charset[1] == 0;  /* (the key names the character set in one byte) */
+}
+
+/* The commands that make a connection whose session set something as a login of its start leaves it:
+ * COM_RESET_CONNECTION (transaction, temporary tables, locks, user variables, statements, session
+ * variables), COM_INIT_DB (the reset keeps the database a USE chose), and the character set the
+ * client's hello named (MySQL's reset takes the server's; MariaDB's the hello's, which this sets
+ * again): the collation by its id, then the client's and the results' sets from it. Four commands,
+ * four OKs (reset_answer). Not for a start without a database (none cannot be chosen again). */
+static bool mll_reset_request(const struct proto_login *l, struct evbuffer *out)
+{
+	static const uint8_t reset[] = {0x1F};
+	static const char from_conn[] =
+		"SET character_set_client = @@character_set_connection, character_set_results = @@character_set_connection";
+	static const char global[] =
+		"SET character_set_client = @@global.character_set_client, character_set_results = @@global.character_set_results";
+	uint8_t cmd[1 + 256 + sizeof(global)];
+	size_t n;
+
+	if (!l->told || l->back != BACK_DONE || l->member_greeting == NULL || l->key_len == 0 || l->next_charset[1] != 0 ||
+	    l->db == NULL || l->db_len < 2 || l->db_len > 256)
+		return false;
+	add_packet(out, 0, reset, sizeof(reset));
+	cmd[0] = 0x02;  /* COM_INIT_DB: the name, without its NUL */
+	memcpy(cmd + 1, l->db, l->db_len - 1);
+	add_packet(out, 0, cmd, l->db_len);
+	cmd[0] = 0x03;  /* COM_QUERY */
+	if (l->fixed[8] != 0)
+		n = (size_t)snprintf((char *)cmd + 1, sizeof(cmd) - 1, "SET collation_connection = %u", (unsigned)l->fixed[8]);
+	else
+		n = (size_t)snprintf((char *)cmd + 1, sizeof(cmd) - 1, "SET collation_connection = @@global.collation_connection");
+	add_packet(out, 0, cmd, 1 + n);
+	n = (size_t)snprintf((char *)cmd + 1, sizeof(cmd) - 1, "%s", l->fixed[8] != 0 ? from_conn : global);
+	add_packet(out, 0, cmd, 1 + n);
+	return true;
+}
+
+/* The answers to mll_reset_request's four commands: an OK each (its number 1), nothing after. */
+static int mll_reset_answer(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+	int oks = 0;
+
+	while (oks < 4) {
+		if (n - i < 4)
+			return 0;
+		size_t len = le24(p + i);
+		if (len == 0 || len > ML_PACKET_MAX || p[i + 3] != 1)
+			return -1;
+		if (n - i - 4 < len)
+			return 0;
+		if (p[i + 4] != 0x00)
+			return -1;  /* an ERR (a database since dropped), or anything else */
+		i += 4 + len;
+		oks++;
+	}
+	return i == n ? 1 : -1;
 }
 
 static const uint8_t *mll_startup(const struct proto_login *l, size_t *n)
@@ -1091,6 +1148,8 @@ const struct proto_login_ops mysql_login_ops = {
 	.change_user = mll_change_user,
 	.greet = mll_greet,
 	.poolable = mll_poolable,
+	.reset_request = mll_reset_request,
+	.reset_answer = mll_reset_answer,
 	.startup = mll_startup,
 	.hand_over = mll_hand_over,
 	.adopt = mll_adopt,

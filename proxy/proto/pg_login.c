@@ -892,12 +892,12 @@ static void pgl_adopt(struct proto_login *l, const uint8_t *params, size_t n, co
 	member_pw_forget(l);
 }
 
-static const uint8_t *pgl_reset_request(size_t *n)
+static bool pgl_reset_request(const struct proto_login *l, struct evbuffer *out)
 {
 	static const uint8_t q[] = "Q\0\0\0\020DISCARD ALL";   /* length 16: 4 + "DISCARD ALL" + its NUL */
 
-	*n = sizeof(q);
-	return q;
+	(void)l;
+	return evbuffer_add(out, q, sizeof(q)) == 0;
 }
 
 /* DISCARD ALL's answer: ParameterStatus for what it reset, notices, CommandComplete, then

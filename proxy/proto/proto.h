@@ -270,11 +270,14 @@ struct proto_login_ops {
 	 * greeting) without a member connection; false when they are not one. */
 	bool (*goodbye)(const uint8_t *p, size_t n);
 	bool (*greet)(struct proto_login *l, const uint8_t *params, size_t n, struct evbuffer *to_client);
-	/* A connection whose session set something is reset before it is kept: reset_request is what
-	 * to send it (DISCARD ALL); reset_answer reads the server's answer in p[0..n): 1 reset (and
-	 * ready), 0 more to come, -1 not so (the connection is not kept). NULL: such a connection is
-	 * not kept (MySQL: COM_RESET_CONNECTION keeps the database a USE chose). */
-	const uint8_t *(*reset_request)(size_t *n);
+	/* A connection whose session set something is reset before it is kept: reset_request appends
+	 * what to send it to out (Postgres: DISCARD ALL; MySQL: COM_RESET_CONNECTION, then COM_INIT_DB
+	 * of the start's database, which a reset keeps as a USE left it, and the start's character
+	 * set, which MySQL's reset sets to the server's), false when this session's connection cannot
+	 * be made as a new login leaves it (MySQL: a start without a database); reset_answer reads the
+	 * server's answer in p[0..n): 1 reset (and ready), 0 more to come, -1 not so (the connection is
+	 * not kept). NULL: such a connection is not kept. */
+	bool (*reset_request)(const struct proto_login *l, struct evbuffer *out);
 	int (*reset_answer)(const uint8_t *p, size_t n);
 };
 

@@ -473,7 +473,8 @@ def test_pool_keeps_server_connections_for_the_next_client(lab, start_repoint, a
     """A client that says goodbye (COM_QUIT) at an idle point, having set nothing, leaves its logged-in server
     connection to the next client of the same start: that client is greeted from the kept connection's greeting
     and told it is in without a login to the member (its own password checked by repoint as always). A session
-    that set something (a SET is sent again after every login) is not kept."""
+    that set something is reset first (COM_RESET_CONNECTION, its start's database and character set again); one
+    whose start named no database is not kept."""
     rp = start_repoint(**auth)
     port = rp.ports["mysql"]
     engine = ENGINES["mysql"]
@@ -494,18 +495,60 @@ def test_pool_keeps_server_connections_for_the_next_client(lab, start_repoint, a
                             autocommit=True, connect_timeout=10)
     assert conn_id(other)[0] not in ids
     engine.close(other)
-    # A session that set something leaves with its connection.
-    c = engine.connect(port)
+    # A session that set something is reset before it is kept: COM_RESET_CONNECTION, then its start's database
+    # and character set again. pymysql's default (autocommit off) alone sets something (SET AUTOCOMMIT = 0).
+    def client(**kw):
+        return pymysql.connect(host="127.0.0.1", port=port, user="test", password="test", charset="latin1",
+                               connect_timeout=10, **kw)
+
+    def taken(cid, **kw):
+        # The first client whose connection is cid (its reset done); the others stay open meanwhile, so that
+        # the pool hands out nothing but the connection being reset.
+        others = []
+        try:
+            def one():
+                c = client(**kw)
+                if conn_id(c)[0] == cid:
+                    return c
+                others.append(c)
+            return wait_for(one, 10, what="the reset connection to be taken again")
+        finally:
+            for o in others:
+                o.close()
+    c = client(database="test")
     first = conn_id(c)[0]
     with c.cursor() as cur:
         cur.execute("SET sql_mode = 'ANSI_QUOTES'")
-    engine.close(c)
-    c = engine.connect(port)
-    assert conn_id(c)[0] != first
+        cur.execute("SET NAMES utf8mb4")
+        cur.execute("SET @v = 1")
+        cur.execute("CREATE TEMPORARY TABLE pool_tmp (a int)")
+        cur.execute("SELECT GET_LOCK('pool_lock', 0)")
+        cur.execute("USE mysql")
+        cur.execute("SELECT @@character_set_client, DATABASE(), @@autocommit")
+        assert cur.fetchone() == ("utf8mb4", "mysql", 0)
+    c.close()
+    c = taken(first, database="test", autocommit=True)
     with c.cursor() as cur:
-        cur.execute("SELECT @@sql_mode")
-        assert "ANSI_QUOTES" not in cur.fetchone()[0]
-    engine.close(c)
+        cur.execute("SELECT @@sql_mode, @@character_set_client, @@character_set_results, @@collation_connection, "
+                    "DATABASE(), @v, @@autocommit, IS_USED_LOCK('pool_lock')")
+        row = cur.fetchone()
+        assert "ANSI_QUOTES" not in row[0] and row[1:] == ("latin1", "latin1", "latin1_swedish_ci", "test", None, 1,
+                                                             None), row
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM pool_tmp")
+    c.close()
+    # A start without a database: none cannot be chosen again after a USE, so such a session is not kept.
+    c = client()
+    alone = conn_id(c)[0]
+    with c.cursor() as cur:
+        cur.execute("USE test")
+    c.close()
+    c = client()
+    assert conn_id(c)[0] != alone
+    with c.cursor() as cur:
+        cur.execute("SELECT DATABASE()")
+        assert cur.fetchone() == (None,)
+    c.close()
     # At a failover the old writer's kept connections are dropped: the next client is on the new writer.
     lab.switchover("mysql")
     new = lab.primary("mysql")

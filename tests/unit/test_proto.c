@@ -965,10 +965,12 @@ START_TEST(test_pg_state_and_last_words)
 	{
 		static const char ok[] = "S\x00\x00\x00\x16" "application_name\x00\x00" "C\x00\x00\x00\x10" "DISCARD ALL\x00"
 					 "Z\x00\x00\x00\x05I";
-		size_t qn;
-		const uint8_t *q = proto_postgres.login->reset_request(&qn);
-		ck_assert_uint_eq(qn, 17);
+		struct evbuffer *req = evbuffer_new();
+		ck_assert(proto_postgres.login->reset_request(NULL, req));
+		ck_assert_uint_eq(evbuffer_get_length(req), 17);
+		const uint8_t *q = evbuffer_pullup(req, -1);
 		ck_assert(q[0] == 'Q' && memcmp(q + 5, "DISCARD ALL", 12) == 0);
+		evbuffer_free(req);
 		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)ok, sizeof(ok) - 1), 1);
 		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)ok, sizeof(ok) - 3), 0);
 		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)"E\x00\x00\x00\x05x", 6), -1);
@@ -1724,6 +1726,30 @@ START_TEST(test_mysql_login)
 		evbuffer_add(min, set_ok, sizeof(set_ok) - 1);
 		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
 		ck_assert_uint_eq(evbuffer_get_length(out), 0);
+		/* Kept for the next client with the SET: reset, the start's database and character set again. */
+		ck_assert(!lo->poolable(l));
+		struct evbuffer *req = evbuffer_new();
+		ck_assert(lo->reset_request(l, req));
+		static const char want_req[] = "\x01\x00\x00\x00\x1f" "\x05\x00\x00\x00\x02test"
+					       "\x1e\x00\x00\x00\x03SET collation_connection = 45";
+		ck_assert_uint_gt(evbuffer_get_length(req), sizeof(want_req) - 1);
+		ck_assert(memcmp(evbuffer_pullup(req, -1), want_req, sizeof(want_req) - 1) == 0);
+		const uint8_t *last = evbuffer_pullup(req, -1) + sizeof(want_req) - 1;
+		ck_assert_uint_eq(last[3], 0);
+		ck_assert(memcmp(last + 5, "SET character_set_client = @@character_set_connection", 53) == 0);
+		ck_assert_uint_eq(sizeof(want_req) - 1 + 4 + (size_t)(last[0] | last[1] << 8 | last[2] << 16), evbuffer_get_length(req));
+		evbuffer_free(req);
+		static const char oks[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00" "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+					  "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00" "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00";
+		ck_assert_int_eq(lo->reset_answer((const uint8_t *)oks, sizeof(oks) - 1), 1);
+		for (size_t cut = 0; cut < sizeof(oks) - 1; cut++)
+			ck_assert_int_eq(lo->reset_answer((const uint8_t *)oks, cut), 0);
+		static const char more[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00" "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+					   "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00" "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00" "\x01";
+		ck_assert_int_eq(lo->reset_answer((const uint8_t *)more, sizeof(more) - 1), -1);
+		static const char refused[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+					      "\x17\x00\x00\x01\xff\x19\x04#42000Unknown database";
+		ck_assert_int_eq(lo->reset_answer((const uint8_t *)refused, sizeof(refused) - 1), -1);
 		lo->destroy(l);
 		evbuffer_free(in);
 		evbuffer_free(out);
