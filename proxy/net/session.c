@@ -644,6 +644,16 @@ static void forward_client_input(struct session *s)
 	s->client_in = NULL;
 }
 
+/* The session leaves its member for another: its login learns from the tracker what of the
+ * server's session is still there to rebuild (before the tracker starts again). */
+static void login_leaving(struct session *s)
+{
+	const struct proto_login_ops *lo = s->login != NULL ? s->host->proto->login : NULL;
+
+	if (lo != NULL && lo->leaving != NULL)
+		lo->leaving(s->login, &s->ps);
+}
+
 /* Move an idle (or retryable) session to whatever member the service picks now, without the
  * client noticing: a fresh connection replaces the old one, and with `replay` the request the old
  * server refused is sent first. Returns true when the session was freed. */
@@ -654,6 +664,7 @@ static bool migrate(struct session *s, const char *why, bool replay)
 
 	c->migrated++;
 	snprintf(reason, sizeof(reason), "(moving: %s)", why);
+	login_leaving(s);
 	s->host->proto->init(&s->ps);
 	s->replay = replay && s->retry_valid && s->retry_len > 0;
 	if (!s->replay)
@@ -714,7 +725,7 @@ static void take_replayable(struct session *s)
 
 	if (proto->replayable == NULL || (kind = proto->replayable(&s->ps)) == 0)
 		return;
-	if (!s->retry_valid || s->retry_len == 0 || !proto->login->replay(s->login, kind, s->retry, s->retry_len))
+	if (!s->retry_valid || s->retry_len == 0 || !proto->login->replay(s->login, kind, s->retry, s->retry_len, &s->ps))
 		s->unmovable = true;
 	s->retry_len = 0;
 }
@@ -1091,6 +1102,7 @@ static void upstream_gone(struct session *s, bool error)
 			s->retry_len = 0;
 			s->retry_valid = false;
 		}
+		login_leaving(s);
 		svc->proto->init(&s->ps);
 		if (writer) {
 			s->confirming = CONFIRM_CLOSE;

@@ -119,28 +119,29 @@ struct my_state {
 	uint32_t skip;       /* RS_COLDEFS / RS_SKIP: packets left */
 	uint32_t srv_caps;
 	uint32_t greet_nul;  /* payload offset of the NUL ending the server version (0: not yet) */
-	uint8_t c_pre[5];   /* a command's first bytes (owned: the statement id after it) */
+	uint8_t c_pre[6];    /* a command's first bytes (owned: the statement id and flags after it) */
+	uint16_t c_watch;    /* owned: 1 + the offset of COM_STMT_EXECUTE's types flag to read (0: none) */
 	uint8_t s_pre[MY_PREFIX];
 	uint8_t q_len;
 	uint8_t phase;       /* enum my_phase */
 	uint8_t resp;        /* enum my_resp */
-	bool opaque;
-	bool deprecate_eof;
-	bool in_trans;
+	bool opaque : 1;
+	bool deprecate_eof : 1;
+	bool in_trans : 1;
 	/* auth = repoint (mysql_track_owned): what the session's commands leave on its server, so that
 	 * it moves only when a fresh connection, logged in and given its replayed SET/USE, is the same. */
-	bool owned;
+	bool owned : 1;
 	uint8_t stateful;    /* 0, or why it cannot move (enum my_unmovable) */
 	uint8_t cmd_cls;     /* the last command: enum my_cls */
-	bool cmd_at_idle;    /* ... sent at an idle point (nothing else in flight, no transaction) */
-	bool cmd_query;      /* ... a COM_QUERY or COM_INIT_DB: refused read-only, it did not run */
-	bool replay_ready, reset_ready;
+	bool cmd_at_idle : 1;    /* ... sent at an idle point (nothing else in flight, no transaction) */
+	bool cmd_query : 1;      /* ... a COM_QUERY or COM_INIT_DB: refused read-only, it did not run */
+	bool replay_ready : 1, reset_ready : 1;
 	/* Requests since the last idle point (saturating), and whether each was a lone plain query:
 	 * a transaction refused part-way can run again (tx_retryable). */
 	uint8_t tx_cmds;
-	bool tx_plain;
+	bool tx_plain : 1;
 	/* The text of a COM_QUERY, read as the server's lexer would, for what it leaves behind. */
-	bool scanning;
+	bool scanning : 1;
 	uint8_t sc_quote;    /* inside '...', "..." or `...`: that character */
 	uint8_t sc_comment;  /* 1 in "/ * ... * /", 2 to the end of the line; 3-6 deciding */
 	uint8_t sc_prev;     /* the byte before */
@@ -149,11 +150,16 @@ struct my_state {
 	uint8_t sc_wlen;
 	uint8_t sc_flags;    /* SC_* */
 	uint8_t sc_why;      /* the first marker of state met (enum my_unmovable) */
-	bool sc_stmt_start;  /* the next word starts a statement */
+	bool sc_stmt_start : 1;  /* the next word starts a statement */
 	char sc_word[13];
-	/* Prepared statements open on the server (COM_STMT_PREPARE answered, not yet closed): a session
-	 * with any cannot move (their ids are the server's). More than MY_STMTS_MAX: never again. */
+	/* Prepared statements open on the server (COM_STMT_PREPARE answered, not yet closed), with their
+	 * parameter counts: repoint's login prepares them again, under the same ids, on the next server
+	 * (proto_login_ops.replay, MY_REPLAY_PREPARE). More than MY_STMTS_MAX, one prepared behind
+	 * another request, executed without its parameters' types (the server's memory of them does not
+	 * move), with a cursor, or given long data: the session never moves again. */
 	uint8_t nstmts;
+	bool prepare_ready : 1;  /* one was just prepared (the last in stmts[]): replayable says so once */
+	uint16_t stmt_params[MY_STMTS_MAX];
 	uint32_t stmts[MY_STMTS_MAX];
 	uint32_t conn_id;    /* the greeting's connection id (owned: repoint's, session_key) */
 };
@@ -241,6 +247,28 @@ static void my_init(struct proto_state *st)
 void mysql_track_owned(struct proto_state *st)
 {
 	my(st)->owned = true;
+}
+
+bool mysql_statement(const struct proto_state *st, unsigned i, uint32_t *id, uint16_t *params)
+{
+	const struct my_state *m = my_c(st);
+
+	if (i >= m->nstmts)
+		return false;
+	*id = m->stmts[i];
+	*params = m->stmt_params[i];
+	return true;
+}
+
+bool mysql_track_statement(struct proto_state *st, uint32_t id, uint16_t params)
+{
+	struct my_state *m = my(st);
+
+	if (m->nstmts >= MY_STMTS_MAX)
+		return false;
+	m->stmts[m->nstmts] = id;
+	m->stmt_params[m->nstmts++] = params;
+	return true;
 }
 
 static void my_unmovable(struct my_state *m, enum my_unmovable why)
@@ -493,6 +521,35 @@ static void my_answered_ok(struct my_state *m)
 	m->cmd_cls = CLS_NONE;
 }
 
+/* COM_STMT_EXECUTE (owned): statement id, flags (a cursor), iterations, the parameters' NULL
+ * bitmap, then whether their types follow. Without them the server uses those an earlier execution
+ * sent, which a statement prepared again elsewhere does not have: such a session stays. */
+static void my_stmt_execute(struct my_state *m)
+{
+	uint32_t len = pkt_len(&m->c);
+
+	if (len < 10 || m->c.next_cont)
+		return;  /* (malformed: the server's error) */
+	if (m->c_pre[5] != 0) {
+		my_unmovable(m, MU_PREPARED_STATEMENT);  /* a cursor: rows left on this server */
+		return;
+	}
+	uint32_t id = le32(m->c_pre + 1);
+	for (unsigned i = 0; i < m->nstmts; i++)
+		if (m->stmts[i] == id && m->stmt_params[i] != 0) {
+			m->c_watch = (uint16_t)(1u + 10u + (m->stmt_params[i] + 7u) / 8u);  /* read in my_feed_dir */
+			return;
+		}
+}
+
+/* The byte of a COM_STMT_EXECUTE that says whether its parameters' types come with it. */
+static void my_execute_types(struct my_state *m, uint8_t flag)
+{
+	m->c_watch = 0;
+	if (flag == 0)
+		my_unmovable(m, MU_PREPARED_STATEMENT);
+}
+
 /* First byte of a client command: queue what its response will look like. */
 static void my_client_command(struct my_state *m, uint8_t cmd)
 {
@@ -535,10 +592,20 @@ static void my_client_command(struct my_state *m, uint8_t cmd)
 				uint32_t id = le32(m->c_pre + 1);
 				for (unsigned i = 0; i < m->nstmts; i++)
 					if (m->stmts[i] == id) {
-						m->stmts[i] = m->stmts[--m->nstmts];
+						m->nstmts--;
+						m->stmts[i] = m->stmts[m->nstmts];
+						m->stmt_params[i] = m->stmt_params[m->nstmts];
 						break;
 					}
 			}
+			break;
+		case COM_STMT_EXECUTE:
+			my_stmt_execute(m);
+			break;
+		case COM_STMT_SEND_LONG_DATA:
+		case COM_STMT_BULK_EXECUTE:
+			/* Data the server keeps for the next execution; MariaDB's bulk form (its types). */
+			my_unmovable(m, MU_PREPARED_STATEMENT);
 			break;
 		case COM_CHANGE_USER:
 			/* (One the session hands to repoint's login -- proto_login_ops.change_user -- is never
@@ -760,13 +827,18 @@ static void my_prepare_ok(struct my_state *m)
 		m->opaque = true;
 		return;
 	}
-	if (m->owned) {
-		if (m->nstmts < MY_STMTS_MAX)
-			m->stmts[m->nstmts++] = le32(b + 1);
-		else
-			my_unmovable(m, MU_PREPARED_STATEMENT);  /* more open than followed: for good */
-	}
 	uint32_t cols = le16(b + 5), params = le16(b + 7);
+	if (m->owned) {
+		/* The last request sent (nothing after it in flight): the last the session kept is this. */
+		if (m->nstmts < MY_STMTS_MAX && m->q_len == 0 && m->c.hdr_len == 0 && !m->c.next_cont &&
+		    m->stateful == MU_MOVABLE) {
+			m->stmts[m->nstmts] = le32(b + 1);
+			m->stmt_params[m->nstmts++] = (uint16_t)params;
+			m->prepare_ready = true;
+		} else {
+			my_unmovable(m, MU_PREPARED_STATEMENT);  /* not followed: for good */
+		}
+	}
 	uint32_t n = params + cols;
 	if (!m->deprecate_eof)
 		n += (params != 0) + (cols != 0);
@@ -1039,6 +1111,11 @@ static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint
 				k = n;
 			if (!server && m->scanning)
 				sc_bytes(m, p, k);
+			if (!server && m->c_watch != 0) {
+				uint32_t pos = pkt_len(d) - d->remaining, at = m->c_watch - 1u;
+				if (at >= pos && at < pos + k)
+					my_execute_types(m, p[at - pos]);
+			}
 		}
 		d->remaining -= (uint32_t)k;
 		p += k;
@@ -1047,6 +1124,8 @@ static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint
 			d->hdr_len = 0;
 			if (!server && m->scanning && !d->next_cont)
 				sc_finish(m);
+			if (!server)
+				m->c_watch = 0;  /* (ended before it: malformed, the server's error) */
 		}
 	}
 }
@@ -1060,7 +1139,7 @@ static void my_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p
 	if (dir == PROTO_CLIENT_TO_SERVER) {
 		/* Before the handshake response we need its capability flags; afterwards only the
 		 * command byte. */
-		uint8_t cap = m->phase == PH_HANDSHAKE ? 4 : m->owned ? 5 : 1;
+		uint8_t cap = m->phase == PH_HANDSHAKE ? 4 : m->owned ? 6 : 1;
 		my_feed_dir(m, &m->c, m->c_pre, cap, false, p, n);
 	} else {
 		my_feed_dir(m, &m->s, m->s_pre, MY_PREFIX, true, p, n);
@@ -1303,13 +1382,23 @@ static const struct proto_upgrade my_upgrade = {
 	.relay = my_up_relay,
 };
 
-/* auth = repoint: a session a fresh, logged-in connection (with its SET/USE replayed) carries on. */
+/* An open statement's id is above what a later login prepares again (until it is closed). */
+static bool my_stmt_high(const struct my_state *m)
+{
+	for (unsigned i = 0; i < m->nstmts; i++)
+		if (m->stmts[i] > MYSQL_STMT_ID_MAX)
+			return true;
+	return false;
+}
+
+/* auth = repoint: a session a fresh, logged-in connection (with its SET/USE and statements replayed)
+ * carries on. */
 static bool my_can_migrate(const struct proto_state *st)
 {
 	const struct my_state *m = my_c(st);
 
-	return my_is_idle(st) && m->owned && m->stateful == MU_MOVABLE && m->nstmts == 0 && !m->replay_ready &&
-	       !m->reset_ready;
+	return my_is_idle(st) && m->owned && m->stateful == MU_MOVABLE && !m->replay_ready && !m->reset_ready &&
+	       !m->prepare_ready && !my_stmt_high(m);
 }
 
 /* One query in flight, sent at an idle point, nothing half-sent, nothing left on the server that
@@ -1408,7 +1497,7 @@ static const char *my_unmovable_reason(const struct proto_state *st)
 
 	if (m->opaque)
 		return "opaque";
-	if (m->stateful == MU_MOVABLE && m->nstmts > 0)
+	if (m->stateful == MU_MOVABLE && my_stmt_high(m))
 		return my_unmovable_names[MU_PREPARED_STATEMENT];
 	return m->stateful != MU_MOVABLE && m->stateful < ARRAY_LEN(my_unmovable_names) ? my_unmovable_names[m->stateful]
 											 : NULL;
@@ -1521,9 +1610,9 @@ static void my_kill_rewrite(const uint8_t *p, size_t n, const uint8_t *key, size
 static int my_replayable(struct proto_state *st)
 {
 	struct my_state *m = my(st);
-	int r = m->reset_ready ? MY_REPLAY_RESET : m->replay_ready ? MY_REPLAY_PACKET : 0;
+	int r = m->reset_ready ? MY_REPLAY_RESET : m->replay_ready ? MY_REPLAY_PACKET : m->prepare_ready ? MY_REPLAY_PREPARE : 0;
 
-	m->reset_ready = m->replay_ready = false;
+	m->reset_ready = m->replay_ready = m->prepare_ready = false;
 	return r;
 }
 

@@ -38,12 +38,14 @@
 #define CLIENT_SECURE_CONNECTION 0x00008000u
 #define CLIENT_PLUGIN_AUTH 0x00080000u
 #define CLIENT_CONNECT_ATTRS 0x00100000u
+#define CLIENT_DEPRECATE_EOF 0x01000000u
 #define CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA 0x00200000u
 #define CLIENT_ZSTD_COMPRESSION 0x04000000u
 
 #define ML_PACKET_MAX (64u * 1024u)   /* a connection-phase packet longer than this is not one */
 #define ML_REPLAY_MAX (64u * 1024u)   /* the most a session keeps to replay after a move */
 #define ML_HELLO_FIXED 32u            /* caps, max packet, charset, filler */
+#define ML_STMTS_MAX 8                /* prepared statements kept to prepare again (the tracker follows 6) */
 
 static const char native[] = "mysql_native_password";
 
@@ -100,6 +102,18 @@ struct proto_login {
 	size_t next_db_len;
 	uint8_t next_charset[2];     /* COM_CHANGE_USER's character set (two bytes there, one at the start) */
 	uint32_t replay_count, replay_left;
+	/* Prepared statements open on the session's server: prepared again, under the same ids, after
+	 * a later login. While that login's answers come: the id expected next, the last, and the
+	 * definition packets of the answer being read still to come. */
+	struct ml_stmt {
+		uint32_t id;
+		uint16_t params;
+		uint8_t *pkt;            /* the client's COM_STMT_PREPARE, header included */
+		size_t len;
+	} stmts[ML_STMTS_MAX];
+	unsigned nstmts;
+	size_t stmt_bytes;
+	uint32_t stmt_next, stmt_last, stmt_skip;
 };
 
 static uint32_t le24(const uint8_t *p)
@@ -191,10 +205,19 @@ static void member_pw_forget(struct proto_login *l)
 	l->member_pw = NULL;
 }
 
+static void stmts_forget(struct proto_login *l)
+{
+	for (unsigned i = 0; i < l->nstmts; i++)
+		free(l->stmts[i].pkt);
+	l->nstmts = 0;
+	l->stmt_bytes = 0;
+}
+
 static void mll_free(struct proto_login *l)
 {
 	if (l == NULL)
 		return;
+	stmts_forget(l);
 	if (l->replay != NULL)
 		evbuffer_free(l->replay);
 	free(l->greeting);
@@ -585,6 +608,70 @@ static bool back_hello(struct proto_login *l, struct evbuffer *to_member, char *
 	return true;
 }
 
+/* The statements open on the last server, prepared again on this one under the same ids: the
+ * server numbers a connection's statements from 1, so each id below the highest that is not one of
+ * them is taken and closed again ("DO 1"). Sent behind the replayed settings, all at once. */
+static void stmts_send(struct proto_login *l, struct evbuffer *to_member)
+{
+	static const uint8_t burn[] = {0x16, 'D', 'O', ' ', '1'};
+	uint32_t last = 0;
+
+	for (unsigned i = 0; i < l->nstmts; i++)
+		if (l->stmts[i].id > last)
+			last = l->stmts[i].id;
+	l->stmt_next = last > 0 ? 1 : 0;
+	l->stmt_last = last;
+	l->stmt_skip = 0;
+	for (uint32_t id = 1; id <= last; id++) {
+		const struct ml_stmt *st = NULL;
+		for (unsigned i = 0; i < l->nstmts && st == NULL; i++)
+			if (l->stmts[i].id == id)
+				st = &l->stmts[i];
+		if (st != NULL) {
+			evbuffer_add(to_member, st->pkt, st->len);
+			continue;
+		}
+		uint8_t close[5] = {0x19, (uint8_t)id, (uint8_t)(id >> 8), (uint8_t)(id >> 16), (uint8_t)(id >> 24)};
+		add_packet(to_member, 0, burn, sizeof(burn));
+		add_packet(to_member, 0, close, sizeof(close));
+	}
+}
+
+/* One packet of the answers to stmts_send's prepares: each a prepare-OK naming the id expected (the
+ * same parameter count as the first time), then its parameter and column definitions (each block
+ * ended by an EOF unless CLIENT_DEPRECATE_EOF), passed over. */
+static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, char *err, size_t errlen)
+{
+	if (l->stmt_next == 0) {
+		snprintf(err, errlen, "an answer to nothing after the statements prepared again");
+		return false;
+	}
+	if (l->stmt_skip > 0) {
+		l->stmt_skip--;
+	} else {
+		if (p[0] != 0x00 || n < 12) {
+			snprintf(err, errlen, "a statement prepared again was answered with something else than its OK");
+			return false;
+		}
+		uint32_t id = (uint32_t)p[1] | (uint32_t)p[2] << 8 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 24;
+		uint16_t cols = (uint16_t)(p[5] | p[6] << 8), params = (uint16_t)(p[7] | p[8] << 8);
+		uint16_t want = 0;
+		for (unsigned i = 0; i < l->nstmts; i++)
+			if (l->stmts[i].id == l->stmt_next)
+				want = l->stmts[i].params;
+		if (id != l->stmt_next || params != want) {
+			snprintf(err, errlen, "a statement prepared again got id %u with %u parameters (expected id %u with %u)",
+				 (unsigned)id, (unsigned)params, (unsigned)l->stmt_next, (unsigned)want);
+			return false;
+		}
+		bool eof = !(l->caps & l->member_caps & CLIENT_DEPRECATE_EOF);
+		l->stmt_skip = (uint32_t)params + cols + (eof ? (params != 0) + (cols != 0) : 0);
+	}
+	if (l->stmt_skip == 0)
+		l->stmt_next = l->stmt_next < l->stmt_last ? l->stmt_next + 1 : 0;
+	return true;
+}
+
 /* The member's answer to the login (or to a replayed request). */
 static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
 					 struct evbuffer *to_member, struct evbuffer *to_client, char *err,
@@ -598,7 +685,8 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 		char text[200];
 		err_text(p, n, text, sizeof(text));
 		if (l->back == BACK_REPLAY) {
-			snprintf(err, errlen, "a setting sent again was refused: %s", text);
+			snprintf(err, errlen, "%s sent again was refused: %s",
+				 l->replay_left > 0 ? "a setting" : "a statement prepared", text);
 			return PROTO_LOGIN_FAIL;
 		}
 		snprintf(err, errlen, "%s", text);
@@ -607,11 +695,16 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 		return PROTO_LOGIN_FAIL;
 	}
 	if (l->back == BACK_REPLAY) {
-		if (p[0] != 0x00) {
-			snprintf(err, errlen, "a setting sent again was answered with something else than OK");
+		if (l->replay_left > 0) {
+			if (p[0] != 0x00) {
+				snprintf(err, errlen, "a setting sent again was answered with something else than OK");
+				return PROTO_LOGIN_FAIL;
+			}
+			l->replay_left--;
+		} else if (!stmt_answer(l, p, n, err, errlen)) {
 			return PROTO_LOGIN_FAIL;
 		}
-		return --l->replay_left == 0 ? PROTO_LOGIN_DONE : PROTO_LOGIN_MORE;
+		return l->replay_left == 0 && l->stmt_next == 0 ? PROTO_LOGIN_DONE : PROTO_LOGIN_MORE;
 	}
 	switch (p[0]) {
 	case 0x00:
@@ -619,10 +712,11 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 			add_packet(to_client, l->cseq, p, n);
 			l->told = true;
 		}
-		if (l->replay_count == 0)
+		if (l->replay_count == 0 && l->nstmts == 0)
 			return PROTO_LOGIN_DONE;
 		evbuffer_add(to_member, evbuffer_pullup(l->replay, -1), evbuffer_get_length(l->replay));
 		l->replay_left = l->replay_count;
+		stmts_send(l, to_member);
 		l->back = BACK_REPLAY;
 		return PROTO_LOGIN_MORE;
 	case 0xFE: {
@@ -759,6 +853,8 @@ static void mll_track_idle(const struct proto_login *l, struct proto_state *st)
 	proto_mysql.feed(st, PROTO_CLIENT_TO_SERVER, l->fixed, ML_HELLO_FIXED);
 	proto_mysql.feed(st, PROTO_SERVER_TO_CLIENT, ok, sizeof(ok));
 	mysql_track_owned(st);
+	for (unsigned i = 0; i < l->nstmts; i++)
+		(void)mysql_track_statement(st, l->stmts[i].id, l->stmts[i].params);
 }
 
 /* The member's connection id for the client's (repoint's) one (a KILL's, proto_ops.kill_request). */
@@ -955,6 +1051,7 @@ static enum proto_login_step change_answer(struct proto_login *l, const uint8_t 
 		change_commit(l);
 		evbuffer_drain(l->replay, evbuffer_get_length(l->replay));
 		l->replay_count = 0;
+		stmts_forget(l);  /* (the server closed them) */
 		l->back = BACK_DONE;
 		add_packet(to_client, 1, p, n);
 		return PROTO_LOGIN_DONE;
@@ -991,7 +1088,10 @@ static enum proto_login_step change_answer(struct proto_login *l, const uint8_t 
 	return PROTO_LOGIN_FAIL;
 }
 
-static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n)
+static bool stmt_keep(struct proto_login *l, const uint8_t *msgs, size_t n, const struct proto_state *st);
+static void stmts_prune(struct proto_login *l, const struct proto_state *st);
+
+static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n, const struct proto_state *st)
 {
 	switch (kind) {
 	case MY_REPLAY_PACKET:
@@ -1006,10 +1106,75 @@ static bool mll_replay(struct proto_login *l, int kind, const uint8_t *msgs, siz
 	case MY_REPLAY_RESET:
 		evbuffer_drain(l->replay, evbuffer_get_length(l->replay));
 		l->replay_count = 0;
+		stmts_forget(l);
 		change_commit(l);  /* (after COM_CHANGE_USER: the new user's from here on) */
 		return true;
+	case MY_REPLAY_PREPARE:
+		return stmt_keep(l, msgs, n, st);
 	}
 	return false;
+}
+
+/* The last packet of msgs[0..n) is the COM_STMT_PREPARE the tracker just saw answered, under the id
+ * it gives its last open statement. */
+static bool stmt_keep(struct proto_login *l, const uint8_t *msgs, size_t n, const struct proto_state *st)
+{
+	size_t off = 0, at = 0, len = 0;
+	uint32_t id = 0;
+	uint16_t params = 0;
+	unsigned k = 0;
+
+	while (off + 4 <= n) {
+		at = off;
+		len = le24(msgs + off);
+		off += 4 + len;
+	}
+	while (mysql_statement(st, k, &id, &params))
+		k++;
+	if (off != n || len < 1 || msgs[at + 3] != 0 || msgs[at + 4] != 0x16 || k == 0 ||
+	    !mysql_statement(st, k - 1, &id, &params) || id == 0)
+		return false;
+	len += 4;
+	stmts_prune(l, st);   /* (those closed since: a client that closes each after use keeps none) */
+	if (id > MYSQL_STMT_ID_MAX)
+		return true;  /* the session does not move while it is open (the tracker's rule) */
+	if (l->nstmts >= ML_STMTS_MAX || l->stmt_bytes + len > ML_REPLAY_MAX)
+		return false;
+	struct ml_stmt *s = &l->stmts[l->nstmts];
+	if ((s->pkt = malloc(len)) == NULL)
+		return false;
+	memcpy(s->pkt, msgs + at, len);
+	s->len = len;
+	s->id = id;
+	s->params = params;
+	l->stmt_bytes += len;
+	l->nstmts++;
+	return true;
+}
+
+/* Leaving the server: only the statements still open there are prepared again on the next. */
+static void mll_leaving(struct proto_login *l, const struct proto_state *st)
+{
+	stmts_prune(l, st);
+}
+
+/* Only the statements the tracker knows open are kept. */
+static void stmts_prune(struct proto_login *l, const struct proto_state *st)
+{
+	for (unsigned i = 0; i < l->nstmts;) {
+		uint32_t id;
+		uint16_t params;
+		bool open = false;
+		for (unsigned k = 0; !open && mysql_statement(st, k, &id, &params); k++)
+			open = id == l->stmts[i].id;
+		if (open) {
+			i++;
+			continue;
+		}
+		l->stmt_bytes -= l->stmts[i].len;
+		free(l->stmts[i].pkt);
+		l->stmts[i] = l->stmts[--l->nstmts];
+	}
 }
 
 /* --- server connections kept for the next client (pool_size) --- */
@@ -1023,8 +1188,8 @@ static bool mll_goodbye(const uint8_t *p, size_t n)
  * it (the tracker says the rest: no statement, nothing else set). */
 static bool mll_poolable(const struct proto_login *l)
 {
-	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->member_greeting != NULL && l->key_len > 0 &&
-	       l->next_charset[1] == 0;  /* (the key names the character set in one byte) */
+	return l->told && l->back == BACK_DONE && l->replay_count == 0 && l->nstmts == 0 && l->member_greeting != NULL &&
+	       l->key_len > 0 && l->next_charset[1] == 0;  /* (the key names the character set in one byte) */
 }
 
 /* The commands that make a connection whose session set something as a login of its start leaves it:
@@ -1166,4 +1331,5 @@ const struct proto_login_ops mysql_login_ops = {
 	.track_idle = mll_track_idle,
 	.member_key = mll_member_key,
 	.replay = mll_replay,
+	.leaving = mll_leaving,
 };

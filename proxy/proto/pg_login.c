@@ -833,8 +833,9 @@ static bool replay_deallocate(struct proto_login *l, const uint8_t *msgs, size_t
 	return true;
 }
 
-static bool pgl_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n)
+static bool pgl_replay(struct proto_login *l, int kind, const uint8_t *msgs, size_t n, const struct proto_state *st)
 {
+	(void)st;
 	switch (kind) {
 	case PG_REPLAY_SET:
 		if (l->replay_bytes + n > PG_REPLAY_MAX)

@@ -175,10 +175,11 @@ struct proto_ops {
 	bool (*can_relogin)(const struct proto_state *st);
 };
 
-/* proto_ops.replayable kinds (Postgres; MySQL: a lone SET, USE or COM_INIT_DB to send again, or
- * COM_RESET_CONNECTION, after which there is nothing to). */
+/* proto_ops.replayable kinds (Postgres; MySQL: a lone SET, USE or COM_INIT_DB to send again,
+ * COM_RESET_CONNECTION, after which there is nothing to, or a COM_STMT_PREPARE answered, the last
+ * request kept, to prepare again under the same id). */
 enum { PG_REPLAY_SET = 1, PG_REPLAY_STATEMENTS, PG_REPLAY_DEALLOCATE };
-enum { MY_REPLAY_PACKET = 1, MY_REPLAY_RESET };
+enum { MY_REPLAY_PACKET = 1, MY_REPLAY_RESET, MY_REPLAY_PREPARE };
 
 /* auth = repoint: the client's start ends at repoint, which authenticates the client itself
  * (client_auth), keeps its startup packet, and logs in to whichever member the session is on --
@@ -238,9 +239,14 @@ struct proto_login_ops {
 	bool (*member_key)(const struct proto_login *l, const uint8_t *key, size_t keylen, uint8_t *member_key);
 	/* Requests of a kind proto_ops.replayable named, in msgs[0..n): what of them to send again
 	 * after every later login (a SET as it is; named statements' Parse messages, Close and
-	 * DEALLOCATE taking them away), their answers not passed on (an error fails the login). False
-	 * when out of room or not understood: the session cannot move then. */
-	bool (*replay)(struct proto_login *l, int kind, const uint8_t *msgs, size_t n);
+	 * DEALLOCATE taking them away; MySQL's COM_STMT_PREPARE), their answers not passed on (an
+	 * error fails the login). st: the tracker, the answer just read (MySQL: the statement's id).
+	 * False when out of room or not understood: the session cannot move then. */
+	bool (*replay)(struct proto_login *l, int kind, const uint8_t *msgs, size_t n, const struct proto_state *st);
+	/* The session leaves its member for another (optional): st is its tracker there, at the point it
+	 * left -- what of the server's session the next login rebuilds (MySQL: the statements still
+	 * open, which a COM_STMT_CLOSE since their prepare may have made fewer). */
+	void (*leaving)(struct proto_login *l, const struct proto_state *st);
 	/* Server connections kept for the next client (pool_size): poolable -- logged in, nothing to
 	 * set again on another connection (no kept SET, no prepared statement): its connection, idle,
 	 * serves a client of the same start as it is; startup -- the client's start, whole (the pool's
@@ -331,6 +337,10 @@ extern const struct proto_login_ops mysql_login_ops;
 /* MySQL: the session's start is repoint's (auth = repoint): from here on the tracker reads what
  * the session's commands leave on the server (proto_ops.can_migrate and its kin). */
 void mysql_track_owned(struct proto_state *st);
+/* MySQL, auth = repoint: the i-th prepared statement open on the session's server (its id, its
+ * parameter count), false past the last; and one to track as open (a login that prepared it again). */
+bool mysql_statement(const struct proto_state *st, unsigned i, uint32_t *id, uint16_t *params);
+bool mysql_track_statement(struct proto_state *st, uint32_t id, uint16_t params);
 
 /* Native error encoders, also used by the drill and tests. Append to `out`.
  * In all three, a NULL msg is empty text and msg is cut to 8 KiB (never inside a UTF-8 character). */

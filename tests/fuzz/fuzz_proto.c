@@ -41,7 +41,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (l != NULL && a != NULL && b != NULL && c != NULL) {
 			/* The client's requests as kept for a later login: SETs, statements, DEALLOCATE. */
 			for (int kind = 1; kind <= 3; kind++)
-				(void)o->login->replay(l, kind, data + ncuts, size - ncuts);
+				(void)o->login->replay(l, kind, data + ncuts, size - ncuts, &st);
+			if (o->login->leaving != NULL)
+				o->login->leaving(l, &st);
 			if (o->login->reset_answer != NULL)
 				FUZZ_CHECK(o->login->reset_answer(data + ncuts, size - ncuts) >= -1);
 			evbuffer_add(a, data + ncuts, size - ncuts);

@@ -264,29 +264,84 @@ class PsClient:
         self.p.wait(10)
 
 
-def test_prepared_statements_closed_move_and_open_ones_stay(lab, start_repoint, auth):
+def test_prepared_statements_move_with_their_ids(lab, start_repoint, auth):
     """COM_STMT_PREPARE through repoint's login (a real Connector/C client): a session whose statements are all
-    closed again (Go's driver prepares, executes and closes each query) moves at a switchover; one that keeps a
-    statement open is closed at its idle point and counted (its statement's id is the old server's)."""
+    closed again (Go's driver prepares, executes and closes each query) moves at a switchover, and so does one
+    that keeps statements open: the new writer's login prepares them again under the ids the client holds (a
+    server numbers a connection's statements from 1: the ids below that are not open are taken and closed
+    again on the way), and the client executes them as before. A statement prepared on the new writer after
+    the move gets an id of its own there."""
     rp = start_repoint(**auth)
     port = rp.ports["mysql"]
     closed, kept = PsClient(port), PsClient(port)
     try:
         assert closed.do("once") == "ok 42"
+        for _ in range(3):
+            assert kept.do("once") == "ok 42"      # ids 1-3 taken and closed: the kept one is 4
         assert kept.do("keep") == "ok kept" and kept.do("exec") == "ok 42"
-        before = closed.do("id").split()
+        before = [c.do("id").split() for c in (closed, kept)]
         lab.switchover("mysql")
         new = lab.primary("mysql")
         rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
-        after = closed.do("id").split()
-        assert after[0] == "ok" and after[2] == str(new.port) and after[1] != before[1], (before, after)
+        for c, b in zip((closed, kept), before):
+            after = c.do("id").split()
+            assert after[0] == "ok" and after[2] == str(new.port) and after[1] != b[1], (b, after)
         assert closed.do("once") == "ok 42"     # and prepares again on the new writer
-        assert kept.do("exec").startswith("error:")   # as with auth = passthrough: the connection was closed
+        assert kept.do("exec") == "ok 42"       # the statement prepared again under its id
+        assert kept.do("once") == "ok 42" and kept.do("exec") == "ok 42"
         m = rp.metrics()
-        assert 'repoint_sessions_unmovable_total{service="mysql",reason="prepared_statement"} 1' in m, m
+        assert 'reason="prepared_statement"' not in m, m
+        assert rp.service("mysql")["counters"]["migrated"] >= 2, rp.service("mysql")["counters"]
     finally:
         closed.close()
         kept.close()
+
+
+def test_a_statement_executed_without_its_types_keeps_the_session_where_it_is(lab, start_repoint, auth):
+    """COM_STMT_EXECUTE may leave out its parameters' types (Connector/J does after the first execution): the
+    server uses those it was sent before, which a statement prepared again on another server does not have
+    (MariaDB then refuses the execution, 1210). Such a session is not moved: at a switchover it is closed at
+    its idle point and counted, as before statements could move at all. (The packets are written here as
+    such a client writes them, on a pymysql connection.)"""
+    rp = start_repoint(**auth)
+    c = pymysql.connect(host="127.0.0.1", port=rp.ports["mysql"], user="test", password="test", database="test",
+                        autocommit=True, connect_timeout=10)
+
+    def command(payload):
+        c._next_seq_id = 0
+        c._write_bytes(struct.pack("<I", len(payload))[:3] + b"\x00" + payload)
+        c._next_seq_id = 1
+        return c._read_packet()
+
+    def rows(first):
+        # A binary result set: column count, definitions, EOF, rows, EOF (CLIENT_DEPRECATE_EOF is pymysql's off).
+        got, p = [], first
+        ncols = p.read_length_encoded_integer()
+        for _ in range(ncols + 1):
+            c._read_packet()
+        while True:
+            p = c._read_packet()
+            if p.is_eof_packet():
+                return got
+            got.append(p.get_all_data())
+    ok = command(b"\x16SELECT ? + 1").get_all_data()
+    sid, ncols, nparams = struct.unpack("<IHH", ok[1:9])
+    for _ in range(ncols + nparams + (ncols > 0) + (nparams > 0)):
+        c._read_packet()
+    assert nparams == 1
+    head = b"\x17" + struct.pack("<I", sid) + b"\x00" + struct.pack("<I", 1) + b"\x00"
+    with_types = head + b"\x01" + b"\x08\x00" + struct.pack("<q", 41)   # LONGLONG 41
+    without = head + b"\x00" + struct.pack("<q", 41)
+    assert len(rows(command(with_types))) == 1
+    assert len(rows(command(without))) == 1          # the server remembers LONGLONG
+    lab.switchover("mysql")
+    new = lab.primary("mysql")
+    rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+    with pytest.raises(pymysql.err.Error):
+        rows(command(without))
+    c.close()
+    m = rp.metrics()
+    assert 'repoint_sessions_unmovable_total{service="mysql",reason="prepared_statement"} 1' in m, m
 
 
 def test_kill_query_by_the_greetings_id_reaches_the_session_wherever_it_moved(lab, start_repoint, auth):

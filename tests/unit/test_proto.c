@@ -1713,7 +1713,7 @@ START_TEST(test_mysql_login)
 		ck_assert(!proto_mysql.can_migrate(&ps));
 		ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PACKET);
 		ck_assert(proto_mysql.can_migrate(&ps));
-		ck_assert(lo->replay(l, MY_REPLAY_PACKET, (const uint8_t *)set, sizeof(set) - 1));
+		ck_assert(lo->replay(l, MY_REPLAY_PACKET, (const uint8_t *)set, sizeof(set) - 1, &ps));
 		/* A moved session: the new member's challenge, no word to the client, the SET sent again. */
 		lo->back_start(l, up, NULL, false);
 		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
@@ -1750,6 +1750,67 @@ START_TEST(test_mysql_login)
 		static const char refused[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
 					      "\x17\x00\x00\x01\xff\x19\x04#42000Unknown database";
 		ck_assert_int_eq(lo->reset_answer((const uint8_t *)refused, sizeof(refused) - 1), -1);
+		/* A statement prepared (id 3: two were taken and closed before) moves too: the next login
+		 * takes ids 1 and 2 and closes them again ("DO 1"), then prepares it, and the tracker there
+		 * knows it open. */
+		static const char prep[] = "\x09\x00\x00\x00\x16SELECT ?";
+		static const char prep_ok[] = "\x0c\x00\x00\x01\x00\x03\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00"
+					      "\x04\x00\x00\x02\x03" "def";
+		lo->track_idle(l, &ps);
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)prep, sizeof(prep) - 1);
+		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep_ok, sizeof(prep_ok) - 1);
+		ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+		ck_assert(lo->replay(l, MY_REPLAY_PREPARE, (const uint8_t *)prep, sizeof(prep) - 1, &ps));
+		ck_assert(!lo->poolable(l));
+		lo->leaving(l, &ps);
+		for (int wrong = 0; wrong < 2; wrong++) {
+			lo->back_start(l, up, NULL, false);
+			evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+			evbuffer_drain(up, evbuffer_get_length(up));
+			evbuffer_add(min, ok, sizeof(ok) - 1);
+			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+			static const char burn[] = "\x05\x00\x00\x00\x16" "DO 1" "\x05\x00\x00\x00\x19\x01\x00\x00\x00"
+						   "\x05\x00\x00\x00\x16" "DO 1" "\x05\x00\x00\x00\x19\x02\x00\x00\x00";
+			const uint8_t *sent = evbuffer_pullup(up, -1);
+			ck_assert_uint_eq(evbuffer_get_length(up), sizeof(set) - 1 + sizeof(burn) - 1 + sizeof(prep) - 1);
+			ck_assert(memcmp(sent, set, sizeof(set) - 1) == 0);
+			ck_assert(memcmp(sent + sizeof(set) - 1, burn, sizeof(burn) - 1) == 0);
+			ck_assert(memcmp(sent + sizeof(set) - 1 + sizeof(burn) - 1, prep, sizeof(prep) - 1) == 0);
+			evbuffer_drain(up, evbuffer_get_length(up));
+			static const char taken[] = "\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+						    "\x0c\x00\x00\x01\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+			evbuffer_add(min, set_ok, sizeof(set_ok) - 1);
+			evbuffer_add(min, taken, sizeof(taken) - 1);
+			if (wrong) {
+				/* The server numbered it otherwise: the login fails (the client's id would be wrong). */
+				evbuffer_add(min, taken, 16);
+				ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+				ck_assert_msg(strstr(err, "expected id 3") != NULL, "%s", err);
+				break;
+			}
+			evbuffer_add(min, prep_ok, sizeof(prep_ok) - 1);
+			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+			ck_assert_uint_eq(evbuffer_get_length(min), 0);
+			ck_assert_uint_eq(evbuffer_get_length(out), 0);
+			lo->track_idle(l, &ps);
+			uint32_t sid;
+			uint16_t sparams;
+			ck_assert(mysql_statement(&ps, 0, &sid, &sparams) && sid == 3 && sparams == 1);
+			ck_assert(!mysql_statement(&ps, 1, &sid, &sparams));
+		}
+		evbuffer_drain(min, evbuffer_get_length(min));
+		/* Closed since, it is not prepared again. */
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x05\x00\x00\x00\x19\x03\x00\x00\x00", 9);
+		lo->leaving(l, &ps);
+		lo->back_start(l, up, NULL, false);
+		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		evbuffer_drain(up, evbuffer_get_length(up));
+		evbuffer_add(min, ok, sizeof(ok) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		ck_assert_uint_eq(evbuffer_get_length(up), sizeof(set) - 1);   /* the SET alone */
+		evbuffer_drain(up, evbuffer_get_length(up));
 		lo->destroy(l);
 		evbuffer_free(in);
 		evbuffer_free(out);
@@ -2091,26 +2152,108 @@ START_TEST(test_my_session_state)
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x06\x00\x00\x00\x02other", 10);
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok, sizeof(ok) - 1);
 	ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PACKET);
-	/* A prepared statement keeps the session where it is while it is open (its id is the server's);
-	 * closed (COM_STMT_CLOSE, as Go's driver does after each query), the session can move again. */
+	/* A prepared statement moves with the session (repoint's login prepares it again under its id):
+	 * the tracker names it once for the login to keep, and follows which are open. */
 	static const char prep_ok[] = "\x0c\x00\x00\x01\x00\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+	uint32_t sid;
+	uint16_t sparams;
 	for (int round = 0; round < 2; round++) {
 		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x16SELECT 1", 13);
 		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep_ok, sizeof(prep_ok) - 1);
 		ck_assert(proto_mysql.is_idle(&ps) && !proto_mysql.can_migrate(&ps));
-		ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "prepared_statement");
-		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x05\x00\x00\x00\x19\x08\x00\x00\x00", 9);
-		ck_assert(!proto_mysql.can_migrate(&ps));  /* another id: still open */
-		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x05\x00\x00\x00\x19\x07\x00\x00\x00", 9);
+		ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+		ck_assert_int_eq(proto_mysql.replayable(&ps), 0);
 		ck_assert(proto_mysql.can_migrate(&ps));
+		ck_assert(mysql_statement(&ps, 0, &sid, &sparams) && sid == 7 && sparams == 0);
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x05\x00\x00\x00\x19\x08\x00\x00\x00", 9);
+		ck_assert(mysql_statement(&ps, 0, &sid, &sparams) && sid == 7);  /* another id: still open */
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x05\x00\x00\x00\x19\x07\x00\x00\x00", 9);
+		ck_assert(!mysql_statement(&ps, 0, &sid, &sparams) && proto_mysql.can_migrate(&ps));
+	}
+	/* Executed with its parameters' types (Connector/C, Go): it moves; without them (the server's
+	 * memory of the last ones, Connector/J), or with a cursor, the session stays for good. */
+	{
+		/* (CLIENT_DEPRECATE_EOF both ways: two parameter and one column definitions, no EOF) */
+		static const char prep2[] = "\x0c\x00\x00\x01\x00\x09\x00\x00\x00\x01\x00\x02\x00\x00\x00\x00"
+					    "\x04\x00\x00\x02\x03" "def" "\x04\x00\x00\x03\x03" "def"
+					    "\x04\x00\x00\x04\x03" "def";
+		/* execute id 9: flags, iterations, NULL bitmap (1 byte: 2 parameters), types flag, types, values */
+		static const char ex_types[] = "\x18\x00\x00\x00\x17\x09\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01"
+					       "\x03\x00\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00";
+		static const char ex_bare[] = "\x14\x00\x00\x00\x17\x09\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00"
+					      "\x01\x00\x00\x00\x02\x00\x00\x00";
+		static const char res_ok[] = "\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00";
+		for (int bare = 0; bare < 2; bare++) {
+			lo->track_idle(l, &ps);
+			proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x0a\x00\x00\x00\x16SELECT ?,?", 14);
+			proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep2, sizeof(prep2) - 1);
+			ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+			ck_assert(mysql_statement(&ps, 0, &sid, &sparams) && sid == 9 && sparams == 2);
+			ck_assert(proto_mysql.is_idle(&ps) && proto_mysql.can_migrate(&ps));
+			const char *ex = bare ? ex_bare : ex_types;
+			size_t exn = bare ? sizeof(ex_bare) - 1 : sizeof(ex_types) - 1;
+			for (size_t i = 0; i < exn; i++)   /* a byte at a time: the flag read wherever it falls */
+				proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ex + i, 1);
+			proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)res_ok, sizeof(res_ok) - 1);
+			ck_assert(proto_mysql.is_idle(&ps));
+			ck_assert_msg(proto_mysql.can_migrate(&ps) == !bare, "bare %d", bare);
+			if (bare)
+				ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "prepared_statement");
+		}
+		lo->track_idle(l, &ps);
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x0a\x00\x00\x00\x16SELECT ?,?", 14);
+		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep2, sizeof(prep2) - 1);
+		ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+		char cursor[sizeof(ex_types)];
+		memcpy(cursor, ex_types, sizeof(ex_types));
+		cursor[9] = 1;   /* CURSOR_TYPE_READ_ONLY */
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)cursor, sizeof(cursor) - 1);
+		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)res_ok, sizeof(res_ok) - 1);
+		ck_assert(!proto_mysql.can_migrate(&ps));
+		/* A statement whose id is above what a later login takes again keeps the session while open;
+		 * a client that closes each after use (Go) keeps nothing in the login either. */
+		static const char prep_high[] = "\x0c\x00\x00\x01\x00\xd0\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+		static const char sel1[] = "\x09\x00\x00\x00\x16SELECT 1";
+		lo->track_idle(l, &ps);
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)sel1, sizeof(sel1) - 1);
+		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep_high, sizeof(prep_high) - 1);
+		ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+		ck_assert(!proto_mysql.can_migrate(&ps));
+		ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "prepared_statement");
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x05\x00\x00\x00\x19\xd0\x07\x00\x00", 9);
+		ck_assert(proto_mysql.can_migrate(&ps) && proto_mysql.unmovable_reason(&ps) == NULL);
+		for (uint8_t id = 1; id < 20; id++) {
+			char pok[sizeof(prep_ok)], close[] = "\x05\x00\x00\x00\x19\x00\x00\x00\x00";
+			memcpy(pok, prep_ok, sizeof(prep_ok));
+			pok[5] = (char)id;
+			close[5] = (char)id;
+			proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)sel1, sizeof(sel1) - 1);
+			proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)pok, sizeof(pok) - 1);
+			ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+			ck_assert(lo->replay(l, MY_REPLAY_PREPARE, (const uint8_t *)sel1, sizeof(sel1) - 1, &ps));
+			proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)close, sizeof(close) - 1);
+			ck_assert(proto_mysql.can_migrate(&ps));
+		}
+		/* (19 kept and closed: the login holds 8 at most, so it let the closed ones go; the last goes
+		 * when the session leaves its server) */
+		lo->leaving(l, &ps);
+		/* Two prepares in flight at once: which the session kept last is not the one answered. */
+		lo->track_idle(l, &ps);
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x16SELECT 1", 13);
+		proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x16SELECT 2", 13);
+		proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep_ok, sizeof(prep_ok) - 1);
+		ck_assert_int_eq(proto_mysql.replayable(&ps), 0);
+		ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "prepared_statement");
+		lo->track_idle(l, &ps);
 	}
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x09\x00\x00\x00\x16SELECT 1", 13);
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)prep_ok, sizeof(prep_ok) - 1);
-	ck_assert(proto_mysql.is_idle(&ps) && !proto_mysql.can_migrate(&ps));
+	ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_PREPARE);
+	ck_assert(mysql_statement(&ps, 0, &sid, &sparams));
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x01\x00\x00\x00\x1f", 5);
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)ok, sizeof(ok) - 1);
 	ck_assert_int_eq(proto_mysql.replayable(&ps), MY_REPLAY_RESET);
-	ck_assert(proto_mysql.can_migrate(&ps));
+	ck_assert(proto_mysql.can_migrate(&ps) && !mysql_statement(&ps, 0, &sid, &sparams));
 	/* A SET inside a transaction stays where it is. */
 	static const char begin_ok[] = "\x07\x00\x00\x01\x00\x00\x00\x03\x00\x00\x00";
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x06\x00\x00\x00\x03" "BEGIN", 10);
