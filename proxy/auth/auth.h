@@ -121,4 +121,11 @@ bool mysql_native_answer(const uint8_t challenge[MYSQL_NATIVE_LEN], const uint8_
 bool mysql_native_check(const uint8_t challenge[MYSQL_NATIVE_LEN], const uint8_t *answer, size_t n,
 			const uint8_t stage2[MYSQL_NATIVE_LEN], uint8_t stage1[MYSQL_NATIVE_LEN]);
 
+/* MySQL 8's caching_sha2_password, as a client: the answer to a 20-byte nonce is SHA256(password) XOR
+ * SHA256(SHA256(SHA256(password)) + nonce). Its server keeps a salted SHA-256 crypt() of the password
+ * and, once a login showed the password itself (over TLS: "full authentication"), SHA256(SHA256(pw))
+ * in a cache that lets this answer through: the password is needed, not a hash. */
+#define MYSQL_SHA2_LEN 32
+bool mysql_sha2_answer(const char *password, const uint8_t nonce[MYSQL_NATIVE_LEN], uint8_t out[MYSQL_SHA2_LEN]);
+
 #endif

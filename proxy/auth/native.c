@@ -1,4 +1,5 @@
-/* native.c - MySQL's mysql_native_password, both ways (auth.h). Every digest from OpenSSL. */
+/* native.c - MySQL's mysql_native_password, both ways, and caching_sha2_password's answer (auth.h).
+ * Every digest from OpenSSL. */
 #include "auth/auth.h"
 
 #include <string.h>
@@ -6,15 +7,37 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-static bool sha1_2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[MYSQL_NATIVE_LEN])
+/* md(a + b) into out, which holds want bytes. */
+static bool digest2(const EVP_MD *md, const void *a, size_t alen, const void *b, size_t blen, uint8_t *out,
+		    unsigned int want)
 {
 	unsigned int n = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 && EVP_DigestUpdate(ctx, a, alen) == 1 &&
-		  (blen == 0 || EVP_DigestUpdate(ctx, b, blen) == 1) && EVP_DigestFinal_ex(ctx, out, &n) == 1 &&
-		  n == MYSQL_NATIVE_LEN;
+	bool ok = ctx != NULL && EVP_MD_get_size(md) == (int)want && EVP_DigestInit_ex(ctx, md, NULL) == 1 &&
+		  EVP_DigestUpdate(ctx, a, alen) == 1 && (blen == 0 || EVP_DigestUpdate(ctx, b, blen) == 1) &&
+		  EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == want;
 
 	EVP_MD_CTX_free(ctx);
+	return ok;
+}
+
+static bool sha1_2(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[MYSQL_NATIVE_LEN])
+{
+	return digest2(EVP_sha1(), a, alen, b, blen, out, MYSQL_NATIVE_LEN);
+}
+
+bool mysql_sha2_answer(const char *password, const uint8_t nonce[MYSQL_NATIVE_LEN], uint8_t out[MYSQL_SHA2_LEN])
+{
+	uint8_t s1[MYSQL_SHA2_LEN], s2[MYSQL_SHA2_LEN], mask[MYSQL_SHA2_LEN];
+	bool ok = digest2(EVP_sha256(), password, strlen(password), NULL, 0, s1, MYSQL_SHA2_LEN) &&
+		  digest2(EVP_sha256(), s1, sizeof(s1), NULL, 0, s2, MYSQL_SHA2_LEN) &&
+		  digest2(EVP_sha256(), s2, sizeof(s2), nonce, MYSQL_NATIVE_LEN, mask, MYSQL_SHA2_LEN);
+
+	for (size_t i = 0; ok && i < MYSQL_SHA2_LEN; i++)
+		out[i] = s1[i] ^ mask[i];
+	OPENSSL_cleanse(s1, sizeof(s1));
+	OPENSSL_cleanse(s2, sizeof(s2));
+	OPENSSL_cleanse(mask, sizeof(mask));
 	return ok;
 }
 

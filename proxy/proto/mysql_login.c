@@ -48,6 +48,7 @@
 #define ML_STMTS_MAX 8                /* prepared statements kept to prepare again (the tracker follows 6) */
 
 static const char native[] = "mysql_native_password";
+static const char sha2[] = "caching_sha2_password";
 
 enum front_state { FRONT_WAIT, FRONT_HELLO, FRONT_SWITCH, FRONT_DONE, FRONT_FAILED };
 enum back_state { BACK_NONE, BACK_GREETING, BACK_WAIT, BACK_AUTH, BACK_REPLAY, BACK_DONE, BACK_CHANGE };
@@ -114,6 +115,7 @@ struct proto_login {
 	unsigned nstmts;
 	size_t stmt_bytes;
 	uint32_t stmt_next, stmt_last, stmt_skip;
+	bool sha2_asked;             /* the member switched this login to caching_sha2_password: its word follows */
 };
 
 static uint32_t le24(const uint8_t *p)
@@ -490,6 +492,7 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	l->member_caps = caps;
 	l->member_id = (uint32_t)g[off] | (uint32_t)g[off + 1] << 8 | (uint32_t)g[off + 2] << 16 | (uint32_t)g[off + 3] << 24;
 	l->tls_caps = 0;
+	l->sha2_asked = false;
 	if (l->greeted)
 		return true;
 	/* repoint's: the member's, with repoint's challenge and method, no compression, TLS as the
@@ -672,6 +675,33 @@ static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, char 
 	return true;
 }
 
+/* The member switched the login to caching_sha2_password (MySQL 8's default): the answer to its
+ * nonce, made from the password itself (a mysql_native_password hash cannot make it). */
+static enum proto_login_step sha2_answer(struct proto_login *l, const uint8_t nonce[MYSQL_NATIVE_LEN], uint8_t seq,
+					 struct evbuffer *to_member, char *err, size_t errlen)
+{
+	const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+	uint8_t a[MYSQL_SHA2_LEN];
+
+	if (pw == NULL) {
+		snprintf(err, errlen, "the member asks user \"%s\" for %s, which needs the password: auth_file has only "
+			 "its %s hash", l->user, sha2, native);
+		return PROTO_LOGIN_FAIL;
+	}
+	l->sha2_asked = true;
+	if (pw[0] == '\0') {
+		add_packet(to_member, (uint8_t)(seq + 1), "", 1);  /* no password: one NUL, as MySQL's client sends */
+		return PROTO_LOGIN_MORE;
+	}
+	if (!mysql_sha2_answer(pw, nonce, a)) {
+		snprintf(err, errlen, "SHA-256 failed");
+		return PROTO_LOGIN_FAIL;
+	}
+	add_packet(to_member, (uint8_t)(seq + 1), a, sizeof(a));
+	OPENSSL_cleanse(a, sizeof(a));
+	return PROTO_LOGIN_MORE;
+}
+
 /* The member's answer to the login (or to a replayed request). */
 static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p, size_t n, uint8_t seq,
 					 struct evbuffer *to_member, struct evbuffer *to_client, char *err,
@@ -744,6 +774,8 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 			add_packet(to_member, (uint8_t)(seq + 1), pw, strlen(pw) + 1);
 			return PROTO_LOGIN_MORE;
 		}
+		if (strcmp(plugin, sha2) == 0 && dlen >= MYSQL_NATIVE_LEN)
+			return sha2_answer(l, e + 1, seq, to_member, err, errlen);
 		if (strcmp(plugin, native) != 0 || dlen < MYSQL_NATIVE_LEN) {
 			snprintf(err, errlen, "the member asks user \"%s\" for %.64s; repoint logs in with %s", l->user, plugin,
 				 native);
@@ -758,9 +790,26 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 		OPENSSL_cleanse(a, sizeof(a));
 		return PROTO_LOGIN_MORE;
 	}
+	case 0x01:
+		if (l->sha2_asked && n == 2 && p[1] == 0x03)
+			return PROTO_LOGIN_MORE;  /* fast authentication: its OK follows */
+		if (l->sha2_asked && n == 2 && p[1] == 0x04) {
+			/* Full authentication: the password itself, which only TLS may carry (the member's RSA
+			 * key, asked for in plaintext, could be anybody's). */
+			const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+			if (l->tls_caps == 0 || pw == NULL) {
+				snprintf(err, errlen, "the member asks user \"%s\" for caching_sha2_password's full authentication "
+					 "(no login since its start put the user in its cache), which repoint does over TLS "
+					 "only (tls = on)", l->user);
+				return PROTO_LOGIN_FAIL;
+			}
+			add_packet(to_member, (uint8_t)(seq + 1), pw, strlen(pw) + 1);
+			return PROTO_LOGIN_MORE;
+		}
+		/* fall through */
 	default:
-		snprintf(err, errlen, "the member asks for more than %s (AuthMoreData: caching_sha2_password?), which "
-			 "repoint does not speak yet", native);
+		snprintf(err, errlen, "the member asks for more than %s and %s's fast and full authentication "
+			 "(AuthMoreData), which repoint does not speak", native, sha2);
 		return PROTO_LOGIN_FAIL;
 	}
 }

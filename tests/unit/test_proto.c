@@ -1821,6 +1821,94 @@ START_TEST(test_mysql_login)
 }
 END_TEST
 
+static void my_packet(struct evbuffer *b, uint8_t seq, const void *payload, size_t n)
+{
+	uint8_t h[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), seq};
+
+	evbuffer_add(b, h, 4);
+	evbuffer_add(b, payload, n);
+}
+
+/* A MySQL 8 member whose user has caching_sha2_password: it switches repoint's login to it. The answer
+ * to its nonce is checked against what a real client answers (pymysql's _auth.scramble_caching_sha2,
+ * Debian's python3-pymysql: SHA256("s3cret") XOR SHA256(SHA256(SHA256("s3cret")) + nonce)); then the
+ * fast path, the full path over TLS (the password
+ * itself), and the refusals: a hash-only user (the answer needs the password), full authentication
+ * without TLS. */
+START_TEST(test_mysql_login_sha2)
+{
+	const struct proto_login_ops *lo = proto_mysql.login;
+	struct auth_users *users = my_users("s3cret");
+	static const char sw[] = "\xfe" "caching_sha2_password\x00" "abcdefghijklmnopqrst\x00";
+	static const uint8_t want[32] = {0x56, 0x61, 0xac, 0x17, 0xce, 0xc0, 0xe6, 0x00, 0x1d, 0x37, 0x47,
+					 0xb3, 0xaa, 0xa0, 0xd0, 0xc1, 0x92, 0x7f, 0xdc, 0x43, 0xc5, 0x6d,
+					 0xee, 0xab, 0x05, 0xd4, 0xc4, 0x2d, 0x73, 0xb2, 0xb6, 0x42};
+	static const char ok[] = "\x00\x00\x00\x02\x00\x00\x00";
+	enum { FAST, FULL_TLS, FULL_PLAIN, HASH_ONLY } cases[] = {FAST, FULL_TLS, FULL_PLAIN, HASH_ONLY};
+	char err[300];
+	uint8_t challenge[20];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		bool tls = cases[c] == FULL_TLS;
+		struct proto_login *l = lo->create(CLIENT_AUTH_MYSQL_NATIVE, users);
+		struct evbuffer *in = evbuffer_new(), *out = evbuffer_new(), *up = evbuffer_new(), *min = evbuffer_new();
+		lo->back_start(l, up, NULL, tls);
+		evbuffer_add(min, my_greeting8, sizeof(my_greeting8) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		my_greeting_challenge(out, challenge);
+		my_hello(in, cases[c] == HASH_ONLY ? "app" : "plain", challenge, "s3cret", "mysql_native_password");
+		ck_assert_int_eq(lo->front(l, in, out), PROTO_LOGIN_DONE);
+		uint8_t seq = 2;   /* the switch's number: after the hello (1), or the TLS request and the hello */
+		if (tls) {
+			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_TLS);
+			evbuffer_drain(up, evbuffer_get_length(up));
+			seq = 3;
+		}
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		evbuffer_drain(up, evbuffer_get_length(up));
+		my_packet(min, seq, sw, sizeof(sw) - 1);
+		if (cases[c] == HASH_ONLY) {
+			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+			ck_assert_msg(strstr(err, "needs the password") != NULL, "%s", err);
+			goto next;
+		}
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		const uint8_t *a = evbuffer_pullup(up, -1);
+		ck_assert_uint_eq(evbuffer_get_length(up), 4 + 32);
+		ck_assert_uint_eq(a[3], seq + 1);
+		ck_assert(memcmp(a + 4, want, 32) == 0);
+		evbuffer_drain(up, evbuffer_get_length(up));
+		my_packet(min, seq + 2, cases[c] == FAST ? "\x01\x03" : "\x01\x04", 2);
+		if (cases[c] == FULL_PLAIN) {
+			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+			ck_assert_msg(strstr(err, "over TLS only") != NULL, "%s", err);
+			ck_assert_uint_eq(evbuffer_get_length(up), 0);   /* the password never went */
+			goto next;
+		}
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+		if (cases[c] == FULL_TLS) {
+			a = evbuffer_pullup(up, -1);
+			ck_assert_uint_eq(evbuffer_get_length(up), 4 + 7);
+			ck_assert_uint_eq(a[3], seq + 3);
+			ck_assert(memcmp(a + 4, "s3cret", 7) == 0);
+			evbuffer_drain(up, evbuffer_get_length(up));
+		} else {
+			ck_assert_uint_eq(evbuffer_get_length(up), 0);
+		}
+		my_packet(min, cases[c] == FAST ? seq + 3 : seq + 4, ok, sizeof(ok) - 1);
+		ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+		ck_assert(lo->told(l));
+	next:
+		lo->destroy(l);
+		evbuffer_free(in);
+		evbuffer_free(out);
+		evbuffer_free(up);
+		evbuffer_free(min);
+	}
+	auth_users_unref(users);
+}
+END_TEST
+
 START_TEST(test_mysql_login_refusals)
 {
 	const struct proto_login_ops *lo = proto_mysql.login;
@@ -3392,6 +3480,7 @@ int main(void)
 	tcase_add_test(my, test_pg_retryable);
 	tcase_add_test(my, test_mysql_login);
 	tcase_add_test(my, test_mysql_login_refusals);
+	tcase_add_test(my, test_mysql_login_sha2);
 	tcase_add_test(my, test_mysql_login_pool);
 	tcase_add_test(my, test_my_session_state);
 	tcase_add_test(my, test_my_relay);
