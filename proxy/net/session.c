@@ -4110,16 +4110,19 @@ static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 	lo = s->host->proto->login;
 	if (lo->goodbye == NULL || !lo->goodbye(p, n))
 		return false;
-	/* Clean (nothing set), or idle outside a transaction with something set: then reset first. */
+	/* Clean (nothing set), or with every request answered, something set or a transaction open:
+	 * then reset first (the transaction rolled back). */
+	const struct proto_ops *proto = s->host->proto;
 	bool clean = lo->poolable != NULL && lo->poolable(s->login) && can_migrate(s);
-	if (lo->poolable == NULL || (!clean && (lo->reset_request == NULL || !s->host->proto->is_idle(&s->ps) ||
-						 s->host->proto->is_opaque(&s->ps))) ||
+	bool idle = proto->is_idle(&s->ps);
+	bool rest = idle || (proto->at_rest != NULL && proto->at_rest(&s->ps));
+	if (lo->poolable == NULL || (!clean && (lo->reset_request == NULL || !rest || proto->is_opaque(&s->ps))) ||
 	    evbuffer_get_length(s->upstream.out) > 0 || (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0) ||
 	    (startup = lo->startup(s->login, &len)) == NULL)
 		return false;
 	memset(&kept, 0, sizeof(kept));
 	if ((kept.params = evbuffer_new()) == NULL || !lo->hand_over(s->login, kept.params, kept.member_key, &kept.has_key) ||
-	    (!clean && ((kept.reset = evbuffer_new()) == NULL || !lo->reset_request(s->login, kept.reset))))
+	    (!clean && ((kept.reset = evbuffer_new()) == NULL || !lo->reset_request(s->login, !idle, kept.reset))))
 		goto not_kept;
 	kept.conn = s->upstream.conn;
 	kept.born_ms = s->upstream_born_ms;

@@ -1159,6 +1159,14 @@ static bool my_is_idle(const struct proto_state *st)
 	       my_dir_quiet(&m->c) && my_dir_quiet(&m->s);
 }
 
+static bool my_at_rest(const struct proto_state *st)
+{
+	const struct my_state *m = my_c(st);
+
+	return !m->opaque && m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->scanning &&
+	       my_dir_quiet(&m->c) && my_dir_quiet(&m->s);
+}
+
 static bool my_is_opaque(const struct proto_state *st)
 {
 	return my_c(st)->opaque;
@@ -1636,6 +1644,7 @@ const struct proto_ops proto_mysql = {
 	.init = my_init,
 	.feed = my_feed,
 	.is_idle = my_is_idle,
+	.at_rest = my_at_rest,
 	.is_opaque = my_is_opaque,
 	.refuse = my_refuse,
 	.readonly_reply = my_readonly_reply,

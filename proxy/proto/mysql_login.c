@@ -1247,7 +1247,7 @@ static bool mll_poolable(const struct proto_login *l)
  * client's hello named (MySQL's reset takes the server's; MariaDB's the hello's, which this sets
  * again): the collation by its id, then the client's and the results' sets from it. Four commands,
  * four OKs (reset_answer). Not for a start without a database (none cannot be chosen again). */
-static bool mll_reset_request(const struct proto_login *l, struct evbuffer *out)
+static bool mll_reset_request(const struct proto_login *l, bool in_transaction, struct evbuffer *out)
 {
 	static const uint8_t reset[] = {0x1F};
 	static const char from_conn[] =
@@ -1257,6 +1257,7 @@ static bool mll_reset_request(const struct proto_login *l, struct evbuffer *out)
 	uint8_t cmd[1 + 256 + sizeof(global)];
 	size_t n;
 
+	(void)in_transaction;  /* (COM_RESET_CONNECTION rolls it back) */
 	if (!l->told || l->back != BACK_DONE || l->member_greeting == NULL || l->key_len == 0 || l->next_charset[1] != 0 ||
 	    l->db == NULL || l->db_len < 2 || l->db_len > 256)
 		return false;

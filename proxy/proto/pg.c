@@ -480,6 +480,15 @@ static void pg_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p
 		pg_feed_server(s, p, n);
 }
 
+static bool pg_at_rest(const struct proto_state *st)
+{
+	const struct pg_state *s = pg_c(st);
+
+	return !s->opaque && s->cphase == PGC_TYPED && s->last_status != 0 && !s->client_since_ready &&
+	       s->pending_sync == 0 && !s->unsynced && s->c.hdr_len == 0 && s->c.remaining == 0 &&
+	       s->s.hdr_len == 0 && s->s.remaining == 0;
+}
+
 static bool pg_is_idle(const struct proto_state *st)
 {
 	const struct pg_state *s = pg_c(st);
@@ -850,6 +859,7 @@ const struct proto_ops proto_postgres = {
 	.init = pg_init,
 	.feed = pg_feed,
 	.is_idle = pg_is_idle,
+	.at_rest = pg_at_rest,
 	.is_opaque = pg_is_opaque,
 	.refuse = pg_refuse,
 	.can_migrate = pg_can_migrate,

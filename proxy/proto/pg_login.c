@@ -893,20 +893,23 @@ static void pgl_adopt(struct proto_login *l, const uint8_t *params, size_t n, co
 	member_pw_forget(l);
 }
 
-static bool pgl_reset_request(const struct proto_login *l, struct evbuffer *out)
+static bool pgl_reset_request(const struct proto_login *l, bool in_transaction, struct evbuffer *out)
 {
+	static const uint8_t rollback[] = "Q\0\0\0\015ROLLBACK";  /* length 13: 4 + "ROLLBACK" + its NUL */
 	static const uint8_t q[] = "Q\0\0\0\020DISCARD ALL";   /* length 16: 4 + "DISCARD ALL" + its NUL */
 
 	(void)l;
-	return evbuffer_add(out, q, sizeof(q)) == 0;
+	/* (DISCARD ALL cannot run inside a transaction block; ROLLBACK outside one warns in the log.) */
+	return (!in_transaction || evbuffer_add(out, rollback, sizeof(rollback)) == 0) &&
+	       evbuffer_add(out, q, sizeof(q)) == 0;
 }
 
 /* DISCARD ALL's answer: ParameterStatus for what it reset, notices, CommandComplete, then
- * ReadyForQuery 'I'. */
+ * ReadyForQuery 'I'; first ROLLBACK's (CommandComplete, ReadyForQuery 'I') when it was sent. */
 static int pgl_reset_answer(const uint8_t *p, size_t n)
 {
 	size_t i = 0;
-	bool done = false;
+	bool done = false, rolling = false, rolled = false;
 
 	while (i + 5 <= n) {
 		uint32_t len = be32(p + i + 1);
@@ -916,7 +919,11 @@ static int pgl_reset_answer(const uint8_t *p, size_t n)
 			return 0;
 		switch (p[i]) {
 		case 'C':
-			done = len == 4 + 12 && memcmp(p + i + 5, "DISCARD ALL", 12) == 0;
+			if (!rolled && !rolling && !done && len == 4 + 9 && memcmp(p + i + 5, "ROLLBACK", 9) == 0) {
+				rolling = true;
+				break;
+			}
+			done = !rolling && len == 4 + 12 && memcmp(p + i + 5, "DISCARD ALL", 12) == 0;
 			if (!done)
 				return -1;
 			break;
@@ -924,6 +931,11 @@ static int pgl_reset_answer(const uint8_t *p, size_t n)
 		case 'N':
 			break;
 		case 'Z':
+			if (rolling && len == 5 && p[i + 5] == 'I') {
+				rolling = false;
+				rolled = true;
+				break;
+			}
 			return done && len == 5 && p[i + 5] == 'I' && i + 6 == n ? 1 : -1;
 		default:
 			return -1;

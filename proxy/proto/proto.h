@@ -52,6 +52,10 @@ struct proto_ops {
 	void (*feed)(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n);
 	bool (*is_idle)(const struct proto_state *st);
 	bool (*is_opaque)(const struct proto_state *st);
+	/* at_rest (optional; Postgres, MySQL): every request answered and nothing half-sent either way,
+	 * a transaction open or not -- where a client that says goodbye leaves a connection that a reset
+	 * (its transaction rolled back first) makes as a new login leaves it. */
+	bool (*at_rest)(const struct proto_state *st);
 	/* Answer a client held too long. `client_in` holds what the client sent so far (consumed bytes
 	 * are drained from it); the reply is appended to `out`. `msg` is the human text. */
 	enum proto_refuse_step (*refuse)(struct evbuffer *client_in, struct evbuffer *out, const char *msg);
@@ -276,14 +280,15 @@ struct proto_login_ops {
 	 * greeting) without a member connection; false when they are not one. */
 	bool (*goodbye)(const uint8_t *p, size_t n);
 	bool (*greet)(struct proto_login *l, const uint8_t *params, size_t n, struct evbuffer *to_client);
-	/* A connection whose session set something is reset before it is kept: reset_request appends
-	 * what to send it to out (Postgres: DISCARD ALL; MySQL: COM_RESET_CONNECTION, then COM_INIT_DB
+	/* A connection whose session set something, or left a transaction open, is reset before it is
+	 * kept: reset_request appends what to send it to out (Postgres: DISCARD ALL, after ROLLBACK when
+	 * in_transaction; MySQL: COM_RESET_CONNECTION, which rolls back too, then COM_INIT_DB
 	 * of the start's database, which a reset keeps as a USE left it, and the start's character
 	 * set, which MySQL's reset sets to the server's), false when this session's connection cannot
 	 * be made as a new login leaves it (MySQL: a start without a database); reset_answer reads the
 	 * server's answer in p[0..n): 1 reset (and ready), 0 more to come, -1 not so (the connection is
 	 * not kept). NULL: such a connection is not kept. */
-	bool (*reset_request)(const struct proto_login *l, struct evbuffer *out);
+	bool (*reset_request)(const struct proto_login *l, bool in_transaction, struct evbuffer *out);
 	int (*reset_answer)(const uint8_t *p, size_t n);
 };
 

@@ -642,6 +642,34 @@ def test_pool_keeps_server_connections_for_the_next_client(scram_pg, tmp_path):
             return row if row[0] == first else None
         row = wait_for(reset_and_taken, 10, what="the reset connection to be taken again")
         assert row[1] == "4MB" and row[2] == 0, row
+        # A client that leaves inside its transaction (psycopg2's default: its first query began one; the
+        # connection above did so too) is kept as well: ROLLBACK, then DISCARD ALL.
+        c = connect_app(rp.ports["pg"], "s3cret")
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            left = cur.fetchone()[0]
+            cur.execute("CREATE TEMP TABLE left_open (a int)")
+            cur.execute("SET work_mem = '8MB'")
+        c.close()   # Terminate, the transaction open
+        others = []
+
+        def rolled_back_and_taken():
+            c = connect_app(rp.ports["pg"], "s3cret")
+            with c.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid(), current_setting('work_mem'), "
+                            "to_regclass('pg_temp.left_open') IS NULL")
+                row = cur.fetchone()
+            if row[0] != left:
+                others.append(c)   # (kept open: the pool then has nothing but the one being reset)
+                return None
+            c.close()
+            return row
+        try:
+            row = wait_for(rolled_back_and_taken, 10, what="the connection left in a transaction to be taken again")
+        finally:
+            for o in others:
+                o.close()
+        assert row[1] == "4MB" and row[2] is True, row
         # A wrong password still fails with a kept connection there.
         with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
             connect_app(rp.ports["pg"], "wrong")

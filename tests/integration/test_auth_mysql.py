@@ -591,6 +591,22 @@ def test_pool_keeps_server_connections_for_the_next_client(lab, start_repoint, a
                                                              None), row
         with pytest.raises(pymysql.err.ProgrammingError):
             cur.execute("SELECT * FROM pool_tmp")
+        cur.execute("CREATE TABLE IF NOT EXISTS pool_tx (a int) ENGINE=InnoDB")
+    c.close()
+    # A client that leaves inside a transaction (pymysql's default, autocommit off: its first write began one)
+    # is kept too: the reset rolls it back.
+    c = client(database="test")
+    left = conn_id(c)[0]
+    with c.cursor() as cur:
+        cur.execute("INSERT INTO pool_tx VALUES (1)")
+        cur.execute("SELECT @@in_transaction")
+        assert cur.fetchone() == (1,)
+    c.close()
+    c = taken(left, database="test", autocommit=True)
+    with c.cursor() as cur:
+        cur.execute("SELECT @@in_transaction, (SELECT count(*) FROM pool_tx)")
+        assert cur.fetchone() == (0, 0)
+        cur.execute("DROP TABLE pool_tx")
     c.close()
     # A start without a database: none cannot be chosen again after a USE, so such a session is not kept.
     c = client()

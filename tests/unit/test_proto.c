@@ -966,7 +966,7 @@ START_TEST(test_pg_state_and_last_words)
 		static const char ok[] = "S\x00\x00\x00\x16" "application_name\x00\x00" "C\x00\x00\x00\x10" "DISCARD ALL\x00"
 					 "Z\x00\x00\x00\x05I";
 		struct evbuffer *req = evbuffer_new();
-		ck_assert(proto_postgres.login->reset_request(NULL, req));
+		ck_assert(proto_postgres.login->reset_request(NULL, false, req));
 		ck_assert_uint_eq(evbuffer_get_length(req), 17);
 		const uint8_t *q = evbuffer_pullup(req, -1);
 		ck_assert(q[0] == 'Q' && memcmp(q + 5, "DISCARD ALL", 12) == 0);
@@ -975,12 +975,29 @@ START_TEST(test_pg_state_and_last_words)
 		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)ok, sizeof(ok) - 3), 0);
 		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)"E\x00\x00\x00\x05x", 6), -1);
 		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)"C\x00\x00\x00\x08SET\x00", 9), -1);
+		/* A client that left inside a transaction: ROLLBACK first, its answer before DISCARD ALL's. */
+		req = evbuffer_new();
+		ck_assert(proto_postgres.login->reset_request(NULL, true, req));
+		ck_assert_uint_eq(evbuffer_get_length(req), 14 + 17);
+		ck_assert(memcmp(evbuffer_pullup(req, -1), "Q\x00\x00\x00\x0dROLLBACK\x00Q", 15) == 0);
+		evbuffer_free(req);
+		static const char rb_ok[] = "C\x00\x00\x00\x0dROLLBACK\x00Z\x00\x00\x00\x05I"
+					    "C\x00\x00\x00\x10" "DISCARD ALL\x00Z\x00\x00\x00\x05I";
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)rb_ok, sizeof(rb_ok) - 1), 1);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)rb_ok, 20), 0);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)rb_ok, 20 + 17), 0);
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)rb_ok + 20, sizeof(rb_ok) - 1 - 20), 1);
+		static const char rb_twice[] = "C\x00\x00\x00\x0dROLLBACK\x00Z\x00\x00\x00\x05I"
+					       "C\x00\x00\x00\x0dROLLBACK\x00Z\x00\x00\x00\x05I";
+		ck_assert_int_eq(proto_postgres.login->reset_answer((const uint8_t *)rb_twice, sizeof(rb_twice) - 1), -1);
 	}
 	/* Inside a transaction: nothing to tell a client whose transaction is gone. */
 	proto_postgres.init(&st);
 	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)pg_startup_alice, sizeof(pg_startup_alice) - 1);
 	proto_postgres.feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)"R\x00\x00\x00\x08\x00\x00\x00\x00Z\x00\x00\x00\x05T", 15);
+	ck_assert(!proto_postgres.is_idle(&st) && proto_postgres.at_rest(&st));   /* (a goodbye here: reset) */
 	proto_postgres.feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"Q\x00\x00\x00\x0bINSERT\x00", 12);
+	ck_assert(!proto_postgres.at_rest(&st));
 	ck_assert(!proto_postgres.inflight_lost(&st, &owed));
 	/* The answer to such a request. */
 	struct evbuffer *out = evbuffer_new();
@@ -1729,7 +1746,7 @@ START_TEST(test_mysql_login)
 		/* Kept for the next client with the SET: reset, the start's database and character set again. */
 		ck_assert(!lo->poolable(l));
 		struct evbuffer *req = evbuffer_new();
-		ck_assert(lo->reset_request(l, req));
+		ck_assert(lo->reset_request(l, false, req));
 		static const char want_req[] = "\x01\x00\x00\x00\x1f" "\x05\x00\x00\x00\x02test"
 					       "\x1e\x00\x00\x00\x03SET collation_connection = 45";
 		ck_assert_uint_gt(evbuffer_get_length(req), sizeof(want_req) - 1);
@@ -2346,7 +2363,9 @@ START_TEST(test_my_session_state)
 	static const char begin_ok[] = "\x07\x00\x00\x01\x00\x00\x00\x03\x00\x00\x00";
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x06\x00\x00\x00\x03" "BEGIN", 10);
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
+	ck_assert(!proto_mysql.is_idle(&ps) && proto_mysql.at_rest(&ps));   /* (a goodbye here: reset) */
 	proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\x0a\x00\x00\x00\x03SET a = 1", 14);
+	ck_assert(!proto_mysql.at_rest(&ps));
 	ck_assert(!proto_mysql.retryable(&ps));
 	proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)begin_ok, sizeof(begin_ok) - 1);
 	ck_assert_str_eq(proto_mysql.unmovable_reason(&ps), "set_not_alone");
