@@ -632,18 +632,30 @@ def test_pool_keeps_server_connections_for_the_next_client(scram_pg, tmp_path):
         # the next client gets the connection without what the last one set.
         assert pid(then="SET work_mem = '8MB'; PREPARE p AS SELECT 1") == first
 
-        def reset_and_taken():
-            c = connect_app(rp.ports["pg"], "s3cret")
-            with c.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid(), current_setting('work_mem'), "
-                            "(SELECT count(*) FROM pg_prepared_statements)")
-                row = cur.fetchone()
-            c.close()
-            return row if row[0] == first else None
-        row = wait_for(reset_and_taken, 10, what="the reset connection to be taken again")
+        def taken_again(backend, query):
+            # What query says on the first client whose server connection is backend (its reset done); the other
+            # clients stay open meanwhile, so that the pool hands out nothing but the one being reset.
+            others = []
+
+            def one():
+                c = connect_app(rp.ports["pg"], "s3cret")
+                with c.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid(), " + query)
+                    row = cur.fetchone()
+                if row[0] != backend:
+                    others.append(c)
+                    return None
+                c.close()
+                return row
+            try:
+                return wait_for(one, 10, what="the reset connection to be taken again")
+            finally:
+                for o in others:
+                    o.close()
+        row = taken_again(first, "current_setting('work_mem'), (SELECT count(*) FROM pg_prepared_statements)")
         assert row[1] == "4MB" and row[2] == 0, row
-        # A client that leaves inside its transaction (psycopg2's default: its first query began one; the
-        # connection above did so too) is kept as well: ROLLBACK, then DISCARD ALL.
+        # A client that leaves inside its transaction (psycopg2's default: its first query began one) is kept as
+        # well: ROLLBACK, then DISCARD ALL.
         c = connect_app(rp.ports["pg"], "s3cret")
         with c.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
@@ -651,24 +663,7 @@ def test_pool_keeps_server_connections_for_the_next_client(scram_pg, tmp_path):
             cur.execute("CREATE TEMP TABLE left_open (a int)")
             cur.execute("SET work_mem = '8MB'")
         c.close()   # Terminate, the transaction open
-        others = []
-
-        def rolled_back_and_taken():
-            c = connect_app(rp.ports["pg"], "s3cret")
-            with c.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid(), current_setting('work_mem'), "
-                            "to_regclass('pg_temp.left_open') IS NULL")
-                row = cur.fetchone()
-            if row[0] != left:
-                others.append(c)   # (kept open: the pool then has nothing but the one being reset)
-                return None
-            c.close()
-            return row
-        try:
-            row = wait_for(rolled_back_and_taken, 10, what="the connection left in a transaction to be taken again")
-        finally:
-            for o in others:
-                o.close()
+        row = taken_again(left, "current_setting('work_mem'), to_regclass('pg_temp.left_open') IS NULL")
         assert row[1] == "4MB" and row[2] is True, row
         # A wrong password still fails with a kept connection there.
         with pytest.raises(psycopg2.OperationalError, match='password authentication failed for user "app"'):
