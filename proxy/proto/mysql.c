@@ -134,7 +134,8 @@ struct my_state {
 	uint8_t stateful;    /* 0, or why it cannot move (enum my_unmovable) */
 	uint8_t cmd_cls;     /* the last command: enum my_cls */
 	bool cmd_at_idle : 1;    /* ... sent at an idle point (nothing else in flight, no transaction) */
-	bool cmd_query : 1;      /* ... a COM_QUERY or COM_INIT_DB: refused read-only, it did not run */
+	bool cmd_query : 1;      /* ... a COM_QUERY, COM_INIT_DB or COM_STMT_EXECUTE: refused read-only, it
+	                            did not run */
 	bool replay_ready : 1, reset_ready : 1;
 	/* Requests since the last idle point (saturating), and whether each was a lone plain query:
 	 * a transaction refused part-way can run again (tx_retryable). */
@@ -559,7 +560,8 @@ static void my_client_command(struct my_state *m, uint8_t cmd)
 			my_unmovable(m, MU_SET_NOT_ALONE);  /* pipelined behind a SET */
 		m->cmd_cls = CLS_NONE;
 		m->cmd_at_idle = m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->in_trans;
-		m->cmd_query = cmd == COM_QUERY || cmd == COM_INIT_DB;
+		/* (An execution is sent again as it came: with its parameters' types, or the session stays.) */
+		m->cmd_query = cmd == COM_QUERY || cmd == COM_INIT_DB || cmd == COM_STMT_EXECUTE;
 		if (m->cmd_at_idle) {
 			m->tx_cmds = 1;
 			m->tx_plain = cmd == COM_QUERY;
@@ -1416,7 +1418,7 @@ static bool my_retryable(const struct proto_state *st)
 	const struct my_state *m = my_c(st);
 
 	return !m->opaque && m->owned && m->phase == PH_COMMAND && m->q_len == 1 && m->resp == RS_NONE &&
-	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE && m->nstmts == 0 &&
+	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE && !my_stmt_high(m) &&
 	       my_dir_quiet(&m->c) &&
 	       my_dir_quiet(&m->s);
 }
@@ -1476,7 +1478,7 @@ static bool my_inflight_lost(const struct proto_state *st, uint32_t *owed)
 {
 	const struct my_state *m = my_c(st);
 
-	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE || m->nstmts != 0 ||
+	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE || my_stmt_high(m) ||
 	    m->replay_ready ||
 	    m->reset_ready || m->in_trans || m->scanning || m->q_len == 0 || m->resp != RS_NONE ||
 	    !my_dir_quiet(&m->c) || !my_dir_quiet(&m->s))

@@ -297,6 +297,58 @@ def test_prepared_statements_move_with_their_ids(lab, start_repoint, auth):
         kept.close()
 
 
+def test_prepared_writes_through_a_switchover_cost_nothing(lab, start_repoint, auth):
+    """A Connector/C client inserting with a prepared statement, one execution after another as fast as it
+    can: a switchover costs it nothing. An execution the old writer refused read-only (1290: the lab's
+    switchover sets read_only first) did not run; once the member's probe says it is no longer the writer,
+    the session moves (its statement prepared again under its id) and the execution goes to the new writer
+    as it came, its parameters' types with it. Every acknowledged insert is on the new writer."""
+    import threading
+    engine = ENGINES["mysql"]
+    direct = engine.connect_node(lab.primary("mysql"))
+    with direct.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS ps_w (n int PRIMARY KEY)")
+        cur.execute("DELETE FROM ps_w")
+    engine.close(direct)
+    lab.verify("mysql")
+    rp = start_repoint(**auth)
+    c = PsClient(rp.ports["mysql"])
+    acked, errors = [], []
+    done = threading.Event()
+
+    def writes():
+        n = 0
+        while not done.is_set():
+            n += 1
+            r = c.do("ins %d" % n)
+            if r == "ok":
+                acked.append(n)
+            else:
+                errors.append(r)
+    th = threading.Thread(target=writes)
+    th.start()
+    try:
+        wait_for(lambda: len(acked) >= 20, 10, what="the first writes")
+        lab.switchover("mysql")
+        new = lab.primary("mysql")
+        rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
+        n0 = len(acked)
+        wait_for(lambda: len(acked) >= n0 + 20 or errors, 10, what="writes on the new writer")
+    finally:
+        done.set()
+        th.join(30)
+        c.close()
+    assert errors == [], errors[:3]
+    direct = engine.connect_node(new)
+    with direct.cursor() as cur:
+        cur.execute("SELECT n FROM ps_w")
+        on_new = {r[0] for r in cur.fetchall()}
+    engine.close(direct)
+    assert set(acked) <= on_new, sorted(set(acked) - on_new)[:5]
+    counters = rp.service("mysql")["counters"]
+    assert counters["migrated"] >= 1, counters
+
+
 def test_a_statement_executed_without_its_types_keeps_the_session_where_it_is(lab, start_repoint, auth):
     """COM_STMT_EXECUTE may leave out its parameters' types (Connector/J does after the first execution): the
     server uses those it was sent before, which a statement prepared again on another server does not have

@@ -2305,6 +2305,8 @@ START_TEST(test_my_session_state)
 			size_t exn = bare ? sizeof(ex_bare) - 1 : sizeof(ex_types) - 1;
 			for (size_t i = 0; i < exn; i++)   /* a byte at a time: the flag read wherever it falls */
 				proto_mysql.feed(&ps, PROTO_CLIENT_TO_SERVER, (const uint8_t *)ex + i, 1);
+			/* Refused read-only, an execution with its types goes to the new writer as it came. */
+			ck_assert_msg(proto_mysql.retryable(&ps) == !bare, "bare %d", bare);
 			proto_mysql.feed(&ps, PROTO_SERVER_TO_CLIENT, (const uint8_t *)res_ok, sizeof(res_ok) - 1);
 			ck_assert(proto_mysql.is_idle(&ps));
 			ck_assert_msg(proto_mysql.can_migrate(&ps) == !bare, "bare %d", bare);
