@@ -134,8 +134,9 @@ def test_state_repoint_cannot_carry_closes_at_idle_and_is_counted(lab, start_rep
 
 
 def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(lab, start_repoint, auth):
-    """A crash: the idle sessions move once the member's own probe says it is gone, and one idle inside a
-    transaction runs it again there (nothing of it had committed) and goes on. A connection killed while its
+    """A crash: the idle sessions move once the member's own probe says it is gone (one with a prepared
+    statement open, prepared again there), and one idle inside a transaction runs it again there (nothing of
+    it had committed) and goes on. A connection killed while its
     member stays the writer (KILL): that was for the client, who gets it."""
     engine = ENGINES["mysql"]
     rp = start_repoint(hold_timeout="60s", **auth)
@@ -158,6 +159,8 @@ def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(la
     with in_tx.cursor() as cur:
         cur.execute("INSERT INTO tx_c VALUES ('crash', 1)")
         cur.execute("SELECT 6 * 7")
+    ps = PsClient(port)   # a Connector/C client with a statement kept open: it moves with it
+    assert ps.do("keep") == "ok kept" and ps.do("exec") == "ok 42"
     victim = engine.connect(port)
     vid = conn_id(victim)[0]
     direct = engine.connect_node(old)
@@ -185,6 +188,8 @@ def test_idle_sessions_survive_a_crash_and_a_killed_connection_is_the_clients(la
     for c in idle:
         assert conn_id(c)[1] == target.port   # the same client sockets, on the new writer
         engine.close(c)
+    assert ps.do("exec") == "ok 42" and ps.do("id").split()[2] == str(target.port)
+    ps.close()
     with in_tx.cursor() as cur:               # its transaction, run again on the new writer, goes on
         cur.execute("UPDATE tx_c SET n = n + 1 WHERE k = 'crash'")
         cur.execute("SELECT n, @@port FROM tx_c WHERE k = 'crash'")
