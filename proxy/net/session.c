@@ -4094,9 +4094,10 @@ static bool pool_adopt(struct session *s, int member)
 	return true;
 }
 
-/* A client says goodbye (Terminate, COM_QUIT) at an idle point: its logged-in server connection is
- * kept for the next client of the same start instead of closed -- reset first (DISCARD ALL,
- * COM_RESET_CONNECTION...) when the session set something. True when kept (the session is gone then). */
+/* A client says goodbye (Terminate, COM_QUIT) with every request answered: its logged-in server
+ * connection is kept for the next client of the same start instead of closed -- reset first (DISCARD
+ * ALL, COM_RESET_CONNECTION...) when the session set something or left a transaction open. True when
+ * kept (the session is gone then). */
 static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 {
 	const struct proto_login_ops *lo;
