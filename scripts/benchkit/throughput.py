@@ -195,8 +195,11 @@ def _histogram_percentile(out, p):
     return rows[-1][0]
 
 
-def sysbench(port, seconds, threads):
-    cmd = ["sysbench", "oltp_read_only"] + _sysbench_common(port, threads) + [
+MYSQL_CONNECT_LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mysql_connect.lua")
+
+
+def sysbench(port, seconds, threads, script="oltp_read_only"):
+    cmd = ["sysbench", script, "--db-driver=mysql"] + _sysbench_common(port, threads) + [
         "--time=%d" % seconds, "--percentile=99", "--histogram=on", "--report-interval=0", "run"]
     out = run(cmd, seconds * 4 + 60, "sysbench")
     tps = re.search(r"transactions:\s+(\d+)\s+\(([0-9.]+) per sec", out)
@@ -212,4 +215,7 @@ def sysbench(port, seconds, threads):
 def mysql_tests(seconds, threads):
     return [("mysql.oltp_read_only", "sysbench oltp_read_only --threads=%d --time=%d (%d tables x %d rows)"
              % (threads, seconds, SB_TABLES, SB_TABLE_SIZE), "tps",
-             lambda port: sysbench(port, seconds, threads))]
+             lambda port: sysbench(port, seconds, threads)),
+            ("mysql.select_connect", "sysbench mysql_connect.lua --threads=%d --time=%d (connect, SELECT 1, "
+             "disconnect: a login per transaction)" % (threads, seconds), "tps",
+             lambda port: sysbench(port, seconds, threads, MYSQL_CONNECT_LUA))]
