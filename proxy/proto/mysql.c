@@ -1153,20 +1153,17 @@ static bool my_dir_quiet(const struct my_dir *d)
 	return d->hdr_len == 0 && !d->next_cont;
 }
 
-static bool my_is_idle(const struct proto_state *st)
-{
-	const struct my_state *m = my_c(st);
-
-	return !m->opaque && m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->in_trans &&
-	       my_dir_quiet(&m->c) && my_dir_quiet(&m->s);
-}
-
 static bool my_at_rest(const struct proto_state *st)
 {
 	const struct my_state *m = my_c(st);
 
 	return !m->opaque && m->phase == PH_COMMAND && m->q_len == 0 && m->resp == RS_NONE && !m->scanning &&
 	       my_dir_quiet(&m->c) && my_dir_quiet(&m->s);
+}
+
+static bool my_is_idle(const struct proto_state *st)
+{
+	return my_at_rest(st) && !my_c(st)->in_trans;
 }
 
 static bool my_is_opaque(const struct proto_state *st)

@@ -531,12 +531,19 @@ static bool back_greeting(struct proto_login *l, const uint8_t *g, size_t n, str
 	return true;
 }
 
+/* The password this login proves itself with to the member: member_password's, else auth_file's
+ * plaintext (NULL when it has only a hash). */
+static const char *member_secret(const struct proto_login *l)
+{
+	return l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+}
+
 /* The proof for challenge: from the member's own password, the user's password in auth_file, or
  * SHA1(password) that the client's answer gave (auth_file's hash). False (err) when there is none. */
 static bool proof(struct proto_login *l, const uint8_t challenge[MYSQL_NATIVE_LEN], uint8_t out[MYSQL_NATIVE_LEN],
 		  size_t *outlen, char *err, size_t errlen)
 {
-	const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+	const char *pw = member_secret(l);
 	uint8_t stage1[MYSQL_NATIVE_LEN];
 	bool ok;
 
@@ -680,7 +687,7 @@ static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, char 
 static enum proto_login_step sha2_answer(struct proto_login *l, const uint8_t nonce[MYSQL_NATIVE_LEN], uint8_t seq,
 					 struct evbuffer *to_member, char *err, size_t errlen)
 {
-	const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+	const char *pw = member_secret(l);
 	uint8_t a[MYSQL_SHA2_LEN];
 
 	if (pw == NULL) {
@@ -759,7 +766,7 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 		size_t dlen = n - (size_t)(e - p) - 1;
 		if (strcmp(plugin, "mysql_clear_password") == 0) {
 			/* The password itself (RDS IAM: the token; PAM), over TLS only. */
-			const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+			const char *pw = member_secret(l);
 			if (l->tls_caps == 0) {
 				snprintf(err, errlen, "the member asks user \"%s\" for the password in clear "
 					 "(mysql_clear_password), and this connection is not TLS (tls = off)", l->user);
@@ -796,7 +803,7 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 		if (l->sha2_asked && n == 2 && p[1] == 0x04) {
 			/* Full authentication: the password itself, which only TLS may carry (the member's RSA
 			 * key, asked for in plaintext, could be anybody's). */
-			const char *pw = l->has_member_pw ? l->member_pw : l->has_cred ? l->cred.password : NULL;
+			const char *pw = member_secret(l);
 			if (l->tls_caps == 0 || pw == NULL) {
 				snprintf(err, errlen, "the member asks user \"%s\" for caching_sha2_password's full authentication "
 					 "(no login since its start put the user in its cache), which repoint does over TLS "

@@ -491,11 +491,7 @@ static bool pg_at_rest(const struct proto_state *st)
 
 static bool pg_is_idle(const struct proto_state *st)
 {
-	const struct pg_state *s = pg_c(st);
-
-	return !s->opaque && s->cphase == PGC_TYPED && s->ready_idle && !s->client_since_ready &&
-	       s->pending_sync == 0 && !s->unsynced && s->c.hdr_len == 0 && s->c.remaining == 0 &&
-	       s->s.hdr_len == 0 && s->s.remaining == 0;
+	return pg_at_rest(st) && pg_c(st)->ready_idle;
 }
 
 /* The request just answered was a lone SET/RESET at an idle point: true once (it is taken). The
