@@ -297,6 +297,37 @@ static bool side_send(struct session_side *d, const uint8_t *p, size_t n)
 	return true;
 }
 
+/* Bytes of the client's for its member: what they name by an id the member gave otherwise (MySQL's
+ * statements prepared again after a move, proto_login_ops.map_request) is rewritten on the way, in
+ * p itself (the client's read) or, kept = true, in a copy (a request the session keeps to send
+ * again). queue: into upstream.out only (flushed by the caller). False on a write error. */
+static bool to_member(struct session *s, const uint8_t *p, size_t n, bool kept, bool queue)
+{
+	const struct proto_login_ops *lo = s->login != NULL ? s->host->proto->login : NULL;
+	uint8_t copy[512], head[4];
+	size_t h, m;
+
+	if (lo == NULL || lo->map_request == NULL) {
+		if (queue)
+			return evbuffer_add(s->upstream.out, p, n) == 0;
+		return n == 0 || side_send(&s->upstream, p, n);
+	}
+	while (n > 0) {
+		size_t k = kept && n > sizeof(copy) ? sizeof(copy) : n;
+		uint8_t *w = kept ? memcpy(copy, p, k) : (uint8_t *)p;
+		m = lo->map_request(s->login, w, k, head, &h);
+		if (queue) {
+			if (evbuffer_add(s->upstream.out, head, h) < 0 || evbuffer_add(s->upstream.out, w, m) < 0)
+				return false;
+		} else if ((h > 0 && !side_send(&s->upstream, head, h)) || (m > 0 && !side_send(&s->upstream, w, m))) {
+			return false;
+		}
+		p += k;
+		n -= k;
+	}
+	return true;
+}
+
 /* The client half-closed: once everything it sent is out (and the greeting of a pinned session
  * answered), the server's side is shut for writing too. */
 static void half_close_upstream(struct session *s)
@@ -628,6 +659,8 @@ static void forward_client_input(struct session *s)
 
 	if (in == NULL)
 		return;
+	bool map = s->login != NULL && s->host->proto->login->map_request != NULL;
+
 	while ((n = evbuffer_peek(in, -1, NULL, vec, (int)ARRAY_LEN(vec))) > 0) {
 		size_t moved = 0;
 		int used = n < (int)ARRAY_LEN(vec) ? n : (int)ARRAY_LEN(vec);
@@ -636,9 +669,14 @@ static void forward_client_input(struct session *s)
 			if (s->relay_on)
 				s->relay_on = s->host->proto->upgrade->relay(&s->relay, PROTO_CLIENT_TO_SERVER,
 									     vec[i].iov_base, vec[i].iov_len);
+			if (map)
+				(void)to_member(s, vec[i].iov_base, vec[i].iov_len, false, true);
 			moved += vec[i].iov_len;
 		}
-		evbuffer_remove_buffer(in, s->upstream.out, moved);
+		if (map)
+			evbuffer_drain(in, moved);
+		else
+			evbuffer_remove_buffer(in, s->upstream.out, moved);
 	}
 	evbuffer_free(in);
 	s->client_in = NULL;
@@ -2636,6 +2674,11 @@ static void login_back_step(struct session *s)
 	}
 	s->logging_in = false;
 	s->logged_in = true;
+	if (err[0] != '\0') {
+		char subj[160];
+		log_info(subject(s, subj, sizeof(subj)), "logged in to %s: %s", s->host->ops->member_str(s->host, s->member),
+			 err);
+	}
 	proto->login->track_idle(s->login, &s->ps);
 	if (s->changing_user) {
 		/* The session is the new user's, as a fresh login leaves it; the client has its answer. */
@@ -3194,7 +3237,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 		client_bytes(s, session_io, (size_t)r);
 		if (s->relay_on)
 			s->relay_on = proto->upgrade->relay(&s->relay, PROTO_CLIENT_TO_SERVER, session_io, (size_t)r);
-		if (!side_send(&s->upstream, session_io, (size_t)r)) {
+		if (!to_member(s, session_io, (size_t)r, false, false)) {
 			upstream_write_failed(s);
 			return;
 		}
@@ -3280,7 +3323,7 @@ static void txr_read(struct session *s, size_t n)
 			return;
 		}
 		proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry + s->txr_sent, len);
-		if (!side_send(&s->upstream, s->retry + s->txr_sent, len)) {
+		if (!to_member(s, s->retry + s->txr_sent, len, true, false)) {
 			upstream_gone(s, true);
 			return;
 		}
@@ -3397,7 +3440,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 			/* Now the rest of the replay, then whatever the client sent while it waited. */
 			proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry + s->replay_rest,
 				    s->retry_len - s->replay_rest);
-			if (!side_send(&s->upstream, s->retry + s->replay_rest, s->retry_len - s->replay_rest)) {
+			if (!to_member(s, s->retry + s->replay_rest, s->retry_len - s->replay_rest, true, false)) {
 				upstream_gone(s, true);
 				return;
 			}
@@ -3956,7 +3999,7 @@ static bool on_connected(struct session *s)
 		 * answer); its answer, which the client already has, is not passed on again, and the rest
 		 * follows it (upstream_read_cb). */
 		proto->feed(&s->ps, PROTO_CLIENT_TO_SERVER, s->retry, first);
-		evbuffer_add(s->upstream.out, s->retry, first);
+		(void)to_member(s, s->retry, first, true, true);
 		s->swallow = pre > 0 ? 1 : 0;
 		s->replay_rest = (uint32_t)first;
 		s->replay = false;

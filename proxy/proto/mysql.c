@@ -154,7 +154,7 @@ struct my_state {
 	bool sc_stmt_start : 1;  /* the next word starts a statement */
 	char sc_word[13];
 	/* Prepared statements open on the server (COM_STMT_PREPARE answered, not yet closed), with their
-	 * parameter counts: repoint's login prepares them again, under the same ids, on the next server
+	 * parameter counts: repoint's login prepares them again on the next server, the client's ids mapped
 	 * (proto_login_ops.replay, MY_REPLAY_PREPARE). More than MY_STMTS_MAX, one prepared behind
 	 * another request, executed without its parameters' types (the server's memory of them does not
 	 * move), with a cursor, or given long data: the session never moves again. */

@@ -3,10 +3,11 @@
 #ifndef REPOINT_MYSQL_WIRE_H
 #define REPOINT_MYSQL_WIRE_H
 
-/* The highest prepared statement id a moved session takes along: a server numbers a connection's
- * statements 1, 2, ..., and repoint's next login prepares each open one again under its id, taking
- * and closing every id below it that is not open ("DO 1", about 17 us each on the lab's MariaDB). A
- * session with an open statement above it stays where it is until that statement is closed. */
+/* The highest prepared statement id a moved session takes along. The next login prepares each open
+ * statement again, maps the client's ids to the ones the new member gave, and takes and closes
+ * ("DO 1", about 17 us each on the lab's MariaDB) the member's ids up to the client's highest, so
+ * that the member's later statements have the same id on both sides. A session with an open
+ * statement above it stays where it is until that statement is closed. */
 #define MYSQL_STMT_ID_MAX 1024u
 
 #include <stddef.h>

@@ -181,7 +181,7 @@ struct proto_ops {
 
 /* proto_ops.replayable kinds (Postgres; MySQL: a lone SET, USE or COM_INIT_DB to send again,
  * COM_RESET_CONNECTION, after which there is nothing to, or a COM_STMT_PREPARE answered, the last
- * request kept, to prepare again under the same id). */
+ * request kept, to prepare again after a move). */
 enum { PG_REPLAY_SET = 1, PG_REPLAY_STATEMENTS, PG_REPLAY_DEALLOCATE };
 enum { MY_REPLAY_PACKET = 1, MY_REPLAY_RESET, MY_REPLAY_PREPARE };
 
@@ -201,7 +201,8 @@ struct proto_login;
 
 enum proto_login_step {
 	PROTO_LOGIN_MORE,  /* wants more bytes */
-	PROTO_LOGIN_DONE,  /* front: the client is authenticated; back: logged in to the member */
+	PROTO_LOGIN_DONE,  /* front: the client is authenticated; back: logged in to the member (err,
+	                      when not empty, says for the log what it rebuilt on the way) */
 	PROTO_LOGIN_FAIL,  /* front: a native error is in the client's output (flush, close);
 	                      back: the member refused (the reason in err; on a first login its own
 	                      error, if it sent one, is in to_client) */
@@ -251,6 +252,11 @@ struct proto_login_ops {
 	 * left -- what of the server's session the next login rebuilds (MySQL: the statements still
 	 * open, which a COM_STMT_CLOSE since their prepare may have made fewer). */
 	void (*leaving)(struct proto_login *l, const struct proto_state *st);
+	/* The client's bytes p[0..n) on their way to the member, with what they name by an id the
+	 * member gave otherwise (optional; MySQL: statements prepared again after a move) rewritten in
+	 * place. Returns what of p to send: bytes of an id the read cut wait for the rest, and go with
+	 * the next call, in head[0..*head_len) (at most 4), to be sent before that call's p. */
+	size_t (*map_request)(struct proto_login *l, uint8_t *p, size_t n, uint8_t *head, size_t *head_len);
 	/* Server connections kept for the next client (pool_size): poolable -- logged in, nothing to
 	 * set again on another connection (no kept SET, no prepared statement): its connection, idle,
 	 * serves a client of the same start as it is; startup -- the client's start, whole (the pool's

@@ -272,10 +272,19 @@ class PsClient:
 def test_prepared_statements_move_with_their_ids(lab, start_repoint, auth):
     """COM_STMT_PREPARE through repoint's login (a real Connector/C client): a session whose statements are all
     closed again (Go's driver prepares, executes and closes each query) moves at a switchover, and so does one
-    that keeps statements open: the new writer's login prepares them again under the ids the client holds (a
-    server numbers a connection's statements from 1: the ids below that are not open are taken and closed
-    again on the way), and the client executes them as before. A statement prepared on the new writer after
-    the move gets an id of its own there."""
+    that keeps statements open: the new writer's login prepares them again, and the client's ids are mapped
+    to the ones the new writer gave. Here the new writer starts a fresh thread (no thread cache), so it
+    numbers the statement 1 where the client holds 4 (a cached thread would go on counting: the ids differ
+    either way); the ids up to the client's are taken and closed there, so a statement prepared on the new
+    writer after the move has the same id on both sides. The client executes them all as before."""
+    engine = ENGINES["mysql"]
+    target = lab.node("mysql", lab.replicas("mysql")[0])
+    direct = engine.connect_node(target)
+    with direct.cursor() as cur:
+        cur.execute("SELECT @@thread_cache_size")
+        cache = cur.fetchone()[0]
+        cur.execute("SET GLOBAL thread_cache_size = 0")
+    engine.close(direct)
     rp = start_repoint(**auth)
     port = rp.ports["mysql"]
     closed, kept = PsClient(port), PsClient(port)
@@ -285,21 +294,27 @@ def test_prepared_statements_move_with_their_ids(lab, start_repoint, auth):
             assert kept.do("once") == "ok 42"      # ids 1-3 taken and closed: the kept one is 4
         assert kept.do("keep") == "ok kept" and kept.do("exec") == "ok 42"
         before = [c.do("id").split() for c in (closed, kept)]
-        lab.switchover("mysql")
+        lab.switchover("mysql", target.name)
         new = lab.primary("mysql")
+        assert new.name == target.name
         rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
         for c, b in zip((closed, kept), before):
             after = c.do("id").split()
             assert after[0] == "ok" and after[2] == str(new.port) and after[1] != b[1], (b, after)
         assert closed.do("once") == "ok 42"     # and prepares again on the new writer
-        assert kept.do("exec") == "ok 42"       # the statement prepared again under its id
+        assert kept.do("exec") == "ok 42"       # the statement prepared again, its id mapped
         assert kept.do("once") == "ok 42" and kept.do("exec") == "ok 42"
         m = rp.metrics()
         assert 'reason="prepared_statement"' not in m, m
         assert rp.service("mysql")["counters"]["migrated"] >= 2, rp.service("mysql")["counters"]
+        assert "ids mapped" in rp.logtext(), rp.logtext()[-3000:]
     finally:
         closed.close()
         kept.close()
+        direct = engine.connect_node(target)
+        with direct.cursor() as cur:
+            cur.execute("SET GLOBAL thread_cache_size = %d" % int(cache))
+        engine.close(direct)
 
 
 def test_prepared_writes_through_a_switchover_cost_nothing(lab, start_repoint, auth):

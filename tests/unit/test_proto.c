@@ -1792,8 +1792,7 @@ START_TEST(test_mysql_login)
 					      "\x17\x00\x00\x01\xff\x19\x04#42000Unknown database";
 		ck_assert_int_eq(lo->reset_answer((const uint8_t *)refused, sizeof(refused) - 1), -1);
 		/* A statement prepared (id 3: two were taken and closed before) moves too: the next login
-		 * takes ids 1 and 2 and closes them again ("DO 1"), then prepares it, and the tracker there
-		 * knows it open. */
+		 * prepares it again, and the tracker there knows it open under the client's id. */
 		static const char prep[] = "\x09\x00\x00\x00\x16SELECT ?";
 		static const char prep_ok[] = "\x0c\x00\x00\x01\x00\x03\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00"
 					      "\x04\x00\x00\x02\x03" "def";
@@ -1804,36 +1803,99 @@ START_TEST(test_mysql_login)
 		ck_assert(lo->replay(l, MY_REPLAY_PREPARE, (const uint8_t *)prep, sizeof(prep) - 1, &ps));
 		ck_assert(!lo->poolable(l));
 		lo->leaving(l, &ps);
-		for (int wrong = 0; wrong < 2; wrong++) {
+		/* The new member numbers it 1 (a fresh thread), 6 (a cached thread goes on counting), or
+		 * answers otherwise than it should. */
+		static const uint32_t member_ids[] = {1, 6, 1, 1, 1};
+		for (unsigned c = 0; c < ARRAY_LEN(member_ids); c++) {
+			const uint32_t mid = member_ids[c];
 			ck_assert_int_eq(my_relogin(l, min, up, out), PROTO_LOGIN_MORE);
-			static const char burn[] = "\x05\x00\x00\x00\x16" "DO 1" "\x05\x00\x00\x00\x19\x01\x00\x00\x00"
-						   "\x05\x00\x00\x00\x16" "DO 1" "\x05\x00\x00\x00\x19\x02\x00\x00\x00";
 			const uint8_t *sent = evbuffer_pullup(up, -1);
-			ck_assert_uint_eq(evbuffer_get_length(up), sizeof(set) - 1 + sizeof(burn) - 1 + sizeof(prep) - 1);
+			ck_assert_uint_eq(evbuffer_get_length(up), sizeof(set) - 1 + sizeof(prep) - 1);
 			ck_assert(memcmp(sent, set, sizeof(set) - 1) == 0);
-			ck_assert(memcmp(sent + sizeof(set) - 1, burn, sizeof(burn) - 1) == 0);
-			ck_assert(memcmp(sent + sizeof(set) - 1 + sizeof(burn) - 1, prep, sizeof(prep) - 1) == 0);
+			ck_assert(memcmp(sent + sizeof(set) - 1, prep, sizeof(prep) - 1) == 0);
 			evbuffer_drain(up, evbuffer_get_length(up));
-			static const char taken[] = "\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
-						    "\x0c\x00\x00\x01\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+			uint8_t pok[sizeof(prep_ok) - 1];
+			memcpy(pok, prep_ok, sizeof(pok));
+			pok[5] = (uint8_t)mid;
+			if (c == 3)
+				pok[11] = 2;  /* another parameter count than the first time */
 			evbuffer_add(min, set_ok, sizeof(set_ok) - 1);
-			evbuffer_add(min, taken, sizeof(taken) - 1);
-			if (wrong) {
-				/* The server numbered it otherwise: the login fails (the client's id would be wrong). */
-				evbuffer_add(min, taken, 16);
+			evbuffer_add(min, pok, sizeof(pok));
+			if (c == 3) {
 				ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
-				ck_assert_msg(strstr(err, "expected id 3") != NULL, "%s", err);
-				break;
+				ck_assert_msg(strstr(err, "2 parameters (1 the first time)") != NULL, "%s", err);
+				evbuffer_drain(min, evbuffer_get_length(min));
+				continue;
 			}
-			evbuffer_add(min, prep_ok, sizeof(prep_ok) - 1);
+			if (mid < 3) {
+				/* Below the client's id: the member's ids up to it are taken and closed again, so
+				 * that its later statements have the same id on both sides. */
+				ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_MORE);
+				static const char burn[] = "\x05\x00\x00\x00\x16" "DO 1" "\x05\x00\x00\x00\x19\x02\x00\x00\x00"
+							   "\x05\x00\x00\x00\x16" "DO 1" "\x05\x00\x00\x00\x19\x03\x00\x00\x00";
+				ck_assert_uint_eq(evbuffer_get_length(up), sizeof(burn) - 1);
+				ck_assert(memcmp(evbuffer_pullup(up, -1), burn, sizeof(burn) - 1) == 0);
+				evbuffer_drain(up, evbuffer_get_length(up));
+				static const char taken[] = "\x0c\x00\x00\x01\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+							    "\x0c\x00\x00\x01\x00\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+				if (c == 4) {
+					/* ... each answer the id expected, else the login fails. */
+					evbuffer_add(min, taken + 16, 16);
+					ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_FAIL);
+					ck_assert_msg(strstr(err, "was 3 (expected 2)") != NULL, "%s", err);
+					evbuffer_drain(min, evbuffer_get_length(min));
+					continue;
+				}
+				evbuffer_add(min, taken, sizeof(taken) - 1);
+			}
 			ck_assert_int_eq(lo->back(l, min, up, out, err, sizeof(err)), PROTO_LOGIN_DONE);
+			char note[64];
+			snprintf(note, sizeof(note), "ids mapped (client -> member): 3 -> %u", (unsigned)mid);
+			ck_assert_msg(strstr(err, note) != NULL, "%s", err);   /* (for the log) */
 			ck_assert_uint_eq(evbuffer_get_length(min), 0);
 			ck_assert_uint_eq(evbuffer_get_length(out), 0);
+			ck_assert_uint_eq(evbuffer_get_length(up), 0);
 			lo->track_idle(l, &ps);
 			uint32_t sid;
 			uint16_t sparams;
 			ck_assert(mysql_statement(&ps, 0, &sid, &sparams) && sid == 3 && sparams == 1);
 			ck_assert(!mysql_statement(&ps, 1, &sid, &sparams));
+			/* The client's requests on their way: its id 3 is the member's mid; the member's mid,
+			 * which the client does not hold, names nothing open there (3); the member's later ids
+			 * and MariaDB's "the last prepared" (0xFFFFFFFF) are the same on both sides; a query's
+			 * bytes are left alone. Every cut of the stream gives the same bytes. */
+			static const uint8_t reqs[] = "\x0b\x00\x00\x00\x17\x03\x00\x00\x00\x00\x01\x00\x00\x00\x00"
+						      "\x05\x00\x00\x00\x19" "\x06\x00\x00\x00"
+						      "\x05\x00\x00\x00\x19" "\x01\x00\x00\x00"
+						      "\x05\x00\x00\x00\x1a" "\x07\x00\x00\x00"
+						      "\x0a\x00\x00\x00\x17" "\xff\xff\xff\xff" "\x00\x01\x00\x00\x00"
+						      "\x05\x00\x00\x00\x03" "\x19\x03\x00\x00"
+						      "\x00\x00\x00\x00";
+			const size_t nreq = sizeof(reqs) - 1;
+			uint8_t mapped[sizeof(reqs) - 1];
+			memcpy(mapped, reqs, nreq);
+			mapped[5] = (uint8_t)mid;          /* 3 -> mid */
+			if (mid == 6)
+				mapped[20] = 3;            /* 6 -> 3 */
+			else
+				mapped[29] = 3;            /* 1 -> 3 */
+			for (size_t cut1 = 0; cut1 <= nreq; cut1++)
+				for (size_t cut2 = cut1; cut2 <= nreq; cut2 += 3) {
+					uint8_t buf[sizeof(reqs) - 1], got[sizeof(reqs) - 1 + 8], head[4];
+					size_t at = 0, h;
+					const size_t cuts[] = {0, cut1, cut2, nreq};
+					memcpy(buf, reqs, nreq);
+					for (unsigned k = 0; k + 1 < ARRAY_LEN(cuts); k++) {
+						size_t m = lo->map_request(l, buf + cuts[k], cuts[k + 1] - cuts[k], head, &h);
+						ck_assert_uint_le(h, 4);
+						memcpy(got + at, head, h);
+						at += h;
+						memcpy(got + at, buf + cuts[k], m);
+						at += m;
+					}
+					ck_assert_msg(at == nreq, "%zu of %zu, cut at %zu, %zu", at, nreq, cut1, cut2);
+					ck_assert_msg(memcmp(got, mapped, nreq) == 0, "cut at %zu, %zu", cut1, cut2);
+				}
 		}
 		evbuffer_drain(min, evbuffer_get_length(min));
 		/* Closed since, it is not prepared again. */
