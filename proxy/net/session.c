@@ -328,6 +328,26 @@ static bool to_member(struct session *s, const uint8_t *p, size_t n, bool kept, 
 	return true;
 }
 
+/* The member's bytes p[0..n) (writable) fed to the tracker on their way to the client, what they name
+ * by the member's ids made the client's (proto_login_ops.map_answer). Returns what of p to send, after
+ * head[0..*h). */
+static size_t answer_feed(struct session *s, uint8_t *p, size_t n, uint8_t *head, size_t *h)
+{
+	const struct proto_login_ops *lo = s->login != NULL ? s->host->proto->login : NULL;
+
+	if (lo != NULL && lo->map_answer != NULL)
+		return lo->map_answer(s->login, &s->ps, p, n, head, h);
+	*h = 0;
+	s->host->proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, n);
+	return n;
+}
+
+/* ... and sent (false on a write error, or when answer_feed said SIZE_MAX: nothing goes on). */
+static bool answer_send(struct session *s, const uint8_t *head, size_t h, const uint8_t *p, size_t n)
+{
+	return n != SIZE_MAX && (h == 0 || side_send(&s->client, head, h)) && (n == 0 || side_send(&s->client, p, n));
+}
+
 /* The client half-closed: once everything it sent is out (and the greeting of a pinned session
  * answered), the server's side is shut for writing too. */
 static void half_close_upstream(struct session *s)
@@ -936,18 +956,19 @@ static bool pin(struct session *s);
 /* Deliver the reply held back while the member's word was awaited, and go on as before. */
 static void deliver_held_reply(struct session *s)
 {
-	const struct proto_ops *proto = s->host->proto;
 	size_t n = evbuffer_get_length(s->held_reply);
 	uint8_t *p = evbuffer_pullup(s->held_reply, -1);
 
 	if (s->txlog != NULL)
 		s->txlog->valid = false;  /* answers the log did not see */
 	if (n > 0) {
+		uint8_t head[4];
+		size_t h = 0, send = n;
 		if (!s->shared)
-			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, p, n);
+			send = answer_feed(s, p, n, head, &h);
 		s->host->counters.bytes_server_to_client += n;
 		s->bytes_out += n;
-		if (!side_send(&s->client, p, n)) {
+		if (!answer_send(s, head, h, p, send)) {
 			evbuffer_drain(s->held_reply, n);
 			client_gone(s, true);
 			return;
@@ -1036,10 +1057,11 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 
 /* A session that cannot move closes at its idle point: counted by why, when it is of a kind that
  * can move (a protocol that moves sessions, with repoint's own login where it has one). */
+static void count_unmovable_as(struct session *s, const char *why);
+
 static void count_unmovable(struct session *s, const struct proto_state *st)
 {
 	const struct proto_ops *proto = s->host->proto;
-	struct service_counters *c = &s->host->counters;
 	const char *why;
 
 	if (proto->can_migrate == NULL || (proto->login != NULL && s->login == NULL) || s->shared)
@@ -1047,6 +1069,13 @@ static void count_unmovable(struct session *s, const struct proto_state *st)
 	why = s->unmovable ? "replay_full" : proto->unmovable_reason != NULL ? proto->unmovable_reason(st) : NULL;
 	if (why == NULL)
 		return;  /* its state could move: something else kept it (the client leaving, a shutdown) */
+	count_unmovable_as(s, why);
+}
+
+static void count_unmovable_as(struct session *s, const char *why)
+{
+	struct service_counters *c = &s->host->counters;
+
 	for (size_t i = 0; i < SESSION_UNMOVABLE_REASONS; i++) {
 		if (c->unmovable[i].reason == NULL)
 			c->unmovable[i].reason = why;
@@ -1170,17 +1199,17 @@ static void upstream_gone(struct session *s, bool error)
  * (an error about the request) waiting in the socket. Deliver what can still be read first. */
 static void upstream_write_failed(struct session *s)
 {
-	const struct proto_ops *proto = s->host->proto;
-
 	for (int i = 0; i < 16 && s->upstream.conn.fd >= 0; i++) {
 		ssize_t r = read_once(&s->upstream);
 		if (r <= 0)
 			break;
+		uint8_t head[4];
+		size_t h = 0, send = (size_t)r;
 		if (!s->shared)
-			proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
+			send = answer_feed(s, session_io, (size_t)r, head, &h);
 		s->host->counters.bytes_server_to_client += (uint64_t)r;
 		s->bytes_out += (uint64_t)r;
-		if (!side_send(&s->client, session_io, (size_t)r))
+		if (!answer_send(s, head, h, session_io, send))
 			break;
 	}
 	upstream_gone(s, true);
@@ -2634,6 +2663,13 @@ static void login_back_step(struct session *s)
 		snprintf(reason, sizeof(reason), "(logging in to %s: %s)", s->host->ops->member_str(s->host, s->member), err);
 		if (s->login_own_pw)
 			s->host->ops->member_login_refused(s->host, s->member, err);
+		if (told && !s->changing_user) {
+			/* A moved session the new member would not take as it was: it ends here, which the
+			 * operator hears of (a first login's refusal is the client's to hear). */
+			char subj[160];
+			log_warn(subject(s, subj, sizeof(subj)), "could not move: %s", reason);
+			count_unmovable_as(s, "login_failed");
+		}
 		if (!told && proto->startup_refusal != NULL && n > 0 && proto->startup_refusal(p, n) == n &&
 		    s->restarts < SESSION_RESTARTS_MAX && !s->host->ops->stopping(s->host)) {
 			/* A member that takes no new sessions now (shutting down, starting): another may. */
@@ -3487,7 +3523,8 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->relay_on)
 		s->relay_on = proto->upgrade->relay(&s->relay, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
-	proto->feed(&s->ps, PROTO_SERVER_TO_CLIENT, session_io, (size_t)r);
+	uint8_t head[4];
+	size_t h, send = answer_feed(s, session_io, (size_t)r, head, &h);
 	/* An answer that leaves the session idle outside a transaction is not kept: the next request
 	 * starts the log again (an autocommit workload copies nothing). */
 	if (s->txlog != NULL && s->txlog->valid) {
@@ -3508,7 +3545,14 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		s->opaque_seen = true;
 		svc->ops->opaque(svc);
 	}
-	if (!side_send(&s->client, session_io, (size_t)r)) {
+	if (send == SIZE_MAX) {
+		char subj[160];
+		log_warn(subject(s, subj, sizeof(subj)), "its server sent what repoint cannot follow while its statement "
+			 "ids are mapped: closed");
+		close_after_flush(s, "(statement ids mapped, answers not followed)");
+		return;
+	}
+	if (!answer_send(s, head, h, session_io, send)) {
 		client_gone(s, true);
 		return;
 	}

@@ -126,6 +126,7 @@ struct my_state {
 	uint8_t phase;       /* enum my_phase */
 	uint8_t resp;        /* enum my_resp */
 	bool opaque : 1;
+	bool a_on : 1;           /* the server packet read now is a prepare-OK whose id to map (mysql_feed_answer) */
 	bool deprecate_eof : 1;
 	bool in_trans : 1;
 	/* auth = repoint (mysql_track_owned): what the session's commands leave on its server, so that
@@ -1060,10 +1061,52 @@ static void my_packet_start(struct my_dir *d, uint8_t pre_cap)
 	d->pre_want = d->cont ? 0 : (uint8_t)(len < pre_cap ? len : pre_cap);
 }
 
+/* What a server packet's walk writes back (feed_answer): p itself (writable), the id bytes of earlier
+ * reads to send before it (head), and how many of its last bytes wait for the rest of an id. */
+struct my_answer {
+	const struct mysql_idmap *map;
+	const uint8_t *p;   /* the bytes fed ... */
+	uint8_t *w;         /* ... and the same, writable */
+	uint8_t *head;
+	size_t head_len, hold;
+};
+
+/* A prepare-OK's prefix passes in pre[at..at+k), the piece of it in this read at w[0..k). Once its id (payload bytes 1-4) is whole, it is made the client's: in pre (for stmts[]) and
+ * in the bytes -- those of this read in place, those of earlier reads, which waited, into head; while it
+ * is not, its bytes in this read wait. */
+static void my_answer_id(struct my_state *m, uint8_t *pre, unsigned at, uint8_t *w, size_t k, struct my_answer *out)
+{
+	unsigned end = at + (unsigned)k, first = at > 1 ? at : 1;
+
+	if (at == 0 && pre[0] != 0x00) {
+		m->a_on = false;  /* an ERR: no id */
+		return;
+	}
+	if (end <= 1 || at >= 5)
+		return;
+	if (end < 5) {
+		out->hold = end - first;
+		return;
+	}
+	uint32_t id = (uint32_t)pre[1] | (uint32_t)pre[2] << 8 | (uint32_t)pre[3] << 16 | (uint32_t)pre[4] << 24;
+	for (unsigned i = 0; i < out->map->n; i++)
+		if (out->map->member[i] == id) {
+			id = out->map->client[i];
+			break;
+		}
+	for (unsigned i = 1; i < 5; i++)
+		pre[i] = (uint8_t)(id >> (8 * (i - 1)));
+	for (unsigned i = 1; i < first; i++)
+		out->head[out->head_len++] = pre[i];
+	for (unsigned i = first; i < 5; i++)
+		w[i - at] = pre[i];
+}
+
 /* Feed one direction. The prefix of a packet is gathered into `pre`, `on_prefix` runs once it is
- * complete (also for empty packets), and the rest of the payload is skipped. */
+ * complete (also for empty packets), and the rest of the payload is skipped. out: the server's
+ * bytes, writable, with a statement map (feed_answer). */
 static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint8_t pre_cap, bool server,
-			const uint8_t *p, size_t n)
+			const uint8_t *p, size_t n, struct my_answer *out)
 {
 	while (n && !m->opaque) {
 		if (d->hdr_len < 4) {
@@ -1072,6 +1115,10 @@ static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint
 			if (d->hdr_len < 4)
 				continue;
 			my_packet_start(d, pre_cap);
+			if (server)
+				m->a_on = out != NULL && out->map->n > 0 && !d->cont && m->phase == PH_COMMAND &&
+					  m->resp == RS_NONE && m->q_len > 0 && (m->queue & 0xF) == K_PREPARE &&
+					  pkt_len(d) >= 12;
 			if (!d->cont && d->pre_want == 0) {
 				if (server)
 					my_server_packet(m);
@@ -1101,6 +1148,8 @@ static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint
 			if (k > n)
 				k = n;
 			memcpy(pre + d->pre_len, p, k);
+			if (server && m->a_on && out != NULL)
+				my_answer_id(m, pre, d->pre_len, out->w + (p - out->p), k, out);
 			d->pre_len = (uint8_t)(d->pre_len + k);
 			if (d->pre_len == d->pre_want) {
 				if (server)
@@ -1142,10 +1191,26 @@ static void my_feed(struct proto_state *st, enum proto_dir dir, const uint8_t *p
 		/* Before the handshake response we need its capability flags; afterwards only the
 		 * command byte. */
 		uint8_t cap = m->phase == PH_HANDSHAKE ? 4 : m->owned ? 6 : 1;
-		my_feed_dir(m, &m->c, m->c_pre, cap, false, p, n);
+		my_feed_dir(m, &m->c, m->c_pre, cap, false, p, n, NULL);
 	} else {
-		my_feed_dir(m, &m->s, m->s_pre, MY_PREFIX, true, p, n);
+		my_feed_dir(m, &m->s, m->s_pre, MY_PREFIX, true, p, n, NULL);
 	}
+}
+
+size_t mysql_feed_answer(struct proto_state *st, const struct mysql_idmap *map, uint8_t *p, size_t n, uint8_t *head,
+			 size_t *head_len)
+{
+	struct my_state *m = my(st);
+	struct my_answer out = {.map = map, .p = p, .w = p, .head = head};
+
+	*head_len = 0;
+	if (!m->opaque)
+		/* (With an empty map too: an id cut before the map emptied is owed its first bytes.) */
+		my_feed_dir(m, &m->s, m->s_pre, MY_PREFIX, true, p, n, map != NULL ? &out : NULL);
+	if (m->opaque && map != NULL && map->n > 0)
+		return SIZE_MAX;  /* a prepare-OK could pass unseen, its id the member's */
+	*head_len = out.head_len;
+	return n - out.hold;
 }
 
 static bool my_dir_quiet(const struct my_dir *d)
@@ -1389,15 +1454,6 @@ static const struct proto_upgrade my_upgrade = {
 	.relay = my_up_relay,
 };
 
-/* An open statement's id is above what a later login prepares again (until it is closed). */
-static bool my_stmt_high(const struct my_state *m)
-{
-	for (unsigned i = 0; i < m->nstmts; i++)
-		if (m->stmts[i] > MYSQL_STMT_ID_MAX)
-			return true;
-	return false;
-}
-
 /* auth = repoint: a session a fresh, logged-in connection (with its SET/USE and statements replayed)
  * carries on. */
 static bool my_can_migrate(const struct proto_state *st)
@@ -1405,7 +1461,7 @@ static bool my_can_migrate(const struct proto_state *st)
 	const struct my_state *m = my_c(st);
 
 	return my_is_idle(st) && m->owned && m->stateful == MU_MOVABLE && !m->replay_ready && !m->reset_ready &&
-	       !m->prepare_ready && !my_stmt_high(m);
+	       !m->prepare_ready;
 }
 
 /* One query in flight, sent at an idle point, nothing half-sent, nothing left on the server that
@@ -1415,7 +1471,7 @@ static bool my_retryable(const struct proto_state *st)
 	const struct my_state *m = my_c(st);
 
 	return !m->opaque && m->owned && m->phase == PH_COMMAND && m->q_len == 1 && m->resp == RS_NONE &&
-	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE && !my_stmt_high(m) &&
+	       m->cmd_at_idle && m->cmd_query && !m->scanning && m->stateful == MU_MOVABLE &&
 	       my_dir_quiet(&m->c) &&
 	       my_dir_quiet(&m->s);
 }
@@ -1475,7 +1531,7 @@ static bool my_inflight_lost(const struct proto_state *st, uint32_t *owed)
 {
 	const struct my_state *m = my_c(st);
 
-	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE || my_stmt_high(m) ||
+	if (m->opaque || !m->owned || m->phase != PH_COMMAND || m->stateful != MU_MOVABLE ||
 	    m->replay_ready ||
 	    m->reset_ready || m->in_trans || m->scanning || m->q_len == 0 || m->resp != RS_NONE ||
 	    !my_dir_quiet(&m->c) || !my_dir_quiet(&m->s))
@@ -1504,8 +1560,6 @@ static const char *my_unmovable_reason(const struct proto_state *st)
 
 	if (m->opaque)
 		return "opaque";
-	if (m->stateful == MU_MOVABLE && my_stmt_high(m))
-		return my_unmovable_names[MU_PREPARED_STATEMENT];
 	return m->stateful != MU_MOVABLE && m->stateful < ARRAY_LEN(my_unmovable_names) ? my_unmovable_names[m->stateful]
 											 : NULL;
 }

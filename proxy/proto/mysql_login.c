@@ -105,10 +105,10 @@ struct proto_login {
 	uint32_t replay_count, replay_left;
 	/* Prepared statements open on the session's server, prepared again after a later login. The
 	 * new member numbers them its own way (MariaDB's thread cache goes on with a thread's count),
-	 * so the client's ids are mapped (map_*) to the member's. While that login's answers come: the
-	 * statement answered next, the definition packets of its answer still to come, and the ids taken
-	 * and closed again (the next expected, the last) so that the member's later ids pass every id
-	 * the client holds. */
+	 * so the client's ids are mapped to the member's (map; the walk over the client's packets that
+	 * rewrites them, map_request; the tracker rewrites the prepare-OKs going back). While that
+	 * login's answers come: the statement answered next, and the definition packets of its answer
+	 * still to come. */
 	struct ml_stmt {
 		uint32_t id;             /* the client's */
 		uint32_t member_id;      /* the member's, once prepared again */
@@ -120,15 +120,10 @@ struct proto_login {
 	size_t stmt_bytes;
 	bool stmt_wait;              /* answers to the statements prepared again are still to come */
 	unsigned stmt_at;
-	uint32_t stmt_skip, burn_next, burn_last;
-	/* The client's statement ids the member knows by others: pairs client -> member, a permutation
-	 * (each member id the client does not hold is given a client id the member does not), so that an
-	 * id the client does not hold open names nothing open on the member either. Every id not in it,
-	 * the member's later statements', is the same on both sides. The walk over the client's packets
-	 * that rewrites them (map_request): header bytes seen, payload bytes left, the payload offset
-	 * reached (1-4: inside a statement id, gathered in id[]). */
-	uint32_t map_from[2 * ML_STMTS_MAX], map_to[2 * ML_STMTS_MAX];
-	unsigned map_n;
+	uint32_t stmt_skip;
+	struct mysql_idmap map;
+	/* The walk: header bytes seen, payload bytes left, the payload offset reached (1-4: inside a
+	 * statement id, gathered in id[]). */
 	struct ml_walk {
 		uint32_t len, left;
 		uint8_t hdr, pos;
@@ -233,7 +228,7 @@ static void stmts_forget(struct proto_login *l)
 		free(l->stmts[i].pkt);
 	l->nstmts = 0;
 	l->stmt_bytes = 0;
-	l->map_n = 0;  /* (nothing the client holds is open on the member) */
+	l->map.n = 0;  /* (nothing the client holds is open on the member) */
 }
 
 static void mll_free(struct proto_login *l)
@@ -467,7 +462,7 @@ static void mll_back_start(struct proto_login *l, struct evbuffer *to_member, co
 	l->tls = tls;
 	mll_set_member_password(l, member_password);
 	l->back = BACK_GREETING;
-	l->map_n = 0;  /* (a new member connection: its own ids) */
+	l->map.n = 0;  /* (a new member connection: its own ids) */
 }
 
 /* The member's ERR packet's message, for the log. */
@@ -649,14 +644,13 @@ static void stmts_send(struct proto_login *l, struct evbuffer *to_member)
 	l->stmt_wait = l->nstmts > 0;
 	l->stmt_at = 0;
 	l->stmt_skip = 0;
-	l->burn_next = l->burn_last = 0;
 }
 
 static uint32_t map_id(const struct proto_login *l, uint32_t id)
 {
-	for (unsigned i = 0; i < l->map_n; i++)
-		if (l->map_from[i] == id)
-			return l->map_to[i];
+	for (unsigned i = 0; i < l->map.n; i++)
+		if (l->map.client[i] == id)
+			return l->map.member[i];
 	return id;
 }
 
@@ -671,24 +665,26 @@ static bool in_list(const uint32_t *ids, unsigned n, uint32_t id)
 /* Every statement is prepared again: the client's ids to the member's, made a permutation. */
 static void map_make(struct proto_login *l)
 {
+	struct mysql_idmap *m = &l->map;
 	uint32_t spare[ML_STMTS_MAX];
 	unsigned pairs = 0, nspare = 0, k = 0;
 
+	_Static_assert(2 * ML_STMTS_MAX <= MYSQL_IDMAP_MAX, "a map holds every pair and its completion");
 	memset(&l->walk, 0, sizeof(l->walk));
 	for (unsigned i = 0; i < l->nstmts; i++)
 		if (l->stmts[i].id != l->stmts[i].member_id) {
-			l->map_from[pairs] = l->stmts[i].id;
-			l->map_to[pairs++] = l->stmts[i].member_id;
+			m->client[pairs] = l->stmts[i].id;
+			m->member[pairs++] = l->stmts[i].member_id;
 		}
 	/* The client ids given to no member id, for the member ids no client id names. */
 	for (unsigned i = 0; i < pairs; i++)
-		if (!in_list(l->map_to, pairs, l->map_from[i]))
-			spare[nspare++] = l->map_from[i];
-	l->map_n = pairs;
+		if (!in_list(m->member, pairs, m->client[i]))
+			spare[nspare++] = m->client[i];
+	m->n = pairs;
 	for (unsigned i = 0; i < pairs; i++)
-		if (!in_list(l->map_from, pairs, l->map_to[i]) && k < nspare) {
-			l->map_from[l->map_n] = l->map_to[i];
-			l->map_to[l->map_n++] = spare[k++];
+		if (!in_list(m->client, pairs, m->member[i]) && k < nspare) {
+			m->client[m->n] = m->member[i];
+			m->member[m->n++] = spare[k++];
 		}
 }
 
@@ -696,61 +692,34 @@ static void map_make(struct proto_login *l)
 static void map_note(const struct proto_login *l, char *note, size_t len)
 {
 	int w = snprintf(note, len, "%u prepared statement(s) prepared again, %s", l->nstmts,
-			 l->map_n > 0 ? "ids mapped (client -> member):" : "under the same ids");
+			 l->map.n > 0 ? "ids mapped (client -> member):" : "under the same ids");
 	for (unsigned i = 0; i < l->nstmts && w > 0 && (size_t)w < len; i++)
 		if (l->stmts[i].id != l->stmts[i].member_id)
 			w += snprintf(note + w, len - (size_t)w, " %u -> %u", (unsigned)l->stmts[i].id,
 				      (unsigned)l->stmts[i].member_id);
 }
 
-/* All statements answered: the member's next id must pass every id the client holds (the ids not
- * mapped are the same on both sides), so the ones between are taken and closed again ("DO 1",
- * about 17 us each on the lab's MariaDB; the close names the id the member gives next, and each
- * answer is checked to be it). */
-static bool stmts_answered(struct proto_login *l, struct evbuffer *to_member, char *err, size_t errlen)
+/* All statements answered, each under an id of its own on both sides: the map. */
+static bool stmts_answered(struct proto_login *l, char *err, size_t errlen)
 {
-	static const uint8_t burn[] = {0x16, 'D', 'O', ' ', '1'};
-	uint32_t hi = 0, member_hi = 0;
-
 	l->stmt_wait = false;
-	for (unsigned i = 0; i < l->nstmts; i++) {
+	for (unsigned i = 0; i < l->nstmts; i++)
 		for (unsigned j = 0; j < i; j++)
 			if (l->stmts[j].member_id == l->stmts[i].member_id || l->stmts[j].id == l->stmts[i].id) {
 				snprintf(err, errlen, "two statements prepared again got the same id %u",
 					 (unsigned)l->stmts[i].member_id);
 				return false;
 			}
-		if (l->stmts[i].id > hi)
-			hi = l->stmts[i].id;
-		if (l->stmts[i].member_id > member_hi)
-			member_hi = l->stmts[i].member_id;
-	}
-	if (member_hi >= hi) {
-		map_make(l);
-		return true;
-	}
-	if (hi - member_hi > MYSQL_STMT_ID_MAX) {
-		snprintf(err, errlen, "statements prepared again got ids up to %u, %u short of the client's",
-			 (unsigned)member_hi, (unsigned)(hi - member_hi));
-		return false;
-	}
-	l->burn_next = member_hi + 1;
-	l->burn_last = hi;
-	for (uint32_t id = member_hi + 1; id <= hi; id++) {
-		uint8_t close[5] = {0x19, (uint8_t)id, (uint8_t)(id >> 8), (uint8_t)(id >> 16), (uint8_t)(id >> 24)};
-		add_packet(to_member, 0, burn, sizeof(burn));
-		add_packet(to_member, 0, close, sizeof(close));
-	}
+	map_make(l);
 	return true;
 }
 
 /* One packet of the answers to stmts_send's prepares: each a prepare-OK (the same parameter count as
  * the first time), then its parameter and column definitions (each block ended by an EOF unless
- * CLIENT_DEPRECATE_EOF), passed over; then the ids taken, each the one expected. */
-static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, struct evbuffer *to_member, char *err,
-			size_t errlen)
+ * CLIENT_DEPRECATE_EOF), passed over. */
+static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, char *err, size_t errlen)
 {
-	if (!l->stmt_wait && l->burn_next == 0) {
+	if (!l->stmt_wait) {
 		snprintf(err, errlen, "an answer to nothing after the statements prepared again");
 		return false;
 	}
@@ -763,17 +732,6 @@ static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, struc
 		}
 		uint32_t id = le32(p + 1);
 		uint16_t cols = (uint16_t)(p[5] | p[6] << 8), params = (uint16_t)(p[7] | p[8] << 8);
-		if (!l->stmt_wait) {
-			if (id != l->burn_next || cols != 0 || params != 0) {
-				snprintf(err, errlen, "an id taken after the statements prepared again was %u (expected %u)",
-					 (unsigned)id, (unsigned)l->burn_next);
-				return false;
-			}
-			l->burn_next = l->burn_next < l->burn_last ? l->burn_next + 1 : 0;
-			if (l->burn_next == 0)
-				map_make(l);
-			return true;
-		}
 		struct ml_stmt *st = &l->stmts[l->stmt_at];
 		if (params != st->params || id == 0 || id == UINT32_MAX) {
 			snprintf(err, errlen, "a statement prepared again got id %u with %u parameters (%u the first time)",
@@ -784,8 +742,8 @@ static bool stmt_answer(struct proto_login *l, const uint8_t *p, size_t n, struc
 		bool eof = !(l->caps & l->member_caps & CLIENT_DEPRECATE_EOF);
 		l->stmt_skip = (uint32_t)params + cols + (eof ? (params != 0) + (cols != 0) : 0);
 	}
-	if (l->stmt_skip == 0 && l->stmt_wait && ++l->stmt_at == l->nstmts)
-		return stmts_answered(l, to_member, err, errlen);
+	if (l->stmt_skip == 0 && ++l->stmt_at == l->nstmts)
+		return stmts_answered(l, err, errlen);
 	return true;
 }
 
@@ -800,8 +758,8 @@ static size_t mll_map_request(struct proto_login *l, uint8_t *p, size_t n, uint8
 	size_t i = 0;
 
 	*head_len = 0;
-	if (l->map_n == 0)
-		return n;
+	if (l->map.n == 0 && held == 0)
+		return n;  /* (an id cut before the map emptied is owed its first bytes: walked to its end) */
 	while (i < n) {
 		if (w->hdr < 4) {
 			if (w->hdr < 3)
@@ -907,10 +865,10 @@ static enum proto_login_step back_answer(struct proto_login *l, const uint8_t *p
 				return PROTO_LOGIN_FAIL;
 			}
 			l->replay_left--;
-		} else if (!stmt_answer(l, p, n, to_member, err, errlen)) {
+		} else if (!stmt_answer(l, p, n, err, errlen)) {
 			return PROTO_LOGIN_FAIL;
 		}
-		if (l->replay_left > 0 || l->stmt_wait || l->burn_next != 0)
+		if (l->replay_left > 0 || l->stmt_wait)
 			return PROTO_LOGIN_MORE;
 		if (l->nstmts > 0)
 			map_note(l, err, errlen);
@@ -1084,6 +1042,7 @@ static void mll_track_idle(const struct proto_login *l, struct proto_state *st)
 	mysql_track_owned(st);
 	for (unsigned i = 0; i < l->nstmts; i++)
 		(void)mysql_track_statement(st, l->stmts[i].id, l->stmts[i].params);
+
 }
 
 /* The member's connection id for the client's (repoint's) one (a KILL's, proto_ops.kill_request). */
@@ -1365,8 +1324,6 @@ static bool stmt_keep(struct proto_login *l, const uint8_t *msgs, size_t n, cons
 		return false;
 	len += 4;
 	stmts_prune(l, st);   /* (those closed since: a client that closes each after use keeps none) */
-	if (id > MYSQL_STMT_ID_MAX)
-		return true;  /* the session does not move while it is open (the tracker's rule) */
 	if (l->nstmts >= ML_STMTS_MAX || l->stmt_bytes + len > ML_REPLAY_MAX)
 		return false;
 	struct ml_stmt *s = &l->stmts[l->nstmts];
@@ -1404,6 +1361,12 @@ static void stmts_prune(struct proto_login *l, const struct proto_state *st)
 		free(l->stmts[i].pkt);
 		l->stmts[i] = l->stmts[--l->nstmts];
 	}
+}
+
+static size_t mll_map_answer(struct proto_login *l, struct proto_state *st, uint8_t *p, size_t n, uint8_t *head,
+			     size_t *head_len)
+{
+	return mysql_feed_answer(st, &l->map, p, n, head, head_len);
 }
 
 /* --- server connections kept for the next client (pool_size) --- */
@@ -1563,4 +1526,5 @@ const struct proto_login_ops mysql_login_ops = {
 	.replay = mll_replay,
 	.leaving = mll_leaving,
 	.map_request = mll_map_request,
+	.map_answer = mll_map_answer,
 };

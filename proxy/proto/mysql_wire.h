@@ -3,15 +3,21 @@
 #ifndef REPOINT_MYSQL_WIRE_H
 #define REPOINT_MYSQL_WIRE_H
 
-/* The highest prepared statement id a moved session takes along. The next login prepares each open
- * statement again, maps the client's ids to the ones the new member gave, and takes and closes
- * ("DO 1", about 17 us each on the lab's MariaDB) the member's ids up to the client's highest, so
- * that the member's later statements have the same id on both sides. A session with an open
- * statement above it stays where it is until that statement is closed. */
-#define MYSQL_STMT_ID_MAX 1024u
-
 #include <stddef.h>
 #include <stdint.h>
+
+/* A moved session's prepared statements, prepared again on the new member, have the member's ids
+ * there: pairs client id -> member id, made a permutation (each member id no client id names is
+ * given a client id the member does not use), so that an id the client does not hold open names
+ * nothing open on the member either, and every id not in it -- the member's later statements',
+ * most of the time -- is the same on both sides. The login (mysql_login.c) makes it and maps the
+ * client's requests; the tracker (mysql.c) maps the ids of the prepare-OKs going back. */
+#define MYSQL_IDMAP_MAX 16
+
+struct mysql_idmap {
+	uint32_t client[MYSQL_IDMAP_MAX], member[MYSQL_IDMAP_MAX];
+	unsigned n;
+};
 
 /* A length-encoded integer at b[0..avail): its size in bytes, 0 when it is not one (0xFB is NULL,
  * 0xFF an ERR marker) or does not fit in avail. */

@@ -257,6 +257,12 @@ struct proto_login_ops {
 	 * place. Returns what of p to send: bytes of an id the read cut wait for the rest, and go with
 	 * the next call, in head[0..*head_len) (at most 4), to be sent before that call's p. */
 	size_t (*map_request)(struct proto_login *l, uint8_t *p, size_t n, uint8_t *head, size_t *head_len);
+	/* ... and the member's bytes p[0..n) on their way to the client, fed to the tracker st as
+	 * proto_ops.feed does, what they name by the member's ids rewritten to the client's in place;
+	 * the same contract for what to send, and SIZE_MAX when they cannot be followed (the session
+	 * ends). */
+	size_t (*map_answer)(struct proto_login *l, struct proto_state *st, uint8_t *p, size_t n, uint8_t *head,
+			     size_t *head_len);
 	/* Server connections kept for the next client (pool_size): poolable -- logged in, nothing to
 	 * set again on another connection (no kept SET, no prepared statement): its connection, idle,
 	 * serves a client of the same start as it is; startup -- the client's start, whole (the pool's
@@ -352,6 +358,15 @@ void mysql_track_owned(struct proto_state *st);
  * parameter count), false past the last; and one to track as open (a login that prepared it again). */
 bool mysql_statement(const struct proto_state *st, unsigned i, uint32_t *id, uint16_t *params);
 bool mysql_track_statement(struct proto_state *st, uint32_t id, uint16_t params);
+/* MySQL, auth = repoint: the server's bytes p[0..n) on their way to the client, fed to the tracker,
+ * with the id of each prepare-OK made the client's in place (map: the statements a login prepared
+ * again have other ids on this member). Returns what of p to send now: bytes of an id a read cuts
+ * wait, and go with the next call, in head[0..*head_len) (at most 4), sent before its p. SIZE_MAX:
+ * the tracker lost the thread (opaque) while ids are mapped -- nothing of p may go on, the session
+ * ends. */
+struct mysql_idmap;
+size_t mysql_feed_answer(struct proto_state *st, const struct mysql_idmap *map, uint8_t *p, size_t n, uint8_t *head,
+			 size_t *head_len);
 
 /* Native error encoders, also used by the drill and tests. Append to `out`.
  * In all three, a NULL msg is empty text and msg is cut to 8 KiB (never inside a UTF-8 character). */

@@ -275,8 +275,10 @@ def test_prepared_statements_move_with_their_ids(lab, start_repoint, auth):
     that keeps statements open: the new writer's login prepares them again, and the client's ids are mapped
     to the ones the new writer gave. Here the new writer starts a fresh thread (no thread cache), so it
     numbers the statement 1 where the client holds 4 (a cached thread would go on counting: the ids differ
-    either way); the ids up to the client's are taken and closed there, so a statement prepared on the new
-    writer after the move has the same id on both sides. The client executes them all as before."""
+    either way). The statements the client prepares there after the move get the new writer's 2, 3, then 4,
+    which the client knows as its kept statement's: that one comes back to the client as 1. A session that
+    prepared and closed 1,100 statements before keeping one moves the same way (its id is just a number).
+    The clients execute them all as before, each the statement it means."""
     engine = ENGINES["mysql"]
     target = lab.node("mysql", lab.replicas("mysql")[0])
     direct = engine.connect_node(target)
@@ -287,30 +289,36 @@ def test_prepared_statements_move_with_their_ids(lab, start_repoint, auth):
     engine.close(direct)
     rp = start_repoint(**auth)
     port = rp.ports["mysql"]
-    closed, kept = PsClient(port), PsClient(port)
+    closed, kept, high = PsClient(port), PsClient(port), PsClient(port)
     try:
         assert closed.do("once") == "ok 42"
         for _ in range(3):
             assert kept.do("once") == "ok 42"      # ids 1-3 taken and closed: the kept one is 4
         assert kept.do("keep") == "ok kept" and kept.do("exec") == "ok 42"
-        before = [c.do("id").split() for c in (closed, kept)]
+        for _ in range(1100):                      # a long-lived session's count: its kept one above 1100
+            assert high.do("once") == "ok 42"
+        assert high.do("keep") == "ok kept" and high.do("exec") == "ok 42"
+        before = [c.do("id").split() for c in (closed, kept, high)]
         lab.switchover("mysql", target.name)
         new = lab.primary("mysql")
         assert new.name == target.name
         rp.wait_writer("mysql", f"127.0.0.1:{new.port}")
-        for c, b in zip((closed, kept), before):
+        for c, b in zip((closed, kept, high), before):
             after = c.do("id").split()
             assert after[0] == "ok" and after[2] == str(new.port) and after[1] != b[1], (b, after)
         assert closed.do("once") == "ok 42"     # and prepares again on the new writer
         assert kept.do("exec") == "ok 42"       # the statement prepared again, its id mapped
-        assert kept.do("once") == "ok 42" and kept.do("exec") == "ok 42"
+        assert high.do("exec") == "ok 42" and high.do("once") == "ok 42" and high.do("exec") == "ok 42"
+        for _ in range(4):                      # the new writer's 2, 3, 4 (the client's 1), 5
+            assert kept.do("once") == "ok 42" and kept.do("exec") == "ok 42"
         m = rp.metrics()
-        assert 'reason="prepared_statement"' not in m, m
-        assert rp.service("mysql")["counters"]["migrated"] >= 2, rp.service("mysql")["counters"]
-        assert "ids mapped" in rp.logtext(), rp.logtext()[-3000:]
+        assert 'reason="prepared_statement"' not in m and "login_failed" not in m, m
+        assert rp.service("mysql")["counters"]["migrated"] >= 3, rp.service("mysql")["counters"]
+        assert "ids mapped (client -> member): 4 -> 1" in rp.logtext(), rp.logtext()[-3000:]
     finally:
         closed.close()
         kept.close()
+        high.close()
         direct = engine.connect_node(target)
         with direct.cursor() as cur:
             cur.execute("SET GLOBAL thread_cache_size = %d" % int(cache))
@@ -736,3 +744,46 @@ def test_change_user_is_checked_by_repoint_and_moves_as_the_new_user(lab, start_
         c.change_user("other", "wrong", "test")
     assert e.value.args[0] == 1045
     c.close()
+
+
+def test_a_session_the_new_writer_will_not_log_in_is_closed_logged_and_counted(lab, start_repoint, tmp_path):
+    """A moved session whose login the new writer refuses (here: the user's password differs there, changed
+    outside replication) ends at the move: the operator reads why at warn level, and it counts as unmovable
+    (`login_failed`); the other sessions move as ever."""
+    engine = ENGINES["mysql"]
+    old = lab.primary("mysql")
+    target = lab.node("mysql", lab.replicas("mysql")[0])
+    direct = engine.connect_node(old)
+    with direct.cursor() as cur:
+        for host in ("%", "localhost"):
+            cur.execute("CREATE USER IF NOT EXISTS 'mover'@'%s' IDENTIFIED BY 'mover'" % host)  # (no grants)
+    engine.close(direct)
+    lab.verify("mysql")
+    users = tmp_path / "users.txt"
+    users.write_text('"mover" "mover"\n"test" "test"\n')
+    try:
+        # (as the lab's admin: the replica is read-only)
+        lab._engine("mysql").q(target, "SET sql_log_bin = 0",
+                               *["ALTER USER 'mover'@'%s' IDENTIFIED BY 'elsewhere'" % h for h in ("%", "localhost")])
+        rp = start_repoint(mysql={"auth": "repoint", "auth_file": str(users)})
+        port = rp.ports["mysql"]
+        mover = pymysql.connect(host="127.0.0.1", port=port, user="mover", password="mover")
+        other = engine.connect(port)
+        assert conn_id(mover)[1] == old.port and conn_id(other)[1] == old.port
+        lab.switchover("mysql", target.name)
+        rp.wait_writer("mysql", f"127.0.0.1:{target.port}")
+        wait_for(lambda: 'reason="login_failed"' in rp.metrics(), 20, what="the failed move to be counted")
+        assert conn_id(other)[1] == target.port                  # moved
+        with pytest.raises(pymysql.err.OperationalError):
+            conn_id(mover)                                        # closed at the move
+        log = rp.logtext()
+        assert "could not move" in log and "Access denied for user 'mover'" in log, log[-3000:]
+        assert "WARN" in [l for l in log.splitlines() if "could not move" in l][0].upper(), log[-3000:]
+        engine.close(other)
+    finally:
+        direct = engine.connect_node(lab.primary("mysql"))
+        with direct.cursor() as cur:
+            for host in ("%", "localhost"):
+                cur.execute("DROP USER IF EXISTS 'mover'@'%s'" % host)
+        engine.close(direct)
+        lab.verify("mysql")
