@@ -1055,23 +1055,7 @@ void session_confirmed(struct session *s, enum role role, bool is_writer)
 	}
 }
 
-/* A session that cannot move closes at its idle point: counted by why, when it is of a kind that
- * can move (a protocol that moves sessions, with repoint's own login where it has one). */
-static void count_unmovable_as(struct session *s, const char *why);
-
-static void count_unmovable(struct session *s, const struct proto_state *st)
-{
-	const struct proto_ops *proto = s->host->proto;
-	const char *why;
-
-	if (proto->can_migrate == NULL || (proto->login != NULL && s->login == NULL) || s->shared)
-		return;
-	why = s->unmovable ? "replay_full" : proto->unmovable_reason != NULL ? proto->unmovable_reason(st) : NULL;
-	if (why == NULL)
-		return;  /* its state could move: something else kept it (the client leaving, a shutdown) */
-	count_unmovable_as(s, why);
-}
-
+/* One more session that could not move, for `why` (repoint_sessions_unmovable_total{reason}). */
 static void count_unmovable_as(struct session *s, const char *why)
 {
 	struct service_counters *c = &s->host->counters;
@@ -1085,6 +1069,22 @@ static void count_unmovable_as(struct session *s, const char *why)
 		}
 	}
 }
+
+/* A session that cannot move closes at its idle point: counted by why, when it is of a kind that
+ * can move (a protocol that moves sessions, with repoint's own login where it has one). */
+static void count_unmovable(struct session *s, const struct proto_state *st)
+{
+	const struct proto_ops *proto = s->host->proto;
+	const char *why;
+
+	if (proto->can_migrate == NULL || (proto->login != NULL && s->login == NULL) || s->shared)
+		return;
+	why = s->unmovable ? "replay_full" : proto->unmovable_reason != NULL ? proto->unmovable_reason(st) : NULL;
+	if (why == NULL)
+		return;  /* its state could move: something else kept it (the client leaving, a shutdown) */
+	count_unmovable_as(s, why);
+}
+
 
 static bool drain_now(struct session *s, bool idle)
 {

@@ -1061,19 +1061,20 @@ static void my_packet_start(struct my_dir *d, uint8_t pre_cap)
 	d->pre_want = d->cont ? 0 : (uint8_t)(len < pre_cap ? len : pre_cap);
 }
 
-/* What a server packet's walk writes back (feed_answer): p itself (writable), the id bytes of earlier
- * reads to send before it (head), and how many of its last bytes wait for the rest of an id. */
+/* What a server packet's walk writes back (mysql_feed_answer): the bytes fed, writable, the id bytes
+ * of earlier reads to send before them (head), and how many of their last bytes wait for the rest of
+ * an id. */
 struct my_answer {
 	const struct mysql_idmap *map;
-	const uint8_t *p;   /* the bytes fed ... */
-	uint8_t *w;         /* ... and the same, writable */
+	uint8_t *bytes;
 	uint8_t *head;
 	size_t head_len, hold;
 };
 
-/* A prepare-OK's prefix passes in pre[at..at+k), the piece of it in this read at w[0..k). Once its id (payload bytes 1-4) is whole, it is made the client's: in pre (for stmts[]) and
- * in the bytes -- those of this read in place, those of earlier reads, which waited, into head; while it
- * is not, its bytes in this read wait. */
+/* A prepare-OK's prefix passes in pre[at..at+k), the piece of it in this read at w[0..k). Once its id
+ * (payload bytes 1-4) is whole, it is made the client's: in pre (for stmts[]) and in the bytes --
+ * those of this read in place, those of earlier reads, which waited, into head; while it is not, its
+ * bytes in this read wait. */
 static void my_answer_id(struct my_state *m, uint8_t *pre, unsigned at, uint8_t *w, size_t k, struct my_answer *out)
 {
 	unsigned end = at + (unsigned)k, first = at > 1 ? at : 1;
@@ -1088,12 +1089,7 @@ static void my_answer_id(struct my_state *m, uint8_t *pre, unsigned at, uint8_t 
 		out->hold = end - first;
 		return;
 	}
-	uint32_t id = (uint32_t)pre[1] | (uint32_t)pre[2] << 8 | (uint32_t)pre[3] << 16 | (uint32_t)pre[4] << 24;
-	for (unsigned i = 0; i < out->map->n; i++)
-		if (out->map->member[i] == id) {
-			id = out->map->client[i];
-			break;
-		}
+	uint32_t id = mysql_idmap_client(out->map, le32(pre + 1));
 	for (unsigned i = 1; i < 5; i++)
 		pre[i] = (uint8_t)(id >> (8 * (i - 1)));
 	for (unsigned i = 1; i < first; i++)
@@ -1149,7 +1145,7 @@ static void my_feed_dir(struct my_state *m, struct my_dir *d, uint8_t *pre, uint
 				k = n;
 			memcpy(pre + d->pre_len, p, k);
 			if (server && m->a_on && out != NULL)
-				my_answer_id(m, pre, d->pre_len, out->w + (p - out->p), k, out);
+				my_answer_id(m, pre, d->pre_len, out->bytes + (p - out->bytes), k, out);
 			d->pre_len = (uint8_t)(d->pre_len + k);
 			if (d->pre_len == d->pre_want) {
 				if (server)
@@ -1201,7 +1197,7 @@ size_t mysql_feed_answer(struct proto_state *st, const struct mysql_idmap *map, 
 			 size_t *head_len)
 {
 	struct my_state *m = my(st);
-	struct my_answer out = {.map = map, .p = p, .w = p, .head = head};
+	struct my_answer out = {.map = map, .bytes = p, .head = head};
 
 	*head_len = 0;
 	if (!m->opaque)

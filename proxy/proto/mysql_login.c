@@ -646,14 +646,6 @@ static void stmts_send(struct proto_login *l, struct evbuffer *to_member)
 	l->stmt_skip = 0;
 }
 
-static uint32_t map_id(const struct proto_login *l, uint32_t id)
-{
-	for (unsigned i = 0; i < l->map.n; i++)
-		if (l->map.client[i] == id)
-			return l->map.member[i];
-	return id;
-}
-
 static bool in_list(const uint32_t *ids, unsigned n, uint32_t id)
 {
 	for (unsigned i = 0; i < n; i++)
@@ -786,7 +778,7 @@ static size_t mll_map_request(struct proto_login *l, uint8_t *p, size_t n, uint8
 		} else if (w->names && w->pos <= 4) {
 			w->id[w->pos - 1] = p[i];
 			if (++w->pos == 5) {
-				uint32_t to = map_id(l, le32(w->id));
+				uint32_t to = mysql_idmap_member(&l->map, le32(w->id));
 				uint8_t b[4] = {(uint8_t)to, (uint8_t)(to >> 8), (uint8_t)(to >> 16), (uint8_t)(to >> 24)};
 				unsigned here = 4 - held;
 				if (held > 0) {

@@ -19,6 +19,23 @@ struct mysql_idmap {
 	unsigned n;
 };
 
+/* The member's id for a client's id, and the client's for a member's (not in the map: the same). */
+static inline uint32_t mysql_idmap_member(const struct mysql_idmap *m, uint32_t client_id)
+{
+	for (unsigned i = 0; i < m->n; i++)
+		if (m->client[i] == client_id)
+			return m->member[i];
+	return client_id;
+}
+
+static inline uint32_t mysql_idmap_client(const struct mysql_idmap *m, uint32_t member_id)
+{
+	for (unsigned i = 0; i < m->n; i++)
+		if (m->member[i] == member_id)
+			return m->client[i];
+	return member_id;
+}
+
 /* A length-encoded integer at b[0..avail): its size in bytes, 0 when it is not one (0xFB is NULL,
  * 0xFF an ERR marker) or does not fit in avail. */
 static inline size_t mysql_lenenc(const uint8_t *b, size_t avail, uint64_t *v)
