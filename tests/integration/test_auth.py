@@ -147,10 +147,14 @@ def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint, w
     every acknowledged write on the new writer, an idle session moved. A write refused then (25006) did not
     run: held, and sent to the new writer once it is promoted -- alone (autocommit), or after its
     transaction ran again there with every answer as the client had it (psycopg2's BEGIN as a simple
-    Query; psycopg 3's extended protocol, named prepared statements after two runs)."""
+    Query; psycopg 3's extended protocol, named prepared statements after two runs).
+    Probes run every 5 s here, and the switchover starts right after one: the writers' refusals, not a
+    probe, tell repoint first (each asks the member's own word), so writes certainly reach the old
+    primary after it turned read-only. With 100 ms probes a probe could see it first and hold every
+    writer at its idle point: nothing refused, the path this test is about not taken."""
     engine = ENGINES["postgres"]
     make, autocommit = WRITERS[writer]
-    rp = start_repoint(**AUTH)
+    rp = start_repoint(postgres=dict(AUTH["postgres"], probe_interval="5s"))
     port = rp.ports["postgres"]
     c = engine.connect(port)
     engine.setup(c)
@@ -164,6 +168,12 @@ def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint, w
         w.start()
     wait_for(lambda: all(len(w.successes()) >= 3 for w in loops), 20, what="writers to start")
     accepted = rp.service("postgres")["counters"]["accepted"]
+
+    def probes_of_old():
+        return next(m for m in rp.service("postgres")["members"] if m["address"] == f"127.0.0.1:{old.port}")["probe"]["count"]
+
+    seen = probes_of_old()
+    wait_for(lambda: probes_of_old() > seen, 10, interval=0.002, what="a probe of the writer")
     t0 = time.time()
     lab.switchover("postgres")
     new = lab.primary("postgres")
