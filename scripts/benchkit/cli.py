@@ -3,7 +3,9 @@
 Paths: `direct` (the current primary), `haproxy` (HAProxy 2.6, TCP mode, a configuration equivalent
 to repoint's), `repoint` (a lab configuration, log_level = warn) and, for the Redis workloads only
 (redis-benchmark rows and the failover test), `repoint-mux`: a second repoint process, same binary
-and same configuration except `multiplex = on` in the redis service; the peers people would pick
+and same configuration except `multiplex = on` in the redis service; for the redis-benchmark rows,
+`haproxy-splice`: HAProxy with `option splice-request` and `splice-response` (splice(2): the kernel
+moves the bytes, HAProxy never copies them; what a user tunes it to for large values); the peers people would pick
 instead, `twemproxy` (nutcracker 0.5, one server connection shared by every client) for the Redis
 rows and `pgbouncer` (1.18, session pooling) for the Postgres rows. Each workload runs `--reps`
 times, the order of the paths rotating between repetitions; the tables show the median and [min-max].
@@ -50,6 +52,9 @@ PATHS = ("direct", "haproxy", "repoint")
 MUX = "repoint-mux"
 REDIS_PATHS = PATHS + (MUX,)
 MUX_OVERRIDES = {"redis": {"multiplex": "on"}}   # the only difference between repoint-mux and repoint
+# HAProxy as tuned for large payloads (splice(2) both ways), on the Redis rows: ahead of its default on
+# 100 KB values, behind it on small ones.
+SPLICE = "haproxy-splice"
 # The peer people would pick instead of repoint, per engine (run in the same interleaved rotation).
 PEERS = {"redis": "twemproxy", "postgres": "pgbouncer"}
 
@@ -133,7 +138,7 @@ class Bench:
         self.workdir = tempfile.mkdtemp(prefix="repoint-bench-")
         os.chmod(self.workdir, 0o755)
         self.lab = Lab(os.path.join(self.workdir, "lab"))
-        self.haproxy = self.repoint = self.mux = None
+        self.haproxy = self.repoint = self.mux = self.splice = None
         self.peers = {}   # engine -> Twemproxy / Pgbouncer
         self.mux_dead = False
         self.extra_procs = []
@@ -167,6 +172,12 @@ class Bench:
         log("haproxy %s and repoint %s ready" % (self.haproxy.ports, self.repoint.ports))
         if "redis" in engines and ("redis" in self.a.only or "failover" in self.a.only):
             self.start_mux(proxied)
+        if "redis" in engines and "redis" in self.a.only:
+            self.splice = HAProxy(self.lab, self.workdir, "splice", ["redis"], interval=self.a.interval, maxconn=4000,
+                                  threads=self.a.haproxy_threads, check_timeout=self.a.haproxy_check_timeout,
+                                  splice=True, name=SPLICE)
+            self.splice.wait_ready()
+            log("%s %s ready" % (SPLICE, self.splice.ports))
         self.start_peers(engines)
 
     def start_peers(self, engines):
@@ -205,7 +216,7 @@ class Bench:
             self.mux = None
 
     def teardown(self):
-        for p in [self.haproxy, self.repoint, self.mux] + list(self.peers.values()) + self.extra_procs:
+        for p in [self.haproxy, self.repoint, self.mux, self.splice] + list(self.peers.values()) + self.extra_procs:
             if p is not None:
                 try:
                     p.stop()
@@ -227,7 +238,7 @@ class Bench:
 
     def proc(self, path):
         peers = {p.name: p for p in self.peers.values()}
-        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, **peers}.get(path)
+        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, SPLICE: self.splice, **peers}.get(path)
 
     def mux_usable(self, try_write=False):
         """repoint-mux is the new code under test: if it has exited (or, with try_write, does not route
@@ -250,8 +261,11 @@ class Bench:
             return False
 
     def paths(self, engine):
-        """The paths a workload on `engine` runs against: repoint-mux only for Redis (when it started)."""
+        """The paths a workload on `engine` runs against: repoint-mux and haproxy-splice only for Redis
+        (when they started)."""
         paths = REDIS_PATHS if engine == "redis" and self.mux is not None else PATHS
+        if engine == "redis" and self.splice is not None:
+            paths += (SPLICE,)
         return paths + ((PEERS[engine],) if engine in self.peers else ())
 
     # ---- throughput -----------------------------------------------------------------------------
@@ -302,7 +316,7 @@ class Bench:
             by_rep = {p: {r["rep"]: r.get("throughput") for r in runs} for p, runs in d["runs"].items()}
             # repoint/direct, repoint/haproxy; for Redis also repoint-mux/direct, repoint-mux/haproxy and
             # repoint-mux/repoint (what multiplexing changes)
-            peers = tuple(PEERS.values())
+            peers = tuple(PEERS.values()) + (SPLICE,)
             for mine, others in (("repoint", ("direct", "haproxy") + peers),
                                  (MUX, ("direct", "haproxy", "repoint") + peers)):
                 for other in others:
@@ -493,7 +507,9 @@ def main(argv=None):
             "haproxy_config": "TCP mode; redis: configuration.txt tcp-check role:master recipe over all nodes; "
                               "postgres/mysql: pgsql-check/mysql-check, primary + replicas as backup; "
                               "check inter %s, timeout check %s, rise 2 fall 3, on-marked-down shutdown-sessions; "
-                              "no splice; nbthread %d" % (a.interval, a.haproxy_check_timeout, a.haproxy_threads),
+                              "no splice; nbthread %d; haproxy-splice (Redis rows): the same with option "
+                              "splice-request and splice-response" % (a.interval, a.haproxy_check_timeout,
+                                                                      a.haproxy_threads),
             "haproxy_check_timeout": a.haproxy_check_timeout,
             "repoint_mux_config": "the repoint path's lab configuration with, in [service redis], %s; a second "
                                   "process of the same binary; Redis workloads only" % ", ".join(

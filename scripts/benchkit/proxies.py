@@ -138,8 +138,10 @@ REDIS_CHECK = r"""    option tcp-check
 
 
 def haproxy_config(lab, engines, ports, stats_sock, interval="100ms", probe_timeout="1s", maxconn=4000,
-                   threads=1, mysql_check_user="haproxy"):
-    """HAProxy 2.6 TCP-mode configuration equivalent to repoint's lab configuration.
+                   threads=1, mysql_check_user="haproxy", splice=False):
+    """HAProxy 2.6 TCP-mode configuration equivalent to repoint's lab configuration; with splice, HAProxy
+    as tuned for large payloads (`option splice-request`, `option splice-response`: the kernel moves the
+    bytes from socket to socket through a pipe, HAProxy never copies them).
 
     Redis: the documented role check over all nodes (configuration.txt, `tcp-check send`), with
     on-marked-down shutdown-sessions. Postgres / MariaDB: pgsql-check / mysql-check, the primary as
@@ -159,6 +161,7 @@ def haproxy_config(lab, engines, ports, stats_sock, interval="100ms", probe_time
         "    timeout server 1h",
         "    timeout check %s" % probe_timeout,
         "    default-server check inter %s on-marked-down shutdown-sessions" % interval,
+    ] + (["    option splice-request", "    option splice-response"] if splice else []) + [
         "",
     ]
     for e in engines:
@@ -183,7 +186,9 @@ def haproxy_config(lab, engines, ports, stats_sock, interval="100ms", probe_time
 class HAProxy(Proc):
     name = "haproxy"
 
-    def __init__(self, lab, workdir, tag, engines, interval="100ms", maxconn=4000, threads=1, check_timeout="1s"):
+    def __init__(self, lab, workdir, tag, engines, interval="100ms", maxconn=4000, threads=1, check_timeout="1s",
+                 splice=False, name="haproxy"):
+        self.name = name
         self.lab, self.engines = lab, list(engines)
         self.cfg = os.path.join(workdir, "haproxy-%s.cfg" % tag)
         self.sock = os.path.join(workdir, "haproxy-%s.sock" % tag)
@@ -196,7 +201,7 @@ class HAProxy(Proc):
         self.maxconn, self.threads = maxconn, threads
         with open(self.cfg, "w") as f:
             f.write(haproxy_config(lab, engines, self.ports, self.sock, interval=interval, maxconn=maxconn,
-                                   threads=threads, probe_timeout=check_timeout))
+                                   threads=threads, probe_timeout=check_timeout, splice=splice))
         out = subprocess.run([HAPROXY_BIN, "-c", "-q", "-f", self.cfg], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
         if out.returncode != 0:

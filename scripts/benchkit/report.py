@@ -2,7 +2,8 @@
 
 from .common import fmt_num
 
-PATHS = ("direct", "haproxy", "twemproxy", "pgbouncer", "repoint", "repoint-mux")  # repoint-mux, twemproxy: Redis; pgbouncer: Postgres
+# repoint-mux, haproxy-splice, twemproxy: Redis; pgbouncer: Postgres
+PATHS = ("direct", "haproxy", "haproxy-splice", "twemproxy", "pgbouncer", "repoint", "repoint-mux")
 PEERS = ("twemproxy", "pgbouncer")
 PROXIES = ("repoint", "repoint-mux")                      # the rows of the ratio table
 
@@ -21,7 +22,7 @@ def _r(v):
 
 def throughput_table(workloads):
     lines = []
-    hdr = "%-24s %-11s %-28s %-24s %-24s %s" % ("workload", "path", "throughput median [min-max]", "p50 ms",
+    hdr = "%-24s %-14s %-28s %-24s %-24s %s" % ("workload", "path", "throughput median [min-max]", "p50 ms",
                                              "p99 ms", "proxy CPU us/op")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
@@ -31,16 +32,16 @@ def throughput_table(workloads):
                 continue
             name = wid if i == 0 else ""
             unit = (" " + w["unit"]) if i == 0 else ""
-            lines.append("%-24s %-11s %-28s %-24s %-24s %s" % (
+            lines.append("%-24s %-14s %-28s %-24s %-24s %s" % (
                 name, p, _cell(r.get("throughput")) + unit, _cell(r.get("p50_ms"), 3), _cell(r.get("p99_ms"), 3),
                 _cell(r.get("cpu_us_per_op"), 1) if p != "direct" else ""))
         if w.get("errors"):
             lines.append("%-24s   errors: %s" % ("", "; ".join(w["errors"])[:300]))
     lines.append("")
-    fmt = "%-24s %-11s %11s %11s %12s %10s %10s %10s %10s %11s %13s %14s %12s %14s"
+    fmt = "%-24s %-11s %11s %11s %12s %10s %10s %10s %10s %11s %13s %14s %12s %14s %13s %15s"
     hdr = fmt % ("ratios (of medians)", "X = proxy", "tput X/dir", "tput X/hap", "tput X/peer", "p50 X/dir",
                  "p50 X/hap", "p99 X/dir", "p99 X/hap", "p99 X/peer", "cpu/op X/hap", "cpu/op X/peer",
-                 "tput mux/rp", "cpu/op mux/rp")
+                 "tput mux/rp", "cpu/op mux/rp", "tput X/hsplc", "cpu/op X/hsplc")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
         r = w.get("ratios", {})
@@ -51,11 +52,13 @@ def throughput_table(workloads):
                 continue          # repoint-mux: Redis rows only
             d, h, m = d or {}, h or {}, r.get(x + "/repoint") or {}
             pe = next((r[x + "/" + p] for p in PEERS if x + "/" + p in r), {})
+            sp = r.get(x + "/haproxy-splice") or {}
             lines.append(fmt % (
                 wid if first else "", x, _r(d.get("throughput")), _r(h.get("throughput")), _r(pe.get("throughput")),
                 _r(d.get("p50_ms")), _r(h.get("p50_ms")), _r(d.get("p99_ms")), _r(h.get("p99_ms")),
                 _r(pe.get("p99_ms")), _r(h.get("cpu_us_per_op")), _r(pe.get("cpu_us_per_op")),
-                _r(m.get("throughput")) if m else "", _r(m.get("cpu_us_per_op")) if m else ""))
+                _r(m.get("throughput")) if m else "", _r(m.get("cpu_us_per_op")) if m else "",
+                _r(sp.get("throughput")) if sp else "", _r(sp.get("cpu_us_per_op")) if sp else ""))
             first = False
     return "\n".join(lines)
 
