@@ -2650,6 +2650,8 @@ json_t *service_status_json(const struct service *svc)
 	json_object_set_new(json_object_get(o, "counters"), "shared_commands",
 			    json_integer((json_int_t)svc->host.counters.shared_commands));
 	json_object_set_new(json_object_get(o, "counters"), "pinned", json_integer((json_int_t)svc->host.counters.pinned));
+	json_object_set_new(json_object_get(o, "counters"), "bytes_spliced",
+			    json_integer((json_int_t)svc->host.counters.bytes_spliced));
 	json_object_set_new(json_object_get(o, "counters"), "member_logins",
 			    json_integer((json_int_t)svc->host.counters.member_logins));
 	json_object_set_new(json_object_get(o, "counters"), "member_login_failures",
@@ -2735,6 +2737,7 @@ METRIC_FN(m_src_throttles, svc->source ? aws_source_throttles(svc->source) : 0)
 METRIC_FN(m_src_retries, svc->source ? aws_source_retries(svc->source) : 0)
 METRIC_FN(m_bytes_in, svc->host.counters.bytes_client_to_server)
 METRIC_FN(m_bytes_out, svc->host.counters.bytes_server_to_client)
+METRIC_FN(m_bytes_spliced, svc->host.counters.bytes_spliced)
 
 static const struct metric service_metric_table[] = {
 	{"repoint_clients", "gauge", "Client connections open", m_clients, false},
@@ -2796,6 +2799,9 @@ static const struct metric service_metric_table[] = {
 	{"repoint_source_retries_total", "counter", "Retried control-plane requests", m_src_retries, true},
 	{"repoint_client_bytes_total", "counter", "Bytes forwarded from clients to servers", m_bytes_in, false},
 	{"repoint_server_bytes_total", "counter", "Bytes forwarded from servers to clients", m_bytes_out, false},
+	{"repoint_spliced_bytes_total", "counter",
+	 "Of the bytes forwarded, those moved by splice(2) without a copy (large values, plain transports)",
+	 m_bytes_spliced, false},
 };
 
 static const struct histogram *hist_failover(const struct service *svc)

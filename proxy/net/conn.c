@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,11 @@
 #define NET_TLS_WRITE_MAX (64 * 1024)
 /* Sessions kept for resumption, one per member address (the oldest go first). */
 #define NET_TLS_RESUME_MAX 64
+/* Empty pipes kept for the next splice (two descriptors each). */
+#define NET_PIPES_KEPT 16
+/* What a pipe is asked to hold: a 100 KB value's payload in one splice each way (the kernel's
+ * default is 64 KiB; a smaller one is kept if the system refuses, pipe-max-size). */
+#define NET_PIPE_SIZE (256 * 1024)
 
 struct net_tls_resume {
 	char key[96];
@@ -100,6 +106,34 @@ static void plain_shutdown_write(struct net_conn *c)
 	shutdown(c->fd, SHUT_WR);
 }
 
+static ssize_t plain_splice_in(struct net_conn *c, struct net_pipe *p, size_t len)
+{
+	ssize_t r;
+
+	do
+		r = splice(c->fd, NULL, p->w, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return -2;
+	if (r > 0)
+		p->len += (size_t)r;
+	return r;
+}
+
+static ssize_t plain_splice_out(struct net_conn *c, struct net_pipe *p, size_t len)
+{
+	ssize_t w;
+
+	do
+		w = splice(p->r, NULL, c->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	while (w < 0 && errno == EINTR);
+	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	if (w > 0)
+		p->len -= (size_t)w;
+	return w;
+}
+
 const struct net_ops net_plain_ops = {
 	.name = "plain",
 	.read = plain_read,
@@ -107,7 +141,44 @@ const struct net_ops net_plain_ops = {
 	.flush = plain_flush,
 	.pending = plain_pending,
 	.shutdown_write = plain_shutdown_write,
+	.splice_in = plain_splice_in,
+	.splice_out = plain_splice_out,
 };
+
+/* The loop is single-threaded: one list of kept pipes. */
+static struct net_pipe pipes_kept[NET_PIPES_KEPT];
+static int npipes_kept;
+
+bool net_pipe_get(struct net_pipe *p)
+{
+	int fds[2];
+
+	if (npipes_kept > 0) {
+		*p = pipes_kept[--npipes_kept];
+		return true;
+	}
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return false;
+	(void)fcntl(fds[1], F_SETPIPE_SZ, NET_PIPE_SIZE);  /* a smaller pipe works too */
+	p->r = fds[0];
+	p->w = fds[1];
+	p->len = 0;
+	p->open = true;
+	return true;
+}
+
+void net_pipe_put(struct net_pipe *p)
+{
+	if (!p->open)
+		return;
+	if (p->len == 0 && npipes_kept < NET_PIPES_KEPT) {
+		pipes_kept[npipes_kept++] = *p;
+	} else {
+		close(p->r);
+		close(p->w);
+	}
+	*p = (struct net_pipe){.r = -1, .w = -1};
+}
 
 /* ---- TLS --------------------------------------------------------------------------------------- */
 

@@ -3,7 +3,8 @@
  * connections and the Redis probes read, write, flush, shut down and close through it; what they
  * do with the bytes (the protocol) stays theirs.
  *
- *   plain  recv / send / evbuffer_write: what the data path did before, one indirect call more
+ *   plain  recv / send / evbuffer_write: what the data path did before, one indirect call more;
+ *          splice(2) through a pipe for the payloads a protocol says need not be seen
  *   TLS    SSL_read_ex / SSL_write_ex over the same non-blocking socket; `want` says which event a
  *          call that could not go on waits for (a TLS read may need the socket writable, a write
  *          readable); a handshake is driven from the loop like a connect
@@ -23,6 +24,7 @@
 
 struct evbuffer;
 struct net_conn;
+struct net_pipe;
 struct net_tls;
 typedef struct ssl_st SSL;
 
@@ -42,6 +44,21 @@ struct net_ops {
 	 * for it). */
 	bool (*pending)(const struct net_conn *c);
 	void (*shutdown_write)(struct net_conn *c);
+	/* Zero copy (optional: plain only; a TLS record must pass through OpenSSL). splice_in moves up
+	 * to len bytes from the socket into the pipe (its count, 0 at the peer's end, -1 on error, -2
+	 * when nothing is there now); splice_out moves up to len bytes of the pipe to the socket (its
+	 * count, 0 when the socket takes none now, -1 on error). The bytes never enter user space. */
+	ssize_t (*splice_in)(struct net_conn *c, struct net_pipe *p, size_t len);
+	ssize_t (*splice_out)(struct net_conn *c, struct net_pipe *p, size_t len);
+};
+
+/* A pipe holding bytes owed to one socket (splice_in put them there, splice_out takes them out),
+ * or none (open false). Taken when needed and given back empty (net_pipe_put): a few are kept for the
+ * next session. */
+struct net_pipe {
+	int r, w;
+	size_t len;                  /* bytes in it */
+	bool open;                   /* r and w are a pipe's (zeroed memory is none) */
 };
 
 struct net_conn {
@@ -71,6 +88,12 @@ ssize_t net_conn_peek(struct net_conn *c, uint8_t *b);
 
 /* Closes the socket and frees the TLS state; the conn is then as net_conn_init(c, -1) left it. */
 void net_conn_close(struct net_conn *c);
+
+/* A pipe for p (one kept, or a new one); false when none can be had (errno set): the caller copies
+ * as before. */
+bool net_pipe_get(struct net_pipe *p);
+/* Gives p's pipe back (kept when empty, else closed: its bytes go with it); p is then none. */
+void net_pipe_put(struct net_pipe *p);
 
 /* ---- TLS --------------------------------------------------------------------------------------- */
 

@@ -60,6 +60,7 @@ struct service_counters {
 	uint64_t pinned;             /* multiplex: sessions that needed a connection of their own */
 	uint64_t bytes_client_to_server;
 	uint64_t bytes_server_to_client;
+	uint64_t bytes_spliced;      /* of those either way, moved by splice(2) without a copy (plain, large values) */
 	/* Sessions closed at a failover, at an idle point, because what they set on their server
 	 * cannot be carried to another (proto->unmovable_reason; "replay_full" when the settings to
 	 * replay are out of room), per reason: the first SESSION_UNMOVABLE_REASONS seen. */
@@ -192,6 +193,7 @@ struct session_side {
 	struct event *rev;           /* EV_READ | EV_PERSIST, added while reading */
 	struct event *wev;           /* EV_WRITE | EV_PERSIST, added while `out` waits for the kernel */
 	struct evbuffer *out;        /* bytes owed to this socket */
+	struct net_pipe pipe;        /* ... and before them, in a pipe (splice), while it holds any */
 	bool reading, writing;
 	bool paused;                 /* reading stopped: the other side's `out` is above the high water */
 	bool handshaking;            /* a client's TLS handshake: what it is owed waits in `out` */
@@ -273,6 +275,8 @@ struct session {
 	struct proto_relay relay;
 	struct evbuffer *greeting;
 	bool opaque_seen;            /* its bytes stopped being readable to the tracker (counted once) */
+	bool big_answers;            /* an answer's payload was spliced: its reads stop where one may begin */
+	bool big_requests;           /* ... a request's */
 	bool client_sniff;           /* listen_tls = on (TLS from the first byte): its first byte
 	                                tells a TLS client (a handshake record) from a plaintext one */
 	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or

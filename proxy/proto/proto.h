@@ -52,6 +52,12 @@ struct proto_ops {
 	void (*feed)(struct proto_state *st, enum proto_dir dir, const uint8_t *p, size_t n);
 	bool (*is_idle)(const struct proto_state *st);
 	bool (*is_opaque)(const struct proto_state *st);
+	/* Payload (optional; RESP): how many of the next bytes in `dir` the tracker would only count (a
+	 * bulk string's inside and end), so that they may pass without being read (splice); skip
+	 * counts n of them as fed (n at most payload's). Nothing else of the session looks inside
+	 * such bytes. */
+	uint64_t (*payload)(const struct proto_state *st, enum proto_dir dir);
+	void (*skip)(struct proto_state *st, enum proto_dir dir, uint64_t n);
 	/* at_rest (optional; Postgres, MySQL): every request answered and nothing half-sent either way,
 	 * a transaction open or not -- where a client that says goodbye leaves a connection that a reset
 	 * (its transaction rolled back first) makes as a new login leaves it. */

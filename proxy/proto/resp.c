@@ -513,6 +513,18 @@ static bool resp_inline_space(uint8_t b)
 	return b == ' ' || b == '\t' || b == '\r' || b == '\v' || b == '\f';
 }
 
+/* An argument's end bytes are in: the next argument, or the command is whole. */
+static void resp_arg_done(struct resp_state *r)
+{
+	resp_arg_end(r);
+	if (--r->c_args_left == 0) {
+		resp_cmd_end(r);
+		r->c_state = RC_START;
+	} else {
+		r->c_state = RC_ARG_TYPE;
+	}
+}
+
 static void resp_feed_client(struct resp_state *r, const uint8_t *p, size_t n)
 {
 	while (n && !r->opaque) {
@@ -610,13 +622,7 @@ static void resp_feed_client(struct resp_state *r, const uint8_t *p, size_t n)
 				r->opaque = true;
 				break;
 			}
-			resp_arg_end(r);
-			if (--r->c_args_left == 0) {
-				resp_cmd_end(r);
-				r->c_state = RC_START;
-			} else {
-				r->c_state = RC_ARG_TYPE;
-			}
+			resp_arg_done(r);
 			break;
 		case RC_INLINE:
 			if (r->arg_idx >= 3 && !r->in_word) {
@@ -783,6 +789,49 @@ size_t resp_replies_scan(struct proto_state *st, const uint8_t *p, size_t n, uin
 	return r->opaque ? (size_t)-1 : used;
 }
 
+/* Inside a bulk string the tracker only counts: a reply's payload and the two bytes that end it, a
+ * request's past the bytes it looks at (an argument it captures is never skipped). The end bytes
+ * are counted rather than checked -- as Redis and hiredis themselves frame a bulk string (by its
+ * length), so both ends read the same frames the tracker counts. */
+static uint64_t resp_payload(const struct proto_state *st, enum proto_dir dir)
+{
+	const struct resp_state *r = rs_c(st);
+
+	if (r->opaque)
+		return 0;
+	if (dir == PROTO_CLIENT_TO_SERVER)
+		return r->c_state == RC_ARG_DATA && r->cap_over ? r->c_left + 2 : 0;
+	return r->s_state == SS_BULK ? r->s_bulk + 2 : 0;
+}
+
+static void resp_skip(struct proto_state *st, enum proto_dir dir, uint64_t n)
+{
+	struct resp_state *r = rs(st);
+	bool client = dir == PROTO_CLIENT_TO_SERVER;
+	uint64_t *left = client ? &r->c_left : &r->s_bulk;
+
+	if (n > resp_payload(st, dir)) {
+		r->opaque = true;  /* a caller's bug: say so rather than count wrong */
+		return;
+	}
+	r->frame_end = false;
+	if (n < *left) {
+		*left -= n;
+		return;
+	}
+	n -= *left;
+	*left = 0;
+	if (client) {
+		r->c_state = n == 0 ? RC_ARG_CR : RC_ARG_LF;
+		if (n == 2)
+			resp_arg_done(r);
+	} else {
+		r->s_state = n == 0 ? SS_BULK_CR : SS_BULK_LF;
+		if (n == 2)
+			resp_value_done(r);
+	}
+}
+
 static bool resp_is_idle(const struct proto_state *st)
 {
 	const struct resp_state *r = rs_c(st);
@@ -933,6 +982,8 @@ const struct proto_ops proto_redis = {
 	.feed = resp_feed,
 	.is_idle = resp_is_idle,
 	.is_opaque = resp_is_opaque,
+	.payload = resp_payload,
+	.skip = resp_skip,
 	.refuse = resp_refuse,
 	.can_migrate = resp_can_migrate,
 	.retryable = resp_retryable,

@@ -33,7 +33,18 @@ static inline void fuzz_feed(const struct proto_ops *ops, struct proto_state *st
 		enum proto_dir dir = (c & 0x80) ? PROTO_SERVER_TO_CLIENT : PROTO_CLIENT_TO_SERVER;
 		if (len > n)
 			len = n;
-		ops->feed(st, dir, p, len);
+		uint64_t run = ops->payload != NULL && (c & 0x40) ? ops->payload(st, dir) : 0;
+		if (run > 0) {
+			/* Those bytes spliced rather than fed (a payload's inside and end): counted only. */
+			if (len > run)
+				len = (size_t)run;
+			ops->skip(st, dir, len);
+			/* What is left of the payload, or none once in its two end bytes (those are fed). */
+			uint64_t after = ops->payload(st, dir);
+			FUZZ_CHECK(ops->is_opaque(st) || (run - len > 2 ? after == run - len : after == 0));
+		} else {
+			ops->feed(st, dir, p, len);
+		}
 		(void)ops->is_idle(st);
 		(void)ops->is_opaque(st);
 		if (ops->can_migrate != NULL)

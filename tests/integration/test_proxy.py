@@ -29,6 +29,70 @@ def test_16mib_payload_round_trips_unchanged(start_repoint, name):
 
 
 
+@pytest.mark.parametrize("multiplex", ["off", "on"])
+def test_large_redis_values_pass_by_splice_unchanged(start_repoint, lab, multiplex):
+    """Plain on both sides, a large bulk payload goes from one socket to the other through a pipe
+    (splice(2)), never read by repoint, either way: values around the 16 KiB threshold and far above
+    it, whose bytes look like RESP (CRLF, -READONLY, $ headers), are stored as sent and come back
+    unchanged alone, pipelined and mixed with small commands, and the bytes spliced are counted. A
+    client that reads slowly gets every byte in order (the pipe and the buffer behind it are drained
+    before the member is read on)."""
+    rp = start_repoint(redis={"multiplex": multiplex})
+    port = rp.ports["redis"]
+    c = redis.Redis("127.0.0.1", port, socket_timeout=30)
+    sizes = [0, 1, 16381, 16382, 16383, 16384, 16385, 65534, 65536, 100000, 262143, 1 << 20, 5 << 20]
+    noise = b"\r\n-READONLY You can't write\r\n$5\r\n*2\r\n"
+    vals = {}
+    for n in sizes:
+        v = (noise * (n // len(noise) + 1))[:n // 2] + os.urandom(n - n // 2)
+        vals[n] = v
+        assert c.set("splice:%d" % n, v)
+    direct = redis.Redis("127.0.0.1", lab.primary("redis").port, socket_timeout=30)
+    for n in sizes:
+        assert direct.get("splice:%d" % n) == vals[n], n
+    direct.close()
+    sent = rp.service("redis")["counters"]["bytes_spliced"]
+    assert sent > sum(sizes) // 2, sent   # the SETs' values, most of them
+    for n in sizes:
+        assert c.get("splice:%d" % n) == vals[n], n
+    c.delete("splice:n")
+    p = c.pipeline(transaction=False)
+    for n in sizes + sizes[::-1]:
+        p.get("splice:%d" % n)
+        p.incr("splice:n")
+    out = p.execute()
+    assert out[0::2] == [vals[n] for n in sizes + sizes[::-1]]
+    assert out[1::2] == list(range(1, 2 * len(sizes) + 1))
+    # Several clients at once, each its own values.
+    clients = [redis.Redis("127.0.0.1", port, socket_timeout=30) for _ in range(8)]
+    for i, x in enumerate(clients):
+        assert x.get("splice:%d" % sizes[-2 - i % 3]) == vals[sizes[-2 - i % 3]]
+    spliced = rp.service("redis")["counters"]["bytes_spliced"]
+    # Most of the bytes of the large values went through the pipe: once alone, twice pipelined.
+    assert spliced - sent > 3 * sum(sizes) // 2, (sent, spliced)
+    m = re.search(r'repoint_spliced_bytes_total\{service="redis"\} (\d+)', rp.metrics())
+    assert m and int(m.group(1)) >= spliced
+    if multiplex == "off":
+        # A client that asks for 20 MiB at once and reads 64 KiB at a time with pauses.
+        s = socket.create_connection(("127.0.0.1", port))
+        key = b"splice:%d" % (1 << 20)
+        s.sendall((b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)) * 20)
+        want = (b"$%d\r\n" % (1 << 20) + vals[1 << 20] + b"\r\n") * 20
+        got = bytearray()
+        s.settimeout(30)
+        while len(got) < len(want):
+            b = s.recv(65536)
+            assert b, "closed after %d of %d bytes" % (len(got), len(want))
+            got += b
+            if len(got) % (1 << 20) < 65536:
+                time.sleep(0.05)
+        assert bytes(got) == want
+        s.close()
+        assert rp.service("redis")["counters"]["bytes_spliced"] > spliced + (10 << 20)
+    for x in clients + [c]:
+        x.close()
+
+
 def test_held_client_gets_a_native_error_after_hold_timeout(tmp_path):
     dead = free_port()  # nothing listens there
     common = f"members = 127.0.0.1:{dead}\nhold_timeout = 1s\nprobe_interval = 100ms\n"

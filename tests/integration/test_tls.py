@@ -93,6 +93,7 @@ def test_plaintext_clients_reach_tls_only_members(tls_pair, pki, tmp_path, multi
         clients = [redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=10) for _ in range(20)]
         assert all(x.incr("tls:n") for x in clients)
         assert int(c.get("tls:n")) == 20
+        assert rp.service("rd")["counters"]["bytes_spliced"] == 0  # TLS to the member: every byte through OpenSSL
         if multiplex == "off":
             # Each session has its own TLS connection to the member; after the first, they resume the session.
             import json
@@ -294,6 +295,7 @@ def test_redis_clients_over_tls_to_tls_members(tls_pair, pki, tmp_path):
         for i in range(1000):
             pipe.incr("tls2:n")
         assert pipe.execute()[-1] == 1000
+        assert rp.service("rd")["counters"]["bytes_spliced"] == 0
         # A plaintext client is not served where TLS is required.
         with pytest.raises(redis.ConnectionError):
             redis.Redis("127.0.0.1", rp.ports["rd"], socket_timeout=5).ping()

@@ -3034,6 +3034,93 @@ static const struct step resp_negative_inline_count[] = {
 	S("+PONG\r\n", ID),
 };
 
+#define LIT(x) (const uint8_t *)(x), sizeof(x) - 1
+
+/* An answer whose bulk payloads are skipped (spliced) rather than fed: the tracker ends in the same
+ * state as when fed every byte, for every split of the skipped run, in a pipeline of mixed replies;
+ * the end bytes are counted, not checked (as hiredis frames); a skip past the payload is refused. */
+START_TEST(test_resp_answer_skip)
+{
+	static const char cmds[] = "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
+				   "*1\r\n$4\r\nPING\r\n*2\r\n$6\r\nLRANGE\r\n$1\r\nl\r\n";
+	uint8_t big[3000];
+	struct proto_state st;
+	const struct proto_ops *ops = &proto_redis;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)"\r\n$*-+:x"[rng() % 9];
+	for (size_t cut = 0; cut <= sizeof(big) + 2; cut = cut < 8 || cut >= sizeof(big) - 8 ? cut + 1
+								: cut + 97 < sizeof(big) - 8 ? cut + 97 : sizeof(big) - 8) {
+		for (int garbage_end = 0; garbage_end < 2; garbage_end++) {
+			ops->init(&st);
+			ops->feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)cmds, sizeof(cmds) - 1);
+			ck_assert_uint_eq(ops->payload(&st, PROTO_SERVER_TO_CLIENT), 0);
+			/* GET a: a bulk of 3000 bytes, the first `cut` of them skipped, the rest fed. */
+			ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("$3000\r\n"));
+			ck_assert_uint_eq(ops->payload(&st, PROTO_SERVER_TO_CLIENT), sizeof(big) + 2);
+			ops->skip(&st, PROTO_SERVER_TO_CLIENT, cut);
+			ck_assert(!ops->is_opaque(&st));
+			if (cut < sizeof(big))
+				ops->feed(&st, PROTO_SERVER_TO_CLIENT, big + cut, sizeof(big) - cut);
+			const char *end = garbage_end ? "XY" : "\r\n";
+			if (cut < sizeof(big) + 2)
+				ops->feed(&st, PROTO_SERVER_TO_CLIENT, (const uint8_t *)end + (cut > sizeof(big) ? cut - sizeof(big) : 0),
+					  2 - (cut > sizeof(big) ? cut - sizeof(big) : 0));
+			/* Fed, wrong end bytes make the tracker opaque; skipped, they are counted. */
+			ck_assert(ops->is_opaque(&st) == (garbage_end && cut < sizeof(big) + 2));
+			if (ops->is_opaque(&st))
+				continue;
+			ck_assert(!ops->is_idle(&st));
+			/* GET b: the whole bulk and its end skipped in one step. */
+			ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("$3000\r\n"));
+			ops->skip(&st, PROTO_SERVER_TO_CLIENT, sizeof(big) + 2);
+			ck_assert_uint_eq(ops->payload(&st, PROTO_SERVER_TO_CLIENT), 0);
+			ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("+PONG\r\n"));
+			ck_assert(!ops->is_idle(&st));
+			/* LRANGE: an array of two bulks, the second's payload skipped but for its last byte. */
+			ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("*2\r\n$2\r\nab\r\n$3000\r\n"));
+			ops->skip(&st, PROTO_SERVER_TO_CLIENT, sizeof(big) - 1);
+			ck_assert_uint_eq(ops->payload(&st, PROTO_SERVER_TO_CLIENT), 3);
+			ck_assert(!ops->is_idle(&st));
+			ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("z\r\n"));
+			ck_assert(!ops->is_opaque(&st));
+			ck_assert(ops->is_idle(&st));
+		}
+	}
+	/* A request's large argument, every cut of it skipped (its end bytes counted, not checked); the
+	 * name and a short key, which the tracker looks at, are never offered. */
+	for (size_t cut = 0; cut <= sizeof(big) + 2; cut = cut < 8 || cut >= sizeof(big) - 8 ? cut + 1
+								: cut + 97 < sizeof(big) - 8 ? cut + 97 : sizeof(big) - 8) {
+		ops->init(&st);
+		ops->feed(&st, PROTO_CLIENT_TO_SERVER, LIT("*3\r\n$3\r\nSET"));
+		ck_assert_uint_eq(ops->payload(&st, PROTO_CLIENT_TO_SERVER), 0);
+		ops->feed(&st, PROTO_CLIENT_TO_SERVER, LIT("\r\n$1\r\nk\r\n$3000\r\n"));
+		ck_assert_uint_eq(ops->payload(&st, PROTO_CLIENT_TO_SERVER), sizeof(big) + 2);
+		ops->skip(&st, PROTO_CLIENT_TO_SERVER, cut);
+		if (cut < sizeof(big))
+			ops->feed(&st, PROTO_CLIENT_TO_SERVER, big + cut, sizeof(big) - cut);
+		if (cut < sizeof(big) + 2)
+			ops->feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)"\r\n" + (cut > sizeof(big) ? cut - sizeof(big) : 0),
+				  2 - (cut > sizeof(big) ? cut - sizeof(big) : 0));
+		ck_assert_uint_eq(ops->payload(&st, PROTO_CLIENT_TO_SERVER), 0);
+		ops->feed(&st, PROTO_CLIENT_TO_SERVER, LIT("*1\r\n$5\r\nMULTI\r\n"));
+		ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("+OK\r\n+OK\r\n"));
+		ck_assert(!ops->is_opaque(&st));
+		ck_assert(!ops->is_idle(&st));  /* MULTI was taken for what it is: the command after the skip */
+		ops->feed(&st, PROTO_CLIENT_TO_SERVER, LIT("*1\r\n$7\r\nDISCARD\r\n"));
+		ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("+OK\r\n"));
+		ck_assert(ops->is_idle(&st));
+	}
+	/* More than the payload and its end: refused, the tracker opaque rather than wrong. */
+	ops->init(&st);
+	ops->feed(&st, PROTO_CLIENT_TO_SERVER, (const uint8_t *)cmds, 27);
+	ops->feed(&st, PROTO_SERVER_TO_CLIENT, LIT("$10\r\n"));
+	ops->skip(&st, PROTO_SERVER_TO_CLIENT, 13);
+	ck_assert(ops->is_opaque(&st));
+	ck_assert_uint_eq(ops->payload(&st, PROTO_SERVER_TO_CLIENT), 0);
+}
+END_TEST
+
 START_TEST(test_resp_sessions)
 {
 	RUN(proto_redis, resp_pipeline);
@@ -3589,6 +3676,7 @@ int main(void)
 	tcase_add_test(my, test_my_session_state);
 	tcase_add_test(my, test_my_relay);
 	tcase_add_test(rd, test_resp_sessions);
+	tcase_add_test(rd, test_resp_answer_skip);
 	tcase_add_test(rd, test_resp_hostile);
 	tcase_add_test(rd, test_resp_big_bulk);
 	tcase_add_test(rd, test_resp_fresh);
