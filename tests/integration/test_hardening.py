@@ -465,3 +465,43 @@ def test_multiplex_reads_are_not_held_up_by_a_paused_write(start_repoint, lab):
     finally:
         direct.execute_command("CLIENT", "UNPAUSE")
         writer.close()
+
+
+@pytest.mark.parametrize("multiplex", ["off", "on"])
+def test_a_large_value_cut_short_by_its_client_leaves_nothing_behind(start_repoint, lab, multiplex):
+    """Large values pass by splice(2), through pipes repoint keeps for the next session. A client that
+    goes away in the middle of one -- sending a SET, or reading a GET -- leaves no command half-sent
+    that runs, and no byte in a pipe that another client would get: each next client reads exactly
+    its own value, twenty times over."""
+    rp = start_repoint(redis={"multiplex": multiplex})
+    port = rp.ports["redis"]
+    direct = rd(lab.primary("redis").port)
+    values = {i: os.urandom((1 << 20) * (2 + i % 3)) for i in range(4)}
+    for i, v in values.items():
+        direct.set(f"hard:big:{i}", v)
+    direct.delete("hard:big:cut")
+    idle = svc(rp, "redis")["clients"]
+    for round_ in range(20):
+        # A SET of a declared 8 MiB of which 1 MiB comes, then the client is gone.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$12\r\nhard:big:cut\r\n$8388608\r\n" + os.urandom(1 << 20))
+        s.close()
+        # A GET of 2-4 MiB read for 100 KB, then the client is gone.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$10\r\nhard:big:%d\r\n" % (round_ % 4))
+        got = 0
+        while got < 100000:
+            b = s.recv(65536)
+            assert b
+            got += len(b)
+        s.close()
+        # The next client gets its own value, every byte of it.
+        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
+        k = (round_ + 1) % 4
+        assert c.get(f"hard:big:{k}") == values[k], round_
+        c.connection_pool.disconnect()   # (close() leaves the socket to the garbage collector)
+    wait_for(lambda: svc(rp, "redis")["clients"] == idle, 10, what="every cut session to be gone")
+    assert direct.get("hard:big:cut") is None    # the half-sent SET never ran
+    assert svc(rp, "redis")["counters"]["bytes_spliced"] > 10 * (1 << 20)   # the cut SETs at least
+    assert rd(port).ping()
+    direct.close()
