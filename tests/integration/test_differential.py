@@ -40,7 +40,8 @@ INHERENT = [
 ]
 
 MODES = {
-    "plain": {},
+    # Redis multiplexes by default: "plain" says off, so that both of its paths are compared.
+    "plain": {"redis": {"multiplex": "off"}},
     "multiplex": {"redis": {"multiplex": "on"}},
     # later: "tls": {...}, "cluster": {...}
 }

@@ -13,7 +13,8 @@ import redis
 
 from conftest import Repoint, free_port, rss_kb, wait_for
 
-MODES = {"plain": {}, "multiplex": {"redis": {"multiplex": "on"}}}
+# Redis multiplexes by default: "plain" says off, so that both paths are tried.
+MODES = {"plain": {"redis": {"multiplex": "off"}}, "multiplex": {"redis": {"multiplex": "on"}}}
 
 
 def svc(rp, name):
