@@ -285,21 +285,17 @@ static uint8_t session_io[SESSION_READ_MAX];
 /* What of session_io a transaction's replay compares (proto->tx_strip). */
 static uint8_t strip_io[SESSION_READ_MAX + 8];
 
-/* One read of up to `max` bytes (at most SESSION_READ_MAX) into session_io. Returns the byte count, 0
- * at EOF, -1 on error, -2 when nothing was there. What the transport holds beyond (TLS) is read at
- * the next turn. */
-static ssize_t read_upto(struct session_side *d, size_t max)
+/* One read into session_io: up to SESSION_SPLICE_MIN from a side that sent large payloads (it stops
+ * where the next may begin, so that most of it is spliced rather than copied), else as much as
+ * session_io holds. Returns the byte count, 0 at EOF, -1 on error, -2 when nothing was there. What
+ * the transport holds beyond (TLS) is read at the next turn. */
+static ssize_t read_once(struct session_side *d)
 {
-	ssize_t r = d->conn.ops->read(&d->conn, session_io, max < sizeof(session_io) ? max : sizeof(session_io));
+	ssize_t r = d->conn.ops->read(&d->conn, session_io, d->big ? SESSION_SPLICE_MIN : sizeof(session_io));
 
 	if (r > 0 && d->conn.ssl != NULL && d->reading && d->conn.ops->pending(&d->conn))
 		event_active(d->rev, EV_READ, 1);
 	return r;
-}
-
-static ssize_t read_once(struct session_side *d)
-{
-	return read_upto(d, sizeof(session_io));
 }
 
 /* Send p[0..n) to `d`: straight to the socket when nothing is queued before it, else (and for what
@@ -3249,12 +3245,11 @@ static bool splice_payload(struct session *s, enum proto_dir dir)
 	}
 	proto->skip(&s->ps, dir, (uint64_t)n);
 	s->host->counters.bytes_spliced += (uint64_t)n;
+	from->big = true;
 	if (answer) {
-		s->big_answers = true;
 		s->host->counters.bytes_server_to_client += (uint64_t)n;
 		s->bytes_out += (uint64_t)n;
 	} else {
-		s->big_requests = true;
 		s->retry_valid = false;
 		s->host->counters.bytes_client_to_server += (uint64_t)n;
 		s->bytes_in += (uint64_t)n;
@@ -3343,9 +3338,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if ((s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING) && splice_payload(s, PROTO_CLIENT_TO_SERVER))
 		return;
-	/* A session that sent large values reads up to where the next one's payload may begin. */
-	r = s->big_requests && (s->state == SESSION_ACTIVE || s->state == SESSION_DRAINING)
-		    ? read_upto(&s->client, SESSION_SPLICE_MIN) : read_once(&s->client);
+	r = read_once(&s->client);
 	if (r == -2)
 		return;
 	if (r <= 0) {
@@ -3531,9 +3524,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (splice_payload(s, PROTO_SERVER_TO_CLIENT))
 		return;
-	/* A session that had large values reads up to where the next one's payload may begin, so
-	 * that most of it is spliced rather than copied. */
-	r = s->big_answers ? read_upto(&s->upstream, SESSION_SPLICE_MIN) : read_once(&s->upstream);
+	r = read_once(&s->upstream);
 	if (r == -2)
 		return;
 	if (r <= 0) {

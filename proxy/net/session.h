@@ -197,6 +197,7 @@ struct session_side {
 	bool reading, writing;
 	bool paused;                 /* reading stopped: the other side's `out` is above the high water */
 	bool handshaking;            /* a client's TLS handshake: what it is owed waits in `out` */
+	bool big;                    /* a payload from it was spliced: its reads stop where the next may begin */
 };
 
 /* Fields are session.c's; the service reads `state`, `member` and walks its lists through `all`
@@ -275,8 +276,6 @@ struct session {
 	struct proto_relay relay;
 	struct evbuffer *greeting;
 	bool opaque_seen;            /* its bytes stopped being readable to the tracker (counted once) */
-	bool big_answers;            /* an answer's payload was spliced: its reads stop where one may begin */
-	bool big_requests;           /* ... a request's */
 	bool client_sniff;           /* listen_tls = on (TLS from the first byte): its first byte
 	                                tells a TLS client (a handshake record) from a plaintext one */
 	bool greet;                  /* pinned: its own connection says HELLO 3 (a RESP3 session) or
