@@ -7,7 +7,11 @@ and same configuration except `multiplex = on` in the redis service; for the red
 `haproxy-splice`: HAProxy with `option splice-request` and `splice-response` (splice(2): the kernel
 moves the bytes, HAProxy never copies them; what a user tunes it to for large values); the peers people would pick
 instead, `twemproxy` (nutcracker 0.5, one server connection shared by every client) for the Redis
-rows and `pgbouncer` (1.18, session pooling) for the Postgres rows. Each workload runs `--reps`
+rows and `pgbouncer` (1.18, session pooling) for the Postgres rows; and the relay
+floors `floor-epoll` and `floor-uring` (benchkit/relay_floor.c, built into --floor-build: a
+connection per client, bytes passed on unread, with epoll + recv/send and with io_uring): what the
+kernel costs per request in each I/O model, beside what repoint costs (also on the Postgres and
+MariaDB throughput rows: a raw relay passes any protocol). Each workload runs `--reps`
 times, the order of the paths rotating between repetitions; the tables show the median and [min-max].
 The `tls` workload (benchkit/tls.py) has paths of its own around one TLS-only redis-server: direct TLS,
 HAProxy and repoint with TLS on both sides, and repoint originating TLS for a plaintext client; and
@@ -35,7 +39,7 @@ from . import failover as failover_mod
 from . import report, throughput
 from . import tls as tls_mod
 from . import cluster as cluster_mod
-from .proxies import HAProxy, Pgbouncer, Repoint, Twemproxy
+from .proxies import HAProxy, Pgbouncer, RelayFloor, Repoint, Twemproxy, relay_floor_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -57,6 +61,11 @@ MUX_OVERRIDES = {"redis": {"multiplex": "on"}}   # the only difference between r
 SPLICE = "haproxy-splice"
 # The peer people would pick instead of repoint, per engine (run in the same interleaved rotation).
 PEERS = {"redis": "twemproxy", "postgres": "pgbouncer"}
+# The floors of a relay (benchkit/relay_floor.c) on the throughput rows: what the kernel costs per request
+# with readiness (epoll, recv, send: repoint's model, HAProxy's, twemproxy's) and with completions
+# (io_uring, one io_uring_enter per loop turn).
+FLOORS = ("floor-epoll", "floor-uring")
+THROUGHPUT = {"redis": "redis", "postgres": "pg", "mysql": "mysql"}   # engine -> its throughput workload
 
 
 def log(msg):
@@ -68,6 +77,8 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repoint", default=os.path.join(TOP, "build", "bench", "proxy", "repoint"),
                     help="the repoint binary (default build/bench/proxy/repoint, which scripts/bench builds)")
+    ap.add_argument("--floor-build", default=os.path.join(TOP, "build", "bench-floor"),
+                    help="where benchkit/relay_floor.c is built for the floor paths (default build/bench-floor)")
     ap.add_argument("--smoke", action="store_true",
                     help="seconds per workload, tiny counts, 1 repetition, same code paths; no speed assertions")
     ap.add_argument("--only", default=",".join(WORKLOADS),
@@ -140,6 +151,7 @@ class Bench:
         self.lab = Lab(os.path.join(self.workdir, "lab"))
         self.haproxy = self.repoint = self.mux = self.splice = None
         self.peers = {}   # engine -> Twemproxy / Pgbouncer
+        self.floors = {}  # path -> RelayFloor
         self.mux_dead = False
         self.extra_procs = []
 
@@ -179,25 +191,43 @@ class Bench:
             self.splice.wait_ready()
             log("%s %s ready" % (SPLICE, self.splice.ports))
         self.start_peers(engines)
+        self.start_floors([e for e in engines if THROUGHPUT[e] in self.a.only])
+
+    def start_or_record(self, make):
+        """make(): a Proc, then waited for. None when it cannot be made or started: the error is recorded
+        (exit 1) and the other paths still run."""
+        p = None
+        try:
+            p = make()
+            p.wait_ready()
+            log("%s %s ready" % (p.name, p.ports))
+            return p
+        except BenchError as exc:
+            msg = str(exc).splitlines()[0][:300]
+            log("ERROR " + msg)
+            self.errors.append(msg)
+            if p is not None:
+                p.stop()
+            return None
+
+    def start_floors(self, engines):
+        """The relay floors for the throughput rows of `engines` (one process per I/O model)."""
+        if not engines:
+            return
+        for path in FLOORS:
+            p = self.start_or_record(lambda path=path: RelayFloor(relay_floor_binary(self.a.floor_build), self.lab,
+                                                                  self.workdir, path.split("-", 1)[1], engines))
+            if p is not None:
+                self.floors[path] = p
 
     def start_peers(self, engines):
-        """twemproxy for the Redis rows, pgbouncer for the Postgres rows. A peer that cannot start is an
-        error (exit 1); the other paths still run."""
+        """twemproxy for the Redis rows, pgbouncer for the Postgres rows."""
         for engine, kind, want in (("redis", Twemproxy, "redis"), ("postgres", Pgbouncer, "pg")):
             if engine not in engines or want not in self.a.only:
                 continue
-            p = None
-            try:
-                p = kind(self.lab, self.workdir, "main")
-                p.wait_ready()
+            p = self.start_or_record(lambda kind=kind: kind(self.lab, self.workdir, "main"))
+            if p is not None:
                 self.peers[engine] = p
-                log("%s %s ready" % (p.name, p.ports))
-            except BenchError as exc:
-                msg = str(exc).splitlines()[0][:300]
-                log("ERROR " + msg)
-                self.errors.append(msg)
-                if p is not None:
-                    p.stop()
 
     def start_mux(self, engines):
         """repoint-mux: the same binary and lab configuration as `repoint`, with multiplex = on for the
@@ -216,7 +246,8 @@ class Bench:
             self.mux = None
 
     def teardown(self):
-        for p in [self.haproxy, self.repoint, self.mux, self.splice] + list(self.peers.values()) + self.extra_procs:
+        for p in ([self.haproxy, self.repoint, self.mux, self.splice] + list(self.peers.values()) +
+                  list(self.floors.values()) + self.extra_procs):
             if p is not None:
                 try:
                     p.stop()
@@ -238,7 +269,8 @@ class Bench:
 
     def proc(self, path):
         peers = {p.name: p for p in self.peers.values()}
-        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, SPLICE: self.splice, **peers}.get(path)
+        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, SPLICE: self.splice, **peers,
+                **self.floors}.get(path)
 
     def mux_usable(self, try_write=False):
         """repoint-mux is the new code under test: if it has exited (or, with try_write, does not route
@@ -261,12 +293,13 @@ class Bench:
             return False
 
     def paths(self, engine):
-        """The paths a workload on `engine` runs against: repoint-mux and haproxy-splice only for Redis
-        (when they started)."""
+        """The paths a workload on `engine` runs against: repoint-mux and haproxy-splice only for Redis,
+        the relay floors on the throughput rows (when they started)."""
         paths = REDIS_PATHS if engine == "redis" and self.mux is not None else PATHS
         if engine == "redis" and self.splice is not None:
             paths += (SPLICE,)
-        return paths + ((PEERS[engine],) if engine in self.peers else ())
+        paths += (PEERS[engine],) if engine in self.peers else ()
+        return paths + tuple(f for f in FLOORS if f in self.floors and engine in self.floors[f].ports)
 
     # ---- throughput -----------------------------------------------------------------------------
     def run_throughput(self, engine, tests):
@@ -316,7 +349,7 @@ class Bench:
             by_rep = {p: {r["rep"]: r.get("throughput") for r in runs} for p, runs in d["runs"].items()}
             # repoint/direct, repoint/haproxy; for Redis also repoint-mux/direct, repoint-mux/haproxy and
             # repoint-mux/repoint (what multiplexing changes)
-            peers = tuple(PEERS.values()) + (SPLICE,)
+            peers = tuple(PEERS.values()) + (SPLICE,) + FLOORS
             for mine, others in (("repoint", ("direct", "haproxy") + peers),
                                  (MUX, ("direct", "haproxy", "repoint") + peers)):
                 for other in others:

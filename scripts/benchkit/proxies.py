@@ -1,5 +1,7 @@
-"""The two proxies under test: repoint (from a lab configuration) and HAProxy 2.6 in TCP mode with
-a configuration equivalent to repoint's (one frontend per service, role checks at the same interval)."""
+"""The proxies under test: repoint (from a lab configuration) and HAProxy 2.6 in TCP mode with
+a configuration equivalent to repoint's (one frontend per service, role checks at the same interval);
+the peers (twemproxy, pgbouncer); and the relay floors (relay_floor.c: the least a relay does, with
+epoll and with io_uring)."""
 
 import json
 import os
@@ -21,6 +23,17 @@ def _ms(duration):
     if d.endswith("s"):
         return int(float(d[:-1]) * 1000)
     return int(d)
+
+
+def distinct_ports(engines):
+    """{engine: a free port}, no two the same."""
+    ports = {}
+    for e in engines:
+        p = free_port()
+        while p in ports.values():
+            p = free_port()
+        ports[e] = p
+    return ports
 
 
 class Proc:
@@ -192,12 +205,7 @@ class HAProxy(Proc):
         self.lab, self.engines = lab, list(engines)
         self.cfg = os.path.join(workdir, "haproxy-%s.cfg" % tag)
         self.sock = os.path.join(workdir, "haproxy-%s.sock" % tag)
-        self.ports = {}
-        for e in engines:
-            p = free_port()
-            while p in self.ports.values():
-                p = free_port()
-            self.ports[e] = p
+        self.ports = distinct_ports(engines)
         self.maxconn, self.threads = maxconn, threads
         with open(self.cfg, "w") as f:
             f.write(haproxy_config(lab, engines, self.ports, self.sock, interval=interval, maxconn=maxconn,
@@ -329,3 +337,45 @@ class Pgbouncer(Proc):
             self.check_alive()
             return _port_answers(self.ports["postgres"])
         wait_for(ok, timeout, "pgbouncer to listen")
+
+
+RELAY_FLOOR_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay_floor.c")
+
+
+def relay_floor_binary(build_dir):
+    """relay_floor.c built into build_dir (again when the source is newer): its path, or BenchError
+    (liburing-dev is missing, say)."""
+    out = os.path.join(build_dir, "relay-floor")
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(RELAY_FLOOR_SRC):
+        return out
+    try:
+        os.makedirs(build_dir, exist_ok=True)
+    except OSError as exc:
+        raise BenchError("relay-floor: %s: %s" % (build_dir, exc)) from exc
+    r = subprocess.run(["cc", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", out + ".tmp", RELAY_FLOOR_SRC,
+                        "-luring"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise BenchError("relay-floor: cc %s failed (liburing-dev; scripts/install-deps installs it):\n%s"
+                         % (RELAY_FLOOR_SRC, r.stdout.decode("utf-8", "replace")[:800]))
+    os.replace(out + ".tmp", out)
+    return out
+
+
+class RelayFloor(Proc):
+    """The floor of a relay in one I/O model (relay_floor.c, `--io epoll|uring`) in front of the lab's
+    primary of each engine: a connection per client, bytes passed on unread, nothing else. Beside
+    repoint it shows what of repoint's CPU per request is the kernel's for that model and what is
+    repoint's own."""
+
+    def __init__(self, binary, lab, workdir, io, engines):
+        self.name = "floor-" + io
+        self.ports = distinct_ports(engines)
+        super().__init__([binary, "--io", io] + ["%d:%d" % (self.ports[e], lab.primary(e).port) for e in engines],
+                         os.path.join(workdir, "%s.log" % self.name))
+
+    def wait_ready(self, timeout=30):
+        for e, port in self.ports.items():
+            def ok(port=port):
+                self.check_alive()
+                return _port_answers(port)
+            wait_for(ok, timeout, "%s to listen for %s" % (self.name, e))

@@ -2,8 +2,9 @@
 
 from .common import fmt_num
 
-# repoint-mux, haproxy-splice, twemproxy: Redis; pgbouncer: Postgres
-PATHS = ("direct", "haproxy", "haproxy-splice", "twemproxy", "pgbouncer", "repoint", "repoint-mux")
+# repoint-mux, haproxy-splice, twemproxy, the relay floors: Redis; pgbouncer: Postgres
+PATHS = ("direct", "haproxy", "haproxy-splice", "twemproxy", "pgbouncer", "repoint", "repoint-mux", "floor-epoll",
+         "floor-uring")
 PEERS = ("twemproxy", "pgbouncer")
 PROXIES = ("repoint", "repoint-mux")                      # the rows of the ratio table
 
@@ -38,10 +39,11 @@ def throughput_table(workloads):
         if w.get("errors"):
             lines.append("%-24s   errors: %s" % ("", "; ".join(w["errors"])[:300]))
     lines.append("")
-    fmt = "%-24s %-11s %11s %11s %12s %10s %10s %10s %10s %11s %13s %14s %12s %14s %13s %15s"
+    fmt = "%-24s %-11s %11s %11s %12s %10s %10s %10s %10s %11s %13s %14s %12s %14s %13s %15s %15s %15s"
     hdr = fmt % ("ratios (of medians)", "X = proxy", "tput X/dir", "tput X/hap", "tput X/peer", "p50 X/dir",
                  "p50 X/hap", "p99 X/dir", "p99 X/hap", "p99 X/peer", "cpu/op X/hap", "cpu/op X/peer",
-                 "tput mux/rp", "cpu/op mux/rp", "tput X/hsplc", "cpu/op X/hsplc")
+                 "tput mux/rp", "cpu/op mux/rp", "tput X/hsplc", "cpu/op X/hsplc", "cpu/op X/epoll",
+                 "cpu/op X/uring")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
         r = w.get("ratios", {})
@@ -53,12 +55,14 @@ def throughput_table(workloads):
             d, h, m = d or {}, h or {}, r.get(x + "/repoint") or {}
             pe = next((r[x + "/" + p] for p in PEERS if x + "/" + p in r), {})
             sp = r.get(x + "/haproxy-splice") or {}
+            fe, fu = r.get(x + "/floor-epoll") or {}, r.get(x + "/floor-uring") or {}
             lines.append(fmt % (
                 wid if first else "", x, _r(d.get("throughput")), _r(h.get("throughput")), _r(pe.get("throughput")),
                 _r(d.get("p50_ms")), _r(h.get("p50_ms")), _r(d.get("p99_ms")), _r(h.get("p99_ms")),
                 _r(pe.get("p99_ms")), _r(h.get("cpu_us_per_op")), _r(pe.get("cpu_us_per_op")),
                 _r(m.get("throughput")) if m else "", _r(m.get("cpu_us_per_op")) if m else "",
-                _r(sp.get("throughput")) if sp else "", _r(sp.get("cpu_us_per_op")) if sp else ""))
+                _r(sp.get("throughput")) if sp else "", _r(sp.get("cpu_us_per_op")) if sp else "",
+                _r(fe.get("cpu_us_per_op")) if fe else "", _r(fu.get("cpu_us_per_op")) if fu else ""))
             first = False
     return "\n".join(lines)
 
