@@ -52,6 +52,7 @@ static const char *const tls_mode_names[] = {
 	NULL};
 static const char *const listen_tls_names[] = {
 	[LISTEN_TLS_OFF] = "off", [LISTEN_TLS_ON] = "on", [LISTEN_TLS_REQUIRE] = "require", NULL};
+static const char *const io_names[] = {[IO_EPOLL] = "epoll", [IO_URING] = "uring", NULL};
 static const char *const cluster_names[] = {[CLUSTER_OFF] = "off", [CLUSTER_ON] = "on", [CLUSTER_AUTO] = "auto", NULL};
 static const char *const auth_names[] = {[AUTH_PASSTHROUGH] = "passthrough", [AUTH_REPOINT] = "repoint", NULL};
 static const char *const client_auth_names[] = {[CLIENT_AUTH_SCRAM] = "scram-sha-256", [CLIENT_AUTH_MD5] = "md5",
@@ -352,6 +353,7 @@ static const struct key_def keys[] = {
 	BOOL(SECTION_SERVICE, "probes", SVC(probes), "on"),
 	BOOL(SECTION_SERVICE, "multiplex", SVC(multiplex), "off"),
 	ENUM(SECTION_SERVICE, "cluster", SVC(cluster), cluster_names, "off", false),
+	ENUM(SECTION_SERVICE, "io", SVC(io), io_names, "epoll", false),
 	STRING(SECTION_SERVICE, "probe_user", SVC(probe_user), NULL, NULL),
 	STRING(SECTION_SERVICE, "probe_password", SVC(probe_password), "", check_member_secret),
 	STRING(SECTION_SERVICE, "probe_database", SVC(probe_database), NULL, NULL),

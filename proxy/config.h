@@ -28,6 +28,7 @@ const char *route_name(enum route r);
 const char *drain_mode_name(enum drain_mode d);
 
 enum cluster_mode { CLUSTER_OFF, CLUSTER_ON, CLUSTER_AUTO };
+enum io_model { IO_EPOLL, IO_URING };
 
 struct service_config {
 	char *name;           /* from "[service NAME]" */
@@ -45,6 +46,8 @@ struct service_config {
 	                                    the control plane's word alone routes */
 	bool multiplex;                  /* redis: stateless commands of all clients share one
 	                                    connection per server (default off) */
+	enum io_model io;                /* how a session's plain sockets move bytes: epoll (readiness,
+	                                    the default) or uring (completions, net/uring.h) */
 	enum cluster_mode cluster;       /* redis: on -- the members are seeds of a Redis Cluster;
 	                                    every shard's primary is followed, commands go by key
 	                                    slot; auto -- the first member's answer decides */

@@ -295,6 +295,8 @@ const struct net_ops net_tls_ops = {
 
 void net_conn_close(struct net_conn *c)
 {
+	if (c->ops->close != NULL)
+		c->ops->close(c);  /* (the socket too, when it must outlive the operations on it) */
 	if (c->ssl != NULL)
 		SSL_free(c->ssl);
 	if (c->fd >= 0)

@@ -5,6 +5,9 @@
  *
  *   plain  recv / send / evbuffer_write: what the data path did before, one indirect call more;
  *          splice(2) through a pipe for the payloads a protocol says need not be seen
+ *   uring  completions (net/uring.h, io = uring): a receive always posted into a buffer of a shared
+ *          ring, sends from a buffer the transport owns until they complete; the owner's events,
+ *          without a socket, are made active when it can read or write on (`watch`)
  *   TLS    SSL_read_ex / SSL_write_ex over the same non-blocking socket; `want` says which event a
  *          call that could not go on waits for (a TLS read may need the socket writable, a write
  *          readable); a handshake is driven from the loop like a connect
@@ -26,6 +29,7 @@ struct evbuffer;
 struct net_conn;
 struct net_pipe;
 struct net_tls;
+struct net_uconn;
 typedef struct ssl_st SSL;
 
 enum net_tls_mode { NET_TLS_OFF, NET_TLS_REQUIRE, NET_TLS_VERIFY_CA, NET_TLS_VERIFY_FULL };
@@ -50,6 +54,13 @@ struct net_ops {
 	 * count, 0 when the socket takes none now, -1 on error). The bytes never enter user space. */
 	ssize_t (*splice_in)(struct net_conn *c, struct net_pipe *p, size_t len);
 	ssize_t (*splice_out)(struct net_conn *c, struct net_pipe *p, size_t len);
+	/* A transport whose readiness is its own (optional: completions): the owner's interest in
+	 * reading or writing (EV_READ or EV_WRITE) instead of adding its events to the loop; the
+	 * bytes it took and has not handed to the kernel yet (what is owed beyond `out`); what a
+	 * close does beyond closing the socket. */
+	void (*watch)(struct net_conn *c, short what, bool on);
+	size_t (*queued)(const struct net_conn *c);
+	void (*close)(struct net_conn *c);
 };
 
 /* A pipe holding bytes owed to one socket (splice_in put them there, splice_out takes them out),
@@ -67,6 +78,7 @@ struct net_conn {
 	SSL *ssl;                    /* TLS */
 	size_t wretry;               /* TLS: a write that could not go on is retried with at least this much */
 	short want;                  /* TLS: the event the last call waits for, 0 when the usual one */
+	struct net_uconn *u;         /* completions: buffers and operations in flight (net/uring.c) */
 };
 
 extern const struct net_ops net_plain_ops;
@@ -80,6 +92,7 @@ static inline void net_conn_init(struct net_conn *c, evutil_socket_t fd)
 	c->ssl = NULL;
 	c->wretry = 0;
 	c->want = 0;
+	c->u = NULL;
 }
 
 /* The first byte waiting on a plain conn's socket, left there (a listener telling a TLS client from

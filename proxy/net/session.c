@@ -32,6 +32,7 @@
 #include "log.h"
 #include "net/transport.h"
 #include "net/shared.h"
+#include "net/uring.h"
 #include "proto/keyspec.h"
 #include "proto/slots.h"
 #include "util.h"
@@ -194,7 +195,9 @@ static void side_reading(struct session_side *d, bool on)
 {
 	if (d->rev == NULL || d->reading == on)
 		return;
-	if (on) {
+	if (d->conn.ops->watch != NULL) {
+		d->conn.ops->watch(&d->conn, EV_READ, on);  /* completions: the transport says when */
+	} else if (on) {
 		event_add(d->rev, NULL);
 		/* TLS: what is decrypted already raises no socket event. */
 		if (d->conn.ops->pending(&d->conn))
@@ -209,12 +212,16 @@ static void side_writing(struct session_side *d, bool on)
 {
 	if (d->wev == NULL || d->writing == on)
 		return;
-	if (on)
+	if (d->conn.ops->watch != NULL)
+		d->conn.ops->watch(&d->conn, EV_WRITE, on);
+	else if (on)
 		event_add(d->wev, NULL);
 	else
 		event_del(d->wev);
 	d->writing = on;
 }
+
+static size_t side_owed(const struct session_side *d);
 
 static bool side_open(struct session_side *d, struct event_base *base, evutil_socket_t fd, event_callback_fn rcb,
 		      event_callback_fn wcb, void *arg)
@@ -268,14 +275,85 @@ static bool side_flush(struct session_side *d)
 	}
 	if (d->conn.ops->flush(&d->conn, d->out, NULL) != 0)
 		return false;
-	side_writing(d, evbuffer_get_length(d->out) > 0);
+	side_writing(d, side_owed(d) > 0);
 	return true;
 }
 
-/* Bytes owed to `d` and not yet taken by its socket. */
+/* Bytes owed to `d` and not yet taken by its socket (completions: nor by the kernel). */
 static size_t side_owed(const struct session_side *d)
 {
-	return evbuffer_get_length(d->out) + d->pipe.len;
+	return evbuffer_get_length(d->out) + d->pipe.len + (d->conn.ops->queued != NULL ? d->conn.ops->queued(&d->conn) : 0);
+}
+
+/* New events for the side's socket (`fd` -1: none, the completion ring makes them active), with the
+ * old ones' callbacks; false without memory. */
+static bool side_events_new(struct session_side *d, struct event_base *base, evutil_socket_t fd, struct event **rev,
+			    struct event **wev)
+{
+	*rev = event_new(base, fd, (fd < 0 ? 0 : EV_READ) | EV_PERSIST, event_get_callback(d->rev),
+			 event_get_callback_arg(d->rev));
+	*wev = event_new(base, fd, (fd < 0 ? 0 : EV_WRITE) | EV_PERSIST, event_get_callback(d->wev),
+			 event_get_callback_arg(d->wev));
+	if (*rev != NULL && *wev != NULL)
+		return true;
+	if (*rev != NULL)
+		event_free(*rev);
+	if (*wev != NULL)
+		event_free(*wev);
+	return false;
+}
+
+/* The side's transport moved: its new events take over, with the interest it had. */
+static void side_events_swap(struct session_side *d, struct event *rev, struct event *wev, bool reading, bool writing)
+{
+	event_free(d->rev);  /* (out of the loop with it) */
+	event_free(d->wev);
+	d->rev = rev;
+	d->wev = wev;
+	d->reading = d->writing = false;
+	side_reading(d, reading);
+	side_writing(d, writing);
+}
+
+/* io = uring: a plain side moves onto the completion ring. Stays on readiness when the ring cannot
+ * be had. */
+static void side_uring(struct session *s, struct session_side *d)
+{
+	struct event *rev, *wev;
+
+	if (s->host->cfg->io != IO_URING || d->conn.ops != &net_plain_ops || d->pipe.len > 0 || d->rev == NULL ||
+	    !side_events_new(d, s->host->base, -1, &rev, &wev))
+		return;
+	if (!net_conn_uring(&d->conn, s->host->base, rev, wev)) {
+		event_free(rev);
+		event_free(wev);
+		return;
+	}
+	side_events_swap(d, rev, wev, d->reading, d->writing);
+}
+
+/* ... and back to readiness (a connection kept for later is watched by epoll): false when it holds
+ * bytes either way (or without memory): it stays on the ring. */
+static bool side_unring(struct session *s, struct session_side *d)
+{
+	struct event *rev, *wev;
+	bool reading = d->reading, writing = d->writing;
+
+	if (d->conn.u == NULL)
+		return true;
+	if (!side_events_new(d, s->host->base, d->conn.fd, &rev, &wev))
+		return false;
+	side_reading(d, false);  /* (the ring's interest ends with it) */
+	side_writing(d, false);
+	if (!net_conn_unring(&d->conn)) {
+		event_free(rev);
+		event_free(wev);
+		side_reading(d, reading);
+		side_writing(d, writing);
+		return false;
+	}
+	side_events_swap(d, rev, wev, reading, writing);
+	return true;
 }
 
 /* Reads land here first: the loop is single-threaded and a read is handled to the end before the
@@ -375,8 +453,12 @@ static bool answer_send(struct session *s, const uint8_t *head, size_t h, const 
  * answered), the server's side is shut for writing too. */
 static void half_close_upstream(struct session *s)
 {
-	if (s->upstream_shut || s->greet || s->upstream.conn.fd < 0 || side_owed(&s->upstream) > 0)
+	if (s->upstream_shut || s->greet || s->upstream.conn.fd < 0)
 		return;
+	if (side_owed(&s->upstream) > 0) {
+		side_writing(&s->upstream, true);  /* again from its write callback once they are out */
+		return;
+	}
 	s->upstream.conn.ops->shutdown_write(&s->upstream.conn);
 	s->upstream_shut = true;
 }
@@ -4120,6 +4202,8 @@ static bool on_connected(struct session *s)
 		s->host->ops->unhold(s->host, s);
 	snprintf(what, sizeof(what), "(%s)", s->host->ops->member_str(s->host, s->member));
 	set_state(s, SESSION_ACTIVE, what);
+	if (s->med == 0 && !s->relay_on)
+		side_uring(s, &s->upstream);
 	side_reading(&s->upstream, true);
 	if (s->replay) {
 		const struct proto_ops *proto = s->host->proto;
@@ -4307,8 +4391,12 @@ static bool pool_donate(struct session *s, const uint8_t *p, size_t n)
 	bool idle = proto->is_idle(&s->ps);
 	bool rest = idle || (proto->at_rest != NULL && proto->at_rest(&s->ps));
 	if (lo->poolable == NULL || (!clean && (lo->reset_request == NULL || !rest || proto->is_opaque(&s->ps))) ||
-	    evbuffer_get_length(s->upstream.out) > 0 || (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0) ||
+	    side_owed(&s->upstream) > 0 || (s->client_in != NULL && evbuffer_get_length(s->client_in) > 0) ||
 	    (startup = lo->startup(s->login, &len)) == NULL)
+		return false;
+	/* Kept connections are watched by readiness: back from the ring first (the server said
+	 * nothing meanwhile, or it is not kept). */
+	if (!side_unring(s, &s->upstream))
 		return false;
 	memset(&kept, 0, sizeof(kept));
 	if ((kept.params = evbuffer_new()) == NULL || !lo->hand_over(s->login, kept.params, kept.member_key, &kept.has_key) ||
@@ -4456,6 +4544,8 @@ struct session *session_accept(struct session_host *svc, int fd, const struct so
 		free(s);
 		return NULL;
 	}
+	if (svc->ops->listen_tls_mode(svc) == LISTEN_TLS_OFF)
+		side_uring(s, &s->client);  /* (a TLS client's stays on readiness) */
 	side_reading(&s->client, true);
 	svc->ops->opened(svc, s);
 	svc->counters.accepted++;

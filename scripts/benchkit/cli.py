@@ -65,6 +65,9 @@ PEERS = {"redis": "twemproxy", "postgres": "pgbouncer"}
 # with readiness (epoll, recv, send: repoint's model, HAProxy's, twemproxy's) and with completions
 # (io_uring, one io_uring_enter per loop turn).
 FLOORS = ("floor-epoll", "floor-uring")
+# repoint with `io = uring` in every service (a third process, otherwise the `repoint` path's configuration):
+# the completion transport (net/uring.c) against its floor, on the throughput rows.
+URING = "repoint-uring"
 THROUGHPUT = {"redis": "redis", "postgres": "pg", "mysql": "mysql"}   # engine -> its throughput workload
 
 
@@ -152,6 +155,7 @@ class Bench:
         self.haproxy = self.repoint = self.mux = self.splice = None
         self.peers = {}   # engine -> Twemproxy / Pgbouncer
         self.floors = {}  # path -> RelayFloor
+        self.uring = None
         self.mux_dead = False
         self.extra_procs = []
 
@@ -191,7 +195,12 @@ class Bench:
             self.splice.wait_ready()
             log("%s %s ready" % (SPLICE, self.splice.ports))
         self.start_peers(engines)
-        self.start_floors([e for e in engines if THROUGHPUT[e] in self.a.only])
+        throughput_engines = [e for e in engines if THROUGHPUT[e] in self.a.only]
+        self.start_floors(throughput_engines)
+        if throughput_engines:
+            self.uring = self.start_or_record(lambda: Repoint(
+                self.a.repoint, self.lab, self.workdir, "uring", throughput_engines, interval=self.a.interval,
+                name=URING, **{e: {"io": "uring"} for e in throughput_engines}))
 
     def start_or_record(self, make):
         """make(): a Proc, then waited for. None when it cannot be made or started: the error is recorded
@@ -246,7 +255,7 @@ class Bench:
             self.mux = None
 
     def teardown(self):
-        for p in ([self.haproxy, self.repoint, self.mux, self.splice] + list(self.peers.values()) +
+        for p in ([self.haproxy, self.repoint, self.mux, self.splice, self.uring] + list(self.peers.values()) +
                   list(self.floors.values()) + self.extra_procs):
             if p is not None:
                 try:
@@ -269,7 +278,7 @@ class Bench:
 
     def proc(self, path):
         peers = {p.name: p for p in self.peers.values()}
-        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, SPLICE: self.splice, **peers,
+        return {"haproxy": self.haproxy, "repoint": self.repoint, MUX: self.mux, SPLICE: self.splice, URING: self.uring, **peers,
                 **self.floors}.get(path)
 
     def mux_usable(self, try_write=False):
@@ -299,6 +308,7 @@ class Bench:
         if engine == "redis" and self.splice is not None:
             paths += (SPLICE,)
         paths += (PEERS[engine],) if engine in self.peers else ()
+        paths += (URING,) if self.uring is not None and engine in self.uring.ports else ()
         return paths + tuple(f for f in FLOORS if f in self.floors and engine in self.floors[f].ports)
 
     # ---- throughput -----------------------------------------------------------------------------
@@ -351,7 +361,8 @@ class Bench:
             # repoint-mux/repoint (what multiplexing changes)
             peers = tuple(PEERS.values()) + (SPLICE,) + FLOORS
             for mine, others in (("repoint", ("direct", "haproxy") + peers),
-                                 (MUX, ("direct", "haproxy", "repoint") + peers)):
+                                 (MUX, ("direct", "haproxy", "repoint") + peers),
+                                 (URING, ("direct", "haproxy", "repoint") + peers)):
                 for other in others:
                     rp, o = w["paths"].get(mine), w["paths"].get(other)
                     if not rp or not o:
@@ -546,7 +557,9 @@ def main(argv=None):
             "haproxy_check_timeout": a.haproxy_check_timeout,
             "repoint_mux_config": "the repoint path's lab configuration with, in [service redis], %s; a second "
                                   "process of the same binary; Redis workloads only" % ", ".join(
-                                      "%s = %s" % kv for kv in sorted(MUX_OVERRIDES["redis"].items()))}
+                                      "%s = %s" % kv for kv in sorted(MUX_OVERRIDES["redis"].items())),
+            "repoint_uring_config": "the repoint path's lab configuration with io = uring in every service of "
+                                    "the throughput rows; a third process of the same binary"}
     rc = 0
     try:
         b.setup()
@@ -565,6 +578,8 @@ def main(argv=None):
             b.results["haproxy_config_text"] = open(b.haproxy.cfg).read()
         if b.mux is not None:
             b.results["repoint_mux_config_text"] = open(b.mux.cfg).read()
+        if b.uring is not None:
+            b.results["repoint_uring_config_text"] = open(b.uring.cfg).read()
         t = time.monotonic()
         b.teardown()
         log("teardown %.1fs" % (time.monotonic() - t))

@@ -2,11 +2,12 @@
 
 from .common import fmt_num
 
-# repoint-mux, haproxy-splice, twemproxy, the relay floors: Redis; pgbouncer: Postgres
-PATHS = ("direct", "haproxy", "haproxy-splice", "twemproxy", "pgbouncer", "repoint", "repoint-mux", "floor-epoll",
-         "floor-uring")
+# repoint-mux, haproxy-splice, twemproxy: Redis; pgbouncer: Postgres; repoint-uring and the relay floors:
+# the throughput rows
+PATHS = ("direct", "haproxy", "haproxy-splice", "twemproxy", "pgbouncer", "repoint", "repoint-mux", "repoint-uring",
+         "floor-epoll", "floor-uring")
 PEERS = ("twemproxy", "pgbouncer")
-PROXIES = ("repoint", "repoint-mux")                      # the rows of the ratio table
+PROXIES = ("repoint", "repoint-mux", "repoint-uring")     # the rows of the ratio table
 
 
 def _cell(s, digits=None):
@@ -42,7 +43,7 @@ def throughput_table(workloads):
     fmt = "%-24s %-11s %11s %11s %12s %10s %10s %10s %10s %11s %13s %14s %12s %14s %13s %15s %15s %15s"
     hdr = fmt % ("ratios (of medians)", "X = proxy", "tput X/dir", "tput X/hap", "tput X/peer", "p50 X/dir",
                  "p50 X/hap", "p99 X/dir", "p99 X/hap", "p99 X/peer", "cpu/op X/hap", "cpu/op X/peer",
-                 "tput mux/rp", "cpu/op mux/rp", "tput X/hsplc", "cpu/op X/hsplc", "cpu/op X/epoll",
+                 "tput X/rp", "cpu/op X/rp", "tput X/hsplc", "cpu/op X/hsplc", "cpu/op X/epoll",
                  "cpu/op X/uring")
     lines += [hdr, "-" * len(hdr)]
     for wid, w in workloads.items():
@@ -51,7 +52,7 @@ def throughput_table(workloads):
         for x in PROXIES:
             d, h = r.get(x + "/direct"), r.get(x + "/haproxy")
             if x != "repoint" and d is None and h is None:
-                continue          # repoint-mux: Redis rows only
+                continue          # repoint-mux: Redis rows only; repoint-uring: the throughput rows
             d, h, m = d or {}, h or {}, r.get(x + "/repoint") or {}
             pe = next((r[x + "/" + p] for p in PEERS if x + "/" + p in r), {})
             sp = r.get(x + "/haproxy-splice") or {}

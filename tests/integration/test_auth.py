@@ -140,8 +140,10 @@ WRITERS = {"psycopg2": (lambda: ENGINES["postgres"], True), "psycopg2-transactio
            "psycopg3": (lambda: Psycopg3(True), True), "psycopg3-transactions": (lambda: Psycopg3(False), False)}
 
 
-@pytest.mark.parametrize("writer", list(WRITERS))
-def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint, writer):
+# ... and with the completion transport (io = uring) under the sessions: the same, whatever moves the bytes.
+@pytest.mark.parametrize("writer,io", [(w, "epoll") for w in WRITERS] +
+                         [("psycopg2", "uring"), ("psycopg3-transactions", "uring")])
+def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint, writer, io):
     """4 writers on persistent connections through the lab's switchover, which turns the old primary
     read-only first (libpq's own read-write test, which repoint's probe reads too): 0 errors, no reconnect,
     every acknowledged write on the new writer, an idle session moved. A write refused then (25006) did not
@@ -154,7 +156,7 @@ def test_a_switchover_costs_persistent_connections_nothing(lab, start_repoint, w
     writer at its idle point: nothing refused, the path this test is about not taken."""
     engine = ENGINES["postgres"]
     make, autocommit = WRITERS[writer]
-    rp = start_repoint(postgres=dict(AUTH["postgres"], probe_interval="5s"))
+    rp = start_repoint(postgres=dict(AUTH["postgres"], probe_interval="5s", io=io))
     port = rp.ports["postgres"]
     c = engine.connect(port)
     engine.setup(c)

@@ -4,7 +4,8 @@ through repoint in every mode that exists, and what the client saw must be the s
 
 Each scenario is a small function `scenario(target) -> transcript` (a list of (step, observation)).
 `target.port` is where the client connects, `target.connect()` opens a client of the engine's usual
-library. Modes: "plain" for every engine, "multiplex" for Redis. TLS and cluster modes are added by
+library. Modes: "plain" and "uring" (io = uring, the completion transport) for every engine, "multiplex"
+for Redis. TLS and cluster modes are added by
 extending MODES (a mode is a set of config overrides per engine).
 
 Differences inherent to a proxy are normalized, and only these (INHERENT, with the reason):
@@ -43,6 +44,8 @@ MODES = {
     # Redis multiplexes by default: "plain" says off, so that both of its paths are compared.
     "plain": {"redis": {"multiplex": "off"}},
     "multiplex": {"redis": {"multiplex": "on"}},
+    # The completion transport (io = uring): the same bytes, whatever moves them.
+    "uring": {"redis": {"multiplex": "off", "io": "uring"}, "postgres": {"io": "uring"}, "mysql": {"io": "uring"}},
     # later: "tls": {...}, "cluster": {...}
 }
 
@@ -773,7 +776,7 @@ SCENARIOS = {
               rd_client_id_stable, rd_script_kill, rd_too_big_inline, rd_half_close, rd_wait, rd_multi_watch,
               rd_resp3_pin_mux],
 }
-ENGINE_MODES = {"postgres": ["plain"], "mysql": ["plain"], "redis": ["plain", "multiplex"]}
+ENGINE_MODES = {"postgres": ["plain", "uring"], "mysql": ["plain", "uring"], "redis": ["plain", "multiplex", "uring"]}
 CASES = [pytest.param(e, m, f, id=f"{e}-{m}-{f.__name__}")
          for e, fs in SCENARIOS.items() for m in ENGINE_MODES[e] for f in fs]
 

@@ -46,10 +46,12 @@ def summarize(loops, t0):
     return outage, errors, kinds
 
 
+@pytest.mark.parametrize("io", ["epoll", "uring"])
 @pytest.mark.parametrize("name", ENGINE_NAMES)
-def test_switchover_keeps_writes_flowing(lab, start_repoint, name):
+def test_switchover_keeps_writes_flowing(lab, start_repoint, name, io):
+    """Writes keep flowing through a planned switchover, with either I/O model under the sessions."""
     engine = ENGINES[name]
-    rp = start_repoint()
+    rp = start_repoint(**{name: {"io": io}})
     port = rp.ports[name]
     conn = engine.connect(port)
     engine.setup(conn)

@@ -351,7 +351,7 @@ START_TEST(test_err_unknown_key)
 	expect_errors(OK_SERVICE "weight = 3\n",
 		      "test.ini:5: unknown key 'weight' in [service ok]; allowed keys: protocol, "
 		      "listen, route, members, source, shard, probe_interval, probe_timeout, "
-		      "failover_probe_interval, down_after, probes, multiplex, cluster, probe_user, probe_password, "
+		      "failover_probe_interval, down_after, probes, multiplex, cluster, io, probe_user, probe_password, "
 		      "probe_database, tls, tls_ca_file, tls_server_name, tls_cert_file, tls_key_file, listen_tls, "
 		      "listen_tls_cert_file, listen_tls_key_file, auth, auth_file, client_auth, member_user, "
 		      "member_password, reauth_interval, iam_resource, hold_timeout, drain, drain_timeout, "
@@ -412,13 +412,14 @@ START_TEST(test_words_any_case)
 {
 	struct config *cfg = load_ok("[repoint]\nlog_level = INFO\nlog_format = Json\n[service a]\n"
 				     "protocol = Redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
-				     "route = Writer\ndrain = IMMEDIATE\nmultiplex = ON\ntls = Verify-Full\n");
+				     "route = Writer\ndrain = IMMEDIATE\nmultiplex = ON\ntls = Verify-Full\nio = URING\n");
 	ck_assert_int_eq(cfg->log_level, LOG_INFO);
 	ck_assert_int_eq(cfg->log_format, LOG_FORMAT_JSON);
 	ck_assert_int_eq(cfg->services[0].protocol, PROTOCOL_REDIS);
 	ck_assert_int_eq(cfg->services[0].drain, DRAIN_IMMEDIATE);
 	ck_assert(cfg->services[0].multiplex);
 	ck_assert_int_eq(cfg->services[0].tls, TLS_VERIFY_FULL);
+	ck_assert_int_eq(cfg->services[0].io, IO_URING);
 	config_free(cfg);
 }
 END_TEST
@@ -631,6 +632,9 @@ START_TEST(test_err_source)
 		      "test.ini:10: multiplex: only redis sessions can share a server connection, but this "
 		      "service is postgres");
 	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
+		      "io = poll\n",
+		      "test.ini:5: io: expected epoll or uring, got 'poll'");
+	expect_errors("[service a]\nprotocol = redis\nlisten = 127.0.0.1:1\nmembers = 127.0.0.1:2\n"
 		      "tls = verify\ntls_ca_file = /nonexistent/ca.pem\n[service b]\nprotocol = mysql\n"
 		      "listen = 127.0.0.1:3\nmembers = 127.0.0.1:4\ntls = require\n",
 		      "test.ini:5: tls: expected off, require, verify-ca or verify-full, got 'verify'\n"
@@ -644,6 +648,7 @@ START_TEST(test_err_source)
 		ck_assert(!cfg->services->multiplex);
 		ck_assert(cfg->services->next->multiplex);
 		ck_assert(!cfg->services->next->next->multiplex);
+		ck_assert_int_eq(cfg->services->io, IO_EPOLL);  /* readiness unless told otherwise */
 		config_free(cfg);
 	}
 	/* auth = repoint for redis: repoint logs in to the members (member_user, member_password);
